@@ -1,0 +1,35 @@
+# One venv per checkout; every target installs what it needs first.
+PY ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: install install-test run test lint fmt bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+
+install-test: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+
+run: install
+	$(BIN)/luna-sender $(ARGS)
+
+test: install-test
+	$(BIN)/ruff check luna_sender tests benchmarks
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: install-test
+	$(BIN)/ruff check luna_sender tests benchmarks
+
+fmt: install-test
+	$(BIN)/ruff check --fix luna_sender tests benchmarks
+
+bench: install-test
+	$(BIN)/python -m benchmarks.run $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

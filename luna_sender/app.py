@@ -1,0 +1,86 @@
+"""Builds the aiohttp application: routes, middleware, start-up and shutdown order.
+
+Shutdown order matters for the delivery promise: stop accepting, let already-published events
+reach the sockets, close every socket with 1001, then stop the bus and the plugins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from .bus import create_bus
+from .config import Settings
+from .hub import Hub
+from .metrics import Metrics
+from .plugins import PluginManager
+from .web import publish, service, streams
+from .web.context import CTX, Context
+from .web.middlewares import luna_middleware
+
+log = logging.getLogger("luna_sender.app")
+
+
+def business_prefixes(settings: Settings) -> list[str]:
+    return ["", *(f"/{v}" for v in settings.api_versions)]
+
+
+def build_app(settings: Settings) -> web.Application:
+    metrics = Metrics(settings.metrics.extra_labels)
+    options: dict[str, object] = {}
+    if not settings.redis_url.startswith("memory"):
+        options = {
+            "on_reconnect": metrics.reconnected.inc,
+        }
+    bus = create_bus(settings.redis_url, **options)
+    plugins = PluginManager(settings.plugins, settings.plugin_settings)
+    hub = Hub(bus, settings, metrics, hooks=plugins)
+    app = web.Application(
+        middlewares=[luna_middleware],
+        client_max_size=settings.limits.publish_body_max_bytes,
+    )
+    app[CTX] = Context(settings=settings, bus=bus, hub=hub, metrics=metrics, plugins=plugins)
+
+    for prefix in business_prefixes(settings):
+        app.router.add_get(prefix + "/ws", streams.face_ws, allow_head=False)
+        app.router.add_get(prefix + "/ws/general", streams.general_ws, allow_head=False)
+        app.router.add_post(prefix + "/publish", publish.publish_events)
+        app.router.add_post(prefix + "/publish/general", publish.publish_general)
+    app.router.add_get("/version", service.version)
+    app.router.add_get("/healthcheck", service.healthcheck)
+    app.router.add_get("/config", service.config)
+    app.router.add_get("/plugins", service.plugins)
+    app.router.add_get("/metrics", service.metrics)
+    app.router.add_get("/docs/spec", service.docs_spec)
+    app.router.add_get("/docs/dev", service.docs_dev)
+    app.router.add_get("/docs/dev/{page}", service.docs_dev_page)
+
+    app.on_startup.append(_on_startup)
+    app.on_shutdown.append(_on_shutdown)
+    app.on_cleanup.append(_on_cleanup)
+    return app
+
+
+async def _on_startup(app: web.Application) -> None:
+    context = app[CTX]
+    await context.plugins.start(context)
+    await context.hub.start()
+    log.info("luna-sender ready: bus=%s api_versions=%s", context.bus.url.split("@")[-1],
+             context.settings.api_versions)
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    context = app[CTX]
+    context.hub.shutting_down = True
+    # Events already handed to the loop (memory bus call_soon, bytes read from Redis) go out
+    # before the close frames, which are written after them on the same transports.
+    await asyncio.sleep(0)
+    await context.hub.close_all()
+
+
+async def _on_cleanup(app: web.Application) -> None:
+    context = app[CTX]
+    await context.hub.stop()
+    await context.plugins.stop()

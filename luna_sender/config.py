@@ -1,0 +1,236 @@
+"""Settings: ``config.yaml`` < ``LUNA_SENDER_*`` environment < CLI flags, validated once at start.
+
+Validation happens before anything listens, so a typo in a deployment fails loudly with the key
+named instead of surfacing later as odd behaviour. Every field here is documented in the repository's
+``config.yaml`` (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "LUNA_SENDER_"
+MASK = "********"
+SECRET_KEY_RE = re.compile(r"password|token|secret", re.IGNORECASE)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class WsSettings(_Section):
+    heartbeat: float = Field(20.0, gt=0, description="Seconds between server pings (autoping).")
+    max_connections: int = Field(
+        20000, ge=1, description="Open websockets per process; more are refused before upgrade."
+    )
+    max_message_size: int = Field(
+        65536, ge=125, description="Largest inbound client frame in bytes; larger closes 1009."
+    )
+    queue_max_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=65536,
+        description="Per-socket outgoing buffer cap in bytes; over it the socket is closed 1008.",
+    )
+    stall_timeout: float = Field(
+        10.0, gt=0, description="Seconds a socket may keep unsent data without progress."
+    )
+    shutdown_timeout: float = Field(
+        2.0, gt=0, description="Seconds given to clients to answer the 1001 close on shutdown."
+    )
+
+
+class LimitSettings(_Section):
+    publish_body_max_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest accepted publish request body."
+    )
+    list_filter_max_items: int = Field(
+        1000, ge=1, description="Most items in one comma-separated filter value."
+    )
+    user_filters_max: int = Field(
+        64, ge=0, description="Most user-defined (event.* / meta.*) filters per connection."
+    )
+    bus_message_max_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="Bus messages larger than this are dropped."
+    )
+
+
+class MetricsSettings(_Section):
+    enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
+    extra_labels: dict[str, str] = Field(
+        default_factory=dict, description="Constant labels added to every metric."
+    )
+
+
+class Settings(_Section):
+    host: str = Field("0.0.0.0", description="Address to listen on.")
+    port: int = Field(5080, ge=0, le=65535, description="TCP port to listen on.")
+    redis_url: str = Field(
+        "memory://",
+        description="Event bus: memory:// (in-process) or redis://, rediss:// URLs.",
+    )
+    channel_prefix: str = Field(
+        "luna-sender", min_length=1, description="Face/body channel is '{prefix}:{account_id}'."
+    )
+    general_channel: str | None = Field(
+        None, description="General-event channel; default '{channel_prefix}-general-events'."
+    )
+    api_versions: list[int] = Field(
+        default_factory=lambda: [1, 2], description="Business routes are also served at /{v}/..."
+    )
+    api_version: int = Field(2, ge=1, description="Reported as Version.api by /version.")
+    storage_time: Literal["UTC", "LOCAL"] = Field(
+        "UTC", description="Time zone of default event times on general publish."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
+    log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+    docs_dir: str | None = Field(
+        None, description="Folder of the developer manual served at /docs/dev (default: ./docs)."
+    )
+    ws: WsSettings = Field(default_factory=WsSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    plugins: list[str] = Field(
+        default_factory=list, description="Plugins to start (entry-point names or dotted paths)."
+    )
+    plugin_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Settings block per plugin name."
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in {"memory", "redis", "rediss", "unix"}:
+            raise ValueError(f"unsupported bus scheme {scheme!r} (memory, redis, rediss, unix)")
+        return value
+
+    @field_validator("api_versions")
+    @classmethod
+    def _positive_versions(cls, value: list[int]) -> list[int]:
+        if any(v < 1 for v in value):
+            raise ValueError("API versions are positive integers")
+        return sorted(set(value))
+
+    @property
+    def general_channel_name(self) -> str:
+        return self.general_channel or f"{self.channel_prefix}-general-events"
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as plain data with passwords and tokens replaced by ``********``."""
+        return _mask(self.model_dump(mode="json"))
+
+
+class ConfigError(Exception):
+    """A setting failed to load or validate; the message is one line naming the key."""
+
+
+def _mask(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _mask(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v, key) for v in value]
+    if isinstance(value, str):
+        if SECRET_KEY_RE.search(key) and value:
+            return MASK
+        return mask_url(value) if "://" in value else value
+    return value
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL's userinfo (``redis://user:pw@host`` -> ``user:********``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:{MASK}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        node = target.get(part)
+        if not isinstance(node, dict):
+            node = {}
+            target[part] = node
+        target = node
+    target[path[-1]] = value
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """``LUNA_SENDER_WS__HEARTBEAT=5`` -> ``{"ws": {"heartbeat": 5}}``; values parse as YAML."""
+    result: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not path:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        # Keep strings that YAML would reinterpret (a URL with ':' stays a string anyway).
+        if isinstance(value, (dict, list)) or not isinstance(value, str):
+            _set_path(result, path, value)
+        else:
+            _set_path(result, path, raw)
+    return result
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def default_config_path() -> Path | None:
+    path = Path("config.yaml")
+    return path if path.is_file() else None
+
+
+def load_settings(
+    config_path: str | Path | None = None,
+    cli_overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Merge the three sources in precedence order and validate the result."""
+    environ = dict(os.environ) if environ is None else environ
+    data: dict[str, Any] = {}
+    path = config_path or environ.get(ENV_PREFIX + "CONFIG") or default_config_path()
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}".replace("\n", " "))
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of settings")
+        data = loaded
+    data = _deep_merge(data, _env_overrides(environ))
+    data = _deep_merge(data, {k: v for k, v in (cli_overrides or {}).items() if v is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise ConfigError(f"invalid setting '{key}': {first['msg']}") from None

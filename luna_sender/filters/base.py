@@ -1,0 +1,176 @@
+"""Filters as data: a query parameter becomes a compiled predicate once, at connect time.
+
+A filter is a :class:`FilterSpec` — its name, a parser from the raw query value (which also checks
+the value domain), the event fields it reads, and a match rule. The hub never knows which filters
+exist: it groups connections by :attr:`CompiledFilter.key` and calls :meth:`CompiledFilter.match`
+once per group and event, so adding a filter is one entry in a spec table.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+MISSING: Any = object()
+NULL_LITERAL = "null"
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class FilterError(ValueError):
+    """A query parameter is malformed; ``param`` names it in the 12012 error."""
+
+    def __init__(self, param: str, reason: str) -> None:
+        super().__init__(f"{param}: {reason}")
+        self.param = param
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    list_max_items: int = 1000
+    user_filters_max: int = 64
+
+
+def get_path(obj: Any, path: tuple[str, ...]) -> Any:
+    """Walk nested dicts; ``MISSING`` when any step is absent or not an object."""
+    for part in path:
+        if not isinstance(obj, dict):
+            return MISSING
+        obj = obj.get(part, MISSING)
+        if obj is MISSING:
+            return MISSING
+    return obj
+
+
+# --- value parsers: raw string -> python value, ValueError with a human reason on failure ---
+
+
+def split_list(raw: str, limits: Limits) -> list[str]:
+    items = raw.split(",")
+    if len(items) > limits.list_max_items:
+        raise ValueError(f"more than {limits.list_max_items} items")
+    if any(item == "" for item in items):
+        raise ValueError("empty list item")
+    return items
+
+
+def parse_int(raw: str, lo: int | None = None, hi: int | None = None) -> int:
+    text = raw.strip()
+    if not re.fullmatch(r"[+-]?\d{1,18}", text):
+        raise ValueError(f"'{raw}' is not an integer")
+    value = int(text)
+    if lo is not None and value < lo or hi is not None and value > hi:
+        raise ValueError(f"{value} is out of range [{lo}..{hi}]")
+    return value
+
+
+def parse_float(raw: str, lo: float | None = None, hi: float | None = None) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"'{raw}' is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"'{raw}' is not a finite number")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        raise ValueError(f"{value} is out of range [{lo}..{hi}]")
+    return value
+
+
+def parse_uuid(raw: str) -> str:
+    if not UUID_RE.match(raw):
+        raise ValueError(f"'{raw}' is not a uuid")
+    return str(uuid.UUID(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class FilterSpec:
+    """One query filter. ``parse`` validates and normalises; ``match(value, subject)`` decides."""
+
+    name: str
+    parse: Callable[[str, Limits], Any]
+    match: Callable[[Any, Any], bool]
+    fields: tuple[str, ...] = ()
+    description: str = ""
+    # Name of an equality index the hub may use ("handler_id", "source", ...), with the set of
+    # accepted values as the filter's parsed value. None: no index, evaluate the predicate.
+    index: str | None = None
+
+
+@dataclass(slots=True)
+class CompiledFilter:
+    """All filters of one connection, AND-ed. Equal query sets compile to equal ``key``s."""
+
+    key: str
+    predicates: tuple[Callable[[Any], bool], ...]
+    params: dict[str, str] = field(default_factory=dict)
+    index: dict[str, frozenset[Any]] = field(default_factory=dict)
+
+    def match(self, subject: Any) -> bool:
+        for predicate in self.predicates:
+            if not predicate(subject):
+                return False
+        return True
+
+    def summary(self) -> str:
+        return "&".join(f"{k}={v}" for k, v in sorted(self.params.items())) or "<all>"
+
+
+DynamicCompiler = Callable[[str, str, Limits], Callable[[Any], bool] | None]
+
+
+def compile_filters(
+    specs: Mapping[str, FilterSpec],
+    query: Iterable[tuple[str, str]],
+    limits: Limits,
+    dynamic: DynamicCompiler | None = None,
+    dynamic_count_param: str = "event.*",
+    ignore: frozenset[str] = frozenset(),
+) -> CompiledFilter:
+    """Validate every query parameter and build the connection's predicate.
+
+    ``dynamic`` compiles parameters whose names are a grammar rather than a fixed list (the
+    user-defined ``event.*`` / ``meta.*`` filters); it returns None for names it does not own.
+    Unknown and repeated parameters are errors: a typo must never silently widen a subscription.
+    """
+    seen: dict[str, str] = {}
+    predicates: list[Callable[[Any], bool]] = []
+    index: dict[str, frozenset[Any]] = {}
+    dynamic_count = 0
+    for name, raw in query:
+        if name in ignore:
+            continue
+        if name in seen:
+            raise FilterError(name, "parameter is given more than once")
+        seen[name] = raw
+        spec = specs.get(name)
+        if spec is not None:
+            try:
+                value = spec.parse(raw, limits)
+            except ValueError as exc:
+                raise FilterError(name, str(exc)) from None
+            predicates.append(_bind(spec.match, value))
+            if spec.index is not None:
+                index[spec.index] = frozenset(value)
+            continue
+        compiled = dynamic(name, raw, limits) if dynamic is not None else None
+        if compiled is None:
+            raise FilterError(name, "unknown parameter")
+        dynamic_count += 1
+        if dynamic_count > limits.user_filters_max:
+            raise FilterError(
+                name, f"more than {limits.user_filters_max} user-defined filters ({dynamic_count_param})"
+            )
+        predicates.append(compiled)
+    key = "&".join(f"{k}={v}" for k, v in sorted(seen.items()))
+    return CompiledFilter(key=key, predicates=tuple(predicates), params=seen, index=index)
+
+
+def _bind(match: Callable[[Any, Any], bool], value: Any) -> Callable[[Any], bool]:
+    def predicate(subject: Any) -> bool:
+        return match(value, subject)
+
+    return predicate

@@ -1,0 +1,311 @@
+"""Live connections, indexed for matching, and the fan-out.
+
+Data flows one way: bus -> :meth:`Hub.on_message` -> filters -> socket. Each bus message is decoded
+once; connections with identical filters share a :class:`Group`, so a predicate runs once per
+distinct filter, not once per socket; the envelope of an event is serialised and framed once,
+lazily (only when something matches), and the same frame bytes are written to every matching
+transport.
+
+Backpressure: a socket's outgoing queue *is* its transport write buffer, capped at
+``ws.queue_max_bytes``. A write that would exceed the cap, or a buffer that makes no progress for
+``ws.stall_timeout`` seconds, evicts that socket with close code 1008 — it never slows the others.
+See docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import wire
+from .filters.base import CompiledFilter
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .bus import Bus
+    from .config import Settings
+    from .metrics import Metrics
+
+log = logging.getLogger("luna_sender.hub")
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+SLOW_CONSUMER_REASON = "slow consumer: outgoing queue overflow"
+STALLED_REASON = "slow consumer: no progress"
+_ids = itertools.count(1)
+
+
+class Connection:
+    """One subscriber socket. Writes go straight to the transport: frames are prebuilt."""
+
+    __slots__ = (
+        "id", "kind", "ws", "transport", "filter", "account", "request_id", "opened_at",
+        "queued", "progress_mark", "stall_since", "closing", "cap", "hub", "close_reason",
+        "delivered",
+    )
+
+    def __init__(self, kind: str, ws: web.WebSocketResponse, transport: asyncio.Transport,
+                 compiled: CompiledFilter, account: str | None, request_id: str,
+                 cap: int) -> None:
+        self.id = next(_ids)
+        self.kind = kind
+        self.ws = ws
+        self.transport = transport
+        self.filter = compiled
+        self.account = account
+        self.request_id = request_id
+        self.opened_at = time.monotonic()
+        self.queued = 0  # bytes handed to the transport so far
+        self.progress_mark = 0  # bytes known flushed at the last sweep
+        self.stall_since: float | None = None
+        self.closing = False
+        self.cap = cap
+        self.hub: Hub | None = None
+        self.close_reason: str | None = None
+        self.delivered = 0
+
+    def send(self, frame: bytes) -> bool:
+        if self.closing:
+            return False
+        transport = self.transport
+        if transport.is_closing():
+            self.closing = True
+            return False
+        if transport.get_write_buffer_size() + len(frame) > self.cap:
+            if self.hub is not None:
+                self.hub.evict(self, CLOSE_POLICY, SLOW_CONSUMER_REASON)
+            return False
+        transport.write(frame)
+        self.queued += len(frame)
+        self.delivered += 1
+        return True
+
+
+@dataclass(slots=True)
+class Group:
+    """Connections whose filters compiled to the same key: one predicate run serves them all."""
+
+    filter: CompiledFilter
+    conns: set[Connection] = field(default_factory=set)
+
+    def send(self, frame: bytes) -> int:
+        sent = 0
+        for conn in self.conns:
+            if conn.send(frame):
+                sent += 1
+        return sent
+
+
+class Hub:
+    def __init__(self, bus: Bus, settings: Settings, metrics: Metrics,
+                 hooks: Any | None = None) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.metrics = metrics
+        self.hooks = hooks
+        self._face_prefix = settings.channel_prefix + ":"
+        self._general_channel = settings.general_channel_name
+        self._max_bus_bytes = settings.limits.bus_message_max_bytes
+        self._face: dict[str, dict[str, Group]] = {}
+        self._general: dict[str, Group] = {}
+        self.connections: set[Connection] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closers: set[asyncio.Task[None]] = set()
+        self.shutting_down = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.bus.start(self.on_message)
+        await self.bus.subscribe(self._general_channel)
+        self._sweeper = asyncio.create_task(self._sweep(), name="hub-stall-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.bus.stop()
+
+    def face_channel(self, account: str) -> str:
+        return self._face_prefix + account
+
+    @property
+    def general_channel(self) -> str:
+        return self._general_channel
+
+    # --- registry --------------------------------------------------------------------------
+
+    async def add(self, conn: Connection) -> None:
+        conn.hub = self
+        self.connections.add(conn)
+        self.metrics.connections[conn.kind].inc()
+        if conn.kind == "face":
+            assert conn.account is not None
+            groups = self._face.setdefault(conn.account, {})
+            first = not groups
+            groups.setdefault(conn.filter.key, Group(conn.filter)).conns.add(conn)
+            if first:
+                await self.bus.subscribe(self.face_channel(conn.account))
+        else:
+            self._general.setdefault(conn.filter.key, Group(conn.filter)).conns.add(conn)
+
+    async def remove(self, conn: Connection) -> None:
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        self.metrics.connections[conn.kind].dec()
+        if conn.kind == "face":
+            assert conn.account is not None
+            groups = self._face.get(conn.account, {})
+            group = groups.get(conn.filter.key)
+            if group is not None:
+                group.conns.discard(conn)
+                if not group.conns:
+                    del groups[conn.filter.key]
+            if not groups:
+                self._face.pop(conn.account, None)
+                await self.bus.unsubscribe(self.face_channel(conn.account))
+        else:
+            group = self._general.get(conn.filter.key)
+            if group is not None:
+                group.conns.discard(conn)
+                if not group.conns:
+                    del self._general[conn.filter.key]
+
+    # --- fan-out ---------------------------------------------------------------------------
+
+    def on_message(self, channel: str, data: bytes) -> None:
+        if channel == self._general_channel:
+            self._dispatch(channel, data, "general")
+        elif channel.startswith(self._face_prefix):
+            self._dispatch(channel, data, "face")
+
+    def _poison(self, kind: str, channel: str, reason: str) -> None:
+        self.metrics.poison(kind)
+        log.warning("skipped undecodable %s message on channel %s: %s", kind, channel, reason)
+
+    def _dispatch(self, channel: str, data: bytes, kind: str) -> None:
+        self.metrics.received[kind].inc()
+        if kind == "face":
+            groups = self._face.get(channel[len(self._face_prefix):])
+        else:
+            groups = self._general
+        if not groups:
+            if self.hooks is not None:
+                self.hooks.event_received(channel, kind, None, 0)
+            return
+        if len(data) > self._max_bus_bytes:
+            self._poison(kind, channel, f"{len(data)} bytes exceeds the bus message limit")
+            return
+        try:
+            if kind == "face":
+                sent = self._fan_out_face(wire.decode_face(data), groups)
+            else:
+                sent = self._fan_out_general(wire.decode_general(data), groups)
+        except wire.PoisonMessage as exc:
+            self._poison(kind, channel, str(exc))
+            return
+        if sent:
+            self.metrics.delivered[kind].inc(sent)
+        if self.hooks is not None:
+            self.hooks.event_received(channel, kind, data, sent)
+
+    def _fan_out_face(self, msg: wire.FaceMessage, groups: dict[str, Group]) -> int:
+        sent = 0
+        for event in msg.events:
+            subject = (event, msg)
+            frame: bytes | None = None
+            for group in groups.values():
+                if _safe_match(group.filter.match, subject):
+                    if frame is None:
+                        frame = wire.text_frame(msg.envelope(event))
+                    sent += group.send(frame)
+        return sent
+
+    def _fan_out_general(self, msg: wire.GeneralMessage, groups: dict[str, Group]) -> int:
+        sent = 0
+        frame: bytes | None = None
+        for group in groups.values():
+            if _safe_match(group.filter.match, msg):
+                if frame is None:
+                    frame = wire.text_frame(msg.envelope())
+                sent += group.send(frame)
+        return sent
+
+    # --- eviction and shutdown -------------------------------------------------------------
+
+    def evict(self, conn: Connection, code: int, reason: str) -> None:
+        """Close a socket that cannot keep up, without waiting on it."""
+        if conn.closing:
+            return
+        conn.closing = True
+        conn.close_reason = reason
+        self.metrics.closed("slow_consumer")
+        self.metrics.dropped("slow_consumer")
+        log.warning("closing websocket %s (%s): %s", conn.id, conn.filter.summary(), reason)
+        transport = conn.transport
+        if not transport.is_closing():
+            # Queued behind whatever is buffered: a client that resumes reading sees the code.
+            transport.write(wire.close_frame(code, reason))
+            task = asyncio.get_running_loop().call_later(
+                self.settings.ws.shutdown_timeout, transport.abort
+            )
+            del task
+
+    async def _sweep(self) -> None:
+        interval = min(1.0, self.settings.ws.stall_timeout / 4)
+        timeout = self.settings.ws.stall_timeout
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if conn.closing:
+                    continue
+                pending = conn.transport.get_write_buffer_size()
+                flushed = conn.queued - pending
+                if pending == 0 or flushed > conn.progress_mark:
+                    conn.progress_mark = flushed
+                    conn.stall_since = None if pending == 0 else now
+                elif conn.stall_since is None:
+                    conn.stall_since = now
+                elif now - conn.stall_since >= timeout:
+                    self.evict(conn, CLOSE_POLICY, STALLED_REASON)
+
+    async def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutdown") -> None:
+        """Send every socket ``code`` and wait (bounded) for the closing handshakes."""
+        self.shutting_down = True
+        conns = list(self.connections)
+        if not conns:
+            return
+        message = reason.encode()
+
+        async def close(conn: Connection) -> None:
+            conn.closing = True
+            conn.close_reason = reason
+            with contextlib.suppress(Exception):
+                await conn.ws.close(code=code, message=message)
+
+        timeout = self.settings.ws.shutdown_timeout
+        tasks = [asyncio.create_task(close(c)) for c in conns]
+        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        for conn in conns:
+            if not conn.transport.is_closing():
+                conn.transport.abort()
+
+
+def _safe_match(match: Callable[[Any], bool], subject: Any) -> bool:
+    try:
+        return match(subject)
+    except Exception:  # a filter bug on an odd event must not stop the fan-out
+        log.debug("filter raised on an event; treated as no match", exc_info=True)
+        return False

@@ -1,0 +1,99 @@
+"""Prometheus metrics, one registry per application (tests run several apps in one process).
+
+Names follow the original where it documents them (``request_count_total``, ``errors_count_total``
+with ``path="METHOD:/route"``, the ``requests`` duration histogram); the rest are this service's
+own and are listed in docs/metrics.md. Hot-path counters are pre-bound children so an increment
+is a single attribute call.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+           2.5, 5.0, 10.0, 30.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+KINDS = ("face", "general")
+
+
+class Metrics:
+    def __init__(self, extra_labels: dict[str, str] | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        extra = dict(sorted((extra_labels or {}).items()))
+        self._names = tuple(extra)
+        self._values = tuple(extra.values())
+        reg = self.registry
+        names = self._names
+
+        self.request_count = Counter(
+            "request_count", "Counter of requests", [*names, "path", "status_code"], registry=reg
+        )
+        self.errors_count = Counter(
+            "errors_count", "Counter of failed requests", [*names, "path", "error_code"],
+            registry=reg,
+        )
+        self.request_duration = Histogram(
+            "requests", "Request durations in seconds", [*names, "path", "status_code"],
+            buckets=BUCKETS, registry=reg,
+        )
+        self.ws_connections = Gauge(
+            "ws_connections", "Open websocket connections", [*names, "kind"], registry=reg
+        )
+        self.events_received = Counter(
+            "events_received", "Events received from the bus", [*names, "kind"], registry=reg
+        )
+        self.events_delivered = Counter(
+            "events_delivered", "Event frames written to websockets", [*names, "kind"],
+            registry=reg,
+        )
+        self.events_dropped = Counter(
+            "events_dropped", "Events not delivered to a subscriber", [*names, "reason"],
+            registry=reg,
+        )
+        self.bus_poison = Counter(
+            "bus_poison_messages", "Bus messages skipped as undecodable", [*names, "kind"],
+            registry=reg,
+        )
+        self.bus_reconnects = Counter(
+            "bus_reconnects", "Times the bus subscription was re-established", names, registry=reg
+        )
+        self.bus_connected = Gauge(
+            "bus_connected", "1 while the bus subscription is live", names, registry=reg
+        )
+        self.ws_closed = Counter(
+            "ws_closed", "Websockets closed by the server, by reason", [*names, "reason"],
+            registry=reg,
+        )
+        self.published = Counter(
+            "events_published", "Messages published by the publish routes", [*names, "kind"],
+            registry=reg,
+        )
+        # Pre-bound children for the delivery hot path.
+        self.received = {k: self.events_received.labels(*self._values, k) for k in KINDS}
+        self.delivered = {k: self.events_delivered.labels(*self._values, k) for k in KINDS}
+        self.connections = {k: self.ws_connections.labels(*self._values, k) for k in KINDS}
+        self.reconnected = self.bus_reconnects.labels(*self._values) if names else self.bus_reconnects
+        self.connected_gauge = self.bus_connected.labels(*self._values) if names else self.bus_connected
+
+    def observe_request(self, path: str, status: int, duration: float,
+                        error_code: int | None) -> None:
+        self.request_count.labels(*self._values, path, str(status)).inc()
+        self.request_duration.labels(*self._values, path, str(status)).observe(duration)
+        if error_code is not None:
+            self.errors_count.labels(*self._values, path, str(error_code)).inc()
+
+    def dropped(self, reason: str, count: int = 1) -> None:
+        self.events_dropped.labels(*self._values, reason).inc(count)
+
+    def closed(self, reason: str) -> None:
+        self.ws_closed.labels(*self._values, reason).inc()
+
+    def poison(self, kind: str) -> None:
+        self.bus_poison.labels(*self._values, kind).inc()
+
+    def publish(self, kind: str) -> None:
+        self.published.labels(*self._values, kind).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,111 @@
+"""Request id, LUNA error bodies and request metrics for every route.
+
+No aiohttp HTML error page ever reaches a client: routing errors, method errors, oversized bodies
+and unexpected exceptions are all rendered as ``{"error_code", "desc", "detail", "link"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from .. import errors
+from ..errors import LunaError
+from ..logs import request_id_var
+from .context import CTX, METRICS_RECORDED, REQUEST_ID
+
+log = logging.getLogger("luna_sender.web")
+
+REQUEST_ID_HEADER = "Luna-Request-Id"
+REQUEST_ID_RE = re.compile(
+    r"^[0-9]{10},[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}$"
+)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+INVALID_REQUEST = errors.ErrorKind(12046, "Bad/incomplete input data", "Invalid http request: {}",
+                                   400)
+
+
+def new_request_id() -> str:
+    return f"{int(time.time())},{uuid.uuid4()}"
+
+
+def route_label(request: web.Request) -> str:
+    info = request.match_info
+    route = getattr(info, "route", None)
+    resource = getattr(route, "resource", None)
+    canonical = resource.canonical if resource is not None else None
+    if not canonical or getattr(info, "http_exception", None) is not None:
+        canonical = "unknown"
+    return f"{request.method}:{canonical}"
+
+
+def _from_http_exception(exc: web.HTTPException) -> LunaError:
+    if isinstance(exc, web.HTTPNotFound):
+        return LunaError(errors.NOT_FOUND)
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return LunaError(errors.METHOD_NOT_ALLOWED)
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return LunaError(errors.BODY_TOO_LARGE, "Request body is too large")
+    if isinstance(exc, web.HTTPUnsupportedMediaType):
+        return LunaError(errors.UNSUPPORTED_MEDIA)
+    if exc.status >= 500:
+        return LunaError(errors.INTERNAL)
+    return LunaError(INVALID_REQUEST, exc.reason, status=exc.status)
+
+
+@web.middleware
+async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    given = request.headers.get(REQUEST_ID_HEADER)
+    bad_request_id = given is not None and not REQUEST_ID_RE.match(given)
+    request_id = given if given is not None and not bad_request_id else new_request_id()
+    request[REQUEST_ID] = request_id
+    token = request_id_var.set(request_id)
+    error_code: int | None = None
+    try:
+        try:
+            if bad_request_id:
+                raise LunaError(errors.BAD_HEADER, REQUEST_ID_HEADER)
+            response = await handler(request)
+        except LunaError as exc:
+            response = errors.error_response(exc)
+            error_code = exc.kind.code
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                exc.headers[REQUEST_ID_HEADER] = request_id
+                raise
+            err = _from_http_exception(exc)
+            response = errors.error_response(err)
+            if isinstance(exc, web.HTTPMethodNotAllowed):
+                response.headers["Allow"] = exc.headers.get("Allow", "")
+            error_code = err.kind.code
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            err = LunaError(errors.INTERNAL)
+            response = errors.error_response(err)
+            error_code = err.kind.code
+        if not response.prepared:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        if not request.get(METRICS_RECORDED):
+            record_request(request, response.status, time.perf_counter() - started, error_code)
+        return response
+    finally:
+        request_id_var.reset(token)
+
+
+def record_request(request: web.Request, status: int, duration: float,
+                   error_code: int | None = None) -> None:
+    """Count a finished request (websockets call this at upgrade time, with status 101)."""
+    request[METRICS_RECORDED] = True
+    context = request.app.get(CTX)
+    if context is None:
+        return
+    label = route_label(request)
+    if context.settings.metrics.enabled:
+        context.metrics.observe_request(label, status, duration, error_code)
+    context.plugins.request_finished(label, status, duration)

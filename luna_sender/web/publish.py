@@ -1,0 +1,140 @@
+"""The publish routes: validate, then publish in exactly the producers' Redis format.
+
+Publishing goes through the bus, never straight to local sockets, so every instance sharing the
+bus (this one included) delivers the event the same way as one from luna-handlers. Validation
+messages follow the original's pydantic-v1 wording ("field required", ...) under the 12022 code.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+
+from .. import errors, wire
+from ..bus import BusError
+from ..errors import LunaError
+from ..filters.base import UUID_RE
+from .context import ctx, request_id
+from .streams import account_header
+
+log = logging.getLogger("luna_sender.publish")
+JSON_TYPES = ("application/json",)
+EVENT_TYPE_MAX = 128
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """Read a JSON object body: 12024 for a non-JSON media type, 12002 for no/invalid JSON."""
+    if request.content_type not in JSON_TYPES:
+        raise LunaError(errors.UNSUPPORTED_MEDIA)
+    limit = ctx(request).settings.limits.publish_body_max_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise LunaError(errors.BODY_TOO_LARGE, f"Request body exceeds {limit} bytes")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise LunaError(errors.BODY_TOO_LARGE, f"Request body exceeds {limit} bytes") from None
+    if not raw:
+        raise LunaError(errors.NO_JSON)
+    try:
+        body = wire.loads_json(raw)
+    except ValueError:
+        raise LunaError(errors.NO_JSON) from None
+    if not isinstance(body, dict):
+        raise LunaError(errors.BAD_JSON, "", "value is not a valid dict")
+    return body
+
+
+def _fail(path: str, message: str) -> LunaError:
+    return LunaError(errors.BAD_JSON, path, message)
+
+
+def _require_str(body: dict[str, Any], key: str, required: bool = True) -> str | None:
+    if key not in body or (body[key] is None and not required):
+        if required:
+            raise _fail(key, "field required")
+        return None
+    value = body[key]
+    if not isinstance(value, str):
+        raise _fail(key, "str type expected")
+    return value
+
+
+def _check_time(body: dict[str, Any], key: str, required: bool) -> str | None:
+    value = _require_str(body, key, required)
+    if value is not None:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise _fail(key, "invalid datetime format") from None
+    return value
+
+
+def _no_extra(body: dict[str, Any], allowed: set[str]) -> None:
+    for key in body:
+        if key not in allowed:
+            raise _fail(key, "extra fields not permitted")
+
+
+def now_iso(storage_time: str) -> str:
+    now = datetime.now(timezone.utc)
+    if storage_time == "LOCAL":
+        now = now.astimezone()
+    return now.isoformat()
+
+
+async def _publish(request: web.Request, channel: str, data: bytes, kind: str) -> web.Response:
+    context = ctx(request)
+    try:
+        await context.bus.publish(channel, data)
+    except BusError as exc:
+        log.error("publish to %s failed: %s", channel, exc)
+        raise LunaError(errors.BUS_UNAVAILABLE, str(exc)) from None
+    context.metrics.publish(kind)
+    return web.Response(status=204)
+
+
+async def publish_events(request: web.Request) -> web.Response:
+    account = account_header(request)
+    body = await read_json_object(request)
+    _no_extra(body, {"events", "handler_id", "event_create_time", "event_end_time"})
+    if "events" not in body:
+        raise _fail("events", "field required")
+    events = body["events"]
+    if not isinstance(events, list):
+        raise _fail("events", "value is not a valid list")
+    if not events:
+        raise _fail("events", "ensure this value has at least 1 items")
+    for i, event in enumerate(events):
+        if not isinstance(event, dict):
+            raise _fail(f"events.{i}", "value is not a valid dict")
+    handler_id = _require_str(body, "handler_id")
+    create_time = _check_time(body, "event_create_time", True)
+    end_time = _check_time(body, "event_end_time", True)
+    data = wire.encode_face(events, handler_id, request_id(request), create_time, end_time)
+    return await _publish(request, ctx(request).hub.face_channel(account), data, "face")
+
+
+async def publish_general(request: web.Request) -> web.Response:
+    body = await read_json_object(request)
+    _no_extra(body, {"event", "event_type", "account_id", "event_create_time", "event_end_time"})
+    if "event" not in body:
+        raise _fail("event", "field required")
+    if not isinstance(body["event"], dict):
+        raise _fail("event", "value is not a valid dict")
+    event_type = _require_str(body, "event_type")
+    assert event_type is not None
+    if not event_type or len(event_type) > EVENT_TYPE_MAX:
+        raise _fail("event_type", f"ensure this value has 1 to {EVENT_TYPE_MAX} characters")
+    account_id = _require_str(body, "account_id", required=False)
+    if account_id is not None:
+        if not UUID_RE.match(account_id):
+            raise _fail("account_id", "value is not a valid uuid")
+        account_id = account_id.lower()
+    storage_time = ctx(request).settings.storage_time
+    create_time = _check_time(body, "event_create_time", False) or now_iso(storage_time)
+    end_time = _check_time(body, "event_end_time", False) or create_time
+    data = wire.encode_general(body["event"], event_type, account_id, create_time, end_time)
+    return await _publish(request, ctx(request).hub.general_channel, data, "general")

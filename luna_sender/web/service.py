@@ -1,0 +1,137 @@
+"""Operator routes at the root: version, healthcheck, config, plugins, metrics, docs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+from aiohttp import web
+
+from .. import VERSION_PARTS, errors, wire
+from ..bus import BusError
+from ..errors import LunaError
+from ..metrics import CONTENT_TYPE
+from .context import ctx
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+OPENAPI_PATH = PACKAGE_DIR / "openapi.yaml"
+
+
+def json_response(data: object, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=wire.dumps(data), content_type="application/json")
+
+
+def negotiate(request: web.Request, offered: tuple[str, ...], default: str | None) -> str:
+    """Pick the offered type the ``Accept`` header prefers; 415/12024 when none fits."""
+    header = request.headers.get("Accept", "")
+    if not header.strip():
+        if default is None:
+            raise LunaError(errors.UNSUPPORTED_MEDIA)
+        return default
+    choices: list[tuple[float, int, str]] = []
+    for order, part in enumerate(header.split(",")):
+        fields = [f.strip() for f in part.split(";")]
+        mime, quality = fields[0].lower(), 1.0
+        for param in fields[1:]:
+            if param.startswith("q="):
+                try:
+                    quality = float(param[2:])
+                except ValueError:
+                    quality = 0.0
+        if quality > 0:
+            choices.append((-quality, order, mime))
+    for _q, _o, mime in sorted(choices):
+        if mime in offered:
+            return mime
+        if mime == "*/*" or (mime.endswith("/*") and any(o.startswith(mime[:-1]) for o in offered)):
+            return next(o for o in offered if mime == "*/*" or o.startswith(mime[:-1]))
+    raise LunaError(errors.UNSUPPORTED_MEDIA)
+
+
+async def version(request: web.Request) -> web.Response:
+    api = ctx(request).settings.api_version
+    return json_response({"Version": {"api": api, **VERSION_PARTS}})
+
+
+async def healthcheck(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    context = ctx(request)
+    try:
+        await context.bus.check()
+    except BusError as exc:
+        component = "memory" if context.bus.url.startswith("memory") else "redis"
+        err = LunaError(errors.BUS_UNAVAILABLE, str(exc))
+        return json_response(
+            {
+                "errors": [{"component": component, "error": {
+                    "error_code": err.kind.code, "desc": err.kind.desc, "detail": err.detail}}],
+                "execution_time": round(time.perf_counter() - started, 6),
+            },
+            status=502,
+        )
+    return json_response({"execution_time": round(time.perf_counter() - started, 6)})
+
+
+def _text_config(data: dict[str, object], prefix: str = "") -> list[str]:
+    lines: list[str] = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            lines.extend(_text_config(value, name + "."))
+        else:
+            lines.append(f"{name} = {wire.dumps(value).decode()}")
+    return lines
+
+
+async def config(request: web.Request) -> web.Response:
+    masked = ctx(request).settings.masked()
+    mime = negotiate(request, ("application/json", "text/plain"), "application/json")
+    if mime == "text/plain":
+        return web.Response(text="\n".join(_text_config(masked)) + "\n", content_type="text/plain")
+    return json_response(masked)
+
+
+async def plugins(request: web.Request) -> web.Response:
+    return json_response({"plugins": ctx(request).plugins.status()})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    context = ctx(request)
+    if not context.settings.metrics.enabled:
+        raise LunaError(errors.NOT_FOUND)
+    context.metrics.connected_gauge.set(1 if getattr(context.bus, "connected", True) else 0)
+    response = web.Response(body=context.metrics.render())
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
+
+
+def openapi_yaml() -> str:
+    return OPENAPI_PATH.read_text(encoding="utf-8")
+
+
+def openapi_document() -> dict[str, object]:
+    return yaml.safe_load(openapi_yaml())
+
+
+async def docs_spec(request: web.Request) -> web.Response:
+    mime = negotiate(request, ("application/x-yaml", "text/html"), None)
+    if mime == "text/html":
+        from ..docs_render import render_openapi_html
+
+        return web.Response(text=render_openapi_html(openapi_document()), content_type="text/html")
+    return web.Response(text=openapi_yaml(), content_type="application/x-yaml")
+
+
+async def docs_dev(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/docs/dev/index.html")
+
+
+async def docs_dev_page(request: web.Request) -> web.Response:
+    from ..docs_render import render_dev_page
+
+    page = request.match_info["page"]
+    html = render_dev_page(page)
+    if html is None:
+        raise LunaError(errors.NOT_FOUND)
+    return web.Response(text=html, content_type="text/html")

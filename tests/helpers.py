@@ -1,0 +1,192 @@
+"""Shared test machinery: a private redis-server, the service as a real subprocess, events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"port {port} did not open in {timeout}s")
+
+
+class RedisServer:
+    """A private redis-server on a free port that a test may stop, kill and restart."""
+
+    def __init__(self, port: int | None = None, extra: list[str] | None = None) -> None:
+        self.port = port or free_port()
+        self.extra = extra or []
+        self.dir = tempfile.mkdtemp(prefix="luna-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (.ci/run installs it)")
+        self.binary = binary
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir, "--protected-mode", "no", *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if self.client().ping():
+                    return
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.02)
+        raise TimeoutError("redis-server did not start")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def close(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Service:
+    """``luna-sender`` running as a real subprocess on a free port."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None,
+                 wait: bool = True) -> None:
+        self.port = free_port()
+        self.log_path = Path(tempfile.mkstemp(prefix="luna-sender-", suffix=".log")[1])
+        self._log = self.log_path.open("wb")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("LUNA_SENDER_")}
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "luna_sender.cli", "--port", str(self.port),
+             "--host", "127.0.0.1", *args],
+            stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO),
+        )
+        if wait:
+            wait_port(self.port, 15)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def close(self) -> None:
+        self.terminate()
+        with contextlib.suppress(OSError):
+            self.log_path.unlink()
+
+
+@contextlib.contextmanager
+def running_service(*args: str, env: dict[str, str] | None = None) -> Iterator[Service]:
+    svc = Service(*args, env=env)
+    try:
+        yield svc
+    finally:
+        svc.close()
+
+
+def account() -> str:
+    return str(uuid.uuid4())
+
+
+def face_event(**fields: Any) -> dict[str, Any]:
+    """A small face event shaped like the spec's example; ``fields`` override top-level keys."""
+    event: dict[str, Any] = {
+        "event_id": str(uuid.uuid4()),
+        "url": "/6/events/x",
+        "source": "cam-1",
+        "stream_id": None,
+        "tags": [],
+        "user_data": "",
+        "meta": {},
+    }
+    event.update(fields)
+    return event
+
+
+def face_message(events: list[dict[str, Any]], handler_id: str | None = None,
+                 request_id: str = "1536751345,8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a") -> bytes:
+    """The luna-handlers ``msg_to_luna_sender`` format."""
+    return orjson.dumps({
+        "handler_id": handler_id or str(uuid.uuid4()),
+        "Luna-Request-Id": request_id,
+        "events": events,
+        "event_create_time": "2026-11-23T10:00:00.000000+00:00",
+        "event_end_time": "2026-11-23T10:00:01.000000+00:00",
+    })
+
+
+async def recv_json(ws: Any, timeout: float = 5.0) -> Any:
+    msg = await asyncio.wait_for(ws.receive(), timeout)
+    if msg.type.name != "TEXT":
+        raise AssertionError(f"expected a text frame, got {msg.type.name} {msg.data!r}")
+    return orjson.loads(msg.data)
+
+
+async def assert_silent(ws: Any, timeout: float = 0.3) -> None:
+    """No frame arrives within ``timeout`` (used after a barrier event proves delivery order)."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        msg = await asyncio.wait_for(ws.receive(), timeout)
+        raise AssertionError(f"unexpected frame: {msg.type.name} {str(msg.data)[:200]}")

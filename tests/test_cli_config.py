@@ -1,0 +1,119 @@
+"""Settings precedence, validation errors, check-config, and the real process lifecycle."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from luna_sender.config import ConfigError, Settings, load_settings
+
+from .helpers import REPO, Service, free_port
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "luna_sender.cli", *args], capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin", **(env or {})}, cwd=REPO,
+                          timeout=30)
+
+
+def test_precedence_file_env_cli(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("port: 1111\nws:\n  heartbeat: 5\n  stall_timeout: 3\n")
+    env = {"LUNA_SENDER_PORT": "2222", "LUNA_SENDER_WS__HEARTBEAT": "7"}
+    assert load_settings(cfg, {}, env).port == 2222
+    settings = load_settings(cfg, {"port": 3333}, env)
+    assert settings.port == 3333
+    assert settings.ws.heartbeat == 7
+    assert settings.ws.stall_timeout == 3
+
+
+@pytest.mark.parametrize(("env", "key"), [
+    ({"LUNA_SENDER_PORT": "abc"}, "port"),
+    ({"LUNA_SENDER_WS__HEARTBEAT": "-1"}, "ws.heartbeat"),
+    ({"LUNA_SENDER_REDIS_URL": "kafka://x"}, "redis_url"),
+    ({"LUNA_SENDER_NO_SUCH": "1"}, "no_such"),
+])
+def test_bad_values_name_the_key(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        load_settings(None, {}, env)
+
+
+def test_config_yaml_documents_every_setting() -> None:
+    documented = yaml.safe_load((REPO / "config.yaml").read_text())
+    defaults = Settings().model_dump(mode="json")
+    assert documented == defaults
+
+
+def test_cli_bad_value_exits_2_with_one_line() -> None:
+    result = run_cli("check-config", env={"LUNA_SENDER_WS__QUEUE_MAX_BYTES": "12"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ws.queue_max_bytes" in lines[0]
+
+
+def test_check_config_masks_and_merges() -> None:
+    result = run_cli("check-config", "--redis-url", "redis://u:pw@127.0.0.1:6379/0", "--port", "6000")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["redis_url"] == "redis://u:********@127.0.0.1:6379/0"
+    assert data["port"] == 6000
+
+
+def test_version_command() -> None:
+    result = run_cli("version")
+    assert result.returncode == 0 and result.stdout.strip()
+
+
+def test_starts_fast_without_redis_and_exits_0_on_sigterm() -> None:
+    port = free_port()
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "luna_sender.cli", "--port", str(port),
+                             "--host", "127.0.0.1"], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = started + 10
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=1) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        # A generous bound on a loaded CI machine; the acceptance target is 2 s.
+        assert time.monotonic() - started < 5
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_stopped_redis_then_healthy_without_restart(private_redis) -> None:  # noqa: ANN001
+    private_redis.stop()
+    svc = Service("--redis-url", private_redis.url)
+    try:
+        def health() -> int:
+            try:
+                with urllib.request.urlopen(svc.url + "/healthcheck", timeout=2) as r:
+                    return r.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert health() == 502
+        private_redis.start()
+        deadline = time.monotonic() + 10
+        while health() != 200:
+            assert time.monotonic() < deadline, svc.log()
+            time.sleep(0.05)
+    finally:
+        assert svc.terminate() == 0
