@@ -1,8 +1,8 @@
-"""Settings: ``config.yaml`` < ``LUNA_SENDER_*`` environment < CLI flags, validated once at start.
+"""Settings: ``config.yaml`` < ``LUNA_SENDER_*`` environment < CLI flags, validated at start.
 
 Validation happens before anything listens, so a typo in a deployment fails loudly with the key
-named instead of surfacing later as odd behaviour. Every field here is documented in the repository's
-``config.yaml`` (a test keeps the two in step).
+named instead of surfacing later as odd behaviour. Every field here is documented in the
+repository's ``config.yaml`` (a test keeps the two in step).
 """
 
 from __future__ import annotations
@@ -222,7 +222,8 @@ def load_settings(
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}".replace("\n", " "))
+            message = f"config file {path} is not valid YAML: {exc}".replace("\n", " ")
+            raise ConfigError(message) from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of settings")
         data = loaded

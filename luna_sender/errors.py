@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiohttp import web
 import orjson
+from aiohttp import web
 
 LINK_TEMPLATE = "https://docs.visionlabs.ai/info/luna/troubleshooting/errors-description/code-{code}"
 

@@ -46,9 +46,22 @@ class Connection:
     """One subscriber socket. Writes go straight to the transport: frames are prebuilt."""
 
     __slots__ = (
-        "id", "kind", "ws", "transport", "filter", "account", "request_id", "opened_at",
-        "queued", "progress_mark", "stall_since", "closing", "cap", "hub", "close_reason",
+        "account",
+        "cap",
+        "close_reason",
+        "closing",
         "delivered",
+        "filter",
+        "hub",
+        "id",
+        "kind",
+        "opened_at",
+        "progress_mark",
+        "queued",
+        "request_id",
+        "stall_since",
+        "transport",
+        "ws",
     )
 
     def __init__(self, kind: str, ws: web.WebSocketResponse, transport: asyncio.Transport,

@@ -73,8 +73,12 @@ class Metrics:
         self.received = {k: self.events_received.labels(*self._values, k) for k in KINDS}
         self.delivered = {k: self.events_delivered.labels(*self._values, k) for k in KINDS}
         self.connections = {k: self.ws_connections.labels(*self._values, k) for k in KINDS}
-        self.reconnected = self.bus_reconnects.labels(*self._values) if names else self.bus_reconnects
-        self.connected_gauge = self.bus_connected.labels(*self._values) if names else self.bus_connected
+        self.reconnected = (
+            self.bus_reconnects.labels(*self._values) if names else self.bus_reconnects
+        )
+        self.connected_gauge = (
+            self.bus_connected.labels(*self._values) if names else self.bus_connected
+        )
 
     def observe_request(self, path: str, status: int, duration: float,
                         error_code: int | None) -> None:

@@ -98,7 +98,7 @@ def test_starts_fast_without_redis_and_exits_0_on_sigterm() -> None:
             proc.kill()
 
 
-def test_stopped_redis_then_healthy_without_restart(private_redis) -> None:  # noqa: ANN001
+def test_stopped_redis_then_healthy_without_restart(private_redis) -> None:
     private_redis.stop()
     svc = Service("--redis-url", private_redis.url)
     try:

@@ -13,7 +13,7 @@ from .helpers import Service, account, assert_silent, face_event, face_message, 
 
 
 async def test_redis_message_reaches_subscriber_with_envelope(redis_app: LiveApp,
-                                                              redis_server) -> None:  # noqa: ANN001
+                                                              redis_server) -> None:
     acc = account()
     r = aioredis.from_url(redis_server.url)
     async with redis_app.ws(account=acc) as ws:
@@ -29,7 +29,7 @@ async def test_redis_message_reaches_subscriber_with_envelope(redis_app: LiveApp
     assert first["event-create-time"] == "2026-11-23T10:00:00.000000+00:00"
 
 
-async def test_msgpack_body_accepted(redis_app: LiveApp, redis_server) -> None:  # noqa: ANN001
+async def test_msgpack_body_accepted(redis_app: LiveApp, redis_server) -> None:
     import msgpack
 
     acc = account()
@@ -42,7 +42,7 @@ async def test_msgpack_body_accepted(redis_app: LiveApp, redis_server) -> None: 
     await r.aclose()
 
 
-async def test_accounts_are_isolated(redis_app: LiveApp, redis_server) -> None:  # noqa: ANN001
+async def test_accounts_are_isolated(redis_app: LiveApp, redis_server) -> None:
     a, b = account(), account()
     r = aioredis.from_url(redis_server.url)
     async with redis_app.ws(account=a) as ws_a, redis_app.ws(account=b) as ws_b:
@@ -80,7 +80,7 @@ async def test_versioned_routes_are_the_same_endpoint(memory_app: LiveApp) -> No
             assert (await recv_json(ws))["event"] == {"k": 1}
 
 
-async def test_publish_route_across_two_processes(redis_server) -> None:  # noqa: ANN001
+async def test_publish_route_across_two_processes(redis_server) -> None:
     acc = account()
     one = Service("--redis-url", redis_server.url)
     two = Service("--redis-url", redis_server.url)

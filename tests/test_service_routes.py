@@ -65,7 +65,7 @@ async def test_healthcheck_memory(memory_app: LiveApp) -> None:
     assert isinstance(body["execution_time"], float)
 
 
-async def test_healthcheck_redis_down_then_up(live_app_factory, private_redis) -> None:  # noqa: ANN001
+async def test_healthcheck_redis_down_then_up(live_app_factory, private_redis) -> None:
     private_redis.stop()
     app = await live_app_factory(redis_url=private_redis.url)
     async with app.session.get(app.url("/healthcheck")) as resp:
@@ -85,7 +85,7 @@ async def test_healthcheck_redis_down_then_up(live_app_factory, private_redis) -
     assert resp.status == 200
 
 
-async def test_config_masks_secrets(live_app_factory) -> None:  # noqa: ANN001
+async def test_config_masks_secrets(live_app_factory) -> None:
     app = await live_app_factory(redis_url="redis://user:s3cret@127.0.0.1:1/0",
                                  plugin_settings={"x": {"token": "abc", "url": "u"}})
     async with app.session.get(app.url("/config")) as resp:
@@ -122,7 +122,7 @@ async def test_metrics(memory_app: LiveApp) -> None:
         assert name in text
 
 
-async def test_metrics_disabled(live_app_factory) -> None:  # noqa: ANN001
+async def test_metrics_disabled(live_app_factory) -> None:
     app = await live_app_factory(metrics={"enabled": False})
     async with app.session.get(app.url("/metrics")) as resp:
         assert resp.status == 404

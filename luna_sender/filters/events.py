@@ -45,9 +45,9 @@ EMOTIONS = {
     7: "surprise",
 }
 EXPANDED_PALETTE = (
-    "black blue green gray orange purple red white yellow pink brown beige khaki multicolored "
-    "undefined"
-).split()
+    "black", "blue", "green", "gray", "orange", "purple", "red", "white", "yellow", "pink",
+    "brown", "beige", "khaki", "multicolored", "undefined",
+)
 SHORT_PALETTE = ("black", "other", "white", "undefined")
 SLEEVE_LENGTHS = ("short", "long", "undefined")
 LOWER_GARMENT_TYPES = ("trousers", "shorts", "skirt", "undefined")
@@ -185,9 +185,9 @@ def _top_similarity(event: dict[str, Any]) -> float | None:
             continue
         for cand in candidates:
             sim = cand.get("similarity") if isinstance(cand, dict) else None
-            if isinstance(sim, (int, float)) and not isinstance(sim, bool):
-                if best is None or sim > best:
-                    best = sim
+            numeric = isinstance(sim, (int, float)) and not isinstance(sim, bool)
+            if numeric and (best is None or sim > best):
+                best = sim
     return best
 
 
@@ -205,8 +205,11 @@ def _labels(allowed: frozenset[str], subject: Subject) -> bool:
     matches = subject[0].get("matches")
     if not isinstance(matches, list):
         return False
-    return any(isinstance(m, dict) and _hashable(m.get("label")) and m.get("label") in allowed
-               for m in matches)
+    for result in matches:
+        label = result.get("label") if isinstance(result, dict) else None
+        if _hashable(label) and label in allowed:
+            return True
+    return False
 
 
 def _tags_match(wanted: frozenset[str], subject: Subject) -> bool:
@@ -276,7 +279,8 @@ FACE_FILTERS: tuple[FilterSpec, ...] = (
           "face_attributes.basic_attributes.ethnicities.predominant_ethnicity",
           "1 african_american, 2 indian, 3 asian, 4 caucasian"),
     _spec("liveness", _code_list(LIVENESS), _field_in((*AGG_FACE, "liveness", "prediction")),
-          "aggregate_estimations.face.attributes.liveness.prediction", "0 spoof, 1 real, 2 unknown"),
+          "aggregate_estimations.face.attributes.liveness.prediction",
+          "0 spoof, 1 real, 2 unknown"),
     _spec("deepfake", _code_list(DEEPFAKE), _field_in((*AGG_FACE, "deepfake", "prediction")),
           "aggregate_estimations.face.attributes.deepfake.prediction", "0 fake, 1 real"),
     _spec("masks", _code_list(MASKS), _field_in((*AGG_FACE, "mask", "predominant_mask")),

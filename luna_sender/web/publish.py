@@ -8,7 +8,7 @@ messages follow the original's pydantic-v1 wording ("field required", ...) under
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -79,7 +79,7 @@ def _no_extra(body: dict[str, Any], allowed: set[str]) -> None:
 
 
 def now_iso(storage_time: str) -> str:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if storage_time == "LOCAL":
         now = now.astimezone()
     return now.isoformat()
