@@ -19,11 +19,11 @@ run: install
 	$(BIN)/luna-sender $(ARGS)
 
 test: install-test
-	$(BIN)/ruff check luna_sender tests benchmarks
+	$(BIN)/ruff check luna_sender tests $(wildcard benchmarks)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: install-test
-	$(BIN)/ruff check luna_sender tests benchmarks
+	$(BIN)/ruff check luna_sender tests $(wildcard benchmarks)
 
 fmt: install-test
 	$(BIN)/ruff check --fix luna_sender tests benchmarks

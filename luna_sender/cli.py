@@ -16,7 +16,8 @@ EXIT_CONFIG = 2
 def _add_settings_flags(parser: argparse.ArgumentParser, sub: bool = False) -> None:
     if sub:  # values given before the subcommand must survive the subparser's defaults
         parser.argument_default = argparse.SUPPRESS
-    parser.add_argument("--config", metavar="PATH", help="YAML settings file (default ./config.yaml)")
+    parser.add_argument("--config", metavar="PATH",
+                        help="YAML settings file (default ./config.yaml)")
     parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="TCP port (default 5080)")
     parser.add_argument("--redis-url", metavar="URL",

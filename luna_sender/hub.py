@@ -292,7 +292,8 @@ class Hub:
                 elif now - conn.stall_since >= timeout:
                     self.evict(conn, CLOSE_POLICY, STALLED_REASON)
 
-    async def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutdown") -> None:
+    async def close_all(self, code: int = CLOSE_GOING_AWAY,
+                        reason: str = "server shutdown") -> None:
         """Send every socket ``code`` and wait (bounded) for the closing handshakes."""
         self.shutting_down = True
         conns = list(self.connections)
@@ -308,7 +309,7 @@ class Hub:
 
         timeout = self.settings.ws.shutdown_timeout
         tasks = [asyncio.create_task(close(c)) for c in conns]
-        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
         for task in pending:
             task.cancel()
         for conn in conns:
