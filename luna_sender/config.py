@@ -14,7 +14,14 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 ENV_PREFIX = "LUNA_SENDER_"
 MASK = "********"
@@ -75,6 +82,9 @@ class Settings(_Section):
         "memory://",
         description="Event bus: memory:// (in-process) or redis://, rediss:// URLs.",
     )
+    workers: int = Field(
+        1, ge=1, le=64, description="Serving processes sharing the port (SO_REUSEPORT)."
+    )
     channel_prefix: str = Field(
         "luna-sender", min_length=1, description="Face/body channel is '{prefix}:{account_id}'."
     )
@@ -119,6 +129,13 @@ class Settings(_Section):
         if any(v < 1 for v in value):
             raise ValueError("API versions are positive integers")
         return sorted(set(value))
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_need_a_shared_bus(cls, value: int, info: ValidationInfo) -> int:
+        if value > 1 and str(info.data.get("redis_url", "")).startswith("memory"):
+            raise ValueError("more than 1 worker needs a Redis bus (memory:// is per process)")
+        return value
 
     @property
     def general_channel_name(self) -> str:
