@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -25,6 +25,8 @@ from pydantic import (
 
 ENV_PREFIX = "LUNA_SENDER_"
 MASK = "********"
+BUS_SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel",
+               "redis+cluster", "rediss+cluster")
 SECRET_KEY_RE = re.compile(r"password|token|secret", re.IGNORECASE)
 
 
@@ -119,8 +121,8 @@ class Settings(_Section):
     @classmethod
     def _known_scheme(cls, value: str) -> str:
         scheme = urlsplit(value).scheme
-        if scheme not in {"memory", "redis", "rediss", "unix"}:
-            raise ValueError(f"unsupported bus scheme {scheme!r} (memory, redis, rediss, unix)")
+        if scheme not in BUS_SCHEMES:
+            raise ValueError(f"unsupported bus scheme {scheme!r} ({', '.join(BUS_SCHEMES)})")
         return value
 
     @field_validator("api_versions")
@@ -163,19 +165,17 @@ def _mask(value: Any, key: str = "") -> Any:
 
 
 def mask_url(url: str) -> str:
-    """Hide the password of a URL's userinfo (``redis://user:pw@host`` -> ``user:********``)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:{MASK}@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """Hide the password of a URL's userinfo (``redis://user:pw@host`` -> ``user:********``).
+
+    A regex rather than urlsplit: Sentinel/Cluster URLs list several ``host:port`` pairs, which
+    urlsplit cannot parse.
+    """
+    url = _USERINFO_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}:{MASK}@", url, count=1)
+    return _SECRET_QUERY_RE.sub(lambda m: f"{m.group(1)}={MASK}", url)
+
+
+_USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^:/@]*):([^@/]*)@")
+_SECRET_QUERY_RE = re.compile(r"([?&][^=&]*(?:password|token|secret)[^=&]*)=([^&]*)", re.I)
 
 
 def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:

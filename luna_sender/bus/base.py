@@ -47,6 +47,14 @@ def create_bus(url: str, **options: object) -> Bus:
         from .memory import MemoryBus
 
         return MemoryBus(url)
+    if scheme in {"redis+sentinel", "rediss+sentinel"}:
+        from .sentinel import SentinelBus
+
+        return SentinelBus(url, **options)
+    if scheme in {"redis+cluster", "rediss+cluster"}:
+        from .cluster import ClusterBus
+
+        return ClusterBus(url, **options)
     if scheme in {"redis", "rediss", "unix"}:
         from .redis import RedisBus
 

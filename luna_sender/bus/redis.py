@@ -32,13 +32,15 @@ class RedisBus:
         subscribe_timeout: float = 2.0,
         on_reconnect: Callable[[], None] | None = None,
         on_disconnect: Callable[[str], None] | None = None,
+        client: Any | None = None,
     ) -> None:
         self.url = url
         self._max_backoff = max_backoff
         self._subscribe_timeout = subscribe_timeout
         self._on_reconnect = on_reconnect
         self._on_disconnect = on_disconnect
-        self._client = aioredis.from_url(
+        # Sentinel and Cluster backends pass their own client (see sentinel.py, cluster.py).
+        self._client: Any = client if client is not None else aioredis.from_url(
             url, socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=0
         )
         self._handler: MessageHandler | None = None
@@ -118,8 +120,12 @@ class RedisBus:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 
+    def _subscriber(self) -> Any:
+        """The client the pub/sub connection is opened from; Cluster rotates nodes here."""
+        return self._client
+
     async def _connect(self) -> PubSub:
-        pubsub = self._client.pubsub()
+        pubsub = self._subscriber().pubsub()
         # Always hold at least one subscription so the connection exists and can be read.
         wanted = set(self._wanted) or {"__luna_sender_keepalive__"}
         await pubsub.subscribe(*wanted)

@@ -1,0 +1,57 @@
+"""Redis Cluster backend: ``redis+cluster://host:port[,host:port…]`` (``rediss+cluster://``).
+
+Plain PUBLISH in a Redis Cluster reaches every node, so one ordinary SUBSCRIBE connection to any
+node hears every producer. The reader therefore subscribes through one node at a time and, when
+that node goes away, the reconnect loop (redis.py) moves on to the next known node — the startup
+list plus whatever the cluster reported. Publishing goes through redis-py's cluster client.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from .redis import RedisBus
+from .sentinel import parse_hosts, split_url
+
+
+class ClusterBus(RedisBus):
+    def __init__(self, url: str, **options: Any) -> None:
+        scheme, user, password, hosts, _path, _query = split_url(url)
+        self._tls = scheme.startswith("rediss")
+        self._auth = {"username": user, "password": password}
+        self._nodes: list[tuple[str, int]] = parse_hosts(hosts, 6379)
+        self._rotation = itertools.count()
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in self._nodes],
+            ssl=self._tls,
+            socket_timeout=2.0,
+            socket_connect_timeout=1.0,
+            **self._auth,
+        )
+        self._node_client: Any = None
+        super().__init__(url, client=client, **options)
+
+    def _known_nodes(self) -> list[tuple[str, int]]:
+        known = list(self._nodes)
+        try:
+            for node in self._client.get_nodes():
+                pair = (node.host, int(node.port))
+                if pair not in known:
+                    known.append(pair)
+        except Exception:  # topology not loaded yet: the startup list will do
+            pass
+        return known
+
+    def _subscriber(self) -> Any:
+        nodes = self._known_nodes()
+        host, port = nodes[next(self._rotation) % len(nodes)]
+        old, self._node_client = self._node_client, aioredis.Redis(
+            host=host, port=port, ssl=self._tls, socket_connect_timeout=1.0,
+            socket_timeout=None, **self._auth,
+        )
+        del old  # its pub/sub connection was already closed by the reader
+        return self._node_client

@@ -1,0 +1,136 @@
+"""Redis high-availability topologies for scale-out tests: Sentinel and Cluster, on loopback.
+
+Each node is a real ``redis-server`` process on a free port in a private temp dir; nothing here
+touches the machine's shared Redis on 6379.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from .helpers import RedisServer, free_port
+
+
+class SentinelSetup:
+    """Master + replica + three sentinels watching master name ``mymaster``."""
+
+    def __init__(self, master_name: str = "mymaster") -> None:
+        self.master_name = master_name
+        self.master = RedisServer()
+        self.replica = RedisServer(extra=[])
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+        self.dir = Path(tempfile.mkdtemp(prefix="luna-sentinel-"))
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.master_name}/0"
+
+    def start(self) -> None:
+        self.master.start()
+        self.replica.extra = ["--replicaof", "127.0.0.1", str(self.master.port)]
+        self.replica.start()
+        for port in self.sentinel_ports:
+            conf = self.dir / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {self.dir}\n"
+                f"sentinel monitor {self.master_name} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel down-after-milliseconds {self.master_name} 1000\n"
+                f"sentinel failover-timeout {self.master_name} 3000\n"
+                f"sentinel parallel-syncs {self.master_name} 1\n"
+            )
+            self.sentinels.append(subprocess.Popen(
+                [shutil.which("redis-server") or "redis-server", str(conf), "--sentinel"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 15
+        for port in self.sentinel_ports:
+            while True:
+                try:
+                    client = redis.Redis(port=port, socket_timeout=1)
+                    info = client.sentinel_master(self.master_name)
+                    if int(info.get("num-other-sentinels", 0)) >= 2:
+                        break
+                except redis.exceptions.RedisError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError("sentinels did not discover each other")
+                time.sleep(0.1)
+
+    def current_master_port(self) -> int:
+        client = redis.Redis(port=self.sentinel_ports[0], socket_timeout=1)
+        _host, port = client.sentinel_get_master_addr_by_name(self.master_name)
+        return int(port)
+
+    def close(self) -> None:
+        for proc in self.sentinels:
+            proc.kill()
+            proc.wait()
+        self.master.close()
+        self.replica.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def low_free_port() -> int:
+    while True:
+        port = random.randint(20000, 45000)
+        if all(_port_free(p) for p in (port, port + 10000)):
+            return port
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _cluster_state(node: RedisServer) -> str:
+    info = node.client().execute_command("CLUSTER INFO")
+    if isinstance(info, dict):
+        return str(info.get("cluster_state"))
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    return "ok" if "cluster_state:ok" in text else "fail"
+
+
+class ClusterSetup:
+    """A three-master Redis Cluster created with ``redis-cli --cluster create``."""
+
+    def __init__(self, size: int = 3) -> None:
+        # The cluster bus listens on port + 10000, so node ports must stay below 55536.
+        self.nodes = [RedisServer(port=low_free_port(), extra=[]) for _ in range(size)]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.extra = ["--cluster-enabled", "yes", "--cluster-config-file",
+                          f"{node.dir}/nodes.conf", "--cluster-node-timeout", "2000"]
+            node.start()
+        subprocess.run(
+            ["redis-cli", "--cluster", "create",
+             *(f"127.0.0.1:{n.port}" for n in self.nodes), "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+        )
+        deadline = time.monotonic() + 20
+        for node in self.nodes:
+            while _cluster_state(node) != "ok":
+                if time.monotonic() > deadline:
+                    raise TimeoutError("cluster did not become ok")
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
