@@ -5,17 +5,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import yaml
 from aiohttp import web
 
 from .. import VERSION_PARTS, errors, wire
 from ..bus import BusError
+from ..docs_render import render_dev_page, render_openapi_html
 from ..errors import LunaError
 from ..metrics import CONTENT_TYPE
+from ..openapi import build_document, document_yaml
 from .context import ctx
-
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
-OPENAPI_PATH = PACKAGE_DIR / "openapi.yaml"
 
 
 def json_response(data: object, status: int = 200) -> web.Response:
@@ -106,21 +104,13 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-def openapi_yaml() -> str:
-    return OPENAPI_PATH.read_text(encoding="utf-8")
-
-
-def openapi_document() -> dict[str, object]:
-    return yaml.safe_load(openapi_yaml())
-
-
 async def docs_spec(request: web.Request) -> web.Response:
+    versions = tuple(ctx(request).settings.api_versions)
     mime = negotiate(request, ("application/x-yaml", "text/html"), None)
     if mime == "text/html":
-        from ..docs_render import render_openapi_html
-
-        return web.Response(text=render_openapi_html(openapi_document()), content_type="text/html")
-    return web.Response(text=openapi_yaml(), content_type="application/x-yaml")
+        return web.Response(text=render_openapi_html(build_document(versions)),
+                            content_type="text/html")
+    return web.Response(text=document_yaml(versions), content_type="application/x-yaml")
 
 
 async def docs_dev(request: web.Request) -> web.Response:
@@ -128,10 +118,9 @@ async def docs_dev(request: web.Request) -> web.Response:
 
 
 async def docs_dev_page(request: web.Request) -> web.Response:
-    from ..docs_render import render_dev_page
-
     page = request.match_info["page"]
-    html = render_dev_page(page)
+    folder = ctx(request).settings.docs_dir
+    html = render_dev_page(page, Path(folder) if folder else None)
     if html is None:
         raise LunaError(errors.NOT_FOUND)
     return web.Response(text=html, content_type="text/html")

@@ -1,0 +1,88 @@
+"""The OpenAPI document is valid and complete; /docs/spec and /docs/dev answer per the spec."""
+
+from __future__ import annotations
+
+import yaml
+from openapi_spec_validator import validate
+
+from luna_sender.app import build_app
+from luna_sender.config import Settings
+from luna_sender.docs_render import markdown_to_html
+from luna_sender.filters.events import FACE_SPECS
+from luna_sender.filters.general import GENERAL_SPECS
+from luna_sender.openapi import build_document
+
+from .conftest import LiveApp
+
+
+def _served_routes(settings: Settings) -> set[tuple[str, str]]:
+    app = build_app(settings)
+    routes = set()
+    for route in app.router.routes():
+        if route.method == "HEAD":
+            continue
+        routes.add((route.method.lower(), route.resource.canonical))
+    return routes
+
+
+def _documented(doc: dict) -> set[tuple[str, str]]:
+    return {(method, path) for path, item in doc["paths"].items() for method in item}
+
+
+def test_document_validates_and_lists_every_route() -> None:
+    for versions in ([1, 2], [3]):
+        settings = Settings(api_versions=versions)
+        doc = build_document(tuple(settings.api_versions))
+        validate(doc)
+        assert _documented(doc) == _served_routes(settings)
+
+
+def test_every_filter_is_documented() -> None:
+    doc = build_document()
+    ws = {p["name"] for p in doc["paths"]["/ws"]["get"]["parameters"]}
+    general = {p["name"] for p in doc["paths"]["/2/ws/general"]["get"]["parameters"]}
+    assert set(FACE_SPECS) <= ws
+    assert set(GENERAL_SPECS) <= general
+
+
+async def test_docs_spec_negotiation(memory_app: LiveApp) -> None:
+    url = memory_app.url("/docs/spec")
+    async with memory_app.session.get(url, headers={"Accept": "application/x-yaml"}) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "application/x-yaml"
+        doc = yaml.safe_load(await resp.text())
+    validate(doc)
+    async with memory_app.session.get(url, headers={"Accept": "text/html"}) as resp:
+        assert resp.content_type == "text/html"
+        text = await resp.text()
+    assert "/publish/general" in text and "<script" not in text
+    async with memory_app.session.get(url, headers={"Accept": "application/json"}) as resp:
+        assert resp.status == 415
+        assert (await resp.json())["error_code"] == 12024
+
+
+async def test_docs_dev_redirect_and_pages(memory_app: LiveApp) -> None:
+    async with memory_app.session.get(memory_app.url("/docs/dev"),
+                                      allow_redirects=False) as resp:
+        assert resp.status == 302
+        assert resp.headers["Location"] == "/docs/dev/index.html"
+        assert "Luna-Request-Id" in resp.headers
+    async with memory_app.session.get(memory_app.url("/docs/dev")) as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    assert "luna-sender developer manual" in text
+    assert 'href="deployment.html"' in text
+    for bad in ("nope.html", "..%2Fpyproject.toml", "index.md"):
+        async with memory_app.session.get(memory_app.url(f"/docs/dev/{bad}")) as resp:
+            assert resp.status == 404, bad
+            assert (await resp.json())["error_code"] == 12013
+
+
+def test_markdown_escapes_and_renders() -> None:
+    html = markdown_to_html("# T\n\n<script>x</script> `a<b`\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+                            "\n```\n<i>\n```\n- [x](y.md)\n")
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "<code>a&lt;b</code>" in html
+    assert "<table><tr><th>a</th><th>b</th></tr><tr><td>1</td><td>2</td></tr></table>" in html
+    assert "<pre><code>&lt;i&gt;</code></pre>" in html
+    assert '<a href="y.html">x</a>' in html
