@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import wire
 from .filters.base import CompiledFilter
+from .index import GroupIndex, face_index, general_index
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -116,6 +117,35 @@ class Group:
         return sent
 
 
+class GroupSet:
+    """The groups of one account (or of all general subscribers) with their equality index."""
+
+    __slots__ = ("groups", "index")
+
+    def __init__(self, index: GroupIndex[Group]) -> None:
+        self.groups: dict[str, Group] = {}
+        self.index = index
+
+    def __bool__(self) -> bool:
+        return bool(self.groups)
+
+    def add(self, conn: Connection) -> None:
+        group = self.groups.get(conn.filter.key)
+        if group is None:
+            group = self.groups[conn.filter.key] = Group(conn.filter)
+            self.index.add(id(group), group, conn.filter.index)
+        group.conns.add(conn)
+
+    def remove(self, conn: Connection) -> None:
+        group = self.groups.get(conn.filter.key)
+        if group is None:
+            return
+        group.conns.discard(conn)
+        if not group.conns:
+            del self.groups[conn.filter.key]
+            self.index.remove(id(group))
+
+
 class Hub:
     def __init__(self, bus: Bus, settings: Settings, metrics: Metrics,
                  hooks: Any | None = None) -> None:
@@ -126,8 +156,8 @@ class Hub:
         self._face_prefix = settings.channel_prefix + ":"
         self._general_channel = settings.general_channel_name
         self._max_bus_bytes = settings.limits.bus_message_max_bytes
-        self._face: dict[str, dict[str, Group]] = {}
-        self._general: dict[str, Group] = {}
+        self._face: dict[str, GroupSet] = {}
+        self._general = GroupSet(general_index())
         self.connections: set[Connection] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._closers: set[asyncio.Task[None]] = set()
@@ -162,13 +192,15 @@ class Hub:
         self.metrics.connections[conn.kind].inc()
         if conn.kind == "face":
             assert conn.account is not None
-            groups = self._face.setdefault(conn.account, {})
-            first = not groups
-            groups.setdefault(conn.filter.key, Group(conn.filter)).conns.add(conn)
+            groups = self._face.get(conn.account)
+            first = groups is None
+            if groups is None:
+                groups = self._face[conn.account] = GroupSet(face_index())
+            groups.add(conn)
             if first:
                 await self.bus.subscribe(self.face_channel(conn.account))
         else:
-            self._general.setdefault(conn.filter.key, Group(conn.filter)).conns.add(conn)
+            self._general.add(conn)
 
     async def remove(self, conn: Connection) -> None:
         if conn not in self.connections:
@@ -177,21 +209,14 @@ class Hub:
         self.metrics.connections[conn.kind].dec()
         if conn.kind == "face":
             assert conn.account is not None
-            groups = self._face.get(conn.account, {})
-            group = groups.get(conn.filter.key)
-            if group is not None:
-                group.conns.discard(conn)
-                if not group.conns:
-                    del groups[conn.filter.key]
+            groups = self._face.get(conn.account)
+            if groups is not None:
+                groups.remove(conn)
             if not groups:
                 self._face.pop(conn.account, None)
                 await self.bus.unsubscribe(self.face_channel(conn.account))
         else:
-            group = self._general.get(conn.filter.key)
-            if group is not None:
-                group.conns.discard(conn)
-                if not group.conns:
-                    del self._general[conn.filter.key]
+            self._general.remove(conn)
 
     # --- fan-out ---------------------------------------------------------------------------
 
@@ -231,22 +256,22 @@ class Hub:
         if self.hooks is not None:
             self.hooks.event_received(channel, kind, data, sent)
 
-    def _fan_out_face(self, msg: wire.FaceMessage, groups: dict[str, Group]) -> int:
+    def _fan_out_face(self, msg: wire.FaceMessage, groups: GroupSet) -> int:
         sent = 0
         for event in msg.events:
             subject = (event, msg)
             frame: bytes | None = None
-            for group in groups.values():
+            for group in groups.index.candidates(subject):
                 if _safe_match(group.filter.match, subject):
                     if frame is None:
                         frame = wire.text_frame(msg.envelope(event))
                     sent += group.send(frame)
         return sent
 
-    def _fan_out_general(self, msg: wire.GeneralMessage, groups: dict[str, Group]) -> int:
+    def _fan_out_general(self, msg: wire.GeneralMessage, groups: GroupSet) -> int:
         sent = 0
         frame: bytes | None = None
-        for group in groups.values():
+        for group in groups.index.candidates(msg):
             if _safe_match(group.filter.match, msg):
                 if frame is None:
                     frame = wire.text_frame(msg.envelope())
