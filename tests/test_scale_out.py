@@ -133,3 +133,72 @@ async def test_cluster_any_node_reaches_every_instance(cluster_setup: ClusterSet
     finally:
         for svc in services:
             assert svc.terminate() == 0
+
+
+async def test_cluster_sharded_pubsub(cluster_setup: ClusterSetup) -> None:
+    from redis.cluster import ClusterNode, RedisCluster
+
+    accounts = [account() for _ in range(4)]  # channels hash to different shards
+    url = cluster_setup.url + "?sharded=1"
+    services = [Service("--redis-url", url) for _ in range(2)]
+    producer = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", n.port)
+                                           for n in cluster_setup.nodes])
+    try:
+        async with aiohttp.ClientSession() as session:
+            sockets = {(i, acc): await session.ws_connect(
+                svc.ws_url + "/ws", headers={"Luna-Account-Id": acc})
+                for i, svc in enumerate(services) for acc in accounts}
+            for acc in accounts:
+                producer.spublish(f"luna-sender:{acc}", face_message([face_event(acc=acc)]))
+            for (_i, acc), ws in sockets.items():
+                assert (await recv_json(ws))["event"]["acc"] == acc
+            # The publish route publishes with SPUBLISH in sharded mode.
+            body = {"events": [face_event(src="route")], "handler_id": "h",
+                    "event_create_time": "2026-01-01T00:00:00Z",
+                    "event_end_time": "2026-01-01T00:00:00Z"}
+            async with session.post(services[1].url + "/publish", json=body,
+                                    headers={"Luna-Account-Id": accounts[0]}) as resp:
+                assert resp.status == 204
+            for i in range(2):
+                assert (await recv_json(sockets[(i, accounts[0])]))["event"]["src"] == "route"
+            # Only channels with local subscribers are subscribed on each shard.
+            channels = set()
+            for node in cluster_setup.nodes:
+                channels |= {c.decode() for c in
+                             node.client().execute_command("PUBSUB SHARDCHANNELS")}
+            assert {f"luna-sender:{a}" for a in accounts} <= channels
+            for ws in sockets.values():
+                await ws.close()
+    finally:
+        producer.close()
+        for svc in services:
+            assert svc.terminate() == 0
+
+
+async def test_instance_only_receives_accounts_it_serves(redis_server) -> None:
+    """Per-account subscriptions: ingress follows local subscribers, not the whole platform."""
+    served, other = account(), account()
+    svc = Service("--redis-url", redis_server.url)
+    producer = redis.Redis(port=redis_server.port)
+    try:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(svc.ws_url + "/ws",
+                                          headers={"Luna-Account-Id": served})
+            body = face_message([face_event(pad="x" * 5000)])
+            for _ in range(50):
+                producer.publish(f"luna-sender:{served}", body)
+                producer.publish(f"luna-sender:{other}", body)
+            for _ in range(50):
+                await recv_json(ws)
+            async with session.get(svc.url + "/metrics") as resp:
+                metrics = await resp.text()
+            assert 'events_received_total{kind="face"} 50.0' in metrics
+            await ws.close()
+            # Once the last socket of the account closes, its channel is dropped.
+            deadline = time.monotonic() + 5
+            while producer.pubsub_numsub(f"luna-sender:{served}")[0][1] != 0:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+    finally:
+        producer.close()
+        assert svc.terminate() == 0

@@ -14,13 +14,15 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from .base import BusError
 from .redis import RedisBus
 from .sentinel import parse_hosts, split_url
 
 
 class ClusterBus(RedisBus):
     def __init__(self, url: str, **options: Any) -> None:
-        scheme, user, password, hosts, _path, _query = split_url(url)
+        scheme, user, password, hosts, _path, query = split_url(url)
+        self.sharded = query.get("sharded", ["0"])[0].lower() in ("1", "true", "yes")
         self._tls = scheme.startswith("rediss")
         self._auth = {"username": user, "password": password}
         self._nodes: list[tuple[str, int]] = parse_hosts(hosts, 6379)
@@ -34,6 +36,11 @@ class ClusterBus(RedisBus):
         )
         self._node_client: Any = None
         super().__init__(url, client=client, **options)
+        if self.sharded:
+            # Per-account channels hash to slots: SSUBSCRIBE each on the node owning it, and
+            # only for accounts with local subscribers (the hub drives subscribe/unsubscribe).
+            for name in ("SUBSCRIBE", "UNSUBSCRIBE", "MESSAGE_TYPES", "SUBSCRIBED_TYPES"):
+                setattr(self, name, getattr(_Sharded, name))
 
     def _known_nodes(self) -> list[tuple[str, int]]:
         known = list(self._nodes)
@@ -47,6 +54,8 @@ class ClusterBus(RedisBus):
         return known
 
     def _subscriber(self) -> Any:
+        if self.sharded:
+            return self._client  # RedisCluster.pubsub(): one connection per shard owner
         nodes = self._known_nodes()
         host, port = nodes[next(self._rotation) % len(nodes)]
         old, self._node_client = self._node_client, aioredis.Redis(
@@ -55,3 +64,32 @@ class ClusterBus(RedisBus):
         )
         del old  # its pub/sub connection was already closed by the reader
         return self._node_client
+
+    async def _connect(self) -> Any:
+        # ClusterPubSub routes SSUBSCRIBE by the slot map, which a fresh client has not loaded.
+        await self._client.initialize()
+        return await super()._connect()
+
+    async def publish(self, channel: str, data: bytes) -> None:
+        if not self.sharded:
+            await super().publish(channel, data)
+            return
+        try:
+            await self._client.spublish(channel, data)
+        except Exception as exc:
+            raise BusError(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _next_message(self, pubsub: Any) -> dict[str, Any] | None:
+        if not self.sharded:
+            return await super()._next_message(pubsub)
+        # Polls each shard's connection in turn; a short timeout keeps every shard served.
+        return await pubsub.get_sharded_message(timeout=0.02)
+
+
+class _Sharded:
+    """Names of the sharded pub/sub commands and message types (Redis >= 7)."""
+
+    SUBSCRIBE = "ssubscribe"
+    UNSUBSCRIBE = "sunsubscribe"
+    MESSAGE_TYPES = ("smessage", b"smessage")
+    SUBSCRIBED_TYPES = ("ssubscribe", b"ssubscribe")

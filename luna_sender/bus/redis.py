@@ -24,6 +24,11 @@ log = logging.getLogger("luna_sender.bus")
 
 
 class RedisBus:
+    # Pub/sub flavour: classic SUBSCRIBE here; the sharded Cluster backend swaps these names.
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
+    MESSAGE_TYPES: tuple[str | bytes, ...] = ("message", b"message")
+    SUBSCRIBED_TYPES: tuple[str | bytes, ...] = ("subscribe", b"subscribe")
     def __init__(
         self,
         url: str,
@@ -128,7 +133,7 @@ class RedisBus:
         pubsub = self._subscriber().pubsub()
         # Always hold at least one subscription so the connection exists and can be read.
         wanted = set(self._wanted) or {"__luna_sender_keepalive__"}
-        await pubsub.subscribe(*wanted)
+        await getattr(pubsub, self.SUBSCRIBE)(*wanted)
         self._actual = set(wanted)
         return pubsub
 
@@ -164,15 +169,18 @@ class RedisBus:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
 
+    async def _next_message(self, pubsub: Any) -> dict[str, Any] | None:
+        return await pubsub.get_message(timeout=None)
+
     async def _read_loop(self, pubsub: PubSub) -> None:
         handler = self._handler
         assert handler is not None
         while True:
-            msg: dict[str, Any] | None = await pubsub.get_message(timeout=None)
+            msg: dict[str, Any] | None = await self._next_message(pubsub)
             if msg is None:
                 continue
             kind = msg["type"]
-            if kind == b"message" or kind == "message":
+            if kind in self.MESSAGE_TYPES:
                 channel = msg["channel"]
                 if isinstance(channel, bytes):
                     channel = channel.decode("utf-8", "replace")
@@ -180,7 +188,7 @@ class RedisBus:
                     handler(channel, msg["data"])
                 except Exception:  # a hub bug must not take the subscription down
                     log.exception("event dispatch failed on channel %s", channel)
-            elif kind in (b"subscribe", "subscribe"):
+            elif kind in self.SUBSCRIBED_TYPES:
                 channel = msg["channel"]
                 if isinstance(channel, bytes):
                     channel = channel.decode("utf-8", "replace")
@@ -203,10 +211,10 @@ class RedisBus:
             try:
                 if add:
                     self._actual |= add
-                    await pubsub.subscribe(*add)
+                    await getattr(pubsub, self.SUBSCRIBE)(*add)
                 if remove and (self._actual - remove):
                     self._actual -= remove
                     self._confirmed -= remove
-                    await pubsub.unsubscribe(*remove)
+                    await getattr(pubsub, self.UNSUBSCRIBE)(*remove)
             except Exception as exc:  # the reader notices the broken connection and reconnects
                 log.debug("subscription change failed: %s", exc)

@@ -32,13 +32,13 @@ def parse_hosts(netloc_hosts: str, default_port: int) -> list[tuple[str, int]]:
 def split_url(url: str) -> tuple[str, str | None, str | None, str, str, dict[str, list[str]]]:
     """(scheme, user, password, hosts, path, query) — urlsplit rejects comma host lists' ports."""
     scheme, rest = url.split("://", 1)
+    rest, _, query = rest.partition("?")
     userinfo, _, hostpart = rest.rpartition("@") if "@" in rest.split("/", 1)[0] else ("", "", rest)
     user = password = None
     if userinfo:
         user, _, password = userinfo.partition(":")
         user, password = unquote(user) or None, unquote(password) or None
-    hosts, _, tail = hostpart.partition("/")
-    path, _, query = tail.partition("?")
+    hosts, _, path = hostpart.partition("/")
     return scheme, user, password, hosts, path, parse_qs(query)
 
 
