@@ -21,6 +21,7 @@ from redis.asyncio.client import PubSub
 from .base import BusError, MessageHandler
 
 log = logging.getLogger("luna_sender.bus")
+NOT_CONNECTED_YET = "not connected yet"
 
 
 class RedisBus:
@@ -59,7 +60,7 @@ class RedisBus:
         self._stopping = False
         self.connected = False
         self._ever_connected = False
-        self.last_error: str | None = "not connected yet"
+        self.last_error: str | None = NOT_CONNECTED_YET
         self.reconnects = 0
         self.disconnected_since: float | None = time.monotonic()
 
@@ -96,8 +97,8 @@ class RedisBus:
         if channel in self._confirmed:
             return
         self._dirty.set()
-        if not self.connected:
-            return  # resubscribed on reconnect; waiting would stall the client for nothing
+        if not self.connected and self.last_error != NOT_CONNECTED_YET:
+            return  # known down: resubscribed on reconnect; waiting would only stall the client
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(fut)
         with contextlib.suppress(asyncio.TimeoutError):
