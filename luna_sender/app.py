@@ -6,7 +6,6 @@ reach the sockets, close every socket with 1001, then stop the bus and the plugi
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from aiohttp import web
@@ -74,9 +73,9 @@ async def _on_startup(app: web.Application) -> None:
 async def _on_shutdown(app: web.Application) -> None:
     context = app[CTX]
     context.hub.shutting_down = True
-    # Events already handed to the loop (memory bus call_soon, bytes read from Redis) go out
-    # before the close frames, which are written after them on the same transports.
-    await asyncio.sleep(0)
+    # Events published before the signal reach their sockets before the close frames, which
+    # are written after them on the same transports.
+    await context.bus.flush(1.0)
     await context.hub.close_all()
 
 

@@ -37,6 +37,9 @@ class Bus(Protocol):
     async def unsubscribe(self, channel: str) -> None:
         """Stop listening on ``channel``."""
 
+    async def flush(self, timeout: float) -> None:
+        """Return once every message published before the call has been dispatched."""
+
     async def check(self) -> None:
         """Raise :class:`BusError` when the bus cannot currently deliver or publish."""
 

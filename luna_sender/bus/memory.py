@@ -37,6 +37,11 @@ class MemoryBus:
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
 
+    async def flush(self, timeout: float) -> None:
+        # Deliveries are call_soon callbacks: two loop turns run all scheduled before now.
+        for _ in range(2):
+            await asyncio.sleep(0)
+
     async def check(self) -> None:
         if self._handler is None:
             raise BusError("bus is not running")

@@ -54,6 +54,7 @@ class RedisBus:
         self._actual: set[str] = set()
         self._confirmed: set[str] = set()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._pong_waiters: list[asyncio.Future[None]] = []
         self._pubsub: PubSub | None = None
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -107,6 +108,23 @@ class RedisBus:
     async def unsubscribe(self, channel: str) -> None:
         self._wanted.discard(channel)
         self._dirty.set()
+
+    async def flush(self, timeout: float) -> None:
+        """PING on the pub/sub connection: Redis answers after every message queued before it.
+
+        Used on shutdown so an event accepted by a publish route just before SIGTERM is written
+        to its sockets before they get the 1001 close.
+        """
+        pubsub = self._pubsub
+        if pubsub is None or not self.connected:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pong_waiters.append(fut)
+        try:
+            await pubsub.ping()
+            await asyncio.wait_for(fut, timeout)
+        except Exception as exc:  # best effort: shutdown goes on regardless
+            log.debug("bus flush incomplete: %s", exc)
 
     async def check(self) -> None:
         if not self.connected:
@@ -189,6 +207,11 @@ class RedisBus:
                     handler(channel, msg["data"])
                 except Exception:  # a hub bug must not take the subscription down
                     log.exception("event dispatch failed on channel %s", channel)
+            elif kind in ("pong", b"pong"):
+                waiters, self._pong_waiters = self._pong_waiters, []
+                for fut in waiters:
+                    if not fut.done():
+                        fut.set_result(None)
             elif kind in self.SUBSCRIBED_TYPES:
                 channel = msg["channel"]
                 if isinstance(channel, bytes):
