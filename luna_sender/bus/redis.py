@@ -17,6 +17,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError
 
 from .base import BusError, MessageHandler
 
@@ -46,8 +49,11 @@ class RedisBus:
         self._on_reconnect = on_reconnect
         self._on_disconnect = on_disconnect
         # Sentinel and Cluster backends pass their own client (see sentinel.py, cluster.py).
+        # After a Redis restart the pool still holds dead connections: retry a command once on
+        # a fresh one (connection errors only, so a slow PUBLISH is never sent twice).
         self._client: Any = client if client is not None else aioredis.from_url(
-            url, socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=0
+            url, socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=0,
+            retry=Retry(NoBackoff(), 2), retry_on_error=[ConnectionError],
         )
         self._handler: MessageHandler | None = None
         self._wanted: set[str] = set()
@@ -154,7 +160,18 @@ class RedisBus:
         wanted = set(self._wanted) or {"__luna_sender_keepalive__"}
         await getattr(pubsub, self.SUBSCRIBE)(*wanted)
         self._actual = set(wanted)
+        connection = getattr(pubsub, "connection", None)
+        if connection is not None:
+            # redis-py may reconnect and resubscribe a pub/sub connection by itself (e.g. after
+            # CLIENT KILL); count those too, they are outages our loop never sees.
+            connection.register_connect_callback(self._on_silent_reconnect)
         return pubsub
+
+    def _on_silent_reconnect(self, _connection: Any) -> None:
+        self.reconnects += 1
+        log.warning("redis pub/sub connection re-established by the client")
+        if self._on_reconnect:
+            self._on_reconnect()
 
     async def _reader(self) -> None:
         backoff = 0.05
