@@ -48,7 +48,12 @@ class WsSettings(_Section):
         description="Per-socket outgoing buffer cap in bytes; over it the socket is closed 1008.",
     )
     stall_timeout: float = Field(
-        10.0, gt=0, description="Seconds a socket may keep unsent data without progress."
+        5.0, gt=0, description="Seconds a socket may keep unsent data without progress."
+    )
+    socket_send_buffer: int = Field(
+        262144, ge=4096,
+        description="Kernel send buffer per websocket (SO_SNDBUF); bounds memory a stalled "
+        "client holds in the kernel and makes stalls visible quickly.",
     )
     shutdown_timeout: float = Field(
         2.0, gt=0, description="Seconds given to clients to answer the 1001 close on shutdown."

@@ -7,7 +7,9 @@ an event published after the handshake completes is delivered.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import time
 from typing import Any
 
@@ -82,6 +84,10 @@ async def _serve(request: web.Request, kind: str, compiled: CompiledFilter,
     transport = request.transport
     if transport is None:
         raise LunaError(INVALID_REQUEST, "connection already closed")
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, ws_settings.socket_send_buffer)
     conn = Connection(kind, ws, transport, compiled, account, request_id(request),
                       ws_settings.queue_max_bytes)
     conn.closing = True  # nothing may be written before the 101 response

@@ -1,0 +1,93 @@
+"""A deliberately small websocket client on raw asyncio sockets.
+
+Thousands of aiohttp clients would make the test process the bottleneck; these read frames with a
+few struct calls, can stop reading on purpose (a stalled consumer), and can send malformed frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import struct
+from dataclasses import dataclass
+
+
+@dataclass
+class Frame:
+    fin: bool
+    opcode: int
+    payload: bytes
+
+    @property
+    def close_code(self) -> int | None:
+        if self.opcode != 0x8 or len(self.payload) < 2:
+            return None
+        return struct.unpack("!H", self.payload[:2])[0]
+
+
+class RawWS:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, port: int, path: str = "/ws", headers: dict[str, str] | None = None,
+                      rcvbuf: int | None = None) -> RawWS:
+        sock = socket.socket()
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        # A stalled client must really stop reading: asyncio reads ahead up to 2 x limit.
+        limit = 2**24 if rcvbuf is None else 1024
+        reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
+        key = base64.b64encode(os.urandom(16)).decode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        writer.write((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                      f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
+        return cls(reader, writer)
+
+    async def recv(self) -> Frame:
+        b1, b2 = await self.reader.readexactly(2)
+        n = b2 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", await self.reader.readexactly(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", await self.reader.readexactly(8))[0]
+        payload = await self.reader.readexactly(n)
+        return Frame(bool(b1 & 0x80), b1 & 0x0F, payload)
+
+    async def recv_data(self) -> Frame:
+        """The next text/binary/close frame, answering pings on the way."""
+        while True:
+            frame = await self.recv()
+            if frame.opcode == 0x9:
+                self.send(0xA, frame.payload)
+                continue
+            if frame.opcode == 0xA:
+                continue
+            return frame
+
+    def send(self, opcode: int, payload: bytes, fin: bool = True,
+             length: int | None = None) -> None:
+        """A masked client frame; ``length`` lets a test lie about the payload size."""
+        n = len(payload) if length is None else length
+        head = bytes([(0x80 if fin else 0) | opcode])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + struct.pack("!H", n)
+        else:
+            head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.writer.write(head + mask + masked)
+
+    def close(self) -> None:
+        self.writer.close()

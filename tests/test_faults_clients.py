@@ -1,0 +1,188 @@
+"""Slow consumers and hostile frames: one bad client never hurts the others.
+
+Clients are raw asyncio sockets (tests/rawws.py) so the test process is not the bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import statistics
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from .helpers import Service, account, face_event
+from .rawws import RawWS
+
+pytestmark = pytest.mark.slow
+TS_RE = re.compile(rb'"ts":([0-9.]+)')
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def metric_text(svc: Service) -> str:
+    with urllib.request.urlopen(svc.url + "/metrics", timeout=2) as resp:
+        return resp.read().decode()
+
+
+@pytest.fixture
+def service() -> Iterator[Service]:
+    svc = Service(env={"LUNA_SENDER_WS__QUEUE_MAX_BYTES": str(1 << 20),
+                       "LUNA_SENDER_WS__STALL_TIMEOUT": "5"})
+    yield svc
+    assert svc.terminate() == 0, svc.log()[-2000:]
+
+
+async def _publisher(svc: Service, acc: str, rate: float, duration: float) -> int:
+    import aiohttp
+
+    sent = 0
+    pad = "x" * 10_000
+    async with aiohttp.ClientSession() as session:
+        end = time.monotonic() + duration
+        while time.monotonic() < end:
+            body = {"events": [face_event(ts=time.time(), pad=pad)], "handler_id": "h",
+                    "event_create_time": "2026-01-01T00:00:00Z",
+                    "event_end_time": "2026-01-01T00:00:00Z"}
+            async with session.post(svc.url + "/publish", json=body,
+                                    headers={"Luna-Account-Id": acc}) as resp:
+                assert resp.status == 204
+            sent += 1
+            await asyncio.sleep(1 / rate)
+    return sent
+
+
+async def _measure(ws: RawWS, latencies: list[float]) -> None:
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        while True:
+            frame = await ws.recv_data()
+            if frame.opcode == 0x8:
+                return
+            match = TS_RE.search(frame.payload)
+            if match:
+                latencies.append(time.time() - float(match.group(1)))
+
+
+async def _drain(ws: RawWS) -> None:
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        while True:
+            frame = await ws.recv_data()
+            if frame.opcode == 0x8:
+                return
+
+
+async def _phase(svc: Service, acc: str, sampled: list[RawWS]) -> list[float]:
+    latencies: list[float] = []
+    tasks = [asyncio.create_task(_measure(ws, latencies)) for ws in sampled]
+    await _publisher(svc, acc, rate=20, duration=4)
+    await asyncio.sleep(0.3)
+    for task in tasks:
+        task.cancel()
+    return latencies
+
+
+async def test_stalled_consumers_do_not_hurt_the_others(service: Service) -> None:
+    acc = account()
+    headers = {"Luna-Account-Id": acc}
+    readers = [await RawWS.connect(service.port, headers=headers) for _ in range(950)]
+    sampled, rest = readers[:50], readers[50:]
+    drains = [asyncio.create_task(_drain(ws)) for ws in rest]
+    baseline_rss = rss_bytes(service.proc.pid)
+
+    base = await _phase(service, acc, sampled)
+    stalled = [await RawWS.connect(service.port, headers=headers, rcvbuf=4096)
+               for _ in range(50)]
+    stall_started = time.monotonic()
+    loaded = await _phase(service, acc, sampled)
+    p99_base = statistics.quantiles(base, n=100)[98]
+    p99_loaded = statistics.quantiles(loaded, n=100)[98]
+    print(f"\nslow consumers: p99 without stalled {p99_base * 1000:.1f} ms, "
+          f"with 50 stalled {p99_loaded * 1000:.1f} ms ({p99_loaded / p99_base:.2f}x)")
+    assert len(loaded) >= 0.9 * len(base)
+    # The target is <= 1.2x; the hard limit is loose so a noisy machine cannot fail it.
+    assert p99_loaded <= 3 * p99_base + 0.05
+
+    cap = 1 << 20
+    peak = rss_bytes(service.proc.pid)
+    print(f"RSS baseline {baseline_rss >> 20} MiB, with stalled {peak >> 20} MiB "
+          f"(bound {(baseline_rss + 50 * cap) >> 20} MiB)")
+    assert peak < baseline_rss + 50 * cap
+
+    # Every stalled socket is closed by the server with 1008 and a reason.
+    deadline = time.monotonic() + 15
+    while True:
+        text = metric_text(service)
+        match = re.search(r'ws_closed_total\{reason="slow_consumer"\} ([0-9.]+)', text)
+        if match and float(match.group(1)) >= 50:
+            break
+        assert time.monotonic() < deadline, "stalled sockets were not closed"
+        await _publisher(service, acc, rate=20, duration=0.5)
+    closed_after = time.monotonic() - stall_started
+    print(f"stalled sockets closed {closed_after:.1f} s after they stopped reading")
+    codes = []
+    for ws in stalled:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                frame = await asyncio.wait_for(ws.recv(), 5)
+                if frame.opcode == 0x8:
+                    codes.append((frame.close_code, frame.payload[2:].decode()))
+                    break
+    assert codes and all(code == 1008 and "slow consumer" in reason for code, reason in codes)
+    for task in drains:
+        task.cancel()
+    for ws in readers + stalled:
+        ws.close()
+
+
+@pytest.mark.parametrize(("opcode", "payload", "fin", "length", "expected"), [
+    (0x3, b"x", True, None, 1002),  # reserved opcode
+    (0x1, b"\xff\xfe", True, None, 1007),  # invalid UTF-8 in a text frame
+    (0x1, b"", True, 10 * 1024 * 1024, 1009),  # frame larger than ws.max_message_size
+    (0x9, b"ping", False, None, 1002),  # fragmented control frame
+])
+async def test_malformed_frames_close_only_that_socket(
+    service: Service, opcode: int, payload: bytes, fin: bool, length: int | None,
+    expected: int,
+) -> None:
+    import aiohttp
+
+    acc = account()
+    headers = {"Luna-Account-Id": acc}
+    bad = await RawWS.connect(service.port, headers=headers)
+    good = await RawWS.connect(service.port, headers=headers)
+    bad.send(opcode, payload, fin=fin, length=length)
+    await bad.writer.drain()
+    frame = await asyncio.wait_for(bad.recv_data(), 5)
+    assert frame.opcode == 0x8 and frame.close_code == expected
+    async with aiohttp.ClientSession() as session:
+        body = {"events": [face_event(ok=1)], "handler_id": "h",
+                "event_create_time": "2026-01-01T00:00:00Z",
+                "event_end_time": "2026-01-01T00:00:00Z"}
+        async with session.post(service.url + "/publish", json=body, headers=headers) as resp:
+            assert resp.status == 204
+    frame = await asyncio.wait_for(good.recv_data(), 5)
+    assert frame.opcode == 0x1 and b'"ok":1' in frame.payload
+    bad.close()
+    good.close()
+
+
+async def test_client_messages_are_ignored(service: Service) -> None:
+    acc = account()
+    ws = await RawWS.connect(service.port, headers={"Luna-Account-Id": acc})
+    for _ in range(100):
+        ws.send(0x1, b'{"hello": "server"}')
+    ws.send(0x9, b"are you there")
+    await ws.writer.drain()
+    frame = await asyncio.wait_for(ws.recv(), 5)
+    assert frame.opcode == 0xA and frame.payload == b"are you there"
+    ws.close()
