@@ -199,7 +199,7 @@ def build_document(api_versions: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
             "content": {"text/plain": {"schema": {"type": "string"}}}}}),
         "/docs/spec": _get("This document.", {
             "200": {"description": "OpenAPI YAML or HTML.", "headers": REQUEST_ID_HEADER,
-                    "content": {"application/x-yaml": {"schema": {"type": "string"}},
+                    "content": {"application/x-yaml": {"schema": {"type": "object"}},
                                 "text/html": {"schema": {"type": "string"}}}},
             "415": _error("Unsupported Accept (12024).")}, [accept]),
         "/docs/dev": _get("Developer manual.", {"302": {

@@ -69,7 +69,8 @@ async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamR
     error_code: int | None = None
     try:
         try:
-            if bad_request_id:
+            # Routing errors (404/405) come first: the route does not exist for any header.
+            if bad_request_id and request.match_info.http_exception is None:
                 raise LunaError(errors.BAD_HEADER, REQUEST_ID_HEADER)
             response = await handler(request)
         except LunaError as exc:
