@@ -159,6 +159,7 @@ class Hub:
         self._face: dict[str, GroupSet] = {}
         self._general = GroupSet(general_index())
         self.connections: set[Connection] = set()
+        self._pinned: set[str] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._closers: set[asyncio.Task[None]] = set()
         self.shutting_down = False
@@ -176,6 +177,11 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.bus.stop()
+
+    async def pin_account(self, account: str) -> None:
+        """Keep an account's channel subscribed without sockets (plugins forwarding events)."""
+        self._pinned.add(account)
+        await self.bus.subscribe(self.face_channel(account))
 
     def face_channel(self, account: str) -> str:
         return self._face_prefix + account
@@ -214,7 +220,8 @@ class Hub:
                 groups.remove(conn)
             if not groups:
                 self._face.pop(conn.account, None)
-                await self.bus.unsubscribe(self.face_channel(conn.account))
+                if conn.account not in self._pinned:
+                    await self.bus.unsubscribe(self.face_channel(conn.account))
         else:
             self._general.remove(conn)
 
@@ -231,6 +238,7 @@ class Hub:
         log.warning("skipped undecodable %s message on channel %s: %s", kind, channel, reason)
 
     def _dispatch(self, channel: str, data: bytes, kind: str) -> None:
+        started = time.perf_counter()
         self.metrics.received[kind].inc()
         if kind == "face":
             groups = self._face.get(channel[len(self._face_prefix):])
@@ -238,7 +246,7 @@ class Hub:
             groups = self._general
         if not groups:
             if self.hooks is not None:
-                self.hooks.event_received(channel, kind, None, 0)
+                self.hooks.event_received(channel, kind, data, 0, 0.0)
             return
         if len(data) > self._max_bus_bytes:
             self._poison(kind, channel, f"{len(data)} bytes exceeds the bus message limit")
@@ -254,7 +262,7 @@ class Hub:
         if sent:
             self.metrics.delivered[kind].inc(sent)
         if self.hooks is not None:
-            self.hooks.event_received(channel, kind, data, sent)
+            self.hooks.event_received(channel, kind, data, sent, time.perf_counter() - started)
 
     def _fan_out_face(self, msg: wire.FaceMessage, groups: GroupSet) -> int:
         sent = 0

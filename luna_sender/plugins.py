@@ -1,9 +1,21 @@
 """Plugins: discovery by entry point or dotted path, lifecycle, and hooks off the hot path.
 
-A plugin is an object with optional async ``start(app_context)`` / ``stop()`` and any of the hook
-methods below. Hooks are never called on the delivery path: the hub and the middleware only put a
-tuple on a bounded queue, and one background task calls the plugins. A slow plugin therefore
-delays only itself; when the queue is full the oldest notifications are dropped and counted.
+A plugin is whatever its factory returns. The factory is found by name in the
+``luna_sender.plugins`` entry-point group, else as ``package.module:attr``. If the factory has a
+``Settings`` attribute (a pydantic model), the plugin's block from ``plugin_settings`` is
+validated with it and passed as the only argument; otherwise the block is passed as keywords.
+
+Hooks (all optional, sync or async; see docs/plugins.md):
+
+- ``start(context)`` / ``stop()``
+- ``event_received(event: BusEvent)`` — every bus message, with its channel and account
+- ``event_delivered(event: BusEvent)`` — when it went to at least one socket (``event.delivered``)
+- ``request_finished(route, status, duration, error_code)``
+- ``connection_opened(info)`` / ``connection_closed(info)``
+
+Hooks never run on the delivery path: the hub and the middleware only append a tuple to a
+bounded queue and one background task calls the plugins, so a slow plugin delays only itself.
+When the queue is full the oldest notifications are dropped (counted in ``dropped``).
 """
 
 from __future__ import annotations
@@ -13,10 +25,13 @@ import contextlib
 import importlib
 import inspect
 import logging
+import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
+
+from pydantic import BaseModel, ValidationError
 
 log = logging.getLogger("luna_sender.plugins")
 
@@ -28,6 +43,19 @@ QUEUE_MAX = 10000
 
 class PluginError(Exception):
     pass
+
+
+@dataclass(slots=True)
+class BusEvent:
+    """One bus message as plugins see it: raw bytes, decoded by the plugin if it cares."""
+
+    channel: str
+    kind: str  # "face" | "general"
+    account_id: str | None  # from the channel for face events; general: inside the message
+    data: bytes
+    delivered: int  # sockets it was written to
+    transport_time: float  # seconds from bus receipt to hand-off to the sockets
+    received_at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -53,6 +81,18 @@ def resolve(name: str) -> Any:
         raise PluginError(f"plugin {name!r} not found: {exc}") from None
 
 
+def construct(factory: Any, options: dict[str, Any]) -> Any:
+    model = getattr(factory, "Settings", None)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        try:
+            return factory(model.model_validate(options))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(p) for p in first["loc"]) or "<root>"
+            raise PluginError(f"invalid setting '{key}': {first['msg']}") from None
+    return factory(**options) if callable(factory) else factory
+
+
 class PluginManager:
     def __init__(self, names: list[str], settings: dict[str, dict[str, Any]]) -> None:
         self.names = list(names)
@@ -62,17 +102,17 @@ class PluginManager:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._active: dict[str, list[Any]] = {hook: [] for hook in HOOKS}
+        self._face_prefix = ""
         self.enabled = False
         self.dropped = 0
 
     async def start(self, context: Any) -> None:
+        self._face_prefix = context.settings.channel_prefix + ":"
         for name in self.names:
             plugin = LoadedPlugin(name=name, obj=None)
             self.plugins.append(plugin)
             try:
-                factory = resolve(name)
-                options = self.settings.get(name, {})
-                plugin.obj = factory(**options) if callable(factory) else factory
+                plugin.obj = construct(resolve(name), dict(self.settings.get(name, {})))
                 start = getattr(plugin.obj, "start", None)
                 if start is not None:
                     result = start(context)
@@ -94,8 +134,9 @@ class PluginManager:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._wake.set()
-            await asyncio.sleep(0)
+            # Let queued notifications reach the plugins before they stop (bounded wait).
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._drained(), 2)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -110,28 +151,35 @@ class PluginManager:
                     log.warning("plugin %s failed to stop cleanly: %s", plugin.name, exc)
             plugin.running = False
 
+    async def _drained(self) -> None:
+        while self._queue:
+            await asyncio.sleep(0.01)
+
     def status(self) -> list[dict[str, Any]]:
         return [{"name": p.name, "running": int(p.running)} for p in self.plugins]
 
     # --- hooks: cheap to call, never block -------------------------------------------------
 
     def _notify(self, hook: str, args: tuple[Any, ...]) -> None:
-        if not self._active.get(hook):
+        wanted = self._active.get(hook)
+        if hook == "event_received":
+            wanted = wanted or self._active["event_delivered"]
+        if not wanted:
             return
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1
         self._queue.append((hook, args))
         self._wake.set()
 
-    def event_received(self, channel: str, kind: str, data: bytes | None, delivered: int) -> None:
+    def event_received(self, channel: str, kind: str, data: bytes, delivered: int,
+                       transport_time: float) -> None:
         if self.enabled:
-            self._notify("event_received", (channel, kind, data))
-            if delivered:
-                self._notify("event_delivered", (channel, kind, delivered))
+            self._notify("event_received", (channel, kind, data, delivered, transport_time))
 
-    def request_finished(self, route: str, status: int, duration: float) -> None:
+    def request_finished(self, route: str, status: int, duration: float,
+                         error_code: int | None = None) -> None:
         if self.enabled:
-            self._notify("request_finished", (route, status, duration))
+            self._notify("request_finished", (route, status, duration, error_code))
 
     def connection_opened(self, info: dict[str, Any]) -> None:
         if self.enabled:
@@ -141,16 +189,28 @@ class PluginManager:
         if self.enabled:
             self._notify("connection_closed", (info,))
 
+    async def _call(self, hook: str, *args: Any) -> None:
+        for fn in self._active[hook]:
+            try:
+                result = fn(*args)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("plugin hook %s failed", hook)
+
     async def _pump(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
                 hook, args = self._queue.popleft()
-                for fn in self._active[hook]:
-                    try:
-                        result = fn(*args)
-                        if inspect.isawaitable(result):
-                            await result
-                    except Exception:
-                        log.exception("plugin hook %s failed", hook)
+                if hook == "event_received":
+                    channel, kind, data, delivered, transport_time = args
+                    account = (channel[len(self._face_prefix):]
+                               if channel.startswith(self._face_prefix) else None)
+                    event = BusEvent(channel, kind, account, data, delivered, transport_time)
+                    await self._call("event_received", event)
+                    if delivered:
+                        await self._call("event_delivered", event)
+                else:
+                    await self._call(hook, *args)

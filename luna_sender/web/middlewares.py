@@ -109,4 +109,4 @@ def record_request(request: web.Request, status: int, duration: float,
     label = route_label(request)
     if context.settings.metrics.enabled:
         context.metrics.observe_request(label, status, duration, error_code)
-    context.plugins.request_finished(label, status, duration)
+    context.plugins.request_finished(label, status, duration, error_code)

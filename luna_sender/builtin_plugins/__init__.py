@@ -1,0 +1,1 @@
+"""Plugins shipped with luna-sender: an event forwarder and InfluxDB request monitoring."""
