@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from . import __version__
+from .client import add_filter_flags
 from .config import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
@@ -24,6 +25,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser, sub: bool = False) -> N
                         help="event bus: memory:// (default), redis://host:port/db, rediss://...")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-format", choices=["text", "json"])
+    parser.add_argument("--workers", type=int, help="serving processes sharing the port")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate and print settings, secrets masked")
     _add_settings_flags(check, sub=True)
     sub.add_parser("version", help="print the version")
+
+    listen = sub.add_parser("listen", help="print matching events as JSON lines")
+    listen.add_argument("--url", default="ws://127.0.0.1:5080", help="service websocket origin")
+    listen.add_argument("--general", action="store_true", help="general events (/ws/general)")
+    listen.add_argument("--account-id", help="Luna-Account-Id (required for face/body events)")
+    listen.add_argument("--pretty", action="store_true", help="indented JSON")
+    listen.add_argument("--count", type=int, default=0, help="exit after N events")
+    add_filter_flags(listen)
+
+    pub = sub.add_parser("publish", help="publish a test event from a file or stdin")
+    pub.add_argument("--url", default="http://127.0.0.1:5080", help="service HTTP origin")
+    pub.add_argument("--general", action="store_true", help="a general event")
+    pub.add_argument("--account-id", help="Luna-Account-Id (face) or account_id (general)")
+    pub.add_argument("--event-type", help="general event type for a bare event")
+    pub.add_argument("--handler-id", help="handler_id for bare face events")
+    pub.add_argument("--file", default="-", help="JSON file, or - for stdin (default)")
     return parser
 
 
@@ -45,6 +63,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "redis_url": args.redis_url,
         "log_level": args.log_level,
         "log_format": args.log_format,
+        "workers": args.workers,
     }
 
 
@@ -56,7 +75,8 @@ def load(args: argparse.Namespace) -> Settings:
         raise SystemExit(EXIT_CONFIG) from None
 
 
-def serve(settings: Settings) -> None:
+def serve_one(settings: Settings, reuse_port: bool = False) -> None:
+    """Run one serving process (module level so --workers can spawn it)."""
     from aiohttp import web
 
     from .app import build_app
@@ -72,7 +92,18 @@ def serve(settings: Settings) -> None:
         access_log=None,
         shutdown_timeout=settings.ws.shutdown_timeout + 1,
         handle_signals=True,
+        reuse_port=reuse_port or None,
     )
+
+
+def serve(settings: Settings) -> None:
+    if settings.workers > 1:
+        from .logs import setup_logging
+        from .workers import run_workers
+
+        setup_logging(settings.log_level, settings.log_format)
+        raise SystemExit(run_workers(settings, serve_one))
+    serve_one(settings)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,6 +113,16 @@ def main(argv: list[str] | None = None) -> None:
     if command == "version":
         print(__version__)
         return
+    if command in ("listen", "publish"):
+        import asyncio
+
+        from . import client
+
+        runner = client.listen if command == "listen" else client.publish
+        try:
+            raise SystemExit(asyncio.run(runner(args)))
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
     settings = load(args)
     if command == "check-config":
         print(json.dumps(settings.masked(), indent=2, ensure_ascii=False))

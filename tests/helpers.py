@@ -95,8 +95,8 @@ class Service:
     """``luna-sender`` running as a real subprocess on a free port."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None,
-                 wait: bool = True) -> None:
-        self.port = free_port()
+                 wait: bool = True, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.log_path = Path(tempfile.mkstemp(prefix="luna-sender-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LUNA_SENDER_")}
@@ -118,7 +118,8 @@ class Service:
         return f"ws://127.0.0.1:{self.port}"
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def terminate(self, timeout: float = 10.0) -> int:
@@ -134,8 +135,6 @@ class Service:
 
     def close(self) -> None:
         self.terminate()
-        with contextlib.suppress(OSError):
-            self.log_path.unlink()
 
 
 @contextlib.contextmanager
