@@ -15,7 +15,7 @@ from .config import Settings
 from .hub import Hub
 from .metrics import Metrics
 from .plugins import PluginManager
-from .web import publish, service, streams
+from .web import publish, service, streams, viewer
 from .web.context import CTX, Context
 from .web.middlewares import luna_middleware
 
@@ -55,6 +55,7 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/docs/spec", service.docs_spec)
     app.router.add_get("/docs/dev", service.docs_dev)
     app.router.add_get("/docs/dev/{page}", service.docs_dev_page)
+    viewer.add_routes(app)
 
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)

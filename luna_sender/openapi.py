@@ -209,6 +209,31 @@ def build_document(api_versions: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
             "content": {"text/html": {"schema": {"type": "string"}}}}},
             [{"name": "page", "in": "path", "required": True, "schema": {"type": "string"}}]),
     })
+    html = {"200": {"description": "HTML page.", "headers": REQUEST_ID_HEADER,
+                    "content": {"text/html": {"schema": {"type": "string"}}}}}
+    viewer_ws = _ws("Face/body stream for the viewer: the account comes from the query "
+                    "(browsers cannot set headers).", _query_params(FACE_SPECS, "meta"),
+                    "FaceEnvelope", account=False)
+    viewer_ws["get"]["parameters"].append({
+        "name": "account_id", "in": "query", "required": True,
+        "schema": {"type": "string", "format": "uuid"}})
+    viewer_ws["get"]["responses"]["403"] = _error("No account_id (29001).")
+    paths.update({
+        "/": _get("Index page.", html),
+        "/viewer": _get("Live event viewer.", html),
+        "/viewer/validate": _get("Validate viewer filters before connecting.", {
+            "204": {"description": "Filters are valid.", "headers": REQUEST_ID_HEADER},
+            "403": _error("No account_id for face events (29001).")},
+            [{"name": "kind", "in": "query", "required": False,
+              "schema": {"type": "string", "enum": ["face", "general"]}}]),
+        "/viewer/ws": viewer_ws,
+        "/static/{name}": _get("Viewer assets.", {"200": {
+            "description": "Asset.", "headers": REQUEST_ID_HEADER,
+            "content": {"application/javascript": {"schema": {"type": "string"}},
+                        "text/css": {"schema": {"type": "string"}},
+                        "text/html": {"schema": {"type": "string"}}}}},
+            [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]),
+    })
     return {
         "openapi": "3.0.3",
         "info": {"title": "luna-sender", "version": __version__,

@@ -1,0 +1,93 @@
+"""The live event viewer: a static page plus two small helpers browsers need.
+
+Browsers cannot set headers on a websocket, so ``/viewer/ws`` takes the account from the
+``account_id`` query parameter and is otherwise exactly ``/ws``; and browsers hide the HTTP error
+of a refused handshake, so ``/viewer/validate`` answers the same LUNA error (or 204) first.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from aiohttp import web
+
+from .. import errors
+from ..errors import LunaError
+from ..filters.base import FilterError, parse_uuid
+from ..filters.events import compile_face
+from ..filters.general import compile_general
+from .streams import _serve, limits_of
+
+STATIC = {"viewer.js": "application/javascript", "viewer.css": "text/css",
+          "viewer.html": "text/html"}
+INDEX = """<!doctype html><html><head><meta charset="utf-8"><title>luna-sender</title>
+<style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:40rem}</style></head><body>
+<h1>luna-sender</h1><p>Real-time face/body and general event gateway.</p><ul>
+<li><a href="/viewer">Live event viewer</a></li><li><a href="/docs/dev">Developer manual</a></li>
+<li><a href="/docs/spec">API (OpenAPI)</a></li><li><a href="/healthcheck">Health</a> ·
+<a href="/metrics">Metrics</a> · <a href="/version">Version</a></li></ul></body></html>"""
+
+
+def _static(name: str) -> bytes:
+    return resources.files("luna_sender").joinpath("static", name).read_bytes()
+
+
+async def index(request: web.Request) -> web.Response:
+    return web.Response(text=INDEX, content_type="text/html")
+
+
+async def viewer_page(request: web.Request) -> web.Response:
+    return web.Response(body=_static("viewer.html"), content_type="text/html")
+
+
+async def static_file(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in STATIC:
+        raise LunaError(errors.NOT_FOUND)
+    return web.Response(body=_static(name), content_type=STATIC[name])
+
+
+def _split(request: web.Request, drop: set[str]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in request.query.items() if k not in drop]
+
+
+def _account(request: web.Request) -> str:
+    raw = request.query.get("account_id")
+    if raw is None:
+        raise LunaError(errors.NO_ACCOUNT)
+    try:
+        return parse_uuid(raw)
+    except ValueError:
+        raise LunaError(errors.BAD_QUERY, "account_id") from None
+
+
+async def validate(request: web.Request) -> web.Response:
+    kind = request.query.get("kind", "face")
+    try:
+        if kind == "face":
+            _account(request)
+            compile_face(_split(request, {"kind", "account_id"}), limits_of(request))
+        elif kind == "general":
+            compile_general(_split(request, {"kind"}), limits_of(request))
+        else:
+            raise LunaError(errors.BAD_QUERY, "kind")
+    except FilterError as exc:
+        raise LunaError(errors.BAD_QUERY, exc.param) from None
+    return web.Response(status=204)
+
+
+async def viewer_ws(request: web.Request) -> web.StreamResponse:
+    account = _account(request)
+    try:
+        compiled = compile_face(_split(request, {"account_id"}), limits_of(request))
+    except FilterError as exc:
+        raise LunaError(errors.BAD_QUERY, exc.param) from None
+    return await _serve(request, "face", compiled, account)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", index)
+    app.router.add_get("/viewer", viewer_page)
+    app.router.add_get("/viewer/validate", validate)
+    app.router.add_get("/viewer/ws", viewer_ws, allow_head=False)
+    app.router.add_get("/static/{name}", static_file)
