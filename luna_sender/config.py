@@ -87,7 +87,8 @@ class Settings(_Section):
     port: int = Field(5080, ge=0, le=65535, description="TCP port to listen on.")
     redis_url: str = Field(
         "memory://",
-        description="Event bus: memory:// (in-process) or redis://, rediss:// URLs.",
+        description="Event bus: memory:// (in-process), redis:// or rediss://, "
+        "redis+sentinel://h:p,h:p/<master>[/db], redis+cluster://h:p,h:p[?sharded=1].",
     )
     workers: int = Field(
         1, ge=1, le=64, description="Serving processes sharing the port (SO_REUSEPORT)."

@@ -86,3 +86,23 @@ def test_markdown_escapes_and_renders() -> None:
     assert "<table><tr><th>a</th><th>b</th></tr><tr><td>1</td><td>2</td></tr></table>" in html
     assert "<pre><code>&lt;i&gt;</code></pre>" in html
     assert '<a href="y.html">x</a>' in html
+
+
+def test_configuration_reference_is_generated_from_the_model() -> None:
+    from luna_sender.docs_config import render
+
+    from .helpers import REPO
+
+    assert (REPO / "docs" / "configuration.md").read_text() == render(), (
+        "run: python -m luna_sender.docs_config > docs/configuration.md")
+
+
+def test_metrics_reference_lists_every_metric() -> None:
+    from luna_sender.metrics import Metrics
+
+    from .helpers import REPO
+
+    text = (REPO / "docs" / "metrics.md").read_text()
+    names = {m.name for m in Metrics().registry.collect()}
+    missing = [n for n in names if f"`{n}" not in text]
+    assert not missing, missing
