@@ -29,6 +29,7 @@ fmt: install-test
 	$(BIN)/ruff check --fix luna_sender tests benchmarks
 
 bench: install-test
+	bash benchmarks/setup.sh
 	$(BIN)/python -m benchmarks.run $(ARGS)
 
 clean:

@@ -1,0 +1,1 @@
+"""The servers the benchmark compares, each speaking its own client protocol."""

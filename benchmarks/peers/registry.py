@@ -1,0 +1,109 @@
+"""How to start each peer, how its subscribers connect, and how events are routed to it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..loadgen import Sub
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+PEERS_PY = REPO / "benchmarks" / ".peers" / "venv" / "bin" / "python"
+SIO_CHANNEL = "bench-socketio"
+
+
+@dataclass
+class Peer:
+    name: str
+    start: Callable[[int, str], subprocess.Popen[bytes]]
+    # subscriber for an account and an optional list of sources (None: everything)
+    subscriber: Callable[[str, list[str] | None, int], Sub]
+    # "redis-luna": PUBLISH producer format to luna-sender:{acc}, filters in the server;
+    # "redis-raw": PUBLISH the envelope to a routed channel; "socketio": emit to rooms;
+    # "http": POST the envelope to nchan's publisher location.
+    route: str
+    content_filters: bool
+    available: Callable[[], str | None] = lambda: None
+
+
+def _spawn(cmd: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=REPO)
+
+
+def _luna(port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    return _spawn([sys.executable, "-m", "luna_sender.cli", "--port", str(port), "--host",
+                   "127.0.0.1", "--redis-url", redis_url, "--log-level", "WARNING"])
+
+
+def _naive(port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    return _spawn([sys.executable, "-m", "benchmarks.peers.naive", "--port", str(port),
+                   "--redis-url", redis_url])
+
+
+def _socketio(port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    return _spawn([str(PEERS_PY), str(HERE / "socketio_peer.py"), "--port", str(port),
+                   "--redis-url", redis_url])
+
+
+def _broadcaster(port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    return _spawn([str(PEERS_PY), str(HERE / "broadcaster_peer.py"), "--port", str(port),
+                   "--redis-url", redis_url])
+
+
+def _nchan(port: int, _redis_url: str) -> subprocess.Popen[bytes]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-nchan-"))
+    conf = (HERE / "nchan.conf").read_text().replace("{port}", str(port)).replace(
+        "{dir}", str(workdir))
+    (workdir / "nginx.conf").write_text(conf)
+    return _spawn(["nginx", "-c", str(workdir / "nginx.conf"), "-p", str(workdir)])
+
+
+def _filter_query(sources: list[str] | None) -> str:
+    return "" if sources is None else "?sources=" + ",".join(sources)
+
+
+def channel_for(acc: str, group: int | None) -> str:
+    return acc if group is None else f"{acc}-g{group}"
+
+
+def _need_peers_venv() -> str | None:
+    return None if PEERS_PY.exists() else "run benchmarks/setup.sh first (peers venv missing)"
+
+
+def _need_nginx() -> str | None:
+    if shutil.which("nginx") is None:
+        return "nginx + libnginx-mod-nchan not installed (benchmarks/setup.sh)"
+    if not Path("/usr/lib/nginx/modules/ngx_nchan_module.so").exists():
+        return "libnginx-mod-nchan not installed"
+    return None
+
+
+PEERS: dict[str, Peer] = {
+    "luna": Peer("luna", _luna,
+                 lambda acc, src, _g: Sub("ws", "/ws" + _filter_query(src),
+                                          {"Luna-Account-Id": acc}),
+                 "redis-luna", True),
+    "naive": Peer("naive", _naive,
+                  lambda acc, src, _g: Sub("ws", "/ws" + _filter_query(src),
+                                           {"Luna-Account-Id": acc}),
+                  "redis-luna", True),
+    "socketio": Peer("socketio", _socketio,
+                     lambda acc, src, _g: Sub("socketio", "/socket.io/?EIO=4&transport=websocket",
+                                              rooms=[acc] if src is None
+                                              else [f"{acc}:{s}" for s in src]),
+                     "socketio", False, _need_peers_venv),
+    "broadcaster": Peer("broadcaster", _broadcaster,
+                        lambda acc, _src, g: Sub("ws", f"/ws?channel={channel_for(acc, g)}",
+                                                 ready_marker=b"subscribed"),
+                        "redis-raw", False, _need_peers_venv),
+    "nchan": Peer("nchan", _nchan,
+                  lambda acc, _src, g: Sub("ws", f"/sub/{channel_for(acc, g)}"),
+                  "http", False, _need_nginx),
+}

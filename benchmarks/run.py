@@ -1,0 +1,419 @@
+"""One command: start redis-server, each server in turn, clients in separate processes; print a table.
+
+    python -m benchmarks.run [--quick] [--peers luna,naive,...] [--workloads W1,W2,W3,W7]
+
+Workloads (docs/performance.md): W1 broadcast with a stepped offered rate, W2 selective (1% of
+subscribers match), W3 latency at a fixed load, W7 RSS per idle connection. Peers are interleaved
+(A B C ... A B C) for ``--rounds`` rounds; ratios ours/peer are computed per round and their
+median printed. Results are also saved under benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import random
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from . import procstat
+from .loadgen import Sub, client_process, summarize
+from .peers.registry import PEERS, SIO_CHANNEL, Peer, channel_for
+from .workload import PLACEHOLDER, envelope, face_event, luna_message
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ACCOUNT = "8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a"
+SRC_PLACEHOLDER = b"__SRC__"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} did not open")
+
+
+class Pool:
+    """Pre-built wire forms of realistic events; only the timestamp and source are patched."""
+
+    def __init__(self, n: int = 16, seed: int = 7) -> None:
+        rng = random.Random(seed)
+        self.luna, self.env = [], []
+        for _ in range(n):
+            event = face_event(rng, "__SRC__", rng.randint(5_000, 20_000))
+            self.luna.append(luna_message(event))
+            self.env.append(envelope(event))
+        self.i = 0
+
+    def next(self, route: str, source: str, ts: float) -> bytes:
+        self.i = (self.i + 1) % len(self.luna)
+        data = self.luna[self.i] if route == "redis-luna" else self.env[self.i]
+        return data.replace(SRC_PLACEHOLDER, source.encode(), 1).replace(
+            PLACEHOLDER, b"%.6f" % ts, 1)
+
+
+class Layout:
+    """Who subscribes to what. W2: 1,000 filters of 10 sources each; each source is in 10."""
+
+    def __init__(self, workload: str, subscribers: int, filters: int = 1000) -> None:
+        self.workload, self.subscribers, self.filters = workload, subscribers, filters
+        self.sources = filters
+
+    def sub_sources(self, j: int) -> tuple[list[str] | None, int | None]:
+        if self.workload != "W2":
+            return None, None
+        g = j % self.filters
+        step = self.sources // 10
+        return [f"cam-{(g + step * k) % self.sources}" for k in range(10)], g
+
+    def event_source(self, rng: random.Random) -> tuple[str, list[int]]:
+        if self.workload != "W2":
+            return "cam-0", []
+        s = rng.randrange(self.sources)
+        step = self.sources // 10
+        return f"cam-{s}", sorted({(s - step * k) % self.filters for k in range(10)})
+
+
+class Publisher:
+    def __init__(self, peer: Peer, port: int, redis_url: str, layout: Layout) -> None:
+        self.peer, self.port, self.layout = peer, port, layout
+        self.redis = aioredis.from_url(redis_url)
+        self.http: aiohttp.ClientSession | None = None
+        self.pool = Pool()
+        self.rng = random.Random(3)
+
+    async def one(self) -> None:
+        source, groups = self.layout.event_source(self.rng)
+        data = self.pool.next(self.peer.route, source, time.time())
+        route = self.peer.route
+        if route == "redis-luna":
+            await self.redis.publish(f"luna-sender:{ACCOUNT}", data)
+        elif route == "redis-raw":
+            for g in groups or [None]:
+                await self.redis.publish(channel_for(ACCOUNT, g), data)
+        elif route == "socketio":
+            room = ACCOUNT if not groups else f"{ACCOUNT}:{source}"
+            message = (b'{"method":"emit","event":"event","data":[' + data +
+                       b'],"binary":false,"namespace":"/","room":"' + room.encode() +
+                       b'","skip_sid":null,"callback":null,"host_id":"bench-publisher"}')
+            await self.redis.publish(SIO_CHANNEL, message)
+        else:
+            if self.http is None:
+                self.http = aiohttp.ClientSession()
+            for g in groups or [None]:
+                async with self.http.post(
+                        f"http://127.0.0.1:{self.port}/pub/{channel_for(ACCOUNT, g)}",
+                        data=data) as resp:
+                    await resp.read()
+
+    async def run(self, rate: float, duration: float) -> int:
+        start = time.monotonic()
+        sent = 0
+        while True:
+            now = time.monotonic()
+            if now - start >= duration:
+                return sent
+            due = int((now - start) * rate) + 1
+            while sent < due:
+                await self.one()
+                sent += 1
+            await asyncio.sleep(max(0.0, start + sent / rate - time.monotonic()))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        if self.http is not None:
+            await self.http.close()
+
+
+def self_cpu() -> float:
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
+class Run:
+    """One peer under one workload: server up, clients connected, then measured steps."""
+
+    def __init__(self, peer: Peer, layout: Layout, redis_url: str, clients: int) -> None:
+        self.peer, self.layout, self.redis_url = peer, layout, redis_url
+        self.port = free_port()
+        self.server = peer.start(self.port, redis_url)
+        wait_port(self.port)
+        time.sleep(0.5)
+        self.idle_rss = procstat.rss_bytes(self.server.pid)
+        subs: list[list[Sub]] = [[] for _ in range(clients)]
+        for j in range(layout.subscribers):
+            sources, group = layout.sub_sources(j)
+            subs[j % clients].append(peer.subscriber(ACCOUNT, sources, group))
+        ctx = multiprocessing.get_context("spawn")
+        self.pipes, self.procs = [], []
+        for chunk in subs:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=client_process, args=(self.port, chunk, child))
+            proc.start()
+            self.pipes.append(parent)
+            self.procs.append(proc)
+        for pipe in self.pipes:
+            kind, arg = pipe.recv()
+            if kind != "ready":
+                self.close()
+                raise RuntimeError(f"{peer.name}: clients failed: {arg}")
+        time.sleep(0.5)
+        self.loaded_rss = procstat.rss_bytes(self.server.pid)
+
+    def step(self, rate: float, duration: float) -> dict[str, Any]:
+        window = (time.time(), time.time() + duration + 60)
+        for pipe in self.pipes:
+            pipe.send(("window", window))
+        time.sleep(0.1)
+        cpu0, pub0, wall0 = procstat.cpu_seconds(self.server.pid), self_cpu(), time.monotonic()
+        publisher = Publisher(self.peer, self.port, self.redis_url, self.layout)
+
+        async def go() -> int:
+            try:
+                return await publisher.run(rate, duration)
+            finally:
+                await publisher.close()
+
+        sent = asyncio.run(go())
+        time.sleep(1.0)  # let deliveries in flight arrive
+        wall = time.monotonic() - wall0
+        cpu = procstat.cpu_seconds(self.server.pid) - cpu0
+        pub_cpu = self_cpu() - pub0
+        reports = []
+        for pipe in self.pipes:
+            pipe.send(("report", None))
+            reports.append(pipe.recv()[1])
+        s = summarize(reports)
+        return {"rate": rate, "published": sent, "deliveries": s["count"],
+                "deliveries_per_s": s["count"] / duration, "server_cpu_s": cpu,
+                "deliveries_per_cpu_s": s["count"] / cpu if cpu > 0 else float("nan"),
+                "cpu_per_event_ms": 1000 * cpu / sent if sent else float("nan"),
+                "p50_ms": 1000 * s["p50"], "p99_ms": 1000 * s["p99"],
+                "publisher_cpu_s": pub_cpu, "client_saturated": s["client_saturated"],
+                "wall_s": wall}
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            try:
+                pipe.send(("stop", None))
+            except OSError:
+                pass
+        for proc in self.procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+        self.server.terminate()
+        try:
+            self.server.wait(10)
+        except subprocess.TimeoutExpired:
+            self.server.kill()
+
+
+def w1(peer: Peer, redis_url: str, cfg: argparse.Namespace) -> dict[str, Any]:
+    run = Run(peer, Layout("W1", cfg.w1_subs), redis_url, cfg.clients)
+    try:
+        steps, best = [], None
+        for rate in cfg.w1_rates:
+            st = run.step(rate, cfg.step_seconds)
+            steps.append(st)
+            expected = st["published"] * cfg.w1_subs
+            ok = st["p99_ms"] <= 100 and st["deliveries"] >= 0.95 * expected
+            if ok and not st["client_saturated"]:
+                best = st
+            if not ok:
+                break
+        return {"steps": steps, "best": best}
+    finally:
+        run.close()
+
+
+def w2(peer: Peer, redis_url: str, cfg: argparse.Namespace) -> dict[str, Any]:
+    run = Run(peer, Layout("W2", cfg.w2_subs), redis_url, cfg.clients)
+    try:
+        return run.step(cfg.w2_rate, cfg.step_seconds)
+    finally:
+        run.close()
+
+
+def w3(peer: Peer, redis_url: str, cfg: argparse.Namespace, rate: float) -> dict[str, Any]:
+    run = Run(peer, Layout("W3", cfg.w1_subs), redis_url, cfg.clients)
+    try:
+        return run.step(rate, cfg.step_seconds)
+    finally:
+        run.close()
+
+
+def w7(peer: Peer, redis_url: str, cfg: argparse.Namespace) -> dict[str, Any]:
+    run = Run(peer, Layout("W7", cfg.w7_subs), redis_url, cfg.clients)
+    try:
+        per = (run.loaded_rss - run.idle_rss) / cfg.w7_subs
+        return {"rss_idle_mib": run.idle_rss / 2**20, "rss_loaded_mib": run.loaded_rss / 2**20,
+                "rss_per_connection_kib": per / 1024}
+    finally:
+        run.close()
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--maxclients", "60000",
+                             "--dir", tempfile.mkdtemp(prefix="bench-redis-"),
+                             "--client-output-buffer-limit", "pubsub 512mb 256mb 60"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run")
+    parser.add_argument("--quick", action="store_true", help="small sizes, 1 round, ~2 min")
+    parser.add_argument("--peers", default="luna,naive,socketio,broadcaster,nchan")
+    parser.add_argument("--workloads", default="W1,W2,W3,W7")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=2, help="client processes")
+    cfg = parser.parse_args(argv)
+    cfg.step_seconds = 4.0
+    cfg.w1_subs, cfg.w2_subs, cfg.w7_subs = 1000, 10_000, 10_000
+    cfg.w1_rates = [5, 10, 20, 40, 80, 160]
+    cfg.w2_rate = 20
+    if cfg.quick:
+        cfg.rounds, cfg.step_seconds = 1, 2.0
+        cfg.w1_subs, cfg.w2_subs, cfg.w7_subs = 200, 1000, 1000
+        cfg.w1_rates = [10, 40]
+        cfg.peers = "luna,naive" if cfg.peers == parser.get_default("peers") else cfg.peers
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    peers = []
+    for name in cfg.peers.split(","):
+        peer = PEERS[name]
+        reason = peer.available()
+        if reason:
+            print(f"skipping {name}: {reason}")
+        else:
+            peers.append(peer)
+    workloads = cfg.workloads.split(",")
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / time.strftime("%Y%m%d-%H%M%S.json")
+    redis_proc, redis_url = start_redis()
+    results: dict[str, Any] = {"machine": {"cores": multiprocessing.cpu_count()},
+                               "config": {k: v for k, v in vars(cfg).items()}, "rounds": []}
+    try:
+        for rnd in range(cfg.rounds):
+            round_result: dict[str, Any] = {}
+            for workload in workloads:
+                if workload == "W3":
+                    continue
+                for peer in peers:
+                    print(f"round {rnd + 1}: {workload} {peer.name} ...", flush=True)
+                    fn = {"W1": w1, "W2": w2, "W7": w7}[workload]
+                    try:
+                        round_result.setdefault(workload, {})[peer.name] = fn(peer, redis_url, cfg)
+                    except Exception as exc:  # a peer that fails is reported, not fatal
+                        round_result.setdefault(workload, {})[peer.name] = {"error": repr(exc)}
+            if "W3" in workloads:
+                caps = [r["best"]["rate"] for r in round_result.get("W1", {}).values()
+                        if isinstance(r, dict) and r.get("best")]
+                rate = max(1.0, min(caps) / 2) if caps else cfg.w1_rates[0]
+                for peer in peers:
+                    print(f"round {rnd + 1}: W3 {peer.name} at {rate} events/s ...", flush=True)
+                    try:
+                        round_result.setdefault("W3", {})[peer.name] = w3(peer, redis_url, cfg,
+                                                                          rate)
+                    except Exception as exc:
+                        round_result.setdefault("W3", {})[peer.name] = {"error": repr(exc)}
+            results["rounds"].append(round_result)
+            path.write_text(json.dumps(results, indent=1, default=str))  # partial results
+    finally:
+        redis_proc.terminate()
+    report(results, [p.name for p in peers])
+    path.write_text(json.dumps(results, indent=1, default=str))
+    print(f"\nsaved {path}")
+
+
+def _metric(workload: str, result: dict[str, Any]) -> tuple[str, float | None]:
+    if "error" in result:
+        return "error", None
+    if workload == "W1":
+        best = result.get("best")
+        return "deliveries/CPU-s", best["deliveries_per_cpu_s"] if best else None
+    if workload == "W2":
+        return "server CPU ms/event", result["cpu_per_event_ms"]
+    if workload == "W3":
+        return "p99 ms", result["p99_ms"]
+    return "RSS KiB/conn", result["rss_per_connection_kib"]
+
+
+def report(results: dict[str, Any], names: list[str]) -> None:
+    print("\n| workload | peer | round | deliveries/s | deliveries/CPU-s | CPU ms/event | "
+          "p50 ms | p99 ms | RSS KiB/conn | client saturated |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for rnd, rr in enumerate(results["rounds"], 1):
+        for workload, per_peer in rr.items():
+            for name, res in per_peer.items():
+                if "error" in res:
+                    print(f"| {workload} | {name} | {rnd} | error: {res['error'][:60]} |")
+                    continue
+                row = res.get("best") if workload == "W1" else res
+                if workload == "W1" and row is None:
+                    row = res["steps"][0] if res["steps"] else {}
+                if workload == "W7":
+                    print(f"| W7 | {name} | {rnd} | | | | | | {fmt(res['rss_per_connection_kib'])} | |")
+                    continue
+                print(f"| {workload} | {name} | {rnd} | {fmt(row.get('deliveries_per_s'), 0)} | "
+                      f"{fmt(row.get('deliveries_per_cpu_s'), 0)} | "
+                      f"{fmt(row.get('cpu_per_event_ms'), 2)} | {fmt(row.get('p50_ms'))} | "
+                      f"{fmt(row.get('p99_ms'))} | | {row.get('client_saturated')} |")
+    print("\nMedian ratio ours/peer over rounds (higher is better for W1; lower for W2, W3, W7):")
+    summary: dict[str, dict[str, float]] = {}
+    for workload in ("W1", "W2", "W3", "W7"):
+        for peer in names:
+            if peer == "luna":
+                continue
+            ratios = []
+            for rr in results["rounds"]:
+                ours = _metric(workload, rr.get(workload, {}).get("luna", {"error": ""}))[1]
+                theirs = _metric(workload, rr.get(workload, {}).get(peer, {"error": ""}))[1]
+                if ours is not None and theirs:
+                    ratios.append(ours / theirs)
+            if ratios:
+                label = _metric(workload, {"rss_per_connection_kib": 0, "cpu_per_event_ms": 0,
+                                           "p99_ms": 0, "best": None})[0]
+                median = statistics.median(ratios)
+                summary.setdefault(workload, {})[peer] = median
+                print(f"  {workload} ({label}) luna/{peer}: median {median:.2f} "
+                      f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+    results["median_ratios"] = summary
+
+
+if __name__ == "__main__":
+    sys.exit(main())
