@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .base import NULL_LITERAL, Limits, get_path, parse_float, split_list
+from .base import MISSING, NULL_LITERAL, Limits, get_path, parse_float, split_list
 
 GEO_DEFAULT_DELTA = 0.01
 GEO_KEYS = ("origin_longitude", "origin_latitude", "longitude_delta", "latitude_delta")
@@ -58,6 +58,26 @@ def geo_match(box: GeoBox, obj: Any) -> bool:
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lon, lat)):
         return False
     return box.lon_min <= lon <= box.lon_max and box.lat_min <= lat <= box.lat_max  # type: ignore[operator]
+
+
+def field_in(path: tuple[str, ...], root: Callable[[Any], Any], lowercase: bool = False
+             ) -> Callable[[Any, Any], bool]:
+    """Match rule: the scalar at ``path`` (under ``root(subject)``) is in the accepted set.
+
+    A missing or null field matches only a ``null`` item (None in the set); booleans and
+    containers never match.
+    """
+
+    def match(allowed: frozenset[Any], subject: Any) -> bool:
+        value = get_path(root(subject), path)
+        if value is MISSING or value is None:
+            return None in allowed
+        if lowercase and isinstance(value, str):
+            value = value.lower()
+        return isinstance(value, (str, int, float)) and not isinstance(value, bool) \
+            and value in allowed
+
+    return match
 
 
 def str_list_parser(

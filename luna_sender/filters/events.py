@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .base import (
-    MISSING,
     CompiledFilter,
     FilterSpec,
     Limits,
@@ -22,7 +21,7 @@ from .base import (
     parse_uuid,
     split_list,
 )
-from .common import geo_match, parse_geo, str_list_parser
+from .common import field_in, geo_match, parse_geo, str_list_parser
 from .userdef import compile_user_filter
 
 Subject = tuple[dict[str, Any], Any]
@@ -125,18 +124,12 @@ def _user_data(raw: str, _limits: Limits) -> str:
 # --- match rules ---------------------------------------------------------------------------
 
 
+def _event_root(subject: Subject) -> dict[str, Any]:
+    return subject[0]
+
+
 def _field_in(path: tuple[str, ...], lowercase: bool = False) -> Callable[[Any, Subject], bool]:
-    """Scalar field is one of the set; a missing or null field matches only a ``null`` item."""
-
-    def match(allowed: frozenset[Any], subject: Subject) -> bool:
-        value = get_path(subject[0], path)
-        if value is MISSING or value is None:
-            return None in allowed
-        if lowercase and isinstance(value, str):
-            value = value.lower()
-        return _hashable(value) and not isinstance(value, bool) and value in allowed
-
-    return match
+    return field_in(path, _event_root, lowercase)
 
 
 def _field_intersects(path: tuple[str, ...]) -> Callable[[Any, Subject], bool]:

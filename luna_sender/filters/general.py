@@ -12,32 +12,26 @@ from typing import Any
 
 from ..wire import GeneralMessage
 from .base import (
-    MISSING,
     CompiledFilter,
     FilterSpec,
     Limits,
     compile_filters,
-    get_path,
     parse_uuid,
     split_list,
 )
-from .common import geo_match, parse_geo, str_list_parser
+from .common import field_in, geo_match, parse_geo, str_list_parser
 from .userdef import compile_user_filter
 
 EVENT_TYPE_MAX = 128
 
 
+def _event_root(msg: GeneralMessage) -> dict[str, Any]:
+    return msg.event
+
+
 def _event_field_in(path: tuple[str, ...], lowercase: bool = False
                     ) -> Callable[[Any, GeneralMessage], bool]:
-    def match(allowed: frozenset[Any], msg: GeneralMessage) -> bool:
-        value = get_path(msg.event, path)
-        if value is MISSING or value is None:
-            return None in allowed
-        if lowercase and isinstance(value, str):
-            value = value.lower()
-        return isinstance(value, str) and value in allowed
-
-    return match
+    return field_in(path, _event_root, lowercase)
 
 
 def _event_types(raw: str, limits: Limits) -> frozenset[str]:
