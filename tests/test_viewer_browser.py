@@ -29,8 +29,9 @@ def chromium_path() -> str:
         # The test setup installs the browser where it is missing (Debian's package).
         sudo = [] if os.geteuid() == 0 else ["sudo"]
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "chromium"], check=False,
-                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
+        for step in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+            subprocess.run([*sudo, *step], check=False, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=900)
         found = shutil.which("chromium")
     if found is None:
         pytest.skip("chromium is not installed and apt-get could not install it")
