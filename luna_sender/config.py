@@ -106,6 +106,9 @@ class Settings(_Section):
     storage_time: Literal["UTC", "LOCAL"] = Field(
         "UTC", description="Time zone of default event times on general publish."
     )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto", description="Event loop: auto uses uvloop when installed (cheaper socket writes)."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )

@@ -117,3 +117,14 @@ def test_stopped_redis_then_healthy_without_restart(private_redis) -> None:
             time.sleep(0.05)
     finally:
         assert svc.terminate() == 0
+
+
+def test_uvloop_requested_but_missing_is_a_clear_error() -> None:
+    pytest.importorskip("aiohttp")
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        result = run_cli("--port", "0", env={"LUNA_SENDER_EVENT_LOOP": "uvloop"})
+        assert result.returncode != 0 and "uvloop is not installed" in result.stderr
+    else:
+        pytest.skip("uvloop is installed here")
