@@ -11,7 +11,13 @@ fi
   starlette "uvicorn[standard]"
 if ! command -v nginx >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
   SUDO=""; [ "$(id -u)" = "0" ] || SUDO="sudo"
-  if apt-cache policy libnginx-mod-nchan | grep -q Candidate; then
+  # Read the policy first: `grep -q` closing the pipe early would fail it under pipefail.
+  policy="$(apt-cache policy libnginx-mod-nchan 2>/dev/null || true)"
+  if [ -z "$(printf '%s' "$policy" | grep Candidate | grep -v '(none)')" ]; then
+    $SUDO apt-get update -qq || true
+    policy="$(apt-cache policy libnginx-mod-nchan 2>/dev/null || true)"
+  fi
+  if printf '%s' "$policy" | grep Candidate | grep -qv '(none)'; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-nchan
     # The benchmark starts its own nginx; don't keep the distribution's default one running.
     $SUDO systemctl stop nginx 2>/dev/null || $SUDO pkill -f "nginx: master" || true
