@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -32,14 +33,20 @@ class Peer:
     available: Callable[[], str | None] = lambda: None
 
 
-def _spawn(cmd: list[str]) -> subprocess.Popen[bytes]:
+def _spawn(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=REPO)
+                            cwd=REPO, env=None if env is None else {**os.environ, **env})
 
 
-def _luna(port: int, redis_url: str) -> subprocess.Popen[bytes]:
+def _luna(port: int, redis_url: str, loop: str = "auto") -> subprocess.Popen[bytes]:
     return _spawn([sys.executable, "-m", "luna_sender.cli", "--port", str(port), "--host",
-                   "127.0.0.1", "--redis-url", redis_url, "--log-level", "WARNING"])
+                   "127.0.0.1", "--redis-url", redis_url, "--log-level", "WARNING"],
+                  {"LUNA_SENDER_EVENT_LOOP": loop})
+
+
+def _luna_asyncio(port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    """This service on the standard asyncio loop: the A/B for the event loop choice."""
+    return _luna(port, redis_url, "asyncio")
 
 
 def _naive(port: int, redis_url: str) -> subprocess.Popen[bytes]:
@@ -85,11 +92,13 @@ def _need_nginx() -> str | None:
     return None
 
 
+def _luna_sub(acc: str, src: list[str] | None, _g: int) -> Sub:
+    return Sub("ws", "/ws" + _filter_query(src), {"Luna-Account-Id": acc})
+
+
 PEERS: dict[str, Peer] = {
-    "luna": Peer("luna", _luna,
-                 lambda acc, src, _g: Sub("ws", "/ws" + _filter_query(src),
-                                          {"Luna-Account-Id": acc}),
-                 "redis-luna", True),
+    "luna": Peer("luna", _luna, _luna_sub, "redis-luna", True),
+    "luna-asyncio": Peer("luna-asyncio", _luna_asyncio, _luna_sub, "redis-luna", True),
     "naive": Peer("naive", _naive,
                   lambda acc, src, _g: Sub("ws", "/ws" + _filter_query(src),
                                            {"Luna-Account-Id": acc}),
