@@ -12,6 +12,7 @@ from aiohttp import web
 
 from .bus import create_bus
 from .config import Settings
+from .gcpolicy import GcPolicy
 from .hub import Hub
 from .metrics import Metrics
 from .plugins import PluginManager
@@ -20,6 +21,7 @@ from .web.context import CTX, Context
 from .web.middlewares import luna_middleware
 
 log = logging.getLogger("luna_sender.app")
+GC_POLICY: web.AppKey[GcPolicy] = web.AppKey("luna_sender_gc_policy", GcPolicy)
 
 
 def business_prefixes(settings: Settings) -> list[str]:
@@ -41,6 +43,8 @@ def build_app(settings: Settings) -> web.Application:
         client_max_size=settings.limits.publish_body_max_bytes,
     )
     app[CTX] = Context(settings=settings, bus=bus, hub=hub, metrics=metrics, plugins=plugins)
+    app[GC_POLICY] = GcPolicy(settings.gc, metrics, live=lambda: len(hub.connections),
+                              closed=lambda: hub.closed_total)
 
     for prefix in business_prefixes(settings):
         app.router.add_get(prefix + "/ws", streams.face_ws, allow_head=False)
@@ -67,6 +71,7 @@ async def _on_startup(app: web.Application) -> None:
     context = app[CTX]
     await context.plugins.start(context)
     await context.hub.start()
+    app[GC_POLICY].start()
     log.info("luna-sender ready: bus=%s api_versions=%s", context.bus.url.split("@")[-1],
              context.settings.api_versions)
 
@@ -82,5 +87,6 @@ async def _on_shutdown(app: web.Application) -> None:
 
 async def _on_cleanup(app: web.Application) -> None:
     context = app[CTX]
+    await app[GC_POLICY].stop()
     await context.hub.stop()
     await context.plugins.stop()

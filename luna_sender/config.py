@@ -82,6 +82,22 @@ class MetricsSettings(_Section):
     )
 
 
+class GcSettings(_Section):
+    freeze_interval: float = Field(
+        1.0, ge=0,
+        description="Seconds between moving live connection state out of the garbage "
+        "collector's full passes (gc.freeze); 0 leaves CPython's default behaviour.",
+    )
+    churn_ratio: float = Field(
+        0.5, gt=0,
+        description="A planned full collection runs once this fraction of the open "
+        "connections has closed since the last one (reclaims their reference cycles).",
+    )
+    min_churn: int = Field(
+        1000, ge=1, description="...and at least this many connections have closed."
+    )
+
+
 class Settings(_Section):
     host: str = Field("0.0.0.0", description="Address to listen on.")
     port: int = Field(5080, ge=0, le=65535, description="TCP port to listen on.")
@@ -118,6 +134,7 @@ class Settings(_Section):
     )
     ws: WsSettings = Field(default_factory=WsSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    gc: GcSettings = Field(default_factory=GcSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     plugins: list[str] = Field(
         default_factory=list, description="Plugins to start (entry-point names or dotted paths)."

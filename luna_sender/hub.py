@@ -159,6 +159,7 @@ class Hub:
         self._face: dict[str, GroupSet] = {}
         self._general = GroupSet(general_index())
         self.connections: set[Connection] = set()
+        self.closed_total = 0  # connections removed since start (the GC policy's churn)
         self._pinned: set[str] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._closers: set[asyncio.Task[None]] = set()
@@ -212,6 +213,7 @@ class Hub:
         if conn not in self.connections:
             return
         self.connections.discard(conn)
+        self.closed_total += 1
         self.metrics.connections[conn.kind].dec()
         if conn.kind == "face":
             assert conn.account is not None

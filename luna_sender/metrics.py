@@ -69,10 +69,30 @@ class Metrics:
             "events_published", "Messages published by the publish routes", [*names, "kind"],
             registry=reg,
         )
+        self.gc_pauses = Histogram(
+            "gc_pause_seconds", "Cyclic garbage collector pauses, by generation",
+            [*names, "generation"], buckets=BUCKETS, registry=reg,
+        )
+        self.gc_frozen_objects = Gauge(
+            "gc_frozen_objects", "Objects kept out of full collections (gc.freeze)", names,
+            registry=reg,
+        )
+        self.gc_full_passes_total = Counter(
+            "gc_full_passes", "Planned full collections after connection churn", names,
+            registry=reg,
+        )
         # Pre-bound children for the delivery hot path.
         self.received = {k: self.events_received.labels(*self._values, k) for k in KINDS}
         self.delivered = {k: self.events_delivered.labels(*self._values, k) for k in KINDS}
         self.connections = {k: self.ws_connections.labels(*self._values, k) for k in KINDS}
+        self.gc_pause = [self.gc_pauses.labels(*self._values, str(g)) for g in range(3)]
+        self.gc_frozen = (
+            self.gc_frozen_objects.labels(*self._values) if names else self.gc_frozen_objects
+        )
+        self.gc_full_passes = (
+            self.gc_full_passes_total.labels(*self._values) if names
+            else self.gc_full_passes_total
+        )
         self.reconnected = (
             self.bus_reconnects.labels(*self._values) if names else self.bus_reconnects
         )
