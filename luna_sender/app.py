@@ -6,6 +6,7 @@ reach the sockets, close every socket with 1001, then stop the bus and the plugi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -72,8 +73,9 @@ async def _on_startup(app: web.Application) -> None:
     await context.plugins.start(context)
     await context.hub.start()
     app[GC_POLICY].start()
-    log.info("luna-sender ready: bus=%s api_versions=%s", context.bus.url.split("@")[-1],
-             context.settings.api_versions)
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    log.info("luna-sender ready: bus=%s api_versions=%s loop=%s",
+             context.bus.url.split("@")[-1], context.settings.api_versions, loop)
 
 
 async def _on_shutdown(app: web.Application) -> None:

@@ -123,7 +123,8 @@ class Settings(_Section):
         "UTC", description="Time zone of default event times on general publish."
     )
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
-        "auto", description="Event loop: auto uses uvloop when installed (cheaper socket writes)."
+        "auto", description="Event loop: auto uses uvloop when installed (it is a dependency on "
+        "Linux and macOS: cheaper socket writes); asyncio forces the standard loop."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."

@@ -119,12 +119,23 @@ def test_stopped_redis_then_healthy_without_restart(private_redis) -> None:
         assert svc.terminate() == 0
 
 
-def test_uvloop_requested_but_missing_is_a_clear_error() -> None:
-    pytest.importorskip("aiohttp")
+def test_uvloop_requested_but_missing_is_a_clear_error(tmp_path: Path) -> None:
+    # A platform without uvloop: a shadow package that fails to import, first on the path.
+    (tmp_path / "uvloop").mkdir()
+    (tmp_path / "uvloop" / "__init__.py").write_text("raise ImportError('no uvloop here')\n")
+    env = {"PYTHONPATH": f"{tmp_path}:{REPO}"}
+    result = run_cli("--port", "0", env={**env, "LUNA_SENDER_EVENT_LOOP": "uvloop"})
+    assert result.returncode != 0 and "uvloop is not installed" in result.stderr
+
+
+@pytest.mark.parametrize("choice,expected", [("auto", "loop=uvloop"), ("asyncio", "loop=asyncio")])
+def test_event_loop_choice_is_used_and_logged(choice: str, expected: str) -> None:
+    svc = Service(env={"LUNA_SENDER_EVENT_LOOP": choice})
     try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        result = run_cli("--port", "0", env={"LUNA_SENDER_EVENT_LOOP": "uvloop"})
-        assert result.returncode != 0 and "uvloop is not installed" in result.stderr
-    else:
-        pytest.skip("uvloop is installed here")
+        deadline = time.monotonic() + 10
+        while "luna-sender ready" not in svc.log():
+            assert time.monotonic() < deadline, svc.log()
+            time.sleep(0.05)
+        assert expected in svc.log()
+    finally:
+        assert svc.terminate() == 0
