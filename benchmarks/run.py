@@ -312,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workloads", default="W1,W2,W3,W7")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument("--w3-seconds", type=float, default=20.0,
                         help="W3 duration: its p99 needs enough events to be more than one event")
     cfg = parser.parse_args(argv)
@@ -335,8 +336,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             peers.append(peer)
     workloads = cfg.workloads.split(",")
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / time.strftime("%Y%m%d-%H%M%S.json")
+    cfg.results_dir.mkdir(parents=True, exist_ok=True)
+    path = cfg.results_dir / time.strftime("%Y%m%d-%H%M%S.json")
     redis_proc, redis_url = start_redis()
     results: dict[str, Any] = {"machine": {"cores": multiprocessing.cpu_count()},
                                "config": {k: v for k, v in vars(cfg).items()}, "rounds": []}
