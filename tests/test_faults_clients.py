@@ -81,14 +81,14 @@ async def _drain(ws: RawWS) -> None:
                 return
 
 
-async def _phase(svc: Service, acc: str, sampled: list[RawWS]) -> list[float]:
+async def _phase(svc: Service, acc: str, sampled: list[RawWS]) -> tuple[int, list[float]]:
     latencies: list[float] = []
     tasks = [asyncio.create_task(_measure(ws, latencies)) for ws in sampled]
-    await _publisher(svc, acc, rate=20, duration=4)
+    sent = await _publisher(svc, acc, rate=20, duration=4)
     await asyncio.sleep(0.3)
     for task in tasks:
         task.cancel()
-    return latencies
+    return sent, latencies
 
 
 async def test_stalled_consumers_do_not_hurt_the_others(service: Service) -> None:
@@ -99,16 +99,19 @@ async def test_stalled_consumers_do_not_hurt_the_others(service: Service) -> Non
     drains = [asyncio.create_task(_drain(ws)) for ws in rest]
     baseline_rss = rss_bytes(service.proc.pid)
 
-    base = await _phase(service, acc, sampled)
+    base_sent, base = await _phase(service, acc, sampled)
     stalled = [await RawWS.connect(service.port, headers=headers, rcvbuf=4096)
                for _ in range(50)]
     stall_started = time.monotonic()
-    loaded = await _phase(service, acc, sampled)
+    loaded_sent, loaded = await _phase(service, acc, sampled)
     p99_base = statistics.quantiles(base, n=100)[98]
     p99_loaded = statistics.quantiles(loaded, n=100)[98]
     print(f"\nslow consumers: p99 without stalled {p99_base * 1000:.1f} ms, "
           f"with 50 stalled {p99_loaded * 1000:.1f} ms ({p99_loaded / p99_base:.2f}x)")
-    assert len(loaded) >= 0.9 * len(base)
+    # Healthy readers keep receiving what is published (compared with what each phase
+    # published: the publisher shares the test process and its rate varies with load).
+    assert len(base) >= 0.9 * base_sent * len(sampled)
+    assert len(loaded) >= 0.9 * loaded_sent * len(sampled)
     # The target is <= 1.2x; the hard limit is loose so a noisy machine cannot fail it.
     assert p99_loaded <= 3 * p99_base + 0.05
 
