@@ -38,9 +38,9 @@ class Sub:
 class WSClient(asyncio.Protocol):
     """One raw websocket: a Protocol parses frames in ``data_received``, no task per frame.
 
-    A coroutine per frame (``readexactly`` three times) cost the client more than the servers
-    under test spent per delivery, and the delay showed up as latency. Each frame is stamped
-    when the chunk that completes it arrives.
+    The clients share the cores with the server under test, so their CPU per frame is delay
+    that shows up as latency; three awaits per frame (``readexactly``) were the costliest part
+    of the old reader. Each frame is stamped when the chunk that completes it arrives.
     """
 
     def __init__(self, stats: Stats) -> None:

@@ -8,6 +8,8 @@ is a single attribute call.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -86,19 +88,14 @@ class Metrics:
         self.delivered = {k: self.events_delivered.labels(*self._values, k) for k in KINDS}
         self.connections = {k: self.ws_connections.labels(*self._values, k) for k in KINDS}
         self.gc_pause = [self.gc_pauses.labels(*self._values, str(g)) for g in range(3)]
-        self.gc_frozen = (
-            self.gc_frozen_objects.labels(*self._values) if names else self.gc_frozen_objects
-        )
-        self.gc_full_passes = (
-            self.gc_full_passes_total.labels(*self._values) if names
-            else self.gc_full_passes_total
-        )
-        self.reconnected = (
-            self.bus_reconnects.labels(*self._values) if names else self.bus_reconnects
-        )
-        self.connected_gauge = (
-            self.bus_connected.labels(*self._values) if names else self.bus_connected
-        )
+        self.gc_frozen = self._unlabelled(self.gc_frozen_objects)
+        self.gc_full_passes = self._unlabelled(self.gc_full_passes_total)
+        self.reconnected = self._unlabelled(self.bus_reconnects)
+        self.connected_gauge = self._unlabelled(self.bus_connected)
+
+    def _unlabelled(self, metric: Any) -> Any:
+        """A metric without labels of its own: bound to the extra labels, if any are set."""
+        return metric.labels(*self._values) if self._names else metric
 
     def observe_request(self, path: str, status: int, duration: float,
                         error_code: int | None) -> None:

@@ -7,8 +7,10 @@ websockets (the policy changes process-wide collector state, so it is not run in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
+from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
@@ -24,6 +26,17 @@ SOCKETS = 300
 PUBLISH_BODY = {"events": [{"k": 1}], "handler_id": "h",
                 "event_create_time": "2026-01-01T00:00:00Z",
                 "event_end_time": "2026-01-01T00:00:00Z"}
+
+
+@contextlib.asynccontextmanager
+async def _service(**gc: str) -> AsyncIterator[tuple[Service, aiohttp.ClientSession]]:
+    """A service process with ``gc.*`` settings, and a session to read its /metrics."""
+    svc = Service(env={f"LUNA_SENDER_GC__{k.upper()}": v for k, v in gc.items()})
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield svc, session
+    finally:
+        assert svc.terminate() == 0
 
 
 async def _metrics(session: aiohttp.ClientSession, svc: Service) -> dict[str, float]:
@@ -52,73 +65,59 @@ async def _wait_for(session: aiohttp.ClientSession, svc: Service, what: str,
 
 async def test_connections_are_frozen_then_released_after_churn() -> None:
     acc = account()
-    env = {"LUNA_SENDER_GC__FREEZE_INTERVAL": "0.2", "LUNA_SENDER_GC__MIN_CHURN": "100"}
-    svc = Service(env=env)
-    try:
-        async with aiohttp.ClientSession() as session:
-            base = await _wait_for(session, svc, "start-up state frozen",
-                                   lambda m: m.get("gc_frozen_objects", 0) > 0)
-            frozen0 = base["gc_frozen_objects"]
-            sockets = [await RawWS.connect(svc.port, "/ws", {"Luna-Account-Id": acc})
-                       for _ in range(SOCKETS)]
-            # Each websocket's tasks, request and parser (dozens of objects) are frozen.
-            loaded = await _wait_for(
-                session, svc, "connection state frozen",
-                lambda m: m["gc_frozen_objects"] >= frozen0 + 20 * SOCKETS)
-            assert loaded["gc_full_passes_total"] == 0
+    async with _service(freeze_interval="0.2", min_churn="100") as (svc, session):
+        base = await _wait_for(session, svc, "start-up state frozen",
+                               lambda m: m.get("gc_frozen_objects", 0) > 0)
+        frozen0 = base["gc_frozen_objects"]
+        sockets = [await RawWS.connect(svc.port, "/ws", {"Luna-Account-Id": acc})
+                   for _ in range(SOCKETS)]
+        # Each websocket's tasks, request and parser (dozens of objects) are frozen.
+        loaded = await _wait_for(
+            session, svc, "connection state frozen",
+            lambda m: m["gc_frozen_objects"] >= frozen0 + 20 * SOCKETS)
+        assert loaded["gc_full_passes_total"] == 0
 
-            # Frozen state does not change delivery.
-            async with session.post(svc.url + "/publish", headers={"Luna-Account-Id": acc},
-                                    json=PUBLISH_BODY) as resp:
-                assert resp.status == 204
-            for ws in (sockets[0], sockets[-1]):
-                frame = await asyncio.wait_for(ws.recv_data(), 5)
-                assert orjson.loads(frame.payload)["event"] == {"k": 1}
+        # Frozen state does not change delivery.
+        async with session.post(svc.url + "/publish", headers={"Luna-Account-Id": acc},
+                                json=PUBLISH_BODY) as resp:
+            assert resp.status == 204
+        for ws in (sockets[0], sockets[-1]):
+            frame = await asyncio.wait_for(ws.recv_data(), 5)
+            assert orjson.loads(frame.payload)["event"] == {"k": 1}
 
-            for ws in sockets:
-                ws.close()
-            # 300 closed >= max(min_churn 100, 0.5 x 0 open): one planned full pass, after which
-            # the closed sockets' objects are no longer held.
-            after = await _wait_for(
-                session, svc, "full pass after churn",
-                lambda m: m["gc_full_passes_total"] >= 1
-                and m["gc_frozen_objects"] < frozen0 + 10 * SOCKETS)
-            # Pauses of every generation are measured for operators.
-            assert after['gc_pause_seconds_count{generation="2"}'] >= 1
-            assert after['gc_pause_seconds_count{generation="0"}'] >= 1
-    finally:
-        assert svc.terminate() == 0
+        for ws in sockets:
+            ws.close()
+        # 300 closed >= max(min_churn 100, 0.5 x 0 open): one planned full pass, after which
+        # the closed sockets' objects are no longer held.
+        after = await _wait_for(
+            session, svc, "full pass after churn",
+            lambda m: m["gc_full_passes_total"] >= 1
+            and m["gc_frozen_objects"] < frozen0 + 10 * SOCKETS)
+        # Pauses of every generation are measured for operators.
+        assert after['gc_pause_seconds_count{generation="2"}'] >= 1
+        assert after['gc_pause_seconds_count{generation="0"}'] >= 1
 
 
 async def test_churn_below_the_threshold_does_not_trigger_a_full_pass() -> None:
     acc = account()
-    env = {"LUNA_SENDER_GC__FREEZE_INTERVAL": "0.1", "LUNA_SENDER_GC__MIN_CHURN": "1000"}
-    svc = Service(env=env)
-    try:
-        async with aiohttp.ClientSession() as session:
-            sockets = [await RawWS.connect(svc.port, "/ws", {"Luna-Account-Id": acc})
-                       for _ in range(50)]
-            await _wait_for(session, svc, "frozen", lambda m: m["gc_frozen_objects"] > 0)
-            for ws in sockets:
-                ws.close()
-            await asyncio.sleep(1.0)  # ten policy ticks
-            assert (await _metrics(session, svc))["gc_full_passes_total"] == 0
-    finally:
-        assert svc.terminate() == 0
+    async with _service(freeze_interval="0.1", min_churn="1000") as (svc, session):
+        sockets = [await RawWS.connect(svc.port, "/ws", {"Luna-Account-Id": acc})
+                   for _ in range(50)]
+        await _wait_for(session, svc, "frozen", lambda m: m["gc_frozen_objects"] > 0)
+        for ws in sockets:
+            ws.close()
+        await asyncio.sleep(1.0)  # ten policy ticks
+        assert (await _metrics(session, svc))["gc_full_passes_total"] == 0
 
 
 async def test_freeze_interval_zero_keeps_cpython_defaults() -> None:
-    svc = Service(env={"LUNA_SENDER_GC__FREEZE_INTERVAL": "0"})
-    try:
-        async with aiohttp.ClientSession() as session:
-            sockets = [await RawWS.connect(svc.port, "/ws/general") for _ in range(20)]
-            await asyncio.sleep(0.5)
-            values = await _metrics(session, svc)
-            assert values["gc_frozen_objects"] == 0
-            for ws in sockets:
-                ws.close()
-    finally:
-        assert svc.terminate() == 0
+    async with _service(freeze_interval="0") as (svc, session):
+        sockets = [await RawWS.connect(svc.port, "/ws/general") for _ in range(20)]
+        await asyncio.sleep(0.5)
+        values = await _metrics(session, svc)
+        assert values["gc_frozen_objects"] == 0
+        for ws in sockets:
+            ws.close()
 
 
 @pytest.mark.parametrize("field,value", [("freeze_interval", -1), ("churn_ratio", 0),

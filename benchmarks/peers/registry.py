@@ -93,16 +93,14 @@ def _need_nginx() -> str | None:
 
 
 def _luna_sub(acc: str, src: list[str] | None, _g: int) -> Sub:
+    """luna-sender's own subscription (the naive floor speaks the same protocol)."""
     return Sub("ws", "/ws" + _filter_query(src), {"Luna-Account-Id": acc})
 
 
 PEERS: dict[str, Peer] = {
     "luna": Peer("luna", _luna, _luna_sub, "redis-luna", True),
     "luna-asyncio": Peer("luna-asyncio", _luna_asyncio, _luna_sub, "redis-luna", True),
-    "naive": Peer("naive", _naive,
-                  lambda acc, src, _g: Sub("ws", "/ws" + _filter_query(src),
-                                           {"Luna-Account-Id": acc}),
-                  "redis-luna", True),
+    "naive": Peer("naive", _naive, _luna_sub, "redis-luna", True),
     "socketio": Peer("socketio", _socketio,
                      lambda acc, src, _g: Sub("socketio", "/socket.io/?EIO=4&transport=websocket",
                                               rooms=[acc] if src is None
