@@ -9,6 +9,7 @@ ensure_ascii=False)`` in luna-handlers); msgpack bodies are accepted too.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -21,19 +22,34 @@ class PoisonMessage(ValueError):
     """A bus message that cannot be delivered: counted, logged once, skipped."""
 
 
+class BadJson(ValueError):
+    """An HTTP body that is not strict JSON (RFC 8259); ``path`` names the value when known."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+# orjson's own bounds, which every frame must fit: it parses at most 1024 nested levels and
+# serialises at most 254, so a body or bus message deeper than 254 could be parsed but never sent.
+MAX_DEPTH = 254
+
+
 def loads(data: bytes | str) -> Any:
-    """Parse JSON, falling back to msgpack for binary bodies; the stdlib covers huge integers."""
+    """Parse a bus message: strict JSON (orjson), or msgpack for binary bodies.
+
+    No lenient fallback: NaN/Infinity literals, lone surrogates and nesting beyond orjson's
+    depth are poison here, because a lenient parser would accept values no frame can carry.
+    Integers beyond 64 bits become the nearest double, as RFC 8259 section 6 allows.
+    """
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")
     head = data[:1]
     if head in (b"{", b"[", b" ", b"\n", b"\r", b"\t"):
         try:
             return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            try:
-                return json.loads(data)
-            except (ValueError, RecursionError) as exc:
-                raise PoisonMessage(f"invalid JSON: {exc}") from None
+        except orjson.JSONDecodeError as exc:
+            raise PoisonMessage(f"invalid JSON: {exc}") from None
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated exception types
@@ -41,25 +57,60 @@ def loads(data: bytes | str) -> Any:
 
 
 def loads_json(data: bytes) -> Any:
-    """Strict JSON for HTTP bodies (no msgpack fallback); ValueError when it is not JSON."""
+    """Strict JSON for HTTP bodies (no msgpack); :class:`BadJson` when orjson refuses it.
+
+    On refusal only, the lenient stdlib parser looks for the reason a client can act on
+    (NaN/Infinity, a lone surrogate, too deep) and where it is; the fast path pays nothing.
+    """
     try:
         return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        try:
-            return json.loads(data)
-        except (ValueError, RecursionError) as exc:
-            raise ValueError(str(exc)) from None
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):
+            raise BadJson(f"nesting deeper than {MAX_DEPTH} levels", "") from None
+        raise _explain(data) or BadJson(str(exc)) from None
+
+
+def _explain(data: bytes) -> BadJson | None:
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
+    while stack:  # iterative: the value may be nested close to the recursion limit
+        node, path = stack.pop()
+        where = ".".join(str(p) for p in path)
+        if isinstance(node, float) and not math.isfinite(node):
+            return BadJson("NaN and Infinity are not JSON numbers", where)
+        if isinstance(node, str) and not _is_utf8(node):
+            return BadJson("string holds a lone UTF-16 surrogate", where)
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if not _is_utf8(key):
+                    return BadJson("key holds a lone UTF-16 surrogate", where)
+                stack.append((item, (*path, key)))
+        elif isinstance(node, list):
+            stack.extend((item, (*path, i)) for i, item in enumerate(node))
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON without ASCII escaping, like the platform's producers."""
+    """Compact UTF-8 JSON, strict RFC 8259: orjson writes NaN/Infinity (msgpack floats) as null.
+
+    There is deliberately no lenient fallback (the stdlib writes NaN and recurses without
+    bound); what orjson cannot write is poison.
+    """
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:
-        try:
-            return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-        except (TypeError, ValueError) as exc:
-            raise PoisonMessage(f"not serialisable as JSON: {exc}") from None
+    except orjson.JSONEncodeError as exc:
+        raise PoisonMessage(f"not serialisable as JSON: {exc}") from None
 
 
 @dataclass(slots=True)

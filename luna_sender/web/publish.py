@@ -26,7 +26,12 @@ EVENT_TYPE_MAX = 128
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """Read a JSON object body: 12024 for a non-JSON media type, 12002 for no/invalid JSON."""
+    """Read a JSON object body: 12024 for a non-JSON media type, 12002 for no/invalid JSON.
+
+    A body that parses leniently but is not strict JSON (NaN/Infinity, a lone surrogate, deeper
+    than a frame can nest) is 12022 with the path of the offending value: it could never be
+    sent as a frame a strict client parses.
+    """
     if request.content_type not in JSON_TYPES:
         raise LunaError(errors.UNSUPPORTED_MEDIA)
     limit = ctx(request).settings.limits.publish_body_max_bytes
@@ -40,8 +45,10 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise LunaError(errors.NO_JSON)
     try:
         body = wire.loads_json(raw)
-    except ValueError:
-        raise LunaError(errors.NO_JSON) from None
+    except wire.BadJson as exc:
+        if exc.path is None:
+            raise LunaError(errors.NO_JSON) from None
+        raise _fail(exc.path, str(exc)) from None
     if not isinstance(body, dict):
         raise LunaError(errors.BAD_JSON, "", "value is not a valid dict")
     return body
@@ -76,6 +83,14 @@ def _no_extra(body: dict[str, Any], allowed: set[str]) -> None:
     for key in body:
         if key not in allowed:
             raise _fail(key, "extra fields not permitted")
+
+
+def _encoded(field: str, encode: Any, *args: Any) -> bytes:
+    """Encode the bus message; orjson parses deeper than it writes, so too deep is 12022 here."""
+    try:
+        return encode(*args)  # type: ignore[no-any-return]
+    except wire.PoisonMessage:
+        raise _fail(field, f"nesting deeper than {wire.MAX_DEPTH} levels") from None
 
 
 def now_iso(storage_time: str) -> str:
@@ -113,7 +128,8 @@ async def publish_events(request: web.Request) -> web.Response:
     handler_id = _require_str(body, "handler_id")
     create_time = _check_time(body, "event_create_time", True)
     end_time = _check_time(body, "event_end_time", True)
-    data = wire.encode_face(events, handler_id, request_id(request), create_time, end_time)
+    data = _encoded("events", wire.encode_face, events, handler_id, request_id(request),
+                    create_time, end_time)
     return await _publish(request, ctx(request).hub.face_channel(account), data, "face")
 
 
@@ -136,5 +152,6 @@ async def publish_general(request: web.Request) -> web.Response:
     storage_time = ctx(request).settings.storage_time
     create_time = _check_time(body, "event_create_time", False) or now_iso(storage_time)
     end_time = _check_time(body, "event_end_time", False) or create_time
-    data = wire.encode_general(body["event"], event_type, account_id, create_time, end_time)
+    data = _encoded("event", wire.encode_general, body["event"], event_type, account_id,
+                    create_time, end_time)
     return await _publish(request, ctx(request).hub.general_channel, data, "general")
