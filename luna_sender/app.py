@@ -17,7 +17,7 @@ from .gcpolicy import GcPolicy
 from .hub import Hub
 from .metrics import Metrics
 from .plugins import PluginManager
-from .web import publish, service, streams, viewer
+from .web import httpd, publish, service, streams, viewer
 from .web.context import CTX, Context
 from .web.middlewares import luna_middleware
 
@@ -42,7 +42,9 @@ def build_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[luna_middleware],
         client_max_size=settings.limits.publish_body_max_bytes,
+        handler_args=httpd.handler_args(settings),
     )
+    httpd.install(app)
     app[CTX] = Context(settings=settings, bus=bus, hub=hub, metrics=metrics, plugins=plugins)
     app[GC_POLICY] = GcPolicy(settings.gc, metrics, live=lambda: len(hub.connections),
                               closed=lambda: hub.closed_total)

@@ -73,6 +73,12 @@ class LimitSettings(_Section):
     bus_message_max_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Bus messages larger than this are dropped."
     )
+    http_headers_max: int = Field(
+        128, ge=16, description="Most header lines in one HTTP request (431, error 12046)."
+    )
+    http_header_max_bytes: int = Field(
+        8190, ge=1024, description="Longest header (name and value) in bytes (431, error 12046)."
+    )
 
 
 class MetricsSettings(_Section):

@@ -1,0 +1,95 @@
+"""HTTP parser limits sized from the filter limits, and LUNA error bodies for parser errors.
+
+aiohttp parses the request line and headers before any middleware runs; a request it refuses
+(line too long, too many headers, malformed) is answered by ``RequestHandler.handle_error`` with a
+text/plain page and an ERROR traceback in the log. :func:`install` makes the app's server build
+request handlers whose ``handle_error`` answers those with the usual LUNA JSON body and a
+``Luna-Request-Id`` instead, and logs one INFO line. It applies wherever the app is served
+(``web.run_app`` in the CLI, ``TestServer`` in the tests): both go through the app's
+``_make_handler``, which also receives the parser limits through ``handler_args``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+
+from .. import errors
+from ..config import Settings
+from ..errors import LunaError
+from ..filters.general import EVENT_TYPE_MAX
+from .middlewares import INVALID_REQUEST, REQUEST_ID_HEADER, new_request_id
+
+log = logging.getLogger("luna_sender.web")
+
+# The longest bounded item a list filter takes is a general event type (128 characters); an
+# item is followed by a comma sent as "%2C" (3 bytes). The rest of the request line (method,
+# path, other filters, "HTTP/1.1") gets aiohttp's own default line size.
+LIST_ITEM_BYTES = EVENT_TYPE_MAX + 3
+BASE_LINE_BYTES = 8190
+
+
+def request_line_max(settings: Settings) -> int:
+    """Room for ``list_filter_max_items`` of the longest item type, plus a default line."""
+    return settings.limits.list_filter_max_items * LIST_ITEM_BYTES + BASE_LINE_BYTES
+
+
+def handler_args(settings: Settings) -> dict[str, Any]:
+    return {
+        "max_line_size": request_line_max(settings),
+        "max_field_size": settings.limits.http_header_max_bytes,
+        "max_headers": settings.limits.http_headers_max,
+    }
+
+
+class LunaRequestHandler(RequestHandler):
+    """aiohttp's connection handler with parser errors answered as LUNA errors."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError) or not 400 <= status < 500 \
+                or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        err = self._luna_error(exc)
+        log.info("refused HTTP request from %s: %s", request.remote, err.detail)
+        response = errors.error_response(err)
+        response.headers[REQUEST_ID_HEADER] = new_request_id()
+        response.force_close()  # the parser's state is unknown: never reuse the connection
+        return response
+
+    def _luna_error(self, exc: HttpProcessingError) -> LunaError:
+        if isinstance(exc, LineTooLong):
+            limit = exc.args[1] if len(exc.args) > 1 else "?"
+            if limit == self.max_line_size and limit != self.max_field_size:
+                return LunaError(errors.BAD_QUERY, f"request line longer than {limit} bytes",
+                                 status=414)
+            return LunaError(INVALID_REQUEST, f"header longer than {limit} bytes", status=431)
+        if "Too many headers" in str(exc):
+            return LunaError(INVALID_REQUEST, f"more than {self.max_headers} headers",
+                             status=431)
+        return LunaError(INVALID_REQUEST, f"malformed request ({type(exc).__name__})")
+
+
+class LunaServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return LunaRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+def install(app: web.Application) -> None:
+    """Serve ``app`` with :class:`LunaRequestHandler` (call once, before the app is run)."""
+    original = app._make_handler
+
+    def make_handler(**kwargs: Any) -> web.Server:
+        server = original(**kwargs)
+        return LunaServer(server.request_handler, request_factory=server.request_factory,
+                          handler_cancellation=server.handler_cancellation,
+                          loop=server._loop, **server._kwargs)
+
+    app._make_handler = make_handler  # type: ignore[method-assign]

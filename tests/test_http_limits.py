@@ -1,0 +1,120 @@
+"""HTTP parser limits agree with the filter limits; parser refusals are LUNA errors.
+
+``list_filter_max_items`` of the longest item type must fit in the request line; what the parser
+refuses is answered as JSON with a ``Luna-Request-Id`` and leaves no traceback in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import aiohttp
+import pytest
+
+from luna_sender.config import Settings
+from luna_sender.web.httpd import request_line_max
+
+from .conftest import LiveApp
+from .helpers import account
+
+
+def _no_errors(caplog: pytest.LogCaptureFixture) -> None:
+    loud = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not loud, [r.getMessage()[:200] for r in loud]
+
+
+async def _luna_error(resp: aiohttp.ClientResponse, status: int, code: int) -> dict:
+    assert resp.status == status, await resp.text()
+    assert resp.headers["Content-Type"].startswith("application/json")
+    assert resp.headers["Luna-Request-Id"]
+    body = await resp.json()
+    assert set(body) == {"error_code", "desc", "detail", "link"}
+    assert body["error_code"] == code, body
+    return body
+
+
+async def test_full_uuid_lists_are_accepted(memory_app: LiveApp,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """1,000 stream_ids (about 37 KB with %2C separators) upgrade; 1,001 hit the filter limit."""
+    caplog.set_level(logging.DEBUG)
+    ids = [str(uuid.uuid4()) for _ in range(1000)]
+    query = "stream_ids=" + "%2C".join(ids) + "&handler_ids=" + "%2C".join(ids)
+    assert len(query) > 70_000
+    async with memory_app.session.ws_connect(memory_app.url("/ws?" + query),
+                                             headers={"Luna-Account-Id": account()}) as ws:
+        assert not ws.closed
+    over = "stream_ids=" + ",".join([*ids, str(uuid.uuid4())])
+    async with memory_app.session.get(memory_app.url("/ws?" + over),
+                                      headers={"Luna-Account-Id": account()}) as resp:
+        body = await _luna_error(resp, 400, 12012)
+        assert "stream_ids" in body["detail"]
+    _no_errors(caplog)
+
+
+async def test_full_event_type_lists_are_accepted(memory_app: LiveApp) -> None:
+    """The longest bounded item: 1,000 event types of 128 characters each (about 131 KB)."""
+    types = [f"{i:04d}" + "t" * 124 for i in range(1000)]
+    query = "event_type=" + "%2C".join(types)
+    async with memory_app.session.ws_connect(memory_app.url("/ws/general?" + query)) as ws:
+        assert not ws.closed
+
+
+async def test_request_line_over_the_limit_is_a_luna_error(
+        live_app_factory, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    app: LiveApp = await live_app_factory(limits={"list_filter_max_items": 10})
+    limit = request_line_max(Settings(limits={"list_filter_max_items": 10}))
+    query = "event_type=" + ",".join(["x" * 128] * 100)
+    assert len(query) > limit
+    async with app.session.get(app.url("/ws/general?" + query)) as resp:
+        body = await _luna_error(resp, 414, 12012)
+        assert f"request line longer than {limit} bytes" in body["detail"]
+    # The service keeps serving.
+    async with app.session.get(app.url("/healthcheck")) as resp:
+        assert resp.status == 200
+    _no_errors(caplog)
+
+
+async def test_too_many_or_too_long_headers_are_luna_errors(
+        memory_app: LiveApp, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    many = {f"X-Extra-{i}": "v" for i in range(200)}
+    async with memory_app.session.get(memory_app.url("/healthcheck"), headers=many) as resp:
+        body = await _luna_error(resp, 431, 12046)
+        assert "more than 128 headers" in body["detail"]
+    async with memory_app.session.get(memory_app.url("/healthcheck"),
+                                      headers={"X-Long": "v" * 10_000}) as resp:
+        body = await _luna_error(resp, 431, 12046)
+        assert "header longer than 8190 bytes" in body["detail"]
+    # Within the limits: served.
+    fewer = {f"X-Extra-{i}": "v" for i in range(100)}
+    async with memory_app.session.get(memory_app.url("/healthcheck"), headers=fewer) as resp:
+        assert resp.status == 200
+    _no_errors(caplog)
+
+
+async def test_header_limits_are_settings(live_app_factory) -> None:
+    app: LiveApp = await live_app_factory(limits={"http_headers_max": 300,
+                                                  "http_header_max_bytes": 20_000})
+    many = {f"X-Extra-{i}": "v" for i in range(200)}
+    async with app.session.get(app.url("/healthcheck"), headers={**many, "X-Long": "v" * 10_000}
+                               ) as resp:
+        assert resp.status == 200
+
+
+async def test_malformed_request_is_a_luna_error(memory_app: LiveApp,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    port = memory_app.server.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n")
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), 10)  # the connection is closed after it
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == b"400", raw[:200]
+    assert b"application/json" in head and b"Luna-Request-Id" in head
+    assert b'"error_code":12046' in body
+    _no_errors(caplog)
