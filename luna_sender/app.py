@@ -11,6 +11,7 @@ import logging
 
 from aiohttp import web
 
+from . import fdlimit
 from .bus import create_bus
 from .config import Settings
 from .gcpolicy import GcPolicy
@@ -23,6 +24,7 @@ from .web.middlewares import luna_middleware
 
 log = logging.getLogger("luna_sender.app")
 GC_POLICY: web.AppKey[GcPolicy] = web.AppKey("luna_sender_gc_policy", GcPolicy)
+FD_WATCH: web.AppKey[fdlimit.FdWatch] = web.AppKey("luna_sender_fd_watch", fdlimit.FdWatch)
 
 
 def business_prefixes(settings: Settings) -> list[str]:
@@ -46,6 +48,7 @@ def build_app(settings: Settings) -> web.Application:
     )
     httpd.install(app)
     app[CTX] = Context(settings=settings, bus=bus, hub=hub, metrics=metrics, plugins=plugins)
+    app[FD_WATCH] = fdlimit.FdWatch()
     app[GC_POLICY] = GcPolicy(settings.gc, metrics, live=lambda: len(hub.connections),
                               closed=lambda: hub.closed_total)
 
@@ -75,6 +78,8 @@ async def _on_startup(app: web.Application) -> None:
     await context.plugins.start(context)
     await context.hub.start()
     app[GC_POLICY].start()
+    app[fdlimit.CAPACITY] = fdlimit.connection_capacity(context.settings.ws)
+    app[FD_WATCH].start()
     loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
     log.info("luna-sender ready: bus=%s api_versions=%s loop=%s",
              context.bus.url.split("@")[-1], context.settings.api_versions, loop)
@@ -92,5 +97,6 @@ async def _on_shutdown(app: web.Application) -> None:
 async def _on_cleanup(app: web.Application) -> None:
     context = app[CTX]
     await app[GC_POLICY].stop()
+    await app[FD_WATCH].stop()
     await context.hub.stop()
     await context.plugins.stop()

@@ -96,9 +96,11 @@ def serve_one(settings: Settings, reuse_port: bool = False) -> None:
     from aiohttp import web
 
     from .app import build_app
+    from .fdlimit import raise_soft_limit
     from .logs import setup_logging
 
     setup_logging(settings.log_level, settings.log_format)
+    raise_soft_limit()  # per process: each --workers process holds its own sockets
     _install_event_loop(settings.event_loop)
     app = build_app(settings)
     web.run_app(

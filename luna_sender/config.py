@@ -39,6 +39,12 @@ class WsSettings(_Section):
     max_connections: int = Field(
         20000, ge=1, description="Open websockets per process; more are refused before upgrade."
     )
+    fd_reserve: int = Field(
+        128, ge=8,
+        description="File descriptors kept free of websockets (Redis, HTTP requests, refused "
+        "upgrades): websockets are capped at the open-file limit minus those open at start "
+        "minus this, when that is below max_connections.",
+    )
     max_message_size: int = Field(
         65536, ge=125, description="Largest inbound client frame in bytes; larger closes 1009."
     )

@@ -95,7 +95,8 @@ class Service:
     """``luna-sender`` running as a real subprocess on a free port."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None,
-                 wait: bool = True, port: int | None = None) -> None:
+                 wait: bool = True, port: int | None = None,
+                 preexec_fn: Any = None) -> None:
         self.port = port or free_port()
         self.log_path = Path(tempfile.mkstemp(prefix="luna-sender-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
@@ -105,6 +106,7 @@ class Service:
             [sys.executable, "-m", "luna_sender.cli", "--port", str(self.port),
              "--host", "127.0.0.1", *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO),
+            preexec_fn=preexec_fn,  # e.g. a low RLIMIT_NOFILE for the open-file tests
         )
         if wait:
             wait_port(self.port, 15)

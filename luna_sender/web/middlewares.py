@@ -76,6 +76,8 @@ async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamR
         except LunaError as exc:
             response = errors.error_response(exc)
             error_code = exc.kind.code
+            if exc.kind is errors.TOO_MANY_CONNECTIONS:
+                response.force_close()  # a refused upgrade must not keep its descriptor
         except web.HTTPException as exc:
             if exc.status < 400:
                 exc.headers[REQUEST_ID_HEADER] = request_id

@@ -17,6 +17,7 @@ from aiohttp import WSMsgType, web
 
 from .. import errors
 from ..errors import LunaError
+from ..fdlimit import CAPACITY
 from ..filters.base import CompiledFilter, FilterError, Limits, parse_uuid
 from ..filters.events import compile_face
 from ..filters.general import compile_general
@@ -70,8 +71,9 @@ async def _serve(request: web.Request, kind: str, compiled: CompiledFilter,
     hub, ws_settings = context.hub, context.settings.ws
     if hub.shutting_down:
         raise LunaError(errors.TOO_MANY_CONNECTIONS, "server is shutting down")
-    if len(hub.connections) >= ws_settings.max_connections:
-        raise LunaError(errors.TOO_MANY_CONNECTIONS, ws_settings.max_connections)
+    capacity = request.app[CAPACITY]  # max_connections, or fewer if file descriptors say so
+    if len(hub.connections) >= capacity:
+        raise LunaError(errors.TOO_MANY_CONNECTIONS, capacity)
     ws = web.WebSocketResponse(
         heartbeat=ws_settings.heartbeat,
         autoping=True,

@@ -1,0 +1,147 @@
+"""The open-file limit: raise it at start-up, derive the websocket capacity, report exhaustion.
+
+Every websocket holds one file descriptor. Under a soft ``RLIMIT_NOFILE`` of 1,024 (the default of
+systemd units and most shells) the process ran out of descriptors long before
+``ws.max_connections``; accept() then failed, uvloop (libuv) silently closed the surplus
+connections, asyncio logged a traceback per attempt, and nothing told the operator why. So:
+
+- the soft limit is raised to the hard limit at start-up (:func:`raise_soft_limit`);
+- websockets are capped at ``min(ws.max_connections, soft - open at start - ws.fd_reserve)``
+  (:func:`connection_capacity`), so upgrades beyond it get 503/29005 while descriptors remain
+  for Redis, /publish, /healthcheck and the rejected upgrades themselves;
+- running out anyway (idle TCP connections need descriptors too) is logged, rate-limited, from
+  both loops: asyncio's accept error through the loop's exception handler, uvloop's (which never
+  reaches Python) by a once-a-second probe for a free descriptor (:class:`FdWatch`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import time
+from typing import Any
+
+from aiohttp import web
+
+from .config import WsSettings
+
+log = logging.getLogger("luna_sender.fdlimit")
+CAPACITY: web.AppKey[int] = web.AppKey("luna_sender_ws_capacity", int)
+EXHAUSTED = (errno.EMFILE, errno.ENFILE)
+LOG_EVERY = 10.0
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - not POSIX
+    resource = None  # type: ignore[assignment]
+
+
+def nofile() -> tuple[int, int] | None:
+    """(soft, hard) RLIMIT_NOFILE, None where unknown or unlimited."""
+    if resource is None:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return soft, hard
+
+
+def raise_soft_limit() -> None:
+    """Raise the soft open-file limit to the hard limit (no privilege needed) and say so."""
+    limits = nofile()
+    if limits is None or resource is None:
+        return
+    soft, hard = limits
+    if hard == resource.RLIM_INFINITY or soft >= hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:  # e.g. macOS caps the soft limit below an "unlimited"
+        log.warning("could not raise the open-file limit from %d to %d: %s", soft, hard, exc)
+        return
+    log.info("open-file limit raised from %d to %d", soft, hard)
+
+
+def open_fds() -> int:
+    with contextlib.suppress(OSError):
+        return len(os.listdir("/proc/self/fd")) - 1  # minus the descriptor listdir used
+    return 0
+
+
+def connection_capacity(ws: WsSettings) -> int:
+    """Websockets this process can hold: the setting, or fewer when descriptors say so."""
+    limits = nofile()
+    if limits is None:
+        return ws.max_connections
+    in_use = open_fds()
+    capacity = min(ws.max_connections, max(0, limits[0] - in_use - ws.fd_reserve))
+    log.info("websocket capacity %d (ws.max_connections %d, open-file limit %d, "
+             "%d open at start, ws.fd_reserve %d)", capacity, ws.max_connections, limits[0],
+             in_use, ws.fd_reserve)
+    return capacity
+
+
+class ExhaustionLog:
+    """One WARNING when descriptors run out, then at most one per LOG_EVERY seconds."""
+
+    def __init__(self) -> None:
+        self._next = 0.0
+        self._suppressed = 0
+
+    def report(self, where: str) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
+        limits = nofile()
+        log.warning("out of file descriptors (open-file limit %s): %s; new connections wait "
+                    "or are dropped until descriptors free up%s",
+                    limits[0] if limits else "unknown", where, more)
+        self._next = now + LOG_EVERY
+        self._suppressed = 0
+
+
+class FdWatch:
+    """Reports descriptor exhaustion on either event loop; serving resumes on its own."""
+
+    def __init__(self) -> None:
+        self.log = ExhaustionLog()
+        self._task: asyncio.Task[None] | None = None
+        self._previous: Any = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._previous = loop.get_exception_handler()
+        loop.set_exception_handler(self._on_loop_error)
+        self._task = asyncio.create_task(self._probe(), name="fd-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        asyncio.get_running_loop().set_exception_handler(self._previous)
+
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in EXHAUSTED:
+            # asyncio's accept(): it pauses accepting for a second and retries by itself.
+            self.log.report("accept() failed")
+            return
+        if self._previous is not None:
+            self._previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    async def _probe(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                os.close(os.open(os.devnull, os.O_RDONLY))
+            except OSError as exc:
+                if exc.errno in EXHAUSTED:
+                    self.log.report("no descriptor free")
