@@ -33,6 +33,9 @@ class BadJson(ValueError):
 # orjson's own bounds, which every frame must fit: it parses at most 1024 nested levels and
 # serialises at most 254, so a body or bus message deeper than 254 could be parsed but never sent.
 MAX_DEPTH = 254
+# A refused body is parsed again leniently to name the offending value; above this size it is
+# simply "not JSON" (12002), so a large hostile body costs no more than one orjson attempt.
+EXPLAIN_MAX_BYTES = 1024 * 1024
 
 
 def loads(data: bytes | str) -> Any:
@@ -71,6 +74,8 @@ def loads_json(data: bytes) -> Any:
 
 
 def _explain(data: bytes) -> BadJson | None:
+    if len(data) > EXPLAIN_MAX_BYTES:  # the lenient parse and walk must not stall the loop
+        return None
     try:
         value = json.loads(data)
     except (ValueError, RecursionError):
@@ -78,19 +83,22 @@ def _explain(data: bytes) -> BadJson | None:
     stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
     while stack:  # iterative: the value may be nested close to the recursion limit
         node, path = stack.pop()
-        where = ".".join(str(p) for p in path)
         if isinstance(node, float) and not math.isfinite(node):
-            return BadJson("NaN and Infinity are not JSON numbers", where)
+            return BadJson("NaN and Infinity are not JSON numbers", _dotted(path))
         if isinstance(node, str) and not _is_utf8(node):
-            return BadJson("string holds a lone UTF-16 surrogate", where)
+            return BadJson("string holds a lone UTF-16 surrogate", _dotted(path))
         if isinstance(node, dict):
             for key, item in node.items():
                 if not _is_utf8(key):
-                    return BadJson("key holds a lone UTF-16 surrogate", where)
+                    return BadJson("key holds a lone UTF-16 surrogate", _dotted(path))
                 stack.append((item, (*path, key)))
         elif isinstance(node, list):
             stack.extend((item, (*path, i)) for i, item in enumerate(node))
     return None
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in path)
 
 
 def _is_utf8(text: str) -> bool:

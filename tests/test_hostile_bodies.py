@@ -242,3 +242,14 @@ async def test_bus_values_are_made_strict(live_app_factory: Any, redis_server: R
     assert first == {"nan": None, "inf": None, "ninf": None, "ok": 2.5}
     assert second == {"big": float(3 ** 50)}
 
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+async def test_large_non_strict_body_is_12002(memory_app: LiveApp, route: str) -> None:
+    """Above 1 MiB the refused body is not parsed a second time to find the path: 12002."""
+    text = '{"pad":"' + "x" * (2 * 1024 * 1024) + '","x":NaN}'
+    async with memory_app.session.post(
+            memory_app.url(route), data=ROUTES[route](text),
+            headers={"Content-Type": "application/json", "Luna-Account-Id": account()}) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error_code"] == 12002
