@@ -73,6 +73,16 @@ class LimitSettings(_Section):
     bus_message_max_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Bus messages larger than this are dropped."
     )
+    like_pattern_max_chars: int = Field(
+        256, ge=1, description="Longest like/nlike pattern of a user-defined filter."
+    )
+    like_wildcards_max: int = Field(
+        16, ge=0, description="Most wildcards (% and _) in one like/nlike pattern."
+    )
+    like_value_max_chars: int = Field(
+        4096, ge=1,
+        description="Longest string like/nlike inspect; a longer one matches neither.",
+    )
 
 
 class MetricsSettings(_Section):
