@@ -6,11 +6,12 @@ segments of fixed length (literal runs at fixed offsets, ``_`` in between). The 
 anchored at the start, the last at the end, and each middle one is placed at its leftmost
 occurrence after the previous one — for ``%``-separated segments the leftmost placement never
 loses a match, so no choice is ever revisited. Literal runs are found with ``str.find`` and
-checked with ``str.startswith`` (C loops); the Python-level work is at most one candidate check
-per character of the value, each costing at most one call per literal run of the segment: the
-worst case is linear in pattern x value. Python-level steps still cost ~0.1-0.2 us each, so
-both factors are capped (settings ``limits.like_*``): a value longer than the cap is not inspected
-and matches neither ``like`` nor ``nlike`` (measurements in docs/reliability.md).
+checked with ``str.startswith`` (C loops); a middle segment holding ``_`` is scanned with
+shift-and (:meth:`Segment.find`), a few integer operations per character. Each character of the
+value is looked at by at most one segment, so the worst case is linear in the value (times the
+pattern's width in bits). Python-level steps still cost ~0.2 us each, so both are capped
+(settings ``limits.like_*``): a value longer than the cap is not inspected and matches neither
+``like`` nor ``nlike`` (measurements in docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -26,11 +27,14 @@ class Segment:
     """A ``%``-free piece of the pattern: ``length`` characters, ``runs`` at fixed offsets.
 
     ``runs`` is ordered longest first (the longest run is the rarest candidate in practice and
-    serves as the search anchor); ``_`` positions are the gaps between the runs.
+    serves as the search anchor); ``_`` positions are the gaps between the runs. ``table`` and
+    ``wild`` are the shift-and masks used to search a segment that holds a ``_``.
     """
 
     length: int
     runs: tuple[tuple[int, str], ...]
+    table: dict[str, int]
+    wild: int
 
     def at(self, value: str, start: int) -> bool:
         """The segment matches ``value`` at ``start``; the caller checked the length fits."""
@@ -40,24 +44,38 @@ class Segment:
         return True
 
     def find(self, value: str, start: int, stop: int) -> int:
-        """Leftmost ``i >= start`` where the segment matches and ends by ``stop``; -1 if none."""
-        last_start = stop - self.length
+        """Leftmost ``i >= start`` where the segment matches and ends by ``stop``; -1 if none.
+
+        A literal segment is one ``str.find``. With ``_`` in it, checking every candidate of the
+        anchor run costs one call per run — ``a_a_..._b`` against ``aaa...`` makes that
+        characters x runs — so the scan is shift-and instead: bit j of ``state`` says the last j+1
+        characters match the segment's first j+1, a constant number of integer operations per
+        character whatever the pattern. Whenever no partial match is alive it jumps with
+        ``str.find`` to the next occurrence of the anchor run, so common values stay C-speed.
+        """
+        length = self.length
+        last_start = stop - length
         if last_start < start:
             return -1
         if not self.runs:
             return start
         offset, anchor = self.runs[0]
-        rest = self.runs[1:]
-        end = last_start + offset + len(anchor)
-        pos = value.find(anchor, start + offset, end)
-        while pos >= 0:
-            i = pos - offset
-            for off, run in rest:
-                if not value.startswith(run, i + off):
-                    break
-            else:
-                return i
-            pos = value.find(anchor, pos + 1, end)
+        if len(anchor) == length:
+            return value.find(anchor, start, stop)
+        anchor_end = last_start + offset + len(anchor)
+        table, wild, high = self.table, self.wild, 1 << (length - 1)
+        state = 0
+        index = start
+        while index < stop:
+            if not state:
+                found = value.find(anchor, index + offset, anchor_end)
+                if found < 0:
+                    return -1
+                index = found - offset
+            state = ((state << 1) | 1) & table.get(value[index], wild)
+            if state & high:
+                return index - length + 1
+            index += 1
         return -1
 
 
@@ -69,7 +87,10 @@ def _segment(text: str) -> Segment:
             runs.append((offset, piece))
         offset += len(piece) + 1
     runs.sort(key=lambda r: -len(r[1]))
-    return Segment(len(text), tuple(runs))
+    wild = sum(1 << j for j, char in enumerate(text) if char == ONE_CHAR)
+    table = {char: wild | sum(1 << j for j, c in enumerate(text) if c == char)
+             for char in set(text) - {ONE_CHAR}}
+    return Segment(len(text), tuple(runs), table, wild)
 
 
 class LikePattern:
