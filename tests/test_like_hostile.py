@@ -63,6 +63,21 @@ def test_matcher_agrees_on_repetitive_values(pattern: str, value: str) -> None:
     assert LikePattern(pattern).match(value) == reference(pattern, value)
 
 
+@settings(max_examples=300, deadline=None)
+@given(segment=st.text("ab_", min_size=65, max_size=90), data=st.data())
+def test_matcher_agrees_on_wide_segments(segment: str, data: st.DataObject) -> None:
+    """A middle segment wider than 64 characters (shift-and state beyond one machine word),
+    against values that hold it, hold it with one character changed, or are random."""
+    fill = data.draw(st.text("ab", min_size=len(segment), max_size=len(segment)))
+    planted = "".join(f if c == "_" else c for c, f in zip(segment, fill, strict=True))
+    if data.draw(st.booleans()):
+        at = data.draw(st.integers(0, len(planted) - 1))
+        planted = planted[:at] + ("b" if planted[at] == "a" else "a") + planted[at + 1:]
+    value = data.draw(st.text("ab", max_size=40)) + planted + data.draw(st.text("ab", max_size=40))
+    for pattern in ("%" + segment + "%", "%" + segment + "%b", "a%" + segment + "%" + segment):
+        assert LikePattern(pattern).match(value) == reference(pattern, value)
+
+
 @given(value=st.text(VALUE_CHARS, max_size=20), negate=st.booleans())
 def test_longer_values_match_neither_like_nor_nlike(value: str, negate: bool) -> None:
     limits = Limits(like_value_max_chars=len(value) + 1)
