@@ -100,7 +100,7 @@ def query_pairs(draw: st.DrawFn) -> tuple[list[tuple[str, str]], list[tuple[str,
     return (two, one) if draw(st.booleans()) else (one, two)
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(pair=query_pairs())
 def test_keys_are_equal_exactly_when_the_filters_are(
         pair: tuple[list[tuple[str, str]], list[tuple[str, str]]]) -> None:
