@@ -22,7 +22,7 @@ ANY_RUN = "%"
 ONE_CHAR = "_"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Segment:
     """A ``%``-free piece of the pattern: ``length`` characters, ``runs`` at fixed offsets.
 
