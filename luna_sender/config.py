@@ -85,6 +85,16 @@ class LimitSettings(_Section):
     http_header_max_bytes: int = Field(
         8190, ge=1024, description="Longest header (name and value) in bytes (431, error 12046)."
     )
+    like_pattern_max_chars: int = Field(
+        256, ge=1, description="Longest like/nlike pattern of a user-defined filter."
+    )
+    like_wildcards_max: int = Field(
+        16, ge=0, description="Most wildcards (% and _) in one like/nlike pattern."
+    )
+    like_value_max_chars: int = Field(
+        4096, ge=1,
+        description="Longest string like/nlike inspect; a longer one matches neither.",
+    )
 
 
 class MetricsSettings(_Section):

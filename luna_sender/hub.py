@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -123,7 +123,7 @@ class GroupSet:
     __slots__ = ("groups", "index")
 
     def __init__(self, index: GroupIndex[Group]) -> None:
-        self.groups: dict[str, Group] = {}
+        self.groups: dict[Hashable, Group] = {}
         self.index = index
 
     def __bool__(self) -> bool:

@@ -4,6 +4,11 @@ A filter is a :class:`FilterSpec` — its name, a parser from the raw query valu
 the value domain), the event fields it reads, and a match rule. The hub never knows which filters
 exist: it groups connections by :attr:`CompiledFilter.key` and calls :meth:`CompiledFilter.match`
 once per group and event, so adding a filter is one entry in a spec table.
+
+Because one group runs one predicate for all its sockets, the key must be injective: equal keys
+only for filters that select the same events. It is therefore built from the parsed, typed values
+(a frozenset of one hashable term per filter), never from the query text — re-joined
+``name=value`` strings let ``?a=x%26b%3Dy`` and ``?a=x&b=y`` share a group.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +40,9 @@ class FilterError(ValueError):
 class Limits:
     list_max_items: int = 1000
     user_filters_max: int = 64
+    like_pattern_max_chars: int = 256
+    like_wildcards_max: int = 16
+    like_value_max_chars: int = 4096
 
 
 def get_path(obj: Any, path: tuple[str, ...]) -> Any:
@@ -104,9 +112,15 @@ class FilterSpec:
 
 @dataclass(slots=True)
 class CompiledFilter:
-    """All filters of one connection, AND-ed. Equal query sets compile to equal ``key``s."""
+    """All filters of one connection, AND-ed.
 
-    key: str
+    ``key`` is a frozenset of one term per filter — ``(name, parsed value)`` for a table filter,
+    ``(prefix, path, op, type, parsed value)`` for a user-defined one — and each term determines
+    its predicate, so equal keys select the same events. A set suits because the filters are
+    AND-ed: order does not matter, and a filter given twice (an alias) changes nothing.
+    """
+
+    key: frozenset[Hashable]
     predicates: tuple[Callable[[Any], bool], ...]
     params: dict[str, str] = field(default_factory=dict)
     index: dict[str, frozenset[Any]] = field(default_factory=dict)
@@ -122,7 +136,8 @@ class CompiledFilter:
         return "&".join(f"{k}={v}" for k, v in sorted(self.params.items())) or "<all>"
 
 
-DynamicCompiler = Callable[[str, str, Limits], Callable[[Any], bool] | None]
+# Returns (key term, predicate) for parameters it owns, None for others.
+DynamicCompiler = Callable[[str, str, Limits], tuple[Hashable, Callable[[Any], bool]] | None]
 
 
 def compile_filters(
@@ -140,6 +155,7 @@ def compile_filters(
     Unknown and repeated parameters are errors: a typo must never silently widen a subscription.
     """
     seen: dict[str, str] = {}
+    terms: set[Hashable] = set()
     predicates: list[Callable[[Any], bool]] = []
     index: dict[str, frozenset[Any]] = {}
     dynamic_count = 0
@@ -156,6 +172,8 @@ def compile_filters(
             except ValueError as exc:
                 raise FilterError(name, str(exc)) from None
             predicates.append(_bind(spec.match, value))
+            # spec.name, not the query name: an alias compiles to the same filter.
+            terms.add((spec.name, value))
             if spec.index is not None:
                 index[spec.index] = frozenset(value)
             continue
@@ -168,9 +186,11 @@ def compile_filters(
                 name,
                 f"more than {limits.user_filters_max} user-defined filters ({dynamic_count_param})",
             )
-        predicates.append(compiled)
-    key = "&".join(f"{k}={v}" for k, v in sorted(seen.items()))
-    return CompiledFilter(key=key, predicates=tuple(predicates), params=seen, index=index)
+        term, predicate = compiled
+        terms.add(term)
+        predicates.append(predicate)
+    return CompiledFilter(key=frozenset(terms), predicates=tuple(predicates), params=seen,
+                          index=index)
 
 
 def _bind(match: Callable[[Any, Any], bool], value: Any) -> Callable[[Any], bool]:

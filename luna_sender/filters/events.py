@@ -7,7 +7,7 @@ mapped to the strings the platform writes into events once, at parse time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from .base import (
@@ -335,16 +335,18 @@ FACE_SPECS["headwear_apparent_colors"] = _HEADWEAR_COLORS
 FACE_SPECS["shoes_apparent_colors"] = _SHOES_COLORS
 
 
-def _meta_filter(name: str, raw: str, limits: Limits) -> Callable[[Any], bool] | None:
-    predicate = compile_user_filter("meta", name, raw, limits)
-    if predicate is None:
+def _meta_filter(name: str, raw: str, limits: Limits
+                 ) -> tuple[Hashable, Callable[[Any], bool]] | None:
+    compiled = compile_user_filter("meta", name, raw, limits)
+    if compiled is None:
         return None
+    term, predicate = compiled
 
     def match(subject: Subject) -> bool:
         meta = subject[0].get("meta")
         return isinstance(meta, dict) and predicate(meta)
 
-    return match
+    return term, match
 
 
 def compile_face(query: Iterable[tuple[str, str]], limits: Limits) -> CompiledFilter:

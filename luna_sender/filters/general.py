@@ -7,7 +7,7 @@ user-defined ``event.<path>`` filters read the ``event`` object.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from ..wire import GeneralMessage
@@ -83,15 +83,17 @@ GENERAL_FILTERS: tuple[FilterSpec, ...] = (
 GENERAL_SPECS: dict[str, FilterSpec] = {spec.name: spec for spec in GENERAL_FILTERS}
 
 
-def _event_filter(name: str, raw: str, limits: Limits) -> Callable[[Any], bool] | None:
-    predicate = compile_user_filter("event", name, raw, limits)
-    if predicate is None:
+def _event_filter(name: str, raw: str, limits: Limits
+                  ) -> tuple[Hashable, Callable[[Any], bool]] | None:
+    compiled = compile_user_filter("event", name, raw, limits)
+    if compiled is None:
         return None
+    term, predicate = compiled
 
     def match(msg: GeneralMessage) -> bool:
         return predicate(msg.event)
 
-    return match
+    return term, match
 
 
 def compile_general(query: Iterable[tuple[str, str]], limits: Limits) -> CompiledFilter:

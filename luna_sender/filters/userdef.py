@@ -7,15 +7,22 @@ time into one tight closure, so per-event work is a dict walk and one comparison
 Semantics (documented in docs/filters.md): a missing path never matches, whatever the operator; a
 field value of another type than the filter's never matches (``neq``/``nin`` included); JSON null
 matches only ``none`` (``eq``/``in``), and is excluded by ``neq none``/``nin`` lists holding none.
+A string longer than ``limits.like_value_max_chars`` is not inspected by LIKE and matches neither
+``like`` nor ``nlike`` (the matcher's cost grows with the value; see :mod:`.like`).
+
+Each filter also yields a key term ``(prefix, path, op, type, canonical value)`` so that sockets
+share a hub group only when their filters are the same after parsing (``ne`` = ``neq``, ``01`` =
+``1`` as an integer, ``%%`` = ``%``), whatever the parameter spelling.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from .base import MISSING, FilterError, Limits, get_path, parse_float, parse_int, split_list
+from .like import compile_like
 
 OPERATORS = ("eq", "neq", "ne", "gt", "gte", "lt", "lte", "in", "nin", "like", "nlike")
 TYPES = ("string", "integer", "numeric", "boolean")
@@ -27,6 +34,7 @@ _TRUE = {"true", "1"}
 _FALSE = {"false", "0"}
 
 Predicate = Callable[[Any], bool]
+NULL_TERM = ("null",)  # the key value of ``eq``/``neq none``: no string is a tuple
 
 
 def _is_type(value: Any, type_: str) -> bool:
@@ -54,19 +62,6 @@ def _parse_value(raw: str, type_: str) -> Any:
     if low in _FALSE:
         return False
     raise ValueError(f"'{raw}' is not a boolean (true, false, 1, 0)")
-
-
-def like_regex(pattern: str) -> re.Pattern[str]:
-    """SQL LIKE: ``%`` any run, ``_`` one character; whole-value, case-sensitive."""
-    parts = []
-    for char in pattern:
-        if char == "%":
-            parts.append(".*")
-        elif char == "_":
-            parts.append(".")
-        else:
-            parts.append(re.escape(char))
-    return re.compile("".join(parts), re.DOTALL)
 
 
 def parse_name(prefix: str, name: str) -> tuple[tuple[str, ...], str, str]:
@@ -99,7 +94,9 @@ def parse_name(prefix: str, name: str) -> tuple[tuple[str, ...], str, str]:
     return path, op, type_
 
 
-def _build(path: tuple[str, ...], op: str, type_: str, raw: str, limits: Limits) -> Predicate:
+def _build(path: tuple[str, ...], op: str, type_: str, raw: str, limits: Limits
+           ) -> tuple[Hashable, Predicate]:
+    """The filter's canonical value (for the key) and its predicate."""
     if op in ("in", "nin"):
         items = split_list(raw, limits)
         want_null = NONE_LITERAL in items
@@ -116,7 +113,7 @@ def _build(path: tuple[str, ...], op: str, type_: str, raw: str, limits: Limits)
                 return False
             return (value in values) == member
 
-        return in_list
+        return (want_null, values), in_list
     if raw == NONE_LITERAL and op in ("eq", "neq"):
         is_eq = op == "eq"
 
@@ -126,18 +123,21 @@ def _build(path: tuple[str, ...], op: str, type_: str, raw: str, limits: Limits)
                 return False
             return (value is None) == is_eq
 
-        return null_check
+        return NULL_TERM, null_check
     if op in ("like", "nlike"):
-        regex = like_regex(raw)
+        pattern = compile_like(raw, limits.like_pattern_max_chars, limits.like_wildcards_max)
+        matches = pattern.match
         positive = op == "like"
+        max_chars = limits.like_value_max_chars
 
         def like(obj: Any) -> bool:
             value = get_path(obj, path)
-            if not isinstance(value, str):
+            if not isinstance(value, str) or len(value) > max_chars:
                 return False
-            return (regex.fullmatch(value) is not None) == positive
+            return matches(value) == positive
 
-        return like
+        # The value cap is part of the filter's meaning: two sockets share only under one cap.
+        return (pattern.canonical, max_chars), like
     target = _parse_value(raw, type_)
     compare: Callable[[Any], bool] = {
         "eq": lambda v: v == target,
@@ -154,15 +154,17 @@ def _build(path: tuple[str, ...], op: str, type_: str, raw: str, limits: Limits)
             return False
         return compare(value)
 
-    return scalar
+    return target, scalar
 
 
-def compile_user_filter(prefix: str, name: str, raw: str, limits: Limits) -> Predicate | None:
-    """A predicate over the object ``prefix`` names, or None when ``name`` is not ours."""
+def compile_user_filter(prefix: str, name: str, raw: str, limits: Limits
+                        ) -> tuple[Hashable, Predicate] | None:
+    """(key term, predicate over the object ``prefix`` names), or None when ``name`` is not ours."""
     if not name.startswith(prefix + "."):
         return None
     try:
         path, op, type_ = parse_name(prefix, name)
-        return _build(path, op, type_, raw, limits)
+        value, predicate = _build(path, op, type_, raw, limits)
     except ValueError as exc:
         raise FilterError(name, str(exc)) from None
+    return (prefix, path, op, type_, value), predicate

@@ -31,7 +31,10 @@ ACCOUNT_HEADER = "Luna-Account-Id"
 
 def limits_of(request: web.Request) -> Limits:
     lim = ctx(request).settings.limits
-    return Limits(list_max_items=lim.list_filter_max_items, user_filters_max=lim.user_filters_max)
+    return Limits(list_max_items=lim.list_filter_max_items, user_filters_max=lim.user_filters_max,
+                  like_pattern_max_chars=lim.like_pattern_max_chars,
+                  like_wildcards_max=lim.like_wildcards_max,
+                  like_value_max_chars=lim.like_value_max_chars)
 
 
 def account_header(request: web.Request) -> str:
