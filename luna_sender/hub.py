@@ -6,9 +6,10 @@ distinct filter, not once per socket; the envelope of an event is serialised and
 lazily (only when something matches), and the same frame bytes are written to every matching
 transport.
 
-Backpressure: a socket's outgoing queue *is* its transport write buffer, capped at
-``ws.queue_max_bytes``. A write that would exceed the cap, or a buffer that makes no progress for
-``ws.stall_timeout`` seconds, evicts that socket with close code 1008 — it never slows the others.
+Backpressure: a socket's outgoing queue *is* its transport write buffer. A frame that finds more
+than ``ws.queue_max_bytes`` still unsent (the cap is at least the largest accepted message, so a
+reader that keeps up never hits it), or a buffer that makes no progress for ``ws.stall_timeout``
+seconds, evicts that socket with close code 1008 — it never slows the others.
 See docs/reliability.md.
 """
 
@@ -92,7 +93,9 @@ class Connection:
         if transport.is_closing():
             self.closing = True
             return False
-        if transport.get_write_buffer_size() + len(frame) > self.cap:
+        # The backlog *before* this frame is what the client failed to take: a frame of any
+        # accepted size is written to a socket that kept up (docs/reliability.md).
+        if transport.get_write_buffer_size() > self.cap:
             if self.hub is not None:
                 self.hub.evict(self, CLOSE_POLICY, SLOW_CONSUMER_REASON)
             return False
