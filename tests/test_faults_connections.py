@@ -10,13 +10,10 @@ import asyncio
 import contextlib
 import re
 import signal
-import socket
-import struct
 import time
 import urllib.request
 
 import aiohttp
-import orjson
 import pytest
 
 from .helpers import RedisServer, Service, account, face_event, face_message
@@ -90,3 +87,93 @@ def test_queue_cap_below_the_largest_message_is_a_start_up_error() -> None:
     svc = Service(env={"LUNA_SENDER_WS__QUEUE_MAX_BYTES": str(8 * 1024 * 1024)}, wait=False)
     assert svc.proc.wait(30) != 0
     assert "ws.queue_max_bytes" in svc.log()
+
+
+# --- item 10: shutdown completes the closing handshake (RFC 6455 §7.1.1) --------------------------
+
+async def test_sigterm_clients_that_answer_see_1001_not_1006() -> None:
+    svc = Service()
+    codes: list[int | None] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            sockets = [await session.ws_connect(svc.ws_url + "/ws/general") for _ in range(100)]
+
+            async def slow_answer(ws: aiohttp.ClientWebSocketResponse) -> None:
+                await asyncio.sleep(0.3)  # the client reads the Close 0.3 s late, then answers
+                msg = await ws.receive()
+                assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
+                codes.append(ws.close_code)
+
+            waits = [asyncio.create_task(slow_answer(ws)) for ws in sockets]
+            svc.proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(asyncio.gather(*waits), 20)
+        assert codes.count(1001) == 100, codes
+        assert svc.proc.wait(10) == 0
+    finally:
+        svc.close()
+
+
+async def test_sigterm_cuts_clients_that_never_answer_at_shutdown_timeout() -> None:
+    svc = Service(env={"LUNA_SENDER_WS__SHUTDOWN_TIMEOUT": "1.5"})
+    try:
+        sockets = [await RawWS.connect(svc.port, "/ws/general") for _ in range(20)]
+
+        async def until_eof(ws: RawWS) -> tuple[list[int | None], float]:
+            closes: list[int | None] = []
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                while True:  # never answers the Close
+                    frame = await ws.recv()
+                    if frame.opcode == 0x8:
+                        closes.append(frame.close_code)
+            return closes, time.monotonic()
+
+        waits = [asyncio.create_task(until_eof(ws)) for ws in sockets]
+        signalled = time.monotonic()
+        svc.proc.send_signal(signal.SIGTERM)
+        results = await asyncio.wait_for(asyncio.gather(*waits), 20)
+        assert all(closes == [1001] for closes, _ in results), results
+        cut_after = [at - signalled for _, at in results]
+        print(f"\nunanswered sockets cut after {min(cut_after):.2f}-{max(cut_after):.2f} s")
+        assert min(cut_after) >= 1.0  # kept open for the handshake...
+        assert max(cut_after) < 1.5 + 3.0  # ...and cut once ws.shutdown_timeout is over
+        assert svc.proc.wait(10) == 0
+        for ws in sockets:
+            ws.close()
+    finally:
+        svc.close()
+
+
+# --- item 11: an evicted socket gets exactly one Close frame ----------------------------------------
+
+async def test_evicted_socket_gets_exactly_one_close() -> None:
+    svc = Service(env={"LUNA_SENDER_WS__STALL_TIMEOUT": "1",
+                       "LUNA_SENDER_WS__SHUTDOWN_TIMEOUT": "10"})
+    acc = account()
+    try:
+        stalled = await RawWS.connect(svc.port, headers={"Luna-Account-Id": acc}, rcvbuf=4096)
+        pad = "x" * 100_000
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 30
+            while metric(svc, r'ws_closed_total\{reason="slow_consumer"\}') < 1:
+                assert time.monotonic() < deadline, "the stalled socket was not evicted"
+                body = {"events": [face_event(pad=pad)], "handler_id": "h",
+                        "event_create_time": "2026-01-01T00:00:00Z",
+                        "event_end_time": "2026-01-01T00:00:00Z"}
+                async with session.post(svc.url + "/publish", json=body,
+                                        headers={"Luna-Account-Id": acc}) as resp:
+                    assert resp.status == 204
+                await asyncio.sleep(0.05)
+        # The client resumes reading, answers the Close as a client should, reads to EOF.
+        closes: list[tuple[int | None, bytes]] = []
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                frame = await asyncio.wait_for(stalled.recv_data(), 15)
+                if frame.opcode == 0x8:
+                    closes.append((frame.close_code, frame.payload[2:]))
+                    if len(closes) == 1:
+                        stalled.send(0x8, frame.payload[:2])
+        assert len(closes) == 1, closes
+        assert closes[0][0] == 1008 and b"slow consumer" in closes[0][1]
+        stalled.close()
+    finally:
+        assert svc.terminate() == 0, svc.log()[-3000:]

@@ -7,6 +7,7 @@ an event published after the handshake completes is delivered.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -21,11 +22,31 @@ from ..filters.base import CompiledFilter, FilterError, Limits, parse_uuid
 from ..filters.events import compile_face
 from ..filters.general import compile_general
 from ..hub import Connection
-from .context import ctx, request_id
+from .context import METRICS_RECORDED, ctx, request_id
 from .middlewares import INVALID_REQUEST, record_request
 
 log = logging.getLogger("luna_sender.ws")
 ACCOUNT_HEADER = "Luna-Account-Id"
+
+
+async def _read_until_closed(ws: web.WebSocketResponse, conn: Connection) -> None:
+    """Client messages carry no meaning (spec §2.1); only control frames matter.
+
+    The hub ends this loop by cancelling it (eviction, shutdown): that cancel is swallowed
+    here and the handler goes on to send the one Close frame; any other cancel propagates.
+    """
+    conn.reading = True
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.ERROR:
+                break
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if not conn.cancel_sent or task is None:
+            raise
+        task.uncancel()
+    finally:
+        conn.reading = False
 
 
 def limits_of(request: web.Request) -> Limits:
@@ -91,23 +112,34 @@ async def _serve(request: web.Request, kind: str, compiled: CompiledFilter,
     conn = Connection(kind, ws, transport, compiled, account, request_id(request),
                       ws_settings.queue_max_bytes)
     conn.closing = True  # nothing may be written before the 101 response
+    conn.task = asyncio.current_task()
     await hub.add(conn)
     info: dict[str, Any] = {"id": conn.id, "kind": kind, "account_id": account,
                             "filters": compiled.summary(), "request_id": conn.request_id}
+    opened = False
     try:
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except ConnectionError:
+            # The client left mid-handshake: its business, not a server error.
+            log.debug("websocket %s: client disconnected during the handshake", conn.id)
+            request[METRICS_RECORDED] = True
+            return ws
         conn.closing = False
+        opened = True
         record_request(request, 101, time.perf_counter() - started)
         log.info("websocket %s opened: kind=%s account=%s filters=%s", conn.id, kind,
                  account or "-", compiled.summary())
         context.plugins.connection_opened(info)
-        async for msg in ws:
-            # Client messages carry no meaning (spec §2.1); only control frames matter.
-            if msg.type == WSMsgType.ERROR:
-                break
+        if conn.close_code is None:
+            await _read_until_closed(ws, conn)
+        if conn.close_code is not None:
+            await hub.finish_close(conn)
     finally:
         conn.closing = True
         await hub.remove(conn)
+        if not opened:
+            return ws  # noqa: B012 - a handshake that never completed has nothing to report
         duration = time.monotonic() - conn.opened_at
         code = ws.close_code
         reason = conn.close_reason or ""
