@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import re
 import signal
+import socket
+import struct
 import time
 import urllib.request
 
@@ -175,5 +177,45 @@ async def test_evicted_socket_gets_exactly_one_close() -> None:
         assert len(closes) == 1, closes
         assert closes[0][0] == 1008 and b"slow consumer" in closes[0][1]
         stalled.close()
+    finally:
+        assert svc.terminate() == 0, svc.log()[-3000:]
+
+
+# --- item 12: a client that leaves during the handshake is not a server error -------------------
+
+async def _vanish(port: int, request: bytes, rst: bool) -> None:
+    sock = socket.socket()
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    if rst:  # close with RST: the server's next write fails with ECONNRESET
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await asyncio.get_running_loop().sock_sendall(sock, request)
+    sock.close()
+
+
+async def test_handshake_disconnects_are_not_server_errors() -> None:
+    svc = Service()
+    acc = account()
+    try:
+        upgrade = (f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                   f"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   f"Sec-WebSocket-Version: 13\r\nLuna-Account-Id: {acc}\r\n\r\n").encode()
+        general = upgrade.replace(b"GET /ws ", b"GET /ws/general ")
+        for round_ in range(10):
+            await asyncio.gather(*(
+                _vanish(svc.port, request, rst=bool(i % 2))
+                for i in range(40)
+                for request in (upgrade, general, upgrade[:60], general[:-2])))
+            del round_
+        # The service is healthy and still serves sockets.
+        ws = await RawWS.connect(svc.port, "/ws/general")
+        ws.close()
+        await asyncio.sleep(0.5)
+        text = metric_text(svc)
+        assert not re.search(r'request_count_total\{[^}]*status_code="5\d\d"', text), text
+        assert not re.search(r'errors_count_total\{[^}]*error_code="1"', text), text
+        assert re.search(r'request_count_total\{[^}]*status_code="101"', text)
+        log = svc.log()
+        assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
     finally:
         assert svc.terminate() == 0, svc.log()[-3000:]

@@ -124,7 +124,9 @@ async def _serve(request: web.Request, kind: str, compiled: CompiledFilter,
             # The client left mid-handshake: its business, not a server error.
             log.debug("websocket %s: client disconnected during the handshake", conn.id)
             request[METRICS_RECORDED] = True
-            return ws
+            # Never sent (the transport is gone); aiohttp treats that write quietly, whereas
+            # a half-prepared ``ws`` would raise from its write_eof.
+            return web.Response(status=400)
         conn.closing = False
         opened = True
         record_request(request, 101, time.perf_counter() - started)
@@ -138,13 +140,16 @@ async def _serve(request: web.Request, kind: str, compiled: CompiledFilter,
     finally:
         conn.closing = True
         await hub.remove(conn)
-        if not opened:
-            return ws  # noqa: B012 - a handshake that never completed has nothing to report
-        duration = time.monotonic() - conn.opened_at
-        code = ws.close_code
-        reason = conn.close_reason or ""
-        log.info("websocket %s closed: kind=%s filters=%s duration=%.3fs code=%s delivered=%d %s",
-                 conn.id, kind, compiled.summary(), duration, code, conn.delivered, reason)
-        context.plugins.connection_closed({**info, "duration": duration, "close_code": code,
-                                           "delivered": conn.delivered})
+        if opened:
+            _log_closed(context, conn, info)
     return ws
+
+
+def _log_closed(context: Any, conn: Connection, info: dict[str, Any]) -> None:
+    duration = time.monotonic() - conn.opened_at
+    code = conn.ws.close_code
+    log.info("websocket %s closed: kind=%s filters=%s duration=%.3fs code=%s delivered=%d %s",
+             conn.id, conn.kind, info["filters"], duration, code, conn.delivered,
+             conn.close_reason or "")
+    context.plugins.connection_closed({**info, "duration": duration, "close_code": code,
+                                       "delivered": conn.delivered})
