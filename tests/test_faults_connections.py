@@ -219,3 +219,25 @@ async def test_handshake_disconnects_are_not_server_errors() -> None:
         assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
     finally:
         assert svc.terminate() == 0, svc.log()[-3000:]
+
+
+# --- item 13: unmasked client frames (documented in docs/compatibility.md) -----------------------
+
+async def test_unmasked_client_frames_are_tolerated_and_change_nothing() -> None:
+    """aiohttp's frame reader unmasks when the bit is set and has no way to require it."""
+    svc = Service()
+    try:
+        ws = await RawWS.connect(svc.port, "/ws/general")
+        ws.writer.write(b"\x81\x05hello")  # unmasked text frame: read and dropped
+        ws.writer.write(b"\x89\x04ping")  # unmasked ping: answered
+        await ws.writer.drain()
+        frame = await asyncio.wait_for(ws.recv(), 5)
+        assert frame.opcode == 0xA and frame.payload == b"ping"
+        async with aiohttp.ClientSession() as session, session.post(
+                svc.url + "/publish/general", json={"event": {"k": 1}, "event_type": "t"}) as resp:
+            assert resp.status == 204
+        frame = await asyncio.wait_for(ws.recv_data(), 5)
+        assert frame.opcode == 0x1 and b'"k":1' in frame.payload
+        ws.close()
+    finally:
+        assert svc.terminate() == 0, svc.log()[-3000:]
