@@ -21,7 +21,9 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 ENV_PREFIX = "LUNA_SENDER_"
 MASK = "********"
@@ -49,9 +51,11 @@ class WsSettings(_Section):
         65536, ge=125, description="Largest inbound client frame in bytes; larger closes 1009."
     )
     queue_max_bytes: int = Field(
-        8 * 1024 * 1024,
+        64 * 1024 * 1024,
         ge=65536,
-        description="Per-socket outgoing buffer cap in bytes; over it the socket is closed 1008.",
+        description="Per-socket outgoing buffer cap in bytes; a new frame finding more than this "
+        "still unsent closes the socket 1008. At least the largest accepted message "
+        "(limits.bus_message_max_bytes, limits.publish_body_max_bytes).",
     )
     stall_timeout: float = Field(
         5.0, gt=0, description="Seconds a socket may keep unsent data without progress."
@@ -187,6 +191,21 @@ class Settings(_Section):
         if value > 1 and str(info.data.get("redis_url", "")).startswith("memory"):
             raise ValueError("more than 1 worker needs a Redis bus (memory:// is per process)")
         return value
+
+    @model_validator(mode="after")
+    def _queue_holds_the_largest_message(self) -> Settings:
+        # A reader that keeps up must never be evicted: one frame can be as large as the largest
+        # bus message, so a cap below it would close even a fast reader (docs/reliability.md).
+        largest = max(self.limits.bus_message_max_bytes, self.limits.publish_body_max_bytes)
+        if self.ws.queue_max_bytes < largest:
+            raise ValidationError.from_exception_data("Settings", [InitErrorDetails(
+                type=PydanticCustomError(
+                    "queue_below_message",
+                    "must be at least the largest accepted message ({largest} bytes: "
+                    "limits.bus_message_max_bytes / limits.publish_body_max_bytes)",
+                    {"largest": largest}),
+                loc=("ws", "queue_max_bytes"), input=self.ws.queue_max_bytes)])
+        return self
 
     @property
     def general_channel_name(self) -> str:

@@ -6,9 +6,10 @@ distinct filter, not once per socket; the envelope of an event is serialised and
 lazily (only when something matches), and the same frame bytes are written to every matching
 transport.
 
-Backpressure: a socket's outgoing queue *is* its transport write buffer, capped at
-``ws.queue_max_bytes``. A write that would exceed the cap, or a buffer that makes no progress for
-``ws.stall_timeout`` seconds, evicts that socket with close code 1008 — it never slows the others.
+Backpressure: a socket's outgoing queue *is* its transport write buffer. A frame that finds more
+than ``ws.queue_max_bytes`` still unsent (the cap is at least the largest accepted message, so a
+reader that keeps up never hits it), or a buffer that makes no progress for ``ws.stall_timeout``
+seconds, evicts that socket with close code 1008 — it never slows the others.
 See docs/reliability.md.
 """
 
@@ -48,7 +49,9 @@ class Connection:
 
     __slots__ = (
         "account",
+        "cancel_sent",
         "cap",
+        "close_code",
         "close_reason",
         "closing",
         "delivered",
@@ -59,8 +62,10 @@ class Connection:
         "opened_at",
         "progress_mark",
         "queued",
+        "reading",
         "request_id",
         "stall_since",
+        "task",
         "transport",
         "ws",
     )
@@ -82,8 +87,12 @@ class Connection:
         self.closing = False
         self.cap = cap
         self.hub: Hub | None = None
+        self.close_code: int | None = None  # set once: the one Close this socket will get
         self.close_reason: str | None = None
         self.delivered = 0
+        self.task: asyncio.Task[Any] | None = None  # the handler, parked in its read loop
+        self.reading = False
+        self.cancel_sent = False
 
     def send(self, frame: bytes) -> bool:
         if self.closing:
@@ -92,7 +101,9 @@ class Connection:
         if transport.is_closing():
             self.closing = True
             return False
-        if transport.get_write_buffer_size() + len(frame) > self.cap:
+        # The backlog *before* this frame is what the client failed to take: a frame of any
+        # accepted size is written to a socket that kept up (docs/reliability.md).
+        if transport.get_write_buffer_size() > self.cap:
             if self.hub is not None:
                 self.hub.evict(self, CLOSE_POLICY, SLOW_CONSUMER_REASON)
             return False
@@ -162,7 +173,7 @@ class Hub:
         self.closed_total = 0  # connections removed since start (the GC policy's churn)
         self._pinned: set[str] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self._closers: set[asyncio.Task[None]] = set()
+        self._emptied: asyncio.Event | None = None  # set when the last socket leaves at shutdown
         self.shutting_down = False
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -226,6 +237,8 @@ class Hub:
                     await self.bus.unsubscribe(self.face_channel(conn.account))
         else:
             self._general.remove(conn)
+        if self._emptied is not None and not self.connections:
+            self._emptied.set()
 
     # --- fan-out ---------------------------------------------------------------------------
 
@@ -290,23 +303,48 @@ class Hub:
 
     # --- eviction and shutdown -------------------------------------------------------------
 
+    def request_close(self, conn: Connection, code: int, reason: str) -> bool:
+        """Ask the socket's own handler to close it: the one path every server close takes.
+
+        The handler is parked in aiohttp's read loop; cancelling it there hands the close to
+        :meth:`finish_close` in that task, so aiohttp itself sends the one Close frame and then
+        waits for the client's — nothing is written behind aiohttp's back.
+        """
+        if conn.close_code is not None:
+            return False
+        conn.close_code = code
+        conn.close_reason = reason
+        task = conn.task
+        # A handler not in its read loop (mid-handshake, or already closing on the client's
+        # Close or a protocol error) checks close_code itself or is past needing it.
+        if conn.reading and task is not None and not conn.ws.closed:
+            conn.cancel_sent = True
+            task.cancel()
+        return True
+
+    async def finish_close(self, conn: Connection) -> None:
+        """Send the requested Close, wait (bounded) for the client's, then close TCP."""
+        assert conn.close_code is not None
+        message = (conn.close_reason or "").encode()[:123]
+        # Frames keep flowing until the Close is written (aiohttp writes it before its first
+        # await): an event accepted before the shutdown is not dropped in between.
+        conn.closing = True
+        try:
+            async with asyncio.timeout(self.settings.ws.shutdown_timeout):  # inline, no task
+                await conn.ws.close(code=conn.close_code, message=message)
+        except Exception:  # a timeout: a client that never answers is cut here
+            log.debug("websocket %s: no closing handshake within %.1fs", conn.id,
+                      self.settings.ws.shutdown_timeout)
+            conn.transport.abort()
+
     def evict(self, conn: Connection, code: int, reason: str) -> None:
         """Close a socket that cannot keep up, without waiting on it."""
-        if conn.closing:
+        if conn.closing or not self.request_close(conn, code, reason):
             return
-        conn.closing = True
-        conn.close_reason = reason
+        conn.closing = True  # a slow consumer's backlog is not added to
         self.metrics.closed("slow_consumer")
         self.metrics.dropped("slow_consumer")
         log.warning("closing websocket %s (%s): %s", conn.id, conn.filter.summary(), reason)
-        transport = conn.transport
-        if not transport.is_closing():
-            # Queued behind whatever is buffered: a client that resumes reading sees the code.
-            transport.write(wire.close_frame(code, reason))
-            task = asyncio.get_running_loop().call_later(
-                self.settings.ws.shutdown_timeout, transport.abort
-            )
-            del task
 
     async def _sweep(self) -> None:
         interval = min(1.0, self.settings.ws.stall_timeout / 4)
@@ -334,21 +372,15 @@ class Hub:
         conns = list(self.connections)
         if not conns:
             return
-        message = reason.encode()
-
-        async def close(conn: Connection) -> None:
-            conn.closing = True
-            conn.close_reason = reason
-            with contextlib.suppress(Exception):
-                await conn.ws.close(code=code, message=message)
-
-        timeout = self.settings.ws.shutdown_timeout
-        tasks = [asyncio.create_task(close(c)) for c in conns]
-        _done, pending = await asyncio.wait(tasks, timeout=timeout)
-        for task in pending:
-            task.cancel()
+        self._emptied = asyncio.Event()
         for conn in conns:
-            if not conn.transport.is_closing():
+            self.request_close(conn, code, reason)
+        # Each handler bounds its own handshake by ws.shutdown_timeout; the margin covers the
+        # bookkeeping after it (unsubscribing), then whatever is left is cut.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._emptied.wait(), self.settings.ws.shutdown_timeout + 0.5)
+        for conn in conns:
+            if conn in self.connections:
                 conn.transport.abort()
 
 

@@ -37,7 +37,10 @@ def metric_text(svc: Service) -> str:
 
 @pytest.fixture
 def service() -> Iterator[Service]:
+    # A 1 MiB cap needs message limits within it (the cap holds the largest accepted message).
     svc = Service(env={"LUNA_SENDER_WS__QUEUE_MAX_BYTES": str(1 << 20),
+                       "LUNA_SENDER_LIMITS__BUS_MESSAGE_MAX_BYTES": str(1 << 20),
+                       "LUNA_SENDER_LIMITS__PUBLISH_BODY_MAX_BYTES": str(1 << 20),
                        "LUNA_SENDER_WS__STALL_TIMEOUT": "5"})
     yield svc
     assert svc.terminate() == 0, svc.log()[-2000:]

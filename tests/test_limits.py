@@ -16,7 +16,7 @@ def test_defaults_are_sane() -> None:
     s = Settings()
     assert s.ws.max_connections == 20000
     assert s.ws.max_message_size == 65536
-    assert s.ws.queue_max_bytes == 8 * 1024 * 1024
+    assert s.ws.queue_max_bytes == 64 * 1024 * 1024
     assert s.limits.publish_body_max_bytes == 16 * 1024 * 1024
     assert s.limits.list_filter_max_items == 1000
     assert s.limits.user_filters_max == 64

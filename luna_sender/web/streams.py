@@ -7,6 +7,7 @@ an event published after the handshake completes is delivered.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -22,11 +23,31 @@ from ..filters.base import CompiledFilter, FilterError, Limits, parse_uuid
 from ..filters.events import compile_face
 from ..filters.general import compile_general
 from ..hub import Connection
-from .context import ctx, request_id
+from .context import METRICS_RECORDED, ctx, request_id
 from .middlewares import INVALID_REQUEST, record_request
 
 log = logging.getLogger("luna_sender.ws")
 ACCOUNT_HEADER = "Luna-Account-Id"
+
+
+async def _read_until_closed(ws: web.WebSocketResponse, conn: Connection) -> None:
+    """Client messages carry no meaning (spec §2.1); only control frames matter.
+
+    The hub ends this loop by cancelling it (eviction, shutdown): that cancel is swallowed
+    here and the handler goes on to send the one Close frame; any other cancel propagates.
+    """
+    conn.reading = True
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.ERROR:
+                break
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if not conn.cancel_sent or task is None:
+            raise
+        task.uncancel()
+    finally:
+        conn.reading = False
 
 
 def limits_of(request: web.Request) -> Limits:
@@ -96,28 +117,44 @@ async def _serve(request: web.Request, kind: str, compiled: CompiledFilter,
     conn = Connection(kind, ws, transport, compiled, account, request_id(request),
                       ws_settings.queue_max_bytes)
     conn.closing = True  # nothing may be written before the 101 response
+    conn.task = asyncio.current_task()
     await hub.add(conn)
     info: dict[str, Any] = {"id": conn.id, "kind": kind, "account_id": account,
                             "filters": compiled.summary(), "request_id": conn.request_id}
+    opened = False
     try:
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except ConnectionError:
+            # The client left mid-handshake: its business, not a server error.
+            log.debug("websocket %s: client disconnected during the handshake", conn.id)
+            request[METRICS_RECORDED] = True
+            # Never sent (the transport is gone); aiohttp treats that write quietly, whereas
+            # a half-prepared ``ws`` would raise from its write_eof.
+            return web.Response(status=400)
         conn.closing = False
+        opened = True
         record_request(request, 101, time.perf_counter() - started)
         log.info("websocket %s opened: kind=%s account=%s filters=%s", conn.id, kind,
                  account or "-", compiled.summary())
         context.plugins.connection_opened(info)
-        async for msg in ws:
-            # Client messages carry no meaning (spec §2.1); only control frames matter.
-            if msg.type == WSMsgType.ERROR:
-                break
+        if conn.close_code is None:
+            await _read_until_closed(ws, conn)
+        if conn.close_code is not None:
+            await hub.finish_close(conn)
     finally:
         conn.closing = True
         await hub.remove(conn)
-        duration = time.monotonic() - conn.opened_at
-        code = ws.close_code
-        reason = conn.close_reason or ""
-        log.info("websocket %s closed: kind=%s filters=%s duration=%.3fs code=%s delivered=%d %s",
-                 conn.id, kind, compiled.summary(), duration, code, conn.delivered, reason)
-        context.plugins.connection_closed({**info, "duration": duration, "close_code": code,
-                                           "delivered": conn.delivered})
+        if opened:
+            _log_closed(context, conn, info)
     return ws
+
+
+def _log_closed(context: Any, conn: Connection, info: dict[str, Any]) -> None:
+    duration = time.monotonic() - conn.opened_at
+    code = conn.ws.close_code
+    log.info("websocket %s closed: kind=%s filters=%s duration=%.3fs code=%s delivered=%d %s",
+             conn.id, conn.kind, info["filters"], duration, code, conn.delivered,
+             conn.close_reason or "")
+    context.plugins.connection_closed({**info, "duration": duration, "close_code": code,
+                                       "delivered": conn.delivered})
