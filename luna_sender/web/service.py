@@ -8,11 +8,11 @@ from pathlib import Path
 from aiohttp import web
 
 from .. import VERSION_PARTS, errors, wire
+from ..asyncapi import asyncapi_yaml, build_asyncapi
 from ..bus import BusError
 from ..docs_render import render_dev_page, render_openapi_html
 from ..errors import LunaError
 from ..metrics import CONTENT_TYPE
-from ..asyncapi import asyncapi_yaml, build_asyncapi
 from ..openapi import build_document, document_yaml
 from .context import ctx
 
