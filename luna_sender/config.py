@@ -184,6 +184,23 @@ class Settings(_Section):
     INFLUX_MONITORING: InfluxMonitoring = Field(
         default_factory=InfluxMonitoring, validation_alias=_both("INFLUX_MONITORING"))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _original_key_case(cls, data: Any) -> Any:
+        """Environment paths arrive lower-cased (``LUNA_SENDER_INFLUX_MONITORING__TOKEN``):
+        fold them into the file's upper-case section, the environment winning per key."""
+        if not isinstance(data, dict) or "influx_monitoring" not in data:
+            return data
+        data = dict(data)
+        lower, upper = data.pop("influx_monitoring"), data.get("INFLUX_MONITORING")
+        if isinstance(lower, dict) and isinstance(upper, dict | None):
+            merged = {str(k).upper(): v for k, v in (upper or {}).items()}
+            merged.update({str(k).upper(): v for k, v in lower.items()})
+            data["INFLUX_MONITORING"] = merged
+        elif upper is None:
+            data["INFLUX_MONITORING"] = lower
+        return data
+
     @model_validator(mode="after")
     def _monitoring_configured_once(self) -> Settings:
         if self.INFLUX_MONITORING.SEND_DATA_FOR_MONITORING and MONITORING_PLUGIN in self.plugins:
