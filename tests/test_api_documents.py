@@ -1,7 +1,8 @@
 """/docs/spec and /docs/asyncapi as integrators use them: linters, validators, a generated client.
 
 The external tools run for real: Redocly CLI and the AsyncAPI parser from npm when ``npx`` and
-``node`` are on the PATH (skipped otherwise), openapi-python-client from the test extras.
+``node`` are on the PATH (skipped otherwise; the parser is installed once into
+``~/.cache/luna-sender-tests``), openapi-python-client from the test extras.
 """
 
 from __future__ import annotations
