@@ -13,7 +13,7 @@ from aiohttp import web
 
 from . import fdlimit
 from .bus import create_bus
-from .config import Settings
+from .config import Settings, plugin_setup
 from .gcpolicy import GcPolicy
 from .hub import Hub
 from .metrics import Metrics
@@ -39,7 +39,7 @@ def build_app(settings: Settings) -> web.Application:
             "on_reconnect": metrics.reconnected.inc,
         }
     bus = create_bus(settings.redis_url, **options)
-    plugins = PluginManager(settings.plugins, settings.plugin_settings)
+    plugins = PluginManager(*plugin_setup(settings))
     hub = Hub(bus, settings, metrics, hooks=plugins)
     app = web.Application(
         middlewares=[luna_middleware],
@@ -63,6 +63,7 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/plugins", service.plugins)
     app.router.add_get("/metrics", service.metrics)
     app.router.add_get("/docs/spec", service.docs_spec)
+    app.router.add_get("/docs/asyncapi", service.docs_asyncapi)
     app.router.add_get("/docs/dev", service.docs_dev)
     app.router.add_get("/docs/dev/{page}", service.docs_dev_page)
     viewer.add_routes(app)

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -124,6 +125,42 @@ class GcSettings(_Section):
     )
 
 
+def _both(name: str) -> AliasChoices:
+    """The original's upper-case key, and its lower-case form (environment variable paths)."""
+    return AliasChoices(name, name.lower())
+
+
+class InfluxMonitoring(_Section):
+    """The original's ``INFLUX_MONITORING`` section, under its own key names (spec Part 2 §7.5).
+
+    It drives the ``request-monitoring`` plugin (see :func:`plugin_setup`); only InfluxDB 2's
+    write API is implemented, so ``VERSION`` must be 2.
+    """
+
+    SEND_DATA_FOR_MONITORING: Literal[0, 1] = Field(
+        0, validation_alias=_both("SEND_DATA_FOR_MONITORING"),
+        description="1 starts the request-monitoring plugin with these settings.")
+    VERSION: Literal[2] = Field(2, validation_alias=_both("VERSION"),
+                                description="InfluxDB major version (only 2 is implemented).")
+    ORGANIZATION: str = Field("luna", validation_alias=_both("ORGANIZATION"),
+                              description="InfluxDB organization.")
+    TOKEN: str = Field("", validation_alias=_both("TOKEN"),
+                       description="InfluxDB API token (shown masked).")
+    BUCKET: str = Field("luna_monitoring", validation_alias=_both("BUCKET"),
+                        description="InfluxDB bucket.")
+    HOST: str = Field("127.0.0.1", min_length=1, validation_alias=_both("HOST"),
+                      description="InfluxDB host.")
+    PORT: int = Field(8086, ge=1, le=65535, validation_alias=_both("PORT"),
+                      description="InfluxDB port.")
+    USE_SSL: Literal[0, 1] = Field(0, validation_alias=_both("USE_SSL"),
+                                   description="1: https, 0: http.")
+    FLUSHING_PERIOD: float = Field(1.0, gt=0, validation_alias=_both("FLUSHING_PERIOD"),
+                                   description="Seconds between writes of the collected points.")
+
+
+MONITORING_PLUGIN = "request-monitoring"
+
+
 class Settings(_Section):
     host: str = Field("0.0.0.0", description="Address to listen on.")
     port: int = Field(5080, ge=0, le=65535, description="TCP port to listen on.")
@@ -169,6 +206,32 @@ class Settings(_Section):
     plugin_settings: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Settings block per plugin name."
     )
+    INFLUX_MONITORING: InfluxMonitoring = Field(
+        default_factory=InfluxMonitoring, validation_alias=_both("INFLUX_MONITORING"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _original_key_case(cls, data: Any) -> Any:
+        """Environment paths arrive lower-cased (``LUNA_SENDER_INFLUX_MONITORING__TOKEN``):
+        fold them into the file's upper-case section, the environment winning per key."""
+        if not isinstance(data, dict) or "influx_monitoring" not in data:
+            return data
+        data = dict(data)
+        lower, upper = data.pop("influx_monitoring"), data.get("INFLUX_MONITORING")
+        if isinstance(lower, dict) and isinstance(upper, dict | None):
+            merged = {str(k).upper(): v for k, v in (upper or {}).items()}
+            merged.update({str(k).upper(): v for k, v in lower.items()})
+            data["INFLUX_MONITORING"] = merged
+        elif upper is None:
+            data["INFLUX_MONITORING"] = lower
+        return data
+
+    @model_validator(mode="after")
+    def _monitoring_configured_once(self) -> Settings:
+        if self.INFLUX_MONITORING.SEND_DATA_FOR_MONITORING and MONITORING_PLUGIN in self.plugins:
+            raise ValueError(f"INFLUX_MONITORING.SEND_DATA_FOR_MONITORING=1 and plugin "
+                             f"'{MONITORING_PLUGIN}' in plugins: configure it in one place")
+        return self
 
     @field_validator("redis_url")
     @classmethod
@@ -214,6 +277,25 @@ class Settings(_Section):
     def masked(self) -> dict[str, Any]:
         """The settings as plain data with passwords and tokens replaced by ``********``."""
         return _mask(self.model_dump(mode="json"))
+
+
+def plugin_setup(settings: Settings) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The plugins to start: ``plugins`` plus request-monitoring when INFLUX_MONITORING asks.
+
+    Maps the original's names onto the plugin's settings (HOST/PORT/USE_SSL -> url, ...), so
+    a config copied from the original platform monitors the same way.
+    """
+    influx = settings.INFLUX_MONITORING
+    names, options = list(settings.plugins), dict(settings.plugin_settings)
+    if influx.SEND_DATA_FOR_MONITORING:
+        host = f"[{influx.HOST}]" if ":" in influx.HOST else influx.HOST
+        scheme = "https" if influx.USE_SSL else "http"
+        names.append(MONITORING_PLUGIN)
+        options[MONITORING_PLUGIN] = {
+            "url": f"{scheme}://{host}:{influx.PORT}", "organization": influx.ORGANIZATION,
+            "bucket": influx.BUCKET, "token": influx.TOKEN,
+            "flushing_period": influx.FLUSHING_PERIOD}
+    return names, options
 
 
 class ConfigError(Exception):

@@ -2,17 +2,23 @@
 
 Hand-kept documents drift; this one is generated from the filter specs and the configured API
 versions, so every query parameter and every versioned path it lists is one the service
-actually serves (a test compares it with the router).
+actually serves (a test compares it with the router). Integrators generate clients from it, so
+every operation has a stable ``operationId`` (versioned copies get a ``V<n>`` suffix), every body
+and envelope is typed (``api_schemas``), and the YAML has no anchors: several generators and
+linters mishandle YAML aliases.
 """
 
 from __future__ import annotations
 
+import copy
 from functools import cache
 from typing import Any
 
 import yaml
 
 from . import __version__
+from .api_schemas import schemas_copy
+from .filters.base import UUID_RE
 from .filters.events import FACE_SPECS
 from .filters.general import GENERAL_SPECS
 from .web.middlewares import REQUEST_ID_RE
@@ -20,8 +26,17 @@ from .web.middlewares import REQUEST_ID_RE
 ERROR = {"$ref": "#/components/schemas/Error"}
 REQUEST_ID_HEADER = {
     "Luna-Request-Id": {"description": "Request id, echoed or generated ({unix_ts},{uuid4}).",
-                        "schema": {"type": "string"}},
+                        "schema": {"type": "string", "pattern": REQUEST_ID_RE.pattern}},
 }
+# The original's security model: a trusted front door (luna-api) sets Luna-Account-Id; the
+# service itself checks no credentials. Stated per operation so linters see it is deliberate.
+NO_AUTH: list[Any] = []
+TAGS = [
+    {"name": "events", "description": "Websocket event streams (see /docs/asyncapi)."},
+    {"name": "publish", "description": "Publish events to every subscriber on the bus."},
+    {"name": "service", "description": "Operator routes."},
+    {"name": "viewer", "description": "The built-in live event viewer."},
+]
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -34,15 +49,24 @@ def _ok_json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
             "content": {"application/json": {"schema": schema}}}
 
 
+def _schema(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
 REQUEST_ID_PARAM = {
     "name": "Luna-Request-Id", "in": "header", "required": False,
     "description": "External request id; a malformed one is rejected with 12012.",
     "schema": {"type": "string", "pattern": REQUEST_ID_RE.pattern},
 }
+# A uuid as a *pattern*, not ``format: uuid``: openapi-python-client types a uuid-format header
+# as ``UUID`` and hands the object to httpx unconverted (TypeError); a patterned string is sent
+# as given by every generator (docs/compatibility.md "API documents").
 ACCOUNT_PARAM = {
     "name": "Luna-Account-Id", "in": "header", "required": True,
-    "description": "Account whose events to receive/publish (uuid). Missing: 403/29001.",
-    "schema": {"type": "string", "format": "uuid"},
+    "description": "Account whose events to receive/publish: a uuid (any case; the service "
+                   "lower-cases it). Missing: 403/29001; malformed: 400/12012.",
+    "schema": {"type": "string", "pattern": UUID_RE.pattern, "minLength": 36, "maxLength": 36,
+               "example": "8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a"},
 }
 COMMON_ERRORS = {
     "400": _error("Bad input (12012 bad parameter or header, 12046 invalid request)."),
@@ -69,21 +93,20 @@ def _query_params(specs: dict[str, Any], extra: str) -> list[dict[str, Any]]:
     return params
 
 
-def _ws(summary: str, params: list[dict[str, Any]], envelope: str,
+def _ws(op_id: str, summary: str, params: list[dict[str, Any]], envelope: str,
         account: bool) -> dict[str, Any]:
     responses = {
         "101": {"description": f"Switching protocols; the server then pushes one text frame per "
-                               f"event: {envelope}.",
+                               f"event: {envelope} (frames and close codes: /docs/asyncapi).",
                 "headers": REQUEST_ID_HEADER,
-                "content": {"application/json": {
-                    "schema": {"$ref": f"#/components/schemas/{envelope}"}}}},
+                "content": {"application/json": {"schema": _schema(envelope)}}},
         **COMMON_ERRORS,
         "503": _error("Too many connections or shutting down (29005)."),
     }
     if account:
         responses["403"] = _error("No Luna-Account-Id header (29001).")
     return {"get": {
-        "summary": summary,
+        "operationId": op_id, "tags": ["events"], "summary": summary, "security": NO_AUTH,
         "parameters": [REQUEST_ID_PARAM, *([ACCOUNT_PARAM] if account else []),
                        *[p for p in params if not p.get("x-luna-pattern-parameter")]],
         "x-luna-user-defined-filters": [p["name"] for p in params
@@ -92,7 +115,7 @@ def _ws(summary: str, params: list[dict[str, Any]], envelope: str,
     }}
 
 
-def _publish(summary: str, schema: str, account: bool) -> dict[str, Any]:
+def _publish(op_id: str, summary: str, schema: str, account: bool) -> dict[str, Any]:
     responses = {
         "204": {"description": "Published to the bus.", "headers": REQUEST_ID_HEADER},
         **COMMON_ERRORS,
@@ -104,147 +127,157 @@ def _publish(summary: str, schema: str, account: bool) -> dict[str, Any]:
     if account:
         responses["403"] = _error("No Luna-Account-Id header (29001).")
     return {"post": {
-        "summary": summary,
+        "operationId": op_id, "tags": ["publish"], "summary": summary, "security": NO_AUTH,
         "parameters": [REQUEST_ID_PARAM, *([ACCOUNT_PARAM] if account else [])],
         "requestBody": {"required": True, "content": {"application/json": {
-            "schema": {"$ref": f"#/components/schemas/{schema}"}}}},
+            "schema": _schema(schema)}}},
         "responses": responses,
     }}
 
 
-def _get(summary: str, responses: dict[str, Any],
-         params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {"get": {"summary": summary, "parameters": [REQUEST_ID_PARAM, *(params or [])],
+def _get(op_id: str, summary: str, responses: dict[str, Any],
+         params: list[dict[str, Any]] | None = None, tag: str = "service") -> dict[str, Any]:
+    return {"get": {"operationId": op_id, "tags": [tag], "summary": summary, "security": NO_AUTH,
+                    "parameters": [REQUEST_ID_PARAM, *(params or [])],
                     "responses": {**responses, "404": COMMON_ERRORS["404"],
                                   "400": COMMON_ERRORS["400"], "405": COMMON_ERRORS["405"],
                                   "500": COMMON_ERRORS["500"]}}}
 
 
-TIME = {"type": "string", "description": "ISO-8601 date-time"}
-SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error_code", "desc", "detail"],
-              "properties": {"error_code": {"type": "integer"}, "desc": {"type": "string"},
-                             "detail": {"type": "string"}, "link": {"type": "string"}}},
-    "FaceEnvelope": {"type": "object", "properties": {
-        "event": {"type": "object", "description": "The LP5 event, unchanged."},
-        "handler_id": {"nullable": True},
-        "event-create-time": {"nullable": True}, "event-end-time": {"nullable": True},
-        "Luna-Request-id": {"nullable": True}}},
-    "GeneralEnvelope": {"type": "object", "properties": {
-        "event": {"type": "object"}, "event_type": {"type": "string"},
-        "account_id": {"type": "string", "nullable": True},
-        "event-create-time": {"nullable": True}, "event-end-time": {"nullable": True}}},
-    "PublishEvents": {
-        "type": "object", "additionalProperties": False,
-        "required": ["events", "handler_id", "event_create_time", "event_end_time"],
-        "properties": {
-            "events": {"type": "array", "minItems": 1, "items": {"type": "object"}},
-            "handler_id": {"type": "string"},
-            "event_create_time": {**TIME, "format": "date-time"},
-            "event_end_time": {**TIME, "format": "date-time"}}},
-    "PublishGeneral": {
-        "type": "object", "additionalProperties": False, "required": ["event", "event_type"],
-        "properties": {
-            "event": {"type": "object"},
-            "event_type": {"type": "string", "minLength": 1, "maxLength": 128},
-            "account_id": {"type": "string", "format": "uuid", "nullable": True},
-            "event_create_time": {**TIME, "format": "date-time", "nullable": True},
-            "event_end_time": {**TIME, "format": "date-time", "nullable": True}}},
-    "HealthFailure": {"type": "object", "required": ["errors", "execution_time"], "properties": {
-        "errors": {"type": "array", "items": {"type": "object", "properties": {
-            "component": {"type": "string"},
-            "error": {"type": "object", "properties": {
-                "error_code": {"type": "integer"}, "desc": {"type": "string"},
-                "detail": {"type": "string"}}}}}},
-        "execution_time": {"type": "number"}}},
-}
+def _versioned(item: dict[str, Any], suffix: str) -> dict[str, Any]:
+    """A copy of a path item whose operationIds carry the version suffix (ids are unique)."""
+    item = copy.deepcopy(item)
+    for operation in item.values():
+        operation["operationId"] += suffix
+    return item
 
 
-def build_document(api_versions: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
-    face = _ws("Face/body event stream (websocket).", _query_params(FACE_SPECS, "meta"),
-               "FaceEnvelope", account=True)
-    general = _ws("General event stream (websocket).", _query_params(GENERAL_SPECS, "event"),
-                  "GeneralEnvelope", account=False)
-    publish = _publish("Publish user events in the producers' format.", "PublishEvents", True)
-    publish_general = _publish("Publish one general event.", "PublishGeneral", False)
+def _business(api_versions: tuple[int, ...]) -> dict[str, Any]:
+    routes = {
+        "/ws": _ws("subscribeFaceEvents", "Face/body event stream (websocket).",
+                   _query_params(FACE_SPECS, "meta"), "FaceEnvelope", account=True),
+        "/ws/general": _ws("subscribeGeneralEvents", "General event stream (websocket).",
+                           _query_params(GENERAL_SPECS, "event"), "GeneralEnvelope",
+                           account=False),
+        "/publish": _publish("publishEvents", "Publish user events in the producers' format.",
+                             "PublishEvents", True),
+        "/publish/general": _publish("publishGeneralEvent", "Publish one general event.",
+                                     "PublishGeneral", False),
+    }
     paths: dict[str, Any] = {}
-    for prefix in ["", *(f"/{v}" for v in api_versions)]:
-        paths[f"{prefix}/ws"] = face
-        paths[f"{prefix}/ws/general"] = general
-        paths[f"{prefix}/publish"] = publish
-        paths[f"{prefix}/publish/general"] = publish_general
+    for prefix, suffix in [("", ""), *((f"/{v}", f"V{v}") for v in api_versions)]:
+        for path, item in routes.items():
+            paths[prefix + path] = _versioned(item, suffix)
+    return paths
+
+
+# A YAML body is a mapping once parsed (schemathesis parses it to check the schema).
+YAML_DOC = {"type": "object", "additionalProperties": True}
+
+
+def _service() -> dict[str, Any]:
     accept = {"name": "Accept", "in": "header", "required": False, "schema": {"type": "string"}}
-    paths.update({
-        "/version": _get("Versions.", {"200": _ok_json("Versions.", {
-            "type": "object", "properties": {"Version": {"type": "object", "properties": {
-                "api": {"type": "integer"}, "major": {"type": "integer"},
-                "minor": {"type": "integer"}, "patch": {"type": "integer"}}}}})}),
-        "/healthcheck": _get("Bus health.", {
-            "200": _ok_json("Healthy.", {"type": "object", "properties": {
-                "execution_time": {"type": "number"}}}),
-            "502": {"description": "Bus unreachable.", "headers": REQUEST_ID_HEADER,
-                    "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/HealthFailure"}}}}}),
-        "/config": _get("Settings, secrets masked.", {
-            "200": {"description": "Settings.", "headers": REQUEST_ID_HEADER, "content": {
-                "application/json": {"schema": {"type": "object"}},
-                "text/plain": {"schema": {"type": "string"}}}},
-            "415": _error("Unsupported Accept (12024).")}, [accept]),
-        "/plugins": _get("Plugins.", {"200": _ok_json("Plugins.", {
-            "type": "object", "properties": {"plugins": {"type": "array", "items": {
-                "type": "object", "properties": {"name": {"type": "string"},
-                                                 "running": {"type": "integer"}}}}}})}),
-        "/metrics": _get("Prometheus metrics.", {"200": {
-            "description": "Prometheus text format.", "headers": REQUEST_ID_HEADER,
-            "content": {"text/plain": {"schema": {"type": "string"}}}}}),
-        "/docs/spec": _get("This document.", {
-            "200": {"description": "OpenAPI YAML or HTML.", "headers": REQUEST_ID_HEADER,
-                    "content": {"application/x-yaml": {"schema": {"type": "object"}},
-                                "text/html": {"schema": {"type": "string"}}}},
-            "415": _error("Unsupported Accept (12024).")}, [accept]),
-        "/docs/dev": _get("Developer manual.", {"302": {
-            "description": "Redirect to /docs/dev/index.html.", "headers": REQUEST_ID_HEADER}}),
-        "/docs/dev/{page}": _get("A page of the developer manual.", {"200": {
-            "description": "HTML page.", "headers": REQUEST_ID_HEADER,
-            "content": {"text/html": {"schema": {"type": "string"}}}}},
-            [{"name": "page", "in": "path", "required": True, "schema": {"type": "string"}}]),
-    })
+    text = {"text/plain": {"schema": {"type": "string"}}}
     html = {"200": {"description": "HTML page.", "headers": REQUEST_ID_HEADER,
                     "content": {"text/html": {"schema": {"type": "string"}}}}}
-    viewer_ws = _ws("Face/body stream for the viewer: the account comes from the query "
-                    "(browsers cannot set headers).", _query_params(FACE_SPECS, "meta"),
-                    "FaceEnvelope", account=False)
+    return {
+        "/version": _get("getVersion", "Versions.",
+                         {"200": _ok_json("Versions.", _schema("Version"))}),
+        "/healthcheck": _get("getHealth", "Bus health.", {
+            "200": _ok_json("Healthy.", _schema("Health")),
+            "502": {"description": "Bus unreachable.", "headers": REQUEST_ID_HEADER,
+                    "content": {"application/json": {"schema": _schema("HealthFailure")}}}}),
+        "/config": _get("getConfig", "Settings, secrets masked.", {
+            "200": {"description": "Settings.", "headers": REQUEST_ID_HEADER, "content": {
+                "application/json": {"schema": _schema("Config")}, **text}},
+            "415": _error("Unsupported Accept (12024).")}, [accept]),
+        "/plugins": _get("getPlugins", "Plugins.",
+                         {"200": _ok_json("Plugins.", _schema("Plugins"))}),
+        "/metrics": _get("getMetrics", "Prometheus metrics.", {"200": {
+            "description": "Prometheus text format.", "headers": REQUEST_ID_HEADER,
+            "content": text}}),
+        "/docs/spec": _get("getOpenApiDocument", "This document.", {
+            "200": {"description": "OpenAPI YAML or HTML.", "headers": REQUEST_ID_HEADER,
+                    "content": {"application/x-yaml": {"schema": YAML_DOC},
+                                "text/html": {"schema": {"type": "string"}}}},
+            "415": _error("Unsupported Accept (12024).")}, [accept]),
+        "/docs/asyncapi": _get("getAsyncApiDocument", "AsyncAPI document of the websockets.", {
+            "200": {"description": "AsyncAPI 2.6 YAML or JSON.", "headers": REQUEST_ID_HEADER,
+                    "content": {"application/x-yaml": {"schema": YAML_DOC},
+                                "application/json": {"schema": YAML_DOC}}},
+            "415": _error("Unsupported Accept (12024).")}, [accept]),
+        "/docs/dev": _get("getDevManual", "Developer manual.", {"302": {
+            "description": "Redirect to /docs/dev/index.html.", "headers": REQUEST_ID_HEADER}}),
+        "/docs/dev/{page}": _get("getDevManualPage", "A page of the developer manual.", html,
+                                 [{"name": "page", "in": "path", "required": True,
+                                   "schema": {"type": "string"}}]),
+    }
+
+
+def _viewer() -> dict[str, Any]:
+    html = {"200": {"description": "HTML page.", "headers": REQUEST_ID_HEADER,
+                    "content": {"text/html": {"schema": {"type": "string"}}}}}
+    viewer_ws = _ws("subscribeViewerEvents", "Face/body stream for the viewer: the account "
+                    "comes from the query (browsers cannot set headers).",
+                    _query_params(FACE_SPECS, "meta"), "FaceEnvelope", account=False)
+    viewer_ws["get"]["tags"] = ["viewer"]
     viewer_ws["get"]["parameters"].append({
         "name": "account_id", "in": "query", "required": True,
         "schema": {"type": "string", "format": "uuid"}})
     viewer_ws["get"]["responses"]["403"] = _error("No account_id (29001).")
-    paths.update({
-        "/": _get("Index page.", html),
-        "/viewer": _get("Live event viewer.", html),
-        "/viewer/validate": _get("Validate viewer filters before connecting.", {
+    return {
+        "/": _get("getIndexPage", "Index page.", html, tag="viewer"),
+        "/viewer": _get("getViewer", "Live event viewer.", html, tag="viewer"),
+        "/viewer/validate": _get("validateViewerFilters",
+                                 "Validate viewer filters before connecting.", {
             "204": {"description": "Filters are valid.", "headers": REQUEST_ID_HEADER},
             "403": _error("No account_id for face events (29001).")},
             [{"name": "kind", "in": "query", "required": False,
-              "schema": {"type": "string", "enum": ["face", "general"]}}]),
+              "schema": {"type": "string", "enum": ["face", "general"]}}], tag="viewer"),
         "/viewer/ws": viewer_ws,
-        "/static/{name}": _get("Viewer assets.", {"200": {
+        "/static/{name}": _get("getStaticAsset", "Viewer assets.", {"200": {
             "description": "Asset.", "headers": REQUEST_ID_HEADER,
             "content": {"application/javascript": {"schema": {"type": "string"}},
                         "text/css": {"schema": {"type": "string"}},
                         "text/html": {"schema": {"type": "string"}}}}},
-            [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]),
-    })
+            [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            tag="viewer"),
+    }
+
+
+def build_document(api_versions: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+    paths = _business(api_versions)
+    paths.update(_service())
+    paths.update(_viewer())
     return {
         "openapi": "3.0.3",
         "info": {"title": "luna-sender", "version": __version__,
                  "description": "Real-time event gateway, wire-compatible with LUNA PLATFORM's "
                                 "Luna Sender. Business routes are served at the root and under "
-                                "each API version prefix."},
+                                "each API version prefix. The websocket streams are described "
+                                "in the AsyncAPI document at /docs/asyncapi.",
+                 "license": {"name": "MIT", "url": "https://opensource.org/licenses/MIT"}},
+        "servers": [{"url": "http://{host}:{port}", "description": "A luna-sender instance.",
+                     "variables": {"host": {"default": "127.0.0.1"},
+                                   "port": {"default": "5080"}}}],
+        "security": NO_AUTH,
+        "tags": TAGS,
         "paths": paths,
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": schemas_copy()},
     }
+
+
+class NoAliasDumper(yaml.SafeDumper):
+    """Writes a repeated object out in full instead of as an ``&id``/``*id`` alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump_yaml(document: dict[str, Any]) -> str:
+    return yaml.dump(document, Dumper=NoAliasDumper, sort_keys=False, allow_unicode=True)
 
 
 @cache
 def document_yaml(api_versions: tuple[int, ...]) -> str:
-    return yaml.safe_dump(build_document(api_versions), sort_keys=False, allow_unicode=True)
+    return dump_yaml(build_document(api_versions))

@@ -120,8 +120,12 @@ async def test_location_stream_source_filters(memory_app: LiveApp, params: dict[
     ({"event": [], "event_type": "t"}, "event", 400, 12022),
     ({"event": {}, "event_type": 5}, "event_type", 400, 12022),
     ({"event": {}, "event_type": ""}, "event_type", 400, 12022),
-    ({"event": {}, "event_type": "t", "account_id": "nope"}, "account_id", 400, 12022),
-    ({"event": {}, "event_type": "t", "event_create_time": "yesterday"}, "event_create_time",
+    # Plain strings (contract Part 1 "Accounts"): only the type and the size are checked.
+    ({"event": {}, "event_type": "t", "account_id": 5}, "account_id", 400, 12022),
+    ({"event": {}, "event_type": "t", "account_id": "a" * 257}, "account_id", 400, 12022),
+    ({"event": {}, "event_type": "t", "event_create_time": 1}, "event_create_time",
+     400, 12022),
+    ({"event": {}, "event_type": "t", "event_end_time": "x" * 257}, "event_end_time",
      400, 12022),
     ({"event": {}, "event_type": "t", "extra": 1}, "extra", 400, 12022),
 ])

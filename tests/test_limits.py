@@ -80,7 +80,8 @@ async def test_publish_requires_account(memory_app: LiveApp) -> None:
     ({"events": [{}]}, "handler_id"),
     ({"events": [{}], "handler_id": 1}, "handler_id"),
     ({"events": [{}], "handler_id": "h"}, "event_create_time"),
-    ({"events": [{}], "handler_id": "h", "event_create_time": "x"}, "event_create_time"),
+    # A plain string (contract Part 1 "Accounts"): type and size are checked, not the format.
+    ({"events": [{}], "handler_id": "h", "event_create_time": ["x"]}, "event_create_time"),
     ({"events": [{}], "handler_id": "h", "event_create_time": "2026-01-01T00:00:00Z"},
      "event_end_time"),
     ({"events": [{}], "handler_id": "h", "event_create_time": "2026-01-01T00:00:00Z",

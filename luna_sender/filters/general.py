@@ -50,8 +50,21 @@ def _type_match(allowed: frozenset[str], msg: GeneralMessage) -> bool:
     return isinstance(msg.event_type, str) and msg.event_type in allowed
 
 
+ACCOUNT_ID_MAX = 256  # the publish route's cap on account_id (web/publish.py)
+
+
+def _account(raw: str, _limits: Limits) -> str:
+    """Any non-empty string, kept as given: the contract matches it exactly, case included,
+    so one account's subscriber can never be widened onto a look-alike id."""
+    if not raw:
+        raise ValueError("empty account_id")
+    if len(raw) > ACCOUNT_ID_MAX:
+        raise ValueError(f"account_id longer than {ACCOUNT_ID_MAX} characters")
+    return raw
+
+
 def _account_match(account: str, msg: GeneralMessage) -> bool:
-    return isinstance(msg.account_id, str) and msg.account_id.lower() == account
+    return msg.account_id == account
 
 
 def _geo(box: Any, msg: GeneralMessage) -> bool:
@@ -66,7 +79,7 @@ def _loc(name: str, field: str) -> FilterSpec:
 GENERAL_FILTERS: tuple[FilterSpec, ...] = (
     FilterSpec("event_type", _event_types, _type_match, ("event_type",), "one of the types",
                index="event_type"),
-    FilterSpec("account_id", lambda raw, _l: parse_uuid(raw), _account_match, ("account_id",),
+    FilterSpec("account_id", _account, _account_match, ("account_id",),
                "events of this account only", index=None),
     FilterSpec("stream_ids", _uuids, _event_field_in(("stream_id",), lowercase=True),
                ("event.stream_id",), "one of (null: missing)"),

@@ -8,6 +8,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .. import VERSION_PARTS, errors, wire
+from ..asyncapi import asyncapi_yaml, build_asyncapi
 from ..bus import BusError
 from ..docs_render import render_dev_page, render_openapi_html
 from ..errors import LunaError
@@ -124,3 +125,12 @@ async def docs_dev_page(request: web.Request) -> web.Response:
     if html is None:
         raise LunaError(errors.NOT_FOUND)
     return web.Response(text=html, content_type="text/html")
+
+
+async def docs_asyncapi(request: web.Request) -> web.Response:
+    """The websocket streams in AsyncAPI 2.6: YAML by default, JSON on request."""
+    versions = tuple(ctx(request).settings.api_versions)
+    mime = negotiate(request, ("application/x-yaml", "application/json"), "application/x-yaml")
+    if mime == "application/json":
+        return json_response(build_asyncapi(versions))
+    return web.Response(text=asyncapi_yaml(versions), content_type="application/x-yaml")

@@ -24,7 +24,7 @@ from ..filters.events import compile_face
 from ..filters.general import compile_general
 from ..hub import Connection
 from .context import METRICS_RECORDED, ctx, request_id
-from .middlewares import INVALID_REQUEST, record_request
+from .middlewares import INVALID_REQUEST, REQUEST_ID_HEADER, record_request
 
 log = logging.getLogger("luna_sender.ws")
 ACCOUNT_HEADER = "Luna-Account-Id"
@@ -105,6 +105,8 @@ async def _serve(request: web.Request, kind: str, compiled: CompiledFilter,
         max_msg_size=ws_settings.max_message_size,
         timeout=ws_settings.shutdown_timeout,
     )
+    # The middleware stamps responses after the handler returns; the 101 is sent inside it.
+    ws.headers[REQUEST_ID_HEADER] = request_id(request)
     if not ws.can_prepare(request).ok:
         raise LunaError(INVALID_REQUEST, "websocket upgrade expected")
     transport = request.transport

@@ -1,0 +1,130 @@
+"""The AsyncAPI 2.6 document of the two websocket streams, served at ``/docs/asyncapi``.
+
+OpenAPI can say that ``/ws`` upgrades, not what flows afterwards; this document does: the
+handshake's query parameters and headers (the websocket channel binding), the envelope of every
+pushed frame and the close codes. Like the OpenAPI document it is built from the filter tables
+and the configured API versions, so it lists exactly what the service accepts.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from typing import Any
+
+from . import __version__
+from .api_schemas import SCHEMAS, to_json_schema
+from .filters.events import FACE_SPECS
+from .filters.general import GENERAL_SPECS
+from .openapi import dump_yaml
+from .web.middlewares import REQUEST_ID_RE
+
+# (code, when) — docs/reliability.md "Close codes" is the long form.
+CLOSE_CODES: tuple[tuple[int, str], ...] = (
+    (1001, "Going Away: the server is shutting down (SIGTERM/SIGINT)."),
+    (1008, "Policy Violation: slow consumer, the outgoing buffer overflowed or made no progress "
+           "for ws.stall_timeout seconds."),
+    (1009, "Message Too Big: the client sent a frame larger than ws.max_message_size."),
+    (1002, "Protocol Error: a malformed frame from the client."),
+    (1007, "Invalid Payload: a client text frame that is not UTF-8."),
+    (1006, "(client side) the connection was aborted: heartbeat timeout or eviction grace "
+           "expired."),
+)
+HANDSHAKE_ERRORS = (
+    "Everything is validated before the upgrade; a refused handshake is a plain HTTP LUNA error "
+    "`{error_code, desc, detail, link}`: 400/12012 bad or unknown query parameter or header, "
+    "403/29001 no Luna-Account-Id (face stream), 503/29005 too many connections or shutting "
+    "down. Client messages carry no meaning and are dropped; the server pings every "
+    "ws.heartbeat seconds."
+)
+ENVELOPE_SCHEMAS = ("FaceEnvelope", "FaceEvent", "Location", "GeoPosition", "Match",
+                    "MatchCandidate", "GeneralEnvelope", "GeneralEvent")
+REF_PREFIX = "#/components/schemas/"
+
+
+def _query(specs: dict[str, Any], user_prefix: str) -> dict[str, Any]:
+    properties = {
+        name: {"type": "string",
+               "description": f"{spec.description} (reads {', '.join(spec.fields)})."}
+        for name, spec in specs.items()
+    }
+    return {
+        "type": "object", "properties": properties,
+        "patternProperties": {rf"^{user_prefix}\.": {
+            "type": "string",
+            "description": f"User-defined filter {user_prefix}.<path>__<op>:<type>=<value> "
+                           "(see /docs/dev/filters.html)."}},
+        "additionalProperties": False,
+    }
+
+
+def _headers(account: bool) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "Luna-Request-Id": {"type": "string", "pattern": REQUEST_ID_RE.pattern,
+                            "description": "Echoed on the 101, generated when absent."},
+    }
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if account:
+        properties["Luna-Account-Id"] = {"type": "string", "format": "uuid",
+                                         "description": "Only this account's events."}
+        schema["required"] = ["Luna-Account-Id"]
+    return schema
+
+
+def _channel(description: str, op_id: str, message: str, query: dict[str, Any],
+             headers: dict[str, Any]) -> dict[str, Any]:
+    codes = "; ".join(f"{code} {text}" for code, text in CLOSE_CODES)
+    return {
+        "description": f"{description} {HANDSHAKE_ERRORS} Close codes: {codes}",
+        "bindings": {"ws": {"method": "GET", "query": query, "headers": headers,
+                            "bindingVersion": "0.1.0"}},
+        "subscribe": {"operationId": op_id, "summary": f"Receive {message} frames.",
+                      "message": {"$ref": f"#/components/messages/{message}"}},
+        "x-close-codes": [{"code": code, "reason": text} for code, text in CLOSE_CODES],
+    }
+
+
+def build_asyncapi(api_versions: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+    face_query, general_query = _query(FACE_SPECS, "meta"), _query(GENERAL_SPECS, "event")
+    channels: dict[str, Any] = {}
+    for prefix, suffix in [("", ""), *((f"/{v}", f"V{v}") for v in api_versions)]:
+        channels[f"{prefix}/ws"] = _channel(
+            "Face/body events of the account named by Luna-Account-Id, filtered by the query; "
+            "one text frame per event.", "receiveFaceEvents" + suffix, "FaceEvent",
+            copy.deepcopy(face_query), _headers(True))
+        channels[f"{prefix}/ws/general"] = _channel(
+            "General events, optionally of one account_id (matched exactly), filtered by the "
+            "query; one text frame per event.", "receiveGeneralEvents" + suffix, "GeneralEvent",
+            copy.deepcopy(general_query), _headers(False))
+    return {
+        "asyncapi": "2.6.0",
+        "id": "urn:luna-sender",
+        "info": {"title": "luna-sender event streams", "version": __version__,
+                 "description": "The websocket streams of luna-sender, wire-compatible with "
+                                "LUNA PLATFORM's Luna Sender. HTTP routes: /docs/spec.",
+                 "license": {"name": "MIT", "url": "https://opensource.org/licenses/MIT"}},
+        "servers": {"local": {"url": "{host}:{port}", "protocol": "ws",
+                              "description": "A luna-sender instance.",
+                              "variables": {"host": {"default": "127.0.0.1"},
+                                            "port": {"default": "5080"}}}},
+        "defaultContentType": "application/json",
+        "tags": [{"name": "events", "description": "Face/body and general event streams."}],
+        "channels": channels,
+        "components": {
+            "messages": {
+                "FaceEvent": {"name": "FaceEvent", "title": "Face/body event envelope",
+                              "contentType": "application/json",
+                              "payload": {"$ref": REF_PREFIX + "FaceEnvelope"}},
+                "GeneralEvent": {"name": "GeneralEvent", "title": "General event envelope",
+                                 "contentType": "application/json",
+                                 "payload": {"$ref": REF_PREFIX + "GeneralEnvelope"}},
+            },
+            "schemas": {name: to_json_schema(SCHEMAS[name], REF_PREFIX)
+                        for name in ENVELOPE_SCHEMAS},
+        },
+    }
+
+
+@cache
+def asyncapi_yaml(api_versions: tuple[int, ...]) -> str:
+    return dump_yaml(build_asyncapi(api_versions))
