@@ -17,7 +17,7 @@ from .gcpolicy import GcPolicy
 from .hub import Hub
 from .metrics import Metrics
 from .plugins import PluginManager
-from .web import publish, service, streams, viewer
+from .web import access, publish, service, streams, viewer
 from .web.context import CTX, Context
 from .web.middlewares import luna_middleware
 
@@ -44,6 +44,7 @@ def build_app(settings: Settings) -> web.Application:
         client_max_size=settings.limits.publish_body_max_bytes,
     )
     app[CTX] = Context(settings=settings, bus=bus, hub=hub, metrics=metrics, plugins=plugins)
+    app[access.POLICY] = access.AccessPolicy(settings)
     app[GC_POLICY] = GcPolicy(settings.gc, metrics, live=lambda: len(hub.connections),
                               closed=lambda: hub.closed_total)
 

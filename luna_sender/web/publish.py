@@ -17,6 +17,7 @@ from .. import errors, wire
 from ..bus import BusError
 from ..errors import LunaError
 from ..filters.base import UUID_RE
+from . import access
 from .context import ctx, request_id
 from .streams import account_header
 
@@ -97,7 +98,8 @@ async def _publish(request: web.Request, channel: str, data: bytes, kind: str) -
 
 
 async def publish_events(request: web.Request) -> web.Response:
-    account = account_header(request)
+    principal = access.admit(request, access.SCOPE_PUBLISH)
+    account = access.token_account(request, principal) if principal else account_header(request)
     body = await read_json_object(request)
     _no_extra(body, {"events", "handler_id", "event_create_time", "event_end_time"})
     if "events" not in body:
@@ -118,6 +120,7 @@ async def publish_events(request: web.Request) -> web.Response:
 
 
 async def publish_general(request: web.Request) -> web.Response:
+    principal = access.admit(request, access.SCOPE_PUBLISH)
     body = await read_json_object(request)
     _no_extra(body, {"event", "event_type", "account_id", "event_create_time", "event_end_time"})
     if "event" not in body:
@@ -136,5 +139,6 @@ async def publish_general(request: web.Request) -> web.Response:
     storage_time = ctx(request).settings.storage_time
     create_time = _check_time(body, "event_create_time", False) or now_iso(storage_time)
     end_time = _check_time(body, "event_end_time", False) or create_time
+    access.own_general_account(principal, account_id)
     data = wire.encode_general(body["event"], event_type, account_id, create_time, end_time)
     return await _publish(request, ctx(request).hub.general_channel, data, "general")
