@@ -424,3 +424,15 @@ async def test_viewer_validate_answers_what_the_handshake_would(live_app_factory
 def _face_body(event: dict[str, Any]) -> dict[str, Any]:
     return {"events": [event], "handler_id": "h", "event_create_time": "2026-01-01T00:00:00Z",
             "event_end_time": "2026-01-01T00:00:00Z"}
+
+
+async def test_front_door_account_filter_cannot_be_widened(memory_app: LiveApp) -> None:
+    """docs/security.md's nginx appends ``&account_id=<authenticated>`` to /ws/general: with no
+    client query that is ``?&account_id=A`` (accepted); a client's own account_id beside it is a
+    repeated parameter, refused rather than widened."""
+    acc = account()
+    status, _h, _b = await raw_handshake(port_of(memory_app), f"/ws/general?&account_id={acc}")
+    assert status == 101
+    status, _h, body = await raw_handshake(
+        port_of(memory_app), f"/ws/general?account_id={account()}&account_id={acc}")
+    assert status == 400 and orjson.loads(body)["error_code"] == 12012
