@@ -44,6 +44,18 @@ ACCOUNT_PARAM = {
     "description": "Account whose events to receive/publish (uuid). Missing: 403/29001.",
     "schema": {"type": "string", "format": "uuid"},
 }
+TOKEN_PARAM = {
+    "name": "token", "in": "query", "required": False,
+    "description": "auth.mode jwt: the token, for browsers (others send Authorization: Bearer). "
+                   "Never a filter; ignored in auth.mode none. See /docs/dev/security.html.",
+    "schema": {"type": "string"},
+}
+AUTH_PARAM = {
+    "name": "Authorization", "in": "header", "required": False,
+    "description": "auth.mode jwt: 'Bearer <jwt>' (claims account_id, exp, scope).",
+    "schema": {"type": "string"},
+}
+UNAUTHORIZED = _error("auth.mode jwt: missing or invalid token (29010); WWW-Authenticate: Bearer.")
 COMMON_ERRORS = {
     "400": _error("Bad input (12012 bad parameter or header, 12046 invalid request)."),
     "404": _error("Unknown route (12013)."),
@@ -80,11 +92,13 @@ def _ws(summary: str, params: list[dict[str, Any]], envelope: str,
         **COMMON_ERRORS,
         "503": _error("Too many connections or shutting down (29005)."),
     }
-    if account:
-        responses["403"] = _error("No Luna-Account-Id header (29001).")
+    responses["401"] = UNAUTHORIZED
+    responses["403"] = _error(("No Luna-Account-Id header (29001), " if account else "")
+                              + "foreign browser Origin (29011), token not allowed (12033).")
     return {"get": {
         "summary": summary,
-        "parameters": [REQUEST_ID_PARAM, *([ACCOUNT_PARAM] if account else []),
+        "parameters": [REQUEST_ID_PARAM, AUTH_PARAM, TOKEN_PARAM,
+                       *([ACCOUNT_PARAM] if account else []),
                        *[p for p in params if not p.get("x-luna-pattern-parameter")]],
         "x-luna-user-defined-filters": [p["name"] for p in params
                                         if p.get("x-luna-pattern-parameter")],
@@ -101,11 +115,12 @@ def _publish(summary: str, schema: str, account: bool) -> dict[str, Any]:
         "415": _error("Content-Type is not application/json (12024)."),
         "503": _error("Bus unavailable (29006)."),
     }
-    if account:
-        responses["403"] = _error("No Luna-Account-Id header (29001).")
+    responses["401"] = UNAUTHORIZED
+    responses["403"] = _error(("No Luna-Account-Id header (29001), " if account else "")
+                              + "token without scope publish or for another account (12033).")
     return {"post": {
         "summary": summary,
-        "parameters": [REQUEST_ID_PARAM, *([ACCOUNT_PARAM] if account else [])],
+        "parameters": [REQUEST_ID_PARAM, AUTH_PARAM, *([ACCOUNT_PARAM] if account else [])],
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": {"$ref": f"#/components/schemas/{schema}"}}}},
         "responses": responses,
@@ -189,7 +204,9 @@ def build_document(api_versions: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
             "200": {"description": "Settings.", "headers": REQUEST_ID_HEADER, "content": {
                 "application/json": {"schema": {"type": "object"}},
                 "text/plain": {"schema": {"type": "string"}}}},
-            "415": _error("Unsupported Accept (12024).")}, [accept]),
+            "401": UNAUTHORIZED,
+            "403": _error("auth.mode jwt: the token lacks scope admin (12033)."),
+            "415": _error("Unsupported Accept (12024).")}, [accept, AUTH_PARAM]),
         "/plugins": _get("Plugins.", {"200": _ok_json("Plugins.", {
             "type": "object", "properties": {"plugins": {"type": "array", "items": {
                 "type": "object", "properties": {"name": {"type": "string"},
@@ -217,15 +234,17 @@ def build_document(api_versions: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
     viewer_ws["get"]["parameters"].append({
         "name": "account_id", "in": "query", "required": True,
         "schema": {"type": "string", "format": "uuid"}})
-    viewer_ws["get"]["responses"]["403"] = _error("No account_id (29001).")
+    viewer_ws["get"]["responses"]["403"] = _error(
+        "No account_id (29001), foreign browser Origin (29011), token not allowed (12033).")
     paths.update({
         "/": _get("Index page.", html),
         "/viewer": _get("Live event viewer.", html),
         "/viewer/validate": _get("Validate viewer filters before connecting.", {
             "204": {"description": "Filters are valid.", "headers": REQUEST_ID_HEADER},
-            "403": _error("No account_id for face events (29001).")},
+            "401": UNAUTHORIZED,
+            "403": _error("No account_id for face events (29001), token not allowed (12033).")},
             [{"name": "kind", "in": "query", "required": False,
-              "schema": {"type": "string", "enum": ["face", "general"]}}]),
+              "schema": {"type": "string", "enum": ["face", "general"]}}, TOKEN_PARAM]),
         "/viewer/ws": viewer_ws,
         "/static/{name}": _get("Viewer assets.", {"200": {
             "description": "Asset.", "headers": REQUEST_ID_HEADER,
