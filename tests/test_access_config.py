@@ -109,3 +109,29 @@ def test_tokens_never_reach_the_log() -> None:
     assert "rejected websocket filter bogus" in log and "token rejected" in log
     for secret in (good, expired, SECRET, good.split(".")[2], expired.split(".")[2]):
         assert secret not in log
+
+
+def test_cli_listen_and_publish_with_a_token() -> None:
+    """``luna-sender listen/publish --token`` against a jwt-mode service, as a user runs them."""
+    acc = account()
+    svc = Service(env={"LUNA_SENDER_AUTH__MODE": "jwt", "LUNA_SENDER_AUTH__JWT_SECRET": SECRET})
+    cli = [sys.executable, "-m", "luna_sender.cli"]
+    try:
+        listener = subprocess.Popen([*cli, "listen", "--url", svc.ws_url, "--token", token(acc),
+                                     "--count", "1"], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, cwd=REPO)
+        assert listener.stderr is not None
+        assert "listening on" in listener.stderr.readline()
+        event = json.dumps({"event_id": "1", "source": "cam-9"})
+        refused = subprocess.run([*cli, "publish", "--url", svc.url, "--token", token(acc)],
+                                 input=event, capture_output=True, text=True, cwd=REPO,
+                                 timeout=30)
+        assert refused.returncode != 0 and "12033" in refused.stderr  # no publish scope
+        published = subprocess.run([*cli, "publish", "--url", svc.url, "--token",
+                                    token(acc, "publish")], input=event, capture_output=True,
+                                   text=True, cwd=REPO, timeout=30)
+        assert published.returncode == 0, published.stderr
+        out, _ = listener.communicate(timeout=20)
+        assert json.loads(out)["event"]["source"] == "cam-9"
+    finally:
+        svc.close()
