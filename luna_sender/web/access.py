@@ -93,8 +93,9 @@ def load_verification_key(auth: AuthSettings) -> tuple[Any, list[str]]:
     if not pem.lstrip().startswith("-----BEGIN"):
         try:
             text = Path(pem).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(f"auth.jwt_public_key: cannot read {pem}: {exc.strerror}") from None
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or "not a file"
+            raise ValueError(f"auth.jwt_public_key: cannot read {pem[:120]!r}: {reason}") from None
     try:
         key = load_pem_public_key(text.encode())
     except (ValueError, TypeError):
