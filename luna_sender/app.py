@@ -18,7 +18,7 @@ from .gcpolicy import GcPolicy
 from .hub import Hub
 from .metrics import Metrics
 from .plugins import PluginManager
-from .web import httpd, publish, service, streams, viewer
+from .web import access, httpd, publish, service, streams, viewer
 from .web.context import CTX, Context
 from .web.middlewares import luna_middleware
 
@@ -49,6 +49,7 @@ def build_app(settings: Settings) -> web.Application:
     httpd.install(app)
     app[CTX] = Context(settings=settings, bus=bus, hub=hub, metrics=metrics, plugins=plugins)
     app[FD_WATCH] = fdlimit.FdWatch()
+    app[access.POLICY] = access.AccessPolicy(settings)
     app[GC_POLICY] = GcPolicy(settings.gc, metrics, live=lambda: len(hub.connections),
                               closed=lambda: hub.closed_total)
 

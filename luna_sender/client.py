@@ -59,17 +59,24 @@ def _print_error(status: int, body: bytes, out: TextIO) -> None:
     print(f"luna-sender: HTTP {status}: {text}", file=out)
 
 
+def _auth_headers(args: argparse.Namespace) -> dict[str, str]:
+    """auth.mode jwt: the token goes in the header (never the URL, which proxies may log)."""
+    token = getattr(args, "token", None)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 async def listen(args: argparse.Namespace, out: TextIO = sys.stdout,
                  err: TextIO = sys.stderr) -> int:
     path = "/ws/general" if args.general else "/ws"
     url = args.url.rstrip("/") + path
-    headers = {}
+    headers = _auth_headers(args)
     if not args.general:
-        if not args.account_id:
-            print("luna-sender: --account-id is required for face/body events "
+        if not args.account_id and not args.token:
+            print("luna-sender: --account-id (or --token) is required for face/body events "
                   "(or use --general)", file=err)
             return EXIT_BAD_INPUT
-        headers["Luna-Account-Id"] = args.account_id
+        if args.account_id:
+            headers["Luna-Account-Id"] = args.account_id
     params = collect_filters(args)
     if args.general and args.account_id:
         params.append(("account_id", args.account_id))
@@ -148,12 +155,14 @@ async def publish(args: argparse.Namespace, stdin: TextIO = sys.stdin,
     except (OSError, ValueError) as exc:
         print(f"luna-sender: bad input: {exc}", file=err)
         return EXIT_BAD_INPUT
-    headers = {}
+    headers = _auth_headers(args)
     if not args.general:
-        if not args.account_id:
-            print("luna-sender: --account-id is required for face/body events", file=err)
+        if not args.account_id and not args.token:
+            print("luna-sender: --account-id (or --token) is required for face/body events",
+                  file=err)
             return EXIT_BAD_INPUT
-        headers["Luna-Account-Id"] = args.account_id
+        if args.account_id:
+            headers["Luna-Account-Id"] = args.account_id
     url = args.url.rstrip("/") + ("/publish/general" if args.general else "/publish")
     try:
         async with aiohttp.ClientSession() as session, session.post(

@@ -69,6 +69,21 @@ class WsSettings(_Section):
     shutdown_timeout: float = Field(
         2.0, gt=0, description="Seconds given to clients to answer the 1001 close on shutdown."
     )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins (scheme://host[:port]) allowed to open websockets besides "
+        "the service's own; handshakes without an Origin header are not affected.",
+    )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        from .web.access import origin_key
+
+        for item in value:
+            if origin_key(item) is None:
+                raise ValueError(f"{item!r} is not an origin (http[s]://host[:port])")
+        return value
 
 
 class LimitSettings(_Section):
@@ -161,6 +176,35 @@ class InfluxMonitoring(_Section):
 MONITORING_PLUGIN = "request-monitoring"
 
 
+class AuthSettings(_Section):
+    mode: Literal["none", "jwt"] = Field(
+        "none", description="none: Luna-Account-Id is trusted as set by a front door (never "
+        "expose this mode to untrusted networks or browsers); jwt: business routes need a "
+        "token (docs/security.md)."
+    )
+    jwt_secret: str | None = Field(
+        None, description="HS256 shared secret, at least 32 bytes (jwt mode; or jwt_public_key)."
+    )
+    jwt_public_key: str | None = Field(
+        None, description="PEM public key, inline or a path to a PEM file: RSA (>= 2048 bits) "
+        "verifies RS256, EC P-256 verifies ES256."
+    )
+    jwt_audience: str | None = Field(
+        None, description="Required 'aud' claim; unset: tokens that carry an 'aud' are refused."
+    )
+    jwt_leeway: float = Field(
+        10.0, ge=0, le=300, description="Seconds of clock skew tolerated on exp, nbf and iat."
+    )
+
+    @model_validator(mode="after")
+    def _one_key(self) -> AuthSettings:
+        from .web.access import load_verification_key
+
+        if self.mode == "jwt":
+            load_verification_key(self)  # ValueError naming the key -> start-up config error
+        return self
+
+
 class Settings(_Section):
     host: str = Field("0.0.0.0", description="Address to listen on.")
     port: int = Field(5080, ge=0, le=65535, description="TCP port to listen on.")
@@ -200,6 +244,7 @@ class Settings(_Section):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     gc: GcSettings = Field(default_factory=GcSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     plugins: list[str] = Field(
         default_factory=list, description="Plugins to start (entry-point names or dotted paths)."
     )

@@ -49,15 +49,23 @@ TOO_MANY_CONNECTIONS = ErrorKind(
     29005, "Service unavailable", "Too many websocket connections (limit {})", 503
 )
 BUS_UNAVAILABLE = ErrorKind(29006, "Service unavailable", "Event bus is unavailable: {}", 503)
+# Access control (docs/security.md). One detail per status whatever the reason, so a refusal tells
+# a prober nothing about which check failed; the reason is logged with the request id.
+UNAUTHORIZED = ErrorKind(29010, "Unauthorized", "Missing or invalid authorization token", 401)
+ACCESS_DENIED = ErrorKind(12033, "Forbidden", "Access to this resource on the server is denied",
+                          403)
+ORIGIN_FORBIDDEN = ErrorKind(29011, "Forbidden", "Cross-origin websocket handshake refused", 403)
 
 
 class LunaError(Exception):
     """Raised anywhere in a handler; the error middleware renders it as the LUNA JSON body."""
 
-    def __init__(self, kind: ErrorKind, *args: object, status: int | None = None) -> None:
+    def __init__(self, kind: ErrorKind, *args: object, status: int | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         self.kind = kind
         self.detail = kind.detail.format(*args) if args else kind.detail
         self.status = status or kind.status
+        self.headers = headers or {}
         super().__init__(f"{kind.code}: {self.detail}")
 
     def as_dict(self) -> dict[str, object]:
@@ -78,4 +86,5 @@ def error_response(err: LunaError) -> web.Response:
         status=err.status,
         body=orjson.dumps(err.as_dict()),
         content_type="application/json",
+        headers=err.headers or None,
     )

@@ -68,6 +68,18 @@ ACCOUNT_PARAM = {
     "schema": {"type": "string", "pattern": UUID_RE.pattern, "minLength": 36, "maxLength": 36,
                "example": "8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a"},
 }
+TOKEN_PARAM = {
+    "name": "token", "in": "query", "required": False,
+    "description": "auth.mode jwt: the token, for browsers (others send Authorization: Bearer). "
+                   "Never a filter; ignored in auth.mode none. See /docs/dev/security.html.",
+    "schema": {"type": "string"},
+}
+AUTH_PARAM = {
+    "name": "Authorization", "in": "header", "required": False,
+    "description": "auth.mode jwt: 'Bearer <jwt>' (claims account_id, exp, scope).",
+    "schema": {"type": "string"},
+}
+UNAUTHORIZED = _error("auth.mode jwt: missing or invalid token (29010); WWW-Authenticate: Bearer.")
 COMMON_ERRORS = {
     "400": _error("Bad input (12012 bad parameter or header, 12046 invalid request)."),
     "404": _error("Unknown route (12013)."),
@@ -103,11 +115,13 @@ def _ws(op_id: str, summary: str, params: list[dict[str, Any]], envelope: str,
         **COMMON_ERRORS,
         "503": _error("Too many connections or shutting down (29005)."),
     }
-    if account:
-        responses["403"] = _error("No Luna-Account-Id header (29001).")
+    responses["401"] = UNAUTHORIZED
+    responses["403"] = _error(("No Luna-Account-Id header (29001), " if account else "")
+                              + "foreign browser Origin (29011), token not allowed (12033).")
     return {"get": {
         "operationId": op_id, "tags": ["events"], "summary": summary, "security": NO_AUTH,
-        "parameters": [REQUEST_ID_PARAM, *([ACCOUNT_PARAM] if account else []),
+        "parameters": [REQUEST_ID_PARAM, AUTH_PARAM, TOKEN_PARAM,
+                       *([ACCOUNT_PARAM] if account else []),
                        *[p for p in params if not p.get("x-luna-pattern-parameter")]],
         "x-luna-user-defined-filters": [p["name"] for p in params
                                         if p.get("x-luna-pattern-parameter")],
@@ -124,11 +138,12 @@ def _publish(op_id: str, summary: str, schema: str, account: bool) -> dict[str, 
         "415": _error("Content-Type is not application/json (12024)."),
         "503": _error("Bus unavailable (29006)."),
     }
-    if account:
-        responses["403"] = _error("No Luna-Account-Id header (29001).")
+    responses["401"] = UNAUTHORIZED
+    responses["403"] = _error(("No Luna-Account-Id header (29001), " if account else "")
+                              + "token without scope publish or for another account (12033).")
     return {"post": {
         "operationId": op_id, "tags": ["publish"], "summary": summary, "security": NO_AUTH,
-        "parameters": [REQUEST_ID_PARAM, *([ACCOUNT_PARAM] if account else [])],
+        "parameters": [REQUEST_ID_PARAM, AUTH_PARAM, *([ACCOUNT_PARAM] if account else [])],
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": _schema(schema)}}},
         "responses": responses,
@@ -190,7 +205,9 @@ def _service() -> dict[str, Any]:
         "/config": _get("getConfig", "Settings, secrets masked.", {
             "200": {"description": "Settings.", "headers": REQUEST_ID_HEADER, "content": {
                 "application/json": {"schema": _schema("Config")}, **text}},
-            "415": _error("Unsupported Accept (12024).")}, [accept]),
+            "401": UNAUTHORIZED,
+            "403": _error("auth.mode jwt: the token lacks scope admin (12033)."),
+            "415": _error("Unsupported Accept (12024).")}, [accept, AUTH_PARAM]),
         "/plugins": _get("getPlugins", "Plugins.",
                          {"200": _ok_json("Plugins.", _schema("Plugins"))}),
         "/metrics": _get("getMetrics", "Prometheus metrics.", {"200": {
@@ -224,16 +241,19 @@ def _viewer() -> dict[str, Any]:
     viewer_ws["get"]["parameters"].append({
         "name": "account_id", "in": "query", "required": True,
         "schema": {"type": "string", "format": "uuid"}})
-    viewer_ws["get"]["responses"]["403"] = _error("No account_id (29001).")
+    viewer_ws["get"]["responses"]["403"] = _error(
+        "No account_id (29001), foreign browser Origin (29011), token not allowed (12033).")
     return {
         "/": _get("getIndexPage", "Index page.", html, tag="viewer"),
         "/viewer": _get("getViewer", "Live event viewer.", html, tag="viewer"),
         "/viewer/validate": _get("validateViewerFilters",
                                  "Validate viewer filters before connecting.", {
             "204": {"description": "Filters are valid.", "headers": REQUEST_ID_HEADER},
-            "403": _error("No account_id for face events (29001).")},
+            "401": UNAUTHORIZED,
+            "403": _error("No account_id for face events (29001), token not allowed (12033).")},
             [{"name": "kind", "in": "query", "required": False,
-              "schema": {"type": "string", "enum": ["face", "general"]}}], tag="viewer"),
+              "schema": {"type": "string", "enum": ["face", "general"]}}, TOKEN_PARAM],
+            tag="viewer"),
         "/viewer/ws": viewer_ws,
         "/static/{name}": _get("getStaticAsset", "Viewer assets.", {"200": {
             "description": "Asset.", "headers": REQUEST_ID_HEADER,

@@ -49,3 +49,22 @@ def test_w3_load_counts_a_peer_without_a_sustained_step_at_the_lowest() -> None:
     assert w3_load(w1, 5) == 2.5
     assert w3_load({"a": {"best": {"rate": 80}}, "b": {"best": {"rate": 10}}}, 5) == 5
     assert w3_load({"a": {"error": "crashed"}, "b": {"best": {"rate": 40}}}, 5) == 20
+
+
+def test_luna_jwt_peer_subscribers_are_let_in() -> None:
+    """The jwt A/B peer must measure jwt mode, not a wall of 401s."""
+    import asyncio
+
+    from benchmarks.peers.registry import JWT_ENV, PEERS
+
+    from .helpers import Service, account
+    from .jwtkit import raw_handshake
+
+    sub = PEERS["luna-jwt"].subscriber(account(), ["cam-1"], 0)
+    svc = Service(env=JWT_ENV)
+    try:
+        status, _h, _b = asyncio.run(raw_handshake(svc.port, sub.path, sub.headers))
+        refused, _h, _b = asyncio.run(raw_handshake(svc.port, sub.path))
+    finally:
+        svc.close()
+    assert (status, refused) == (101, 401)

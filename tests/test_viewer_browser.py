@@ -129,3 +129,58 @@ async def test_viewer_general_events(service: Service, page) -> None:
     await page.wait_for_timeout(300)
     rows = await page.locator("#events tbody tr").all_inner_texts()
     assert len(rows) == 1 and "crowd" in rows[0] and "hall" in rows[0]
+
+
+@pytest.fixture(scope="module")
+def jwt_service() -> Iterator[Service]:
+    from .jwtkit import SECRET
+
+    svc = Service(env={"LUNA_SENDER_AUTH__MODE": "jwt", "LUNA_SENDER_AUTH__JWT_SECRET": SECRET})
+    yield svc
+    svc.close()
+
+
+async def test_viewer_in_jwt_mode_takes_a_token(jwt_service: Service, page) -> None:
+    from .jwtkit import token
+
+    acc = account()
+    await page.goto(jwt_service.url + "/viewer")
+    # A bad token: the page shows the LUNA 401 (read from /viewer/validate, as browsers hide
+    # the status of a refused handshake).
+    await page.fill("#token", "not-a-token")
+    await page.click("#connect")
+    await page.wait_for_selector("#error:not([hidden])")
+    assert "29010" in await page.inner_text("#error")
+    # The token's account: no account id needed on the page.
+    await page.fill("#token", token(acc))
+    await page.click("#connect")
+    await page.wait_for_selector("#status.open")
+    body = {"events": [face_event(source="cam-7")], "handler_id": "h",
+            "event_create_time": "2026-01-01T00:00:00Z", "event_end_time": "2026-01-01T00:00:00Z"}
+    async with aiohttp.ClientSession() as session, session.post(
+            jwt_service.url + "/publish", json=body,
+            headers={"Authorization": "Bearer " + token(acc, "publish")}) as resp:
+        assert resp.status == 204
+    await page.wait_for_function("document.querySelectorAll('#events tbody tr').length >= 1")
+    assert "cam-7" in await page.inner_text("#events tbody")
+
+
+async def test_a_page_of_another_origin_cannot_open_a_stream(service: Service, jwt_service: Service,
+                                                           page) -> None:
+    """Cross-site websocket hijacking in a real browser: a page served from another origin (the
+    other service's port) opens a socket to this one; the browser sends its Origin, we refuse."""
+    await page.goto(jwt_service.url + "/viewer")  # any page of a different origin
+    outcome = await page.evaluate("""(url) => new Promise((resolve) => {
+        const ws = new WebSocket(url);
+        ws.onopen = () => resolve("open");
+        ws.onclose = (e) => resolve("closed " + e.code);
+    })""", f"{service.ws_url}/ws/general")
+    assert outcome == "closed 1006"
+    # The same script on the service's own page is let in.
+    await page.goto(service.url + "/viewer")
+    outcome = await page.evaluate("""(url) => new Promise((resolve) => {
+        const ws = new WebSocket(url);
+        ws.onopen = () => { resolve("open"); ws.close(); };
+        ws.onclose = (e) => resolve("closed " + e.code);
+    })""", f"{service.ws_url}/ws/general")
+    assert outcome == "open"

@@ -38,10 +38,31 @@ def _spawn(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Pope
                             cwd=REPO, env=None if env is None else {**os.environ, **env})
 
 
-def _luna(port: int, redis_url: str, loop: str = "auto") -> subprocess.Popen[bytes]:
+def _luna(port: int, redis_url: str, loop: str = "auto",
+          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return _spawn([sys.executable, "-m", "luna_sender.cli", "--port", str(port), "--host",
                    "127.0.0.1", "--redis-url", redis_url, "--log-level", "WARNING"],
-                  {"LUNA_SENDER_EVENT_LOOP": loop})
+                  {"LUNA_SENDER_EVENT_LOOP": loop, **(env or {})})
+
+
+# The A/B for access control: the same service in auth.mode jwt, every subscriber presenting a
+# token. The token is verified once per handshake, so W1 should be within noise of "luna".
+JWT_SECRET = "benchmark-secret-0123456789abcdef0123"
+JWT_ENV = {"LUNA_SENDER_AUTH__MODE": "jwt", "LUNA_SENDER_AUTH__JWT_SECRET": JWT_SECRET}
+
+
+def _luna_jwt(port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    return _luna(port, redis_url, env=JWT_ENV)
+
+
+def _jwt_sub(acc: str, src: list[str] | None, _g: int) -> Sub:
+    import time
+
+    import jwt
+
+    tok = jwt.encode({"account_id": acc, "exp": int(time.time()) + 86400}, JWT_SECRET,
+                     algorithm="HS256")
+    return Sub("ws", "/ws" + _filter_query(src), {"Authorization": f"Bearer {tok}"})
 
 
 def _luna_asyncio(port: int, redis_url: str) -> subprocess.Popen[bytes]:
@@ -100,6 +121,7 @@ def _luna_sub(acc: str, src: list[str] | None, _g: int) -> Sub:
 PEERS: dict[str, Peer] = {
     "luna": Peer("luna", _luna, _luna_sub, "redis-luna", True),
     "luna-asyncio": Peer("luna-asyncio", _luna_asyncio, _luna_sub, "redis-luna", True),
+    "luna-jwt": Peer("luna-jwt", _luna_jwt, _jwt_sub, "redis-luna", True),
     "naive": Peer("naive", _naive, _luna_sub, "redis-luna", True),
     "socketio": Peer("socketio", _socketio,
                      lambda acc, src, _g: Sub("socketio", "/socket.io/?EIO=4&transport=websocket",

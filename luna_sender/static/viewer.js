@@ -33,6 +33,8 @@ function query() {
     let name = el.name.replace(/^general_/, "");
     params.append(name, el.value.trim());
   }
+  const token = $("token").value.trim();
+  if (token) params.set("token", token);
   const extra = $("extra").value.trim();
   if (extra) {
     for (const [key, value] of new URLSearchParams(extra)) params.append(key, value);
@@ -115,8 +117,8 @@ async function connect(ev) {
   showError("");
   const k = kind();
   const params = query();
-  if (k === "face" && !params.get("account_id")) {
-    showError("An account id is required for face/body events (Luna-Account-Id).");
+  if (k === "face" && !params.get("account_id") && !params.get("token")) {
+    showError("An account id (or, in jwt mode, a token) is required for face/body events.");
     return;
   }
   // Browsers hide the HTTP error of a refused websocket handshake, so validate first.

@@ -16,6 +16,7 @@ from aiohttp import web
 from .. import errors, wire
 from ..bus import BusError
 from ..errors import LunaError
+from . import access
 from .context import ctx, request_id
 from .streams import account_header
 
@@ -112,7 +113,8 @@ async def _publish(request: web.Request, channel: str, data: bytes, kind: str) -
 
 
 async def publish_events(request: web.Request) -> web.Response:
-    account = account_header(request)
+    principal = access.admit(request, access.SCOPE_PUBLISH)
+    account = access.token_account(request, principal) if principal else account_header(request)
     body = await read_json_object(request)
     _no_extra(body, {"events", "handler_id", "event_create_time", "event_end_time"})
     if "events" not in body:
@@ -134,6 +136,7 @@ async def publish_events(request: web.Request) -> web.Response:
 
 
 async def publish_general(request: web.Request) -> web.Response:
+    principal = access.admit(request, access.SCOPE_PUBLISH)
     body = await read_json_object(request)
     _no_extra(body, {"event", "event_type", "account_id", "event_create_time", "event_end_time"})
     if "event" not in body:
@@ -152,6 +155,7 @@ async def publish_general(request: web.Request) -> web.Response:
     end_time = _plain_str(body, "event_end_time", False)
     if end_time is None:
         end_time = create_time
+    access.own_general_account(principal, account_id)
     data = _encoded("event", wire.encode_general, body["event"], event_type, account_id,
                     create_time, end_time)
     return await _publish(request, ctx(request).hub.general_channel, data, "general")

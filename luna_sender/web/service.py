@@ -14,6 +14,7 @@ from ..docs_render import render_dev_page, render_openapi_html
 from ..errors import LunaError
 from ..metrics import CONTENT_TYPE
 from ..openapi import build_document, document_yaml
+from . import access
 from .context import ctx
 
 
@@ -84,6 +85,7 @@ def _text_config(data: dict[str, object], prefix: str = "") -> list[str]:
 
 
 async def config(request: web.Request) -> web.Response:
+    access.admit(request, access.SCOPE_ADMIN)
     masked = ctx(request).settings.masked()
     mime = negotiate(request, ("application/json", "text/plain"), "application/json")
     if mime == "text/plain":

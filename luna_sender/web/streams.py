@@ -23,6 +23,7 @@ from ..filters.base import CompiledFilter, FilterError, Limits, parse_uuid
 from ..filters.events import compile_face
 from ..filters.general import compile_general
 from ..hub import Connection
+from . import access
 from .context import METRICS_RECORDED, ctx, request_id
 from .middlewares import INVALID_REQUEST, REQUEST_ID_HEADER, record_request
 
@@ -69,22 +70,24 @@ def account_header(request: web.Request) -> str:
         raise LunaError(errors.BAD_HEADER, ACCOUNT_HEADER) from None
 
 
-def _compile(compiler: Any, request: web.Request) -> CompiledFilter:
+def _compile(compiler: Any, request: web.Request, query: list[tuple[str, str]]) -> CompiledFilter:
     try:
-        return compiler(request.query.items(), limits_of(request))
+        return compiler(query, limits_of(request))
     except FilterError as exc:
         log.info("rejected websocket filter %s: %s", exc.param, exc.reason)
         raise LunaError(errors.BAD_QUERY, exc.param) from None
 
 
 async def face_ws(request: web.Request) -> web.StreamResponse:
-    account = account_header(request)
-    compiled = _compile(compile_face, request)
+    principal = access.admit_ws(request)
+    account = access.token_account(request, principal) if principal else account_header(request)
+    compiled = _compile(compile_face, request, access.filter_query(request))
     return await _serve(request, "face", compiled, account)
 
 
 async def general_ws(request: web.Request) -> web.StreamResponse:
-    compiled = _compile(compile_general, request)
+    principal = access.admit_ws(request)
+    compiled = _compile(compile_general, request, access.general_query(request, principal))
     return await _serve(request, "general", compiled, None)
 
 

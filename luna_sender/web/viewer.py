@@ -16,6 +16,7 @@ from ..errors import LunaError
 from ..filters.base import FilterError, parse_uuid
 from ..filters.events import compile_face
 from ..filters.general import compile_general
+from . import access
 from .streams import _serve, limits_of
 
 STATIC = {"viewer.js": "application/javascript", "viewer.css": "text/css",
@@ -48,7 +49,7 @@ async def static_file(request: web.Request) -> web.Response:
 
 
 def _split(request: web.Request, drop: set[str]) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in request.query.items() if k not in drop]
+    return access.filter_query(request, frozenset(drop))
 
 
 def _account(request: web.Request) -> str:
@@ -63,12 +64,14 @@ def _account(request: web.Request) -> str:
 
 async def validate(request: web.Request) -> web.Response:
     kind = request.query.get("kind", "face")
+    principal = access.authenticate(request)  # same answers as the handshake, readable here
     try:
         if kind == "face":
-            _account(request)
+            _viewer_account(request, principal)
             compile_face(_split(request, {"kind", "account_id"}), limits_of(request))
         elif kind == "general":
-            compile_general(_split(request, {"kind"}), limits_of(request))
+            compile_general(access.general_query(request, principal, frozenset({"kind"})),
+                            limits_of(request))
         else:
             raise LunaError(errors.BAD_QUERY, "kind")
     except FilterError as exc:
@@ -76,8 +79,14 @@ async def validate(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _viewer_account(request: web.Request, principal: access.Principal | None) -> str:
+    if principal is None:
+        return _account(request)
+    return access.token_account(request, principal, "account_id")
+
+
 async def viewer_ws(request: web.Request) -> web.StreamResponse:
-    account = _account(request)
+    account = _viewer_account(request, access.admit_ws(request))
     try:
         compiled = compile_face(_split(request, {"account_id"}), limits_of(request))
     except FilterError as exc:
