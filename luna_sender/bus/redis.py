@@ -155,7 +155,10 @@ class RedisBus:
             raise BusError(f"not sent: {_reason(exc)}", NOT_PUBLISHED, published=False) from exc
         try:
             await conn.send_command("PUBLISH", channel, data)
-            await conn.read_response(timeout=self._publish_timeout)
+            # With an explicit timeout redis-py answers None instead of raising; PUBLISH's
+            # reply is an integer, so None can only mean no reply in time.
+            if await conn.read_response(timeout=self._publish_timeout) is None:
+                raise TimeoutError("no reply")
         except ResponseError as exc:  # Redis answered with an error: it did not publish
             raise BusError(f"refused: {_reason(exc)}", NOT_PUBLISHED, published=False) from exc
         except BaseException as exc:

@@ -63,7 +63,7 @@ async def healthcheck(request: web.Request) -> web.Response:
     except BusError as exc:
         component = "memory" if context.bus.url.startswith("memory") else "redis"
         # The real reason (it may name Redis's address) goes to the log, not to the caller.
-        log.warning("healthcheck failed: %s", exc, extra={"component": component})
+        log.info("healthcheck failed: %s", exc, extra={"component": component})
         err = LunaError(errors.BUS_UNAVAILABLE, exc.public)
         return json_response(
             {
