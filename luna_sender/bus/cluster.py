@@ -88,7 +88,8 @@ class ClusterBus(RedisBus):
                 await asyncio.wait_for(self._client.publish(channel, data),
                                        self._publish_timeout)
         except (TimeoutError, RedisTimeout) as exc:
-            raise BusError(f"outcome unknown: {type(exc).__name__}: {exc}", OUTCOME_UNKNOWN,
+            raise BusError(f"outcome unknown, no reply: {type(exc).__name__}: {exc}",
+                           OUTCOME_UNKNOWN,
                            published=None) from exc
         except ResponseError as exc:
             raise BusError(f"refused: {type(exc).__name__}: {exc}", NOT_PUBLISHED) from exc

@@ -24,16 +24,11 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from .base import (
-    NOT_PUBLISHED,
-    NOT_REACHABLE,
-    NOT_SUBSCRIBED,
-    OUTCOME_UNKNOWN,
-    BusError,
-    MessageHandler,
-)
+from .base import NOT_REACHABLE, NOT_SUBSCRIBED, BusError, MessageHandler
+from .publishing import StallGuard, publish_once
 from .subscriptions import KEEPALIVE, Subscriptions
 
 log = logging.getLogger("luna_sender.bus")
@@ -54,10 +49,6 @@ class RedisBus:
     MESSAGE_TYPES: tuple[str | bytes, ...] = ("message", b"message")
     SUBSCRIBED_TYPES: tuple[str | bytes, ...] = ("subscribe", b"subscribe")
     UNSUBSCRIBED_TYPES: tuple[str | bytes, ...] = ("unsubscribe", b"unsubscribe")
-    # A publish waiting this long for Redis means Redis is stalled: later publishes are refused
-    # at once (provably not published) instead of joining the queue of undecidable outcomes.
-    PUBLISH_STALL_AFTER = 1.0
-
     def __init__(
         self,
         url: str,
@@ -102,7 +93,7 @@ class RedisBus:
         self.repairs = 0
         self._repairing: set[str] = set()
         self.disconnected_since: float | None = time.monotonic()
-        self._publishing: dict[object, float] = {}
+        self._publish_guard = StallGuard()
         self._where = url.split("@")[-1]
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -129,49 +120,12 @@ class RedisBus:
     # --- protocol --------------------------------------------------------------------------
 
     async def publish(self, channel: str, data: bytes) -> None:
-        """PUBLISH once, never blindly retried.
-
-        ``published=False`` when nothing was written (no connection, Redis refused, or another
-        publish has been stuck for ``PUBLISH_STALL_AFTER``); ``published=None`` when PUBLISH was
-        written and no reply came within ``publish_timeout`` — Redis may still run it.
-        """
-        now = time.monotonic()
-        if any(now - t > self.PUBLISH_STALL_AFTER for t in self._publishing.values()):
-            raise BusError(f"not sent: a PUBLISH has had no reply from Redis for over "
-                           f"{self.PUBLISH_STALL_AFTER} s", NOT_PUBLISHED, published=False)
-        token = object()
-        self._publishing[token] = now
-        try:
+        """PUBLISH once, never blindly retried (publishing.py says when it is undecidable)."""
+        async with self._publish_guard():
             await self._publish_once(channel, data)
-        finally:
-            del self._publishing[token]
 
     async def _publish_once(self, channel: str, data: bytes) -> None:
-        pool = self._client.connection_pool
-        try:
-            # Connect and handshake only: nothing of the PUBLISH has been written yet.
-            conn = await asyncio.wait_for(pool.get_connection(), self._publish_timeout)
-        except Exception as exc:
-            raise BusError(f"not sent: {_reason(exc)}", NOT_PUBLISHED, published=False) from exc
-        try:
-            await conn.send_command("PUBLISH", channel, data)
-            # With an explicit timeout redis-py answers None instead of raising; PUBLISH's
-            # reply is an integer, so None can only mean no reply in time.
-            if await conn.read_response(timeout=self._publish_timeout) is None:
-                raise TimeoutError("no reply")
-        except ResponseError as exc:  # Redis answered with an error: it did not publish
-            raise BusError(f"refused: {_reason(exc)}", NOT_PUBLISHED, published=False) from exc
-        except BaseException as exc:
-            with contextlib.suppress(Exception):
-                await conn.disconnect()  # a late reply must not be read by the next command
-            if not isinstance(exc, Exception):
-                raise
-            raise BusError(
-                f"outcome unknown, PUBLISH written but no reply within "
-                f"{self._publish_timeout} s: {_reason(exc)}", OUTCOME_UNKNOWN, published=None,
-            ) from exc
-        finally:
-            await pool.release(conn)
+        await publish_once(self._client.connection_pool, channel, data, self._publish_timeout)
 
     async def subscribe(self, channel: str) -> None:
         self.subs.want(channel)
@@ -215,10 +169,15 @@ class RedisBus:
             raise BusError(f"{len(stale)} wanted channel(s) not confirmed by Redis for over "
                            f"{self._health_grace} s: {', '.join(stale[:5])}",
                            NOT_SUBSCRIBED)
-        try:
-            await asyncio.wait_for(self._client.ping(), 1.0)
-        except Exception as exc:
-            raise BusError(_reason(exc), NOT_REACHABLE) from exc
+        for attempt in (1, 2):
+            try:
+                await asyncio.wait_for(self._client.ping(), 1.0)
+                return
+            except RedisConnectionError as exc:  # a pooled connection from before a restart
+                if attempt == 2:
+                    raise BusError(_reason(exc), NOT_REACHABLE) from exc
+            except Exception as exc:
+                raise BusError(_reason(exc), NOT_REACHABLE) from exc
 
     # --- internals -------------------------------------------------------------------------
 
@@ -230,6 +189,9 @@ class RedisBus:
                 fut.cancel()
         self._pings.clear()
         if pubsub is not None:
+            connection = getattr(pubsub, "connection", None)
+            if connection is not None:  # it goes back to the pool: other users are not ours
+                connection.deregister_connect_callback(self._on_silent_reconnect)
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 
@@ -263,7 +225,9 @@ class RedisBus:
             connection.register_connect_callback(self._on_silent_reconnect)
         return pubsub
 
-    def _on_silent_reconnect(self, _connection: Any) -> None:
+    def _on_silent_reconnect(self, connection: Any) -> None:
+        if self._pubsub is None or getattr(self._pubsub, "connection", None) is not connection:
+            return  # the first connect of _connect, or no longer the pub/sub connection
         self.reconnects += 1
         self.subs.reset()
         self._dirty.set()
@@ -290,8 +254,9 @@ class RedisBus:
                 failures += 1
                 self._lost(_reason(exc), failures)
                 await self._drop_pubsub()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._max_backoff)
+                if failures > 1:  # the first retry is immediate: most drops are one-offs
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self._max_backoff)
 
     def _connected_now(self, failures: int) -> None:
         outage = time.monotonic() - (self.disconnected_since or time.monotonic())
