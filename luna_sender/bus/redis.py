@@ -92,6 +92,7 @@ class RedisBus:
         self.reconnects = 0
         self.repairs = 0
         self._repairing: set[str] = set()
+        self._repairs_running: set[asyncio.Task[None]] = set()
         self.disconnected_since: float | None = time.monotonic()
         self._publish_guard = StallGuard()
         self._where = url.split("@")[-1]
@@ -340,7 +341,9 @@ class RedisBus:
         barrier, fut = self._pings.popleft()
         missing, extra = self.subs.audit(barrier)
         if missing or extra:
-            asyncio.get_running_loop().create_task(self._repair(missing, extra))
+            task = asyncio.get_running_loop().create_task(self._repair(missing, extra))
+            self._repairs_running.add(task)  # held: the loop keeps only weak references
+            task.add_done_callback(self._repairs_running.discard)
         elif self.subs.diff() != (set(), set()):
             self._dirty.set()
         if fut is not None and not fut.done():
