@@ -137,11 +137,8 @@ class RedisBus:
             return  # known down: resubscribed on reconnect; waiting would only stall the client
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(fut)
-        try:
+        with contextlib.suppress(TimeoutError):  # still wanted: the self-check follows it up
             await asyncio.wait_for(fut, self._subscribe_timeout)
-        except TimeoutError:
-            log.debug("subscription to %s not confirmed within %s s", channel,
-                      self._subscribe_timeout)
 
     async def unsubscribe(self, channel: str) -> None:
         self.subs.unwant(channel)
@@ -184,17 +181,21 @@ class RedisBus:
 
     async def _drop_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
-        self.subs.reset()
-        for _seq, fut in self._pings:
-            if fut is not None and not fut.done():
-                fut.cancel()
-        self._pings.clear()
+        self._forget_connection()
         if pubsub is not None:
             connection = getattr(pubsub, "connection", None)
             if connection is not None:  # it goes back to the pool: other users are not ours
                 connection.deregister_connect_callback(self._on_silent_reconnect)
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
+
+    def _forget_connection(self) -> None:
+        """A new connection answers nothing that was sent on the old one."""
+        self.subs.reset()
+        for _seq, fut in self._pings:
+            if fut is not None and not fut.done():
+                fut.cancel()
+        self._pings.clear()
 
     def _subscriber(self) -> Any:
         """The client the pub/sub connection is opened from; Cluster rotates nodes here."""
@@ -230,7 +231,7 @@ class RedisBus:
         if self._pubsub is None or getattr(self._pubsub, "connection", None) is not connection:
             return  # the first connect of _connect, or no longer the pub/sub connection
         self.reconnects += 1
-        self.subs.reset()
+        self._forget_connection()
         self._dirty.set()
         log.warning("bus pub/sub connection re-established by the client",
                     extra={"bus_state": "connected"})
