@@ -37,6 +37,8 @@ def build_app(settings: Settings) -> web.Application:
     if not settings.redis_url.startswith("memory"):
         options = {
             "on_reconnect": metrics.reconnected.inc,
+            "on_repair": metrics.repaired.inc,
+            "publish_timeout": settings.bus_publish_timeout,
         }
     bus = create_bus(settings.redis_url, **options)
     plugins = PluginManager(*plugin_setup(settings))

@@ -213,6 +213,11 @@ class Settings(_Section):
         description="Event bus: memory:// (in-process), redis:// or rediss://, "
         "redis+sentinel://h:p,h:p/<master>[/db], redis+cluster://h:p,h:p[?sharded=1].",
     )
+    bus_publish_timeout: float = Field(
+        10.0, gt=0, le=300,
+        description="Seconds a publish waits for Redis's reply once PUBLISH is written; past it "
+        "the answer is 503 and the event may still be delivered (docs/reliability.md).",
+    )
     workers: int = Field(
         1, ge=1, le=64, description="Serving processes sharing the port (SO_REUSEPORT)."
     )

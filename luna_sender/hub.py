@@ -211,12 +211,12 @@ class Hub:
         if conn.kind == "face":
             assert conn.account is not None
             groups = self._face.get(conn.account)
-            first = groups is None
             if groups is None:
                 groups = self._face[conn.account] = GroupSet(face_index())
             groups.add(conn)
-            if first:
-                await self.bus.subscribe(self.face_channel(conn.account))
+            # Every socket, not only an account's first: the 101 waits (bounded) until Redis has
+            # confirmed the channel, which a second socket may otherwise beat. Cheap when live.
+            await self.bus.subscribe(self.face_channel(conn.account))
         else:
             self._general.add(conn)
 

@@ -63,6 +63,10 @@ class Metrics:
         self.bus_connected = Gauge(
             "bus_connected", "1 while the bus subscription is live", names, registry=reg
         )
+        self.bus_subscription_repairs = Counter(
+            "bus_subscription_repairs", "Subscriptions re-requested because Redis's confirmed "
+            "state drifted from the requested one", names, registry=reg,
+        )
         self.ws_closed = Counter(
             "ws_closed", "Websockets closed by the server, by reason", [*names, "reason"],
             registry=reg,
@@ -92,6 +96,7 @@ class Metrics:
         self.gc_full_passes = self._unlabelled(self.gc_full_passes_total)
         self.reconnected = self._unlabelled(self.bus_reconnects)
         self.connected_gauge = self._unlabelled(self.bus_connected)
+        self.repaired = self._unlabelled(self.bus_subscription_repairs)
 
     def _unlabelled(self, metric: Any) -> Any:
         """A metric without labels of its own: bound to the extra labels, if any are set."""

@@ -13,8 +13,26 @@ from typing import Protocol
 MessageHandler = Callable[[str, bytes], None]
 
 
+# What clients see after "Event bus is unavailable: " (error 29006): never an address.
+NOT_REACHABLE = "not reachable"
+NOT_PUBLISHED = "the event was not published"
+OUTCOME_UNKNOWN = "no reply in time, the event may still be delivered"
+NOT_SUBSCRIBED = "subscriptions not confirmed"
+
+
 class BusError(Exception):
-    """The bus cannot do what was asked right now (Redis down, timeout, ...)."""
+    """The bus cannot do what was asked right now (Redis down, timeout, ...).
+
+    ``str(exc)`` is the real reason, for the service's log: it may name Redis's address. Clients
+    only ever see ``public``, which never does. ``published`` is False when the bus knows the
+    message was not published and None when it cannot know (see :meth:`Bus.publish`).
+    """
+
+    def __init__(self, reason: str, public: str = NOT_REACHABLE,
+                 published: bool | None = False) -> None:
+        super().__init__(reason)
+        self.public = public
+        self.published = published
 
 
 class Bus(Protocol):
@@ -29,19 +47,41 @@ class Bus(Protocol):
         """Stop delivery and release connections."""
 
     async def publish(self, channel: str, data: bytes) -> None:
-        """Publish to every process listening on ``channel`` (this one included)."""
+        """Publish to every process listening on ``channel`` (this one included), at most once.
+
+        Returning means the broker accepted the message exactly once. A publish is never
+        retried once it may have reached the broker. :class:`BusError` with ``published=False``
+        means it was not published (nothing was written, or the broker refused it);
+        ``published=None`` is the one case the bus cannot know: the command was written and no
+        reply came within the publish timeout — the broker may still deliver it.
+        """
 
     async def subscribe(self, channel: str) -> None:
-        """Start listening on ``channel``; returns once the subscription is live when possible."""
+        """Want ``channel`` from now on, until :meth:`unsubscribe`.
+
+        Promises: returns once the broker has confirmed the subscription (live: every message
+        published afterwards is delivered), or after a bounded wait (``subscribe_timeout``)
+        when the broker is slow, or at once when the bus is known to be down. In the last two
+        cases the subscription still comes: the bus keeps what is wanted apart from what the
+        broker confirmed, re-subscribes after every reconnect, repairs any drift it finds, and
+        :meth:`check` fails while a wanted channel stays unconfirmed beyond a short grace. A
+        late or out-of-order confirmation can never leave a wanted channel unsubscribed.
+        Calling it for a channel already live is cheap (no broker round trip).
+        """
 
     async def unsubscribe(self, channel: str) -> None:
-        """Stop listening on ``channel``."""
+        """Stop wanting ``channel``; the broker is told in the background (never blocks)."""
 
     async def flush(self, timeout: float) -> None:
         """Return once every message published before the call has been dispatched."""
 
     async def check(self) -> None:
-        """Raise :class:`BusError` when the bus cannot currently deliver or publish."""
+        """Raise :class:`BusError` when the bus cannot currently deliver or publish.
+
+        That includes a wanted channel (an account with open sockets, the general channel)
+        that the broker has not confirmed for longer than the health grace: a socket that
+        would silently receive nothing makes the service unhealthy.
+        """
 
 
 def create_bus(url: str, **options: object) -> Bus:

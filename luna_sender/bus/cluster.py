@@ -8,14 +8,17 @@ list plus whatever the cluster reported. Publishing goes through redis-py's clus
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeout
 
-from .base import BusError
-from .redis import RedisBus
+from .base import NOT_PUBLISHED, OUTCOME_UNKNOWN, BusError
+from .redis import NO_RETRY, RedisBus
 from .sentinel import parse_hosts, split_url
 
 
@@ -32,6 +35,8 @@ class ClusterBus(RedisBus):
             ssl=self._tls,
             socket_timeout=2.0,
             socket_connect_timeout=1.0,
+            # No cluster-level retries: a retried PUBLISH after a timeout is a duplicate event.
+            retry=NO_RETRY,
             **self._auth,
         )
         self._node_client: Any = None
@@ -39,7 +44,8 @@ class ClusterBus(RedisBus):
         if self.sharded:
             # Per-account channels hash to slots: SSUBSCRIBE each on the node owning it, and
             # only for accounts with local subscribers (the hub drives subscribe/unsubscribe).
-            for name in ("SUBSCRIBE", "UNSUBSCRIBE", "MESSAGE_TYPES", "SUBSCRIBED_TYPES"):
+            for name in ("SUBSCRIBE", "UNSUBSCRIBE", "MESSAGE_TYPES", "SUBSCRIBED_TYPES",
+                         "UNSUBSCRIBED_TYPES"):
                 setattr(self, name, getattr(_Sharded, name))
 
     def _known_nodes(self) -> list[tuple[str, int]]:
@@ -60,7 +66,7 @@ class ClusterBus(RedisBus):
         host, port = nodes[next(self._rotation) % len(nodes)]
         old, self._node_client = self._node_client, aioredis.Redis(
             host=host, port=port, ssl=self._tls, socket_connect_timeout=1.0,
-            socket_timeout=None, **self._auth,
+            socket_timeout=None, retry=NO_RETRY, **self._auth,
         )
         del old  # its pub/sub connection was already closed by the reader
         return self._node_client
@@ -70,14 +76,25 @@ class ClusterBus(RedisBus):
         await self._client.initialize()
         return await super()._connect()
 
-    async def publish(self, channel: str, data: bytes) -> None:
-        if not self.sharded:
-            await super().publish(channel, data)
-            return
+    async def _publish_once(self, channel: str, data: bytes) -> None:
+        # The cluster client hides whether the command was written: a timeout is undecidable,
+        # an error reply is a refusal, and any other failure (no node reachable) is taken as
+        # not published — the client raises those before or instead of writing.
         try:
-            await self._client.spublish(channel, data)
+            if self.sharded:
+                await asyncio.wait_for(self._client.spublish(channel, data),
+                                       self._publish_timeout)
+            else:
+                await asyncio.wait_for(self._client.publish(channel, data),
+                                       self._publish_timeout)
+        except (TimeoutError, RedisTimeout) as exc:
+            raise BusError(f"outcome unknown, no reply: {type(exc).__name__}: {exc}",
+                           OUTCOME_UNKNOWN,
+                           published=None) from exc
+        except ResponseError as exc:
+            raise BusError(f"refused: {type(exc).__name__}: {exc}", NOT_PUBLISHED) from exc
         except Exception as exc:
-            raise BusError(f"{type(exc).__name__}: {exc}") from exc
+            raise BusError(f"not sent: {type(exc).__name__}: {exc}", NOT_PUBLISHED) from exc
 
     async def _next_message(self, pubsub: Any) -> dict[str, Any] | None:
         if not self.sharded:
@@ -93,3 +110,4 @@ class _Sharded:
     UNSUBSCRIBE = "sunsubscribe"
     MESSAGE_TYPES = ("smessage", b"smessage")
     SUBSCRIBED_TYPES = ("ssubscribe", b"ssubscribe")
+    UNSUBSCRIBED_TYPES = ("sunsubscribe", b"sunsubscribe")

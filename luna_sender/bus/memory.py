@@ -27,7 +27,7 @@ class MemoryBus:
 
     async def publish(self, channel: str, data: bytes) -> None:
         if self._handler is None or self._loop is None:
-            raise BusError("bus is not running")
+            raise BusError("bus is not running", "not running")
         if channel in self._channels:
             self._loop.call_soon(self._handler, channel, data)
 
@@ -44,7 +44,7 @@ class MemoryBus:
 
     async def check(self) -> None:
         if self._handler is None:
-            raise BusError("bus is not running")
+            raise BusError("bus is not running", "not running")
 
     @property
     def connected(self) -> bool:

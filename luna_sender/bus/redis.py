@@ -1,9 +1,13 @@
 """Redis pub/sub backend: one pub/sub connection per process, however many websockets.
 
 The reader owns the connection and survives anything Redis does to it (restart, ``CLIENT KILL``,
-output-buffer eviction): on any error it marks itself disconnected, backs off (50 ms doubling to
-``max_backoff``), opens a fresh connection and resubscribes every wanted channel. Subscription
-changes go through one reconciler so SUBSCRIBE/UNSUBSCRIBE never race each other.
+output-buffer eviction, a freeze): on any error it marks itself disconnected, backs off (50 ms
+doubling to ``max_backoff``), opens a fresh connection and resubscribes every wanted channel.
+Subscription changes go through one reconciler, and what Redis is subscribed to is learnt from
+its own replies (subscriptions.py), so a late or out-of-order confirmation never leaves a socket
+deaf. A self-check (PING barrier every ``audit_interval``) repairs any drift that remains.
+
+Publishing never retries a command that may have reached Redis (see :meth:`RedisBus.publish`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -19,12 +24,22 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
-from .base import BusError, MessageHandler
+from .base import NOT_REACHABLE, NOT_SUBSCRIBED, BusError, MessageHandler
+from .publishing import StallGuard, publish_once
+from .subscriptions import KEEPALIVE, Subscriptions
 
 log = logging.getLogger("luna_sender.bus")
 NOT_CONNECTED_YET = "not connected yet"
+# No retries inside redis-py: a retried PUBLISH after a timeout is a duplicate event, and the
+# reader below reconnects the pub/sub connection itself (one place, one log line per change).
+NO_RETRY = Retry(NoBackoff(), 0)
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 class RedisBus:
@@ -33,34 +48,40 @@ class RedisBus:
     UNSUBSCRIBE = "unsubscribe"
     MESSAGE_TYPES: tuple[str | bytes, ...] = ("message", b"message")
     SUBSCRIBED_TYPES: tuple[str | bytes, ...] = ("subscribe", b"subscribe")
+    UNSUBSCRIBED_TYPES: tuple[str | bytes, ...] = ("unsubscribe", b"unsubscribe")
     def __init__(
         self,
         url: str,
         *,
         max_backoff: float = 1.0,
         subscribe_timeout: float = 2.0,
+        publish_timeout: float = 10.0,
+        audit_interval: float = 1.0,
+        health_grace: float = 5.0,
         on_reconnect: Callable[[], None] | None = None,
         on_disconnect: Callable[[str], None] | None = None,
+        on_repair: Callable[[int], None] | None = None,
         client: Any | None = None,
     ) -> None:
         self.url = url
         self._max_backoff = max_backoff
         self._subscribe_timeout = subscribe_timeout
+        self._publish_timeout = publish_timeout
+        self._audit_interval = audit_interval
+        self._health_grace = health_grace
         self._on_reconnect = on_reconnect
         self._on_disconnect = on_disconnect
+        self._on_repair = on_repair
         # Sentinel and Cluster backends pass their own client (see sentinel.py, cluster.py).
-        # After a Redis restart the pool still holds dead connections: retry a command once on
-        # a fresh one (connection errors only, so a slow PUBLISH is never sent twice).
         self._client: Any = client if client is not None else aioredis.from_url(
             url, socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=0,
-            retry=Retry(NoBackoff(), 2), retry_on_error=[ConnectionError],
+            retry=NO_RETRY,
         )
         self._handler: MessageHandler | None = None
-        self._wanted: set[str] = set()
-        self._actual: set[str] = set()
-        self._confirmed: set[str] = set()
+        self.subs = Subscriptions()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._pong_waiters: list[asyncio.Future[None]] = []
+        self._pings: deque[tuple[int, asyncio.Future[None] | None]] = deque()
+        self._write_lock = asyncio.Lock()
         self._pubsub: PubSub | None = None
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -69,7 +90,12 @@ class RedisBus:
         self._ever_connected = False
         self.last_error: str | None = NOT_CONNECTED_YET
         self.reconnects = 0
+        self.repairs = 0
+        self._repairing: set[str] = set()
+        self._repairs_running: set[asyncio.Task[None]] = set()
         self.disconnected_since: float | None = time.monotonic()
+        self._publish_guard = StallGuard()
+        self._where = url.split("@")[-1]
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -78,6 +104,7 @@ class RedisBus:
         self._tasks = [
             asyncio.create_task(self._reader(), name="redis-bus-reader"),
             asyncio.create_task(self._reconciler(), name="redis-bus-reconciler"),
+            asyncio.create_task(self._auditor(), name="redis-bus-auditor"),
         ]
 
     async def stop(self) -> None:
@@ -94,25 +121,27 @@ class RedisBus:
     # --- protocol --------------------------------------------------------------------------
 
     async def publish(self, channel: str, data: bytes) -> None:
-        try:
-            await self._client.publish(channel, data)
-        except Exception as exc:  # redis-py raises many types for one cause: Redis unreachable
-            raise BusError(f"{type(exc).__name__}: {exc}") from exc
+        """PUBLISH once, never blindly retried (publishing.py says when it is undecidable)."""
+        async with self._publish_guard():
+            await self._publish_once(channel, data)
+
+    async def _publish_once(self, channel: str, data: bytes) -> None:
+        await publish_once(self._client.connection_pool, channel, data, self._publish_timeout)
 
     async def subscribe(self, channel: str) -> None:
-        self._wanted.add(channel)
-        if channel in self._confirmed:
+        self.subs.want(channel)
+        if self.subs.live(channel):
             return
         self._dirty.set()
         if not self.connected and self.last_error != NOT_CONNECTED_YET:
             return  # known down: resubscribed on reconnect; waiting would only stall the client
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(fut)
-        with contextlib.suppress(asyncio.TimeoutError):
+        with contextlib.suppress(TimeoutError):  # still wanted: the self-check follows it up
             await asyncio.wait_for(fut, self._subscribe_timeout)
 
     async def unsubscribe(self, channel: str) -> None:
-        self._wanted.discard(channel)
+        self.subs.unwant(channel)
         self._dirty.set()
 
     async def flush(self, timeout: float) -> None:
@@ -121,89 +150,154 @@ class RedisBus:
         Used on shutdown so an event accepted by a publish route just before SIGTERM is written
         to its sockets before they get the 1001 close.
         """
-        pubsub = self._pubsub
-        if pubsub is None or not self.connected:
+        if self._pubsub is None or not self.connected:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pong_waiters.append(fut)
         try:
-            await pubsub.ping()
+            await self._ping(fut)
             await asyncio.wait_for(fut, timeout)
         except Exception as exc:  # best effort: shutdown goes on regardless
             log.debug("bus flush incomplete: %s", exc)
 
     async def check(self) -> None:
         if not self.connected:
-            raise BusError(self.last_error or "pub/sub connection is down")
-        try:
-            await asyncio.wait_for(self._client.ping(), 1.0)
-        except Exception as exc:
-            raise BusError(f"{type(exc).__name__}: {exc}") from exc
+            raise BusError(self.last_error or "pub/sub connection is down", NOT_REACHABLE)
+        stale = self.subs.not_live_for(self._health_grace)
+        if stale:
+            raise BusError(f"{len(stale)} wanted channel(s) not confirmed by Redis for over "
+                           f"{self._health_grace} s: {', '.join(stale[:5])}",
+                           NOT_SUBSCRIBED)
+        for attempt in (1, 2):
+            try:
+                await asyncio.wait_for(self._client.ping(), 1.0)
+                return
+            except RedisConnectionError as exc:  # a pooled connection from before a restart
+                if attempt == 2:
+                    raise BusError(_reason(exc), NOT_REACHABLE) from exc
+            except Exception as exc:
+                raise BusError(_reason(exc), NOT_REACHABLE) from exc
 
     # --- internals -------------------------------------------------------------------------
 
     async def _drop_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
-        self._actual.clear()
-        self._confirmed.clear()
+        self._forget_connection()
         if pubsub is not None:
+            connection = getattr(pubsub, "connection", None)
+            if connection is not None:  # it goes back to the pool: other users are not ours
+                connection.deregister_connect_callback(self._on_silent_reconnect)
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
+
+    def _forget_connection(self) -> None:
+        """A new connection answers nothing that was sent on the old one."""
+        self.subs.reset()
+        for _seq, fut in self._pings:
+            if fut is not None and not fut.done():
+                fut.cancel()
+        self._pings.clear()
 
     def _subscriber(self) -> Any:
         """The client the pub/sub connection is opened from; Cluster rotates nodes here."""
         return self._client
 
+    async def _send(self, pubsub: Any, subscribe: bool, channels: set[str]) -> None:
+        """Write one SUBSCRIBE/UNSUBSCRIBE; the lock keeps bookkeeping order = wire order."""
+        async with self._write_lock:
+            self.subs.sent(subscribe, channels)
+            await getattr(pubsub, self.SUBSCRIBE if subscribe else self.UNSUBSCRIBE)(*channels)
+
+    async def _ping(self, fut: asyncio.Future[None] | None) -> None:
+        pubsub = self._pubsub
+        if pubsub is None:
+            raise BusError("no pub/sub connection")
+        async with self._write_lock:
+            self._pings.append((self.subs.barrier(), fut))
+            await pubsub.ping()
+
     async def _connect(self) -> PubSub:
         pubsub = self._subscriber().pubsub()
+        self.subs.reset()
         # Always hold at least one subscription so the connection exists and can be read.
-        wanted = set(self._wanted) or {"__luna_sender_keepalive__"}
-        await getattr(pubsub, self.SUBSCRIBE)(*wanted)
-        self._actual = set(wanted)
+        await self._send(pubsub, True, self.subs.wanted | {KEEPALIVE})
         connection = getattr(pubsub, "connection", None)
         if connection is not None:
-            # redis-py may reconnect and resubscribe a pub/sub connection by itself (e.g. after
-            # CLIENT KILL); count those too, they are outages our loop never sees.
+            # redis-py may reconnect a pub/sub connection by itself while writing; it then
+            # resubscribes from its own records, which the bookkeeping must not trust.
             connection.register_connect_callback(self._on_silent_reconnect)
         return pubsub
 
-    def _on_silent_reconnect(self, _connection: Any) -> None:
+    def _on_silent_reconnect(self, connection: Any) -> None:
+        if self._pubsub is None or getattr(self._pubsub, "connection", None) is not connection:
+            return  # the first connect of _connect, or no longer the pub/sub connection
         self.reconnects += 1
-        log.warning("redis pub/sub connection re-established by the client")
+        self._forget_connection()
+        self._dirty.set()
+        log.warning("bus pub/sub connection re-established by the client",
+                    extra={"bus_state": "connected"})
         if self._on_reconnect:
             self._on_reconnect()
 
     async def _reader(self) -> None:
         backoff = 0.05
+        failures = 0
+        log.info("bus connecting to %s", self._where, extra={"bus_state": "connecting"})
         while not self._stopping:
             try:
                 pubsub = await self._connect()
                 self._pubsub = pubsub
-                if self._ever_connected and self._on_reconnect:
-                    self._on_reconnect()
-                self._ever_connected = True
-                self.connected = True
-                self.disconnected_since = None
-                self.last_error = None
+                self._connected_now(failures)
+                failures = 0
                 backoff = 0.05
-                self._dirty.set()
                 await self._read_loop(pubsub)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-                if self.connected:
-                    log.warning("redis pub/sub connection lost (%s); reconnecting", reason)
-                    self.reconnects += 1
-                    if self._on_disconnect:
-                        self._on_disconnect(reason)
-                self.connected = False
-                self.last_error = reason
-                if self.disconnected_since is None:
-                    self.disconnected_since = time.monotonic()
+                failures += 1
+                self._lost(_reason(exc), failures)
                 await self._drop_pubsub()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._max_backoff)
+                if failures > 1:  # the first retry is immediate: most drops are one-offs
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self._max_backoff)
+
+    def _connected_now(self, failures: int) -> None:
+        outage = time.monotonic() - (self.disconnected_since or time.monotonic())
+        if not self._ever_connected:
+            log.info("bus connected to %s%s", self._where,
+                     f" after {outage:.1f} s" if failures else "",
+                     extra={"bus_state": "connected", "outage_seconds": round(outage, 3)})
+        else:
+            log.warning("bus connection back after %.1f s", outage,
+                        extra={"bus_state": "connected", "outage_seconds": round(outage, 3)})
+            if self._on_reconnect:
+                self._on_reconnect()
+        self._ever_connected = True
+        self.connected = True
+        self.disconnected_since = None
+        self.last_error = None
+        self._dirty.set()
+
+    def _lost(self, reason: str, failures: int) -> None:
+        """Log each state change once: lost (or unreachable at start), then retrying."""
+        if self.connected:
+            self.reconnects += 1
+            log.warning("bus connection lost: %s", reason,
+                        extra={"bus_state": "lost", "reason": reason})
+            if self._on_disconnect:
+                self._on_disconnect(reason)
+        elif failures == 1 and not self._ever_connected:
+            log.warning("bus unreachable: %s", reason,
+                        extra={"bus_state": "unreachable", "reason": reason})
+        elif failures == 2:
+            log.warning("bus still unreachable, retrying every %.1f s at most: %s",
+                        self._max_backoff, reason,
+                        extra={"bus_state": "retrying", "reason": reason})
+        else:
+            log.debug("bus reconnect attempt %d failed: %s", failures, reason)
+        self.connected = False
+        self.last_error = reason
+        if self.disconnected_since is None:
+            self.disconnected_since = time.monotonic()
 
     async def _next_message(self, pubsub: Any) -> dict[str, Any] | None:
         return await pubsub.get_message(timeout=None)
@@ -212,7 +306,13 @@ class RedisBus:
         handler = self._handler
         assert handler is not None
         while True:
-            msg: dict[str, Any] | None = await self._next_message(pubsub)
+            try:
+                msg: dict[str, Any] | None = await self._next_message(pubsub)
+            except ResponseError as exc:
+                # An error reply (e.g. NOPERM for one channel) answers a whole command; the
+                # connection is fine. The self-check re-subscribes channel by channel.
+                log.warning("bus subscription command refused: %s", exc)
+                continue
             if msg is None:
                 continue
             kind = msg["type"]
@@ -225,18 +325,62 @@ class RedisBus:
                 except Exception:  # a hub bug must not take the subscription down
                     log.exception("event dispatch failed on channel %s", channel)
             elif kind in ("pong", b"pong"):
-                waiters, self._pong_waiters = self._pong_waiters, []
-                for fut in waiters:
-                    if not fut.done():
-                        fut.set_result(None)
-            elif kind in self.SUBSCRIBED_TYPES:
+                self._pong()
+            elif kind in self.SUBSCRIBED_TYPES or kind in self.UNSUBSCRIBED_TYPES:
                 channel = msg["channel"]
                 if isinstance(channel, bytes):
                     channel = channel.decode("utf-8", "replace")
-                self._confirmed.add(channel)
-                for fut in self._waiters.pop(channel, []):
-                    if not fut.done():
-                        fut.set_result(None)
+                if self.subs.replied(kind in self.SUBSCRIBED_TYPES, channel):
+                    self._repairing.discard(channel)
+                    for fut in self._waiters.pop(channel, []):
+                        if not fut.done():
+                            fut.set_result(None)
+
+    def _pong(self) -> None:
+        if not self._pings:
+            return
+        barrier, fut = self._pings.popleft()
+        missing, extra = self.subs.audit(barrier)
+        if missing or extra:
+            task = asyncio.get_running_loop().create_task(self._repair(missing, extra))
+            self._repairs_running.add(task)  # held: the loop keeps only weak references
+            task.add_done_callback(self._repairs_running.discard)
+        elif self.subs.diff() != (set(), set()):
+            self._dirty.set()
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def _repair(self, missing: set[str], extra: set[str]) -> None:
+        """Redis disagrees with what was requested, every reply being in: ask again."""
+        pubsub = self._pubsub
+        if pubsub is None:
+            return
+        fresh = (missing | extra) - self._repairing
+        self._repairing |= missing
+        self.repairs += len(missing) + len(extra)
+        if self._on_repair:
+            self._on_repair(len(missing) + len(extra))
+        (log.warning if fresh else log.debug)(
+            "bus subscription drift repaired: %d channel(s) not confirmed, %d not released",
+            len(missing), len(extra),
+            extra={"bus_state": "repair", "missing": sorted(missing)[:10],
+                   "extra": sorted(extra)[:10]})
+        try:
+            # One command per channel: an error reply (NOPERM) then spoils only its own.
+            for channel in sorted(missing):
+                await self._send(pubsub, True, {channel})
+            for channel in sorted(extra):
+                await self._send(pubsub, False, {channel})
+        except Exception as exc:  # the reader notices the broken connection and reconnects
+            log.debug("subscription repair failed: %s", exc)
+
+    async def _auditor(self) -> None:
+        while True:
+            await asyncio.sleep(self._audit_interval)
+            if self._pubsub is None or not self.connected or self._pings:
+                continue  # an unanswered PING already means a stall: no need to pile more
+            with contextlib.suppress(Exception):
+                await self._ping(None)
 
     async def _reconciler(self) -> None:
         while True:
@@ -245,17 +389,11 @@ class RedisBus:
             pubsub = self._pubsub
             if pubsub is None or not self.connected:
                 continue
-            add = self._wanted - self._actual
-            remove = self._actual - self._wanted - {"__luna_sender_keepalive__"}
-            if not self._wanted and not self._actual:
-                continue
+            add, remove = self.subs.diff()
             try:
                 if add:
-                    self._actual |= add
-                    await getattr(pubsub, self.SUBSCRIBE)(*add)
-                if remove and (self._actual - remove):
-                    self._actual -= remove
-                    self._confirmed -= remove
-                    await getattr(pubsub, self.UNSUBSCRIBE)(*remove)
+                    await self._send(pubsub, True, add)
+                if remove:
+                    await self._send(pubsub, False, remove)
             except Exception as exc:  # the reader notices the broken connection and reconnects
                 log.debug("subscription change failed: %s", exc)

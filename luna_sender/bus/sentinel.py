@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, unquote
 
 from redis.asyncio.sentinel import Sentinel
 
-from .redis import RedisBus
+from .redis import NO_RETRY, RedisBus
 
 
 def parse_hosts(netloc_hosts: str, default_port: int) -> list[tuple[str, int]]:
@@ -63,7 +63,9 @@ class SentinelBus(RedisBus):
             socket_connect_timeout=1.0,
             ssl=tls,
         )
-        client = sentinel.master_for(master, db=db, username=user, password=password)
+        # No redis-py retries: they would send a timed-out PUBLISH twice (see redis.py).
+        client = sentinel.master_for(master, db=db, username=user, password=password,
+                                     retry=NO_RETRY)
         self.master_name = master
         super().__init__(url, client=client, **options)
         self._sentinel = sentinel

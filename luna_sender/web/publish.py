@@ -106,8 +106,10 @@ async def _publish(request: web.Request, channel: str, data: bytes, kind: str) -
     try:
         await context.bus.publish(channel, data)
     except BusError as exc:
-        log.error("publish to %s failed: %s", channel, exc)
-        raise LunaError(errors.BUS_UNAVAILABLE, str(exc)) from None
+        outcome = "unknown" if exc.published is None else "not published"
+        log.error("publish to %s failed (%s): %s", channel, outcome, exc,
+                  extra={"publish_outcome": outcome})
+        raise LunaError(errors.BUS_UNAVAILABLE, exc.public) from None
     context.metrics.publish(kind)
     return web.Response(status=204)
 

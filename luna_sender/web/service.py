@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from ..metrics import CONTENT_TYPE
 from ..openapi import build_document, document_yaml
 from . import access
 from .context import ctx
+
+log = logging.getLogger("luna_sender.service")
 
 
 def json_response(data: object, status: int = 200) -> web.Response:
@@ -61,7 +64,9 @@ async def healthcheck(request: web.Request) -> web.Response:
         await context.bus.check()
     except BusError as exc:
         component = "memory" if context.bus.url.startswith("memory") else "redis"
-        err = LunaError(errors.BUS_UNAVAILABLE, str(exc))
+        # The real reason (it may name Redis's address) goes to the log, not to the caller.
+        log.info("healthcheck failed: %s", exc, extra={"component": component})
+        err = LunaError(errors.BUS_UNAVAILABLE, exc.public)
         return json_response(
             {
                 "errors": [{"component": component, "error": {

@@ -1,0 +1,101 @@
+"""PUBLISH at most once: the one place that decides what a failed publish means.
+
+redis-py's retries resend a command after a timeout, and a PUBLISH that timed out may well have
+run (a frozen Redis runs it when it wakes): one event, delivered twice. So the clients are built
+without retries and a publish here is written once. What a failure means depends on where it
+happened:
+
+- before the PUBLISH is written (no connection, handshake failed, connection found dead) or
+  refused by an error reply: **not published** (``published=False``);
+- after it was written, no reply within the publish timeout (or the connection broke while
+  waiting): **undecidable** (``published=None``) — Redis may still run it. Never retried.
+
+A frozen Redis would otherwise turn every publish arriving during the freeze into an undecidable
+one: :class:`StallGuard` refuses new publishes at once (not published) while an earlier one has
+waited over ``stall_after`` seconds, so only the publishes already written when the stall began
+are undecidable. docs/reliability.md ("Publishing during a Redis stall") documents it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeout
+
+from .base import NOT_PUBLISHED, OUTCOME_UNKNOWN, BusError
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class StallGuard:
+    """Wraps each publish (``async with guard():``); refuses while another one is stuck."""
+
+    def __init__(self, stall_after: float = 1.0) -> None:
+        self.stall_after = stall_after
+        self._started: dict[object, float] = {}
+
+    @contextlib.asynccontextmanager
+    async def __call__(self) -> AsyncIterator[None]:
+        now = time.monotonic()
+        if any(now - t > self.stall_after for t in self._started.values()):
+            raise BusError(f"not sent: a PUBLISH has had no reply from Redis for over "
+                           f"{self.stall_after} s", NOT_PUBLISHED, published=False)
+        token = object()
+        self._started[token] = now
+        try:
+            yield
+        finally:
+            del self._started[token]
+
+
+async def fresh(conn: Any) -> None:
+    """Reopen a pooled connection whose peer has gone (a Redis restart) before writing on it.
+
+    redis-py's own check is skipped when maintenance notifications are on; a PUBLISH written to
+    a dead connection would be an undecidable outcome instead of a clean "not published".
+    """
+    try:
+        stale = await conn.can_read()
+    except (OSError, RedisConnectionError, RedisTimeout):
+        stale = True
+    if stale:
+        await conn.disconnect()
+        await conn.connect()
+
+
+async def publish_once(pool: Any, channel: str, data: bytes, timeout: float) -> None:
+    try:
+        # Connect and handshake only: nothing of the PUBLISH has been written yet.
+        conn = await asyncio.wait_for(pool.get_connection(), timeout)
+    except Exception as exc:
+        raise BusError(f"not sent: {_reason(exc)}", NOT_PUBLISHED, published=False) from exc
+    try:
+        try:
+            await fresh(conn)
+        except Exception as exc:
+            raise BusError(f"not sent: {_reason(exc)}", NOT_PUBLISHED, published=False) from exc
+        try:
+            await conn.send_command("PUBLISH", channel, data)
+            # With an explicit timeout redis-py answers None instead of raising; PUBLISH's
+            # reply is an integer, so None can only mean no reply in time.
+            if await conn.read_response(timeout=timeout) is None:
+                raise RedisTimeout(f"no reply within {timeout} s")
+        except ResponseError as exc:  # Redis answered with an error: it did not publish
+            raise BusError(f"refused: {_reason(exc)}", NOT_PUBLISHED, published=False) from exc
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await conn.disconnect()  # a late reply must not be read by the next command
+            if not isinstance(exc, Exception):
+                raise
+            raise BusError(f"outcome unknown, PUBLISH was written: {_reason(exc)}",
+                           OUTCOME_UNKNOWN, published=None) from exc
+    finally:
+        await pool.release(conn)

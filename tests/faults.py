@@ -1,0 +1,103 @@
+"""Fault kit: what a test can do to a private redis-server mid-flight, and how it looks from outside.
+
+Every fault acts on a real process (:class:`tests.helpers.RedisServer`) the way an operator or an
+outage would: SIGSTOP/SIGCONT (a frozen Redis: TCP still accepts, nothing answers), CLIENT PAUSE,
+CLIENT KILL of the pub/sub connection, kill and restart. Observation helpers read only what a
+user can see: HTTP status and body, /metrics text, the service's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from .helpers import RedisServer
+
+
+def freeze(server: RedisServer) -> None:
+    assert server.proc is not None, "redis-server is not running"
+    server.proc.send_signal(signal.SIGSTOP)
+
+
+def thaw(server: RedisServer) -> None:
+    assert server.proc is not None, "redis-server is not running"
+    server.proc.send_signal(signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def frozen(server: RedisServer) -> Iterator[None]:
+    """Redis stopped for the block's duration; always thawed, even when the block fails."""
+    freeze(server)
+    try:
+        yield
+    finally:
+        thaw(server)
+
+
+def thaw_later(server: RedisServer, seconds: float) -> threading.Timer:
+    """Thaw from another thread after ``seconds``: holds even while the test's loop is busy."""
+    timer = threading.Timer(seconds, thaw, (server,))
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def client_pause(server: RedisServer, millis: int, mode: str = "ALL") -> None:
+    server.client().execute_command("CLIENT", "PAUSE", millis, mode)
+
+
+def kill_pubsub(server: RedisServer) -> int:
+    """Close every pub/sub connection from the server side; returns how many."""
+    return int(server.client().execute_command("CLIENT KILL TYPE pubsub"))
+
+
+def restart(server: RedisServer) -> None:
+    server.restart()
+
+
+def pubsub_channels(server: RedisServer, pattern: str = "*") -> set[str]:
+    return {c.decode() for c in server.client().pubsub_channels(pattern)}
+
+
+# --- what a user sees ---------------------------------------------------------------------------
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def health(base_url: str) -> tuple[int, Any]:
+    status, body = http_get(base_url + "/healthcheck")
+    return status, orjson.loads(body)
+
+
+def metric(base_url: str, name: str) -> float:
+    """Sum of every sample of ``name`` (label sets added up); 0 when absent."""
+    _status, body = http_get(base_url + "/metrics")
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def wait_until(predicate: Any, timeout: float, interval: float = 0.1) -> bool:
+    """Poll a (sync) predicate until true or ``timeout``; returns the last value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await asyncio.to_thread(predicate)
+        if value or loop.time() > deadline:
+            return bool(value)
+        await asyncio.sleep(interval)
