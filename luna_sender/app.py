@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiohttp import web
 
@@ -23,6 +24,9 @@ from .web.middlewares import luna_middleware
 
 log = logging.getLogger("luna_sender.app")
 GC_POLICY: web.AppKey[GcPolicy] = web.AppKey("luna_sender_gc_policy", GcPolicy)
+# Monotonic time and open websockets when shutdown began, for the "shutdown finished" line
+# (a dict set at build time: a started application's keys must not change).
+SHUTDOWN: web.AppKey[dict[str, float]] = web.AppKey("luna_sender_shutdown", dict)
 
 
 def business_prefixes(settings: Settings) -> list[str]:
@@ -44,6 +48,7 @@ def build_app(settings: Settings) -> web.Application:
         client_max_size=settings.limits.publish_body_max_bytes,
     )
     app[CTX] = Context(settings=settings, bus=bus, hub=hub, metrics=metrics, plugins=plugins)
+    app[SHUTDOWN] = {}
     app[GC_POLICY] = GcPolicy(settings.gc, metrics, live=lambda: len(hub.connections),
                               closed=lambda: hub.closed_total)
 
@@ -80,6 +85,10 @@ async def _on_startup(app: web.Application) -> None:
 
 async def _on_shutdown(app: web.Application) -> None:
     context = app[CTX]
+    sockets = len(context.hub.connections)
+    app[SHUTDOWN].update(started=time.monotonic(), sockets=sockets)
+    log.info("shutdown started: closing %d websocket(s) with 1001", sockets,
+             extra={"sockets": sockets})
     context.hub.shutting_down = True
     # Events published before the signal reach their sockets before the close frames, which
     # are written after them on the same transports.
@@ -92,3 +101,9 @@ async def _on_cleanup(app: web.Application) -> None:
     await app[GC_POLICY].stop()
     await context.hub.stop()
     await context.plugins.stop()
+    sockets = int(app[SHUTDOWN].get("sockets", 0))
+    took = time.monotonic() - app[SHUTDOWN].get("started", time.monotonic())
+    left = len(context.hub.connections)
+    log.info("shutdown finished in %.3fs: %d websocket(s) closed, %d left open", took,
+             sockets - left, left,
+             extra={"sockets": sockets, "sockets_left": left, "duration": round(took, 3)})

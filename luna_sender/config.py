@@ -149,6 +149,10 @@ class Settings(_Section):
         "INFO", description="Log level."
     )
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+    log_access: bool = Field(
+        False, description="Log one INFO line per finished request (method, route, status, "
+        "duration; websockets when they close)."
+    )
     docs_dir: str | None = Field(
         None, description="Folder of the developer manual served at /docs/dev (default: ./docs)."
     )

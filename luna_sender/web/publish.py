@@ -90,7 +90,9 @@ async def _publish(request: web.Request, channel: str, data: bytes, kind: str) -
     try:
         await context.bus.publish(channel, data)
     except BusError as exc:
-        log.error("publish to %s failed: %s", channel, exc)
+        log.error("publish to %s failed: %s", channel, exc,
+                  extra={"channel": channel, "kind": kind,
+                         "error_code": errors.BUS_UNAVAILABLE.code})
         raise LunaError(errors.BUS_UNAVAILABLE, str(exc)) from None
     context.metrics.publish(kind)
     return web.Response(status=204)

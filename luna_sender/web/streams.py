@@ -22,7 +22,7 @@ from ..filters.events import compile_face
 from ..filters.general import compile_general
 from ..hub import Connection
 from .context import ctx, request_id
-from .middlewares import INVALID_REQUEST, record_request
+from .middlewares import INVALID_REQUEST, record_request, route_label
 
 log = logging.getLogger("luna_sender.ws")
 ACCOUNT_HEADER = "Luna-Account-Id"
@@ -50,6 +50,12 @@ def _compile(compiler: Any, request: web.Request) -> CompiledFilter:
     except FilterError as exc:
         log.info("rejected websocket filter %s: %s", exc.param, exc.reason)
         raise LunaError(errors.BAD_QUERY, exc.param) from None
+
+
+def _log_fields(info: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    """The JSON log keys of a socket's open and close lines."""
+    return {"connection_id": info["id"], "kind": info["kind"], "account_id": info["account_id"],
+            "filters": info["filters"], "route": route_label(request)}
 
 
 async def face_ws(request: web.Request) -> web.StreamResponse:
@@ -99,7 +105,7 @@ async def _serve(request: web.Request, kind: str, compiled: CompiledFilter,
         conn.closing = False
         record_request(request, 101, time.perf_counter() - started)
         log.info("websocket %s opened: kind=%s account=%s filters=%s", conn.id, kind,
-                 account or "-", compiled.summary())
+                 account or "-", compiled.summary(), extra=_log_fields(info, request))
         context.plugins.connection_opened(info)
         async for msg in ws:
             # Client messages carry no meaning (spec §2.1); only control frames matter.
@@ -112,7 +118,9 @@ async def _serve(request: web.Request, kind: str, compiled: CompiledFilter,
         code = ws.close_code
         reason = conn.close_reason or ""
         log.info("websocket %s closed: kind=%s filters=%s duration=%.3fs code=%s delivered=%d %s",
-                 conn.id, kind, compiled.summary(), duration, code, conn.delivered, reason)
+                 conn.id, kind, compiled.summary(), duration, code, conn.delivered, reason,
+                 extra={**_log_fields(info, request), "close_code": code, "close_reason": reason,
+                        "duration": round(duration, 3), "delivered": conn.delivered})
         context.plugins.connection_closed({**info, "duration": duration, "close_code": code,
                                            "delivered": conn.delivered})
     return ws
