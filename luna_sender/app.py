@@ -43,6 +43,8 @@ def build_app(settings: Settings) -> web.Application:
     bus = create_bus(settings.redis_url, **options)
     plugins = PluginManager(settings.plugins, settings.plugin_settings)
     hub = Hub(bus, settings, metrics, hooks=plugins)
+    # Read at scrape time, never updated per event: the general channel + subscribed accounts.
+    metrics.subscribed_channels.set_function(lambda: 1 + len(hub._face.keys() | hub._pinned))
     app = web.Application(
         middlewares=[luna_middleware],
         client_max_size=settings.limits.publish_body_max_bytes,
