@@ -121,7 +121,8 @@ def serve(settings: Settings) -> None:
     setup_logging(settings.log_level, settings.log_format)
     warning = ignored_env_warning(settings)
     if warning:  # once, in the parent, before any worker starts
-        logging.getLogger("luna_sender.config").warning(warning)
+        logging.getLogger("luna_sender.config").warning(
+            warning, extra={"ignored_env": list(settings._ignored_env)})
     if settings.workers > 1:
         from .workers import run_workers
 

@@ -154,7 +154,8 @@ class Settings(_Section):
         "duration; websockets when they close)."
     )
     docs_dir: str | None = Field(
-        None, description="Folder of the developer manual served at /docs/dev (default: ./docs)."
+        None, description="Folder of the developer manual served at /docs/dev (default: the "
+        "copy installed with the package, else ./docs of a checkout)."
     )
     ws: WsSettings = Field(default_factory=WsSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)

@@ -150,3 +150,17 @@ def test_own_labels_cover_every_metric() -> None:
                 for name in getattr(collector, "_labelnames", ())}
     assert declared - {"env"} <= OWN_LABELS
     assert "path" in declared
+
+
+def test_service_link_warning_lists_the_names_as_a_json_key() -> None:
+    svc = Service("--log-format", "json", env=SERVICE_LINKS)
+    try:
+        deadline = time.monotonic() + 10
+        while "luna-sender ready" not in svc.log():
+            assert time.monotonic() < deadline, svc.log()
+            time.sleep(0.05)
+    finally:
+        assert svc.terminate() == 0
+    records = [json.loads(line) for line in svc.log().splitlines() if line.startswith("{")]
+    warnings = [r for r in records if r["level"] == "WARNING"]
+    assert len(warnings) == 1 and sorted(warnings[0]["ignored_env"]) == sorted(SERVICE_LINKS)
