@@ -149,3 +149,22 @@ def test_text_format_keeps_readable_lines() -> None:
     line = next(x for x in svc.log().splitlines() if "request failed" in x)
     assert " INFO " in line and "GET /missing -> 404 error_code=12013" in line
     assert "shutdown finished" in svc.log()
+
+
+async def test_client_text_cannot_forge_log_lines() -> None:
+    svc = Service(env={"LUNA_SENDER_LOG_ACCESS": "on"})
+    try:
+        async with aiohttp.ClientSession(svc.url) as http:
+            for path in ("/a%0AINFO%20forged", "/ws?gender%0Aforged=1"):
+                async with http.get(aiohttp.client.URL(path, encoded=True), headers={
+                        "Luna-Account-Id": account()}) as resp:
+                    assert resp.status in (400, 404)
+        deadline = time.monotonic() + 10
+        while svc.log().count("request failed") < 2:
+            assert time.monotonic() < deadline, svc.log()
+            time.sleep(0.05)
+    finally:
+        assert svc.terminate() == 0
+    lines = svc.log().splitlines()
+    assert lines and all(line[:4].isdigit() for line in lines), svc.log()  # each starts with a date
+    assert "/a%0AINFO%20forged -> 404" in svc.log()

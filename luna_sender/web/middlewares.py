@@ -107,8 +107,9 @@ async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def _fields(request: web.Request, status: int) -> dict[str, object]:
+    # The raw (still percent-encoded) path: what the client sent, and always one line.
     fields: dict[str, object] = {"route": route_label(request), "method": request.method,
-                                 "path": request.path, "status": status}
+                                 "path": request.rel_url.raw_path, "status": status}
     account = request.headers.get("Luna-Account-Id")
     if account is not None:
         fields["account_id"] = account[:64]
@@ -118,7 +119,7 @@ def _fields(request: web.Request, status: int) -> dict[str, object]:
 def _log_failure(request: web.Request, status: int, error_code: int, detail: str) -> None:
     """One INFO line per refused request (404s, bad input, 29001, 29006): reason + request id."""
     fields = _fields(request, status)
-    log.info("request failed: %s %s -> %d error_code=%d: %s", request.method, request.path,
+    log.info("request failed: %s %s -> %d error_code=%d: %s", request.method, fields["path"],
              status, error_code, detail, extra={**fields, "error_code": error_code,
                                                 "detail": detail})
 
@@ -126,7 +127,7 @@ def _log_failure(request: web.Request, status: int, error_code: int, detail: str
 def _log_access(request: web.Request, status: int, duration: float) -> None:
     fields = _fields(request, status)
     remote = request.remote or "-"
-    access_log.info("%s %s %s %d %.1fms", remote, request.method, request.path_qs, status,
+    access_log.info("%s %s %s %d %.1fms", remote, request.method, request.raw_path, status,
                     duration * 1000, extra={**fields, "remote": remote,
                                             "duration_ms": round(duration * 1000, 3)})
 
