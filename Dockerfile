@@ -23,7 +23,10 @@ RUN /venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
 
 # --- runtime: the virtualenv and the settings file, nothing else -------------------------------
 FROM python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/venv/bin:$PATH
+# The settings file is named by LUNA_SENDER_CONFIG, not by a flag, so the service and the
+# HEALTHCHECK read the same file, and `-e LUNA_SENDER_CONFIG=/etc/x.yaml` moves both.
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/venv/bin:$PATH \
+    LUNA_SENDER_CONFIG=/app/config.yaml
 RUN groupadd --system --gid 10001 luna \
     && useradd --system --uid 10001 --gid 10001 --no-create-home luna
 COPY --from=build /venv /venv
@@ -36,4 +39,4 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-m", "luna_sender.healthcheck"]
 # Exec form: the process is PID 1 and receives SIGTERM directly (graceful 1001 closes).
 # No --host/--port here: config.yaml listens on 0.0.0.0:5080 and LUNA_SENDER_HOST/_PORT override.
-ENTRYPOINT ["luna-sender", "--config", "/app/config.yaml"]
+ENTRYPOINT ["luna-sender"]

@@ -47,6 +47,15 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
 
+def runtime_env() -> dict[str, str]:
+    """ENV of the runtime stage (``ENV a=1 b=2`` parses to alternating names and values)."""
+    env: dict[str, str] = {}
+    for ins in stages()[-1]:
+        if ins.cmd == "ENV":
+            env.update(zip(ins.value[::2], ins.value[1::2], strict=True))
+    return env
+
+
 def exec_form(ins: Any) -> list[str]:
     assert ins.json, f"{ins.cmd} must be exec form (JSON): {ins.original}"
     return list(ins.value[1:] if ins.cmd == "HEALTHCHECK" else ins.value)
@@ -138,10 +147,13 @@ def test_entrypoint_and_healthcheck_run_against_a_live_service(private_redis,
     shutil.copy(REPO / "config.yaml", app / "config.yaml")
     entrypoint = [arg.replace("/app/", f"{app}/")
                   for arg in exec_form(next(i for i in instructions() if i.cmd == "ENTRYPOINT"))]
+    image_env = {k: v.replace("/app/", f"{app}/") for k, v in runtime_env().items()
+                 if k.startswith("LUNA_SENDER_")}
+    assert image_env == {"LUNA_SENDER_CONFIG": f"{app}/config.yaml"}
     health = exec_form(next(i for i in instructions() if i.cmd == "HEALTHCHECK"))
     sender = compose()["services"]["luna-sender"]
     port = free_port()
-    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path),
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), **image_env,
            **{k: str(v) for k, v in sender["environment"].items()},
            # What compose's service DNS name resolves to, and where the operator moved the
            # service: the entrypoint has no --host, so LUNA_SENDER_HOST must win.
