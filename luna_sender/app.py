@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiohttp import web
 
@@ -25,6 +26,9 @@ from .web.middlewares import luna_middleware
 log = logging.getLogger("luna_sender.app")
 GC_POLICY: web.AppKey[GcPolicy] = web.AppKey("luna_sender_gc_policy", GcPolicy)
 FD_WATCH: web.AppKey[fdlimit.FdWatch] = web.AppKey("luna_sender_fd_watch", fdlimit.FdWatch)
+# Monotonic time and open websockets when shutdown began, for the "shutdown finished" line
+# (a dict set at build time: a started application's keys must not change).
+SHUTDOWN: web.AppKey[dict[str, float]] = web.AppKey("luna_sender_shutdown", dict)
 
 
 def business_prefixes(settings: Settings) -> list[str]:
@@ -43,6 +47,8 @@ def build_app(settings: Settings) -> web.Application:
     bus = create_bus(settings.redis_url, **options)
     plugins = PluginManager(*plugin_setup(settings))
     hub = Hub(bus, settings, metrics, hooks=plugins)
+    # Read at scrape time, never updated per event: the general channel + subscribed accounts.
+    metrics.subscribed_channels.set_function(lambda: 1 + len(hub._face.keys() | hub._pinned))
     app = web.Application(
         middlewares=[luna_middleware],
         client_max_size=settings.limits.publish_body_max_bytes,
@@ -52,6 +58,7 @@ def build_app(settings: Settings) -> web.Application:
     app[CTX] = Context(settings=settings, bus=bus, hub=hub, metrics=metrics, plugins=plugins)
     app[FD_WATCH] = fdlimit.FdWatch()
     app[access.POLICY] = access.AccessPolicy(settings)
+    app[SHUTDOWN] = {}
     app[GC_POLICY] = GcPolicy(settings.gc, metrics, live=lambda: len(hub.connections),
                               closed=lambda: hub.closed_total)
 
@@ -91,6 +98,10 @@ async def _on_startup(app: web.Application) -> None:
 
 async def _on_shutdown(app: web.Application) -> None:
     context = app[CTX]
+    sockets = len(context.hub.connections)
+    app[SHUTDOWN].update(started=time.monotonic(), sockets=sockets)
+    log.info("shutdown started: closing %d websocket(s) with 1001", sockets,
+             extra={"sockets": sockets})
     context.hub.shutting_down = True
     # Events published before the signal reach their sockets before the close frames, which
     # are written after them on the same transports.
@@ -104,3 +115,9 @@ async def _on_cleanup(app: web.Application) -> None:
     await app[FD_WATCH].stop()
     await context.hub.stop()
     await context.plugins.stop()
+    sockets = int(app[SHUTDOWN].get("sockets", 0))
+    took = time.monotonic() - app[SHUTDOWN].get("started", time.monotonic())
+    left = len(context.hub.connections)
+    log.info("shutdown finished in %.3fs: %d websocket(s) closed, %d left open", took,
+             sockets - left, left,
+             extra={"sockets": sockets, "sockets_left": left, "duration": round(took, 3)})

@@ -9,7 +9,7 @@ from typing import Any
 
 from . import __version__
 from .client import add_filter_flags
-from .config import ConfigError, Settings, load_settings
+from .config import ConfigError, Settings, ignored_env_warning, load_settings
 
 EXIT_CONFIG = 2
 
@@ -118,11 +118,18 @@ def serve_one(settings: Settings, reuse_port: bool = False) -> None:
 
 
 def serve(settings: Settings) -> None:
+    import logging
+
+    from .logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)
+    warning = ignored_env_warning(settings)
+    if warning:  # once, in the parent, before any worker starts
+        logging.getLogger("luna_sender.config").warning(
+            warning, extra={"ignored_env": list(settings._ignored_env)})
     if settings.workers > 1:
-        from .logs import setup_logging
         from .workers import run_workers
 
-        setup_logging(settings.log_level, settings.log_format)
         raise SystemExit(run_workers(settings, serve_one))
     serve_one(settings)
 
@@ -146,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(130) from None
     settings = load(args)
     if command == "check-config":
+        warning = ignored_env_warning(settings)
+        if warning:
+            print(f"luna-sender: warning: {warning}", file=sys.stderr)
         print(json.dumps(settings.masked(), indent=2, ensure_ascii=False))
         return
     serve(settings)

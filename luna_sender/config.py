@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -26,10 +27,13 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from .config_env import env_overrides
+
 ENV_PREFIX = "LUNA_SENDER_"
 MASK = "********"
 BUS_SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel",
                "redis+cluster", "rediss+cluster")
+LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 SECRET_KEY_RE = re.compile(r"password|token|secret", re.IGNORECASE)
 
 
@@ -120,8 +124,23 @@ class LimitSettings(_Section):
 class MetricsSettings(_Section):
     enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
     extra_labels: dict[str, str] = Field(
-        default_factory=dict, description="Constant labels added to every metric."
+        default_factory=dict, description="Constant labels added to every metric; names must be "
+        "valid Prometheus label names and not one of the metrics' own labels."
     )
+
+    @field_validator("extra_labels")
+    @classmethod
+    def _label_names(cls, value: dict[str, str]) -> dict[str, str]:
+        # A colliding label would be silently shadowed by the metric's own (issue: {path: x}).
+        from .metrics import OWN_LABELS
+
+        for name in value:
+            if not LABEL_NAME_RE.match(name) or name.startswith("__"):
+                raise ValueError(f"{name!r} is not a valid Prometheus label name")
+            if name in OWN_LABELS:
+                raise ValueError(f"label {name!r} collides with a label of the service's own "
+                                 f"metrics ({', '.join(sorted(OWN_LABELS))})")
+        return value
 
 
 class GcSettings(_Section):
@@ -242,8 +261,13 @@ class Settings(_Section):
         "INFO", description="Log level."
     )
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+    log_access: bool = Field(
+        False, description="Log one INFO line per finished request (method, route, status, "
+        "duration; websockets when they close)."
+    )
     docs_dir: str | None = Field(
-        None, description="Folder of the developer manual served at /docs/dev (default: ./docs)."
+        None, description="Folder of the developer manual served at /docs/dev (default: the "
+        "copy installed with the package, else ./docs of a checkout)."
     )
     ws: WsSettings = Field(default_factory=WsSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
@@ -282,6 +306,9 @@ class Settings(_Section):
             raise ValueError(f"INFLUX_MONITORING.SEND_DATA_FOR_MONITORING=1 and plugin "
                              f"'{MONITORING_PLUGIN}' in plugins: configure it in one place")
         return self
+
+    # Names of LUNA_SENDER_* variables skipped as Kubernetes service links (logged at start).
+    _ignored_env: list[str] = PrivateAttr(default_factory=list)
 
     @field_validator("redis_url")
     @classmethod
@@ -378,37 +405,6 @@ _USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^:/@]*):([^@/]*)@")
 _SECRET_QUERY_RE = re.compile(r"([?&][^=&]*(?:password|token|secret)[^=&]*)=([^&]*)", re.I)
 
 
-def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
-    for part in path[:-1]:
-        node = target.get(part)
-        if not isinstance(node, dict):
-            node = {}
-            target[part] = node
-        target = node
-    target[path[-1]] = value
-
-
-def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
-    """``LUNA_SENDER_WS__HEARTBEAT=5`` -> ``{"ws": {"heartbeat": 5}}``; values parse as YAML."""
-    result: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
-            continue
-        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
-        if not path:
-            continue
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
-        # Keep strings that YAML would reinterpret (a URL with ':' stays a string anyway).
-        if isinstance(value, (dict, list)) or not isinstance(value, str):
-            _set_path(result, path, value)
-        else:
-            _set_path(result, path, raw)
-    return result
-
-
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():
@@ -444,11 +440,24 @@ def load_settings(
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of settings")
         data = loaded
-    data = _deep_merge(data, _env_overrides(environ))
+    ignored: list[str] = []
+    data = _deep_merge(data, env_overrides(environ, Settings, ENV_PREFIX, ignored))
     data = _deep_merge(data, {k: v for k, v in (cli_overrides or {}).items() if v is not None})
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "<root>"
         raise ConfigError(f"invalid setting '{key}': {first['msg']}") from None
+    settings._ignored_env = ignored
+    return settings
+
+
+def ignored_env_warning(settings: Settings) -> str | None:
+    """The one WARNING line about skipped Kubernetes service-link variables, if any."""
+    names = settings._ignored_env
+    if not names:
+        return None
+    return (f"ignored {len(names)} Kubernetes service-link variable(s) that share the "
+            f"LUNA_SENDER_ prefix: {', '.join(names)} (set enableServiceLinks: false on the pod "
+            "to stop them; see docs/deployment.md)")

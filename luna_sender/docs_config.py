@@ -19,8 +19,12 @@ Generated from the settings model (`luna_sender/config.py`) by
 `python -m luna_sender.docs_config > docs/configuration.md`; a test fails when they drift.
 
 Settings load in the order `config.yaml` < environment < command-line flags. Environment
-variables are `LUNA_SENDER_<KEY>`, nested keys joined with `__` (values are parsed as YAML, so
-lists and numbers work). `luna-sender check-config` prints the effective settings with secrets
+variables are `LUNA_SENDER_<KEY>`, nested keys joined with `__`; a value is read by the type of
+its setting: string settings take the text as it is (`LUNA_SENDER_CHANNEL_PREFIX=2024` is the
+string `"2024"`), numbers and booleans are converted (`5`, `2.5`, `on`/`off`, `true`/`false`),
+lists and mappings are YAML (`LUNA_SENDER_API_VERSIONS='[1, 2]'`). Kubernetes service-link
+variables that share the prefix are ignored with one warning (docs/deployment.md).
+`luna-sender check-config` prints the effective settings with secrets
 masked; a bad value stops the start with a one-line error naming the key (exit code 2).
 
 | key | environment variable | default | description |

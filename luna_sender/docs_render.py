@@ -25,11 +25,24 @@ blockquote{border-left:3px solid #ccc;margin:0;padding-left:1rem;color:#555}
 """
 
 
+PACKAGED_MANUAL = Path(__file__).resolve().parent / "manual"
+CHECKOUT_DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
 def docs_dir() -> Path:
+    """The manual's folder: ``docs_dir`` setting, else the copy in the package, else ./docs.
+
+    A wheel carries the manual as ``luna_sender/manual`` (setup.py copies docs/*.md at build
+    time); an editable install or a plain checkout has none and reads the checkout's docs/.
+    The packaged copy wins so a ``docs`` folder that happens to sit beside site-packages is never
+    served by mistake.
+    """
     configured = os.environ.get("LUNA_SENDER_DOCS_DIR")
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parent.parent / "docs"
+    if (PACKAGED_MANUAL / "index.md").is_file():
+        return PACKAGED_MANUAL
+    return CHECKOUT_DOCS
 
 
 def _inline(text: str) -> str:

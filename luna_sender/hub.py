@@ -266,16 +266,20 @@ class Hub:
         if len(data) > self._max_bus_bytes:
             self._poison(kind, channel, f"{len(data)} bytes exceeds the bus message limit")
             return
+        msg: wire.FaceMessage | wire.GeneralMessage
         try:
             if kind == "face":
-                sent = self._fan_out_face(wire.decode_face(data), groups)
+                msg = wire.decode_face(data)
+                sent = self._fan_out_face(msg, groups)
             else:
-                sent = self._fan_out_general(wire.decode_general(data), groups)
+                msg = wire.decode_general(data)
+                sent = self._fan_out_general(msg, groups)
         except wire.PoisonMessage as exc:
             self._poison(kind, channel, str(exc))
             return
         if sent:
             self.metrics.delivered[kind].inc(sent)
+            self.metrics.delivered_message(kind, started, msg.create_time)
         if self.hooks is not None:
             self.hooks.event_received(channel, kind, data, sent, time.perf_counter() - started)
 

@@ -8,6 +8,8 @@ is a single attribute call.
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -17,6 +19,10 @@ BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
            2.5, 5.0, 10.0, 30.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 KINDS = ("face", "general")
+# Every label a metric below declares (plus Prometheus' reserved ``le``/``quantile``): config
+# rejects a ``metrics.extra_labels`` name among them; a test keeps the set complete.
+OWN_LABELS = frozenset({"path", "status_code", "error_code", "kind", "reason", "generation",
+                        "le", "quantile"})
 
 
 class Metrics:
@@ -87,6 +93,18 @@ class Metrics:
             "gc_full_passes", "Planned full collections after connection churn", names,
             registry=reg,
         )
+        self.delivery_latency = Histogram(
+            "event_delivery_seconds", "Bus receipt of a message to its frames handed to the last "
+            "matching socket", [*names, "kind"], buckets=BUCKETS, registry=reg,
+        )
+        self.producer_latency = Histogram(
+            "event_producer_latency_seconds", "Producer's event_create_time to the frames handed "
+            "to the sockets", [*names, "kind"], buckets=BUCKETS, registry=reg,
+        )
+        self.bus_subscribed_channels = Gauge(
+            "bus_subscribed_channels", "Bus channels this process listens on (general + accounts "
+            "with sockets or forwarding plugins)", names, registry=reg,
+        )
         # Pre-bound children for the delivery hot path.
         self.received = {k: self.events_received.labels(*self._values, k) for k in KINDS}
         self.delivered = {k: self.events_delivered.labels(*self._values, k) for k in KINDS}
@@ -97,6 +115,28 @@ class Metrics:
         self.reconnected = self._unlabelled(self.bus_reconnects)
         self.connected_gauge = self._unlabelled(self.bus_connected)
         self.repaired = self._unlabelled(self.bus_subscription_repairs)
+        self.latency = {k: self.delivery_latency.labels(*self._values, k) for k in KINDS}
+        self.producer_lag = {k: self.producer_latency.labels(*self._values, k) for k in KINDS}
+        self.subscribed_channels = self._unlabelled(self.bus_subscribed_channels)
+
+    def delivered_message(self, kind: str, received: float, create_time: Any) -> None:
+        """One observation per bus message that reached a socket (never per socket).
+
+        ``received`` is the ``perf_counter`` at bus receipt. The producer's time is parsed with
+        the C ``fromisoformat`` (about a microsecond) and nothing is cached; a time without an
+        offset is taken as UTC, and one in the future (clock skew) or unparsable is skipped.
+        """
+        self.latency[kind].observe(time.perf_counter() - received)
+        if type(create_time) is str:
+            try:
+                created = datetime.fromisoformat(create_time)
+            except ValueError:
+                return
+            if created.tzinfo is None:
+                created = created.replace(tzinfo=UTC)
+            lag = time.time() - created.timestamp()
+            if lag >= 0:
+                self.producer_lag[kind].observe(lag)
 
     def _unlabelled(self, metric: Any) -> Any:
         """A metric without labels of its own: bound to the extra labels, if any are set."""

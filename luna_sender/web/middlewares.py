@@ -20,6 +20,7 @@ from ..logs import request_id_var
 from .context import CTX, METRICS_RECORDED, REQUEST_ID
 
 log = logging.getLogger("luna_sender.web")
+access_log = logging.getLogger("luna_sender.access")
 
 REQUEST_ID_HEADER = "Luna-Request-Id"
 REQUEST_ID_RE = re.compile(
@@ -67,6 +68,7 @@ async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamR
     request[REQUEST_ID] = request_id
     token = request_id_var.set(request_id)
     error_code: int | None = None
+    detail = ""
     try:
         try:
             # Routing errors (404/405) come first: the route does not exist for any header.
@@ -75,7 +77,7 @@ async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamR
             response = await handler(request)
         except LunaError as exc:
             response = errors.error_response(exc)
-            error_code = exc.kind.code
+            error_code, detail = exc.kind.code, exc.detail
             if exc.kind is errors.TOO_MANY_CONNECTIONS:
                 response.force_close()  # a refused upgrade must not keep its descriptor
         except web.HTTPException as exc:
@@ -86,19 +88,50 @@ async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamR
             response = errors.error_response(err)
             if isinstance(exc, web.HTTPMethodNotAllowed):
                 response.headers["Allow"] = exc.headers.get("Allow", "")
-            error_code = err.kind.code
+            error_code, detail = err.kind.code, err.detail
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             err = LunaError(errors.INTERNAL)
             response = errors.error_response(err)
-            error_code = err.kind.code
+            error_code, detail = err.kind.code, err.detail
         if not response.prepared:
             response.headers[REQUEST_ID_HEADER] = request_id
         if not request.get(METRICS_RECORDED):
             record_request(request, response.status, time.perf_counter() - started, error_code)
+        if error_code is not None:
+            _log_failure(request, response.status, error_code, detail)
+        context = request.app.get(CTX)
+        if context is not None and context.settings.log_access:
+            _log_access(request, response.status, time.perf_counter() - started)
         return response
     finally:
         request_id_var.reset(token)
+
+
+def _fields(request: web.Request, status: int) -> dict[str, object]:
+    # The raw (still percent-encoded) path: what the client sent, and always one line.
+    fields: dict[str, object] = {"route": route_label(request), "method": request.method,
+                                 "path": request.rel_url.raw_path, "status": status}
+    account = request.headers.get("Luna-Account-Id")
+    if account is not None:
+        fields["account_id"] = account[:64]
+    return fields
+
+
+def _log_failure(request: web.Request, status: int, error_code: int, detail: str) -> None:
+    """One INFO line per refused request (404s, bad input, 29001, 29006): reason + request id."""
+    fields = _fields(request, status)
+    log.info("request failed: %s %s -> %d error_code=%d: %s", request.method, fields["path"],
+             status, error_code, detail, extra={**fields, "error_code": error_code,
+                                                "detail": detail})
+
+
+def _log_access(request: web.Request, status: int, duration: float) -> None:
+    fields = _fields(request, status)
+    remote = request.remote or "-"
+    access_log.info("%s %s %s %d %.1fms", remote, request.method, request.raw_path, status,
+                    duration * 1000, extra={**fields, "remote": remote,
+                                            "duration_ms": round(duration * 1000, 3)})
 
 
 def record_request(request: web.Request, status: int, duration: float,

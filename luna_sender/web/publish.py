@@ -108,7 +108,8 @@ async def _publish(request: web.Request, channel: str, data: bytes, kind: str) -
     except BusError as exc:
         outcome = "unknown" if exc.published is None else "not published"
         log.error("publish to %s failed (%s): %s", channel, outcome, exc,
-                  extra={"publish_outcome": outcome})
+                  extra={"channel": channel, "kind": kind, "publish_outcome": outcome,
+                         "error_code": errors.BUS_UNAVAILABLE.code})
         raise LunaError(errors.BUS_UNAVAILABLE, exc.public) from None
     context.metrics.publish(kind)
     return web.Response(status=204)

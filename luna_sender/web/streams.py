@@ -25,7 +25,7 @@ from ..filters.general import compile_general
 from ..hub import Connection
 from . import access
 from .context import METRICS_RECORDED, ctx, request_id
-from .middlewares import INVALID_REQUEST, REQUEST_ID_HEADER, record_request
+from .middlewares import INVALID_REQUEST, REQUEST_ID_HEADER, record_request, route_label
 
 log = logging.getLogger("luna_sender.ws")
 ACCOUNT_HEADER = "Luna-Account-Id"
@@ -76,6 +76,12 @@ def _compile(compiler: Any, request: web.Request, query: list[tuple[str, str]]) 
     except FilterError as exc:
         log.info("rejected websocket filter %s: %s", exc.param, exc.reason)
         raise LunaError(errors.BAD_QUERY, exc.param) from None
+
+
+def _log_fields(info: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    """The JSON log keys of a socket's open and close lines."""
+    return {"connection_id": info["id"], "kind": info["kind"], "account_id": info["account_id"],
+            "filters": info["filters"], "route": route_label(request)}
 
 
 async def face_ws(request: web.Request) -> web.StreamResponse:
@@ -141,7 +147,7 @@ async def _serve(request: web.Request, kind: str, compiled: CompiledFilter,
         opened = True
         record_request(request, 101, time.perf_counter() - started)
         log.info("websocket %s opened: kind=%s account=%s filters=%s", conn.id, kind,
-                 account or "-", compiled.summary())
+                 account or "-", compiled.summary(), extra=_log_fields(info, request))
         context.plugins.connection_opened(info)
         if conn.close_code is None:
             await _read_until_closed(ws, conn)
@@ -151,15 +157,18 @@ async def _serve(request: web.Request, kind: str, compiled: CompiledFilter,
         conn.closing = True
         await hub.remove(conn)
         if opened:
-            _log_closed(context, conn, info)
+            _log_closed(context, conn, info, request)
     return ws
 
 
-def _log_closed(context: Any, conn: Connection, info: dict[str, Any]) -> None:
+def _log_closed(context: Any, conn: Connection, info: dict[str, Any],
+                request: web.Request) -> None:
     duration = time.monotonic() - conn.opened_at
     code = conn.ws.close_code
+    reason = conn.close_reason or ""
     log.info("websocket %s closed: kind=%s filters=%s duration=%.3fs code=%s delivered=%d %s",
-             conn.id, conn.kind, info["filters"], duration, code, conn.delivered,
-             conn.close_reason or "")
+             conn.id, conn.kind, info["filters"], duration, code, conn.delivered, reason,
+             extra={**_log_fields(info, request), "close_code": code, "close_reason": reason,
+                    "duration": round(duration, 3), "delivered": conn.delivered})
     context.plugins.connection_closed({**info, "duration": duration, "close_code": code,
                                        "delivered": conn.delivered})

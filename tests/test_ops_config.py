@@ -1,0 +1,166 @@
+"""Environment handling an operator meets: Kubernetes service links, typed env values, labels."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+
+from luna_sender.config import ConfigError, load_settings
+from luna_sender.metrics import OWN_LABELS, Metrics
+
+from .helpers import REPO, Service
+
+# What Kubernetes injects into every pod of a namespace holding a Service named luna-sender
+# (port named "http") and one named luna-sender-redis.
+SERVICE_LINKS = {
+    "LUNA_SENDER_PORT": "tcp://10.96.0.12:5080",
+    "LUNA_SENDER_PORT_5080_TCP": "tcp://10.96.0.12:5080",
+    "LUNA_SENDER_PORT_5080_TCP_ADDR": "10.96.0.12",
+    "LUNA_SENDER_PORT_5080_TCP_PORT": "5080",
+    "LUNA_SENDER_PORT_5080_TCP_PROTO": "tcp",
+    "LUNA_SENDER_SERVICE_HOST": "10.96.0.12",
+    "LUNA_SENDER_SERVICE_PORT": "5080",
+    "LUNA_SENDER_SERVICE_PORT_HTTP": "5080",
+    "LUNA_SENDER_REDIS_PORT": "udp://10.96.0.13:6379",
+    "LUNA_SENDER_REDIS_PORT_6379_UDP_ADDR": "10.96.0.13",
+    "LUNA_SENDER_REDIS_SERVICE_HOST": "10.96.0.13",
+}
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "luna_sender.cli", *args], capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin", **env}, cwd=REPO, timeout=30)
+
+
+def test_service_links_are_ignored_with_one_warning_by_check_config() -> None:
+    result = run_cli("check-config", env=SERVICE_LINKS)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["port"] == 5080  # the tcp:// value did not become the port
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "warning" in lines[0] and "enableServiceLinks" in lines[0]
+    assert all(name in lines[0] for name in SERVICE_LINKS)
+
+
+def test_service_runs_beside_service_links_and_logs_one_warning() -> None:
+    svc = Service(env={**SERVICE_LINKS, "LUNA_SENDER_CHANNEL_PREFIX": "2024"})
+    try:
+        with urllib.request.urlopen(svc.url + "/config", timeout=5) as r:
+            assert json.loads(r.read())["channel_prefix"] == "2024"
+        deadline = time.monotonic() + 10
+        while "luna-sender ready" not in svc.log():
+            assert time.monotonic() < deadline, svc.log()
+            time.sleep(0.05)
+        warnings = [line for line in svc.log().splitlines() if " WARNING " in line]
+        assert len(warnings) == 1, svc.log()
+        assert "LUNA_SENDER_PORT_5080_TCP_ADDR" in warnings[0]
+    finally:
+        assert svc.terminate() == 0
+
+
+@pytest.mark.parametrize(("env", "key"), [
+    ({"LUNA_SENDER_WS__HEARTBEET": "3"}, "ws.heartbeet"),
+    ({"LUNA_SENDER_PORT": "80a"}, "port"),
+    ({"LUNA_SENDER_HEARTBEAT": "3"}, "heartbeat"),
+    ({"LUNA_SENDER_REDIS_URL": "tcp://10.0.0.1:6379"}, "redis_url"),
+])
+def test_real_typos_still_exit_2_beside_service_links(env: dict[str, str], key: str) -> None:
+    result = run_cli("check-config", env={**SERVICE_LINKS, **env})
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "invalid setting" in line]
+    assert len(errors) == 1 and f"'{key}'" in errors[0], result.stderr
+
+
+@pytest.mark.parametrize(("name", "raw", "key", "expected"), [
+    ("CHANNEL_PREFIX", "123", "channel_prefix", "123"),
+    ("CHANNEL_PREFIX", "on", "channel_prefix", "on"),
+    ("CHANNEL_PREFIX", "2024", "channel_prefix", "2024"),
+    ("CHANNEL_PREFIX", "1e3", "channel_prefix", "1e3"),
+    ("CHANNEL_PREFIX", "null", "channel_prefix", "null"),
+    ("CHANNEL_PREFIX", "[a]", "channel_prefix", "[a]"),
+    ("GENERAL_CHANNEL", "2024", "general_channel", "2024"),
+    ("HOST", "0", "host", "0"),
+    ("REDIS_URL", "redis://h:1/0", "redis_url", "redis://h:1/0"),
+    ("LOG_LEVEL", "DEBUG", "log_level", "DEBUG"),
+    ("PORT", "5081", "port", 5081),
+    ("WS__HEARTBEAT", "2.5", "ws.heartbeat", 2.5),
+    ("WS__HEARTBEAT", "1e1", "ws.heartbeat", 10.0),
+    ("METRICS__ENABLED", "on", "metrics.enabled", True),
+    ("METRICS__ENABLED", "off", "metrics.enabled", False),
+    ("METRICS__ENABLED", "0", "metrics.enabled", False),
+    ("METRICS__ENABLED", "true", "metrics.enabled", True),
+    ("API_VERSIONS", "[1, 3]", "api_versions", [1, 3]),
+    ("METRICS__EXTRA_LABELS", "{env: prod, dc: '2024'}", "metrics.extra_labels",
+     {"env": "prod", "dc": "2024"}),
+    ("METRICS__EXTRA_LABELS__ZONE", "2024", "metrics.extra_labels", {"zone": "2024"}),
+    ("PLUGINS", "[a.b, c]", "plugins", ["a.b", "c"]),
+    ("PLUGIN_SETTINGS__FWD__RETRIES", "5", "plugin_settings", {"fwd": {"retries": 5}}),
+])
+def test_env_values_parse_by_the_type_of_their_setting(name: str, raw: str, key: str,
+                                                       expected: Any) -> None:
+    settings = load_settings(None, {}, {"LUNA_SENDER_" + name: raw})
+    value: Any = settings.model_dump()
+    for part in key.split("."):
+        value = value[part]
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize(("name", "raw", "key"), [
+    ("PORT", "five", "port"),
+    ("METRICS__ENABLED", "maybe", "metrics.enabled"),
+    ("API_VERSIONS", "1,2", "api_versions"),
+])
+def test_env_values_of_the_wrong_type_name_the_key(name: str, raw: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        load_settings(None, {}, {"LUNA_SENDER_" + name: raw})
+
+
+def test_string_setting_from_env_reaches_the_real_process() -> None:
+    result = run_cli("check-config", env={"LUNA_SENDER_CHANNEL_PREFIX": "on",
+                                          "LUNA_SENDER_GENERAL_CHANNEL": "2024"})
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["channel_prefix"] == "on" and data["general_channel"] == "2024"
+
+
+@pytest.mark.parametrize(("labels", "fragment"), [
+    ("{path: x}", "collides"),
+    ("{kind: x}", "collides"),
+    ("{le: x}", "collides"),
+    ("{bad-name: x}", "not a valid Prometheus label name"),
+    ("{__reserved: x}", "not a valid Prometheus label name"),
+])
+def test_colliding_or_invalid_extra_labels_exit_2(labels: str, fragment: str) -> None:
+    result = run_cli("check-config", env={"LUNA_SENDER_METRICS__EXTRA_LABELS": labels})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "metrics.extra_labels" in lines[0] and fragment in lines[0]
+
+
+def test_own_labels_cover_every_metric() -> None:
+    # The collision check is only as good as OWN_LABELS: a new metric label must be listed.
+    metrics = Metrics({"env": "prod"})
+    declared = {name for collector in metrics.registry._collector_to_names
+                for name in getattr(collector, "_labelnames", ())}
+    assert declared - {"env"} <= OWN_LABELS
+    assert "path" in declared
+
+
+def test_service_link_warning_lists_the_names_as_a_json_key() -> None:
+    svc = Service("--log-format", "json", env=SERVICE_LINKS)
+    try:
+        deadline = time.monotonic() + 10
+        while "luna-sender ready" not in svc.log():
+            assert time.monotonic() < deadline, svc.log()
+            time.sleep(0.05)
+    finally:
+        assert svc.terminate() == 0
+    records = [json.loads(line) for line in svc.log().splitlines() if line.startswith("{")]
+    warnings = [r for r in records if r["level"] == "WARNING"]
+    assert len(warnings) == 1 and sorted(warnings[0]["ignored_env"]) == sorted(SERVICE_LINKS)
