@@ -13,7 +13,7 @@ from ..docs_render import render_dev_page, render_openapi_html
 from ..errors import LunaError
 from ..metrics import CONTENT_TYPE
 from ..openapi import build_document, document_yaml
-from .context import ctx
+from .context import Context, ctx
 
 
 def json_response(data: object, status: int = 200) -> web.Response:
@@ -94,11 +94,16 @@ async def plugins(request: web.Request) -> web.Response:
     return json_response({"plugins": ctx(request).plugins.status()})
 
 
+def refresh_bus_gauge(context: Context) -> None:
+    context.metrics.connected_gauge.set(1 if getattr(context.bus, "connected", True) else 0)
+
+
 async def metrics(request: web.Request) -> web.Response:
+    """Any worker answers for the whole service with --workers (luna_sender/metrics.py)."""
     context = ctx(request)
     if not context.settings.metrics.enabled:
         raise LunaError(errors.NOT_FOUND)
-    context.metrics.connected_gauge.set(1 if getattr(context.bus, "connected", True) else 0)
+    refresh_bus_gauge(context)
     response = web.Response(body=context.metrics.render())
     response.headers["Content-Type"] = CONTENT_TYPE
     return response
