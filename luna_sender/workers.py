@@ -184,15 +184,20 @@ class Supervisor:
             due = [s.restart_at for s in self.slots if s.restart_at is not None]
             self._wait(max(0.0, min(due) - now) if due else None)
 
-    def _stop_all(self) -> list[int | None]:
-        """Wait for every worker to finish its shutdown; SIGKILL the ones that overstay."""
+    def _stop_all(self) -> bool:
+        """Wait for every worker to finish its shutdown; SIGKILL the ones that overstay.
+
+        True when every worker stopped cleanly. A worker killed by someone else's signal while
+        the stop was under way counts like any other death (logged, not a failed stop): it
+        cannot be told apart from one that died just before the stop, which supervision handles.
+        """
         if self.stop_signal is None:
             self.stop_signal = signal.SIGTERM
             for proc in self._live():
                 if proc.pid is not None:
                     os.kill(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.shutdown_timeout + self.policy.stop_grace
-        codes: list[int | None] = []
+        clean = True
         for slot in self.slots:
             if slot.process is None:
                 continue
@@ -204,14 +209,15 @@ class Supervisor:
                               slot.index, slot.process.pid)
                     slot.process.kill()
                     slot.process.join()
+                    clean = False
                     break
                 self._wait(min(remaining, 0.5))
             code = slot.process.exitcode
-            codes.append(code)
             if code not in CLEAN_EXITS:
                 log.error("worker %d (pid %s) %s while stopping", slot.index,
                           slot.process.pid, describe_exit(code))
-        return codes
+                clean = clean and code is not None and code < 0  # > 0: its shutdown failed
+        return clean
 
     def run(self) -> int:
         """Supervise until stopped; 0 after a clean stop, 1 when workers failed."""
@@ -221,7 +227,7 @@ class Supervisor:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             stopped = self._supervise()
-            codes = self._stop_all()
+            clean = self._stop_all()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -232,7 +238,7 @@ class Supervisor:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
             os.close(self._wake_r)
             os.close(self._wake_w)
-        if stopped and all(c in CLEAN_EXITS for c in codes):
+        if stopped and clean:
             return 0
         return 1
 
