@@ -37,7 +37,8 @@ class _Section(BaseModel):
 class WsSettings(_Section):
     heartbeat: float = Field(20.0, gt=0, description="Seconds between server pings (autoping).")
     max_connections: int = Field(
-        20000, ge=1, description="Open websockets per process; more are refused before upgrade."
+        20000, ge=1, description="Open websockets per worker process (the service holds up to "
+        "workers x this); more are refused before upgrade.",
     )
     max_message_size: int = Field(
         65536, ge=125, description="Largest inbound client frame in bytes; larger closes 1009."
@@ -107,7 +108,8 @@ class Settings(_Section):
         "redis+sentinel://h:p,h:p/<master>[/db], redis+cluster://h:p,h:p[?sharded=1].",
     )
     workers: int = Field(
-        1, ge=1, le=64, description="Serving processes sharing the port (SO_REUSEPORT)."
+        1, ge=1, le=64, description="Serving processes sharing the port (SO_REUSEPORT), "
+        "supervised and replaced when they die; every limit applies per process.",
     )
     channel_prefix: str = Field(
         "luna-sender", min_length=1, description="Face/body channel is '{prefix}:{account_id}'."
