@@ -295,3 +295,32 @@ async def test_max_connections_applies_per_worker(redis_url: str) -> None:
             ws.close()
     finally:
         assert svc.terminate() == 0, svc.log()[-3000:]
+
+
+@pytest.mark.slow
+def test_bus_connected_is_current_for_every_worker(private_redis) -> None:
+    """``livemin``: 0 while any worker's subscription is down; back to 1 without a scrape of each."""
+    svc = start(private_redis.url)
+    gauge = "bus_connected"
+    try:
+        assert sample(get(svc, "/metrics")[1], gauge) == 1
+        private_redis.kill()
+        down_seen: set[int] = set()
+        deadline = time.monotonic() + 30
+        while down_seen != set(ready_pids(svc)):  # each worker has answered a scrape with 0
+            assert time.monotonic() < deadline, svc.log()[-3000:]
+            _status, text, pid = get(svc, "/metrics")
+            if sample(text, gauge) == 0:
+                down_seen.add(pid)
+        private_redis.start()
+        healthy: set[int] = set()
+        while healthy != set(ready_pids(svc)):  # both workers resubscribed
+            assert time.monotonic() < deadline + 30, svc.log()[-3000:]
+            status, _text, pid = get(svc, "/healthcheck")
+            if status == 200:
+                healthy.add(pid)
+        time.sleep(3)  # each worker refreshes its own value every second
+        for _ in range(6):
+            assert sample(get(svc, "/metrics")[1], gauge) == 1
+    finally:
+        assert svc.terminate() == 0, svc.log()[-3000:]
