@@ -218,18 +218,20 @@ async def _close_code(ws: RawWS) -> int | None:
     return None
 
 
-async def test_sigterm_closes_sockets_of_every_worker_with_1001(redis_url: str) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_sigterm_closes_sockets_of_every_worker_with_1001(redis_url: str,
+                                                                 signum: int) -> None:
     svc = start(redis_url)
     try:
         sockets = await open_sockets(svc, 40, account())
         sockets += [await RawWS.connect(svc.port, "/ws/general") for _ in range(10)]
         assert {ws_owner(svc, ws) for ws in sockets} == set(ready_pids(svc))
         waits = [asyncio.create_task(_close_code(ws)) for ws in sockets]
-        svc.proc.send_signal(signal.SIGTERM)
+        svc.proc.send_signal(signum)
         codes = await asyncio.gather(*waits)
         assert codes == [1001] * len(sockets)
         assert await asyncio.to_thread(svc.proc.wait, 20) == 0, svc.log()[-3000:]
-        assert "SIGTERM received: stopping 2 workers" in svc.log()
+        assert f"{signal.Signals(signum).name} received: stopping 2 workers" in svc.log()
         for ws in sockets:
             ws.close()
     finally:
