@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from typing import Any
 log = logging.getLogger("luna_sender.workers")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CLEAN_EXITS = (0, -signal.SIGTERM, -signal.SIGINT)
+PARENT_POLL = 1.0  # seconds between a worker's checks that its supervisor is alive
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,23 @@ class _Slot:
     started_at: float = 0.0
     delay: float = 0.0
     restart_at: float | None = None
+
+
+def worker_main(target: Callable[..., None], args: tuple[Any, ...], parent: int) -> None:
+    """A worker's entry point: serve, and stop by itself if the supervisor disappears."""
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch",
+                     daemon=True).start()
+    target(*args)
+
+
+def _watch_parent(parent: int) -> None:
+    """A SIGKILLed supervisor cannot stop its workers; left alone they would keep the port (a
+    restarted service would share it with them, SO_REUSEPORT) with nobody replacing or stopping
+    them. So each worker stops itself — 1001 to its sockets — once its parent is gone."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    log.error("supervisor (pid %d) is gone: stopping this worker", parent)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def describe_exit(code: int | None) -> str:
@@ -98,7 +117,7 @@ class Supervisor:
     # --- workers ----------------------------------------------------------------------------
 
     def _start(self, slot: _Slot) -> None:
-        proc = self.ctx.Process(target=self.target, args=self.args,
+        proc = self.ctx.Process(target=worker_main, args=(self.target, self.args, os.getpid()),
                                 name=f"luna-sender-worker-{slot.index}")
         proc.start()
         slot.process, slot.started_at, slot.restart_at = proc, time.monotonic(), None

@@ -326,3 +326,22 @@ def test_bus_connected_is_current_for_every_worker(private_redis) -> None:
             assert sample(get(svc, "/metrics")[1], gauge) == 1
     finally:
         assert svc.terminate() == 0, svc.log()[-3000:]
+
+
+async def test_workers_stop_when_the_supervisor_is_killed(redis_url: str) -> None:
+    """SIGKILL to the parent must not leave unsupervised workers holding the port."""
+    svc = start(redis_url)
+    try:
+        workers = [psutil.Process(pid) for pid in worker_pids(svc)]
+        sockets = await open_sockets(svc, 10, account())
+        assert {ws_owner(svc, ws) for ws in sockets} == {w.pid for w in workers}
+        waits = [asyncio.create_task(_close_code(ws)) for ws in sockets]
+        svc.proc.kill()
+        assert await asyncio.gather(*waits) == [1001] * len(sockets)
+        gone, alive = await asyncio.to_thread(psutil.wait_procs, workers, 20)
+        assert not alive and len(gone) == 2
+        assert svc.log().count("is gone: stopping this worker") == 2
+        for ws in sockets:
+            ws.close()
+    finally:
+        svc.close()
