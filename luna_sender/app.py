@@ -7,7 +7,9 @@ reach the sockets, close every socket with 1001, then stop the bus and the plugi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
 
 from aiohttp import web
@@ -22,6 +24,7 @@ from .plugins import PluginManager
 from .web import access, httpd, publish, service, streams, viewer
 from .web.context import CTX, Context
 from .web.middlewares import luna_middleware
+from .workers import MULTIPROC_ENV
 
 log = logging.getLogger("luna_sender.app")
 GC_POLICY: web.AppKey[GcPolicy] = web.AppKey("luna_sender_gc_policy", GcPolicy)
@@ -29,6 +32,8 @@ FD_WATCH: web.AppKey[fdlimit.FdWatch] = web.AppKey("luna_sender_fd_watch", fdlim
 # Monotonic time and open websockets when shutdown began, for the "shutdown finished" line
 # (a dict set at build time: a started application's keys must not change).
 SHUTDOWN: web.AppKey[dict[str, float]] = web.AppKey("luna_sender_shutdown", dict)
+BUS_GAUGE: web.AppKey[asyncio.Task[None]] = web.AppKey("luna_sender_bus_gauge", asyncio.Task)
+BUS_GAUGE_INTERVAL = 1.0
 
 
 def business_prefixes(settings: Settings) -> list[str]:
@@ -36,7 +41,9 @@ def business_prefixes(settings: Settings) -> list[str]:
 
 
 def build_app(settings: Settings) -> web.Application:
-    metrics = Metrics(settings.metrics.extra_labels)
+    # The supervisor of --workers sets the shared metrics folder (luna_sender/workers.py).
+    shared = os.environ.get(MULTIPROC_ENV) if settings.workers > 1 else None
+    metrics = Metrics(settings.metrics.extra_labels, multiprocess_dir=shared)
     options: dict[str, object] = {}
     if not settings.redis_url.startswith("memory"):
         options = {
@@ -47,8 +54,6 @@ def build_app(settings: Settings) -> web.Application:
     bus = create_bus(settings.redis_url, **options)
     plugins = PluginManager(*plugin_setup(settings))
     hub = Hub(bus, settings, metrics, hooks=plugins)
-    # Read at scrape time, never updated per event: the general channel + subscribed accounts.
-    metrics.subscribed_channels.set_function(lambda: 1 + len(hub._face.keys() | hub._pinned))
     app = web.Application(
         middlewares=[luna_middleware],
         client_max_size=settings.limits.publish_body_max_bytes,
@@ -91,9 +96,11 @@ async def _on_startup(app: web.Application) -> None:
     app[GC_POLICY].start()
     app[fdlimit.CAPACITY] = fdlimit.connection_capacity(context.settings.ws)
     app[FD_WATCH].start()
+    if context.metrics.multiprocess:
+        app[BUS_GAUGE] = asyncio.create_task(_bus_gauge(context), name="bus-gauge")
     loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
-    log.info("luna-sender ready: bus=%s api_versions=%s loop=%s",
-             context.bus.url.split("@")[-1], context.settings.api_versions, loop)
+    log.info("luna-sender ready: bus=%s api_versions=%s loop=%s pid=%d",
+             context.bus.url.split("@")[-1], context.settings.api_versions, loop, os.getpid())
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -109,8 +116,21 @@ async def _on_shutdown(app: web.Application) -> None:
     await context.hub.close_all()
 
 
+async def _bus_gauge(context: Context) -> None:
+    """Keep this worker's ``bus_connected`` current: a scrape answered by another worker reads
+    it from the shared files and cannot ask this worker's bus."""
+    while True:
+        service.refresh_bus_gauge(context)
+        await asyncio.sleep(BUS_GAUGE_INTERVAL)
+
+
 async def _on_cleanup(app: web.Application) -> None:
     context = app[CTX]
+    task = app.get(BUS_GAUGE)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await app[GC_POLICY].stop()
     await app[FD_WATCH].stop()
     await context.hub.stop()

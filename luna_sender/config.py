@@ -44,7 +44,8 @@ class _Section(BaseModel):
 class WsSettings(_Section):
     heartbeat: float = Field(20.0, gt=0, description="Seconds between server pings (autoping).")
     max_connections: int = Field(
-        20000, ge=1, description="Open websockets per process; more are refused before upgrade."
+        20000, ge=1, description="Open websockets per worker process (the service holds up to "
+        "workers x this); more are refused before upgrade.",
     )
     fd_reserve: int = Field(
         128, ge=8,
@@ -238,7 +239,8 @@ class Settings(_Section):
         "the answer is 503 and the event may still be delivered (docs/reliability.md).",
     )
     workers: int = Field(
-        1, ge=1, le=64, description="Serving processes sharing the port (SO_REUSEPORT)."
+        1, ge=1, le=64, description="Serving processes sharing the port (SO_REUSEPORT), "
+        "supervised and replaced when they die; every limit applies per process.",
     )
     channel_prefix: str = Field(
         "luna-sender", min_length=1, description="Face/body channel is '{prefix}:{account_id}'."

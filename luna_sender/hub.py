@@ -195,6 +195,10 @@ class Hub:
         self._pinned.add(account)
         await self.bus.subscribe(self.face_channel(account))
 
+    def subscribed_channel_count(self) -> int:
+        """The general channel plus every account channel held for sockets or pinned."""
+        return 1 + len(self._face.keys() | self._pinned)
+
     def face_channel(self, account: str) -> str:
         return self._face_prefix + account
 

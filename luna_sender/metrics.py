@@ -4,6 +4,15 @@ Names follow the original where it documents them (``request_count_total``, ``er
 with ``path="METHOD:/route"``, the ``requests`` duration histogram); the rest are this service's
 own and are listed in docs/metrics.md. Hot-path counters are pre-bound children so an increment
 is a single attribute call.
+
+With ``--workers N`` every worker writes its values to prometheus-client's multiprocess files (the
+supervisor sets the folder, luna_sender/workers.py) and a scrape renders all workers' files, so
+any worker answers for the whole service. Counters and histograms are summed over every worker
+that ever ran (a replaced worker's totals stay). A gauge has no meaningful sum by default, so
+EVERY gauge must say how workers combine: ``multiprocess_mode=`` one of the ``live*`` modes
+(``livesum``, ``livemin``, ``livemax``), so a dead worker's value disappears with it. A test
+(tests/test_workers.py) rejects a gauge declared without one. With one worker the values stay
+in memory and nothing of this applies.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
            2.5, 5.0, 10.0, 30.0)
@@ -26,8 +36,14 @@ OWN_LABELS = frozenset({"path", "status_code", "error_code", "kind", "reason", "
 
 
 class Metrics:
-    def __init__(self, extra_labels: dict[str, str] | None = None) -> None:
+    def __init__(self, extra_labels: dict[str, str] | None = None,
+                 multiprocess_dir: str | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # What a scrape renders: this process's registry, or every worker's files.
+        self._scraped = self.registry
+        if multiprocess_dir is not None:
+            self._scraped = CollectorRegistry()
+            MultiProcessCollector(self._scraped, multiprocess_dir)
         extra = dict(sorted((extra_labels or {}).items()))
         self._names = tuple(extra)
         self._values = tuple(extra.values())
@@ -46,7 +62,8 @@ class Metrics:
             buckets=BUCKETS, registry=reg,
         )
         self.ws_connections = Gauge(
-            "ws_connections", "Open websocket connections", [*names, "kind"], registry=reg
+            "ws_connections", "Open websocket connections", [*names, "kind"], registry=reg,
+            multiprocess_mode="livesum",
         )
         self.events_received = Counter(
             "events_received", "Events received from the bus", [*names, "kind"], registry=reg
@@ -67,7 +84,8 @@ class Metrics:
             "bus_reconnects", "Times the bus subscription was re-established", names, registry=reg
         )
         self.bus_connected = Gauge(
-            "bus_connected", "1 while the bus subscription is live", names, registry=reg
+            "bus_connected", "1 while the bus subscription is live", names, registry=reg,
+            multiprocess_mode="livemin",  # 0 when any worker's subscription is down
         )
         self.bus_subscription_repairs = Counter(
             "bus_subscription_repairs", "Subscriptions re-requested because Redis's confirmed "
@@ -87,7 +105,7 @@ class Metrics:
         )
         self.gc_frozen_objects = Gauge(
             "gc_frozen_objects", "Objects kept out of full collections (gc.freeze)", names,
-            registry=reg,
+            registry=reg, multiprocess_mode="livemax",  # the worker freezing the most
         )
         self.gc_full_passes_total = Counter(
             "gc_full_passes", "Planned full collections after connection churn", names,
@@ -104,6 +122,7 @@ class Metrics:
         self.bus_subscribed_channels = Gauge(
             "bus_subscribed_channels", "Bus channels this process listens on (general + accounts "
             "with sockets or forwarding plugins)", names, registry=reg,
+            multiprocess_mode="livesum",  # subscriptions held by the live workers together
         )
         # Pre-bound children for the delivery hot path.
         self.received = {k: self.events_received.labels(*self._values, k) for k in KINDS}
@@ -161,5 +180,9 @@ class Metrics:
     def publish(self, kind: str) -> None:
         self.published.labels(*self._values, kind).inc()
 
+    @property
+    def multiprocess(self) -> bool:
+        return self._scraped is not self.registry
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._scraped)

@@ -16,7 +16,7 @@ from ..errors import LunaError
 from ..metrics import CONTENT_TYPE
 from ..openapi import build_document, document_yaml
 from . import access
-from .context import ctx
+from .context import Context, ctx
 
 log = logging.getLogger("luna_sender.service")
 
@@ -102,11 +102,19 @@ async def plugins(request: web.Request) -> web.Response:
     return json_response({"plugins": ctx(request).plugins.status()})
 
 
+def refresh_bus_gauge(context: Context) -> None:
+    """Bus gauges are set at scrape time (and every second by each worker with --workers),
+    never per event."""
+    context.metrics.connected_gauge.set(1 if getattr(context.bus, "connected", True) else 0)
+    context.metrics.subscribed_channels.set(context.hub.subscribed_channel_count())
+
+
 async def metrics(request: web.Request) -> web.Response:
+    """Any worker answers for the whole service with --workers (luna_sender/metrics.py)."""
     context = ctx(request)
     if not context.settings.metrics.enabled:
         raise LunaError(errors.NOT_FOUND)
-    context.metrics.connected_gauge.set(1 if getattr(context.bus, "connected", True) else 0)
+    refresh_bus_gauge(context)
     response = web.Response(body=context.metrics.render())
     response.headers["Content-Type"] = CONTENT_TYPE
     return response
