@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install install-test run test lint fmt bench clean
+.PHONY: install install-test test-deps run test lint fmt bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,7 +18,10 @@ install-test: $(BIN)/python
 run: install
 	$(BIN)/luna-sender $(ARGS)
 
-test: install-test
+test-deps:
+	bash scripts/test-deps.sh
+
+test: install-test test-deps
 	$(BIN)/ruff check luna_sender tests $(wildcard benchmarks)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
