@@ -65,6 +65,28 @@ def _jwt_sub(acc: str, src: list[str] | None, _g: int) -> Sub:
     return Sub("ws", "/ws" + _filter_query(src), {"Authorization": f"Bearer {tok}"})
 
 
+# The A/B against an earlier commit: ``LUNA_BENCH_BASE=<folder of a checkout>`` (e.g. made with
+# ``git worktree add --detach /tmp/luna-base <commit>``) runs that checkout's code with this venv,
+# so a change is measured against its own starting point in the same run.
+BASE_ENV = "LUNA_BENCH_BASE"
+
+
+def _luna_base(port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    base = os.environ[BASE_ENV]
+    return subprocess.Popen(
+        [sys.executable, "-m", "luna_sender.cli", "--port", str(port), "--host", "127.0.0.1",
+         "--redis-url", redis_url, "--log-level", "WARNING"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=base,
+        env={**os.environ, "PYTHONPATH": base})
+
+
+def _need_base() -> str | None:
+    base = os.environ.get(BASE_ENV)
+    if not base or not (Path(base) / "luna_sender").is_dir():
+        return f"set {BASE_ENV} to a checkout of the commit to compare against"
+    return None
+
+
 def _luna_asyncio(port: int, redis_url: str) -> subprocess.Popen[bytes]:
     """This service on the standard asyncio loop: the A/B for the event loop choice."""
     return _luna(port, redis_url, "asyncio")
@@ -122,6 +144,7 @@ PEERS: dict[str, Peer] = {
     "luna": Peer("luna", _luna, _luna_sub, "redis-luna", True),
     "luna-asyncio": Peer("luna-asyncio", _luna_asyncio, _luna_sub, "redis-luna", True),
     "luna-jwt": Peer("luna-jwt", _luna_jwt, _jwt_sub, "redis-luna", True),
+    "luna-base": Peer("luna-base", _luna_base, _luna_sub, "redis-luna", True, _need_base),
     "naive": Peer("naive", _naive, _luna_sub, "redis-luna", True),
     "socketio": Peer("socketio", _socketio,
                      lambda acc, src, _g: Sub("socketio", "/socket.io/?EIO=4&transport=websocket",

@@ -41,6 +41,8 @@ class StallGuard:
     def __init__(self, stall_after: float = 1.0) -> None:
         self.stall_after = stall_after
         self._started: dict[object, float] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @contextlib.asynccontextmanager
     async def __call__(self) -> AsyncIterator[None]:
@@ -50,10 +52,22 @@ class StallGuard:
                            f"{self.stall_after} s", NOT_PUBLISHED, published=False)
         token = object()
         self._started[token] = now
+        self._idle.clear()
         try:
             yield
         finally:
             del self._started[token]
+            if not self._started:
+                self._idle.set()
+
+    async def drained(self, timeout: float) -> None:
+        """Wait (bounded) until no publish is in flight.
+
+        A publish whose reply has arrived ran in Redis before anything sent afterwards: the
+        shutdown flush waits for these so a 204 answered during shutdown is delivered too.
+        """
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
 
 
 async def fresh(conn: Any) -> None:

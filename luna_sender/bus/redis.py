@@ -148,10 +148,14 @@ class RedisBus:
         """PING on the pub/sub connection: Redis answers after every message queued before it.
 
         Used on shutdown so an event accepted by a publish route just before SIGTERM is written
-        to its sockets before they get the 1001 close.
+        to its sockets before they get the 1001 close. Publishes still waiting for their reply
+        are awaited first (bounded): Redis runs each before the PING sent after its reply.
         """
+        started = time.monotonic()
+        await self._publish_guard.drained(timeout)
         if self._pubsub is None or not self.connected:
             return
+        timeout = max(0.1, timeout - (time.monotonic() - started))
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
             await self._ping(fut)

@@ -21,6 +21,7 @@ from .context import ctx, request_id
 from .streams import account_header
 
 log = logging.getLogger("luna_sender.publish")
+SHUTTING_DOWN = "the service is shutting down, the event was not published"
 JSON_TYPES = ("application/json",)
 EVENT_TYPE_MAX = 128
 # Free-form strings the original passes through unchanged (account_id, the two times): only a
@@ -103,6 +104,10 @@ def now_iso(storage_time: str) -> str:
 
 async def _publish(request: web.Request, channel: str, data: bytes, kind: str) -> web.Response:
     context = ctx(request)
+    if context.hub.shutting_down:
+        # Shutdown flushes the publishes already in flight, then closes every socket: one
+        # accepted now could miss them, so it is refused (not published) instead.
+        raise LunaError(errors.BUS_UNAVAILABLE, SHUTTING_DOWN)
     try:
         await context.bus.publish(channel, data)
     except BusError as exc:
