@@ -28,6 +28,8 @@ from .config import GcSettings
 from .metrics import Metrics
 
 log = logging.getLogger("luna_sender.gc")
+# Pauses kept between two flushes at most; more are dropped (counted as lost, never blocking).
+PENDING_MAX = 10_000
 
 
 class GcPolicy:
@@ -41,21 +43,39 @@ class GcPolicy:
         self._started_at: float | None = None
         self._frozen_live = -1  # live connections at the last freeze
         self._closed_at_collect = 0  # closed counter at the last full pass
+        self._pending: list[tuple[int, float]] = []  # pauses not yet in the histogram
+        self._flusher: asyncio.Task[None] | None = None
 
     # --- pause accounting (all collections, frozen or not) ----------------------------------
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        """Only record here: a collection can start inside any allocation, including one made
+        while prometheus-client holds its value lock (multiprocess mode: one lock for every
+        metric), so observing from this callback deadlocked a worker. :meth:`flush` moves the
+        pauses into the histogram from ordinary code."""
         if phase == "start":
             self._started_at = time.perf_counter()
         elif self._started_at is not None:
-            self.metrics.gc_pause[info["generation"]].observe(
-                time.perf_counter() - self._started_at)
+            if len(self._pending) < PENDING_MAX:
+                self._pending.append((info["generation"], time.perf_counter() - self._started_at))
             self._started_at = None
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for generation, seconds in pending:
+            self.metrics.gc_pause[generation].observe(seconds)
+
+    async def _flush_every_second(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.flush()
 
     # --- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
         gc.callbacks.append(self._on_gc)
+        self.metrics.before_render(self.flush)
+        self._flusher = asyncio.create_task(self._flush_every_second(), name="gc-pause-flush")
         if self.settings.freeze_interval <= 0:
             return
         # What import and start-up built lives as long as the process: freeze it now.
@@ -65,6 +85,12 @@ class GcPolicy:
     async def stop(self) -> None:
         with contextlib.suppress(ValueError):
             gc.callbacks.remove(self._on_gc)
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        self.flush()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -18,6 +18,7 @@ in memory and nothing of this applies.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,7 @@ class Metrics:
     def __init__(self, extra_labels: dict[str, str] | None = None,
                  multiprocess_dir: str | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._before_render: list[Callable[[], None]] = []
         # What a scrape renders: this process's registry, or every worker's files.
         self._scraped = self.registry
         if multiprocess_dir is not None:
@@ -184,5 +186,11 @@ class Metrics:
     def multiprocess(self) -> bool:
         return self._scraped is not self.registry
 
+    def before_render(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` before every scrape (values gathered where updating is unsafe)."""
+        self._before_render.append(callback)
+
     def render(self) -> bytes:
+        for callback in self._before_render:
+            callback()
         return generate_latest(self._scraped)

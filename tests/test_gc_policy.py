@@ -125,3 +125,40 @@ async def test_freeze_interval_zero_keeps_cpython_defaults() -> None:
 def test_gc_settings_are_validated(field: str, value: float) -> None:
     with pytest.raises(ValidationError, match=field):
         Settings(gc={field: value})
+
+
+GC_IN_METRIC_LOCK = """
+import asyncio, gc, os
+from luna_sender.config import GcSettings
+from luna_sender.gcpolicy import GcPolicy
+from luna_sender.metrics import Metrics
+
+async def main() -> None:
+    metrics = Metrics(multiprocess_dir=os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    policy = GcPolicy(GcSettings(freeze_interval=0), metrics, live=lambda: 0, closed=lambda: 0)
+    policy.start()
+    gc.set_threshold(1, 1, 1)  # a collection at nearly every allocation
+    for i in range(300):
+        metrics.observe_request(f"GET:/r{i}", 200, 0.001, None)  # new children: mmap init
+    gc.set_threshold(700, 10, 10)
+    await policy.stop()
+    text = metrics.render().decode()
+    assert 'gc_pause_seconds_count{generation="0"}' in text, text
+
+asyncio.run(main())
+"""
+
+
+def test_gc_pauses_never_observed_inside_a_metric_lock(tmp_path) -> None:
+    """Found by the full suite: a --workers worker froze for good. With prometheus-client's
+    multiprocess values one lock guards every metric; a collection starting inside a metric's
+    initialisation ran the pause callback, which observed the pause histogram and waited on the
+    lock its own thread held. Pauses are now recorded by the callback and observed later."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", GC_IN_METRIC_LOCK], env=env, timeout=60,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
