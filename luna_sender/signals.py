@@ -4,7 +4,7 @@ Importing the service takes a few hundred milliseconds (aiohttp, pydantic, redis
 that window used to print a KeyboardInterrupt traceback and a SIGTERM or SIGHUP killed the
 process silently. ``luna-sender`` records them from its first statement instead (stdlib only, so
 this module is cheap to import), and the serving code logs them and exits 0 before binding the
-port (docs/deployment.md, "Signals").
+port (docs/deployment.md, "Signals and exit codes").
 """
 
 from __future__ import annotations
