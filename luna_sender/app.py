@@ -98,6 +98,11 @@ async def _on_startup(app: web.Application) -> None:
     app[FD_WATCH].start()
     if context.metrics.multiprocess:
         app[BUS_GAUGE] = asyncio.create_task(_bus_gauge(context), name="bus-gauge")
+
+
+def log_ready(app: web.Application) -> None:
+    """Called once the listening sockets accept connections (luna_sender/lifecycle.py)."""
+    context = app[CTX]
     loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
     log.info("luna-sender ready: bus=%s api_versions=%s loop=%s pid=%d",
              log_address(context.bus.url), context.settings.api_versions, loop, os.getpid())

@@ -2,11 +2,12 @@
 
 aiohttp's ``run_app`` starts the application (bus, plugins, the "ready" line) before it binds,
 prints a traceback when the port is taken, and exits 1 without a word on a second SIGTERM. Here
-the listening sockets are bound first, so "ready" means listening and a busy port is one ERROR
-line and exit status 1 (docs/deployment.md, "Signals and exit codes"). SIGTERM, SIGINT and SIGHUP
-all stop gracefully (1001 to every socket, exit 0); a repeated signal during that stop is logged
-and ignored — the stop is bounded by ``ws.shutdown_timeout`` — so a process group that gets the
-signal twice (Ctrl-C, systemd's control-group kill with ``--workers``) still closes cleanly.
+the port is bound first, so a busy port is one ERROR line and exit status 1 before anything
+starts, and "ready" is logged once the sockets listen, after start-up (so a client that can
+connect is served at once; docs/deployment.md, "Signals and exit codes"). SIGTERM, SIGINT and
+SIGHUP all stop gracefully (1001 to every socket, exit 0); a repeated signal during that stop is
+logged and ignored — the stop is bounded by ``ws.shutdown_timeout`` — so a process group that gets
+the signal twice (Ctrl-C, systemd's control-group kill with ``--workers``) still closes cleanly.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ BACKLOG = 128  # aiohttp's default
 
 
 def bind(host: str, port: int, reuse_port: bool) -> list[socket.socket]:
-    """Listening sockets for every address ``host`` resolves to, as asyncio would bind them."""
+    """Bound sockets for every address ``host`` resolves to, as asyncio would bind them; they
+    listen once start-up is over (``SockSite.start``)."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
@@ -43,7 +45,6 @@ def bind(host: str, port: int, reuse_port: bool) -> list[socket.socket]:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
-            sock.listen(BACKLOG)
             sock.setblocking(False)
     except OSError:
         for sock in sockets:
@@ -71,7 +72,7 @@ def run(settings: Any, reuse_port: bool = False) -> int:
 async def _serve(settings: Any, sockets: list[socket.socket]) -> int:
     from aiohttp import web
 
-    from .app import build_app
+    from .app import build_app, log_ready
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -93,12 +94,15 @@ async def _serve(settings: Any, sockets: list[socket.socket]) -> int:
     early = signals.early()  # one that came while the sockets were being bound
     if early is not None:
         on_signal(early)
-    runner = web.AppRunner(build_app(settings), handle_signals=False, access_log=None,
+    app = build_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            shutdown_timeout=settings.ws.shutdown_timeout + 1)
     try:
-        await runner.setup()  # on_startup: bus, plugins, then the "ready" line
+        await runner.setup()  # on_startup: plugins, bus, hub
         for sock in sockets:
             await web.SockSite(runner, sock, backlog=BACKLOG).start()
+        if not stopping:
+            log_ready(app)
         await stop.wait()
     finally:
         await runner.cleanup()
