@@ -15,7 +15,7 @@ import time
 from aiohttp import web
 
 from . import fdlimit
-from .bus import create_bus
+from .bus import create_bus, log_address
 from .config import Settings, plugin_setup
 from .gcpolicy import GcPolicy
 from .hub import Hub
@@ -98,9 +98,14 @@ async def _on_startup(app: web.Application) -> None:
     app[FD_WATCH].start()
     if context.metrics.multiprocess:
         app[BUS_GAUGE] = asyncio.create_task(_bus_gauge(context), name="bus-gauge")
+
+
+def log_ready(app: web.Application) -> None:
+    """Called once the listening sockets accept connections (luna_sender/lifecycle.py)."""
+    context = app[CTX]
     loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
     log.info("luna-sender ready: bus=%s api_versions=%s loop=%s pid=%d",
-             context.bus.url.split("@")[-1], context.settings.api_versions, loop, os.getpid())
+             log_address(context.bus.url), context.settings.api_versions, loop, os.getpid())
 
 
 async def _on_shutdown(app: web.Application) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .client import add_filter_flags
-from .config import ConfigError, Settings, ignored_env_warning, load_settings
+from . import __version__, signals
 
+if TYPE_CHECKING:
+    from .config import Settings
+
+# Heavy modules (aiohttp, pydantic) are imported inside the functions: until they are loaded a
+# stop signal can only be recorded (luna_sender/signals.py), so the sooner main() runs the better.
 EXIT_CONFIG = 2
 
 
@@ -29,6 +32,8 @@ def _add_settings_flags(parser: argparse.ArgumentParser, sub: bool = False) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .client import add_filter_flags
+
     parser = argparse.ArgumentParser(prog="luna-sender", description=__doc__)
     _add_settings_flags(parser)
     sub = parser.add_subparsers(dest="command")
@@ -70,6 +75,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load(args: argparse.Namespace) -> Settings:
+    from .config import ConfigError, load_settings
+
     try:
         return load_settings(args.config, _overrides(args))
     except ConfigError as exc:
@@ -93,33 +100,23 @@ def _install_event_loop(choice: str) -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def serve_one(settings: Settings, reuse_port: bool = False) -> None:
-    """Run one serving process (module level so --workers can spawn it)."""
-    from aiohttp import web
-
-    from .app import build_app
+def serve_one(settings: Settings, reuse_port: bool = False) -> int:
+    """Run one serving process (module level so --workers can spawn it); its exit status."""
+    signals.record_early()  # a spawned worker starts here, not in main()
+    from . import lifecycle
     from .fdlimit import raise_soft_limit
     from .logs import setup_logging
 
     setup_logging(settings.log_level, settings.log_format)
     raise_soft_limit()  # per process: each --workers process holds its own sockets
     _install_event_loop(settings.event_loop)
-    app = build_app(settings)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        access_log=None,
-        shutdown_timeout=settings.ws.shutdown_timeout + 1,
-        handle_signals=True,
-        reuse_port=reuse_port or None,
-    )
+    return lifecycle.run(settings, reuse_port)
 
 
 def serve(settings: Settings) -> None:
     import logging
 
+    from .config import ignored_env_warning
     from .logs import setup_logging
 
     setup_logging(settings.log_level, settings.log_format)
@@ -131,10 +128,11 @@ def serve(settings: Settings) -> None:
         from .workers import run_workers
 
         raise SystemExit(run_workers(settings, serve_one))
-    serve_one(settings)
+    raise SystemExit(serve_one(settings))
 
 
 def main(argv: list[str] | None = None) -> None:
+    signals.record_early()
     parser = build_parser()
     args = parser.parse_args(argv)
     command = args.command or "serve"
@@ -142,6 +140,10 @@ def main(argv: list[str] | None = None) -> None:
         print(__version__)
         return
     if command in ("listen", "publish"):
+        signals.restore_defaults()
+        early = signals.early()
+        if early is not None:
+            raise SystemExit(128 + early)
         import asyncio
 
         from . import client
@@ -153,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(130) from None
     settings = load(args)
     if command == "check-config":
+        from .config import ignored_env_warning
+
         warning = ignored_env_warning(settings)
         if warning:
             print(f"luna-sender: warning: {warning}", file=sys.stderr)

@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
+from urllib.parse import unquote_plus
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -34,6 +36,13 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+_JSON_SEPARATORS_RE = re.compile("[\x7f-\x9f\u2028\u2029]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
@@ -49,17 +58,65 @@ class JsonFormatter(logging.Formatter):
                 data[key] = value
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data, ensure_ascii=False, default=str)
+        # json escapes C0 only; U+2028/2029 and C1 (NEL) would split a line for some readers.
+        return _JSON_SEPARATORS_RE.sub(_json_escape, json.dumps(data, ensure_ascii=False,
+                                                                 default=str))
+
+
+# Every C0/C1 control character (CR, LF, ESC, VT, FF, RS, NEL ...) and the Unicode line and
+# paragraph separators: each can end a line or drive a terminal in some log reader.
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as ``\\n``, ``\\x1b``, ``\\u2028``...;
+    ordinary non-ASCII text (Cyrillic, CJK) is left readable."""
+    return _CONTROL_RE.sub(_escape_char, text)
+
+
+# A query parameter whose (decoded) name holds a credential: ``token`` (a JWT given as
+# ``?token=``), ``password``, ``secret``. Its value never reaches a log line.
+_QUERY_PARAM_RE = re.compile(r"([?&;])([^=&;#]*)=([^&;#]*)")
+_SECRET_NAME_RE = re.compile(r"token|password|secret", re.I)
+MASK = "********"
+
+
+def _mask_param(match: re.Match[str]) -> str:
+    sep, name, _value = match.groups()
+    if _SECRET_NAME_RE.search(unquote_plus(name)):
+        return f"{sep}{name}={MASK}"
+    return match.group()
+
+
+def mask_query(path: str) -> str:
+    """A request path as logs may show it: ``/ws?token=eyJ...`` -> ``/ws?token=********``.
+
+    The one helper every log line showing a client's path + query goes through (access log,
+    "request failed", ...): a JWT in the query is a bearer credential, docs/security.md.
+    """
+    if "?" not in path:
+        return path
+    head, _, query = path.partition("?")
+    return head + _QUERY_PARAM_RE.sub(_mask_param, "?" + query)
 
 
 class TextFormatter(logging.Formatter):
-    """One record, one line: CR/LF in a message (a decoded ``%0A`` in a client's path or query
-    parameter) is escaped, so a client cannot forge a log line. Tracebacks keep their lines."""
+    """One record, one line: control characters in a message (a decoded ``%0A`` or ``%1B`` in a
+    client's path or query parameter) are escaped, so a client can neither forge a log line nor
+    send escape sequences to an operator's terminal. Tracebacks keep their lines."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        message = record.message
-        if "\n" in message or "\r" in message:
-            record.message = message.replace("\r", "\\r").replace("\n", "\\n")
+        record.message = escape_controls(record.message)
         return super().formatMessage(record)
 
 

@@ -13,8 +13,9 @@ backwards when it is replaced; its live gauges are removed (``mark_process_dead`
 The parent is a supervisor: a worker that dies (an OOM kill, a crash) is logged with its exit
 status and replaced after a backoff; only when workers keep dying faster than the policy allows
 does the parent stop the rest and exit 1, so the orchestrator sees a failed service instead of
-one limping on a fraction of its capacity. SIGTERM/SIGINT are forwarded to every worker (each
-closes its sockets with 1001) and cancel any pending restart.
+one limping on a fraction of its capacity. SIGTERM/SIGINT/SIGHUP are forwarded to every worker
+(each closes its sockets with 1001) and cancel any pending restart; a repeated signal is logged
+and forwarded, and the workers ignore it (luna_sender/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
+from . import signals
+
 log = logging.getLogger("luna_sender.workers")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-CLEAN_EXITS = (0, -signal.SIGTERM, -signal.SIGINT)
+CLEAN_EXITS = (0, -signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 PARENT_POLL = 1.0  # seconds between a worker's checks that its supervisor is alive
 
 
@@ -66,7 +70,9 @@ def worker_main(target: Callable[..., None], args: tuple[Any, ...], parent: int)
     """A worker's entry point: serve, and stop by itself if the supervisor disappears."""
     threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch",
                      daemon=True).start()
-    target(*args)
+    code = target(*args)
+    if code:  # e.g. the port could not be bound: the supervisor sees a failed worker
+        raise SystemExit(code)
 
 
 def _watch_parent(parent: int) -> None:
@@ -171,6 +177,9 @@ class Supervisor:
                          len(self._live()))
                 for slot in self.slots:
                     slot.restart_at = None
+            else:
+                log.warning("%s received again: already stopping, ignored",
+                            signal.Signals(signum).name)
             for proc in self._live():
                 if proc.pid is not None:
                     os.kill(proc.pid, signum)
@@ -185,6 +194,9 @@ class Supervisor:
 
     def _supervise(self) -> bool:
         """Run until stopped by a signal (True) or until workers cannot be kept alive (False)."""
+        self._forward()  # a signal received while the service was still starting
+        if self.stop_signal is not None:
+            return True
         for slot in self.slots:
             self._start(slot)
         while True:
@@ -243,7 +255,10 @@ class Supervisor:
         self.metrics_dir = tempfile.mkdtemp(prefix="luna-sender-metrics-")
         inherited = os.environ.get(MULTIPROC_ENV)
         os.environ[MULTIPROC_ENV] = self.metrics_dir  # inherited by every spawned worker
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        early = signals.early()  # recorded before this handler was installed (cli.main)
+        if early is not None:
+            self.signals.append(early)
         try:
             stopped = self._supervise()
             clean = self._stop_all()
@@ -264,7 +279,8 @@ class Supervisor:
 
 def run_workers(settings: Any, serve_one: Callable[..., None],
                 policy: RestartPolicy | None = None) -> int:
-    """Serve ``settings.workers`` processes on one port until SIGTERM/SIGINT; the exit code."""
+    """Serve ``settings.workers`` processes on one port until SIGTERM/SIGINT/SIGHUP; the exit
+    code."""
     supervisor = Supervisor(settings.workers, serve_one, (settings, True), policy,
                             shutdown_timeout=settings.ws.shutdown_timeout + 1)
     return supervisor.run()

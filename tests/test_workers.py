@@ -266,6 +266,9 @@ def test_workers_that_cannot_start_make_the_parent_fail(redis_url: str) -> None:
         assert "exited with status 1; restarting it in 0.5 s" in log
         assert "exited with status 1; restarting it in 1.0 s" in log
         assert re.search(r"workers died 6 times within 60 s; giving up", log), log
+        # Each dying worker says why in one line, no traceback (and never claims to be ready).
+        assert "Traceback" not in log and "luna-sender ready" not in log, log
+        assert log.count(f"cannot listen on 127.0.0.1:{port}: Address already in use") == 6
     finally:
         blocker.close()
         svc.close()

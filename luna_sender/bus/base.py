@@ -20,6 +20,14 @@ OUTCOME_UNKNOWN = "no reply in time, the event may still be delivered"
 NOT_SUBSCRIBED = "subscriptions not confirmed"
 
 
+def log_address(url: str) -> str:
+    """A bus URL as a log line may show it: no userinfo, and query credentials
+    (``?password=``, ``?sentinel_password=``) masked by the same rule as ``/config``."""
+    from ..config import mask_url
+
+    return mask_url(url).split("@")[-1]
+
+
 class BusError(Exception):
     """The bus cannot do what was asked right now (Redis down, timeout, ...).
 

@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from .base import NOT_REACHABLE, NOT_SUBSCRIBED, BusError, MessageHandler
+from .base import NOT_REACHABLE, NOT_SUBSCRIBED, BusError, MessageHandler, log_address
 from .publishing import StallGuard, publish_once
 from .subscriptions import KEEPALIVE, Subscriptions
 
@@ -95,7 +95,7 @@ class RedisBus:
         self._repairs_running: set[asyncio.Task[None]] = set()
         self.disconnected_since: float | None = time.monotonic()
         self._publish_guard = StallGuard()
-        self._where = url.split("@")[-1]
+        self._where = log_address(url)
 
     # --- lifecycle -------------------------------------------------------------------------
 

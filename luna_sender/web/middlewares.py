@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .. import errors
 from ..errors import LunaError
-from ..logs import request_id_var
+from ..logs import mask_query, request_id_var
 from .context import CTX, METRICS_RECORDED, REQUEST_ID
 
 log = logging.getLogger("luna_sender.web")
@@ -129,7 +129,9 @@ def _log_failure(request: web.Request, status: int, error_code: int, detail: str
 def _log_access(request: web.Request, status: int, duration: float) -> None:
     fields = _fields(request, status)
     remote = request.remote or "-"
-    access_log.info("%s %s %s %d %.1fms", remote, request.method, request.raw_path, status,
+    # Path and query as sent, but a ``?token=`` credential masked (docs/security.md).
+    access_log.info("%s %s %s %d %.1fms", remote, request.method, mask_query(request.raw_path),
+                    status,
                     duration * 1000, extra={**fields, "remote": remote,
                                             "duration_ms": round(duration * 1000, 3)})
 

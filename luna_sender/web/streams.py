@@ -164,7 +164,11 @@ async def _serve(request: web.Request, kind: str, compiled: CompiledFilter,
 def _log_closed(context: Any, conn: Connection, info: dict[str, Any],
                 request: web.Request) -> None:
     duration = time.monotonic() - conn.opened_at
-    code = conn.ws.close_code
+    # The code the socket was closed with: the server's own Close (1001 at shutdown, 1008 on
+    # eviction ...) when the server closed it — aiohttp's ``close_code`` would then hold the
+    # client's reply, or 1006 when the reply never came; otherwise the client's code, and 1006
+    # only for a connection that really dropped.
+    code = conn.close_code if conn.close_code is not None else conn.ws.close_code
     reason = conn.close_reason or ""
     log.info("websocket %s closed: kind=%s filters=%s duration=%.3fs code=%s delivered=%d %s",
              conn.id, conn.kind, info["filters"], duration, code, conn.delivered, reason,

@@ -1,0 +1,111 @@
+"""One serving process from binding its port to its exit code.
+
+aiohttp's ``run_app`` starts the application (bus, plugins, the "ready" line) before it binds,
+prints a traceback when the port is taken, and exits 1 without a word on a second SIGTERM. Here
+the port is bound first, so a busy port is one ERROR line and exit status 1 before anything
+starts, and "ready" is logged once the sockets listen, after start-up (so a client that can
+connect is served at once; docs/deployment.md, "Signals and exit codes"). SIGTERM, SIGINT and
+SIGHUP all stop gracefully (1001 to every socket, exit 0); a repeated signal during that stop is
+logged and ignored — the stop is bounded by ``ws.shutdown_timeout`` — so a process group that gets
+the signal twice (Ctrl-C, systemd's control-group kill with ``--workers``) still closes cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+from . import signals
+
+log = logging.getLogger("luna_sender.app")
+EXIT_OK = 0
+EXIT_LISTEN = 1
+BACKLOG = 128  # aiohttp's default
+
+
+def bind(host: str, port: int, reuse_port: bool) -> list[socket.socket]:
+    """Bound sockets for every address ``host`` resolves to, as asyncio would bind them; they
+    listen once start-up is over (``SockSite.start``)."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen: set[Any] = set()
+    try:
+        for family, kind, proto, _name, address in infos:
+            if address in seen:
+                continue
+            seen.add(address)
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def run(settings: Any, reuse_port: bool = False) -> int:
+    """Serve until a stop signal; the process's exit status."""
+    early = signals.early()
+    if early is not None:
+        log.info("%s received during start-up: exiting", signals.name(early),
+                 extra={"signal": signals.name(early)})
+        return EXIT_OK
+    try:
+        sockets = bind(settings.host, settings.port, reuse_port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port,
+                  exc.strerror or exc, extra={"errno": exc.errno})
+        return EXIT_LISTEN
+    return asyncio.run(_serve(settings, sockets))
+
+
+async def _serve(settings: Any, sockets: list[socket.socket]) -> int:
+    from aiohttp import web
+
+    from .app import build_app, log_ready
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    stopping: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if stopping:
+            log.warning("%s received again: already stopping (within %.0f s), ignored",
+                        signals.name(signum), settings.ws.shutdown_timeout + 1,
+                        extra={"signal": signals.name(signum)})
+            return
+        stopping.append(signum)
+        log.info("%s received: stopping", signals.name(signum),
+                 extra={"signal": signals.name(signum)})
+        stop.set()
+
+    for signum in signals.STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+    early = signals.early()  # one that came while the sockets were being bound
+    if early is not None:
+        on_signal(early)
+    app = build_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           shutdown_timeout=settings.ws.shutdown_timeout + 1)
+    try:
+        await runner.setup()  # on_startup: plugins, bus, hub
+        for sock in sockets:
+            await web.SockSite(runner, sock, backlog=BACKLOG).start()
+        if not stopping:
+            log_ready(app)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        for sock in sockets:
+            sock.close()
+    return EXIT_OK

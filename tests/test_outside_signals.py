@@ -1,0 +1,154 @@
+"""Process life as an outside tester attacked it: SIGHUP, a busy port, repeated and early signals.
+
+Every test runs ``luna-sender`` as a real process (one, or a supervisor with workers on a real
+redis-server) and judges it by what an operator sees: exit status, log lines, close codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from .helpers import Service
+from .rawws import RawWS
+from .test_workers import _close_code, start, wait_for
+
+
+def wait_log(svc: Service, text: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in svc.log():
+        assert time.monotonic() < deadline, (text, svc.log()[-3000:])
+        time.sleep(0.05)
+
+
+async def _sockets(svc: Service, n: int) -> tuple[aiohttp.ClientSession, list]:
+    http = aiohttp.ClientSession()
+    sockets = [await http.ws_connect(f"{svc.ws_url}/ws/general?sources=cam-{i}")
+               for i in range(n)]
+    return http, sockets
+
+
+async def _codes(sockets: list) -> list[object]:
+    codes: list[object] = []
+    for ws in sockets:
+        msg = await ws.receive(timeout=20)
+        codes.append(msg.data if msg.type == aiohttp.WSMsgType.CLOSE else msg.type)
+        await ws.close()
+    return codes
+
+
+async def test_sighup_stops_one_process_gracefully() -> None:
+    svc = Service("--log-format", "json")
+    try:
+        http, sockets = await _sockets(svc, 3)
+        async with http:
+            wait_log(svc, "cam-2")
+            svc.proc.send_signal(signal.SIGHUP)
+            assert await _codes(sockets) == [1001] * 3
+        assert await asyncio.to_thread(svc.proc.wait, 20) == 0
+    finally:
+        svc.close()
+    records = [json.loads(line) for line in svc.log().splitlines()]
+    assert any(r["message"] == "SIGHUP received: stopping" for r in records), svc.log()
+    assert any(r["message"].startswith("shutdown finished") for r in records)
+
+
+async def test_sighup_stops_workers_gracefully_and_removes_the_metrics_folder(
+        private_redis) -> None:
+    tmp = tempfile.mkdtemp(prefix="luna-sighup-")
+    svc = start(private_redis.url, env={"TMPDIR": tmp})
+    try:
+        assert next(p.name for p in Path(tmp).iterdir()).startswith("luna-sender-metrics-")
+        sockets = [await RawWS.connect(svc.port, "/ws/general") for _ in range(6)]
+        waits = [asyncio.create_task(_close_code(ws)) for ws in sockets]
+        svc.proc.send_signal(signal.SIGHUP)
+        assert await asyncio.gather(*waits) == [1001] * 6
+        assert await asyncio.to_thread(svc.proc.wait, 30) == 0, svc.log()[-3000:]
+        for ws in sockets:
+            ws.close()
+    finally:
+        svc.close()
+    assert "SIGHUP received: stopping 2 workers" in svc.log()
+    assert svc.log().count("SIGHUP received: stopping\n") == 2, svc.log()  # each worker
+    assert list(Path(tmp).iterdir()) == []
+    os.rmdir(tmp)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_busy_port_is_one_error_line_and_no_ready(fmt: str) -> None:
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    try:
+        svc = Service("--log-format", fmt, port=blocker.getsockname()[1], wait=False)
+        assert svc.proc.wait(30) == 1
+        svc.close()
+    finally:
+        blocker.close()
+    log = svc.log()
+    assert "Traceback" not in log and "luna-sender ready" not in log, log
+    lines = log.splitlines()
+    failed = [line for line in lines if "cannot listen on 127.0.0.1" in line]
+    assert len(failed) == 1 and "ERROR" in failed[0], log
+    assert "in use" in failed[0]
+    if fmt == "json":
+        assert json.loads(failed[0])["level"] == "ERROR"
+        assert all(json.loads(line) for line in lines)
+
+
+async def test_second_sigterm_during_shutdown_is_logged_and_ignored() -> None:
+    svc = Service()
+    try:
+        # Clients that never answer the Close keep the stop going for ws.shutdown_timeout.
+        mute = [await RawWS.connect(svc.port, "/ws/general") for _ in range(3)]
+        http, sockets = await _sockets(svc, 5)
+        async with http:
+            wait_log(svc, "cam-4")
+            svc.proc.send_signal(signal.SIGTERM)
+            wait_log(svc, "shutdown started")
+            svc.proc.send_signal(signal.SIGTERM)
+            svc.proc.send_signal(signal.SIGINT)
+            assert await _codes(sockets) == [1001] * 5
+        assert await asyncio.to_thread(svc.proc.wait, 20) == 0
+        for ws in mute:
+            ws.close()
+    finally:
+        svc.close()
+    log = svc.log()
+    assert "SIGTERM received again: already stopping" in log, log
+    assert "SIGINT received again: already stopping" in log, log
+    assert "shutdown finished" in log and "Traceback" not in log
+
+
+def _catches_sigterm(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(next(line for line in status.splitlines()
+                      if line.startswith("SigCgt:")).split()[1], 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signal_during_start_up_is_a_quiet_logged_exit(signum: int) -> None:
+    svc = Service("--log-format", "json", wait=False)
+    try:
+        # As soon as the process handles SIGTERM at all — while it is still importing.
+        wait_for(lambda: svc.proc.poll() is not None or _catches_sigterm(svc.proc.pid), svc,
+                 "a SIGTERM handler", timeout=30)
+        svc.proc.send_signal(signum)
+        assert svc.proc.wait(30) == 0, svc.log()
+    finally:
+        svc.close()
+    log = svc.log()
+    assert "Traceback" not in log and "luna-sender ready" not in log, log
+    name = signal.Signals(signum).name
+    assert [json.loads(line)["message"] for line in log.splitlines()] == \
+        [f"{name} received during start-up: exiting"]
