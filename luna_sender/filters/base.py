@@ -122,7 +122,7 @@ class CompiledFilter:
     ``key`` is a frozenset of one term per filter — ``(name, parsed value)`` for a table filter,
     ``(prefix, path, op, type, parsed value)`` for a user-defined one — and each term determines
     its predicate, so equal keys select the same events. A set suits because the filters are
-    AND-ed: order does not matter, and a filter given twice (an alias) changes nothing.
+    AND-ed: order does not matter (a filter given twice is refused in compile_filters).
     """
 
     key: frozenset[Hashable]
