@@ -69,7 +69,7 @@ def split_list(raw: str, limits: Limits) -> list[str]:
     return items
 
 
-# ASCII only and nothing around: ``\\d``, ``int()`` and ``float()`` also take Arabic-Indic or
+# ASCII only and nothing around: ``\d``, ``int()`` and ``float()`` also take Arabic-Indic or
 # fullwidth digits, ``1_000``, ``+1`` and surrounding spaces, which the filter grammar does not.
 INT_RE = re.compile(r"-?[0-9]{1,18}")
 NUMBER_RE = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
