@@ -117,8 +117,16 @@ class LimitSettings(_Section):
         16, ge=0, description="Most wildcards (% and _) in one like/nlike pattern."
     )
     like_value_max_chars: int = Field(
-        4096, ge=1,
+        1024, ge=1,
         description="Longest string like/nlike inspect; a longer one matches neither.",
+    )
+    like_filters_max: int = Field(
+        8, ge=0, description="Most like/nlike filters per connection (HTTP 400, error 12012)."
+    )
+    like_scanning_max: int = Field(
+        64, ge=0,
+        description="Most scanning like/nlike filters (a `_` inside a `%...%` piece) summed "
+        "over the service's distinct filter groups; beyond it a new one is refused (503, 29012).",
     )
 
 

@@ -48,6 +48,10 @@ PUBLISH_FAILED = ErrorKind(29004, "Internal server error", "Failed to publish me
 TOO_MANY_CONNECTIONS = ErrorKind(
     29005, "Service unavailable", "Too many websocket connections (limit {})", 503
 )
+TOO_MANY_LIKE_FILTERS = ErrorKind(
+    29012, "Service unavailable", "Too many costly like/nlike filters in the service (limit {})",
+    503,
+)
 BUS_UNAVAILABLE = ErrorKind(29006, "Service unavailable", "Event bus is unavailable: {}", 503)
 # Access control (docs/security.md). One detail per status whatever the reason, so a refusal tells
 # a prober nothing about which check failed; the reason is logged with the request id.

@@ -24,7 +24,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import wire
+from . import errors, wire
 from .filters.base import CompiledFilter
 from .index import GroupIndex, face_index, general_index
 
@@ -47,28 +47,9 @@ _ids = itertools.count(1)
 class Connection:
     """One subscriber socket. Writes go straight to the transport: frames are prebuilt."""
 
-    __slots__ = (
-        "account",
-        "cancel_sent",
-        "cap",
-        "close_code",
-        "close_reason",
-        "closing",
-        "delivered",
-        "filter",
-        "hub",
-        "id",
-        "kind",
-        "opened_at",
-        "progress_mark",
-        "queued",
-        "reading",
-        "request_id",
-        "stall_since",
-        "task",
-        "transport",
-        "ws",
-    )
+    __slots__ = ("account", "cancel_sent", "cap", "close_code", "close_reason", "closing",
+                 "delivered", "filter", "hub", "id", "kind", "opened_at", "progress_mark",
+                 "queued", "reading", "request_id", "stall_since", "task", "transport", "ws")
 
     def __init__(self, kind: str, ws: web.WebSocketResponse, transport: asyncio.Transport,
                  compiled: CompiledFilter, account: str | None, request_id: str,
@@ -147,14 +128,16 @@ class GroupSet:
             self.index.add(id(group), group, conn.filter.index)
         group.conns.add(conn)
 
-    def remove(self, conn: Connection) -> None:
+    def remove(self, conn: Connection) -> bool:
+        """Remove ``conn``; True when that closed its group."""
         group = self.groups.get(conn.filter.key)
-        if group is None:
-            return
-        group.conns.discard(conn)
-        if not group.conns:
-            del self.groups[conn.filter.key]
-            self.index.remove(id(group))
+        if group is not None:
+            group.conns.discard(conn)
+            if not group.conns:
+                del self.groups[conn.filter.key]
+                self.index.remove(id(group))
+                return True
+        return False
 
 
 class Hub:
@@ -175,6 +158,9 @@ class Hub:
         self._sweeper: asyncio.Task[None] | None = None
         self._emptied: asyncio.Event | None = None  # set when the last socket leaves at shutdown
         self.shutting_down = False
+        # Scanning like/nlike filters summed over distinct live groups: each group runs its
+        # own once per event, so this sum (not sockets) is what one event costs the loop.
+        self.scanning_likes = 0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -208,13 +194,24 @@ class Hub:
 
     # --- registry --------------------------------------------------------------------------
 
+    def _admit_likes(self, conn: Connection, groups: GroupSet | None) -> int:
+        """The scanning LIKE filters ``conn`` would add; 503/29012 beyond the service's cap."""
+        extra = conn.filter.scanning_likes
+        if not extra or (groups is not None and conn.filter.key in groups.groups):
+            return 0
+        cap = self.settings.limits.like_scanning_max
+        if self.scanning_likes + extra > cap:
+            raise errors.LunaError(errors.TOO_MANY_LIKE_FILTERS, cap)
+        return extra
+
     async def add(self, conn: Connection) -> None:
+        groups = self._face.get(conn.account or "") if conn.kind == "face" else self._general
+        self.scanning_likes += self._admit_likes(conn, groups)
         conn.hub = self
         self.connections.add(conn)
         self.metrics.connections[conn.kind].inc()
         if conn.kind == "face":
             assert conn.account is not None
-            groups = self._face.get(conn.account)
             if groups is None:
                 groups = self._face[conn.account] = GroupSet(face_index())
             groups.add(conn)
@@ -233,14 +230,14 @@ class Hub:
         if conn.kind == "face":
             assert conn.account is not None
             groups = self._face.get(conn.account)
-            if groups is not None:
-                groups.remove(conn)
+            if groups is not None and groups.remove(conn):
+                self.scanning_likes -= conn.filter.scanning_likes
             if not groups:
                 self._face.pop(conn.account, None)
                 if conn.account not in self._pinned:
                     await self.bus.unsubscribe(self.face_channel(conn.account))
-        else:
-            self._general.remove(conn)
+        elif self._general.remove(conn):
+            self.scanning_likes -= conn.filter.scanning_likes
         if self._emptied is not None and not self.connections:
             self._emptied.set()
 

@@ -33,9 +33,13 @@ class BadJson(ValueError):
 # orjson's own bounds, which every frame must fit: it parses at most 1024 nested levels and
 # serialises at most 254, so a body or bus message deeper than 254 could be parsed but never sent.
 MAX_DEPTH = 254
-# A refused body is parsed again leniently to name the offending value; above this size it is
-# simply "not JSON" (12002), so a large hostile body costs no more than one orjson attempt.
-EXPLAIN_MAX_BYTES = 1024 * 1024
+# A refused body is parsed again leniently (stdlib json, a Python walk) to name the offending
+# value. That costs ~0.2 us per byte of the costliest shape (``[1,1,1,...,NaN]``): 1 MiB held
+# the loop 0.4 s per request; 32 KiB costs ~6 ms. Above it the answer names no path
+# (docs/reliability.md "Refused bodies").
+EXPLAIN_MAX_BYTES = 32 * 1024
+OUT_OF_RANGE = "number out of the range of a double"
+_TOO_LARGE: Any = object()  # the lenient parse's stand-in for a number beyond a double
 
 
 def loads(data: bytes | str) -> Any:
@@ -44,6 +48,11 @@ def loads(data: bytes | str) -> Any:
     No lenient fallback: NaN/Infinity literals, lone surrogates and nesting beyond orjson's
     depth are poison here, because a lenient parser would accept values no frame can carry.
     Integers beyond 64 bits become the nearest double, as RFC 8259 section 6 allows.
+
+    msgpack is brought to exactly what JSON can say, before any filter sees it: map keys must be
+    strings (an int key ``1`` beside ``"1"`` would write a frame with a duplicate key), and a
+    round trip through orjson turns NaN/Infinity into the null every frame carries, so filters
+    judge the value subscribers receive. Bytes and ext types are poison.
     """
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")
@@ -54,9 +63,14 @@ def loads(data: bytes | str) -> Any:
         except orjson.JSONDecodeError as exc:
             raise PoisonMessage(f"invalid JSON: {exc}") from None
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+        value = msgpack.unpackb(data, raw=False)
     except Exception as exc:  # msgpack raises several unrelated exception types
         raise PoisonMessage(f"neither JSON nor msgpack: {type(exc).__name__}") from None
+    try:
+        # str keys only (strict_map_key still allows bytes); the rest fails in dumps
+        return orjson.loads(orjson.dumps(value))
+    except orjson.JSONEncodeError as exc:
+        raise PoisonMessage(f"msgpack value JSON cannot carry: {exc}") from None
 
 
 def loads_json(data: bytes) -> Any:
@@ -68,22 +82,33 @@ def loads_json(data: bytes) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        if "depth" in str(exc):
+        reason = str(exc)
+        if "depth" in reason:
             raise BadJson(f"nesting deeper than {MAX_DEPTH} levels", "") from None
-        raise _explain(data) or BadJson(str(exc)) from None
+        found = _explain(data)
+        if found is None and "infinity when parsed as double" in reason:
+            found = BadJson(OUT_OF_RANGE, "")  # too large to look for the path cheaply
+        raise found or BadJson(reason) from None
+
+
+def _number(text: str) -> Any:
+    # Integers too: the stdlib turns 309+ digits into an int that no frame (orjson) can carry.
+    return _TOO_LARGE if math.isinf(float(text)) else 0
 
 
 def _explain(data: bytes) -> BadJson | None:
     if len(data) > EXPLAIN_MAX_BYTES:  # the lenient parse and walk must not stall the loop
         return None
     try:
-        value = json.loads(data)
+        value = json.loads(data, parse_int=_number, parse_float=_number)
     except (ValueError, RecursionError):
         return None
     stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
     while stack:  # iterative: the value may be nested close to the recursion limit
         node, path = stack.pop()
-        if isinstance(node, float) and not math.isfinite(node):
+        if node is _TOO_LARGE:
+            return BadJson(OUT_OF_RANGE, _dotted(path))
+        if isinstance(node, float):  # only NaN/Infinity literals: numbers were replaced
             return BadJson("NaN and Infinity are not JSON numbers", _dotted(path))
         if isinstance(node, str) and not _is_utf8(node):
             return BadJson("string holds a lone UTF-16 surrogate", _dotted(path))
@@ -165,6 +190,18 @@ class GeneralMessage:
         )
 
 
+def _text(msg: dict[str, Any], key: str, kind: str) -> str | None:
+    """An envelope field: a string, null or absent (None); any other type is poison.
+
+    The producers write strings (account_id may be null) and a missing optional key is
+    tolerated (spec Part 1); a number or an object there would reach every subscriber as-is.
+    """
+    value = msg.get(key)
+    if value is None or type(value) is str:
+        return value
+    raise PoisonMessage(f"{kind} message '{key}' is {type(value).__name__}, not a string")
+
+
 def decode_face(data: bytes) -> FaceMessage:
     msg = loads(data)
     if not isinstance(msg, dict):
@@ -173,11 +210,11 @@ def decode_face(data: bytes) -> FaceMessage:
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
         raise PoisonMessage("face message 'events' is not a list of objects")
     return FaceMessage(
-        handler_id=msg.get("handler_id"),
-        request_id=msg.get("Luna-Request-Id"),
+        handler_id=_text(msg, "handler_id", "face"),
+        request_id=_text(msg, "Luna-Request-Id", "face"),
         events=events,
-        create_time=msg.get("event_create_time"),
-        end_time=msg.get("event_end_time"),
+        create_time=_text(msg, "event_create_time", "face"),
+        end_time=_text(msg, "event_end_time", "face"),
     )
 
 
@@ -190,10 +227,10 @@ def decode_general(data: bytes) -> GeneralMessage:
         raise PoisonMessage("general message 'event' is not an object")
     return GeneralMessage(
         event=event,
-        event_type=msg.get("event_type"),
-        account_id=msg.get("account_id"),
-        create_time=msg.get("event_create_time"),
-        end_time=msg.get("event_end_time"),
+        event_type=_text(msg, "event_type", "general"),
+        account_id=_text(msg, "account_id", "general"),
+        create_time=_text(msg, "event_create_time", "general"),
+        end_time=_text(msg, "event_end_time", "general"),
     )
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import msgpack
 import pytest
 
+from luna_sender import wire
+
 from .conftest import LiveApp
 from .helpers import RedisServer, account, face_event, face_message
 
@@ -54,6 +56,10 @@ BAD_EVENTS = {
     "infinity": ('{"x":Infinity}', 12022, "x"),
     "minus-infinity": ('{"x":-Infinity}', 12022, "x"),
     "overflowing-float": ('{"x":1e999}', 12022, "x"),
+    # Integers beyond a double (309+ digits) were 12002 with no path, unlike 1e999.
+    "overflowing-integer": ('{"x":[0,' + "9" * 309 + "]}", 12022, "x.1"),
+    "overflowing-negative-integer": ('{"x":-' + "1" * 400 + "}", 12022, "x"),
+    "integer-beyond-str-limit": ('{"x":' + "1" * 5000 + "}", 12022, "x"),
 }
 
 
@@ -246,8 +252,8 @@ async def test_bus_values_are_made_strict(live_app_factory: Any, redis_server: R
 
 @pytest.mark.parametrize("route", sorted(ROUTES))
 async def test_large_non_strict_body_is_12002(memory_app: LiveApp, route: str) -> None:
-    """Above 1 MiB the refused body is not parsed a second time to find the path: 12002."""
-    text = '{"pad":"' + "x" * (2 * 1024 * 1024) + '","x":NaN}'
+    """Above wire.EXPLAIN_MAX_BYTES the refused body is not parsed a second time: 12002."""
+    text = '{"pad":"' + "x" * (wire.EXPLAIN_MAX_BYTES + 1) + '","x":NaN}'
     async with memory_app.session.post(
             memory_app.url(route), data=ROUTES[route](text),
             headers={"Content-Type": "application/json", "Luna-Account-Id": account()}) as resp:

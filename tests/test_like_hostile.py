@@ -84,7 +84,7 @@ def test_longer_values_match_neither_like_nor_nlike(value: str, negate: bool) ->
     op = "nlike" if negate else "like"
     compiled = compile_user_filter("event", f"event.x__{op}", "%", limits)
     assert compiled is not None
-    predicate = compiled[1]
+    predicate = compiled.predicate
     assert predicate({"x": value}) is not negate  # inspected: % matches every string
     assert predicate({"x": value + "xx"}) is False  # one past the cap: never matches
 
@@ -175,7 +175,7 @@ ISSUE_ALLOWED = "%%%" + "a%" * (MAX_WILDCARDS - 3) + "b"  # the same shape at th
 # stay alive at every character and none completes; nlike turns the full scan into a hit.
 _RUN = (DEFAULTS.like_pattern_max_chars - 3) // (MAX_WILDCARDS - 2) - 1
 WORST = "%" + ("a" * _RUN + "_") * (MAX_WILDCARDS - 2) + "b%"
-# As many wildcards in a short pattern: user_filters_max of them fit in one request line.
+# As many wildcards in a short pattern (like_filters_max of them on one socket).
 WORST_SHORT = "%" + "a_" * (MAX_WILDCARDS - 2) + "b%"
 
 
@@ -212,7 +212,7 @@ async def _ids(ws: aiohttp.ClientWebSocketResponse, until: str | None = None) ->
 
 async def _attack(svc: Service) -> None:
     big = svc.url.replace("http", "ws")
-    wide = {f"event.v{i}__nlike": WORST_SHORT for i in range(DEFAULTS.user_filters_max)}
+    wide = {f"event.v{i}__nlike": WORST_SHORT for i in range(DEFAULTS.like_filters_max)}
     async with aiohttp.ClientSession() as session:
         async with session.get(svc.url + "/ws/general",
                                params={"event.x__like": ISSUE_PATTERN}) as resp:
@@ -234,7 +234,7 @@ async def _attack(svc: Service) -> None:
             ("forty-a", {"x": "a" * 40}),
             ("ends-b", {"x": "a" * 39 + "b"}),
             ("longest", {"x": longest}),
-            ("wide", {f"v{i}": longest for i in range(DEFAULTS.user_filters_max)}),
+            ("wide", {f"v{i}": longest for i in range(DEFAULTS.like_filters_max)}),
             ("huge", {"x": huge}),
             ("end", {}),
         ]

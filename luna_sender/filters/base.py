@@ -42,7 +42,8 @@ class Limits:
     user_filters_max: int = 64
     like_pattern_max_chars: int = 256
     like_wildcards_max: int = 16
-    like_value_max_chars: int = 4096
+    like_value_max_chars: int = 1024
+    like_filters_max: int = 8
 
 
 def get_path(obj: Any, path: tuple[str, ...]) -> Any:
@@ -68,21 +69,25 @@ def split_list(raw: str, limits: Limits) -> list[str]:
     return items
 
 
+# ASCII only and nothing around: ``\d``, ``int()`` and ``float()`` also take Arabic-Indic or
+# fullwidth digits, ``1_000``, ``+1`` and surrounding spaces, which the filter grammar does not.
+INT_RE = re.compile(r"-?[0-9]{1,18}")
+NUMBER_RE = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
 def parse_int(raw: str, lo: int | None = None, hi: int | None = None) -> int:
-    text = raw.strip()
-    if not re.fullmatch(r"[+-]?\d{1,18}", text):
+    if not INT_RE.fullmatch(raw):
         raise ValueError(f"'{raw}' is not an integer")
-    value = int(text)
+    value = int(raw)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ValueError(f"{value} is out of range [{lo}..{hi}]")
     return value
 
 
 def parse_float(raw: str, lo: float | None = None, hi: float | None = None) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"'{raw}' is not a number") from None
+    if not NUMBER_RE.fullmatch(raw):
+        raise ValueError(f"'{raw}' is not a number")
+    value = float(raw)
     if not math.isfinite(value):
         raise ValueError(f"'{raw}' is not a finite number")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -117,13 +122,16 @@ class CompiledFilter:
     ``key`` is a frozenset of one term per filter — ``(name, parsed value)`` for a table filter,
     ``(prefix, path, op, type, parsed value)`` for a user-defined one — and each term determines
     its predicate, so equal keys select the same events. A set suits because the filters are
-    AND-ed: order does not matter, and a filter given twice (an alias) changes nothing.
+    AND-ed: order does not matter (a filter given twice is refused in compile_filters).
     """
 
     key: frozenset[Hashable]
     predicates: tuple[Callable[[Any], bool], ...]
     params: dict[str, str] = field(default_factory=dict)
     index: dict[str, frozenset[Any]] = field(default_factory=dict)
+    # like/nlike filters whose matcher scans in Python (see like.LikePattern.scanning): the hub
+    # caps their sum over distinct groups, the one per-event cost no per-socket cap bounds.
+    scanning_likes: int = 0
 
     def match(self, subject: Any) -> bool:
         # A plain loop: this runs per distinct filter per event, and all(genexpr) is slower.
@@ -136,8 +144,20 @@ class CompiledFilter:
         return "&".join(f"{k}={v}" for k, v in sorted(self.params.items())) or "<all>"
 
 
-# Returns (key term, predicate) for parameters it owns, None for others.
-DynamicCompiler = Callable[[str, str, Limits], tuple[Hashable, Callable[[Any], bool]] | None]
+@dataclass(frozen=True, slots=True)
+class DynamicFilter:
+    """A compiled grammar parameter: ``identity`` is the filter without its value (two
+    parameters with one identity are the same filter given twice), ``term`` its key term."""
+
+    identity: Hashable
+    term: Hashable
+    predicate: Callable[[Any], bool]
+    like: bool = False  # a like/nlike filter (limits.like_filters_max per connection)
+    scanning: bool = False  # one whose matcher scans in Python (a service-wide cap)
+
+
+# Returns the compiled filter for parameters it owns, None for others.
+DynamicCompiler = Callable[[str, str, Limits], DynamicFilter | None]
 
 
 def compile_filters(
@@ -155,10 +175,13 @@ def compile_filters(
     Unknown and repeated parameters are errors: a typo must never silently widen a subscription.
     """
     seen: dict[str, str] = {}
+    # Canonical filter -> the parameter that gave it: ``event.x`` and ``event.x__eq``, or an
+    # alias and its name, are one filter; given twice it is 12012 like a repeated name.
+    filters: dict[Hashable, str] = {}
     terms: set[Hashable] = set()
     predicates: list[Callable[[Any], bool]] = []
     index: dict[str, frozenset[Any]] = {}
-    dynamic_count = 0
+    dynamic_count = like_count = scanning = 0
     for name, raw in query:
         if name in ignore:
             continue
@@ -167,6 +190,7 @@ def compile_filters(
         seen[name] = raw
         spec = specs.get(name)
         if spec is not None:
+            _once(filters, ("spec", spec.name), name)
             try:
                 value = spec.parse(raw, limits)
             except ValueError as exc:
@@ -180,17 +204,27 @@ def compile_filters(
         compiled = dynamic(name, raw, limits) if dynamic is not None else None
         if compiled is None:
             raise FilterError(name, "unknown parameter")
+        _once(filters, compiled.identity, name)
         dynamic_count += 1
         if dynamic_count > limits.user_filters_max:
             raise FilterError(
                 name,
                 f"more than {limits.user_filters_max} user-defined filters ({dynamic_count_param})",
             )
-        term, predicate = compiled
-        terms.add(term)
-        predicates.append(predicate)
+        like_count += compiled.like
+        if like_count > limits.like_filters_max:
+            raise FilterError(name, f"more than {limits.like_filters_max} like/nlike filters")
+        scanning += compiled.scanning
+        terms.add(compiled.term)
+        predicates.append(compiled.predicate)
     return CompiledFilter(key=frozenset(terms), predicates=tuple(predicates), params=seen,
-                          index=index)
+                          index=index, scanning_likes=scanning)
+
+
+def _once(filters: dict[Hashable, str], identity: Hashable, name: str) -> None:
+    first = filters.setdefault(identity, name)
+    if first != name:
+        raise FilterError(name, f"the same filter as '{first}' is given twice")
 
 
 def _bind(match: Callable[[Any, Any], bool], value: Any) -> Callable[[Any], bool]:

@@ -7,11 +7,13 @@ mapped to the strings the platform writes into events once, at parse time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+import dataclasses
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .base import (
     CompiledFilter,
+    DynamicFilter,
     FilterSpec,
     Limits,
     compile_filters,
@@ -336,17 +338,17 @@ FACE_SPECS["shoes_apparent_colors"] = _SHOES_COLORS
 
 
 def _meta_filter(name: str, raw: str, limits: Limits
-                 ) -> tuple[Hashable, Callable[[Any], bool]] | None:
+                 ) -> DynamicFilter | None:
     compiled = compile_user_filter("meta", name, raw, limits)
     if compiled is None:
         return None
-    term, predicate = compiled
+    predicate = compiled.predicate
 
     def match(subject: Subject) -> bool:
         meta = subject[0].get("meta")
         return isinstance(meta, dict) and predicate(meta)
 
-    return term, match
+    return dataclasses.replace(compiled, predicate=match)
 
 
 def compile_face(query: Iterable[tuple[str, str]], limits: Limits) -> CompiledFilter:

@@ -7,12 +7,14 @@ user-defined ``event.<path>`` filters read the ``event`` object.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+import dataclasses
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..wire import GeneralMessage
 from .base import (
     CompiledFilter,
+    DynamicFilter,
     FilterSpec,
     Limits,
     compile_filters,
@@ -97,16 +99,16 @@ GENERAL_SPECS: dict[str, FilterSpec] = {spec.name: spec for spec in GENERAL_FILT
 
 
 def _event_filter(name: str, raw: str, limits: Limits
-                  ) -> tuple[Hashable, Callable[[Any], bool]] | None:
+                  ) -> DynamicFilter | None:
     compiled = compile_user_filter("event", name, raw, limits)
     if compiled is None:
         return None
-    term, predicate = compiled
+    predicate = compiled.predicate
 
     def match(msg: GeneralMessage) -> bool:
         return predicate(msg.event)
 
-    return term, match
+    return dataclasses.replace(compiled, predicate=match)
 
 
 def compile_general(query: Iterable[tuple[str, str]], limits: Limits) -> CompiledFilter:

@@ -96,7 +96,7 @@ def _segment(text: str) -> Segment:
 class LikePattern:
     """A compiled LIKE pattern; ``canonical`` (repeated ``%`` collapsed) identifies it."""
 
-    __slots__ = ("_exact", "_first", "_last", "_middle", "_min_len", "canonical")
+    __slots__ = ("_exact", "_first", "_last", "_middle", "_min_len", "canonical", "scanning")
 
     def __init__(self, pattern: str) -> None:
         parts = pattern.split(ANY_RUN)
@@ -109,6 +109,9 @@ class LikePattern:
             self.canonical = pattern
         else:
             self.canonical = ANY_RUN.join([parts[0], *middle, parts[-1]])
+        # A middle piece holding ``_`` and a literal is searched by shift-and, a Python loop
+        # per character (~0.6 us): the one shape whose cost matters (docs/reliability.md).
+        self.scanning = any(s.wild and s.runs for s in self._middle)
         self._min_len = self._first.length + sum(s.length for s in self._middle) + (
             0 if self._exact else self._last.length)
 

@@ -21,8 +21,17 @@ import re
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from .base import MISSING, FilterError, Limits, get_path, parse_float, parse_int, split_list
-from .like import compile_like
+from .base import (
+    MISSING,
+    DynamicFilter,
+    FilterError,
+    Limits,
+    get_path,
+    parse_float,
+    parse_int,
+    split_list,
+)
+from .like import LikePattern, compile_like
 
 OPERATORS = ("eq", "neq", "ne", "gt", "gte", "lt", "lte", "in", "nin", "like", "nlike")
 TYPES = ("string", "integer", "numeric", "boolean")
@@ -56,10 +65,9 @@ def _parse_value(raw: str, type_: str) -> Any:
         return parse_int(raw)
     if type_ == "numeric":
         return parse_float(raw)
-    low = raw.strip().lower()
-    if low in _TRUE:
+    if raw in _TRUE:
         return True
-    if low in _FALSE:
+    if raw in _FALSE:
         return False
     raise ValueError(f"'{raw}' is not a boolean (true, false, 1, 0)")
 
@@ -158,8 +166,12 @@ def _build(path: tuple[str, ...], op: str, type_: str, raw: str, limits: Limits
 
 
 def compile_user_filter(prefix: str, name: str, raw: str, limits: Limits
-                        ) -> tuple[Hashable, Predicate] | None:
-    """(key term, predicate over the object ``prefix`` names), or None when ``name`` is not ours."""
+                        ) -> DynamicFilter | None:
+    """The filter over the object ``prefix`` names, or None when ``name`` is not ours.
+
+    Its identity is ``(prefix, path, op, type)`` after parsing (``ne`` = ``neq``, no operator =
+    ``eq``, no type = ``string``), so two spellings of one filter are refused as a repeat.
+    """
     if not name.startswith(prefix + "."):
         return None
     try:
@@ -167,4 +179,7 @@ def compile_user_filter(prefix: str, name: str, raw: str, limits: Limits
         value, predicate = _build(path, op, type_, raw, limits)
     except ValueError as exc:
         raise FilterError(name, str(exc)) from None
-    return (prefix, path, op, type_, value), predicate
+    identity = (prefix, path, op, type_)
+    like = op in ("like", "nlike")
+    scanning = like and LikePattern(raw).scanning  # the caps were checked in _build
+    return DynamicFilter(identity, (*identity, value), predicate, like, scanning)

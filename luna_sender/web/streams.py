@@ -56,7 +56,8 @@ def limits_of(request: web.Request) -> Limits:
     return Limits(list_max_items=lim.list_filter_max_items, user_filters_max=lim.user_filters_max,
                   like_pattern_max_chars=lim.like_pattern_max_chars,
                   like_wildcards_max=lim.like_wildcards_max,
-                  like_value_max_chars=lim.like_value_max_chars)
+                  like_value_max_chars=lim.like_value_max_chars,
+                  like_filters_max=lim.like_filters_max)
 
 
 def account_header(request: web.Request) -> str:
