@@ -113,6 +113,7 @@ async def test_foreign_origins_are_refused_on_every_websocket_route(
                        f"https://127.0.0.1:{port_of(app)}", "file://", "garbage",
                        own + "/", own + "/.", own + "/?", own + "#", own + "/ws",
                        f"http://user@127.0.0.1:{port_of(app)}", "http://127.0.0.1:",
+                       f"http://127.0.0.1:0{port_of(app)}",
                        f"ws://127.0.0.1:{port_of(app)}"):
             status, _h, body = await raw_handshake(port_of(app), path,
                                                    {**headers, "Origin": origin})

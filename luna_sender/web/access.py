@@ -40,8 +40,8 @@ SECRET_MIN_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the ha
 DEFAULT_PORTS = {"http": 80, "https": 443}
 OriginKey = tuple[str, str, int]
 # scheme "://" host [":" port], nothing else: a reg-name or IPv4 (no delimiters, no user info)
-# or a bracketed IPv6 literal, and a port only if it has digits.
-ORIGIN_RE = re.compile(r"(?i)https?://(?:[^\s/?#@%\[\]:\\]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
+# or a bracketed IPv6 literal, and a port only as a browser writes it (digits, no leading 0).
+ORIGIN_RE = re.compile(r"(?i)https?://(?:[^\s/?#@%\[\]:\\]+|\[[0-9a-f:.]+\])(?::[1-9][0-9]{0,4})?")
 
 
 @dataclass(frozen=True, slots=True)
