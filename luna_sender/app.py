@@ -80,7 +80,7 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/docs/spec", service.docs_spec)
     app.router.add_get("/docs/asyncapi", service.docs_asyncapi)
     app.router.add_get("/docs/dev", service.docs_dev)
-    app.router.add_get("/docs/dev/{page}", service.docs_dev_page)
+    app.router.add_get("/docs/dev/{page:[^/]*}", service.docs_dev_page)  # "" is the folder
     viewer.add_routes(app)
 
     app.on_startup.append(_on_startup)

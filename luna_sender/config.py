@@ -134,8 +134,18 @@ class MetricsSettings(_Section):
     enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
     extra_labels: dict[str, str] = Field(
         default_factory=dict, description="Constant labels added to every metric; names must be "
-        "valid Prometheus label names and not one of the metrics' own labels."
+        "valid Prometheus label names and not one of the metrics' own labels (pid included); "
+        "numbers and booleans are taken as text ({shard: 1} is \"1\")."
     )
+
+    @field_validator("extra_labels", mode="before")
+    @classmethod
+    def _scalar_values(cls, value: Any) -> Any:
+        """Label values are text: YAML's ``{shard: 1}`` or ``{canary: true}`` mean "1", "true"."""
+        if not isinstance(value, dict):
+            return value
+        return {k: (str(v).lower() if isinstance(v, bool) else str(v))
+                if isinstance(v, int | float) else v for k, v in value.items()}
 
     @field_validator("extra_labels")
     @classmethod
@@ -179,6 +189,10 @@ class InfluxMonitoring(_Section):
     It drives the ``request-monitoring`` plugin (see :func:`plugin_setup`); only InfluxDB 2's
     write API is implemented, so ``VERSION`` must be 2.
     """
+
+    # A copied config's ``TOKEN: 1234`` or ``ORGANIZATION: 2024`` is YAML's number, meant as text.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True,
+                              coerce_numbers_to_str=True)
 
     SEND_DATA_FOR_MONITORING: Literal[0, 1] = Field(
         0, validation_alias=_both("SEND_DATA_FOR_MONITORING"),

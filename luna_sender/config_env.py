@@ -12,7 +12,8 @@ from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel
+from pydantic import AliasChoices, BaseModel
+from pydantic.fields import FieldInfo
 
 
 def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
@@ -49,12 +50,26 @@ def _is_service_link(path: list[str], raw: str, model: type[BaseModel]) -> bool:
     return True
 
 
+def _field(model: type[BaseModel], part: str) -> FieldInfo | None:
+    """The field ``part`` names, by name or by validation alias: environment paths arrive
+    lower-cased, so ``influx_monitoring.token`` names ``INFLUX_MONITORING.TOKEN``."""
+    field = model.model_fields.get(part)
+    if field is not None:
+        return field
+    for candidate in model.model_fields.values():
+        alias = candidate.validation_alias
+        names = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        if part in names:
+            return candidate
+    return None
+
+
 def _target_annotation(path: list[str], model: type[BaseModel]) -> Any:
     """The type annotation of the setting an environment variable names (None: no such key)."""
     annotation: Any = model
     for part in path:
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            field = annotation.model_fields.get(part)
+            field = _field(annotation, part)
             if field is None:
                 return None
             annotation = field.annotation

@@ -30,10 +30,11 @@ BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
            2.5, 5.0, 10.0, 30.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 KINDS = ("face", "general")
-# Every label a metric below declares (plus Prometheus' reserved ``le``/``quantile``): config
-# rejects a ``metrics.extra_labels`` name among them; a test keeps the set complete.
+# Every label a metric below declares (plus Prometheus' reserved ``le``/``quantile``, and the
+# ``pid`` prometheus-client's multiprocess mode gives gauges with --workers): config rejects a
+# ``metrics.extra_labels`` name among them; a test keeps the set complete.
 OWN_LABELS = frozenset({"path", "status_code", "error_code", "kind", "reason", "generation",
-                        "le", "quantile"})
+                        "le", "quantile", "pid"})
 
 
 class Metrics:

@@ -46,6 +46,8 @@ def _short_rsa_pem() -> str:
     ({"LUNA_SENDER_WS__ALLOWED_ORIGINS": "[evil.example]"}, "ws.allowed_origins"),
     ({"LUNA_SENDER_WS__ALLOWED_ORIGINS": "[null]"}, "ws.allowed_origins"),
     ({"LUNA_SENDER_WS__ALLOWED_ORIGINS": "[https://a.example/path]"}, "ws.allowed_origins"),
+    # Exactly scheme://host[:port], as a browser sends it: no trailing slash (docs/security.md).
+    ({"LUNA_SENDER_WS__ALLOWED_ORIGINS": "[https://a.example/]"}, "is not an origin"),
 ])
 def test_bad_access_settings_stop_the_start_naming_the_key(env: dict[str, str],
                                                            named: str) -> None:

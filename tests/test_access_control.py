@@ -79,6 +79,13 @@ def _bad_tokens(acc: str) -> dict[str, dict[str, str]]:
         "scope not a string": {"Authorization": "Bearer " + _signed(
             {"account_id": acc, "exp": int(time.time()) + 300, "scope": ["admin"]})},
         "unexpected audience": {"Authorization": "Bearer " + token(acc, aud="other-service")},
+        # RFC 7519 NumericDate is a JSON number: PyJWT alone would take these strings.
+        "exp a numeric string": {"Authorization": "Bearer " + _signed(
+            {"account_id": acc, "exp": str(int(time.time()) + 300)})},
+        "nbf a numeric string": {"Authorization": "Bearer " + token(acc, nbf="0")},
+        "iat a numeric string": {"Authorization": "Bearer " + token(acc, iat=str(int(time.time())))},
+        "exp a boolean": {"Authorization": "Bearer " + _signed({"account_id": acc, "exp": True})},
+        "empty account_id": {"Authorization": "Bearer " + token("")},
     }
 
 
@@ -99,8 +106,15 @@ async def test_foreign_origins_are_refused_on_every_websocket_route(
         path, headers = _mode_none_access(route, acc)
         if mode == "jwt":
             path, headers = route, {"Authorization": "Bearer " + good}
+        own = f"http://127.0.0.1:{port_of(app)}"
+        # Not ``http(s)://host[:port]``, so foreign even where a URL parser would normalise
+        # it to the service's own origin.
         for origin in ("http://evil.example", "null", f"http://127.0.0.1:{port_of(app) + 1}",
-                       f"https://127.0.0.1:{port_of(app)}", "file://", "garbage"):
+                       f"https://127.0.0.1:{port_of(app)}", "file://", "garbage",
+                       own + "/", own + "/.", own + "/?", own + "#", own + "/ws",
+                       f"http://user@127.0.0.1:{port_of(app)}", "http://127.0.0.1:",
+                       f"http://127.0.0.1:0{port_of(app)}",
+                       f"ws://127.0.0.1:{port_of(app)}"):
             status, _h, body = await raw_handshake(port_of(app), path,
                                                    {**headers, "Origin": origin})
             assert (status, orjson.loads(body)) == (403, ORIGIN), (route, origin)

@@ -18,8 +18,10 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import jsonschema
+import orjson
 import pytest
 import yaml
 from openapi_spec_validator import validate
@@ -31,6 +33,7 @@ from luna_sender.openapi import build_document
 
 from .conftest import LiveApp
 from .helpers import account, recv_json
+from .jwtkit import jwt_settings, raw_handshake, token
 
 REDOCLY = "@redocly/cli@2.77.0"
 ASYNCAPI_PARSER = "@asyncapi/parser@3.6.3"
@@ -64,6 +67,95 @@ def test_every_operation_has_a_stable_unique_operation_id() -> None:
     assert by_path[("/ws", "get")] == "subscribeFaceEvents"
     assert by_path[("/1/ws/general", "get")] == "subscribeGeneralEventsV1"
     assert all(op["security"] == [] for _p, _m, op in _operations(doc))
+    assert "securitySchemes" not in doc["components"]
+
+
+def _param(op: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((p for p in op["parameters"] if p["name"] == name), None)
+
+
+def test_jwt_mode_document_lists_the_token_and_an_optional_account_header() -> None:
+    """auth.mode jwt: the token is the business routes' security, Luna-Account-Id optional."""
+    doc = build_document((1, 2), "jwt")
+    validate(doc)
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["bearerAuth"] == {**schemes["bearerAuth"], "type": "http",
+                                     "scheme": "bearer"}
+    assert schemes["tokenQuery"] == {**schemes["tokenQuery"], "type": "apiKey", "in": "query",
+                                     "name": "token"}
+    protected = {"/config", "/viewer/validate", "/viewer/ws"} | {
+        f"{p}{r}" for p in ("", "/1", "/2") for r in ("/ws", "/ws/general", "/publish",
+                                                      "/publish/general")}
+    for path, _method, op in _operations(doc):
+        if path in protected:
+            assert op["security"] == [{"bearerAuth": []}, {"tokenQuery": []}], path
+            assert op["responses"]["401"]["description"].startswith("Missing or invalid token")
+            assert _param(op, "token") is None  # the scheme says it (one definition)
+        else:
+            assert op["security"] == [], path  # probes and static pages stay open
+            assert "401" not in op["responses"], path
+    for path in ("/ws", "/2/ws", "/publish", "/1/publish"):
+        op = next(iter(doc["paths"][path].values()))
+        header = _param(op, "Luna-Account-Id")
+        assert header is not None and header["required"] is False, path
+        assert "29001" not in op["responses"]["403"]["description"], path
+    viewer = doc["paths"]["/viewer/ws"]["get"]
+    assert _param(viewer, "account_id")["required"] is False  # type: ignore[index]
+    # auth.mode none: the header is required, no 401 exists, a token is ignored (accepted).
+    none = build_document((1, 2), "none")
+    for path in ("/ws", "/publish"):
+        op = next(iter(none["paths"][path].values()))
+        assert _param(op, "Luna-Account-Id")["required"] is True  # type: ignore[index]
+        assert "401" not in op["responses"]
+        assert "29001" in op["responses"]["403"]["description"]
+    assert "29011" in none["paths"]["/ws/general"]["get"]["responses"]["403"]["description"]
+    assert _param(none["paths"]["/ws"]["get"], "token") is not None
+
+
+@pytest.mark.parametrize("mode", ["none", "jwt"])
+async def test_served_documents_follow_the_auth_mode(live_app_factory: Any, mode: str) -> None:
+    app = await live_app_factory(**(jwt_settings() if mode == "jwt" else {}))
+    spec = yaml.safe_load(await _get(app, "/docs/spec", "application/x-yaml"))
+    assert spec == json.loads(json.dumps(build_document((1, 2), mode)))
+    stream = yaml.safe_load(await _get(app, "/docs/asyncapi", "application/x-yaml"))
+    assert stream == json.loads(json.dumps(build_asyncapi((1, 2), mode)))
+
+
+@pytest.mark.parametrize("mode", ["none", "jwt"])
+async def test_asyncapi_handshake_matches_what_the_service_accepts(live_app_factory: Any,
+                                                                   mode: str) -> None:
+    """What the document allows is let in, and every refusal the service gives is listed."""
+    jwt_mode = mode == "jwt"
+    app = await live_app_factory(**(jwt_settings() if jwt_mode else {}))
+    port = app.server.port
+    doc = build_asyncapi((1, 2), mode)
+    face = doc["channels"]["/ws"]
+    binding = face["bindings"]["ws"]
+    acc = account()
+    query = {"sources": "cam-1", **({"token": token(acc)} if jwt_mode else {"token": "x"})}
+    headers = {} if jwt_mode else {"Luna-Account-Id": acc}
+    jsonschema.validate(query, binding["query"])
+    jsonschema.validate(headers, binding["headers"])
+    status, _h, _b = await raw_handshake(port, "/ws?" + urlencode(query), headers)
+    assert status == 101
+    assert ("required" in binding["headers"]) is not jwt_mode
+    listed = set(re.findall(r"\b(\d{3})/(\d{5})\b", face["description"]))
+    refusals = [("/ws?sources=cam-1#", headers, ("400", "12046")),
+                ("/ws?" + urlencode(query), {**headers, "Origin": "http://evil.example"},
+                 ("403", "29011"))]
+    if jwt_mode:
+        refusals += [("/ws", {}, ("401", "29010")),
+                     ("/ws?" + urlencode(query), {"Luna-Account-Id": account()},
+                      ("403", "12033"))]
+    else:
+        refusals += [("/ws", {}, ("403", "29001"))]
+    for path, sent, (want_status, want_code) in refusals:
+        status, _h, body = await raw_handshake(port, path, sent)
+        assert (str(status), str(orjson.loads(body)["error_code"])) == (want_status, want_code)
+        assert (want_status, want_code) in listed, (mode, want_code, face["description"])
+    assert (("401", "29010") in listed) is jwt_mode
+    assert (("403", "29001") in listed) is not jwt_mode
+    assert ("security" in doc["servers"]["local"]) is jwt_mode
 
 
 def _walk_schemas(node: Any, where: str = "") -> list[str]:
@@ -121,9 +213,12 @@ async def test_served_yaml_has_no_aliases_and_validates(memory_app: LiveApp) -> 
 
 @pytest.mark.slow
 @needs_node
-async def test_redocly_lint_reports_no_errors(memory_app: LiveApp, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["none", "jwt"])
+async def test_redocly_lint_reports_no_errors(live_app_factory: Any, tmp_path: Path,
+                                              mode: str) -> None:
+    app = await live_app_factory(**(jwt_settings() if mode == "jwt" else {}))
     spec = tmp_path / "spec.yaml"
-    spec.write_text(await _get(memory_app, "/docs/spec", "application/x-yaml"))
+    spec.write_text(await _get(app, "/docs/spec", "application/x-yaml"))
     result = await asyncio.to_thread(
         subprocess.run, ["npx", "--yes", REDOCLY, "lint", str(spec), "--format=json"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
@@ -152,8 +247,9 @@ async def test_asyncapi_served_lists_the_streams_and_describes_real_frames(
     assert set(doc["channels"]) == {f"{p}{r}" for p in ("", "/1", "/2")
                                     for r in ("/ws", "/ws/general")}
     face, general = doc["channels"]["/ws"], doc["channels"]["/2/ws/general"]
-    assert set(face["bindings"]["ws"]["query"]["properties"]) == set(FACE_SPECS)
-    assert set(general["bindings"]["ws"]["query"]["properties"]) == set(GENERAL_SPECS)
+    # Every filter, and ``token`` (accepted, never a filter, in both modes).
+    assert set(face["bindings"]["ws"]["query"]["properties"]) == {*FACE_SPECS, "token"}
+    assert set(general["bindings"]["ws"]["query"]["properties"]) == {*GENERAL_SPECS, "token"}
     assert face["bindings"]["ws"]["headers"]["required"] == ["Luna-Account-Id"]
     assert [c["code"] for c in face["x-close-codes"]] == [c for c, _ in CLOSE_CODES]
     # Frames the service really pushes validate against the documented payloads.
@@ -195,9 +291,11 @@ console.log(JSON.stringify(diagnostics.map(d => ({code: d.code, severity: d.seve
 
 @pytest.mark.slow
 @needs_node
-async def test_asyncapi_passes_the_official_schema_and_parser(memory_app: LiveApp,
-                                                              tmp_path: Path) -> None:
-    text = await _get(memory_app, "/docs/asyncapi", "application/x-yaml")
+@pytest.mark.parametrize("mode", ["none", "jwt"])
+async def test_asyncapi_passes_the_official_schema_and_parser(live_app_factory: Any,
+                                                              tmp_path: Path, mode: str) -> None:
+    app = await live_app_factory(**(jwt_settings() if mode == "jwt" else {}))
+    text = await _get(app, "/docs/asyncapi", "application/x-yaml")
     tools = await asyncio.to_thread(_node_tools)
     schema_file = tools / "node_modules/@asyncapi/specs/schemas/2.6.0-without-$id.json"
     jsonschema.validate(yaml.safe_load(text), json.loads(schema_file.read_text()))

@@ -8,14 +8,19 @@ Rules (also stated in the documents):
 - a block holding a listener (``luna-sender listen`` or ``websocat``) runs in the background:
   all of them are started first and must be connected before the other blocks run; each must
   then print what it waited for and exit 0 — so a publish example that does not match the
-  subscribe example beside it fails here.
+  subscribe example beside it fails here;
+- a ``python`` block is a listener that runs until interrupted: it runs in the background with
+  the checkout's interpreter beside the others, and must print the line the sentence before it
+  promises ("... prints `<line>`.") once the publish blocks have run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import select
 import socket
 import subprocess
 import time
@@ -28,6 +33,7 @@ from .helpers import REPO, Service
 
 DOCS = ("README.md", "docs/quickstart.md")
 FENCE_RE = re.compile(r"^```sh([^\n]*)\n(.*?)^```", re.S | re.M)
+PYTHON_RE = re.compile(r"(?:prints `([^`\n]+)`\.\n\n)?^```python\n(.*?)^```", re.S | re.M)
 SETUP = {"make run", "make test"}
 LISTENER_RE = re.compile(r"luna-sender listen|websocat ")
 PORT = 5080
@@ -56,6 +62,24 @@ class Block:
 def blocks(doc: str) -> list[Block]:
     text = (REPO / doc).read_text()
     return [Block(doc, m.group(1).strip(), m.group(2)) for m in FENCE_RE.finditer(text)]
+
+
+def python_blocks(doc: str) -> list[tuple[str | None, str]]:
+    """(the line the text says it prints, the code) of every ``python`` block."""
+    text = (REPO / doc).read_text()
+    return [(m.group(1), m.group(2)) for m in PYTHON_RE.finditer(text)]
+
+
+def test_python_blocks_say_what_they_print() -> None:
+    found = [b for doc in DOCS for b in python_blocks(doc)]
+    assert found, "the quickstart's 'From code' example is gone"
+    assert all(expected for expected, _code in found), found
+
+
+def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    assert proc.stdout is not None
+    ready, _w, _x = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline() if ready else ""
 
 
 def test_readme_keeps_exactly_two_setup_commands() -> None:
@@ -107,13 +131,20 @@ def test_shell_snippets_run_verbatim(doc: str) -> None:
     listeners = [b for b in runnable if b.listener]
     others = [b for b in runnable if not b.listener]
     assert listeners and others, f"{doc}: no subscribe/publish example found"
+    programs = python_blocks(doc)
     svc = Service(port=PORT)
     started: list[tuple[Block, subprocess.Popen[str]]] = []
+    codes: list[tuple[str | None, subprocess.Popen[str]]] = []
     try:
         started = [(b, _run(b, background=True)) for b in listeners]
+        codes = [(expected, subprocess.Popen(
+            [str(REPO / ".venv" / "bin" / "python"), "-c", code], cwd=REPO, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})) for expected, code in programs]
         deadline = time.monotonic() + TIMEOUT
-        while _connections(svc.url) < len(listeners):
+        while _connections(svc.url) < len(listeners) + len(codes):
             dead = [(b.text, p.communicate()) for b, p in started if p.poll() is not None]
+            dead += [p.communicate() for _e, p in codes if p.poll() is not None]
             assert not dead, dead
             assert time.monotonic() < deadline, "listeners did not connect"
             time.sleep(0.2)
@@ -127,7 +158,17 @@ def test_shell_snippets_run_verbatim(doc: str) -> None:
             event = json.loads(out.strip().splitlines()[-1] if "--pretty" not in block.text
                                else out)
             assert "event" in event, out
+        for expected, proc in codes:
+            line = _first_line(proc, TIMEOUT)
+            if proc.poll() is not None or line.strip() != expected:
+                proc.kill()
+                raise AssertionError((expected, line, proc.communicate()))
     finally:
+        for _expected, proc in codes:
+            if proc.poll() is None:
+                proc.kill()
+                with contextlib.suppress(Exception):
+                    proc.communicate(timeout=5)
         for _block, proc in started:
             if proc.poll() is None:
                 proc.kill()

@@ -67,12 +67,18 @@ async def test_docs_dev_redirect_and_pages(memory_app: LiveApp) -> None:
         assert resp.status == 302
         assert resp.headers["Location"] == "/docs/dev/index.html"
         assert "Luna-Request-Id" in resp.headers
-    async with memory_app.session.get(memory_app.url("/docs/dev")) as resp:
-        assert resp.status == 200
-        text = await resp.text()
-    assert "luna-sender developer manual" in text
-    assert 'href="deployment.html"' in text
-    for bad in ("nope.html", "..%2Fpyproject.toml", "index.md"):
+    # The folder itself, as a browser or a hand-written link spells it, redirects too.
+    async with memory_app.session.get(memory_app.url("/docs/dev/"),
+                                      allow_redirects=False) as resp:
+        assert resp.status == 302
+        assert resp.headers["Location"] == "/docs/dev/index.html"
+    for folder in ("/docs/dev", "/docs/dev/"):
+        async with memory_app.session.get(memory_app.url(folder)) as resp:
+            assert resp.status == 200
+            text = await resp.text()
+        assert "luna-sender developer manual" in text
+        assert 'href="deployment.html"' in text
+    for bad in ("nope.html", "..%2Fpyproject.toml", "index.md", "x/index.html", "/"):
         async with memory_app.session.get(memory_app.url(f"/docs/dev/{bad}")) as resp:
             assert resp.status == 404, bad
             assert (await resp.json())["error_code"] == 12013

@@ -99,6 +99,16 @@ def test_real_typos_still_exit_2_beside_service_links(env: dict[str, str], key: 
      {"env": "prod", "dc": "2024"}),
     ("METRICS__EXTRA_LABELS__ZONE", "2024", "metrics.extra_labels", {"zone": "2024"}),
     ("PLUGINS", "[a.b, c]", "plugins", ["a.b", "c"]),
+    # The original's section: its keys are validation aliases, its env paths lower-cased.
+    ("INFLUX_MONITORING__TOKEN", "1234", "INFLUX_MONITORING.TOKEN", "1234"),
+    ("INFLUX_MONITORING__TOKEN", "1e3", "INFLUX_MONITORING.TOKEN", "1e3"),
+    ("INFLUX_MONITORING__ORGANIZATION", "2024", "INFLUX_MONITORING.ORGANIZATION", "2024"),
+    ("INFLUX_MONITORING__HOST", "10", "INFLUX_MONITORING.HOST", "10"),
+    ("INFLUX_MONITORING__BUCKET", "007", "INFLUX_MONITORING.BUCKET", "007"),
+    ("INFLUX_MONITORING__PORT", "8087", "INFLUX_MONITORING.PORT", 8087),
+    ("INFLUX_MONITORING__FLUSHING_PERIOD", "2.5", "INFLUX_MONITORING.FLUSHING_PERIOD", 2.5),
+    ("METRICS__EXTRA_LABELS", "{shard: 1, canary: true, ratio: 0.5}", "metrics.extra_labels",
+     {"shard": "1", "canary": "true", "ratio": "0.5"}),
     ("PLUGIN_SETTINGS__FWD__RETRIES", "5", "plugin_settings", {"fwd": {"retries": 5}}),
 ])
 def test_env_values_parse_by_the_type_of_their_setting(name: str, raw: str, key: str,
@@ -133,6 +143,9 @@ def test_string_setting_from_env_reaches_the_real_process() -> None:
     ("{path: x}", "collides"),
     ("{kind: x}", "collides"),
     ("{le: x}", "collides"),
+    ("{pid: x}", "collides"),  # prometheus-client's own label on gauges with --workers
+    ("{shard: [1]}", "valid string"),
+    ("{shard: null}", "valid string"),
     ("{bad-name: x}", "not a valid Prometheus label name"),
     ("{__reserved: x}", "not a valid Prometheus label name"),
 ])
@@ -141,6 +154,26 @@ def test_colliding_or_invalid_extra_labels_exit_2(labels: str, fragment: str) ->
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "metrics.extra_labels" in lines[0] and fragment in lines[0]
+
+
+def test_numbers_in_the_original_section_and_labels_of_a_file_are_text(tmp_path: Any) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("INFLUX_MONITORING:\n  TOKEN: 1234\n  ORGANIZATION: 2024\n  HOST: 10\n"
+                    "metrics:\n  extra_labels: {shard: 1, canary: false}\n")
+    settings = load_settings(path, {}, {})
+    section = settings.INFLUX_MONITORING
+    assert (section.TOKEN, section.ORGANIZATION, section.HOST) == ("1234", "2024", "10")
+    assert settings.metrics.extra_labels == {"shard": "1", "canary": "false"}
+
+
+def test_numeric_influx_strings_from_env_reach_the_real_process() -> None:
+    result = run_cli("check-config", env={"LUNA_SENDER_INFLUX_MONITORING__ORGANIZATION": "2024",
+                                          "LUNA_SENDER_INFLUX_MONITORING__HOST": "10",
+                                          "LUNA_SENDER_INFLUX_MONITORING__TOKEN": "1234"})
+    assert result.returncode == 0, result.stderr
+    section = json.loads(result.stdout)["INFLUX_MONITORING"]
+    assert (section["ORGANIZATION"], section["HOST"]) == ("2024", "10")
+    assert section["TOKEN"] != "1234"  # masked, but accepted
 
 
 def test_own_labels_cover_every_metric() -> None:

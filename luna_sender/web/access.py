@@ -10,6 +10,7 @@ failed. The policy and its reasons are in docs/security.md.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,9 +35,13 @@ TOKEN_PARAM = "token"
 SCOPE_PUBLISH = "publish"
 SCOPE_ADMIN = "admin"
 ACCOUNT_CLAIM_MAX = 256
+TIME_CLAIMS = ("exp", "nbf", "iat")
 SECRET_MIN_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash output
 DEFAULT_PORTS = {"http": 80, "https": 443}
 OriginKey = tuple[str, str, int]
+# scheme "://" host [":" port], nothing else: a reg-name or IPv4 (no delimiters, no user info)
+# or a bracketed IPv6 literal, and a port only as a browser writes it (digits, no leading 0).
+ORIGIN_RE = re.compile(r"(?i)https?://(?:[^\s/?#@%\[\]:\\]+|\[[0-9a-f:.]+\])(?::[1-9][0-9]{0,4})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,17 +60,18 @@ def origin_key(value: str) -> OriginKey | None:
     """``scheme://host[:port]`` -> a comparable (scheme, host, port); None if not an origin.
 
     Case-insensitive, default ports made explicit, so ``HTTP://Host:80`` equals
-    ``http://host``. ``null`` (sandboxed frames, file: pages) and anything with a path, query
-    or user info is not an origin, hence never allowed.
+    ``http://host``. ``null`` (sandboxed frames, file: pages) and anything else, down to a
+    trailing ``/`` or an empty ``?`` (which a URL parser would normalise away; no browser sends
+    them, RFC 6454 §6.2), is not an origin, hence never allowed.
     """
+    if not ORIGIN_RE.fullmatch(value.strip()):
+        return None
     try:
         url = URL(value.strip())
     except (ValueError, TypeError):
         return None
     scheme = (url.scheme or "").lower()
-    if scheme not in DEFAULT_PORTS or not url.host or url.user is not None:
-        return None
-    if url.raw_path not in ("", "/") or url.raw_query_string or url.raw_fragment:
+    if scheme not in DEFAULT_PORTS or not url.host:
         return None
     try:
         port = url.port
@@ -205,12 +211,18 @@ def authenticate(request: web.Request) -> Principal | None:
     except jwt.PyJWTError as exc:
         # The class names the reason (expired, bad signature, ...) without echoing the token.
         raise _unauthorized(f"token rejected ({type(exc).__name__})", True) from None
+    # RFC 7519 §4.1.4-6: NumericDate is a JSON number; PyJWT also takes "1999999999".
+    for name in TIME_CLAIMS:
+        value = claims.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _unauthorized(f"token {name} is not a number", True)
     account, scope = claims.get("account_id"), claims.get("scope", "")
     if not isinstance(account, str) or not 0 < len(account) <= ACCOUNT_CLAIM_MAX:
-        raise _unauthorized("token account_id is not a string", True)
+        raise _unauthorized("token account_id is not a non-empty string", True)
     if not isinstance(scope, str):
         raise _unauthorized("token scope is not a string", True)
-    return Principal(account, frozenset(scope.split()))
+    # RFC 8693 §4.2 / RFC 6749 §3.3: space-delimited; "admin\tpublish" is one unknown scope.
+    return Principal(account, frozenset(s for s in scope.split(" ") if s))
 
 
 def denied(reason: str) -> LunaError:
@@ -232,6 +244,26 @@ def admit(request: web.Request, scope: str | None = None) -> Principal | None:
     return principal
 
 
+def single_header(request: web.Request, name: str) -> str | None:
+    """The one value of header ``name``, None if absent; sent twice -> 400/12012 naming it.
+
+    Two values are ambiguous: a front door that appends its header instead of replacing the
+    client's would otherwise let whichever comes first (the client's) choose the account.
+    """
+    values = request.headers.getall(name, [])
+    if len(values) > 1:
+        raise LunaError(errors.BAD_HEADER, name)
+    return values[0] if values else None
+
+
+def single_param(request: web.Request, name: str) -> str | None:
+    """The one value of query parameter ``name``; repeated -> 400/12012 naming it."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise LunaError(errors.BAD_QUERY, name)
+    return values[0] if values else None
+
+
 def token_account(request: web.Request, principal: Principal, param: str | None = None) -> str:
     """The face/body account of a jwt-mode request: the token's, never another.
 
@@ -243,7 +275,7 @@ def token_account(request: web.Request, principal: Principal, param: str | None 
         account = parse_uuid(principal.account_id)
     except ValueError:
         raise denied("token account_id is not a uuid (face/body accounts are)") from None
-    given = request.query.get(param) if param else request.headers.get(ACCOUNT_HEADER)
+    given = single_param(request, param) if param else single_header(request, ACCOUNT_HEADER)
     if given is not None:
         try:
             claimed = parse_uuid(given.strip())

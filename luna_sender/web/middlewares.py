@@ -71,6 +71,11 @@ async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamR
     detail = ""
     try:
         try:
+            # RFC 9112 §3.2: a request target has no fragment. yarl would cut the query at a
+            # raw '#', dropping what a front door appended (``&account_id=...``): refuse it on
+            # every route, before the route is looked at.
+            if "#" in request.raw_path:
+                raise LunaError(INVALID_REQUEST, "'#' in the request target")
             # Routing errors (404/405) come first: the route does not exist for any header.
             if bad_request_id and request.match_info.http_exception is None:
                 raise LunaError(errors.BAD_HEADER, REQUEST_ID_HEADER)

@@ -121,12 +121,13 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def docs_spec(request: web.Request) -> web.Response:
-    versions = tuple(ctx(request).settings.api_versions)
+    settings = ctx(request).settings
+    versions, mode = tuple(settings.api_versions), settings.auth.mode
     mime = negotiate(request, ("application/x-yaml", "text/html"), None)
     if mime == "text/html":
-        return web.Response(text=render_openapi_html(build_document(versions)),
+        return web.Response(text=render_openapi_html(build_document(versions, mode)),
                             content_type="text/html")
-    return web.Response(text=document_yaml(versions), content_type="application/x-yaml")
+    return web.Response(text=document_yaml(versions, mode), content_type="application/x-yaml")
 
 
 async def docs_dev(request: web.Request) -> web.Response:
@@ -135,6 +136,8 @@ async def docs_dev(request: web.Request) -> web.Response:
 
 async def docs_dev_page(request: web.Request) -> web.Response:
     page = request.match_info["page"]
+    if not page:  # /docs/dev/, the folder as a browser or a link writes it
+        raise web.HTTPFound("/docs/dev/index.html")
     folder = ctx(request).settings.docs_dir
     html = render_dev_page(page, Path(folder) if folder else None)
     if html is None:
@@ -144,8 +147,9 @@ async def docs_dev_page(request: web.Request) -> web.Response:
 
 async def docs_asyncapi(request: web.Request) -> web.Response:
     """The websocket streams in AsyncAPI 2.6: YAML by default, JSON on request."""
-    versions = tuple(ctx(request).settings.api_versions)
+    settings = ctx(request).settings
+    versions, mode = tuple(settings.api_versions), settings.auth.mode
     mime = negotiate(request, ("application/x-yaml", "application/json"), "application/x-yaml")
     if mime == "application/json":
-        return json_response(build_asyncapi(versions))
-    return web.Response(text=asyncapi_yaml(versions), content_type="application/x-yaml")
+        return json_response(build_asyncapi(versions, mode))
+    return web.Response(text=asyncapi_yaml(versions, mode), content_type="application/x-yaml")

@@ -61,8 +61,8 @@ def limits_of(request: web.Request) -> Limits:
 
 
 def account_header(request: web.Request) -> str:
-    """The required ``Luna-Account-Id``: missing -> 403/29001, malformed -> 400/12012."""
-    raw = request.headers.get(ACCOUNT_HEADER)
+    """The required ``Luna-Account-Id``: missing -> 403/29001, malformed or repeated -> 400."""
+    raw = access.single_header(request, ACCOUNT_HEADER)
     if raw is None:
         raise LunaError(errors.NO_ACCOUNT)
     try:

@@ -53,7 +53,7 @@ def _split(request: web.Request, drop: set[str]) -> list[tuple[str, str]]:
 
 
 def _account(request: web.Request) -> str:
-    raw = request.query.get("account_id")
+    raw = access.single_param(request, "account_id")
     if raw is None:
         raise LunaError(errors.NO_ACCOUNT)
     try:
