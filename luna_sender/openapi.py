@@ -134,7 +134,8 @@ def _ws(op_id: str, summary: str, params: list[dict[str, Any]], envelope: str,
                 "headers": REQUEST_ID_HEADER,
                 "content": {"application/json": {"schema": _schema(envelope)}}},
         **COMMON_ERRORS,
-        "503": _error("Too many connections or shutting down (29005)."),
+        "503": _error("Too many connections or shutting down (29005); too many costly "
+                      "like/nlike filters in the service (29012)."),
     }
     if jwt:
         responses["401"] = UNAUTHORIZED
