@@ -66,7 +66,7 @@ class _Slot:
     restart_at: float | None = None
 
 
-def worker_main(target: Callable[..., None], args: tuple[Any, ...], parent: int) -> None:
+def worker_main(target: Callable[..., int | None], args: tuple[Any, ...], parent: int) -> None:
     """A worker's entry point: serve, and stop by itself if the supervisor disappears."""
     threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch",
                      daemon=True).start()
@@ -95,7 +95,7 @@ def describe_exit(code: int | None) -> str:
 
 
 class Supervisor:
-    def __init__(self, count: int, target: Callable[..., None], args: tuple[Any, ...],
+    def __init__(self, count: int, target: Callable[..., int | None], args: tuple[Any, ...],
                  policy: RestartPolicy | None = None, shutdown_timeout: float = 3.0) -> None:
         self.ctx = multiprocessing.get_context("spawn")
         self.target = target
@@ -277,7 +277,7 @@ class Supervisor:
         return 1
 
 
-def run_workers(settings: Any, serve_one: Callable[..., None],
+def run_workers(settings: Any, serve_one: Callable[..., int | None],
                 policy: RestartPolicy | None = None) -> int:
     """Serve ``settings.workers`` processes on one port until SIGTERM/SIGINT/SIGHUP; the exit
     code."""
