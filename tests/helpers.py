@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import shutil
 import signal
@@ -191,3 +193,45 @@ async def assert_silent(ws: Any, timeout: float = 0.3) -> None:
     with contextlib.suppress(asyncio.TimeoutError):
         msg = await asyncio.wait_for(ws.receive(), timeout)
         raise AssertionError(f"unexpected frame: {msg.type.name} {str(msg.data)[:200]}")
+
+
+def strict_json(frame: str | bytes) -> Any:
+    """The stdlib parser as strict parsers are: NaN/Infinity refused, duplicate keys refused."""
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"not JSON: {constant}")
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        assert len(keys) == len(set(keys)), f"duplicate key in {keys}"
+        return dict(pairs)
+    return json.loads(frame, parse_constant=refuse, object_pairs_hook=no_duplicates)
+
+
+def metric_sum(text: str, name: str) -> float:
+    """The sum of every series of ``name`` in a Prometheus scrape."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith((name + " ", name + "{")))
+
+
+async def assert_poison_skipped(app: Any, redis_server: RedisServer, kind: str,
+                                poison: list[bytes], good: Any, caplog: Any) -> None:
+    """Each poison message, published straight to Redis, is skipped: the good message behind it
+    (``good(i)``, an event carrying ``"ok": i``) arrives, the poison counter grows by one and
+    one WARNING without a traceback is logged — never the poison itself."""
+    acc = account()
+    channel = f"luna-sender:{acc}" if kind == "face" else "luna-sender-general-events"
+    async with app.session.get(app.url("/metrics")) as resp:
+        before = metric_sum(await resp.text(), "bus_poison_messages_total")
+    admin = redis_server.client()
+    async with app.ws("/ws" if kind == "face" else "/ws/general", account=acc) as ws:
+        for i, body in enumerate(poison):
+            admin.publish(channel, body)
+            admin.publish(channel, good(i))
+            msg = await ws.receive(timeout=10)
+            assert strict_json(msg.data)["event"]["ok"] == i  # the poison was skipped, not sent
+    async with app.session.get(app.url("/metrics")) as resp:
+        after = metric_sum(await resp.text(), "bus_poison_messages_total")
+    assert after - before == len(poison)
+    warnings = [r for r in caplog.records if "skipped undecodable" in r.getMessage()]
+    assert len(warnings) == len(poison)
+    assert all(r.levelno == logging.WARNING and not r.exc_info for r in warnings)

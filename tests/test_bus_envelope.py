@@ -9,7 +9,6 @@ real redis-server, as luna-handlers would put them there.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from typing import Any
@@ -19,20 +18,16 @@ import orjson
 import pytest
 
 from .conftest import LiveApp
-from .helpers import RedisServer, account, face_event, face_message
+from .helpers import (
+    RedisServer,
+    account,
+    assert_poison_skipped,
+    face_event,
+    face_message,
+)
+from .helpers import strict_json as strict
 
 GENERAL = "luna-sender-general-events"
-
-
-def strict(frame: str | bytes) -> Any:
-    def refuse(constant: str) -> Any:
-        raise ValueError(f"not JSON: {constant}")
-
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [k for k, _ in pairs]
-        assert len(keys) == len(set(keys)), f"duplicate key in {keys}"
-        return dict(pairs)
-    return json.loads(frame, parse_constant=refuse, object_pairs_hook=no_duplicates)
 
 
 def _general(event: dict[str, Any], **envelope: Any) -> bytes:
@@ -75,11 +70,6 @@ async def test_msgpack_non_finite_floats_are_null_for_filters_too(
         ("x0", None), ("x1", None), ("x2", None), ("end", None)]
 
 
-def _metric(text: str, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith((name + " ", name + "{")))
-
-
 def _face_poison() -> list[bytes]:
     def face(**envelope: Any) -> bytes:
         msg = orjson.loads(face_message([face_event(id="poison")]))
@@ -115,25 +105,10 @@ async def test_wrongly_typed_envelopes_are_poison(
         kind: str) -> None:
     caplog.set_level(logging.DEBUG)
     app: LiveApp = await live_app_factory(redis_url=redis_server.url)
-    acc = account()
-    channel = f"luna-sender:{acc}" if kind == "face" else GENERAL
     poison = _face_poison() if kind == "face" else _general_poison()
-    async with app.session.get(app.url("/metrics")) as resp:
-        before = _metric(await resp.text(), "bus_poison_messages_total")
-    admin = redis_server.client()
-    async with app.ws("/ws" if kind == "face" else "/ws/general", account=acc) as ws:
-        for i, body in enumerate(poison):
-            admin.publish(channel, body)
-            good = (face_message([face_event(id=i)]) if kind == "face"
-                    else _general({"id": i}))
-            admin.publish(channel, good)
-            assert strict((await ws.receive(timeout=10)).data)["event"]["id"] == i
-    async with app.session.get(app.url("/metrics")) as resp:
-        after = _metric(await resp.text(), "bus_poison_messages_total")
-    assert after - before == len(poison)
-    warnings = [r for r in caplog.records if "skipped undecodable" in r.getMessage()]
-    assert len(warnings) == len(poison)
-    assert all(r.levelno == logging.WARNING and not r.exc_info for r in warnings)
+    good = (lambda i: face_message([face_event(ok=i)])) if kind == "face" else (
+        lambda i: _general({"ok": i}))
+    await assert_poison_skipped(app, redis_server, kind, poison, good, caplog)
 
 
 async def test_missing_and_null_optional_fields_are_tolerated(

@@ -7,7 +7,6 @@ plain Redis client, as luna-handlers (or anyone else on Redis) would.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from typing import Any
@@ -18,16 +17,16 @@ import pytest
 from luna_sender import wire
 
 from .conftest import LiveApp
-from .helpers import RedisServer, account, face_event, face_message
+from .helpers import (
+    RedisServer,
+    account,
+    assert_poison_skipped,
+    face_event,
+    face_message,
+)
+from .helpers import strict_json as strict
 
 TIMES = {"event_create_time": "2026-01-01T00:00:00Z", "event_end_time": "2026-01-01T00:00:01Z"}
-
-
-def strict(frame: str | bytes) -> Any:
-    """The stdlib parser with NaN/Infinity refused, as strict parsers do."""
-    def refuse(constant: str) -> Any:
-        raise ValueError(f"not JSON: {constant}")
-    return json.loads(frame, parse_constant=refuse)
 
 
 def nested(depth: int) -> str:
@@ -149,14 +148,6 @@ async def test_big_integers_go_out_as_strict_json_numbers(memory_app: LiveApp,
     assert event == {"big": float(big), "neg": -float(big), "u64": big - 1, "ok": 1.5}
 
 
-def _metric(text: str, name: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def _deep_msgpack(depth: int) -> bytes:
     """msgpack arrays nested ``depth`` levels, built by hand: msgpack's packer stops at 512."""
     return b"\x91" * (depth - 1) + b"\x90"
@@ -202,26 +193,10 @@ async def test_hostile_bus_messages_are_poison(
         kind: str) -> None:
     caplog.set_level(logging.DEBUG)
     app: LiveApp = await live_app_factory(redis_url=redis_server.url)
-    acc = account()
-    channel = f"luna-sender:{acc}" if kind == "face" else "luna-sender-general-events"
     poison = _face_poison() if kind == "face" else _general_poison()
     good = (lambda i: face_message([face_event(ok=i)])) if kind == "face" else (
         lambda i: general_body(f'{{"ok":{i}}}'))
-    async with app.session.get(app.url("/metrics")) as resp:
-        before = _metric(await resp.text(), "bus_poison_messages_total")
-    admin = redis_server.client()
-    async with app.ws("/ws" if kind == "face" else "/ws/general", account=acc) as ws:
-        for i, body in enumerate(poison):
-            admin.publish(channel, body)
-            admin.publish(channel, good(i))
-            msg = await ws.receive(timeout=10)
-            assert strict(msg.data)["event"]["ok"] == i  # the poison was skipped, not sent
-    async with app.session.get(app.url("/metrics")) as resp:
-        after = _metric(await resp.text(), "bus_poison_messages_total")
-    assert after - before == len(poison)
-    warnings = [r for r in caplog.records if "skipped undecodable" in r.getMessage()]
-    assert len(warnings) == len(poison)
-    assert all(r.levelno == logging.WARNING and not r.exc_info for r in warnings)
+    await assert_poison_skipped(app, redis_server, kind, poison, good, caplog)
     _no_errors(caplog)
 
 
