@@ -275,8 +275,3 @@ def text_frame(payload: bytes) -> bytes:
     if n < 65536:
         return struct.pack("!BBH", 0x81, 126, n) + payload
     return struct.pack("!BBQ", 0x81, 127, n) + payload
-
-
-def close_frame(code: int, reason: str = "") -> bytes:
-    body = struct.pack("!H", code) + reason.encode("utf-8")[:123]
-    return bytes((0x88, len(body))) + body
