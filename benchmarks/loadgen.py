@@ -71,7 +71,7 @@ class WSClient(asyncio.Protocol):
             if end < 0:
                 return
             self.head.set_result(bytes(buf[:end]))
-            del buf[:end + 4]
+            del buf[: end + 4]
         pos, size = 0, len(buf)
         while size - pos >= 2:
             b1, n = buf[pos], buf[pos + 1] & 0x7F
@@ -86,7 +86,7 @@ class WSClient(asyncio.Protocol):
                 n, hdr = struct.unpack_from("!Q", buf, pos + 2)[0], 10
             if size - pos < hdr + n:
                 break
-            payload = bytes(buf[pos + hdr:pos + hdr + n])
+            payload = bytes(buf[pos + hdr : pos + hdr + n])
             pos += hdr + n
             self.on_frame(b1 & 0x0F, payload, now)
         if pos:
@@ -116,8 +116,9 @@ class WSClient(asyncio.Protocol):
 def _frame(opcode: int, payload: bytes) -> bytes:
     mask = os.urandom(4)
     n = len(payload)
-    head = bytes([0x80 | opcode]) + (bytes([0x80 | n]) if n < 126
-                                     else bytes([0x80 | 126]) + struct.pack("!H", n))
+    head = bytes([0x80 | opcode]) + (
+        bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack("!H", n)
+    )
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
@@ -142,10 +143,14 @@ async def _subscriber(port: int, sub: Sub, stats: Stats, ready: list[int]) -> No
     transport, client = await loop.create_connection(lambda: WSClient(stats), "127.0.0.1", port)
     key = base64.b64encode(os.urandom(16)).decode()
     extra = "".join(f"{k}: {v}\r\n" for k, v in sub.headers.items())
-    transport.write((f"GET {sub.path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                     f"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                     f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                     f"{extra}\r\n").encode())
+    transport.write(
+        (
+            f"GET {sub.path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"{extra}\r\n"
+        ).encode()
+    )
     head = await client.head
     if b" 101 " not in head.split(b"\r\n", 1)[0]:
         raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
@@ -169,7 +174,7 @@ async def _main(port: int, subs: list[Sub], pipe: Connection) -> None:
     ready = [0]
     tasks = []
     for start in range(0, len(subs), 200):
-        batch = subs[start:start + 200]
+        batch = subs[start : start + 200]
         tasks += [asyncio.create_task(_subscriber(port, s, stats, ready)) for s in batch]
         while ready[0] < start + len(batch):
             await asyncio.sleep(0.01)
@@ -189,9 +194,17 @@ async def _main(port: int, subs: list[Sub], pipe: Connection) -> None:
             cpu0 = _cpu()
             wall0 = time.monotonic()
         elif command == "report":
-            pipe.send(("report", {"count": stats.count, "latencies": stats.latencies.tobytes(),
-                                  "cpu": _cpu() - cpu0,
-                                  "wall": time.monotonic() - wall0}))
+            pipe.send(
+                (
+                    "report",
+                    {
+                        "count": stats.count,
+                        "latencies": stats.latencies.tobytes(),
+                        "cpu": _cpu() - cpu0,
+                        "wall": time.monotonic() - wall0,
+                    },
+                )
+            )
         elif command == "stop":
             for task in tasks:
                 task.cancel()
@@ -222,5 +235,10 @@ def summarize(reports: list[dict[str, Any]]) -> dict[str, Any]:
         return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
 
     saturated = any(r["wall"] > 0 and r["cpu"] / r["wall"] > 0.9 for r in reports)
-    return {"count": count, "p50": pick(0.5), "p99": pick(0.99), "client_saturated": saturated,
-            "client_cpu_s": sum(r["cpu"] for r in reports)}
+    return {
+        "count": count,
+        "p50": pick(0.5),
+        "p99": pick(0.99),
+        "client_saturated": saturated,
+        "client_cpu_s": sum(r["cpu"] for r in reports),
+    }

@@ -1,6 +1,6 @@
 """Render a results JSON as the markdown tables of docs/performance.md.
 
-    python -m benchmarks.report benchmarks/results/<file>.json
+python -m benchmarks.report benchmarks/results/<file>.json
 """
 
 from __future__ import annotations
@@ -34,11 +34,14 @@ def render(results: dict[str, Any]) -> str:
     for rr in rounds:
         for per in rr.values():
             peers += [p for p in per if p not in peers]
-    lines = ["| peer | W1 sustained deliveries/s | W1 deliveries per server CPU-s | "
-             "W2 server CPU ms/event | W3 p50 ms | W3 p99 ms | W7 RSS KiB/connection |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| peer | W1 sustained deliveries/s | W1 deliveries per server CPU-s | "
+        "W2 server CPU ms/event | W3 p50 ms | W3 p99 ms | W7 RSS KiB/connection |",
+        "|---|---|---|---|---|---|---|",
+    ]
     table: dict[str, dict[str, float | None]] = {}
     for peer in peers:
+
         def metric(workload: str, key: str, peer: str = peer) -> list[float]:
             out = []
             for rr in rounds:
@@ -62,31 +65,51 @@ def render(results: dict[str, Any]) -> str:
             "w7": _median(metric("W7", "rss_per_connection_kib")),
         }
         t = table[peer]
-        lines.append(f"| {peer} | {_fmt(t['w1_rate'], 0)} | {_fmt(t['w1_cpu'], 0)} | "
-                     f"{_fmt(t['w2'], 2)} | {_fmt(t['w3_p50'])} | {_fmt(t['w3_p99'])} | "
-                     f"{_fmt(t['w7'])} |")
-    lines += ["", "Per-round ratios luna-sender / peer (median of rounds):", "",
-              "| peer | W1 deliveries/CPU-s (higher is better) | W2 CPU/event (lower) | "
-              "W3 p99 (lower) | W7 RSS/conn (lower) |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| {peer} | {_fmt(t['w1_rate'], 0)} | {_fmt(t['w1_cpu'], 0)} | "
+            f"{_fmt(t['w2'], 2)} | {_fmt(t['w3_p50'])} | {_fmt(t['w3_p99'])} | "
+            f"{_fmt(t['w7'])} |"
+        )
+    lines += [
+        "",
+        "Per-round ratios luna-sender / peer (median of rounds):",
+        "",
+        "| peer | W1 deliveries/CPU-s (higher is better) | W2 CPU/event (lower) | "
+        "W3 p99 (lower) | W7 RSS/conn (lower) |",
+        "|---|---|---|---|---|",
+    ]
     for peer in peers:
         if peer == "luna":
             continue
         cols = []
-        for workload, key in (("W1", "deliveries_per_cpu_s"), ("W2", "cpu_per_event_ms"),
-                              ("W3", "p99_ms"), ("W7", "rss_per_connection_kib")):
+        for workload, key in (
+            ("W1", "deliveries_per_cpu_s"),
+            ("W2", "cpu_per_event_ms"),
+            ("W3", "p99_ms"),
+            ("W7", "rss_per_connection_kib"),
+        ):
             ratios = []
             for rr in rounds:
                 ours, theirs = rr.get(workload, {}).get("luna"), rr.get(workload, {}).get(peer)
                 if not ours or not theirs or "error" in ours or "error" in theirs:
                     continue
-                a = _best(ours)[key] if workload == "W1" and _best(ours) else (
-                    None if workload == "W1" else ours[key])
-                b = _best(theirs)[key] if workload == "W1" and _best(theirs) else (
-                    None if workload == "W1" else theirs[key])
+                a = (
+                    _best(ours)[key]
+                    if workload == "W1" and _best(ours)
+                    else (None if workload == "W1" else ours[key])
+                )
+                b = (
+                    _best(theirs)[key]
+                    if workload == "W1" and _best(theirs)
+                    else (None if workload == "W1" else theirs[key])
+                )
                 if a is not None and b:
                     ratios.append(a / b)
-            cols.append("—" if not ratios else
-                        f"{statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)})")
+            cols.append(
+                "—"
+                if not ratios
+                else f"{statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)})"
+            )
         lines.append(f"| {peer} | " + " | ".join(cols) + " |")
     return "\n".join(lines) + "\n"
 

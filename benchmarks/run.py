@@ -71,7 +71,8 @@ class Pool:
         self.i = (self.i + 1) % len(self.luna)
         data = self.luna[self.i] if route == "redis-luna" else self.env[self.i]
         return data.replace(SRC_PLACEHOLDER, source.encode(), 1).replace(
-            PLACEHOLDER, b"%.6f" % ts, 1)
+            PLACEHOLDER, b"%.6f" % ts, 1
+        )
 
 
 class Layout:
@@ -115,17 +116,21 @@ class Publisher:
                 await self.redis.publish(channel_for(ACCOUNT, g), data)
         elif route == "socketio":
             room = ACCOUNT if not groups else f"{ACCOUNT}:{source}"
-            message = (b'{"method":"emit","event":"event","data":[' + data +
-                       b'],"binary":false,"namespace":"/","room":"' + room.encode() +
-                       b'","skip_sid":null,"callback":null,"host_id":"bench-publisher"}')
+            message = (
+                b'{"method":"emit","event":"event","data":['
+                + data
+                + b'],"binary":false,"namespace":"/","room":"'
+                + room.encode()
+                + b'","skip_sid":null,"callback":null,"host_id":"bench-publisher"}'
+            )
             await self.redis.publish(SIO_CHANNEL, message)
         else:
             if self.http is None:
                 self.http = aiohttp.ClientSession()
             for g in groups or [None]:
                 async with self.http.post(
-                        f"http://127.0.0.1:{self.port}/pub/{channel_for(ACCOUNT, g)}",
-                        data=data) as resp:
+                    f"http://127.0.0.1:{self.port}/pub/{channel_for(ACCOUNT, g)}", data=data
+                ) as resp:
                     await resp.read()
 
     async def run(self, rate: float, duration: float) -> int:
@@ -206,14 +211,21 @@ class Run:
             pipe.send(("report", None))
             reports.append(pipe.recv()[1])
         s = summarize(reports)
-        return {"rate": rate, "published": sent, "deliveries": s["count"],
-                "deliveries_per_s": s["count"] / duration, "server_cpu_s": cpu,
-                "deliveries_per_cpu_s": s["count"] / cpu if cpu > 0 else float("nan"),
-                "cpu_per_event_ms": 1000 * cpu / sent if sent else float("nan"),
-                "p50_ms": 1000 * s["p50"], "p99_ms": 1000 * s["p99"],
-                "publisher_cpu_s": pub_cpu, "client_saturated": s["client_saturated"],
-                "client_cpu_s": s["client_cpu_s"],
-                "wall_s": wall}
+        return {
+            "rate": rate,
+            "published": sent,
+            "deliveries": s["count"],
+            "deliveries_per_s": s["count"] / duration,
+            "server_cpu_s": cpu,
+            "deliveries_per_cpu_s": s["count"] / cpu if cpu > 0 else float("nan"),
+            "cpu_per_event_ms": 1000 * cpu / sent if sent else float("nan"),
+            "p50_ms": 1000 * s["p50"],
+            "p99_ms": 1000 * s["p99"],
+            "publisher_cpu_s": pub_cpu,
+            "client_saturated": s["client_saturated"],
+            "client_cpu_s": s["client_cpu_s"],
+            "wall_s": wall,
+        }
 
     def close(self) -> None:
         for pipe in self.pipes:
@@ -270,8 +282,11 @@ def w7(peer: Peer, redis_url: str, cfg: argparse.Namespace) -> dict[str, Any]:
     run = Run(peer, Layout("W7", cfg.w7_subs), redis_url, cfg.clients)
     try:
         per = (run.loaded_rss - run.idle_rss) / cfg.w7_subs
-        return {"rss_idle_mib": run.idle_rss / 2**20, "rss_loaded_mib": run.loaded_rss / 2**20,
-                "rss_per_connection_kib": per / 1024}
+        return {
+            "rss_idle_mib": run.idle_rss / 2**20,
+            "rss_loaded_mib": run.loaded_rss / 2**20,
+            "rss_per_connection_kib": per / 1024,
+        }
     finally:
         run.close()
 
@@ -288,11 +303,27 @@ def w3_load(w1: dict[str, Any], lowest: float) -> float:
 
 def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--maxclients", "60000",
-                             "--dir", tempfile.mkdtemp(prefix="bench-redis-"),
-                             "--client-output-buffer-limit", "pubsub 512mb 256mb 60"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxclients",
+            "60000",
+            "--dir",
+            tempfile.mkdtemp(prefix="bench-redis-"),
+            "--client-output-buffer-limit",
+            "pubsub 512mb 256mb 60",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_port(port)
     return proc, f"redis://127.0.0.1:{port}/0"
 
@@ -313,8 +344,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
-    parser.add_argument("--w3-seconds", type=float, default=20.0,
-                        help="W3 duration: its p99 needs enough events to be more than one event")
+    parser.add_argument(
+        "--w3-seconds",
+        type=float,
+        default=20.0,
+        help="W3 duration: its p99 needs enough events to be more than one event",
+    )
     cfg = parser.parse_args(argv)
     cfg.step_seconds = 4.0
     cfg.w1_subs, cfg.w2_subs, cfg.w7_subs = 1000, 10_000, 10_000
@@ -339,8 +374,11 @@ def main(argv: list[str] | None = None) -> None:
     cfg.results_dir.mkdir(parents=True, exist_ok=True)
     path = cfg.results_dir / time.strftime("%Y%m%d-%H%M%S.json")
     redis_proc, redis_url = start_redis()
-    results: dict[str, Any] = {"machine": {"cores": multiprocessing.cpu_count()},
-                               "config": {k: v for k, v in vars(cfg).items()}, "rounds": []}
+    results: dict[str, Any] = {
+        "machine": {"cores": multiprocessing.cpu_count()},
+        "config": {k: v for k, v in vars(cfg).items()},
+        "rounds": [],
+    }
     w3_rate: float | None = None
     try:
         for rnd in range(cfg.rounds):
@@ -362,8 +400,9 @@ def main(argv: list[str] | None = None) -> None:
                 for peer in peers:
                     print(f"round {rnd + 1}: W3 {peer.name} at {rate} events/s ...", flush=True)
                     try:
-                        round_result.setdefault("W3", {})[peer.name] = w3(peer, redis_url, cfg,
-                                                                          rate)
+                        round_result.setdefault("W3", {})[peer.name] = w3(
+                            peer, redis_url, cfg, rate
+                        )
                     except Exception as exc:
                         round_result.setdefault("W3", {})[peer.name] = {"error": repr(exc)}
             results["rounds"].append(round_result)
@@ -389,8 +428,10 @@ def _metric(workload: str, result: dict[str, Any]) -> tuple[str, float | None]:
 
 
 def report(results: dict[str, Any], names: list[str]) -> None:
-    print("\n| workload | peer | round | deliveries/s | deliveries/CPU-s | CPU ms/event | "
-          "p50 ms | p99 ms | RSS KiB/conn | client saturated |")
+    print(
+        "\n| workload | peer | round | deliveries/s | deliveries/CPU-s | CPU ms/event | "
+        "p50 ms | p99 ms | RSS KiB/conn | client saturated |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for rnd, rr in enumerate(results["rounds"], 1):
         for workload, per_peer in rr.items():
@@ -402,12 +443,16 @@ def report(results: dict[str, Any], names: list[str]) -> None:
                 if workload == "W1" and row is None:
                     row = res["steps"][0] if res["steps"] else {}
                 if workload == "W7":
-                    print(f"| W7 | {name} | {rnd} | | | | | | {fmt(res['rss_per_connection_kib'])} | |")
+                    print(
+                        f"| W7 | {name} | {rnd} | | | | | | {fmt(res['rss_per_connection_kib'])} | |"
+                    )
                     continue
-                print(f"| {workload} | {name} | {rnd} | {fmt(row.get('deliveries_per_s'), 0)} | "
-                      f"{fmt(row.get('deliveries_per_cpu_s'), 0)} | "
-                      f"{fmt(row.get('cpu_per_event_ms'), 2)} | {fmt(row.get('p50_ms'))} | "
-                      f"{fmt(row.get('p99_ms'))} | | {row.get('client_saturated')} |")
+                print(
+                    f"| {workload} | {name} | {rnd} | {fmt(row.get('deliveries_per_s'), 0)} | "
+                    f"{fmt(row.get('deliveries_per_cpu_s'), 0)} | "
+                    f"{fmt(row.get('cpu_per_event_ms'), 2)} | {fmt(row.get('p50_ms'))} | "
+                    f"{fmt(row.get('p99_ms'))} | | {row.get('client_saturated')} |"
+                )
     print("\nMedian ratio ours/peer over rounds (higher is better for W1; lower for W2, W3, W7):")
     summary: dict[str, dict[str, float]] = {}
     for workload in ("W1", "W2", "W3", "W7"):
@@ -421,12 +466,16 @@ def report(results: dict[str, Any], names: list[str]) -> None:
                 if ours is not None and theirs:
                     ratios.append(ours / theirs)
             if ratios:
-                label = _metric(workload, {"rss_per_connection_kib": 0, "cpu_per_event_ms": 0,
-                                           "p99_ms": 0, "best": None})[0]
+                label = _metric(
+                    workload,
+                    {"rss_per_connection_kib": 0, "cpu_per_event_ms": 0, "p99_ms": 0, "best": None},
+                )[0]
                 median = statistics.median(ratios)
                 summary.setdefault(workload, {})[peer] = median
-                print(f"  {workload} ({label}) luna/{peer}: median {median:.2f} "
-                      f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+                print(
+                    f"  {workload} ({label}) luna/{peer}: median {median:.2f} "
+                    f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
+                )
     results["median_ratios"] = summary
 
 

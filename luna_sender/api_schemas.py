@@ -22,8 +22,12 @@ def _s(description: str = "", nullable: bool = False, **extra: Any) -> dict[str,
     return schema
 
 
-def _obj(properties: dict[str, Any] | None = None, description: str = "",
-         nullable: bool = False, required: list[str] | None = None) -> dict[str, Any]:
+def _obj(
+    properties: dict[str, Any] | None = None,
+    description: str = "",
+    nullable: bool = False,
+    required: list[str] | None = None,
+) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "object", "additionalProperties": True}
     if description:
         schema["description"] = description
@@ -52,114 +56,211 @@ TIME_TEXT = "Time as the producer wrote it (ISO-8601 from the platform), passed 
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
-        "type": "object", "required": ["error_code", "desc", "detail"],
+        "type": "object",
+        "required": ["error_code", "desc", "detail"],
         "description": "LUNA error body.",
-        "properties": {"error_code": {"type": "integer"}, "desc": _s(), "detail": _s(),
-                       "link": _s("Knowledge-hub page of the code.")}},
+        "properties": {
+            "error_code": {"type": "integer"},
+            "desc": _s(),
+            "detail": _s(),
+            "link": _s("Knowledge-hub page of the code."),
+        },
+    },
     "GeoPosition": _obj({"longitude": NUM, "latitude": NUM}, nullable=True),
-    "Location": _obj({
-        "city": _s(nullable=True), "area": _s(nullable=True), "district": _s(nullable=True),
-        "street": _s(nullable=True), "house_number": _s(nullable=True),
-        "geo_position": _ref("GeoPosition")}, "Where the event happened.", nullable=True),
-    "MatchCandidate": _obj({
-        "similarity": NUM,
-        "face": _obj(description="Matched face.", nullable=True),
-        "event": _obj(description="Matched event.", nullable=True)}),
+    "Location": _obj(
+        {
+            "city": _s(nullable=True),
+            "area": _s(nullable=True),
+            "district": _s(nullable=True),
+            "street": _s(nullable=True),
+            "house_number": _s(nullable=True),
+            "geo_position": _ref("GeoPosition"),
+        },
+        "Where the event happened.",
+        nullable=True,
+    ),
+    "MatchCandidate": _obj(
+        {
+            "similarity": NUM,
+            "face": _obj(description="Matched face.", nullable=True),
+            "event": _obj(description="Matched event.", nullable=True),
+        }
+    ),
     "Match": _obj({"label": _s(), "candidates": _arr(_ref("MatchCandidate"))}),
-    "FaceEvent": _obj({
-        "event_id": _s("Event id (uuid)."),
-        "url": _s(nullable=True),
-        "handler_id": _s(nullable=True),
-        "account_id": _s(nullable=True),
-        "create_time": _s(nullable=True),
-        "end_time": _s(nullable=True),
-        "source": _s(nullable=True),
-        "stream_id": _s(nullable=True),
-        "track_id": _s(nullable=True),
-        "external_id": _s(nullable=True),
-        "user_data": _s(nullable=True),
-        "tags": {**_arr(_s()), "nullable": True},
-        "face_attributes": _obj(description="Face attributes (basic_attributes: age, gender, "
-                                "ethnicities).", nullable=True),
-        "body_attributes": _obj(description="Body attributes.", nullable=True),
-        "aggregate_estimations": _obj(description="face/body aggregated estimations.",
-                                      nullable=True),
-        "detections": {**_arr(_obj()), "nullable": True},
-        "matches": {**_arr(_ref("Match")), "nullable": True},
-        "location": _ref("Location"),
-        "face": _obj(description="Face created from the event.", nullable=True),
-        "meta": _obj(description="User meta data.", nullable=True),
-    }, "A face/body event of the LUNA PLATFORM, unchanged; fields beyond these pass through."),
+    "FaceEvent": _obj(
+        {
+            "event_id": _s("Event id (uuid)."),
+            "url": _s(nullable=True),
+            "handler_id": _s(nullable=True),
+            "account_id": _s(nullable=True),
+            "create_time": _s(nullable=True),
+            "end_time": _s(nullable=True),
+            "source": _s(nullable=True),
+            "stream_id": _s(nullable=True),
+            "track_id": _s(nullable=True),
+            "external_id": _s(nullable=True),
+            "user_data": _s(nullable=True),
+            "tags": {**_arr(_s()), "nullable": True},
+            "face_attributes": _obj(
+                description="Face attributes (basic_attributes: age, gender, ethnicities).",
+                nullable=True,
+            ),
+            "body_attributes": _obj(description="Body attributes.", nullable=True),
+            "aggregate_estimations": _obj(
+                description="face/body aggregated estimations.", nullable=True
+            ),
+            "detections": {**_arr(_obj()), "nullable": True},
+            "matches": {**_arr(_ref("Match")), "nullable": True},
+            "location": _ref("Location"),
+            "face": _obj(description="Face created from the event.", nullable=True),
+            "meta": _obj(description="User meta data.", nullable=True),
+        },
+        "A face/body event of the LUNA PLATFORM, unchanged; fields beyond these pass through.",
+    ),
     "FaceEnvelope": {
-        "type": "object", "description": "One face/body event pushed on /ws.",
+        "type": "object",
+        "description": "One face/body event pushed on /ws.",
         "required": ["event"],
         "properties": {
             "event": _ref("FaceEvent"),
             "handler_id": _s("Handler that produced the event.", nullable=True),
             "event-create-time": _s(TIME_TEXT, nullable=True),
             "event-end-time": _s(TIME_TEXT, nullable=True),
-            "Luna-Request-id": _s("Request id of the producing request.", nullable=True)}},
+            "Luna-Request-id": _s("Request id of the producing request.", nullable=True),
+        },
+    },
     "GeneralEvent": _obj(description="A general event: any JSON object, unchanged."),
     "GeneralEnvelope": {
-        "type": "object", "description": "One general event pushed on /ws/general.",
+        "type": "object",
+        "description": "One general event pushed on /ws/general.",
         "required": ["event", "event_type"],
         "properties": {
             "event": _ref("GeneralEvent"),
             "event_type": _s(),
             "account_id": _s("Account the event belongs to, as published.", nullable=True),
             "event-create-time": _s(TIME_TEXT, nullable=True),
-            "event-end-time": _s(TIME_TEXT, nullable=True)}},
+            "event-end-time": _s(TIME_TEXT, nullable=True),
+        },
+    },
     "PublishEvents": {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "description": "Publish user events (delivered as face/body events of the account).",
         "required": ["events", "handler_id", "event_create_time", "event_end_time"],
         "properties": {
             "events": _arr(_ref("UserEvent"), "User generated events (non-empty).")
             | {"minItems": 1},
             "handler_id": _s("Event handler id."),
-            "event_create_time": _s("Event creation time; any string, passed through.",
-                                    maxLength=256),
-            "event_end_time": _s("Event end time; any string, passed through.",
-                                 maxLength=256)}},
+            "event_create_time": _s(
+                "Event creation time; any string, passed through.", maxLength=256
+            ),
+            "event_end_time": _s("Event end time; any string, passed through.", maxLength=256),
+        },
+    },
     "UserEvent": _obj(description="A user generated event: any JSON object, delivered as is."),
     "PublishGeneral": {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "description": "Publish one general event.",
         "required": ["event", "event_type"],
         "properties": {
             "event": _ref("GeneralEvent"),
             "event_type": _s("General event type.", minLength=1, maxLength=128),
-            "account_id": _s("Event account id; any string, matched exactly by "
-                             "/ws/general?account_id=.", nullable=True, maxLength=256),
-            "event_create_time": _s("Event creation time; any string, passed through "
-                                    "(default: now).", nullable=True, maxLength=256),
-            "event_end_time": _s("Event end time; any string, passed through (default: the "
-                                 "create time).", nullable=True, maxLength=256)}},
-    "Version": {"type": "object", "required": ["Version"], "properties": {
-        "Version": {"type": "object", "required": ["api", "major", "minor", "patch"],
-                    "properties": {"api": {"type": "integer"}, "major": {"type": "integer"},
-                                   "minor": {"type": "integer"}, "patch": {"type": "integer"}}}}},
-    "Health": {"type": "object", "required": ["execution_time"],
-               "properties": {"execution_time": NUM}},
-    "HealthFailure": {"type": "object", "required": ["errors", "execution_time"], "properties": {
-        "errors": _arr({"type": "object", "required": ["component", "error"], "properties": {
-            "component": _s(),
-            "error": {"type": "object", "properties": {
-                "error_code": {"type": "integer"}, "desc": _s(), "detail": _s()}}}}),
-        "execution_time": NUM}},
-    "Plugins": {"type": "object", "required": ["plugins"], "properties": {
-        "plugins": _arr({"type": "object", "required": ["name", "running"], "properties": {
-            "name": _s(), "running": {"type": "integer", "enum": [0, 1]}}})}},
+            "account_id": _s(
+                "Event account id; any string, matched exactly by /ws/general?account_id=.",
+                nullable=True,
+                maxLength=256,
+            ),
+            "event_create_time": _s(
+                "Event creation time; any string, passed through (default: now).",
+                nullable=True,
+                maxLength=256,
+            ),
+            "event_end_time": _s(
+                "Event end time; any string, passed through (default: the create time).",
+                nullable=True,
+                maxLength=256,
+            ),
+        },
+    },
+    "Version": {
+        "type": "object",
+        "required": ["Version"],
+        "properties": {
+            "Version": {
+                "type": "object",
+                "required": ["api", "major", "minor", "patch"],
+                "properties": {
+                    "api": {"type": "integer"},
+                    "major": {"type": "integer"},
+                    "minor": {"type": "integer"},
+                    "patch": {"type": "integer"},
+                },
+            }
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["execution_time"],
+        "properties": {"execution_time": NUM},
+    },
+    "HealthFailure": {
+        "type": "object",
+        "required": ["errors", "execution_time"],
+        "properties": {
+            "errors": _arr(
+                {
+                    "type": "object",
+                    "required": ["component", "error"],
+                    "properties": {
+                        "component": _s(),
+                        "error": {
+                            "type": "object",
+                            "properties": {
+                                "error_code": {"type": "integer"},
+                                "desc": _s(),
+                                "detail": _s(),
+                            },
+                        },
+                    },
+                }
+            ),
+            "execution_time": NUM,
+        },
+    },
+    "Plugins": {
+        "type": "object",
+        "required": ["plugins"],
+        "properties": {
+            "plugins": _arr(
+                {
+                    "type": "object",
+                    "required": ["name", "running"],
+                    "properties": {"name": _s(), "running": {"type": "integer", "enum": [0, 1]}},
+                }
+            )
+        },
+    },
     "InfluxMonitoring": {
-        "type": "object", "description": "The original's monitoring settings (TOKEN masked).",
+        "type": "object",
+        "description": "The original's monitoring settings (TOKEN masked).",
         "properties": {
             "SEND_DATA_FOR_MONITORING": {"type": "integer", "enum": [0, 1]},
-            "VERSION": {"type": "integer"}, "ORGANIZATION": _s(), "TOKEN": _s(),
-            "BUCKET": _s(), "HOST": _s(), "PORT": {"type": "integer"},
-            "USE_SSL": {"type": "integer", "enum": [0, 1]}, "FLUSHING_PERIOD": NUM}},
-    "Config": _obj({"INFLUX_MONITORING": _ref("InfluxMonitoring")},
-                   "Effective settings, secrets masked: this project's keys (see "
-                   "/docs/dev/configuration.html) and the original's INFLUX_MONITORING."),
+            "VERSION": {"type": "integer"},
+            "ORGANIZATION": _s(),
+            "TOKEN": _s(),
+            "BUCKET": _s(),
+            "HOST": _s(),
+            "PORT": {"type": "integer"},
+            "USE_SSL": {"type": "integer", "enum": [0, 1]},
+            "FLUSHING_PERIOD": NUM,
+        },
+    },
+    "Config": _obj(
+        {"INFLUX_MONITORING": _ref("InfluxMonitoring")},
+        "Effective settings, secrets masked: this project's keys (see "
+        "/docs/dev/configuration.html) and the original's INFLUX_MONITORING.",
+    ),
 }
 
 

@@ -64,8 +64,9 @@ def build_app(settings: Settings) -> web.Application:
     app[FD_WATCH] = fdlimit.FdWatch()
     app[access.POLICY] = access.AccessPolicy(settings)
     app[SHUTDOWN] = {}
-    app[GC_POLICY] = GcPolicy(settings.gc, metrics, live=lambda: len(hub.connections),
-                              closed=lambda: hub.closed_total)
+    app[GC_POLICY] = GcPolicy(
+        settings.gc, metrics, live=lambda: len(hub.connections), closed=lambda: hub.closed_total
+    )
 
     for prefix in business_prefixes(settings):
         app.router.add_get(prefix + "/ws", streams.face_ws, allow_head=False)
@@ -104,16 +105,22 @@ def log_ready(app: web.Application) -> None:
     """Called once the listening sockets accept connections (luna_sender/lifecycle.py)."""
     context = app[CTX]
     loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
-    log.info("luna-sender ready: bus=%s api_versions=%s loop=%s pid=%d",
-             log_address(context.bus.url), context.settings.api_versions, loop, os.getpid())
+    log.info(
+        "luna-sender ready: bus=%s api_versions=%s loop=%s pid=%d",
+        log_address(context.bus.url),
+        context.settings.api_versions,
+        loop,
+        os.getpid(),
+    )
 
 
 async def _on_shutdown(app: web.Application) -> None:
     context = app[CTX]
     sockets = len(context.hub.connections)
     app[SHUTDOWN].update(started=time.monotonic(), sockets=sockets)
-    log.info("shutdown started: closing %d websocket(s) with 1001", sockets,
-             extra={"sockets": sockets})
+    log.info(
+        "shutdown started: closing %d websocket(s) with 1001", sockets, extra={"sockets": sockets}
+    )
     context.hub.shutting_down = True
     # Events published before the signal reach their sockets before the close frames, which
     # are written after them on the same transports.
@@ -143,6 +150,10 @@ async def _on_cleanup(app: web.Application) -> None:
     sockets = int(app[SHUTDOWN].get("sockets", 0))
     took = time.monotonic() - app[SHUTDOWN].get("started", time.monotonic())
     left = len(context.hub.connections)
-    log.info("shutdown finished in %.3fs: %d websocket(s) closed, %d left open", took,
-             sockets - left, left,
-             extra={"sockets": sockets, "sockets_left": left, "duration": round(took, 3)})
+    log.info(
+        "shutdown finished in %.3fs: %d websocket(s) closed, %d left open",
+        took,
+        sockets - left,
+        left,
+        extra={"sockets": sockets, "sockets_left": left, "duration": round(took, 3)},
+    )

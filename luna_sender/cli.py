@@ -20,12 +20,16 @@ EXIT_CONFIG = 2
 def _add_settings_flags(parser: argparse.ArgumentParser, sub: bool = False) -> None:
     if sub:  # values given before the subcommand must survive the subparser's defaults
         parser.argument_default = argparse.SUPPRESS
-    parser.add_argument("--config", metavar="PATH",
-                        help="YAML settings file (default ./config.yaml)")
+    parser.add_argument(
+        "--config", metavar="PATH", help="YAML settings file (default ./config.yaml)"
+    )
     parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="TCP port (default 5080)")
-    parser.add_argument("--redis-url", metavar="URL",
-                        help="event bus: memory:// (default), redis://host:port/db, rediss://...")
+    parser.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="event bus: memory:// (default), redis://host:port/db, rediss://...",
+    )
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-format", choices=["text", "json"])
     parser.add_argument("--workers", type=int, help="serving processes sharing the port")
@@ -92,8 +96,9 @@ def _install_event_loop(choice: str) -> None:
         import uvloop
     except ImportError:
         if choice == "uvloop":
-            raise SystemExit("luna-sender: event_loop 'uvloop' but uvloop is not installed") \
-                from None
+            raise SystemExit(
+                "luna-sender: event_loop 'uvloop' but uvloop is not installed"
+            ) from None
         return
     import asyncio
 
@@ -123,7 +128,8 @@ def serve(settings: Settings) -> None:
     warning = ignored_env_warning(settings)
     if warning:  # once, in the parent, before any worker starts
         logging.getLogger("luna_sender.config").warning(
-            warning, extra={"ignored_env": list(settings._ignored_env)})
+            warning, extra={"ignored_env": list(settings._ignored_env)}
+        )
     if settings.workers > 1:
         from .workers import run_workers
 

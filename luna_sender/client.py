@@ -33,15 +33,27 @@ def add_filter_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("filters (as on the websocket query string)")
     # account_id is --account-id itself: the header on /ws, the filter on /ws/general.
     for name in sorted({*FACE_SPECS, *GENERAL_SPECS} - {"account_id"}):
-        group.add_argument(flag_name(name), dest=f"filter__{name}", metavar="VALUE",
-                           help=f"{name} (see docs/filters.md)")
-    group.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
-                       help="any parameter, e.g. --filter 'event.count__gte:integer=5'")
+        group.add_argument(
+            flag_name(name),
+            dest=f"filter__{name}",
+            metavar="VALUE",
+            help=f"{name} (see docs/filters.md)",
+        )
+    group.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any parameter, e.g. --filter 'event.count__gte:integer=5'",
+    )
 
 
 def collect_filters(args: argparse.Namespace) -> list[tuple[str, str]]:
-    params = [(key[len("filter__"):], value) for key, value in vars(args).items()
-              if key.startswith("filter__") and value is not None]
+    params = [
+        (key[len("filter__") :], value)
+        for key, value in vars(args).items()
+        if key.startswith("filter__") and value is not None
+    ]
     for item in args.filter:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -65,15 +77,19 @@ def _auth_headers(args: argparse.Namespace) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-async def listen(args: argparse.Namespace, out: TextIO = sys.stdout,
-                 err: TextIO = sys.stderr) -> int:
+async def listen(
+    args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+) -> int:
     path = "/ws/general" if args.general else "/ws"
     url = args.url.rstrip("/") + path
     headers = _auth_headers(args)
     if not args.general:
         if not args.account_id and not args.token:
-            print("luna-sender: --account-id (or --token) is required for face/body events "
-                  "(or use --general)", file=err)
+            print(
+                "luna-sender: --account-id (or --token) is required for face/body events "
+                "(or use --general)",
+                file=err,
+            )
             return EXIT_BAD_INPUT
         if args.account_id:
             headers["Luna-Account-Id"] = args.account_id
@@ -86,8 +102,9 @@ async def listen(args: argparse.Namespace, out: TextIO = sys.stdout,
     async with aiohttp.ClientSession() as session:
         while True:
             try:
-                async with session.ws_connect(url, params=params, headers=headers,
-                                              heartbeat=30) as ws:
+                async with session.ws_connect(
+                    url, params=params, headers=headers, heartbeat=30
+                ) as ws:
                     connected_once = True
                     backoff = 0.5
                     print(f"luna-sender: listening on {url}", file=err)
@@ -95,8 +112,11 @@ async def listen(args: argparse.Namespace, out: TextIO = sys.stdout,
                         if msg.type != aiohttp.WSMsgType.TEXT:
                             continue
                         data = json.loads(msg.data)
-                        print(json.dumps(data, indent=2 if args.pretty else None,
-                                         ensure_ascii=False), file=out, flush=True)
+                        print(
+                            json.dumps(data, indent=2 if args.pretty else None, ensure_ascii=False),
+                            file=out,
+                            flush=True,
+                        )
                         received += 1
                         if args.count and received >= args.count:
                             return 0
@@ -113,8 +133,9 @@ async def listen(args: argparse.Namespace, out: TextIO = sys.stdout,
                     print(f"luna-sender: service unreachable at {args.url}: {exc}", file=err)
                     return EXIT_UNREACHABLE
                 reason = str(exc)
-            print(f"luna-sender: connection lost ({reason}); reconnecting in {backoff:.1f}s",
-                  file=err)
+            print(
+                f"luna-sender: connection lost ({reason}); reconnecting in {backoff:.1f}s", file=err
+            )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
 
@@ -139,12 +160,17 @@ def build_publish_body(doc: Any, args: argparse.Namespace) -> dict[str, Any]:
     if isinstance(doc, dict) and "events" in doc:
         return doc
     events = doc if isinstance(doc, list) else [doc]
-    return {"events": events, "handler_id": args.handler_id or str(uuid.uuid4()),
-            "event_create_time": _now(), "event_end_time": _now()}
+    return {
+        "events": events,
+        "handler_id": args.handler_id or str(uuid.uuid4()),
+        "event_create_time": _now(),
+        "event_end_time": _now(),
+    }
 
 
-async def publish(args: argparse.Namespace, stdin: TextIO = sys.stdin,
-                  err: TextIO = sys.stderr) -> int:
+async def publish(
+    args: argparse.Namespace, stdin: TextIO = sys.stdin, err: TextIO = sys.stderr
+) -> int:
     try:
         if args.file in (None, "-"):
             text = stdin.read()
@@ -158,18 +184,23 @@ async def publish(args: argparse.Namespace, stdin: TextIO = sys.stdin,
     headers = _auth_headers(args)
     if not args.general:
         if not args.account_id and not args.token:
-            print("luna-sender: --account-id (or --token) is required for face/body events",
-                  file=err)
+            print(
+                "luna-sender: --account-id (or --token) is required for face/body events", file=err
+            )
             return EXIT_BAD_INPUT
         if args.account_id:
             headers["Luna-Account-Id"] = args.account_id
     url = args.url.rstrip("/") + ("/publish/general" if args.general else "/publish")
     try:
-        async with aiohttp.ClientSession() as session, session.post(
-                url, json=body, headers=headers) as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, json=body, headers=headers) as resp,
+        ):
             if resp.status == 204:
-                print(f"luna-sender: published (request {resp.headers.get('Luna-Request-Id')})",
-                      file=err)
+                print(
+                    f"luna-sender: published (request {resp.headers.get('Luna-Request-Id')})",
+                    file=err,
+                )
                 return 0
             _print_error(resp.status, await resp.read(), err)
             return EXIT_BAD_INPUT if resp.status < 500 else EXIT_UNREACHABLE

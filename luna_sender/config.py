@@ -31,8 +31,16 @@ from .config_env import env_overrides
 
 ENV_PREFIX = "LUNA_SENDER_"
 MASK = "********"
-BUS_SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel",
-               "redis+cluster", "rediss+cluster")
+BUS_SCHEMES = (
+    "memory",
+    "redis",
+    "rediss",
+    "unix",
+    "redis+sentinel",
+    "rediss+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+)
 LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 SECRET_KEY_RE = re.compile(r"password|token|secret", re.IGNORECASE)
 
@@ -44,11 +52,14 @@ class _Section(BaseModel):
 class WsSettings(_Section):
     heartbeat: float = Field(20.0, gt=0, description="Seconds between server pings (autoping).")
     max_connections: int = Field(
-        20000, ge=1, description="Open websockets per worker process (the service holds up to "
+        20000,
+        ge=1,
+        description="Open websockets per worker process (the service holds up to "
         "workers x this); more are refused before upgrade.",
     )
     fd_reserve: int = Field(
-        128, ge=8,
+        128,
+        ge=8,
         description="File descriptors kept free of websockets (Redis, HTTP requests, refused "
         "upgrades): websockets are capped at the open-file limit minus those open at start "
         "minus this, when that is below max_connections.",
@@ -67,7 +78,8 @@ class WsSettings(_Section):
         5.0, gt=0, description="Seconds a socket may keep unsent data without progress."
     )
     socket_send_buffer: int = Field(
-        262144, ge=4096,
+        262144,
+        ge=4096,
         description="Kernel send buffer per websocket (SO_SNDBUF); bounds memory a stalled "
         "client holds in the kernel and makes stalls visible quickly.",
     )
@@ -117,14 +129,16 @@ class LimitSettings(_Section):
         16, ge=0, description="Most wildcards (% and _) in one like/nlike pattern."
     )
     like_value_max_chars: int = Field(
-        1024, ge=1,
+        1024,
+        ge=1,
         description="Longest string like/nlike inspect; a longer one matches neither.",
     )
     like_filters_max: int = Field(
         8, ge=0, description="Most like/nlike filters per connection (HTTP 400, error 12012)."
     )
     like_scanning_max: int = Field(
-        64, ge=0,
+        64,
+        ge=0,
         description="Most scanning like/nlike filters (a `_` inside a `%...%` piece) summed "
         "over the service's distinct filter groups; beyond it a new one is refused (503, 29012).",
     )
@@ -133,9 +147,10 @@ class LimitSettings(_Section):
 class MetricsSettings(_Section):
     enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
     extra_labels: dict[str, str] = Field(
-        default_factory=dict, description="Constant labels added to every metric; names must be "
+        default_factory=dict,
+        description="Constant labels added to every metric; names must be "
         "valid Prometheus label names and not one of the metrics' own labels (pid included); "
-        "numbers and booleans are taken as text ({shard: 1} is \"1\")."
+        'numbers and booleans are taken as text ({shard: 1} is "1").',
     )
 
     @field_validator("extra_labels", mode="before")
@@ -144,8 +159,12 @@ class MetricsSettings(_Section):
         """Label values are text: YAML's ``{shard: 1}`` or ``{canary: true}`` mean "1", "true"."""
         if not isinstance(value, dict):
             return value
-        return {k: (str(v).lower() if isinstance(v, bool) else str(v))
-                if isinstance(v, int | float) else v for k, v in value.items()}
+        return {
+            k: (str(v).lower() if isinstance(v, bool) else str(v))
+            if isinstance(v, int | float)
+            else v
+            for k, v in value.items()
+        }
 
     @field_validator("extra_labels")
     @classmethod
@@ -157,19 +176,23 @@ class MetricsSettings(_Section):
             if not LABEL_NAME_RE.match(name) or name.startswith("__"):
                 raise ValueError(f"{name!r} is not a valid Prometheus label name")
             if name in OWN_LABELS:
-                raise ValueError(f"label {name!r} collides with a label of the service's own "
-                                 f"metrics ({', '.join(sorted(OWN_LABELS))})")
+                raise ValueError(
+                    f"label {name!r} collides with a label of the service's own "
+                    f"metrics ({', '.join(sorted(OWN_LABELS))})"
+                )
         return value
 
 
 class GcSettings(_Section):
     freeze_interval: float = Field(
-        1.0, ge=0,
+        1.0,
+        ge=0,
         description="Seconds between moving live connection state out of the garbage "
         "collector's full passes (gc.freeze); 0 leaves CPython's default behaviour.",
     )
     churn_ratio: float = Field(
-        0.5, gt=0,
+        0.5,
+        gt=0,
         description="A planned full collection runs once this fraction of the open "
         "connections has closed since the last one (reclaims their reference cycles).",
     )
@@ -191,28 +214,42 @@ class InfluxMonitoring(_Section):
     """
 
     # A copied config's ``TOKEN: 1234`` or ``ORGANIZATION: 2024`` is YAML's number, meant as text.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True,
-                              coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
     SEND_DATA_FOR_MONITORING: Literal[0, 1] = Field(
-        0, validation_alias=_both("SEND_DATA_FOR_MONITORING"),
-        description="1 starts the request-monitoring plugin with these settings.")
-    VERSION: Literal[2] = Field(2, validation_alias=_both("VERSION"),
-                                description="InfluxDB major version (only 2 is implemented).")
-    ORGANIZATION: str = Field("luna", validation_alias=_both("ORGANIZATION"),
-                              description="InfluxDB organization.")
-    TOKEN: str = Field("", validation_alias=_both("TOKEN"),
-                       description="InfluxDB API token (shown masked).")
-    BUCKET: str = Field("luna_monitoring", validation_alias=_both("BUCKET"),
-                        description="InfluxDB bucket.")
-    HOST: str = Field("127.0.0.1", min_length=1, validation_alias=_both("HOST"),
-                      description="InfluxDB host.")
-    PORT: int = Field(8086, ge=1, le=65535, validation_alias=_both("PORT"),
-                      description="InfluxDB port.")
-    USE_SSL: Literal[0, 1] = Field(0, validation_alias=_both("USE_SSL"),
-                                   description="1: https, 0: http.")
-    FLUSHING_PERIOD: float = Field(1.0, gt=0, validation_alias=_both("FLUSHING_PERIOD"),
-                                   description="Seconds between writes of the collected points.")
+        0,
+        validation_alias=_both("SEND_DATA_FOR_MONITORING"),
+        description="1 starts the request-monitoring plugin with these settings.",
+    )
+    VERSION: Literal[2] = Field(
+        2,
+        validation_alias=_both("VERSION"),
+        description="InfluxDB major version (only 2 is implemented).",
+    )
+    ORGANIZATION: str = Field(
+        "luna", validation_alias=_both("ORGANIZATION"), description="InfluxDB organization."
+    )
+    TOKEN: str = Field(
+        "", validation_alias=_both("TOKEN"), description="InfluxDB API token (shown masked)."
+    )
+    BUCKET: str = Field(
+        "luna_monitoring", validation_alias=_both("BUCKET"), description="InfluxDB bucket."
+    )
+    HOST: str = Field(
+        "127.0.0.1", min_length=1, validation_alias=_both("HOST"), description="InfluxDB host."
+    )
+    PORT: int = Field(
+        8086, ge=1, le=65535, validation_alias=_both("PORT"), description="InfluxDB port."
+    )
+    USE_SSL: Literal[0, 1] = Field(
+        0, validation_alias=_both("USE_SSL"), description="1: https, 0: http."
+    )
+    FLUSHING_PERIOD: float = Field(
+        1.0,
+        gt=0,
+        validation_alias=_both("FLUSHING_PERIOD"),
+        description="Seconds between writes of the collected points.",
+    )
 
 
 MONITORING_PLUGIN = "request-monitoring"
@@ -220,16 +257,18 @@ MONITORING_PLUGIN = "request-monitoring"
 
 class AuthSettings(_Section):
     mode: Literal["none", "jwt"] = Field(
-        "none", description="none: Luna-Account-Id is trusted as set by a front door (never "
+        "none",
+        description="none: Luna-Account-Id is trusted as set by a front door (never "
         "expose this mode to untrusted networks or browsers); jwt: business routes need a "
-        "token (docs/security.md)."
+        "token (docs/security.md).",
     )
     jwt_secret: str | None = Field(
         None, description="HS256 shared secret, at least 32 bytes (jwt mode; or jwt_public_key)."
     )
     jwt_public_key: str | None = Field(
-        None, description="PEM public key, inline or a path to a PEM file: RSA (>= 2048 bits) "
-        "verifies RS256, EC P-256 verifies ES256."
+        None,
+        description="PEM public key, inline or a path to a PEM file: RSA (>= 2048 bits) "
+        "verifies RS256, EC P-256 verifies ES256.",
     )
     jwt_audience: str | None = Field(
         None, description="Required 'aud' claim; unset: tokens that carry an 'aud' are refused."
@@ -256,12 +295,17 @@ class Settings(_Section):
         "redis+sentinel://h:p,h:p/<master>[/db], redis+cluster://h:p,h:p[?sharded=1].",
     )
     bus_publish_timeout: float = Field(
-        10.0, gt=0, le=300,
+        10.0,
+        gt=0,
+        le=300,
         description="Seconds a publish waits for Redis's reply once PUBLISH is written; past it "
         "the answer is 503 and the event may still be delivered (docs/reliability.md).",
     )
     workers: int = Field(
-        1, ge=1, le=64, description="Serving processes sharing the port (SO_REUSEPORT), "
+        1,
+        ge=1,
+        le=64,
+        description="Serving processes sharing the port (SO_REUSEPORT), "
         "supervised and replaced when they die; every limit applies per process.",
     )
     channel_prefix: str = Field(
@@ -278,20 +322,23 @@ class Settings(_Section):
         "UTC", description="Time zone of default event times on general publish."
     )
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
-        "auto", description="Event loop: auto uses uvloop when installed (it is a dependency on "
-        "Linux and macOS: cheaper socket writes); asyncio forces the standard loop."
+        "auto",
+        description="Event loop: auto uses uvloop when installed (it is a dependency on "
+        "Linux and macOS: cheaper socket writes); asyncio forces the standard loop.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     log_access: bool = Field(
-        False, description="Log one INFO line per finished request (method, route, status, "
-        "duration; websockets when they close)."
+        False,
+        description="Log one INFO line per finished request (method, route, status, "
+        "duration; websockets when they close).",
     )
     docs_dir: str | None = Field(
-        None, description="Folder of the developer manual served at /docs/dev (default: the "
-        "copy installed with the package, else ./docs of a checkout)."
+        None,
+        description="Folder of the developer manual served at /docs/dev (default: the "
+        "copy installed with the package, else ./docs of a checkout).",
     )
     ws: WsSettings = Field(default_factory=WsSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
@@ -305,7 +352,8 @@ class Settings(_Section):
         default_factory=dict, description="Settings block per plugin name."
     )
     INFLUX_MONITORING: InfluxMonitoring = Field(
-        default_factory=InfluxMonitoring, validation_alias=_both("INFLUX_MONITORING"))
+        default_factory=InfluxMonitoring, validation_alias=_both("INFLUX_MONITORING")
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -327,8 +375,10 @@ class Settings(_Section):
     @model_validator(mode="after")
     def _monitoring_configured_once(self) -> Settings:
         if self.INFLUX_MONITORING.SEND_DATA_FOR_MONITORING and MONITORING_PLUGIN in self.plugins:
-            raise ValueError(f"INFLUX_MONITORING.SEND_DATA_FOR_MONITORING=1 and plugin "
-                             f"'{MONITORING_PLUGIN}' in plugins: configure it in one place")
+            raise ValueError(
+                f"INFLUX_MONITORING.SEND_DATA_FOR_MONITORING=1 and plugin "
+                f"'{MONITORING_PLUGIN}' in plugins: configure it in one place"
+            )
         return self
 
     # Names of LUNA_SENDER_* variables skipped as Kubernetes service links (logged at start).
@@ -362,13 +412,21 @@ class Settings(_Section):
         # bus message, so a cap below it would close even a fast reader (docs/reliability.md).
         largest = max(self.limits.bus_message_max_bytes, self.limits.publish_body_max_bytes)
         if self.ws.queue_max_bytes < largest:
-            raise ValidationError.from_exception_data("Settings", [InitErrorDetails(
-                type=PydanticCustomError(
-                    "queue_below_message",
-                    "must be at least the largest accepted message ({largest} bytes: "
-                    "limits.bus_message_max_bytes / limits.publish_body_max_bytes)",
-                    {"largest": largest}),
-                loc=("ws", "queue_max_bytes"), input=self.ws.queue_max_bytes)])
+            raise ValidationError.from_exception_data(
+                "Settings",
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError(
+                            "queue_below_message",
+                            "must be at least the largest accepted message ({largest} bytes: "
+                            "limits.bus_message_max_bytes / limits.publish_body_max_bytes)",
+                            {"largest": largest},
+                        ),
+                        loc=("ws", "queue_max_bytes"),
+                        input=self.ws.queue_max_bytes,
+                    )
+                ],
+            )
         return self
 
     @property
@@ -393,9 +451,12 @@ def plugin_setup(settings: Settings) -> tuple[list[str], dict[str, dict[str, Any
         scheme = "https" if influx.USE_SSL else "http"
         names.append(MONITORING_PLUGIN)
         options[MONITORING_PLUGIN] = {
-            "url": f"{scheme}://{host}:{influx.PORT}", "organization": influx.ORGANIZATION,
-            "bucket": influx.BUCKET, "token": influx.TOKEN,
-            "flushing_period": influx.FLUSHING_PERIOD}
+            "url": f"{scheme}://{host}:{influx.PORT}",
+            "organization": influx.ORGANIZATION,
+            "bucket": influx.BUCKET,
+            "token": influx.TOKEN,
+            "flushing_period": influx.FLUSHING_PERIOD,
+        }
     return names, options
 
 
@@ -482,6 +543,8 @@ def ignored_env_warning(settings: Settings) -> str | None:
     names = settings._ignored_env
     if not names:
         return None
-    return (f"ignored {len(names)} Kubernetes service-link variable(s) that share the "
-            f"LUNA_SENDER_ prefix: {', '.join(names)} (set enableServiceLinks: false on the pod "
-            "to stop them; see docs/deployment.md)")
+    return (
+        f"ignored {len(names)} Kubernetes service-link variable(s) that share the "
+        f"LUNA_SENDER_ prefix: {', '.join(names)} (set enableServiceLinks: false on the pod "
+        "to stop them; see docs/deployment.md)"
+    )

@@ -113,8 +113,9 @@ def _env_value(path: list[str], raw: str, model: type[BaseModel]) -> Any:
         return raw
 
 
-def env_overrides(environ: dict[str, str], model: type[BaseModel], prefix: str,
-                  ignored: list[str] | None = None) -> dict[str, Any]:
+def env_overrides(
+    environ: dict[str, str], model: type[BaseModel], prefix: str, ignored: list[str] | None = None
+) -> dict[str, Any]:
     """``LUNA_SENDER_WS__HEARTBEAT=5`` -> ``{"ws": {"heartbeat": "5"}}``.
 
     Kubernetes service-link variables are skipped and their names appended to ``ignored``.
@@ -126,7 +127,7 @@ def env_overrides(environ: dict[str, str], model: type[BaseModel], prefix: str,
         path = [p.lower() for p in name[len(prefix) :].split("__") if p]
         if not path:
             continue
-        if "__" not in name[len(prefix):] and _is_service_link(path, raw, model):
+        if "__" not in name[len(prefix) :] and _is_service_link(path, raw, model):
             if ignored is not None:
                 ignored.append(name)
             continue

@@ -90,16 +90,22 @@ def markdown_to_html(text: str) -> str:
                     rows.append(cells)
                 i += 1
             body = "".join(
-                "<tr>" + "".join(f"<{'th' if n == 0 else 'td'}>{_inline(c)}"
-                                 f"</{'th' if n == 0 else 'td'}>" for c in row) + "</tr>"
-                for n, row in enumerate(rows))
+                "<tr>"
+                + "".join(
+                    f"<{'th' if n == 0 else 'td'}>{_inline(c)}</{'th' if n == 0 else 'td'}>"
+                    for c in row
+                )
+                + "</tr>"
+                for n, row in enumerate(rows)
+            )
             out.append(f"<table>{body}</table>")
             continue
         if re.match(r"^\s*([-*]|\d+\.)\s+", line):
             ordered = bool(re.match(r"^\s*\d+\.", line))
             items = []
-            while i < len(lines) and (re.match(r"^\s*([-*]|\d+\.)\s+", lines[i])
-                                      or (lines[i].startswith("  ") and items)):
+            while i < len(lines) and (
+                re.match(r"^\s*([-*]|\d+\.)\s+", lines[i]) or (lines[i].startswith("  ") and items)
+            ):
                 if re.match(r"^\s*([-*]|\d+\.)\s+", lines[i]):
                     items.append(re.sub(r"^\s*([-*]|\d+\.)\s+", "", lines[i]))
                 else:
@@ -119,8 +125,11 @@ def markdown_to_html(text: str) -> str:
             i += 1
             continue
         para = []
-        while i < len(lines) and lines[i].strip() and not re.match(
-                r"^(#{1,6}\s|```|\||>|\s*([-*]|\d+\.)\s)", lines[i]):
+        while (
+            i < len(lines)
+            and lines[i].strip()
+            and not re.match(r"^(#{1,6}\s|```|\||>|\s*([-*]|\d+\.)\s)", lines[i])
+        ):
             para.append(lines[i])
             i += 1
         out.append(f"<p>{_inline(' '.join(para))}</p>")
@@ -128,8 +137,10 @@ def markdown_to_html(text: str) -> str:
 
 
 def _page(title: str, body: str, nav: str = "") -> str:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-            f"</title><style>{STYLE}</style></head><body>{nav}<main>{body}</main></body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"</title><style>{STYLE}</style></head><body>{nav}<main>{body}</main></body></html>"
+    )
 
 
 def render_dev_page(page: str, folder: Path | None = None) -> str | None:
@@ -141,32 +152,50 @@ def render_dev_page(page: str, folder: Path | None = None) -> str | None:
     if not source.is_file():
         return None
     pages = sorted(p.stem for p in folder.glob("*.md"))
-    nav = "<nav><strong>luna-sender</strong>" + "".join(
-        f'<a href="{name}.html">{html.escape(name)}</a>' for name in
-        (["index"] + [p for p in pages if p != "index"])) + '<a href="/docs/spec">API</a></nav>'
+    nav = (
+        "<nav><strong>luna-sender</strong>"
+        + "".join(
+            f'<a href="{name}.html">{html.escape(name)}</a>'
+            for name in (["index"] + [p for p in pages if p != "index"])
+        )
+        + '<a href="/docs/spec">API</a></nav>'
+    )
     return _page(f"luna-sender: {source.stem}", markdown_to_html(source.read_text("utf-8")), nav)
 
 
 def render_openapi_html(doc: dict[str, Any]) -> str:
     info = doc.get("info", {})
-    parts = [f"<h1>{html.escape(info.get('title', 'API'))} {html.escape(info.get('version', ''))}"
-             f"</h1><p>{html.escape(info.get('description', ''))}</p>"]
+    parts = [
+        f"<h1>{html.escape(info.get('title', 'API'))} {html.escape(info.get('version', ''))}"
+        f"</h1><p>{html.escape(info.get('description', ''))}</p>"
+    ]
     for path, item in doc.get("paths", {}).items():
         for method, op in item.items():
             summary = html.escape(op.get("summary", ""))
-            parts.append(f"<h2><span class='method'>{html.escape(method)}</span>"
-                         f"<code>{html.escape(path)}</code></h2><p>{summary}</p>")
+            parts.append(
+                f"<h2><span class='method'>{html.escape(method)}</span>"
+                f"<code>{html.escape(path)}</code></h2><p>{summary}</p>"
+            )
             params = op.get("parameters", [])
             if params:
                 rows = "".join(
                     f"<tr><td><code>{html.escape(p['name'])}</code></td><td>{html.escape(p['in'])}"
                     f"</td><td>{'yes' if p.get('required') else ''}</td>"
-                    f"<td>{html.escape(p.get('description', ''))}</td></tr>" for p in params)
-                parts.append("<table><tr><th>parameter</th><th>in</th><th>required</th>"
-                             f"<th>description</th></tr>{rows}</table>")
+                    f"<td>{html.escape(p.get('description', ''))}</td></tr>"
+                    for p in params
+                )
+                parts.append(
+                    "<table><tr><th>parameter</th><th>in</th><th>required</th>"
+                    f"<th>description</th></tr>{rows}</table>"
+                )
             responses = op.get("responses", {})
-            parts.append("<ul>" + "".join(
-                f"<li><strong>{html.escape(str(code))}</strong> "
-                f"{html.escape(resp.get('description', ''))}</li>"
-                for code, resp in responses.items()) + "</ul>")
+            parts.append(
+                "<ul>"
+                + "".join(
+                    f"<li><strong>{html.escape(str(code))}</strong> "
+                    f"{html.escape(resp.get('description', ''))}</li>"
+                    for code, resp in responses.items()
+                )
+                + "</ul>"
+            )
     return _page(info.get("title", "API"), "\n".join(parts))

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
-LINK_TEMPLATE = "https://docs.visionlabs.ai/info/luna/troubleshooting/errors-description/code-{code}"
+LINK_TEMPLATE = (
+    "https://docs.visionlabs.ai/info/luna/troubleshooting/errors-description/code-{code}"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,23 +51,31 @@ TOO_MANY_CONNECTIONS = ErrorKind(
     29005, "Service unavailable", "Too many websocket connections (limit {})", 503
 )
 TOO_MANY_LIKE_FILTERS = ErrorKind(
-    29012, "Service unavailable", "Too many costly like/nlike filters in the service (limit {})",
+    29012,
+    "Service unavailable",
+    "Too many costly like/nlike filters in the service (limit {})",
     503,
 )
 BUS_UNAVAILABLE = ErrorKind(29006, "Service unavailable", "Event bus is unavailable: {}", 503)
 # Access control (docs/security.md). One detail per status whatever the reason, so a refusal tells
 # a prober nothing about which check failed; the reason is logged with the request id.
 UNAUTHORIZED = ErrorKind(29010, "Unauthorized", "Missing or invalid authorization token", 401)
-ACCESS_DENIED = ErrorKind(12033, "Forbidden", "Access to this resource on the server is denied",
-                          403)
+ACCESS_DENIED = ErrorKind(
+    12033, "Forbidden", "Access to this resource on the server is denied", 403
+)
 ORIGIN_FORBIDDEN = ErrorKind(29011, "Forbidden", "Cross-origin websocket handshake refused", 403)
 
 
 class LunaError(Exception):
     """Raised anywhere in a handler; the error middleware renders it as the LUNA JSON body."""
 
-    def __init__(self, kind: ErrorKind, *args: object, status: int | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        kind: ErrorKind,
+        *args: object,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.kind = kind
         self.detail = kind.detail.format(*args) if args else kind.detail
         self.status = status or kind.status

@@ -78,9 +78,15 @@ def connection_capacity(ws: WsSettings) -> int:
         return ws.max_connections
     in_use = open_fds()
     capacity = min(ws.max_connections, max(0, limits[0] - in_use - ws.fd_reserve))
-    log.info("websocket capacity %d (ws.max_connections %d, open-file limit %d, "
-             "%d open at start, ws.fd_reserve %d)", capacity, ws.max_connections, limits[0],
-             in_use, ws.fd_reserve)
+    log.info(
+        "websocket capacity %d (ws.max_connections %d, open-file limit %d, "
+        "%d open at start, ws.fd_reserve %d)",
+        capacity,
+        ws.max_connections,
+        limits[0],
+        in_use,
+        ws.fd_reserve,
+    )
     return capacity
 
 
@@ -98,9 +104,13 @@ class ExhaustionLog:
             return
         more = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
         limits = nofile()
-        log.warning("out of file descriptors (open-file limit %s): %s; new connections wait "
-                    "or are dropped until descriptors free up%s",
-                    limits[0] if limits else "unknown", where, more)
+        log.warning(
+            "out of file descriptors (open-file limit %s): %s; new connections wait "
+            "or are dropped until descriptors free up%s",
+            limits[0] if limits else "unknown",
+            where,
+            more,
+        )
         self._next = now + LOG_EVERY
         self._suppressed = 0
 

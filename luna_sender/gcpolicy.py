@@ -33,8 +33,13 @@ PENDING_MAX = 10_000
 
 
 class GcPolicy:
-    def __init__(self, settings: GcSettings, metrics: Metrics,
-                 live: Callable[[], int], closed: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        settings: GcSettings,
+        metrics: Metrics,
+        live: Callable[[], int],
+        closed: Callable[[], int],
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self._live = live  # connections open now
@@ -123,8 +128,11 @@ class GcPolicy:
         self._closed_at_collect = self._closed()
         self._freeze()
         self.metrics.gc_full_passes.inc()
-        log.info("gc full pass: %d unreachable objects in %.1f ms", found,
-                 1000 * (time.perf_counter() - started))
+        log.info(
+            "gc full pass: %d unreachable objects in %.1f ms",
+            found,
+            1000 * (time.perf_counter() - started),
+        )
 
     def _freeze(self) -> None:
         gc.freeze()

@@ -47,13 +47,39 @@ _ids = itertools.count(1)
 class Connection:
     """One subscriber socket. Writes go straight to the transport: frames are prebuilt."""
 
-    __slots__ = ("account", "cancel_sent", "cap", "close_code", "close_reason", "closing",
-                 "delivered", "filter", "hub", "id", "kind", "opened_at", "progress_mark",
-                 "queued", "reading", "request_id", "stall_since", "task", "transport", "ws")
+    __slots__ = (
+        "account",
+        "cancel_sent",
+        "cap",
+        "close_code",
+        "close_reason",
+        "closing",
+        "delivered",
+        "filter",
+        "hub",
+        "id",
+        "kind",
+        "opened_at",
+        "progress_mark",
+        "queued",
+        "reading",
+        "request_id",
+        "stall_since",
+        "task",
+        "transport",
+        "ws",
+    )
 
-    def __init__(self, kind: str, ws: web.WebSocketResponse, transport: asyncio.Transport,
-                 compiled: CompiledFilter, account: str | None, request_id: str,
-                 cap: int) -> None:
+    def __init__(
+        self,
+        kind: str,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        compiled: CompiledFilter,
+        account: str | None,
+        request_id: str,
+        cap: int,
+    ) -> None:
         self.id = next(_ids)
         self.kind = kind
         self.ws = ws
@@ -141,8 +167,9 @@ class GroupSet:
 
 
 class Hub:
-    def __init__(self, bus: Bus, settings: Settings, metrics: Metrics,
-                 hooks: Any | None = None) -> None:
+    def __init__(
+        self, bus: Bus, settings: Settings, metrics: Metrics, hooks: Any | None = None
+    ) -> None:
         self.bus = bus
         self.settings = settings
         self.metrics = metrics
@@ -257,7 +284,7 @@ class Hub:
         started = time.perf_counter()
         self.metrics.received[kind].inc()
         if kind == "face":
-            groups = self._face.get(channel[len(self._face_prefix):])
+            groups = self._face.get(channel[len(self._face_prefix) :])
         else:
             groups = self._general
         if not groups:
@@ -338,8 +365,11 @@ class Hub:
             async with asyncio.timeout(self.settings.ws.shutdown_timeout):  # inline, no task
                 await conn.ws.close(code=conn.close_code, message=message)
         except Exception:  # a timeout: a client that never answers is cut here
-            log.debug("websocket %s: no closing handshake within %.1fs", conn.id,
-                      self.settings.ws.shutdown_timeout)
+            log.debug(
+                "websocket %s: no closing handshake within %.1fs",
+                conn.id,
+                self.settings.ws.shutdown_timeout,
+            )
             conn.transport.abort()
 
     def evict(self, conn: Connection, code: int, reason: str) -> None:
@@ -370,8 +400,9 @@ class Hub:
                 elif now - conn.stall_since >= timeout:
                     self.evict(conn, CLOSE_POLICY, STALLED_REASON)
 
-    async def close_all(self, code: int = CLOSE_GOING_AWAY,
-                        reason: str = "server shutdown") -> None:
+    async def close_all(
+        self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutdown"
+    ) -> None:
         """Send every socket ``code`` and wait (bounded) for the closing handshakes."""
         self.shutting_down = True
         conns = list(self.connections)

@@ -84,15 +84,19 @@ def _lower(value: Any) -> Any:
 
 def face_index() -> GroupIndex[Any]:
     """Subjects are ``(event, FaceMessage)``; keys match events.py's ``FilterSpec.index``."""
-    return GroupIndex({
-        "handler_id": lambda s: _lower(s[1].handler_id) if s[1].handler_id is not None
-        else _NO_MATCH,
-        "stream_id": lambda s: _lower(s[0].get("stream_id")),
-        "source": lambda s: _scalar(s[0].get("source")),
-    })
+    return GroupIndex(
+        {
+            "handler_id": lambda s: (
+                _lower(s[1].handler_id) if s[1].handler_id is not None else _NO_MATCH
+            ),
+            "stream_id": lambda s: _lower(s[0].get("stream_id")),
+            "source": lambda s: _scalar(s[0].get("source")),
+        }
+    )
 
 
 def general_index() -> GroupIndex[Any]:
     """Subjects are GeneralMessage; ``event_type`` is the only indexed field."""
-    return GroupIndex({"event_type": lambda m: _scalar(m.event_type) if m.event_type is not None
-                       else _NO_MATCH})
+    return GroupIndex(
+        {"event_type": lambda m: _scalar(m.event_type) if m.event_type is not None else _NO_MATCH}
+    )

@@ -28,8 +28,7 @@ BACKLOG = 128  # aiohttp's default
 def bind(host: str, port: int, reuse_port: bool) -> list[socket.socket]:
     """Bound sockets for every address ``host`` resolves to, as asyncio would bind them; they
     listen once start-up is over (``SockSite.start``)."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                               flags=socket.AI_PASSIVE)
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     seen: set[Any] = set()
     try:
@@ -57,14 +56,22 @@ def run(settings: Any, reuse_port: bool = False) -> int:
     """Serve until a stop signal; the process's exit status."""
     early = signals.early()
     if early is not None:
-        log.info("%s received during start-up: exiting", signals.name(early),
-                 extra={"signal": signals.name(early)})
+        log.info(
+            "%s received during start-up: exiting",
+            signals.name(early),
+            extra={"signal": signals.name(early)},
+        )
         return EXIT_OK
     try:
         sockets = bind(settings.host, settings.port, reuse_port)
     except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", settings.host, settings.port,
-                  exc.strerror or exc, extra={"errno": exc.errno})
+        log.error(
+            "cannot listen on %s:%d: %s",
+            settings.host,
+            settings.port,
+            exc.strerror or exc,
+            extra={"errno": exc.errno},
+        )
         return EXIT_LISTEN
     return asyncio.run(_serve(settings, sockets))
 
@@ -80,13 +87,17 @@ async def _serve(settings: Any, sockets: list[socket.socket]) -> int:
 
     def on_signal(signum: int) -> None:
         if stopping:
-            log.warning("%s received again: already stopping (within %.0f s), ignored",
-                        signals.name(signum), settings.ws.shutdown_timeout + 1,
-                        extra={"signal": signals.name(signum)})
+            log.warning(
+                "%s received again: already stopping (within %.0f s), ignored",
+                signals.name(signum),
+                settings.ws.shutdown_timeout + 1,
+                extra={"signal": signals.name(signum)},
+            )
             return
         stopping.append(signum)
-        log.info("%s received: stopping", signals.name(signum),
-                 extra={"signal": signals.name(signum)})
+        log.info(
+            "%s received: stopping", signals.name(signum), extra={"signal": signals.name(signum)}
+        )
         stop.set()
 
     for signum in signals.STOP_SIGNALS:
@@ -95,8 +106,12 @@ async def _serve(settings: Any, sockets: list[socket.socket]) -> int:
     if early is not None:
         on_signal(early)
     app = build_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           shutdown_timeout=settings.ws.shutdown_timeout + 1)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=settings.ws.shutdown_timeout + 1,
+    )
     try:
         await runner.setup()  # on_startup: plugins, bus, hub
         for sock in sockets:

@@ -25,7 +25,10 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message", "asctime", "taskName"}
+    "message",
+    "asctime",
+    "taskName",
+}
 _BASE_KEYS = ("time", "level", "logger", "request_id", "message")
 
 
@@ -59,8 +62,9 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         # json escapes C0 only; U+2028/2029 and C1 (NEL) would split a line for some readers.
-        return _JSON_SEPARATORS_RE.sub(_json_escape, json.dumps(data, ensure_ascii=False,
-                                                                 default=str))
+        return _JSON_SEPARATORS_RE.sub(
+            _json_escape, json.dumps(data, ensure_ascii=False, default=str)
+        )
 
 
 # Every C0/C1 control character (CR, LF, ESC, VT, FF, RS, NEL ...) and the Unicode line and

@@ -26,20 +26,39 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
-BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-           2.5, 5.0, 10.0, 30.0)
+BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 KINDS = ("face", "general")
 # Every label a metric below declares (plus Prometheus' reserved ``le``/``quantile``, and the
 # ``pid`` prometheus-client's multiprocess mode gives gauges with --workers): config rejects a
 # ``metrics.extra_labels`` name among them; a test keeps the set complete.
-OWN_LABELS = frozenset({"path", "status_code", "error_code", "kind", "reason", "generation",
-                        "le", "quantile", "pid"})
+OWN_LABELS = frozenset(
+    {"path", "status_code", "error_code", "kind", "reason", "generation", "le", "quantile", "pid"}
+)
 
 
 class Metrics:
-    def __init__(self, extra_labels: dict[str, str] | None = None,
-                 multiprocess_dir: str | None = None) -> None:
+    def __init__(
+        self, extra_labels: dict[str, str] | None = None, multiprocess_dir: str | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._before_render: list[Callable[[], None]] = []
         # What a scrape renders: this process's registry, or every worker's files.
@@ -57,74 +76,115 @@ class Metrics:
             "request_count", "Counter of requests", [*names, "path", "status_code"], registry=reg
         )
         self.errors_count = Counter(
-            "errors_count", "Counter of failed requests", [*names, "path", "error_code"],
+            "errors_count",
+            "Counter of failed requests",
+            [*names, "path", "error_code"],
             registry=reg,
         )
         self.request_duration = Histogram(
-            "requests", "Request durations in seconds", [*names, "path", "status_code"],
-            buckets=BUCKETS, registry=reg,
+            "requests",
+            "Request durations in seconds",
+            [*names, "path", "status_code"],
+            buckets=BUCKETS,
+            registry=reg,
         )
         self.ws_connections = Gauge(
-            "ws_connections", "Open websocket connections", [*names, "kind"], registry=reg,
+            "ws_connections",
+            "Open websocket connections",
+            [*names, "kind"],
+            registry=reg,
             multiprocess_mode="livesum",
         )
         self.events_received = Counter(
             "events_received", "Events received from the bus", [*names, "kind"], registry=reg
         )
         self.events_delivered = Counter(
-            "events_delivered", "Event frames written to websockets", [*names, "kind"],
+            "events_delivered",
+            "Event frames written to websockets",
+            [*names, "kind"],
             registry=reg,
         )
         self.events_dropped = Counter(
-            "events_dropped", "Events not delivered to a subscriber", [*names, "reason"],
+            "events_dropped",
+            "Events not delivered to a subscriber",
+            [*names, "reason"],
             registry=reg,
         )
         self.bus_poison = Counter(
-            "bus_poison_messages", "Bus messages skipped as undecodable", [*names, "kind"],
+            "bus_poison_messages",
+            "Bus messages skipped as undecodable",
+            [*names, "kind"],
             registry=reg,
         )
         self.bus_reconnects = Counter(
             "bus_reconnects", "Times the bus subscription was re-established", names, registry=reg
         )
         self.bus_connected = Gauge(
-            "bus_connected", "1 while the bus subscription is live", names, registry=reg,
+            "bus_connected",
+            "1 while the bus subscription is live",
+            names,
+            registry=reg,
             multiprocess_mode="livemin",  # 0 when any worker's subscription is down
         )
         self.bus_subscription_repairs = Counter(
-            "bus_subscription_repairs", "Subscriptions re-requested because Redis's confirmed "
-            "state drifted from the requested one", names, registry=reg,
+            "bus_subscription_repairs",
+            "Subscriptions re-requested because Redis's confirmed "
+            "state drifted from the requested one",
+            names,
+            registry=reg,
         )
         self.ws_closed = Counter(
-            "ws_closed", "Websockets closed by the server, by reason", [*names, "reason"],
+            "ws_closed",
+            "Websockets closed by the server, by reason",
+            [*names, "reason"],
             registry=reg,
         )
         self.published = Counter(
-            "events_published", "Messages published by the publish routes", [*names, "kind"],
+            "events_published",
+            "Messages published by the publish routes",
+            [*names, "kind"],
             registry=reg,
         )
         self.gc_pauses = Histogram(
-            "gc_pause_seconds", "Cyclic garbage collector pauses, by generation",
-            [*names, "generation"], buckets=BUCKETS, registry=reg,
+            "gc_pause_seconds",
+            "Cyclic garbage collector pauses, by generation",
+            [*names, "generation"],
+            buckets=BUCKETS,
+            registry=reg,
         )
         self.gc_frozen_objects = Gauge(
-            "gc_frozen_objects", "Objects kept out of full collections (gc.freeze)", names,
-            registry=reg, multiprocess_mode="livemax",  # the worker freezing the most
+            "gc_frozen_objects",
+            "Objects kept out of full collections (gc.freeze)",
+            names,
+            registry=reg,
+            multiprocess_mode="livemax",  # the worker freezing the most
         )
         self.gc_full_passes_total = Counter(
-            "gc_full_passes", "Planned full collections after connection churn", names,
+            "gc_full_passes",
+            "Planned full collections after connection churn",
+            names,
             registry=reg,
         )
         self.delivery_latency = Histogram(
-            "event_delivery_seconds", "Bus receipt of a message to its frames handed to the last "
-            "matching socket", [*names, "kind"], buckets=BUCKETS, registry=reg,
+            "event_delivery_seconds",
+            "Bus receipt of a message to its frames handed to the last matching socket",
+            [*names, "kind"],
+            buckets=BUCKETS,
+            registry=reg,
         )
         self.producer_latency = Histogram(
-            "event_producer_latency_seconds", "Producer's event_create_time to the frames handed "
-            "to the sockets", [*names, "kind"], buckets=BUCKETS, registry=reg,
+            "event_producer_latency_seconds",
+            "Producer's event_create_time to the frames handed to the sockets",
+            [*names, "kind"],
+            buckets=BUCKETS,
+            registry=reg,
         )
         self.bus_subscribed_channels = Gauge(
-            "bus_subscribed_channels", "Bus channels this process listens on (general + accounts "
-            "with sockets or forwarding plugins)", names, registry=reg,
+            "bus_subscribed_channels",
+            "Bus channels this process listens on (general + accounts "
+            "with sockets or forwarding plugins)",
+            names,
+            registry=reg,
             multiprocess_mode="livesum",  # subscriptions held by the live workers together
         )
         # Pre-bound children for the delivery hot path.
@@ -164,8 +224,9 @@ class Metrics:
         """A metric without labels of its own: bound to the extra labels, if any are set."""
         return metric.labels(*self._values) if self._names else metric
 
-    def observe_request(self, path: str, status: int, duration: float,
-                        error_code: int | None) -> None:
+    def observe_request(
+        self, path: str, status: int, duration: float, error_code: int | None
+    ) -> None:
         self.request_count.labels(*self._values, path, str(status)).inc()
         self.request_duration.labels(*self._values, path, str(status)).observe(duration)
         if error_code is not None:

@@ -36,8 +36,13 @@ from pydantic import BaseModel, ValidationError
 log = logging.getLogger("luna_sender.plugins")
 
 ENTRY_POINT_GROUP = "luna_sender.plugins"
-HOOKS = ("event_received", "event_delivered", "request_finished", "connection_opened",
-         "connection_closed")
+HOOKS = (
+    "event_received",
+    "event_delivered",
+    "request_finished",
+    "connection_opened",
+    "connection_closed",
+)
 QUEUE_MAX = 10000
 
 
@@ -125,7 +130,8 @@ class PluginManager:
                 log.error("plugin %s failed to start: %s", name, plugin.error)
         for hook in HOOKS:
             self._active[hook] = [
-                getattr(p.obj, hook) for p in self.plugins
+                getattr(p.obj, hook)
+                for p in self.plugins
                 if p.running and callable(getattr(p.obj, hook, None))
             ]
         self.enabled = any(self._active.values())
@@ -171,13 +177,15 @@ class PluginManager:
         self._queue.append((hook, args))
         self._wake.set()
 
-    def event_received(self, channel: str, kind: str, data: bytes, delivered: int,
-                       transport_time: float) -> None:
+    def event_received(
+        self, channel: str, kind: str, data: bytes, delivered: int, transport_time: float
+    ) -> None:
         if self.enabled:
             self._notify("event_received", (channel, kind, data, delivered, transport_time))
 
-    def request_finished(self, route: str, status: int, duration: float,
-                         error_code: int | None = None) -> None:
+    def request_finished(
+        self, route: str, status: int, duration: float, error_code: int | None = None
+    ) -> None:
         if self.enabled:
             self._notify("request_finished", (route, status, duration, error_code))
 
@@ -206,8 +214,11 @@ class PluginManager:
                 hook, args = self._queue.popleft()
                 if hook == "event_received":
                     channel, kind, data, delivered, transport_time = args
-                    account = (channel[len(self._face_prefix):]
-                               if channel.startswith(self._face_prefix) else None)
+                    account = (
+                        channel[len(self._face_prefix) :]
+                        if channel.startswith(self._face_prefix)
+                        else None
+                    )
                     event = BusEvent(channel, kind, account, data, delivered, transport_time)
                     await self._call("event_received", event)
                     if delivered:

@@ -68,8 +68,7 @@ class _Slot:
 
 def worker_main(target: Callable[..., int | None], args: tuple[Any, ...], parent: int) -> None:
     """A worker's entry point: serve, and stop by itself if the supervisor disappears."""
-    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch",
-                     daemon=True).start()
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
     code = target(*args)
     if code:  # e.g. the port could not be bound: the supervisor sees a failed worker
         raise SystemExit(code)
@@ -95,8 +94,14 @@ def describe_exit(code: int | None) -> str:
 
 
 class Supervisor:
-    def __init__(self, count: int, target: Callable[..., int | None], args: tuple[Any, ...],
-                 policy: RestartPolicy | None = None, shutdown_timeout: float = 3.0) -> None:
+    def __init__(
+        self,
+        count: int,
+        target: Callable[..., int | None],
+        args: tuple[Any, ...],
+        policy: RestartPolicy | None = None,
+        shutdown_timeout: float = 3.0,
+    ) -> None:
         self.ctx = multiprocessing.get_context("spawn")
         self.target = target
         self.args = args
@@ -123,8 +128,11 @@ class Supervisor:
     # --- workers ----------------------------------------------------------------------------
 
     def _start(self, slot: _Slot) -> None:
-        proc = self.ctx.Process(target=worker_main, args=(self.target, self.args, os.getpid()),
-                                name=f"luna-sender-worker-{slot.index}")
+        proc = self.ctx.Process(
+            target=worker_main,
+            args=(self.target, self.args, os.getpid()),
+            name=f"luna-sender-worker-{slot.index}",
+        )
         proc.start()
         slot.process, slot.started_at, slot.restart_at = proc, time.monotonic(), None
         log.info("started worker %d (pid %d)", slot.index, proc.pid)
@@ -156,16 +164,22 @@ class Supervisor:
         while self.deaths and now - self.deaths[0] > self.policy.window:
             self.deaths.popleft()
         slot.restart_at = now + slot.delay
-        log.error("worker %d (pid %s) %s; restarting it in %.1f s", slot.index, pid,
-                  describe_exit(code), slot.delay)
+        log.error(
+            "worker %d (pid %s) %s; restarting it in %.1f s",
+            slot.index,
+            pid,
+            describe_exit(code),
+            slot.delay,
+        )
         slot.delay = min(slot.delay * 2, self.policy.max_delay)
 
     def _gave_up(self) -> bool:
         limit = len(self.slots) * self.policy.deaths_per_worker
         if len(self.deaths) < limit:
             return False
-        log.error("workers died %d times within %.0f s; giving up", len(self.deaths),
-                  self.policy.window)
+        log.error(
+            "workers died %d times within %.0f s; giving up", len(self.deaths), self.policy.window
+        )
         return True
 
     def _forward(self) -> None:
@@ -173,13 +187,17 @@ class Supervisor:
             signum = self.signals.pop(0)
             if self.stop_signal is None:
                 self.stop_signal = signum
-                log.info("%s received: stopping %d workers", signal.Signals(signum).name,
-                         len(self._live()))
+                log.info(
+                    "%s received: stopping %d workers",
+                    signal.Signals(signum).name,
+                    len(self._live()),
+                )
                 for slot in self.slots:
                     slot.restart_at = None
             else:
-                log.warning("%s received again: already stopping, ignored",
-                            signal.Signals(signum).name)
+                log.warning(
+                    "%s received again: already stopping, ignored", signal.Signals(signum).name
+                )
             for proc in self._live():
                 if proc.pid is not None:
                     os.kill(proc.pid, signum)
@@ -236,8 +254,11 @@ class Supervisor:
                 self._forward()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    log.error("worker %d (pid %s) did not stop in time: killing it",
-                              slot.index, slot.process.pid)
+                    log.error(
+                        "worker %d (pid %s) did not stop in time: killing it",
+                        slot.index,
+                        slot.process.pid,
+                    )
                     slot.process.kill()
                     slot.process.join()
                     clean = False
@@ -245,8 +266,12 @@ class Supervisor:
                 self._wait(min(remaining, 0.5))
             code = slot.process.exitcode
             if code not in CLEAN_EXITS:
-                log.error("worker %d (pid %s) %s while stopping", slot.index,
-                          slot.process.pid, describe_exit(code))
+                log.error(
+                    "worker %d (pid %s) %s while stopping",
+                    slot.index,
+                    slot.process.pid,
+                    describe_exit(code),
+                )
                 clean = clean and code is not None and code < 0  # > 0: its shutdown failed
         return clean
 
@@ -277,10 +302,16 @@ class Supervisor:
         return 1
 
 
-def run_workers(settings: Any, serve_one: Callable[..., int | None],
-                policy: RestartPolicy | None = None) -> int:
+def run_workers(
+    settings: Any, serve_one: Callable[..., int | None], policy: RestartPolicy | None = None
+) -> int:
     """Serve ``settings.workers`` processes on one port until SIGTERM/SIGINT/SIGHUP; the exit
     code."""
-    supervisor = Supervisor(settings.workers, serve_one, (settings, True), policy,
-                            shutdown_timeout=settings.ws.shutdown_timeout + 1)
+    supervisor = Supervisor(
+        settings.workers,
+        serve_one,
+        (settings, True),
+        policy,
+        shutdown_timeout=settings.ws.shutdown_timeout + 1,
+    )
     return supervisor.run()

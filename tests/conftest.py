@@ -43,13 +43,20 @@ class LiveApp:
     def url(self, path: str) -> str:
         return str(self.server.make_url(path))
 
-    def ws(self, path: str = "/ws", *, account: str | None = None,
-           params: dict[str, str] | None = None, **kwargs: Any) -> Any:
+    def ws(
+        self,
+        path: str = "/ws",
+        *,
+        account: str | None = None,
+        params: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Any:
         headers = dict(kwargs.pop("headers", {}) or {})
         if account is not None:
             headers["Luna-Account-Id"] = account
-        return self.session.ws_connect(self.url(path), headers=headers, params=params,
-                                       autoping=True, **kwargs)
+        return self.session.ws_connect(
+            self.url(path), headers=headers, params=params, autoping=True, **kwargs
+        )
 
 
 @pytest.fixture

@@ -69,6 +69,7 @@ def pubsub_channels(server: RedisServer, pattern: str = "*") -> set[str]:
 
 # --- what a user sees ---------------------------------------------------------------------------
 
+
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:

@@ -48,9 +48,13 @@ class SentinelSetup:
                 f"sentinel failover-timeout {self.master_name} 3000\n"
                 f"sentinel parallel-syncs {self.master_name} 1\n"
             )
-            self.sentinels.append(subprocess.Popen(
-                [shutil.which("redis-server") or "redis-server", str(conf), "--sentinel"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.sentinels.append(
+                subprocess.Popen(
+                    [shutil.which("redis-server") or "redis-server", str(conf), "--sentinel"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         deadline = time.monotonic() + 15
         for port in self.sentinel_ports:
             while True:
@@ -116,13 +120,27 @@ class ClusterSetup:
 
     def start(self) -> None:
         for node in self.nodes:
-            node.extra = ["--cluster-enabled", "yes", "--cluster-config-file",
-                          f"{node.dir}/nodes.conf", "--cluster-node-timeout", "2000"]
+            node.extra = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"{node.dir}/nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ]
             node.start()
         subprocess.run(
-            ["redis-cli", "--cluster", "create",
-             *(f"127.0.0.1:{n.port}" for n in self.nodes), "--cluster-yes"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
         )
         deadline = time.monotonic() + 20
         for node in self.nodes:

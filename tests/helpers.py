@@ -59,9 +59,24 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--protected-mode", "no", *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--protected-mode",
+                "no",
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -96,18 +111,34 @@ class RedisServer:
 class Service:
     """``luna-sender`` running as a real subprocess on a free port."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None,
-                 wait: bool = True, port: int | None = None,
-                 preexec_fn: Any = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        port: int | None = None,
+        preexec_fn: Any = None,
+    ) -> None:
         self.port = port or free_port()
         self.log_path = Path(tempfile.mkstemp(prefix="luna-sender-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LUNA_SENDER_")}
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "luna_sender.cli", "--port", str(self.port),
-             "--host", "127.0.0.1", *args],
-            stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO),
+            [
+                sys.executable,
+                "-m",
+                "luna_sender.cli",
+                "--port",
+                str(self.port),
+                "--host",
+                "127.0.0.1",
+                *args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=str(REPO),
             preexec_fn=preexec_fn,  # e.g. a low RLIMIT_NOFILE for the open-file tests
         )
         if wait:
@@ -169,16 +200,21 @@ def face_event(**fields: Any) -> dict[str, Any]:
     return event
 
 
-def face_message(events: list[dict[str, Any]], handler_id: str | None = None,
-                 request_id: str = "1536751345,8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a") -> bytes:
+def face_message(
+    events: list[dict[str, Any]],
+    handler_id: str | None = None,
+    request_id: str = "1536751345,8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a",
+) -> bytes:
     """The luna-handlers ``msg_to_luna_sender`` format."""
-    return orjson.dumps({
-        "handler_id": handler_id or str(uuid.uuid4()),
-        "Luna-Request-Id": request_id,
-        "events": events,
-        "event_create_time": "2026-11-23T10:00:00.000000+00:00",
-        "event_end_time": "2026-11-23T10:00:01.000000+00:00",
-    })
+    return orjson.dumps(
+        {
+            "handler_id": handler_id or str(uuid.uuid4()),
+            "Luna-Request-Id": request_id,
+            "events": events,
+            "event_create_time": "2026-11-23T10:00:00.000000+00:00",
+            "event_end_time": "2026-11-23T10:00:01.000000+00:00",
+        }
+    )
 
 
 async def recv_json(ws: Any, timeout: float = 5.0) -> Any:
@@ -197,6 +233,7 @@ async def assert_silent(ws: Any, timeout: float = 0.3) -> None:
 
 def strict_json(frame: str | bytes) -> Any:
     """The stdlib parser as strict parsers are: NaN/Infinity refused, duplicate keys refused."""
+
     def refuse(constant: str) -> Any:
         raise ValueError(f"not JSON: {constant}")
 
@@ -204,17 +241,22 @@ def strict_json(frame: str | bytes) -> Any:
         keys = [k for k, _ in pairs]
         assert len(keys) == len(set(keys)), f"duplicate key in {keys}"
         return dict(pairs)
+
     return json.loads(frame, parse_constant=refuse, object_pairs_hook=no_duplicates)
 
 
 def metric_sum(text: str, name: str) -> float:
     """The sum of every series of ``name`` in a Prometheus scrape."""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith((name + " ", name + "{")))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((name + " ", name + "{"))
+    )
 
 
-async def assert_poison_skipped(app: Any, redis_server: RedisServer, kind: str,
-                                poison: list[bytes], good: Any, caplog: Any) -> None:
+async def assert_poison_skipped(
+    app: Any, redis_server: RedisServer, kind: str, poison: list[bytes], good: Any, caplog: Any
+) -> None:
     """Each poison message, published straight to Redis, is skipped: the good message behind it
     (``good(i)``, an event carrying ``"ok": i``) arrives, the poison counter grows by one and
     one WARNING without a traceback is logged — never the poison itself."""

@@ -28,8 +28,9 @@ def jwt_settings(**auth: Any) -> dict[str, Any]:
     return {"auth": {"mode": "jwt", "jwt_secret": SECRET, **auth}}
 
 
-def claims(account: str | None, scope: str = "", exp_in: float = 300, **extra: Any
-           ) -> dict[str, Any]:
+def claims(
+    account: str | None, scope: str = "", exp_in: float = 300, **extra: Any
+) -> dict[str, Any]:
     data: dict[str, Any] = {"exp": int(time.time() + exp_in), **extra}
     if account is not None:
         data["account_id"] = account
@@ -38,8 +39,14 @@ def claims(account: str | None, scope: str = "", exp_in: float = 300, **extra: A
     return data
 
 
-def token(account: str | None, scope: str = "", exp_in: float = 300, key: Any = SECRET,
-          algorithm: str = "HS256", **extra: Any) -> str:
+def token(
+    account: str | None,
+    scope: str = "",
+    exp_in: float = 300,
+    key: Any = SECRET,
+    algorithm: str = "HS256",
+    **extra: Any,
+) -> str:
     return jwt.encode(claims(account, scope, exp_in, **extra), key, algorithm=algorithm)
 
 
@@ -48,7 +55,7 @@ def _b64(data: bytes) -> str:
 
 
 def _segments(header: dict[str, Any], payload: dict[str, Any]) -> str:
-    return (_b64(json.dumps(header).encode()) + "." + _b64(json.dumps(payload).encode()))
+    return _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(payload).encode())
 
 
 def alg_none_token(account: str, scope: str = "admin publish") -> str:
@@ -75,12 +82,16 @@ def ec_pair() -> tuple[Any, str]:
 
 
 def public_pem(key: Any) -> str:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
-async def raw_handshake(port: int, path_qs: str, headers: dict[str, str] | None = None,
-                        host: str | None = None) -> tuple[int, dict[str, str], bytes]:
+async def raw_handshake(
+    port: int, path_qs: str, headers: dict[str, str] | None = None, host: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
     """A websocket handshake on a raw socket: status, headers and the refusal's body.
 
     aiohttp's client hides the body of a refused handshake; the tests need to see it.
@@ -89,10 +100,14 @@ async def raw_handshake(port: int, path_qs: str, headers: dict[str, str] | None 
     try:
         key = base64.b64encode(os.urandom(16)).decode()
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        writer.write((f"GET {path_qs} HTTP/1.1\r\nHost: {host or f'127.0.0.1:{port}'}\r\n"
-                      f"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                      f"{extra}\r\n").encode())
+        writer.write(
+            (
+                f"GET {path_qs} HTTP/1.1\r\nHost: {host or f'127.0.0.1:{port}'}\r\n"
+                f"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"{extra}\r\n"
+            ).encode()
+        )
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
@@ -104,7 +119,8 @@ async def raw_handshake(port: int, path_qs: str, headers: dict[str, str] | None 
         body = b""
         if status != 101:
             body = await asyncio.wait_for(
-                reader.readexactly(int(got.get("content-length", "0"))), 10)
+                reader.readexactly(int(got.get("content-length", "0"))), 10
+            )
         return status, got, body
     finally:
         writer.close()

@@ -33,8 +33,13 @@ class RawWS:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, port: int, path: str = "/ws", headers: dict[str, str] | None = None,
-                      rcvbuf: int | None = None) -> RawWS:
+    async def connect(
+        cls,
+        port: int,
+        path: str = "/ws",
+        headers: dict[str, str] | None = None,
+        rcvbuf: int | None = None,
+    ) -> RawWS:
         sock = socket.socket()
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -45,9 +50,13 @@ class RawWS:
         reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
         key = base64.b64encode(os.urandom(16)).decode()
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        writer.write((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                      f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode())
+        writer.write(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
+            ).encode()
+        )
         head = await reader.readuntil(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 101"):
             raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
@@ -74,8 +83,9 @@ class RawWS:
                 continue
             return frame
 
-    def send(self, opcode: int, payload: bytes, fin: bool = True,
-             length: int | None = None) -> None:
+    def send(
+        self, opcode: int, payload: bytes, fin: bool = True, length: int | None = None
+    ) -> None:
         """A masked client frame; ``length`` lets a test lie about the payload size."""
         n = len(payload) if length is None else length
         head = bytes([(0x80 if fin else 0) | opcode])

@@ -33,8 +33,9 @@ from .jwtkit import jwt_settings, token
 
 SOURCES = ("cam-1", "cam-2", "cam-3")
 MARKER = "marker"
-PROPERTY = settings(max_examples=50, deadline=None, derandomize=True,
-                    suppress_health_check=list(HealthCheck))
+PROPERTY = settings(
+    max_examples=50, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 _ids = itertools.count()
 
 
@@ -64,14 +65,23 @@ class Pub:
 
 
 subs = st.builds(
-    Sub, owner=st.integers(0, 2), kind=st.sampled_from(["face", "general"]), admin=st.booleans(),
+    Sub,
+    owner=st.integers(0, 2),
+    kind=st.sampled_from(["face", "general"]),
+    admin=st.booleans(),
     asks=st.one_of(st.none(), st.integers(0, 2)),
-    sources=st.one_of(st.none(), st.sets(st.sampled_from(SOURCES), min_size=1).map(
-        lambda s: tuple(sorted(s)))),
-    by_header=st.booleans())
-pubs = st.builds(Pub, kind=st.sampled_from(["face", "general"]),
-                 owner=st.one_of(st.none(), st.integers(0, 2)), publisher=st.integers(0, 2),
-                 source=st.sampled_from(SOURCES))
+    sources=st.one_of(
+        st.none(), st.sets(st.sampled_from(SOURCES), min_size=1).map(lambda s: tuple(sorted(s)))
+    ),
+    by_header=st.booleans(),
+)
+pubs = st.builds(
+    Pub,
+    kind=st.sampled_from(["face", "general"]),
+    owner=st.one_of(st.none(), st.integers(0, 2)),
+    publisher=st.integers(0, 2),
+    source=st.sampled_from(SOURCES),
+)
 
 
 class Harness:
@@ -79,8 +89,9 @@ class Harness:
 
     def __init__(self, redis_url: str) -> None:
         self.loop = asyncio.new_event_loop()
-        self.server = TestServer(build_app(Settings(redis_url=redis_url, **jwt_settings())),
-                                 host="127.0.0.1")
+        self.server = TestServer(
+            build_app(Settings(redis_url=redis_url, **jwt_settings())), host="127.0.0.1"
+        )
         self.loop.run_until_complete(self.server.start_server())
         self.session = self.loop.run_until_complete(self._session())
 
@@ -158,8 +169,10 @@ async def _publish(h: Harness, pub: Pub, accounts: list[str], n: int) -> int:
             headers["Luna-Account-Id"] = owner
         body: dict[str, Any] = {
             "events": [{"event_id": str(n), "source": pub.source, "meta": {"owner": owner}}],
-            "handler_id": "h", "event_create_time": "2026-01-01T00:00:00Z",
-            "event_end_time": "2026-01-01T00:00:00Z"}
+            "handler_id": "h",
+            "event_create_time": "2026-01-01T00:00:00Z",
+            "event_end_time": "2026-01-01T00:00:00Z",
+        }
         path = "/publish"
     else:
         headers = {"Authorization": "Bearer " + token(publisher, "publish")}
@@ -175,17 +188,19 @@ async def _markers(h: Harness, accounts: list[str]) -> None:
     admin = {"Authorization": "Bearer " + token(accounts[0], "admin publish")}
     for acc in accounts:
         headers = {"Authorization": "Bearer " + token(acc, "publish")}
-        body = {"events": [{"event_id": MARKER, "source": MARKER}], "handler_id": "h",
-                "event_create_time": "2026-01-01T00:00:00Z",
-                "event_end_time": "2026-01-01T00:00:00Z"}
+        body = {
+            "events": [{"event_id": MARKER, "source": MARKER}],
+            "handler_id": "h",
+            "event_create_time": "2026-01-01T00:00:00Z",
+            "event_end_time": "2026-01-01T00:00:00Z",
+        }
         async with h.session.post(h.url("/publish"), headers=headers, json=body) as resp:
             assert resp.status == 204
     for acc in [*accounts, None]:
         general: dict[str, Any] = {"event": {"n": MARKER, "source": MARKER}, "event_type": "t"}
         if acc is not None:
             general["account_id"] = acc
-        async with h.session.post(h.url("/publish/general"), headers=admin,
-                                  json=general) as resp:
+        async with h.session.post(h.url("/publish/general"), headers=admin, json=general) as resp:
             assert resp.status == 204
 
 
@@ -235,8 +250,10 @@ async def _example(h: Harness, sockets: list[Sub], events: list[Pub]) -> None:
                     assert frame["event"]["meta"]["owner"] == mine, (sub, frame)
                 elif not sub.admin:
                     assert frame["account_id"] == mine, (sub, frame)
-            got = sorted(int(f["event"]["event_id"]) if sub.kind == "face" else f["event"]["n"]
-                         for f in sub.frames)
+            got = sorted(
+                int(f["event"]["event_id"]) if sub.kind == "face" else f["event"]["n"]
+                for f in sub.frames
+            )
             want = sorted(n for n, pub in numbered if receives(sub, pub, accounts))
             assert got == want, (sub, numbered)
     finally:
@@ -246,8 +263,9 @@ async def _example(h: Harness, sockets: list[Sub], events: list[Pub]) -> None:
 
 @PROPERTY
 @given(sockets=st.lists(subs, min_size=1, max_size=6), events=st.lists(pubs, max_size=8))
-def test_no_event_reaches_another_accounts_socket(harness: Harness, sockets: list[Sub],
-                                                 events: list[Pub]) -> None:
+def test_no_event_reaches_another_accounts_socket(
+    harness: Harness, sockets: list[Sub], events: list[Pub]
+) -> None:
     for sub in sockets:
         sub.frames = []
     harness.loop.run_until_complete(_example(harness, sockets, events))

@@ -39,8 +39,9 @@ REDOCLY = "@redocly/cli@2.77.0"
 ASYNCAPI_PARSER = "@asyncapi/parser@3.6.3"
 NODE_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "luna-sender-tests"
 OP_ID_RE = re.compile(r"^[a-z][A-Za-z0-9]+$")
-needs_node = pytest.mark.skipif(not (shutil.which("npx") and shutil.which("node")),
-                                reason="node/npx not installed")
+needs_node = pytest.mark.skipif(
+    not (shutil.which("npx") and shutil.which("node")), reason="node/npx not installed"
+)
 
 
 async def _get(app: LiveApp, path: str, accept: str) -> str:
@@ -51,8 +52,9 @@ async def _get(app: LiveApp, path: str, accept: str) -> str:
 
 
 def _operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    return [(path, method, op) for path, item in doc["paths"].items()
-            for method, op in item.items()]
+    return [
+        (path, method, op) for path, item in doc["paths"].items() for method, op in item.items()
+    ]
 
 
 def test_every_operation_has_a_stable_unique_operation_id() -> None:
@@ -79,13 +81,18 @@ def test_jwt_mode_document_lists_the_token_and_an_optional_account_header() -> N
     doc = build_document((1, 2), "jwt")
     validate(doc)
     schemes = doc["components"]["securitySchemes"]
-    assert schemes["bearerAuth"] == {**schemes["bearerAuth"], "type": "http",
-                                     "scheme": "bearer"}
-    assert schemes["tokenQuery"] == {**schemes["tokenQuery"], "type": "apiKey", "in": "query",
-                                     "name": "token"}
+    assert schemes["bearerAuth"] == {**schemes["bearerAuth"], "type": "http", "scheme": "bearer"}
+    assert schemes["tokenQuery"] == {
+        **schemes["tokenQuery"],
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+    }
     protected = {"/config", "/viewer/validate", "/viewer/ws"} | {
-        f"{p}{r}" for p in ("", "/1", "/2") for r in ("/ws", "/ws/general", "/publish",
-                                                      "/publish/general")}
+        f"{p}{r}"
+        for p in ("", "/1", "/2")
+        for r in ("/ws", "/ws/general", "/publish", "/publish/general")
+    }
     for path, _method, op in _operations(doc):
         if path in protected:
             assert op["security"] == [{"bearerAuth": []}, {"tokenQuery": []}], path
@@ -122,8 +129,9 @@ async def test_served_documents_follow_the_auth_mode(live_app_factory: Any, mode
 
 
 @pytest.mark.parametrize("mode", ["none", "jwt"])
-async def test_asyncapi_handshake_matches_what_the_service_accepts(live_app_factory: Any,
-                                                                   mode: str) -> None:
+async def test_asyncapi_handshake_matches_what_the_service_accepts(
+    live_app_factory: Any, mode: str
+) -> None:
     """What the document allows is let in, and every refusal the service gives is listed."""
     jwt_mode = mode == "jwt"
     app = await live_app_factory(**(jwt_settings() if jwt_mode else {}))
@@ -140,13 +148,15 @@ async def test_asyncapi_handshake_matches_what_the_service_accepts(live_app_fact
     assert status == 101
     assert ("required" in binding["headers"]) is not jwt_mode
     listed = set(re.findall(r"\b(\d{3})/(\d{5})\b", face["description"]))
-    refusals = [("/ws?sources=cam-1#", headers, ("400", "12046")),
-                ("/ws?" + urlencode(query), {**headers, "Origin": "http://evil.example"},
-                 ("403", "29011"))]
+    refusals = [
+        ("/ws?sources=cam-1#", headers, ("400", "12046")),
+        ("/ws?" + urlencode(query), {**headers, "Origin": "http://evil.example"}, ("403", "29011")),
+    ]
     if jwt_mode:
-        refusals += [("/ws", {}, ("401", "29010")),
-                     ("/ws?" + urlencode(query), {"Luna-Account-Id": account()},
-                      ("403", "12033"))]
+        refusals += [
+            ("/ws", {}, ("401", "29010")),
+            ("/ws?" + urlencode(query), {"Luna-Account-Id": account()}, ("403", "12033")),
+        ]
     else:
         refusals += [("/ws", {}, ("403", "29001"))]
     for path, sent, (want_status, want_code) in refusals:
@@ -192,15 +202,19 @@ def test_bodies_and_envelopes_are_typed() -> None:
         untyped += _check_schema(schema, f"components/schemas/{name}")
     assert not untyped, untyped
     assert schemas["FaceEnvelope"]["properties"]["event"] == {
-        "$ref": "#/components/schemas/FaceEvent"}
+        "$ref": "#/components/schemas/FaceEvent"
+    }
     # contract Part 1 "Accounts": account_id and the times are plain strings.
     general = schemas["PublishGeneral"]["properties"]
-    assert all("format" not in general[k]
-               for k in ("account_id", "event_create_time", "event_end_time"))
-    header = next(p for p in doc["paths"]["/publish"]["post"]["parameters"]
-                  if p["name"] == "Luna-Account-Id")
+    assert all(
+        "format" not in general[k] for k in ("account_id", "event_create_time", "event_end_time")
+    )
+    header = next(
+        p for p in doc["paths"]["/publish"]["post"]["parameters"] if p["name"] == "Luna-Account-Id"
+    )
     assert header["schema"]["type"] == "string" and re.match(
-        header["schema"]["pattern"], "8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a")
+        header["schema"]["pattern"], "8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a"
+    )
 
 
 async def test_served_yaml_has_no_aliases_and_validates(memory_app: LiveApp) -> None:
@@ -214,14 +228,20 @@ async def test_served_yaml_has_no_aliases_and_validates(memory_app: LiveApp) -> 
 @pytest.mark.slow
 @needs_node
 @pytest.mark.parametrize("mode", ["none", "jwt"])
-async def test_redocly_lint_reports_no_errors(live_app_factory: Any, tmp_path: Path,
-                                              mode: str) -> None:
+async def test_redocly_lint_reports_no_errors(
+    live_app_factory: Any, tmp_path: Path, mode: str
+) -> None:
     app = await live_app_factory(**(jwt_settings() if mode == "jwt" else {}))
     spec = tmp_path / "spec.yaml"
     spec.write_text(await _get(app, "/docs/spec", "application/x-yaml"))
     result = await asyncio.to_thread(
-        subprocess.run, ["npx", "--yes", REDOCLY, "lint", str(spec), "--format=json"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        subprocess.run,
+        ["npx", "--yes", REDOCLY, "lint", str(spec), "--format=json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     report = json.loads(result.stdout)
     errors = [p for p in report["problems"] if p["severity"] == "error"]
     assert report["totals"]["errors"] == 0, errors
@@ -236,16 +256,24 @@ def _payload_validator(doc: dict[str, Any], message: str) -> jsonschema.Draft7Va
 
 
 async def test_asyncapi_served_lists_the_streams_and_describes_real_frames(
-        memory_app: LiveApp) -> None:
+    memory_app: LiveApp,
+) -> None:
     text = await _get(memory_app, "/docs/asyncapi", "application/x-yaml")
     doc = yaml.safe_load(text)
-    assert doc == await (await memory_app.session.get(
-        memory_app.url("/docs/asyncapi"), headers={"Accept": "application/json"})).json()
+    assert (
+        doc
+        == await (
+            await memory_app.session.get(
+                memory_app.url("/docs/asyncapi"), headers={"Accept": "application/json"}
+            )
+        ).json()
+    )
     assert doc["asyncapi"] == "2.6.0"
     assert not re.search(r"[&*]id\d+", text)
     assert doc == json.loads(json.dumps(build_asyncapi((1, 2))))
-    assert set(doc["channels"]) == {f"{p}{r}" for p in ("", "/1", "/2")
-                                    for r in ("/ws", "/ws/general")}
+    assert set(doc["channels"]) == {
+        f"{p}{r}" for p in ("", "/1", "/2") for r in ("/ws", "/ws/general")
+    }
     face, general = doc["channels"]["/ws"], doc["channels"]["/2/ws/general"]
     # Every filter, and ``token`` (accepted, never a filter, in both modes).
     assert set(face["bindings"]["ws"]["query"]["properties"]) == {*FACE_SPECS, "token"}
@@ -256,12 +284,19 @@ async def test_asyncapi_served_lists_the_streams_and_describes_real_frames(
     acc = account()
     async with memory_app.ws("/ws", account=acc) as fws, memory_app.ws("/ws/general") as gws:
         async with memory_app.session.post(
-                memory_app.url("/publish"), headers={"Luna-Account-Id": acc},
-                json={"events": [{"event_id": "e", "source": None, "tags": ["a"]}],
-                      "handler_id": "h", "event_create_time": "t", "event_end_time": "t"}):
+            memory_app.url("/publish"),
+            headers={"Luna-Account-Id": acc},
+            json={
+                "events": [{"event_id": "e", "source": None, "tags": ["a"]}],
+                "handler_id": "h",
+                "event_create_time": "t",
+                "event_end_time": "t",
+            },
+        ):
             pass
-        async with memory_app.session.post(memory_app.url("/publish/general"),
-                                           json={"event": {"k": 1}, "event_type": "x"}):
+        async with memory_app.session.post(
+            memory_app.url("/publish/general"), json={"event": {"k": 1}, "event_type": "x"}
+        ):
             pass
         frames = {"FaceEvent": await recv_json(fws), "GeneralEvent": await recv_json(gws)}
     for message, frame in frames.items():
@@ -274,9 +309,21 @@ def _node_tools() -> Path:
     """@asyncapi/parser (which ships @asyncapi/specs, the official JSON schemas), cached."""
     NODE_CACHE.mkdir(parents=True, exist_ok=True)
     if not (NODE_CACHE / "node_modules" / "@asyncapi" / "parser").is_dir():
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent",
-                        "--prefix", str(NODE_CACHE), ASYNCAPI_PARSER],
-                       check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            [
+                "npm",
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--silent",
+                "--prefix",
+                str(NODE_CACHE),
+                ASYNCAPI_PARSER,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
     return NODE_CACHE
 
 
@@ -292,8 +339,9 @@ console.log(JSON.stringify(diagnostics.map(d => ({code: d.code, severity: d.seve
 @pytest.mark.slow
 @needs_node
 @pytest.mark.parametrize("mode", ["none", "jwt"])
-async def test_asyncapi_passes_the_official_schema_and_parser(live_app_factory: Any,
-                                                              tmp_path: Path, mode: str) -> None:
+async def test_asyncapi_passes_the_official_schema_and_parser(
+    live_app_factory: Any, tmp_path: Path, mode: str
+) -> None:
     app = await live_app_factory(**(jwt_settings() if mode == "jwt" else {}))
     text = await _get(app, "/docs/asyncapi", "application/x-yaml")
     tools = await asyncio.to_thread(_node_tools)
@@ -303,8 +351,13 @@ async def test_asyncapi_passes_the_official_schema_and_parser(live_app_factory: 
     doc_file.write_text(text)
     script = tools / "validate.mjs"
     script.write_text(VALIDATE_JS)
-    result = await asyncio.to_thread(subprocess.run, ["node", str(script), str(doc_file)],
-                                     capture_output=True, text=True, timeout=120)
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["node", str(script), str(doc_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     errors = [d for d in json.loads(result.stdout) if d["severity"] == 0]  # 0 = error
     assert not errors, errors
@@ -317,44 +370,74 @@ async def test_generated_python_client_publishes(memory_app: LiveApp, tmp_path: 
     binary = Path(sys.executable).parent / "openapi-python-client"
     env = {**os.environ, "PATH": f"{binary.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     result = await asyncio.to_thread(
-        subprocess.run, [str(binary), "generate", "--path", str(spec), "--meta", "none",
-                         "--output-path", str(tmp_path / "luna_client")],
-        capture_output=True, text=True, timeout=300, env=env)
+        subprocess.run,
+        [
+            str(binary),
+            "generate",
+            "--path",
+            str(spec),
+            "--meta",
+            "none",
+            "--output-path",
+            str(tmp_path / "luna_client"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     sys.path.insert(0, str(tmp_path))
     try:
         client_mod = importlib.import_module("luna_client")
         publish_general = importlib.import_module(
-            "luna_client.api.publish.publish_general_event_v2")
+            "luna_client.api.publish.publish_general_event_v2"
+        )
         publish_events = importlib.import_module("luna_client.api.publish.publish_events_v1")
         models = importlib.import_module("luna_client.models")
         client = client_mod.Client(base_url=memory_app.url("/").rstrip("/"))
         acc = account()
-        async with memory_app.ws("/ws/general", params={"account_id": "string"}) as gws, \
-                memory_app.ws("/2/ws", account=acc) as fws:
+        async with (
+            memory_app.ws("/ws/general", params={"account_id": "string"}) as gws,
+            memory_app.ws("/2/ws", account=acc) as fws,
+        ):
             # seed 000 lines 5997-6007: the doctest body, through the generated model.
-            body = models.PublishGeneral.from_dict({
-                "event": {"data": "value"}, "event_type": "crowd", "account_id": "string",
-                "event_create_time": "string", "event_end_time": "string"})
+            body = models.PublishGeneral.from_dict(
+                {
+                    "event": {"data": "value"},
+                    "event_type": "crowd",
+                    "account_id": "string",
+                    "event_create_time": "string",
+                    "event_end_time": "string",
+                }
+            )
             response = await publish_general.asyncio_detailed(client=client, body=body)
             assert response.status_code == 204, response.content
             assert (await recv_json(gws))["event"] == {"data": "value"}
-            events = models.PublishEvents.from_dict({
-                "events": [{"event_id": "e1"}], "handler_id": "h",
-                "event_create_time": "string", "event_end_time": "string"})
+            events = models.PublishEvents.from_dict(
+                {
+                    "events": [{"event_id": "e1"}],
+                    "handler_id": "h",
+                    "event_create_time": "string",
+                    "event_end_time": "string",
+                }
+            )
             # The header is a str in the generated signature: a UUID-typed one is handed to
             # httpx unconverted and raises TypeError (docs/compatibility.md "API documents").
-            annotation = inspect.signature(publish_events.asyncio_detailed).parameters[
-                "luna_account_id"].annotation
+            annotation = (
+                inspect.signature(publish_events.asyncio_detailed)
+                .parameters["luna_account_id"]
+                .annotation
+            )
             assert annotation in ("str", str), annotation
-            response = await publish_events.asyncio_detailed(client=client, body=events,
-                                                             luna_account_id=acc)
+            response = await publish_events.asyncio_detailed(
+                client=client, body=events, luna_account_id=acc
+            )
             assert response.status_code == 204, response.content
             assert (await recv_json(fws))["event"] == {"event_id": "e1"}
         envelope = models.FaceEnvelope.__attrs_attrs__
         assert all("Any" not in str(a.type) for a in envelope if a.name != "additional_properties")
     finally:
         sys.path.remove(str(tmp_path))
-        for name in [m for m in sys.modules if m == "luna_client" or
-                     m.startswith("luna_client.")]:
+        for name in [m for m in sys.modules if m == "luna_client" or m.startswith("luna_client.")]:
             del sys.modules[name]

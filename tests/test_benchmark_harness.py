@@ -23,9 +23,23 @@ pytestmark = pytest.mark.slow
 
 def test_quick_run_counts_every_delivery(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--quick", "--peers", "luna,naive",
-         "--workloads", "W1,W3", "--results-dir", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--quick",
+            "--peers",
+            "luna,naive",
+            "--workloads",
+            "W1,W3",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (saved,) = tmp_path.glob("*.json")
     data = json.loads(saved.read_text())

@@ -44,17 +44,23 @@ async def _ids(ws: Any, until: str) -> list[Any]:
 
 
 async def test_msgpack_non_finite_floats_are_null_for_filters_too(
-        live_app_factory: Any, redis_server: RedisServer) -> None:
+    live_app_factory: Any, redis_server: RedisServer
+) -> None:
     app: LiveApp = await live_app_factory(redis_url=redis_server.url)
     admin = redis_server.client()
-    params = {"lt": {"event.n__lt:numeric": "0"}, "nin": {"event.n__nin:numeric": "5"},
-              "gt": {"event.n__gt:numeric": "0"}, "null": {"event.n": "none"}}
+    params = {
+        "lt": {"event.n__lt:numeric": "0"},
+        "nin": {"event.n__nin:numeric": "5"},
+        "gt": {"event.n__gt:numeric": "0"},
+        "null": {"event.n": "none"},
+    }
     sockets = {name: app.ws("/ws/general", params=p) for name, p in params.items()}
     opened = {name: await cm.__aenter__() for name, cm in sockets.items()}
     try:
         for n, value in enumerate((-math.inf, math.inf, math.nan)):
-            admin.publish(GENERAL, msgpack.packb({"event": {"id": f"x{n}", "n": value},
-                                                  "event_type": "t"}))
+            admin.publish(
+                GENERAL, msgpack.packb({"event": {"id": f"x{n}", "n": value}, "event_type": "t"})
+            )
         admin.publish(GENERAL, _general({"id": "end", "n": None}))
         admin.publish(GENERAL, _general({"id": "end", "n": -1}))
         admin.publish(GENERAL, _general({"id": "end", "n": 1}))
@@ -67,7 +73,11 @@ async def test_msgpack_non_finite_floats_are_null_for_filters_too(
     assert [f["event"]["n"] for f in got["gt"]] == [1]
     assert [f["event"]["n"] for f in got["nin"]] == [-1]
     assert [(f["event"]["id"], f["event"]["n"]) for f in got["null"]] == [
-        ("x0", None), ("x1", None), ("x2", None), ("end", None)]
+        ("x0", None),
+        ("x1", None),
+        ("x2", None),
+        ("end", None),
+    ]
 
 
 def _face_poison() -> list[bytes]:
@@ -75,6 +85,7 @@ def _face_poison() -> list[bytes]:
         msg = orjson.loads(face_message([face_event(id="poison")]))
         msg.update(envelope)
         return orjson.dumps(msg)
+
     return [
         face(handler_id=5),
         face(handler_id={"a": 1}),
@@ -101,18 +112,22 @@ def _general_poison() -> list[bytes]:
 
 @pytest.mark.parametrize("kind", ["face", "general"])
 async def test_wrongly_typed_envelopes_are_poison(
-        live_app_factory: Any, redis_server: RedisServer, caplog: pytest.LogCaptureFixture,
-        kind: str) -> None:
+    live_app_factory: Any, redis_server: RedisServer, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
     caplog.set_level(logging.DEBUG)
     app: LiveApp = await live_app_factory(redis_url=redis_server.url)
     poison = _face_poison() if kind == "face" else _general_poison()
-    good = (lambda i: face_message([face_event(ok=i)])) if kind == "face" else (
-        lambda i: _general({"ok": i}))
+    good = (
+        (lambda i: face_message([face_event(ok=i)]))
+        if kind == "face"
+        else (lambda i: _general({"ok": i}))
+    )
     await assert_poison_skipped(app, redis_server, kind, poison, good, caplog)
 
 
 async def test_missing_and_null_optional_fields_are_tolerated(
-        live_app_factory: Any, redis_server: RedisServer) -> None:
+    live_app_factory: Any, redis_server: RedisServer
+) -> None:
     """The producers' format: strings, account_id string or null, missing optional keys."""
     app: LiveApp = await live_app_factory(redis_url=redis_server.url)
     acc = account()
@@ -120,13 +135,25 @@ async def test_missing_and_null_optional_fields_are_tolerated(
     async with app.ws(account=acc) as face, app.ws("/ws/general") as general:
         admin.publish(f"luna-sender:{acc}", orjson.dumps({"events": [{"id": "bare"}]}))
         admin.publish(GENERAL, orjson.dumps({"event": {"id": "bare"}, "account_id": None}))
-        admin.publish(GENERAL, msgpack.packb({"event": {"id": "packed"}, "event_type": "t",
-                                              "account_id": "a"}))
+        admin.publish(
+            GENERAL,
+            msgpack.packb({"event": {"id": "packed"}, "event_type": "t", "account_id": "a"}),
+        )
         frame = strict((await face.receive(timeout=10)).data)
-        assert frame == {"event": {"id": "bare"}, "handler_id": None, "event-create-time": None,
-                         "event-end-time": None, "Luna-Request-id": None}
+        assert frame == {
+            "event": {"id": "bare"},
+            "handler_id": None,
+            "event-create-time": None,
+            "event-end-time": None,
+            "Luna-Request-id": None,
+        }
         frame = strict((await general.receive(timeout=10)).data)
-        assert frame == {"event": {"id": "bare"}, "event_type": None, "account_id": None,
-                         "event-create-time": None, "event-end-time": None}
+        assert frame == {
+            "event": {"id": "bare"},
+            "event_type": None,
+            "account_id": None,
+            "event-create-time": None,
+            "event-end-time": None,
+        }
         frame = strict((await general.receive(timeout=10)).data)
         assert frame["event"] == {"id": "packed"} and frame["account_id"] == "a"

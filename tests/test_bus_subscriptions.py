@@ -83,8 +83,9 @@ class Bus:
 
 
 ops = st.lists(
-    st.tuples(st.sampled_from(["want", "unwant", "reconcile", "step", "ping"]),
-              st.sampled_from(CHANNELS)),
+    st.tuples(
+        st.sampled_from(["want", "unwant", "reconcile", "step", "ping"]), st.sampled_from(CHANNELS)
+    ),
     max_size=60,
 )
 
@@ -92,7 +93,8 @@ ops = st.lists(
 @settings(max_examples=1000, deadline=None)
 @given(ops)
 def test_late_and_interleaved_replies_never_leave_a_wanted_channel_unsubscribed(
-        script: list[tuple[str, str]]) -> None:
+    script: list[tuple[str, str]],
+) -> None:
     bus = Bus()
     subs, redis = bus.subs, bus.redis
     for op, channel in script:

@@ -17,13 +17,15 @@ CLI = [sys.executable, "-m", "luna_sender.cli"]
 
 
 def cli(*args: str, stdin: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], input=stdin, capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [*CLI, *args], input=stdin, capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
 
 
 def start_listen(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([*CLI, "listen", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+    return subprocess.Popen(
+        [*CLI, "listen", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
 
 
 def wait_listening(proc: subprocess.Popen[str]) -> None:
@@ -36,13 +38,26 @@ def test_listen_and_publish_round_trip() -> None:
     acc = account()
     with_svc = Service()
     try:
-        listener = start_listen("--url", with_svc.ws_url, "--account-id", acc,
-                                "--sources", "cam-1", "--count", "1")
+        listener = start_listen(
+            "--url", with_svc.ws_url, "--account-id", acc, "--sources", "cam-1", "--count", "1"
+        )
         wait_listening(listener)
-        bad = cli("publish", "--url", with_svc.url, "--account-id", acc,
-                  stdin=json.dumps(face_event(source="cam-2")))
-        good = cli("publish", "--url", with_svc.url, "--account-id", acc,
-                   stdin=json.dumps([face_event(source="cam-1", n=1)]))
+        bad = cli(
+            "publish",
+            "--url",
+            with_svc.url,
+            "--account-id",
+            acc,
+            stdin=json.dumps(face_event(source="cam-2")),
+        )
+        good = cli(
+            "publish",
+            "--url",
+            with_svc.url,
+            "--account-id",
+            acc,
+            stdin=json.dumps([face_event(source="cam-1", n=1)]),
+        )
         assert bad.returncode == 0 and good.returncode == 0, good.stderr
         out, _ = listener.communicate(timeout=20)
         assert listener.returncode == 0
@@ -66,8 +81,14 @@ def test_bad_input_and_unreachable_service() -> None:
         assert result.returncode == 2 and "--account-id" in result.stderr
         result = cli("publish", "--url", svc.url, "--account-id", account(), stdin="{oops")
         assert result.returncode == 2 and "bad input" in result.stderr
-        result = cli("publish", "--url", svc.url, "--account-id", account(),
-                     stdin=json.dumps({"events": [], "handler_id": "h"}))
+        result = cli(
+            "publish",
+            "--url",
+            svc.url,
+            "--account-id",
+            account(),
+            stdin=json.dumps({"events": [], "handler_id": "h"}),
+        )
         assert result.returncode == 2 and "12022" in result.stderr
         result = cli("publish", "--url", svc.url, "--general", stdin=json.dumps({"a": 1}))
         assert result.returncode == 2 and "--event-type" in result.stderr
@@ -83,19 +104,35 @@ def test_bad_input_and_unreachable_service() -> None:
 def test_listen_reconnects_with_backoff() -> None:
     first = Service()
     port = first.port
-    listener = start_listen("--url", first.ws_url, "--general", "--event-type", "t",
-                            "--count", "2")
+    listener = start_listen("--url", first.ws_url, "--general", "--event-type", "t", "--count", "2")
     try:
         wait_listening(listener)
-        assert cli("publish", "--url", first.url, "--general", "--event-type", "t",
-                   stdin=json.dumps({"n": 1})).returncode == 0
+        assert (
+            cli(
+                "publish",
+                "--url",
+                first.url,
+                "--general",
+                "--event-type",
+                "t",
+                stdin=json.dumps({"n": 1}),
+            ).returncode
+            == 0
+        )
         first.terminate()
         second = Service(port=port)
         try:
             deadline = time.monotonic() + 20
             while listener.poll() is None and time.monotonic() < deadline:
-                cli("publish", "--url", second.url, "--general", "--event-type", "t",
-                    stdin=json.dumps({"n": 2}))
+                cli(
+                    "publish",
+                    "--url",
+                    second.url,
+                    "--general",
+                    "--event-type",
+                    "t",
+                    stdin=json.dumps({"n": 2}),
+                )
                 time.sleep(0.5)
             out, err = listener.communicate(timeout=10)
             assert listener.returncode == 0, err
@@ -114,13 +151,15 @@ async def test_json_logs_carry_request_ids_and_connection_lines() -> None:
     rid = "1700000000,8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a"
     try:
         async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(svc.ws_url + "/ws?sources=a,b&gender=1",
-                                          headers={"Luna-Account-Id": account(),
-                                                   "Luna-Request-Id": rid}) as ws:
+            async with session.ws_connect(
+                svc.ws_url + "/ws?sources=a,b&gender=1",
+                headers={"Luna-Account-Id": account(), "Luna-Request-Id": rid},
+            ) as ws:
                 await asyncio.sleep(0.1)
             await ws.close()
-            async with session.get(svc.url + "/ws?gender=9",
-                                   headers={"Luna-Account-Id": account()}) as resp:
+            async with session.get(
+                svc.url + "/ws?gender=9", headers={"Luna-Account-Id": account()}
+            ) as resp:
                 bad_rid = resp.headers["Luna-Request-Id"]
         await asyncio.sleep(0.3)
     finally:
@@ -141,15 +180,20 @@ async def test_workers_share_the_port_and_the_bus(redis_server) -> None:
     acc = account()
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            sockets = [await session.ws_connect(svc.ws_url + "/ws",
-                                                headers={"Luna-Account-Id": acc})
-                       for _ in range(12)]
+            sockets = [
+                await session.ws_connect(svc.ws_url + "/ws", headers={"Luna-Account-Id": acc})
+                for _ in range(12)
+            ]
             await asyncio.sleep(0.5)
-            body = {"events": [face_event(w=1)], "handler_id": "h",
-                    "event_create_time": "2026-01-01T00:00:00Z",
-                    "event_end_time": "2026-01-01T00:00:00Z"}
-            async with session.post(svc.url + "/publish", json=body,
-                                    headers={"Luna-Account-Id": acc}) as resp:
+            body = {
+                "events": [face_event(w=1)],
+                "handler_id": "h",
+                "event_create_time": "2026-01-01T00:00:00Z",
+                "event_end_time": "2026-01-01T00:00:00Z",
+            }
+            async with session.post(
+                svc.url + "/publish", json=body, headers={"Luna-Account-Id": acc}
+            ) as resp:
                 assert resp.status == 204
             for ws in sockets:
                 assert (await recv_json(ws))["event"]["w"] == 1

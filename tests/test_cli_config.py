@@ -19,9 +19,14 @@ from .helpers import REPO, Service, free_port
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "luna_sender.cli", *args], capture_output=True,
-                          text=True, env={"PATH": "/usr/bin:/bin", **(env or {})}, cwd=REPO,
-                          timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "luna_sender.cli", *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        cwd=REPO,
+        timeout=30,
+    )
 
 
 def test_precedence_file_env_cli(tmp_path: Path) -> None:
@@ -35,12 +40,15 @@ def test_precedence_file_env_cli(tmp_path: Path) -> None:
     assert settings.ws.stall_timeout == 3
 
 
-@pytest.mark.parametrize(("env", "key"), [
-    ({"LUNA_SENDER_PORT": "abc"}, "port"),
-    ({"LUNA_SENDER_WS__HEARTBEAT": "-1"}, "ws.heartbeat"),
-    ({"LUNA_SENDER_REDIS_URL": "kafka://x"}, "redis_url"),
-    ({"LUNA_SENDER_NO_SUCH": "1"}, "no_such"),
-])
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"LUNA_SENDER_PORT": "abc"}, "port"),
+        ({"LUNA_SENDER_WS__HEARTBEAT": "-1"}, "ws.heartbeat"),
+        ({"LUNA_SENDER_REDIS_URL": "kafka://x"}, "redis_url"),
+        ({"LUNA_SENDER_NO_SUCH": "1"}, "no_such"),
+    ],
+)
 def test_bad_values_name_the_key(env: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError, match=f"'{key}'"):
         load_settings(None, {}, env)
@@ -60,7 +68,9 @@ def test_cli_bad_value_exits_2_with_one_line() -> None:
 
 
 def test_check_config_masks_and_merges() -> None:
-    result = run_cli("check-config", "--redis-url", "redis://u:pw@127.0.0.1:6379/0", "--port", "6000")
+    result = run_cli(
+        "check-config", "--redis-url", "redis://u:pw@127.0.0.1:6379/0", "--port", "6000"
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["redis_url"] == "redis://u:********@127.0.0.1:6379/0"
@@ -75,9 +85,12 @@ def test_version_command() -> None:
 def test_starts_fast_without_redis_and_exits_0_on_sigterm() -> None:
     port = free_port()
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "luna_sender.cli", "--port", str(port),
-                             "--host", "127.0.0.1"], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "luna_sender.cli", "--port", str(port), "--host", "127.0.0.1"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = started + 10
         while True:
@@ -102,6 +115,7 @@ def test_stopped_redis_then_healthy_without_restart(private_redis) -> None:
     private_redis.stop()
     svc = Service("--redis-url", private_redis.url)
     try:
+
         def health() -> int:
             try:
                 with urllib.request.urlopen(svc.url + "/healthcheck", timeout=2) as r:

@@ -110,14 +110,18 @@ def _port_free(port: int) -> bool:
 def _connections(url: str) -> int:
     with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    return int(sum(float(m) for m in re.findall(r"^ws_connections\{[^}]*\} (\S+)$", text,
-                                                 re.M)))
+    return int(sum(float(m) for m in re.findall(r"^ws_connections\{[^}]*\} (\S+)$", text, re.M)))
 
 
 def _run(block: Block, background: bool) -> subprocess.Popen[str]:
-    return subprocess.Popen(["bash", "-euo", "pipefail", "-c", block.text], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL if background else None)
+    return subprocess.Popen(
+        ["bash", "-euo", "pipefail", "-c", block.text],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL if background else None,
+    )
 
 
 @pytest.mark.slow
@@ -137,10 +141,21 @@ def test_shell_snippets_run_verbatim(doc: str) -> None:
     codes: list[tuple[str | None, subprocess.Popen[str]]] = []
     try:
         started = [(b, _run(b, background=True)) for b in listeners]
-        codes = [(expected, subprocess.Popen(
-            [str(REPO / ".venv" / "bin" / "python"), "-c", code], cwd=REPO, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})) for expected, code in programs]
+        codes = [
+            (
+                expected,
+                subprocess.Popen(
+                    [str(REPO / ".venv" / "bin" / "python"), "-c", code],
+                    cwd=REPO,
+                    text=True,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    stdin=subprocess.DEVNULL,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                ),
+            )
+            for expected, code in programs
+        ]
         deadline = time.monotonic() + TIMEOUT
         while _connections(svc.url) < len(listeners) + len(codes):
             dead = [(b.text, p.communicate()) for b, p in started if p.poll() is not None]
@@ -149,14 +164,20 @@ def test_shell_snippets_run_verbatim(doc: str) -> None:
             assert time.monotonic() < deadline, "listeners did not connect"
             time.sleep(0.2)
         for block in others:
-            result = subprocess.run(["bash", "-euo", "pipefail", "-c", block.text], cwd=REPO,
-                                    capture_output=True, text=True, timeout=TIMEOUT)
+            result = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", block.text],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT,
+            )
             assert result.returncode == 0, (block.text, result.stdout, result.stderr)
         for block, proc in started:
             out, err = proc.communicate(timeout=TIMEOUT)
             assert proc.returncode == 0, (block.text, out, err)
-            event = json.loads(out.strip().splitlines()[-1] if "--pretty" not in block.text
-                               else out)
+            event = json.loads(
+                out.strip().splitlines()[-1] if "--pretty" not in block.text else out
+            )
             assert "event" in event, out
         for expected, proc in codes:
             line = _first_line(proc, TIMEOUT)

@@ -62,14 +62,12 @@ async def test_docs_spec_negotiation(memory_app: LiveApp) -> None:
 
 
 async def test_docs_dev_redirect_and_pages(memory_app: LiveApp) -> None:
-    async with memory_app.session.get(memory_app.url("/docs/dev"),
-                                      allow_redirects=False) as resp:
+    async with memory_app.session.get(memory_app.url("/docs/dev"), allow_redirects=False) as resp:
         assert resp.status == 302
         assert resp.headers["Location"] == "/docs/dev/index.html"
         assert "Luna-Request-Id" in resp.headers
     # The folder itself, as a browser or a hand-written link spells it, redirects too.
-    async with memory_app.session.get(memory_app.url("/docs/dev/"),
-                                      allow_redirects=False) as resp:
+    async with memory_app.session.get(memory_app.url("/docs/dev/"), allow_redirects=False) as resp:
         assert resp.status == 302
         assert resp.headers["Location"] == "/docs/dev/index.html"
     for folder in ("/docs/dev", "/docs/dev/"):
@@ -85,8 +83,10 @@ async def test_docs_dev_redirect_and_pages(memory_app: LiveApp) -> None:
 
 
 def test_markdown_escapes_and_renders() -> None:
-    html = markdown_to_html("# T\n\n<script>x</script> `a<b`\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
-                            "\n```\n<i>\n```\n- [x](y.md)\n")
+    html = markdown_to_html(
+        "# T\n\n<script>x</script> `a<b`\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+        "\n```\n<i>\n```\n- [x](y.md)\n"
+    )
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "<code>a&lt;b</code>" in html
     assert "<table><tr><th>a</th><th>b</th></tr><tr><td>1</td><td>2</td></tr></table>" in html
@@ -100,7 +100,8 @@ def test_configuration_reference_is_generated_from_the_model() -> None:
     from .helpers import REPO
 
     assert (REPO / "docs" / "configuration.md").read_text() == render(), (
-        "run: python -m luna_sender.docs_config > docs/configuration.md")
+        "run: python -m luna_sender.docs_config > docs/configuration.md"
+    )
 
 
 def test_metrics_reference_lists_every_metric() -> None:

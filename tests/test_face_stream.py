@@ -12,8 +12,9 @@ from .conftest import LiveApp
 from .helpers import Service, account, assert_silent, face_event, face_message, recv_json
 
 
-async def test_redis_message_reaches_subscriber_with_envelope(redis_app: LiveApp,
-                                                              redis_server) -> None:
+async def test_redis_message_reaches_subscriber_with_envelope(
+    redis_app: LiveApp, redis_server
+) -> None:
     acc = account()
     r = aioredis.from_url(redis_server.url)
     async with redis_app.ws(account=acc) as ws:
@@ -21,8 +22,13 @@ async def test_redis_message_reaches_subscriber_with_envelope(redis_app: LiveApp
         await r.publish(f"luna-sender:{acc}", face_message(events, handler_id="h-1"))
         first, second = await recv_json(ws), await recv_json(ws)
     await r.aclose()
-    assert list(first) == ["event", "handler_id", "event-create-time", "event-end-time",
-                           "Luna-Request-id"]
+    assert list(first) == [
+        "event",
+        "handler_id",
+        "event-create-time",
+        "event-end-time",
+        "Luna-Request-id",
+    ]
     assert first["event"] == events[0] and second["event"] == events[1]
     assert first["handler_id"] == "h-1"
     assert first["Luna-Request-id"] == "1536751345,8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a"
@@ -59,8 +65,9 @@ async def test_missing_and_bad_account_header(memory_app: LiveApp) -> None:
     async with memory_app.session.get(memory_app.url("/ws")) as resp:
         assert resp.status == 403
         assert (await resp.json())["error_code"] == 29001
-    async with memory_app.session.get(memory_app.url("/ws"),
-                                      headers={"Luna-Account-Id": "nope"}) as resp:
+    async with memory_app.session.get(
+        memory_app.url("/ws"), headers={"Luna-Account-Id": "nope"}
+    ) as resp:
         assert resp.status == 400
         body = await resp.json()
     assert body["error_code"] == 12012 and "Luna-Account-Id" in body["detail"]
@@ -68,12 +75,20 @@ async def test_missing_and_bad_account_header(memory_app: LiveApp) -> None:
 
 async def test_versioned_routes_are_the_same_endpoint(memory_app: LiveApp) -> None:
     acc = account()
-    async with memory_app.ws("/1/ws", account=acc) as ws1, \
-            memory_app.ws("/2/ws", account=acc) as ws2, memory_app.ws("/ws", account=acc) as ws0:
+    async with (
+        memory_app.ws("/1/ws", account=acc) as ws1,
+        memory_app.ws("/2/ws", account=acc) as ws2,
+        memory_app.ws("/ws", account=acc) as ws0,
+    ):
         async with memory_app.session.post(
-            memory_app.url("/2/publish"), headers={"Luna-Account-Id": acc},
-            json={"events": [{"k": 1}], "handler_id": "h", "event_create_time": "2026-01-01T00:00:00Z",
-                  "event_end_time": "2026-01-01T00:00:00Z"},
+            memory_app.url("/2/publish"),
+            headers={"Luna-Account-Id": acc},
+            json={
+                "events": [{"k": 1}],
+                "handler_id": "h",
+                "event_create_time": "2026-01-01T00:00:00Z",
+                "event_end_time": "2026-01-01T00:00:00Z",
+            },
         ) as resp:
             assert resp.status == 204
         for ws in (ws0, ws1, ws2):
@@ -87,15 +102,21 @@ async def test_publish_route_across_two_processes(redis_server) -> None:
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             headers = {"Luna-Account-Id": acc}
-            async with session.ws_connect(one.ws_url + "/ws?sources=cam-7", headers=headers) as w1, \
-                    session.ws_connect(two.ws_url + "/2/ws?sources=cam-7", headers=headers) as w2, \
-                    session.ws_connect(two.ws_url + "/ws?sources=other", headers=headers) as w3:
-                body = {"events": [face_event(source="cam-7")], "handler_id": "h",
-                        "event_create_time": "2026-01-01T00:00:00Z",
-                        "event_end_time": "2026-01-01T00:00:01Z"}
+            async with (
+                session.ws_connect(one.ws_url + "/ws?sources=cam-7", headers=headers) as w1,
+                session.ws_connect(two.ws_url + "/2/ws?sources=cam-7", headers=headers) as w2,
+                session.ws_connect(two.ws_url + "/ws?sources=other", headers=headers) as w3,
+            ):
+                body = {
+                    "events": [face_event(source="cam-7")],
+                    "handler_id": "h",
+                    "event_create_time": "2026-01-01T00:00:00Z",
+                    "event_end_time": "2026-01-01T00:00:01Z",
+                }
                 rid = "1700000000,8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a"
-                async with session.post(one.url + "/publish", json=body,
-                                        headers={**headers, "Luna-Request-Id": rid}) as resp:
+                async with session.post(
+                    one.url + "/publish", json=body, headers={**headers, "Luna-Request-Id": rid}
+                ) as resp:
                     assert resp.status == 204, await resp.text()
                 for ws in (w1, w2):
                     got = await recv_json(ws)
@@ -118,9 +139,14 @@ async def test_thousand_subscribers_mixed_filters(memory_app: LiveApp) -> None:
             sockets.append((i, await memory_app.ws(account=acc, params=params)))
         events = [face_event(source=s) for s in sources]
         async with memory_app.session.post(
-            memory_app.url("/publish"), headers={"Luna-Account-Id": acc},
-            json={"events": events, "handler_id": "h", "event_create_time": "2026-01-01T00:00:00Z",
-                  "event_end_time": "2026-01-01T00:00:00Z"},
+            memory_app.url("/publish"),
+            headers={"Luna-Account-Id": acc},
+            json={
+                "events": events,
+                "handler_id": "h",
+                "event_create_time": "2026-01-01T00:00:00Z",
+                "event_end_time": "2026-01-01T00:00:00Z",
+            },
         ) as resp:
             assert resp.status == 204
 

@@ -43,8 +43,9 @@ async def ready(svc: Service) -> None:
     assert await wait_until(lambda: health(svc.url)[0] == 200, 15), svc.log()[-2000:]
 
 
-async def receive_seqs(ws: aiohttp.ClientWebSocketResponse, until: Any, timeout: float,
-                       quiet: float = 1.0) -> collections.Counter[Any]:
+async def receive_seqs(
+    ws: aiohttp.ClientWebSocketResponse, until: Any, timeout: float, quiet: float = 1.0
+) -> collections.Counter[Any]:
     """Count event ``seq`` values until ``until`` arrived and then ``quiet`` s pass silently."""
     seen: collections.Counter[Any] = collections.Counter()
     deadline = time.monotonic() + timeout
@@ -63,8 +64,10 @@ async def receive_seqs(ws: aiohttp.ClientWebSocketResponse, until: Any, timeout:
 
 # --- item 2: no deaf account after a stall ------------------------------------------------------
 
+
 async def test_socket_opened_and_closed_during_freeze_leaves_no_deaf_account(
-        private_redis: RedisServer, service_factory: Any) -> None:
+    private_redis: RedisServer, service_factory: Any
+) -> None:
     svc = service_factory(private_redis)
     await ready(svc)
     acc = account()
@@ -89,24 +92,28 @@ async def test_socket_opened_and_closed_during_freeze_leaves_no_deaf_account(
 
 # --- item 2: health fails while an account with sockets is unsubscribed; repairs counted -------
 
+
 @pytest.mark.slow
 async def test_unconfirmed_subscription_fails_health_and_is_repaired(
-        private_redis: RedisServer, service_factory: Any) -> None:
+    private_redis: RedisServer, service_factory: Any
+) -> None:
     admin = private_redis.client()
     # Redis refuses (NOPERM) every account channel: what the service wants, Redis won't confirm.
-    admin.execute_command("ACL", "SETUSER", "default", "resetchannels",
-                          f"&{GENERAL}", "&__luna_sender_keepalive__")
+    admin.execute_command(
+        "ACL", "SETUSER", "default", "resetchannels", f"&{GENERAL}", "&__luna_sender_keepalive__"
+    )
     svc = service_factory(private_redis)
     await ready(svc)
     acc = account()
-    async with aiohttp.ClientSession() as session, session.ws_connect(
-            svc.ws_url + "/ws", headers={"Luna-Account-Id": acc}) as ws:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(svc.ws_url + "/ws", headers={"Luna-Account-Id": acc}) as ws,
+    ):
         assert await wait_until(lambda: health(svc.url)[0] == 502, 20), svc.log()[-2000:]
         _status, body = health(svc.url)
         detail = body["errors"][0]["error"]["detail"]
         assert detail == "Event bus is unavailable: subscriptions not confirmed", body
-        assert await wait_until(
-            lambda: metric(svc.url, "bus_subscription_repairs_total") >= 2, 10)
+        assert await wait_until(lambda: metric(svc.url, "bus_subscription_repairs_total") >= 2, 10)
         # Redis allows the channel again: the self-check subscribes it, health comes back.
         admin.execute_command("ACL", "SETUSER", "default", "allchannels")
         assert await wait_until(lambda: health(svc.url)[0] == 200, 15), svc.log()[-2000:]
@@ -118,6 +125,7 @@ async def test_unconfirmed_subscription_fails_health_and_is_repaired(
 
 # --- item 3: a publish during a stall is delivered once or not at all -------------------------
 
+
 def publish_body(seq: Any) -> dict[str, Any]:
     return {
         "events": [face_event(seq=seq)],
@@ -127,21 +135,24 @@ def publish_body(seq: Any) -> dict[str, Any]:
     }
 
 
-async def publish_through_freeze(svc: Service, server: RedisServer, seconds: float
-                                 ) -> tuple[dict[Any, tuple[int, dict[str, Any]]],
-                                            collections.Counter[Any]]:
+async def publish_through_freeze(
+    svc: Service, server: RedisServer, seconds: float
+) -> tuple[dict[Any, tuple[int, dict[str, Any]]], collections.Counter[Any]]:
     """POST /publish every 100 ms while Redis is frozen for ``seconds``; what came back, and
     what a subscriber received."""
     acc = account()
     headers = {"Luna-Account-Id": acc}
     answers: dict[Any, tuple[int, dict[str, Any]]] = {}
     timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(timeout=timeout) as session, session.ws_connect(
-            svc.ws_url + "/ws", headers=headers) as ws:
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.ws_connect(svc.ws_url + "/ws", headers=headers) as ws,
+    ):
 
         async def post(seq: Any) -> None:
-            async with session.post(svc.url + "/publish", json=publish_body(seq),
-                                    headers=headers) as resp:
+            async with session.post(
+                svc.url + "/publish", json=publish_body(seq), headers=headers
+            ) as resp:
                 raw = await resp.read()
                 answers[seq] = (resp.status, orjson.loads(raw) if raw else {})
 
@@ -166,8 +177,9 @@ async def publish_through_freeze(svc: Service, server: RedisServer, seconds: flo
     return answers, seen
 
 
-def check_answers(answers: dict[Any, tuple[int, dict[str, Any]]],
-                  seen: collections.Counter[Any], port: int) -> collections.Counter[str]:
+def check_answers(
+    answers: dict[Any, tuple[int, dict[str, Any]]], seen: collections.Counter[Any], port: int
+) -> collections.Counter[str]:
     outcomes: collections.Counter[str] = collections.Counter()
     for seq, (status, body) in answers.items():
         if status == 204:
@@ -188,7 +200,8 @@ def check_answers(answers: dict[Any, tuple[int, dict[str, Any]]],
 
 
 async def test_publish_during_3s_freeze_is_delivered_once_or_refused(
-        private_redis: RedisServer, service_factory: Any) -> None:
+    private_redis: RedisServer, service_factory: Any
+) -> None:
     svc = service_factory(private_redis)
     await ready(svc)
     answers, seen = await publish_through_freeze(svc, private_redis, 3.0)
@@ -201,7 +214,8 @@ async def test_publish_during_3s_freeze_is_delivered_once_or_refused(
 
 @pytest.mark.slow
 async def test_publish_during_7s_freeze_is_delivered_once_or_refused(
-        private_redis: RedisServer, service_factory: Any) -> None:
+    private_redis: RedisServer, service_factory: Any
+) -> None:
     svc = service_factory(private_redis)
     await ready(svc)
     answers, seen = await publish_through_freeze(svc, private_redis, 7.0)
@@ -213,7 +227,8 @@ async def test_publish_during_7s_freeze_is_delivered_once_or_refused(
 
 @pytest.mark.slow
 async def test_publish_past_its_timeout_is_the_one_undecidable_case(
-        private_redis: RedisServer, service_factory: Any) -> None:
+    private_redis: RedisServer, service_factory: Any
+) -> None:
     """PUBLISH written, no reply within bus_publish_timeout: 503 saying it may still come."""
     svc = service_factory(private_redis, env={"LUNA_SENDER_BUS_PUBLISH_TIMEOUT": "1.5"})
     await ready(svc)
@@ -226,8 +241,10 @@ async def test_publish_past_its_timeout_is_the_one_undecidable_case(
 
 # --- item 14: no Redis address in client-facing errors ----------------------------------------
 
+
 async def test_bus_errors_do_not_show_redis_address(
-        private_redis: RedisServer, service_factory: Any) -> None:
+    private_redis: RedisServer, service_factory: Any
+) -> None:
     svc = service_factory(private_redis)
     await ready(svc)
     private_redis.kill()
@@ -236,8 +253,12 @@ async def test_bus_errors_do_not_show_redis_address(
     detail = body["errors"][0]["error"]["detail"]
     assert detail == "Event bus is unavailable: not reachable", body
     acc = account()
-    async with aiohttp.ClientSession() as session, session.post(
-            svc.url + "/publish", json=publish_body(1), headers={"Luna-Account-Id": acc}) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            svc.url + "/publish", json=publish_body(1), headers={"Luna-Account-Id": acc}
+        ) as resp,
+    ):
         assert resp.status == 503
         error = await resp.json()
     assert error["error_code"] == 29006
@@ -245,11 +266,13 @@ async def test_bus_errors_do_not_show_redis_address(
     port = str(private_redis.port)
     assert port not in str(error) and port not in str(body)
     # The operator still gets the real reason.
-    assert re.search(rf"publish to luna-sender:{acc} failed \(not published\): .*{port}",
-                     svc.log()), svc.log()[-2000:]
+    assert re.search(
+        rf"publish to luna-sender:{acc} failed \(not published\): .*{port}", svc.log()
+    ), svc.log()[-2000:]
 
 
 # --- issue 15 item 3: bus state changes logged once each -------------------------------------
+
 
 def bus_lines(svc: Service) -> list[str]:
     return [line for line in svc.log().splitlines() if "luna_sender.bus " in line]

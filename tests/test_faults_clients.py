@@ -38,10 +38,14 @@ def metric_text(svc: Service) -> str:
 @pytest.fixture
 def service() -> Iterator[Service]:
     # A 1 MiB cap needs message limits within it (the cap holds the largest accepted message).
-    svc = Service(env={"LUNA_SENDER_WS__QUEUE_MAX_BYTES": str(1 << 20),
-                       "LUNA_SENDER_LIMITS__BUS_MESSAGE_MAX_BYTES": str(1 << 20),
-                       "LUNA_SENDER_LIMITS__PUBLISH_BODY_MAX_BYTES": str(1 << 20),
-                       "LUNA_SENDER_WS__STALL_TIMEOUT": "5"})
+    svc = Service(
+        env={
+            "LUNA_SENDER_WS__QUEUE_MAX_BYTES": str(1 << 20),
+            "LUNA_SENDER_LIMITS__BUS_MESSAGE_MAX_BYTES": str(1 << 20),
+            "LUNA_SENDER_LIMITS__PUBLISH_BODY_MAX_BYTES": str(1 << 20),
+            "LUNA_SENDER_WS__STALL_TIMEOUT": "5",
+        }
+    )
     yield svc
     assert svc.terminate() == 0, svc.log()[-2000:]
 
@@ -54,11 +58,15 @@ async def _publisher(svc: Service, acc: str, rate: float, duration: float) -> in
     async with aiohttp.ClientSession() as session:
         end = time.monotonic() + duration
         while time.monotonic() < end:
-            body = {"events": [face_event(ts=time.time(), pad=pad)], "handler_id": "h",
-                    "event_create_time": "2026-01-01T00:00:00Z",
-                    "event_end_time": "2026-01-01T00:00:00Z"}
-            async with session.post(svc.url + "/publish", json=body,
-                                    headers={"Luna-Account-Id": acc}) as resp:
+            body = {
+                "events": [face_event(ts=time.time(), pad=pad)],
+                "handler_id": "h",
+                "event_create_time": "2026-01-01T00:00:00Z",
+                "event_end_time": "2026-01-01T00:00:00Z",
+            }
+            async with session.post(
+                svc.url + "/publish", json=body, headers={"Luna-Account-Id": acc}
+            ) as resp:
                 assert resp.status == 204
             sent += 1
             await asyncio.sleep(1 / rate)
@@ -103,14 +111,15 @@ async def test_stalled_consumers_do_not_hurt_the_others(service: Service) -> Non
     baseline_rss = rss_bytes(service.proc.pid)
 
     base_sent, base = await _phase(service, acc, sampled)
-    stalled = [await RawWS.connect(service.port, headers=headers, rcvbuf=4096)
-               for _ in range(50)]
+    stalled = [await RawWS.connect(service.port, headers=headers, rcvbuf=4096) for _ in range(50)]
     stall_started = time.monotonic()
     loaded_sent, loaded = await _phase(service, acc, sampled)
     p99_base = statistics.quantiles(base, n=100)[98]
     p99_loaded = statistics.quantiles(loaded, n=100)[98]
-    print(f"\nslow consumers: p99 without stalled {p99_base * 1000:.1f} ms, "
-          f"with 50 stalled {p99_loaded * 1000:.1f} ms ({p99_loaded / p99_base:.2f}x)")
+    print(
+        f"\nslow consumers: p99 without stalled {p99_base * 1000:.1f} ms, "
+        f"with 50 stalled {p99_loaded * 1000:.1f} ms ({p99_loaded / p99_base:.2f}x)"
+    )
     # Healthy readers keep receiving what is published (compared with what each phase
     # published: the publisher shares the test process and its rate varies with load).
     assert len(base) >= 0.9 * base_sent * len(sampled)
@@ -120,8 +129,10 @@ async def test_stalled_consumers_do_not_hurt_the_others(service: Service) -> Non
 
     cap = 1 << 20
     peak = rss_bytes(service.proc.pid)
-    print(f"RSS baseline {baseline_rss >> 20} MiB, with stalled {peak >> 20} MiB "
-          f"(bound {(baseline_rss + 50 * cap) >> 20} MiB)")
+    print(
+        f"RSS baseline {baseline_rss >> 20} MiB, with stalled {peak >> 20} MiB "
+        f"(bound {(baseline_rss + 50 * cap) >> 20} MiB)"
+    )
     assert peak < baseline_rss + 50 * cap
 
     # Every stalled socket is closed by the server with 1008 and a reason.
@@ -150,14 +161,21 @@ async def test_stalled_consumers_do_not_hurt_the_others(service: Service) -> Non
         ws.close()
 
 
-@pytest.mark.parametrize(("opcode", "payload", "fin", "length", "expected"), [
-    (0x3, b"x", True, None, 1002),  # reserved opcode
-    (0x1, b"\xff\xfe", True, None, 1007),  # invalid UTF-8 in a text frame
-    (0x1, b"", True, 10 * 1024 * 1024, 1009),  # frame larger than ws.max_message_size
-    (0x9, b"ping", False, None, 1002),  # fragmented control frame
-])
+@pytest.mark.parametrize(
+    ("opcode", "payload", "fin", "length", "expected"),
+    [
+        (0x3, b"x", True, None, 1002),  # reserved opcode
+        (0x1, b"\xff\xfe", True, None, 1007),  # invalid UTF-8 in a text frame
+        (0x1, b"", True, 10 * 1024 * 1024, 1009),  # frame larger than ws.max_message_size
+        (0x9, b"ping", False, None, 1002),  # fragmented control frame
+    ],
+)
 async def test_malformed_frames_close_only_that_socket(
-    service: Service, opcode: int, payload: bytes, fin: bool, length: int | None,
+    service: Service,
+    opcode: int,
+    payload: bytes,
+    fin: bool,
+    length: int | None,
     expected: int,
 ) -> None:
     import aiohttp
@@ -171,9 +189,12 @@ async def test_malformed_frames_close_only_that_socket(
     frame = await asyncio.wait_for(bad.recv_data(), 5)
     assert frame.opcode == 0x8 and frame.close_code == expected
     async with aiohttp.ClientSession() as session:
-        body = {"events": [face_event(ok=1)], "handler_id": "h",
-                "event_create_time": "2026-01-01T00:00:00Z",
-                "event_end_time": "2026-01-01T00:00:00Z"}
+        body = {
+            "events": [face_event(ok=1)],
+            "handler_id": "h",
+            "event_create_time": "2026-01-01T00:00:00Z",
+            "event_end_time": "2026-01-01T00:00:00Z",
+        }
         async with session.post(service.url + "/publish", json=body, headers=headers) as resp:
             assert resp.status == 204
     frame = await asyncio.wait_for(good.recv_data(), 5)

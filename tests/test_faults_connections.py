@@ -36,6 +36,7 @@ def metric(svc: Service, pattern: str) -> float:
 
 # --- item 5: a reader that keeps up is never evicted, however large the accepted events ---------
 
+
 async def _read_all(ws: aiohttp.ClientWebSocketResponse, sizes: list[int]) -> int | None:
     async for msg in ws:
         if msg.type == aiohttp.WSMsgType.TEXT:
@@ -51,27 +52,32 @@ async def test_fast_reader_gets_large_events_and_batches() -> None:
     try:
         async with aiohttp.ClientSession() as session:
             general = await session.ws_connect(svc.ws_url + "/ws/general", max_msg_size=0)
-            face = await session.ws_connect(svc.ws_url + "/ws", max_msg_size=0,
-                                            headers={"Luna-Account-Id": acc})
+            face = await session.ws_connect(
+                svc.ws_url + "/ws", max_msg_size=0, headers={"Luna-Account-Id": acc}
+            )
             general_sizes: list[int] = []
             face_sizes: list[int] = []
-            readers = [asyncio.create_task(_read_all(general, general_sizes)),
-                       asyncio.create_task(_read_all(face, face_sizes))]
+            readers = [
+                asyncio.create_task(_read_all(general, general_sizes)),
+                asyncio.create_task(_read_all(face, face_sizes)),
+            ]
             big = "x" * 1_900_000
             for i in range(10):
-                async with session.post(svc.url + "/publish/general", json={
-                        "event": {"i": i, "pad": big}, "event_type": "big"}) as resp:
+                async with session.post(
+                    svc.url + "/publish/general",
+                    json={"event": {"i": i, "pad": big}, "event_type": "big"},
+                ) as resp:
                     assert resp.status == 204
-            async with session.post(svc.url + "/publish/general", json={
-                    "event": {"i": 10, "pad": "y" * (9 * 1024 * 1024)},
-                    "event_type": "big"}) as resp:
+            async with session.post(
+                svc.url + "/publish/general",
+                json={"event": {"i": 10, "pad": "y" * (9 * 1024 * 1024)}, "event_type": "big"},
+            ) as resp:
                 assert resp.status == 204
             # One handler batch of 10 events of 1.9 MB: 19 MB of frames written in one go.
             batch = face_message([face_event(i=i, pad=big) for i in range(10)])
             assert redis_server.client().publish(f"luna-sender:{acc}", batch) == 1
             deadline = time.monotonic() + 60
-            while (len(general_sizes) < 11 or len(face_sizes) < 10) \
-                    and time.monotonic() < deadline:
+            while (len(general_sizes) < 11 or len(face_sizes) < 10) and time.monotonic() < deadline:
                 assert not any(r.done() for r in readers), "a fast reader was closed"
                 await asyncio.sleep(0.1)
             assert len(general_sizes) == 11 and max(general_sizes) > 9 * 1024 * 1024
@@ -92,6 +98,7 @@ def test_queue_cap_below_the_largest_message_is_a_start_up_error() -> None:
 
 
 # --- item 10: shutdown completes the closing handshake (RFC 6455 §7.1.1) --------------------------
+
 
 async def test_sigterm_clients_that_answer_see_1001_not_1006() -> None:
     svc = Service()
@@ -147,9 +154,11 @@ async def test_sigterm_cuts_clients_that_never_answer_at_shutdown_timeout() -> N
 
 # --- item 11: an evicted socket gets exactly one Close frame ----------------------------------------
 
+
 async def test_evicted_socket_gets_exactly_one_close() -> None:
-    svc = Service(env={"LUNA_SENDER_WS__STALL_TIMEOUT": "1",
-                       "LUNA_SENDER_WS__SHUTDOWN_TIMEOUT": "10"})
+    svc = Service(
+        env={"LUNA_SENDER_WS__STALL_TIMEOUT": "1", "LUNA_SENDER_WS__SHUTDOWN_TIMEOUT": "10"}
+    )
     acc = account()
     try:
         stalled = await RawWS.connect(svc.port, headers={"Luna-Account-Id": acc}, rcvbuf=4096)
@@ -158,11 +167,15 @@ async def test_evicted_socket_gets_exactly_one_close() -> None:
             deadline = time.monotonic() + 30
             while metric(svc, r'ws_closed_total\{reason="slow_consumer"\}') < 1:
                 assert time.monotonic() < deadline, "the stalled socket was not evicted"
-                body = {"events": [face_event(pad=pad)], "handler_id": "h",
-                        "event_create_time": "2026-01-01T00:00:00Z",
-                        "event_end_time": "2026-01-01T00:00:00Z"}
-                async with session.post(svc.url + "/publish", json=body,
-                                        headers={"Luna-Account-Id": acc}) as resp:
+                body = {
+                    "events": [face_event(pad=pad)],
+                    "handler_id": "h",
+                    "event_create_time": "2026-01-01T00:00:00Z",
+                    "event_end_time": "2026-01-01T00:00:00Z",
+                }
+                async with session.post(
+                    svc.url + "/publish", json=body, headers={"Luna-Account-Id": acc}
+                ) as resp:
                     assert resp.status == 204
                 await asyncio.sleep(0.05)
         # The client resumes reading, answers the Close as a client should, reads to EOF.
@@ -183,6 +196,7 @@ async def test_evicted_socket_gets_exactly_one_close() -> None:
 
 # --- item 12: a client that leaves during the handshake is not a server error -------------------
 
+
 async def _vanish(port: int, request: bytes, rst: bool) -> None:
     sock = socket.socket()
     sock.setblocking(False)
@@ -197,15 +211,20 @@ async def test_handshake_disconnects_are_not_server_errors() -> None:
     svc = Service()
     acc = account()
     try:
-        upgrade = (f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                   f"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                   f"Sec-WebSocket-Version: 13\r\nLuna-Account-Id: {acc}\r\n\r\n").encode()
+        upgrade = (
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nLuna-Account-Id: {acc}\r\n\r\n"
+        ).encode()
         general = upgrade.replace(b"GET /ws ", b"GET /ws/general ")
         for round_ in range(10):
-            await asyncio.gather(*(
-                _vanish(svc.port, request, rst=bool(i % 2))
-                for i in range(40)
-                for request in (upgrade, general, upgrade[:60], general[:-2])))
+            await asyncio.gather(
+                *(
+                    _vanish(svc.port, request, rst=bool(i % 2))
+                    for i in range(40)
+                    for request in (upgrade, general, upgrade[:60], general[:-2])
+                )
+            )
             del round_
         # The service is healthy and still serves sockets.
         ws = await RawWS.connect(svc.port, "/ws/general")
@@ -223,6 +242,7 @@ async def test_handshake_disconnects_are_not_server_errors() -> None:
 
 # --- item 13: unmasked client frames (documented in docs/compatibility.md) -----------------------
 
+
 async def test_unmasked_client_frames_are_tolerated_and_change_nothing() -> None:
     """aiohttp's frame reader unmasks when the bit is set and has no way to require it."""
     svc = Service()
@@ -233,8 +253,12 @@ async def test_unmasked_client_frames_are_tolerated_and_change_nothing() -> None
         await ws.writer.drain()
         frame = await asyncio.wait_for(ws.recv(), 5)
         assert frame.opcode == 0xA and frame.payload == b"ping"
-        async with aiohttp.ClientSession() as session, session.post(
-                svc.url + "/publish/general", json={"event": {"k": 1}, "event_type": "t"}) as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                svc.url + "/publish/general", json={"event": {"k": 1}, "event_type": "t"}
+            ) as resp,
+        ):
             assert resp.status == 204
         frame = await asyncio.wait_for(ws.recv_data(), 5)
         assert frame.opcode == 0x1 and b'"k":1' in frame.payload

@@ -66,13 +66,13 @@ class Feed:
 
     async def _run(self) -> None:
         seq = 0
-        client = redis.asyncio.Redis(port=self.port, socket_connect_timeout=0.2,
-                                     socket_timeout=0.5)
+        client = redis.asyncio.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5)
         while True:
             seq += 1
             with contextlib.suppress(Exception):
-                await client.publish(f"luna-sender:{self.acc}",
-                                     face_message([face_event(seq=seq, ts=time.time())]))
+                await client.publish(
+                    f"luna-sender:{self.acc}", face_message([face_event(seq=seq, ts=time.time())])
+                )
             await asyncio.sleep(0.02)
 
     async def __aenter__(self) -> Feed:
@@ -88,13 +88,16 @@ class Feed:
 
 @contextlib.asynccontextmanager
 async def subscriber(svc: Service, acc: str) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
-    async with aiohttp.ClientSession() as session, session.ws_connect(
-            svc.ws_url + "/ws", headers={"Luna-Account-Id": acc}) as ws:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(svc.ws_url + "/ws", headers={"Luna-Account-Id": acc}) as ws,
+    ):
         yield ws
 
 
-async def first_event_after(ws: aiohttp.ClientWebSocketResponse, since: float,
-                            limit: float) -> float:
+async def first_event_after(
+    ws: aiohttp.ClientWebSocketResponse, since: float, limit: float
+) -> float:
     """Seconds from ``since`` until an event published after ``since`` arrives."""
     deadline = time.time() + limit
     while time.time() < deadline:
@@ -113,8 +116,10 @@ async def drain(ws: aiohttp.ClientWebSocketResponse) -> None:
 
 def report(label: str, gaps: list[float]) -> None:
     p99 = statistics.quantiles(gaps, n=100)[98] if len(gaps) > 1 else gaps[0]
-    print(f"\n{label}: n={len(gaps)} median={statistics.median(gaps):.3f}s p99={p99:.3f}s "
-          f"max={max(gaps):.3f}s")
+    print(
+        f"\n{label}: n={len(gaps)} median={statistics.median(gaps):.3f}s p99={p99:.3f}s "
+        f"max={max(gaps):.3f}s"
+    )
 
 
 async def test_twenty_redis_restarts(service: Service, fault_redis: RedisServer) -> None:

@@ -30,10 +30,14 @@ async def _wait_close(ws: RawWS) -> tuple[int | None, float]:
 async def _connect_many(port: int, n: int, acc: str) -> list[RawWS]:
     sockets: list[RawWS] = []
     for start in range(0, n, 250):
-        sockets += await asyncio.gather(*(
-            RawWS.connect(port, "/ws" if i % 2 else "/ws/general",
-                          headers={"Luna-Account-Id": acc})
-            for i in range(start, min(n, start + 250))))
+        sockets += await asyncio.gather(
+            *(
+                RawWS.connect(
+                    port, "/ws" if i % 2 else "/ws/general", headers={"Luna-Account-Id": acc}
+                )
+                for i in range(start, min(n, start + 250))
+            )
+        )
     return sockets
 
 
@@ -89,12 +93,16 @@ async def test_no_accepted_event_is_dropped_on_sigterm(bus: str) -> None:
             async with aiohttp.ClientSession() as session:
                 while not stop.is_set():
                     seq += 1
-                    body = {"events": [face_event(seq=seq)], "handler_id": "h",
-                            "event_create_time": "2026-01-01T00:00:00Z",
-                            "event_end_time": "2026-01-01T00:00:00Z"}
+                    body = {
+                        "events": [face_event(seq=seq)],
+                        "handler_id": "h",
+                        "event_create_time": "2026-01-01T00:00:00Z",
+                        "event_end_time": "2026-01-01T00:00:00Z",
+                    }
                     try:
-                        async with session.post(svc.url + "/publish", json=body,
-                                                headers={"Luna-Account-Id": acc}) as resp:
+                        async with session.post(
+                            svc.url + "/publish", json=body, headers={"Luna-Account-Id": acc}
+                        ) as resp:
                             if resp.status == 204:
                                 accepted.append(seq)
                     except aiohttp.ClientError:
@@ -109,8 +117,9 @@ async def test_no_accepted_event_is_dropped_on_sigterm(bus: str) -> None:
         assert code == 1001
         assert svc.proc.wait(10) == 0
         missing = set(accepted) - set(received)
-        print(f"\n{bus}: {len(accepted)} accepted, {len(received)} delivered, "
-              f"{len(missing)} missing")
+        print(
+            f"\n{bus}: {len(accepted)} accepted, {len(received)} delivered, {len(missing)} missing"
+        )
         assert accepted and not missing
         sub.close()
     finally:

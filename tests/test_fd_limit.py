@@ -29,6 +29,7 @@ LOOPS = ["uvloop", "asyncio"]
 def nofile(soft: int, hard: int) -> Callable[[], None]:
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
     return apply
 
 
@@ -46,9 +47,13 @@ async def upgrade(port: int) -> tuple[int, bytes, asyncio.StreamReader, asyncio.
     """One raw upgrade to /ws/general: (status, body, reader, writer); the socket stays open."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     key = base64.b64encode(os.urandom(16)).decode()
-    writer.write((f"GET /ws/general HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    writer.write(
+        (
+            f"GET /ws/general HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
     status = int(head.split(b" ", 2)[1])
     body = b""
@@ -87,8 +92,9 @@ async def test_every_upgrade_answered_under_a_low_open_file_limit(loop: str) -> 
         async with aiohttp.ClientSession() as session:
             async with session.get(svc.url + "/healthcheck") as resp:
                 assert resp.status == 200
-            async with session.post(svc.url + "/publish/general",
-                                    json={"event": {"n": 1}, "event_type": "t"}) as resp:
+            async with session.post(
+                svc.url + "/publish/general", json={"event": {"n": 1}, "event_type": "t"}
+            ) as resp:
                 assert resp.status == 204
         # The event reached the held sockets (first and last: a text frame each).
         for reader in (readers[0], readers[-1]):

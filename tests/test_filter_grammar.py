@@ -15,8 +15,12 @@ import pytest
 from .conftest import LiveApp
 from .helpers import account
 
-UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+UPGRADE = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
 
 # (route, raw query string, the parameter the 12012 names)
 REFUSED = [
@@ -50,8 +54,10 @@ REFUSED = [
 ACCEPTED = [
     ("/ws/general", "event.x:integer=-12&event.y:numeric=-1.5e3&event.z:numeric=.5"),
     ("/ws/general", "event.x:numeric=10&event.y:numeric=1E-2&event.z:integer=007"),
-    ("/ws/general", "event.a:boolean=true&event.b:boolean=false&event.c:boolean=1"
-                    "&event.d:boolean=0"),
+    (
+        "/ws/general",
+        "event.a:boolean=true&event.b:boolean=false&event.c:boolean=1&event.d:boolean=0",
+    ),
     # Different operators or types on one path are different filters.
     ("/ws/general", "event.x__gte:integer=1&event.x__lt:integer=9&event.x:integer=5"),
     ("/ws/general", "event.x=1&event.x:integer=1"),
@@ -66,18 +72,21 @@ async def _handshake(app: LiveApp, route: str, query: str) -> tuple[int, dict | 
 
 
 @pytest.mark.parametrize(("route", "query", "param"), REFUSED)
-async def test_loose_spellings_and_repeats_are_12012(memory_app: LiveApp, route: str,
-                                                     query: str, param: str) -> None:
+async def test_loose_spellings_and_repeats_are_12012(
+    memory_app: LiveApp, route: str, query: str, param: str
+) -> None:
     status, body = await _handshake(memory_app, route, query)
     assert status == 400, (query, status)
-    assert body == {"error_code": 12012, "desc": "Bad/incomplete input data",
-                    "detail": f"Bad query parameters '{param}'",
-                    "link": "https://docs.visionlabs.ai/info/luna/troubleshooting/"
-                            "errors-description/code-12012"}
+    assert body == {
+        "error_code": 12012,
+        "desc": "Bad/incomplete input data",
+        "detail": f"Bad query parameters '{param}'",
+        "link": "https://docs.visionlabs.ai/info/luna/troubleshooting/"
+        "errors-description/code-12012",
+    }
 
 
 @pytest.mark.parametrize(("route", "query"), ACCEPTED)
-async def test_strict_spellings_are_accepted(memory_app: LiveApp, route: str,
-                                             query: str) -> None:
+async def test_strict_spellings_are_accepted(memory_app: LiveApp, route: str, query: str) -> None:
     status, body = await _handshake(memory_app, route, query)
     assert status == 101, body

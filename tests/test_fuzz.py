@@ -28,10 +28,12 @@ from luna_sender.filters.general import GENERAL_SPECS
 from .helpers import account
 
 pytestmark = pytest.mark.slow
-FUZZ = settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck),
-                derandomize=True)
-BODY_FUZZ = settings(max_examples=1_500, deadline=None, suppress_health_check=list(HealthCheck),
-                     derandomize=True)
+FUZZ = settings(
+    max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
+BODY_FUZZ = settings(
+    max_examples=1_500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
 
 
 class Harness:
@@ -43,8 +45,11 @@ class Harness:
         self.loop.run_until_complete(self.server.start_server())
         self.session = self.loop.run_until_complete(self._session())
         self.protected = account()
-        self.watcher = self.loop.run_until_complete(self.session.ws_connect(
-            self.server.make_url("/ws"), headers={"Luna-Account-Id": self.protected}))
+        self.watcher = self.loop.run_until_complete(
+            self.session.ws_connect(
+                self.server.make_url("/ws"), headers={"Luna-Account-Id": self.protected}
+            )
+        )
         # Read continuously (answering the server's heartbeat pings) for the whole module.
         self.leaked: list[Any] = []
         self.reader = self.loop.create_task(self._watch())
@@ -85,13 +90,19 @@ def _check_error(status: int, body: bytes, allowed: set[int]) -> None:
 names = st.one_of(
     st.sampled_from(sorted({*FACE_SPECS, *GENERAL_SPECS})),
     st.sampled_from(["meta.", "event.", "meta.a__", "event.a.b__in:", "event.x:integer"]).flatmap(
-        lambda p: st.text(max_size=12).map(lambda s: p + s)),
+        lambda p: st.text(max_size=12).map(lambda s: p + s)
+    ),
     st.text(max_size=20),
 )
-values = st.one_of(st.text(max_size=40), st.lists(st.text(max_size=6), max_size=6).map(",".join),
-                   st.integers(-200, 200).map(str), st.floats().map(str))
+values = st.one_of(
+    st.text(max_size=40),
+    st.lists(st.text(max_size=6), max_size=6).map(",".join),
+    st.integers(-200, 200).map(str),
+    st.floats().map(str),
+)
 queries = st.lists(st.tuples(names, values), max_size=6).map(
-    lambda pairs: "&".join(f"{quote(k, safe='')}={quote(v, safe=',')}" for k, v in pairs))
+    lambda pairs: "&".join(f"{quote(k, safe='')}={quote(v, safe=',')}" for k, v in pairs)
+)
 
 
 async def _get(h: Harness, path: str, query: str, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -118,36 +129,48 @@ def test_fuzz_general_query(harness: Harness, query: str) -> None:
 
 
 json_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
-              st.text(max_size=20)),
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+    st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20)
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 face_bodies = st.one_of(
     json_values,
-    st.fixed_dictionaries({}, optional={
-        "events": st.one_of(st.lists(st.dictionaries(st.text(max_size=5), json_values,
-                                                     max_size=3), max_size=3), json_values),
-        "handler_id": st.one_of(st.text(max_size=10), json_values),
-        "event_create_time": st.one_of(st.just("2026-01-01T00:00:00Z"), json_values),
-        "event_end_time": st.one_of(st.just("2026-01-01T00:00:00+03:00"), json_values),
-    }),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "events": st.one_of(
+                st.lists(st.dictionaries(st.text(max_size=5), json_values, max_size=3), max_size=3),
+                json_values,
+            ),
+            "handler_id": st.one_of(st.text(max_size=10), json_values),
+            "event_create_time": st.one_of(st.just("2026-01-01T00:00:00Z"), json_values),
+            "event_end_time": st.one_of(st.just("2026-01-01T00:00:00+03:00"), json_values),
+        },
+    ),
 )
 general_bodies = st.one_of(
     json_values,
-    st.fixed_dictionaries({}, optional={
-        "event": json_values, "event_type": st.one_of(st.text(max_size=10), json_values),
-        "account_id": st.one_of(st.none(), st.uuids().map(str), json_values),
-        "event_create_time": st.one_of(st.just("2026-01-01T00:00:00Z"), json_values),
-    }),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "event": json_values,
+            "event_type": st.one_of(st.text(max_size=10), json_values),
+            "account_id": st.one_of(st.none(), st.uuids().map(str), json_values),
+            "event_create_time": st.one_of(st.just("2026-01-01T00:00:00Z"), json_values),
+        },
+    ),
 )
 raw_bodies = st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode))
 
 
 async def _post(h: Harness, path: str, data: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-    async with h.session.post(h.server.make_url(path), data=data,
-                              headers={"Content-Type": "application/json", **headers}) as resp:
+    async with h.session.post(
+        h.server.make_url(path), data=data, headers={"Content-Type": "application/json", **headers}
+    ) as resp:
         return resp.status, await resp.read()
 
 

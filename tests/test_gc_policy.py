@@ -23,9 +23,12 @@ from .helpers import Service, account
 from .rawws import RawWS
 
 SOCKETS = 300
-PUBLISH_BODY = {"events": [{"k": 1}], "handler_id": "h",
-                "event_create_time": "2026-01-01T00:00:00Z",
-                "event_end_time": "2026-01-01T00:00:00Z"}
+PUBLISH_BODY = {
+    "events": [{"k": 1}],
+    "handler_id": "h",
+    "event_create_time": "2026-01-01T00:00:00Z",
+    "event_end_time": "2026-01-01T00:00:00Z",
+}
 
 
 @contextlib.asynccontextmanager
@@ -50,8 +53,9 @@ async def _metrics(session: aiohttp.ClientSession, svc: Service) -> dict[str, fl
     return values
 
 
-async def _wait_for(session: aiohttp.ClientSession, svc: Service, what: str,
-                    ok: object, timeout: float = 10.0) -> dict[str, float]:
+async def _wait_for(
+    session: aiohttp.ClientSession, svc: Service, what: str, ok: object, timeout: float = 10.0
+) -> dict[str, float]:
     deadline = time.monotonic() + timeout
     while True:
         values = await _metrics(session, svc)
@@ -66,20 +70,26 @@ async def _wait_for(session: aiohttp.ClientSession, svc: Service, what: str,
 async def test_connections_are_frozen_then_released_after_churn() -> None:
     acc = account()
     async with _service(freeze_interval="0.2", min_churn="100") as (svc, session):
-        base = await _wait_for(session, svc, "start-up state frozen",
-                               lambda m: m.get("gc_frozen_objects", 0) > 0)
+        base = await _wait_for(
+            session, svc, "start-up state frozen", lambda m: m.get("gc_frozen_objects", 0) > 0
+        )
         frozen0 = base["gc_frozen_objects"]
-        sockets = [await RawWS.connect(svc.port, "/ws", {"Luna-Account-Id": acc})
-                   for _ in range(SOCKETS)]
+        sockets = [
+            await RawWS.connect(svc.port, "/ws", {"Luna-Account-Id": acc}) for _ in range(SOCKETS)
+        ]
         # Each websocket's tasks, request and parser (dozens of objects) are frozen.
         loaded = await _wait_for(
-            session, svc, "connection state frozen",
-            lambda m: m["gc_frozen_objects"] >= frozen0 + 20 * SOCKETS)
+            session,
+            svc,
+            "connection state frozen",
+            lambda m: m["gc_frozen_objects"] >= frozen0 + 20 * SOCKETS,
+        )
         assert loaded["gc_full_passes_total"] == 0
 
         # Frozen state does not change delivery.
-        async with session.post(svc.url + "/publish", headers={"Luna-Account-Id": acc},
-                                json=PUBLISH_BODY) as resp:
+        async with session.post(
+            svc.url + "/publish", headers={"Luna-Account-Id": acc}, json=PUBLISH_BODY
+        ) as resp:
             assert resp.status == 204
         for ws in (sockets[0], sockets[-1]):
             frame = await asyncio.wait_for(ws.recv_data(), 5)
@@ -90,9 +100,13 @@ async def test_connections_are_frozen_then_released_after_churn() -> None:
         # 300 closed >= max(min_churn 100, 0.5 x 0 open): one planned full pass, after which
         # the closed sockets' objects are no longer held.
         after = await _wait_for(
-            session, svc, "full pass after churn",
-            lambda m: m["gc_full_passes_total"] >= 1
-            and m["gc_frozen_objects"] < frozen0 + 10 * SOCKETS)
+            session,
+            svc,
+            "full pass after churn",
+            lambda m: (
+                m["gc_full_passes_total"] >= 1 and m["gc_frozen_objects"] < frozen0 + 10 * SOCKETS
+            ),
+        )
         # Pauses of every generation are measured for operators.
         assert after['gc_pause_seconds_count{generation="2"}'] >= 1
         assert after['gc_pause_seconds_count{generation="0"}'] >= 1
@@ -101,8 +115,9 @@ async def test_connections_are_frozen_then_released_after_churn() -> None:
 async def test_churn_below_the_threshold_does_not_trigger_a_full_pass() -> None:
     acc = account()
     async with _service(freeze_interval="0.1", min_churn="1000") as (svc, session):
-        sockets = [await RawWS.connect(svc.port, "/ws", {"Luna-Account-Id": acc})
-                   for _ in range(50)]
+        sockets = [
+            await RawWS.connect(svc.port, "/ws", {"Luna-Account-Id": acc}) for _ in range(50)
+        ]
         await _wait_for(session, svc, "frozen", lambda m: m["gc_frozen_objects"] > 0)
         for ws in sockets:
             ws.close()
@@ -120,8 +135,9 @@ async def test_freeze_interval_zero_keeps_cpython_defaults() -> None:
             ws.close()
 
 
-@pytest.mark.parametrize("field,value", [("freeze_interval", -1), ("churn_ratio", 0),
-                                         ("min_churn", 0)])
+@pytest.mark.parametrize(
+    "field,value", [("freeze_interval", -1), ("churn_ratio", 0), ("min_churn", 0)]
+)
 def test_gc_settings_are_validated(field: str, value: float) -> None:
     with pytest.raises(ValidationError, match=field):
         Settings(gc={field: value})
@@ -159,6 +175,12 @@ def test_gc_pauses_never_observed_inside_a_metric_lock(tmp_path) -> None:
     import sys
 
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-c", GC_IN_METRIC_LOCK], env=env, timeout=60,
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", GC_IN_METRIC_LOCK],
+        env=env,
+        timeout=60,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]

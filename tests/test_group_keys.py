@@ -27,15 +27,42 @@ LIMITS = Limits()
 # --- a reference canonical form, from the documented grammar ---------------------------------
 
 TABLE_NAMES = ["cities", "sources", "streets", "event_type"]
-USER_NAMES = ["event.a", "event.a__eq", "event.a__eq:string", "event.a__ne", "event.a__neq",
-              "event.a:integer", "event.a__in", "event.a__in:integer", "event.a__like",
-              "event.a__nlike", "event.b", "event.a.b"]
-VALUES = ["x", "y", "x&cities=y", "x&event.b=y", "1", "01", "a,b", "b,a", "a,a", "%", "%%",
-          "x%", "x%%", "none", "x,none", "="]
+USER_NAMES = [
+    "event.a",
+    "event.a__eq",
+    "event.a__eq:string",
+    "event.a__ne",
+    "event.a__neq",
+    "event.a:integer",
+    "event.a__in",
+    "event.a__in:integer",
+    "event.a__like",
+    "event.a__nlike",
+    "event.b",
+    "event.a.b",
+]
+VALUES = [
+    "x",
+    "y",
+    "x&cities=y",
+    "x&event.b=y",
+    "1",
+    "01",
+    "a,b",
+    "b,a",
+    "a,a",
+    "%",
+    "%%",
+    "x%",
+    "x%%",
+    "none",
+    "x,none",
+    "=",
+]
 
 
 def _user_term(name: str, raw: str) -> Any:
-    body = name[len("event."):]
+    body = name[len("event.") :]
     body, _, type_ = body.partition(":")
     path, _, op = body.partition("__")
     op, type_ = {"ne": "neq", "": "eq"}.get(op, op), type_ or "string"
@@ -72,8 +99,11 @@ def _compile(query: list[tuple[str, str]]) -> Any:
         return None
 
 
-queries = st.lists(st.tuples(st.sampled_from(TABLE_NAMES + USER_NAMES), st.sampled_from(VALUES)),
-                   max_size=3, unique_by=lambda pair: pair[0])
+queries = st.lists(
+    st.tuples(st.sampled_from(TABLE_NAMES + USER_NAMES), st.sampled_from(VALUES)),
+    max_size=3,
+    unique_by=lambda pair: pair[0],
+)
 SPELLINGS = [{"event.a", "event.a__eq", "event.a__eq:string"}, {"event.a__ne", "event.a__neq"}]
 EQUIVALENT = [{"1", "01"}, {"a,b", "b,a", "a,b,a"}, {"%", "%%"}, {"x%", "x%%"}]
 
@@ -103,7 +133,8 @@ def query_pairs(draw: st.DrawFn) -> tuple[list[tuple[str, str]], list[tuple[str,
 @settings(max_examples=1000, deadline=None)
 @given(pair=query_pairs())
 def test_keys_are_equal_exactly_when_the_filters_are(
-        pair: tuple[list[tuple[str, str]], list[tuple[str, str]]]) -> None:
+    pair: tuple[list[tuple[str, str]], list[tuple[str, str]]],
+) -> None:
     one, two = pair
     first, second = _compile(one), _compile(two)
     if first is None or second is None:
@@ -112,8 +143,9 @@ def test_keys_are_equal_exactly_when_the_filters_are(
 
 
 @given(query=queries, data=st.data())
-def test_parameter_order_does_not_split_a_group(query: list[tuple[str, str]],
-                                                data: st.DataObject) -> None:
+def test_parameter_order_does_not_split_a_group(
+    query: list[tuple[str, str]], data: st.DataObject
+) -> None:
     compiled = _compile(query)
     if compiled is None:
         return
@@ -150,16 +182,22 @@ def _events() -> Iterator[dict[str, Any]]:
 async def test_smuggled_separator_gets_its_own_group(memory_app: LiveApp) -> None:
     # query -> the events its socket must receive; each '%26...%3D' query holds '&' and '='
     # inside one value, its neighbour is the same text as two parameters.
-    want = {"cities=x%26sources%3Dy": ["smuggled"], "cities=x&sources=y": ["both"],
-            "event.a=1%26event.b%3D2": ["user-smuggled"], "event.a=1&event.b=2": ["user-both"]}
+    want = {
+        "cities=x%26sources%3Dy": ["smuggled"],
+        "cities=x&sources=y": ["both"],
+        "event.a=1%26event.b%3D2": ["user-smuggled"],
+        "event.a=1&event.b=2": ["user-both"],
+    }
     for first in (list(want), list(reversed(want))):  # whichever connects first keeps its own
         sockets = {query: await _general(memory_app, query) for query in first}
-        barrier = await memory_app.session.ws_connect(memory_app.url("/ws/general"),
-                                                      params={"event_type": "end"})
+        barrier = await memory_app.session.ws_connect(
+            memory_app.url("/ws/general"), params={"event_type": "end"}
+        )
         for event in [*_events(), {"id": "end"}]:
             body = {"event": event, "event_type": "end" if event["id"] == "end" else "t"}
-            async with memory_app.session.post(memory_app.url("/publish/general"),
-                                               json=body) as resp:
+            async with memory_app.session.post(
+                memory_app.url("/publish/general"), json=body
+            ) as resp:
                 assert resp.status == 204
         assert (await recv_json(barrier))["event"]["id"] == "end"
         for query, ws in sockets.items():
@@ -175,18 +213,23 @@ async def test_smuggled_separator_on_face_route(memory_app: LiveApp) -> None:
     headers = {"Luna-Account-Id": acc}
     base = memory_app.url("/ws") + "?"
     smuggled = await memory_app.session.ws_connect(
-        URL(base + "meta.a=1%26meta.b%3D2", encoded=True), headers=headers)
-    split = await memory_app.session.ws_connect(URL(base + "meta.a=1&meta.b=2", encoded=True),
-                                                headers=headers)
-    body = {"events": [{"n": 1, "meta": {"a": "1&meta.b=2"}}, {"n": 2, "meta": {"a": "1", "b": "2"}}],
-            "handler_id": "h", "event_create_time": "2026-01-01T00:00:00Z",
-            "event_end_time": "2026-01-01T00:00:00Z"}
-    async with memory_app.session.post(memory_app.url("/publish"), json=body,
-                                       headers=headers) as resp:
+        URL(base + "meta.a=1%26meta.b%3D2", encoded=True), headers=headers
+    )
+    split = await memory_app.session.ws_connect(
+        URL(base + "meta.a=1&meta.b=2", encoded=True), headers=headers
+    )
+    body = {
+        "events": [{"n": 1, "meta": {"a": "1&meta.b=2"}}, {"n": 2, "meta": {"a": "1", "b": "2"}}],
+        "handler_id": "h",
+        "event_create_time": "2026-01-01T00:00:00Z",
+        "event_end_time": "2026-01-01T00:00:00Z",
+    }
+    async with memory_app.session.post(
+        memory_app.url("/publish"), json=body, headers=headers
+    ) as resp:
         assert resp.status == 204
     assert (await recv_json(smuggled))["event"]["n"] == 1
     assert (await recv_json(split))["event"]["n"] == 2
     for ws in (smuggled, split):
         await assert_silent(ws, 0.3)
         await ws.close()
-

@@ -35,9 +35,11 @@ def nested(depth: int) -> str:
 
 
 def face_body(event_text: str) -> bytes:
-    return ('{"events":[' + event_text + '],"handler_id":"h",'
-            '"event_create_time":"2026-01-01T00:00:00Z",'
-            '"event_end_time":"2026-01-01T00:00:01Z"}').encode()
+    return (
+        '{"events":[' + event_text + '],"handler_id":"h",'
+        '"event_create_time":"2026-01-01T00:00:00Z",'
+        '"event_end_time":"2026-01-01T00:00:01Z"}'
+    ).encode()
 
 
 def general_body(event_text: str) -> bytes:
@@ -70,14 +72,17 @@ def _no_errors(caplog: pytest.LogCaptureFixture) -> None:
 @pytest.mark.parametrize("case", sorted(BAD_EVENTS))
 @pytest.mark.parametrize("route", sorted(ROUTES))
 async def test_hostile_publish_bodies_answer_luna_4xx(
-        memory_app: LiveApp, caplog: pytest.LogCaptureFixture, route: str, case: str) -> None:
+    memory_app: LiveApp, caplog: pytest.LogCaptureFixture, route: str, case: str
+) -> None:
     caplog.set_level(logging.DEBUG)
     text, code, sub_path = BAD_EVENTS[case]
     acc = account()
     async with memory_app.ws(account=acc) as face, memory_app.ws("/ws/general") as general:
         async with memory_app.session.post(
-                memory_app.url(route), data=ROUTES[route](text),
-                headers={"Content-Type": "application/json", "Luna-Account-Id": acc}) as resp:
+            memory_app.url(route),
+            data=ROUTES[route](text),
+            headers={"Content-Type": "application/json", "Luna-Account-Id": acc},
+        ) as resp:
             assert resp.status == 400, await resp.text()
             assert resp.headers["Content-Type"].startswith("application/json")
             assert resp.headers["Luna-Request-Id"]
@@ -97,14 +102,17 @@ async def test_hostile_publish_bodies_answer_luna_4xx(
 
 @pytest.mark.parametrize("route", sorted(ROUTES))
 async def test_msgpack_publish_bodies_are_4xx(memory_app: LiveApp, route: str) -> None:
-    packed = msgpack.packb({"events": [{"a": 1}], "event": {"a": 1}, "event_type": "t",
-                            "handler_id": "h", **TIMES})
+    packed = msgpack.packb(
+        {"events": [{"a": 1}], "event": {"a": 1}, "event_type": "t", "handler_id": "h", **TIMES}
+    )
     headers = {"Luna-Account-Id": account()}
-    for content_type, status, code in (("application/json", 400, 12002),
-                                       ("application/msgpack", 415, 12024)):
-        async with memory_app.session.post(memory_app.url(route), data=packed,
-                                           headers={**headers, "Content-Type": content_type}
-                                           ) as resp:
+    for content_type, status, code in (
+        ("application/json", 400, 12002),
+        ("application/msgpack", 415, 12024),
+    ):
+        async with memory_app.session.post(
+            memory_app.url(route), data=packed, headers={**headers, "Content-Type": content_type}
+        ) as resp:
             assert resp.status == status
             assert (await resp.json())["error_code"] == code
 
@@ -118,29 +126,34 @@ async def test_deepest_sendable_body_is_delivered(memory_app: LiveApp, route: st
         # Face: body > events > event; general: body > event.
         depth = 254 - (2 if route == "/publish" else 1)
         async with memory_app.session.post(
-                memory_app.url(route), data=ROUTES[route](nested(depth)),
-                headers={"Content-Type": "application/json", "Luna-Account-Id": acc}) as resp:
+            memory_app.url(route),
+            data=ROUTES[route](nested(depth)),
+            headers={"Content-Type": "application/json", "Luna-Account-Id": acc},
+        ) as resp:
             assert resp.status == 204, await resp.text()
         msg = await ws.receive(timeout=5)
         assert strict(msg.data)["event"]["a"]["a"]["a"]
         async with memory_app.session.post(
-                memory_app.url(route), data=ROUTES[route](nested(depth + 1)),
-                headers={"Content-Type": "application/json", "Luna-Account-Id": acc}) as resp:
+            memory_app.url(route),
+            data=ROUTES[route](nested(depth + 1)),
+            headers={"Content-Type": "application/json", "Luna-Account-Id": acc},
+        ) as resp:
             assert resp.status == 400
             assert (await resp.json())["error_code"] == 12022
 
 
 @pytest.mark.parametrize("route", sorted(ROUTES))
-async def test_big_integers_go_out_as_strict_json_numbers(memory_app: LiveApp,
-                                                          route: str) -> None:
+async def test_big_integers_go_out_as_strict_json_numbers(memory_app: LiveApp, route: str) -> None:
     acc = account()
     path = "/ws" if route == "/publish" else "/ws/general"
-    big = 2 ** 64
+    big = 2**64
     async with memory_app.ws(path, account=acc) as ws:
         text = f'{{"big":{big},"neg":-{big},"u64":{big - 1},"ok":1.5}}'
         async with memory_app.session.post(
-                memory_app.url(route), data=ROUTES[route](text),
-                headers={"Content-Type": "application/json", "Luna-Account-Id": acc}) as resp:
+            memory_app.url(route),
+            data=ROUTES[route](text),
+            headers={"Content-Type": "application/json", "Luna-Account-Id": acc},
+        ) as resp:
             assert resp.status == 204
         msg = await ws.receive(timeout=5)
     event = strict(msg.data)["event"]
@@ -154,12 +167,19 @@ def _deep_msgpack(depth: int) -> bytes:
 
 
 def _packed_face(deep: bytes) -> bytes:
-    return (b"\x81" + msgpack.packb("events") + b"\x91\x81" + msgpack.packb("deep") + deep)
+    return b"\x81" + msgpack.packb("events") + b"\x91\x81" + msgpack.packb("deep") + deep
 
 
 def _packed_general(deep: bytes) -> bytes:
-    return (b"\x82" + msgpack.packb("event") + b"\x81" + msgpack.packb("deep") + deep
-            + msgpack.packb("event_type") + msgpack.packb("t"))
+    return (
+        b"\x82"
+        + msgpack.packb("event")
+        + b"\x81"
+        + msgpack.packb("deep")
+        + deep
+        + msgpack.packb("event_type")
+        + msgpack.packb("t")
+    )
 
 
 def _face_poison() -> list[bytes]:
@@ -189,20 +209,24 @@ def _general_poison() -> list[bytes]:
 
 @pytest.mark.parametrize("kind", ["face", "general"])
 async def test_hostile_bus_messages_are_poison(
-        live_app_factory: Any, redis_server: RedisServer, caplog: pytest.LogCaptureFixture,
-        kind: str) -> None:
+    live_app_factory: Any, redis_server: RedisServer, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
     caplog.set_level(logging.DEBUG)
     app: LiveApp = await live_app_factory(redis_url=redis_server.url)
     poison = _face_poison() if kind == "face" else _general_poison()
-    good = (lambda i: face_message([face_event(ok=i)])) if kind == "face" else (
-        lambda i: general_body(f'{{"ok":{i}}}'))
+    good = (
+        (lambda i: face_message([face_event(ok=i)]))
+        if kind == "face"
+        else (lambda i: general_body(f'{{"ok":{i}}}'))
+    )
     await assert_poison_skipped(app, redis_server, kind, poison, good, caplog)
     _no_errors(caplog)
 
 
 @pytest.mark.parametrize("kind", ["face", "general"])
-async def test_bus_values_are_made_strict(live_app_factory: Any, redis_server: RedisServer,
-                                          kind: str) -> None:
+async def test_bus_values_are_made_strict(
+    live_app_factory: Any, redis_server: RedisServer, kind: str
+) -> None:
     """msgpack floats NaN/Infinity go out as null; JSON integers beyond 64 bits as doubles."""
     app: LiveApp = await live_app_factory(redis_url=redis_server.url)
     acc = account()
@@ -210,10 +234,10 @@ async def test_bus_values_are_made_strict(live_app_factory: Any, redis_server: R
     values = {"nan": math.nan, "inf": math.inf, "ninf": -math.inf, "ok": 2.5}
     if kind == "face":
         packed = msgpack.packb({"events": [values], "handler_id": "h"})
-        text = face_message([{"big": 0}]).replace(b'"big":0', f'"big":{3 ** 50}'.encode())
+        text = face_message([{"big": 0}]).replace(b'"big":0', f'"big":{3**50}'.encode())
     else:
         packed = msgpack.packb({"event": values, "event_type": "t"})
-        text = general_body(f'{{"big":{3 ** 50}}}')
+        text = general_body(f'{{"big":{3**50}}}')
     admin = redis_server.client()
     async with app.ws("/ws" if kind == "face" else "/ws/general", account=acc) as ws:
         admin.publish(channel, packed)
@@ -221,8 +245,7 @@ async def test_bus_values_are_made_strict(live_app_factory: Any, redis_server: R
         admin.publish(channel, text)
         second = strict((await ws.receive(timeout=10)).data)["event"]
     assert first == {"nan": None, "inf": None, "ninf": None, "ok": 2.5}
-    assert second == {"big": float(3 ** 50)}
-
+    assert second == {"big": float(3**50)}
 
 
 @pytest.mark.parametrize("route", sorted(ROUTES))
@@ -230,7 +253,9 @@ async def test_large_non_strict_body_is_12002(memory_app: LiveApp, route: str) -
     """Above wire.EXPLAIN_MAX_BYTES the refused body is not parsed a second time: 12002."""
     text = '{"pad":"' + "x" * (wire.EXPLAIN_MAX_BYTES + 1) + '","x":NaN}'
     async with memory_app.session.post(
-            memory_app.url(route), data=ROUTES[route](text),
-            headers={"Content-Type": "application/json", "Luna-Account-Id": account()}) as resp:
+        memory_app.url(route),
+        data=ROUTES[route](text),
+        headers={"Content-Type": "application/json", "Luna-Account-Id": account()},
+    ) as resp:
         assert resp.status == 400
         assert (await resp.json())["error_code"] == 12002

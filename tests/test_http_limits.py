@@ -35,19 +35,22 @@ async def _luna_error(resp: aiohttp.ClientResponse, status: int, code: int) -> d
     return body
 
 
-async def test_full_uuid_lists_are_accepted(memory_app: LiveApp,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+async def test_full_uuid_lists_are_accepted(
+    memory_app: LiveApp, caplog: pytest.LogCaptureFixture
+) -> None:
     """1,000 stream_ids (about 37 KB with %2C separators) upgrade; 1,001 hit the filter limit."""
     caplog.set_level(logging.DEBUG)
     ids = [str(uuid.uuid4()) for _ in range(1000)]
     query = "stream_ids=" + "%2C".join(ids) + "&handler_ids=" + "%2C".join(ids)
     assert len(query) > 70_000
-    async with memory_app.session.ws_connect(memory_app.url("/ws?" + query),
-                                             headers={"Luna-Account-Id": account()}) as ws:
+    async with memory_app.session.ws_connect(
+        memory_app.url("/ws?" + query), headers={"Luna-Account-Id": account()}
+    ) as ws:
         assert not ws.closed
     over = "stream_ids=" + ",".join([*ids, str(uuid.uuid4())])
-    async with memory_app.session.get(memory_app.url("/ws?" + over),
-                                      headers={"Luna-Account-Id": account()}) as resp:
+    async with memory_app.session.get(
+        memory_app.url("/ws?" + over), headers={"Luna-Account-Id": account()}
+    ) as resp:
         body = await _luna_error(resp, 400, 12012)
         assert "stream_ids" in body["detail"]
     _no_errors(caplog)
@@ -62,7 +65,8 @@ async def test_full_event_type_lists_are_accepted(memory_app: LiveApp) -> None:
 
 
 async def test_request_line_over_the_limit_is_a_luna_error(
-        live_app_factory, caplog: pytest.LogCaptureFixture) -> None:
+    live_app_factory, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     app: LiveApp = await live_app_factory(limits={"list_filter_max_items": 10})
     limit = request_line_max(Settings(limits={"list_filter_max_items": 10}))
@@ -78,14 +82,16 @@ async def test_request_line_over_the_limit_is_a_luna_error(
 
 
 async def test_too_many_or_too_long_headers_are_luna_errors(
-        memory_app: LiveApp, caplog: pytest.LogCaptureFixture) -> None:
+    memory_app: LiveApp, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     many = {f"X-Extra-{i}": "v" for i in range(200)}
     async with memory_app.session.get(memory_app.url("/healthcheck"), headers=many) as resp:
         body = await _luna_error(resp, 431, 12046)
         assert "more than 128 headers" in body["detail"]
-    async with memory_app.session.get(memory_app.url("/healthcheck"),
-                                      headers={"X-Long": "v" * 10_000}) as resp:
+    async with memory_app.session.get(
+        memory_app.url("/healthcheck"), headers={"X-Long": "v" * 10_000}
+    ) as resp:
         body = await _luna_error(resp, 431, 12046)
         assert "header longer than 8190 bytes" in body["detail"]
     # Within the limits: served.
@@ -96,16 +102,19 @@ async def test_too_many_or_too_long_headers_are_luna_errors(
 
 
 async def test_header_limits_are_settings(live_app_factory) -> None:
-    app: LiveApp = await live_app_factory(limits={"http_headers_max": 300,
-                                                  "http_header_max_bytes": 20_000})
+    app: LiveApp = await live_app_factory(
+        limits={"http_headers_max": 300, "http_header_max_bytes": 20_000}
+    )
     many = {f"X-Extra-{i}": "v" for i in range(200)}
-    async with app.session.get(app.url("/healthcheck"), headers={**many, "X-Long": "v" * 10_000}
-                               ) as resp:
+    async with app.session.get(
+        app.url("/healthcheck"), headers={**many, "X-Long": "v" * 10_000}
+    ) as resp:
         assert resp.status == 200
 
 
-async def test_malformed_request_is_a_luna_error(memory_app: LiveApp,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+async def test_malformed_request_is_a_luna_error(
+    memory_app: LiveApp, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     port = memory_app.server.port
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

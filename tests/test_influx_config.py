@@ -16,13 +16,23 @@ from luna_sender.config import ConfigError, load_settings, plugin_setup
 from .conftest import LiveApp
 
 # seed 002 lines 1096-1105: GET /config of the original, key order included.
-ORIGINAL_KEYS = ["SEND_DATA_FOR_MONITORING", "VERSION", "ORGANIZATION", "TOKEN", "BUCKET",
-                 "HOST", "PORT", "USE_SSL", "FLUSHING_PERIOD"]
+ORIGINAL_KEYS = [
+    "SEND_DATA_FOR_MONITORING",
+    "VERSION",
+    "ORGANIZATION",
+    "TOKEN",
+    "BUCKET",
+    "HOST",
+    "PORT",
+    "USE_SSL",
+    "FLUSHING_PERIOD",
+]
 
 
 async def test_config_shows_the_original_section_beside_ours(live_app_factory) -> None:
-    app: LiveApp = await live_app_factory(INFLUX_MONITORING={"TOKEN": "t0ken-secret",
-                                                             "ORGANIZATION": "ORGANIZATION_NAME"})
+    app: LiveApp = await live_app_factory(
+        INFLUX_MONITORING={"TOKEN": "t0ken-secret", "ORGANIZATION": "ORGANIZATION_NAME"}
+    )
     async with app.session.get(app.url("/config")) as resp:
         assert resp.status == 200
         raw = await resp.text()
@@ -30,9 +40,16 @@ async def test_config_shows_the_original_section_beside_ours(live_app_factory) -
     assert "t0ken-secret" not in raw
     assert list(body["INFLUX_MONITORING"]) == ORIGINAL_KEYS
     assert body["INFLUX_MONITORING"] == {
-        "SEND_DATA_FOR_MONITORING": 0, "VERSION": 2, "ORGANIZATION": "ORGANIZATION_NAME",
-        "TOKEN": "********", "BUCKET": "luna_monitoring", "HOST": "127.0.0.1", "PORT": 8086,
-        "USE_SSL": 0, "FLUSHING_PERIOD": 1.0}
+        "SEND_DATA_FOR_MONITORING": 0,
+        "VERSION": 2,
+        "ORGANIZATION": "ORGANIZATION_NAME",
+        "TOKEN": "********",
+        "BUCKET": "luna_monitoring",
+        "HOST": "127.0.0.1",
+        "PORT": 8086,
+        "USE_SSL": 0,
+        "FLUSHING_PERIOD": 1.0,
+    }
     assert {"redis_url", "ws", "limits", "plugins"} <= set(body)
     async with app.session.get(app.url("/config"), headers={"Accept": "text/plain"}) as resp:
         text = await resp.text()
@@ -41,27 +58,40 @@ async def test_config_shows_the_original_section_beside_ours(live_app_factory) -
 
 def test_original_names_from_yaml_and_environment(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    path.write_text("INFLUX_MONITORING:\n  SEND_DATA_FOR_MONITORING: 1\n  HOST: influx.local\n"
-                    "  PORT: 9999\n  USE_SSL: 1\n  BUCKET: b\n  ORGANIZATION: o\n"
-                    "  FLUSHING_PERIOD: 0.5\n")
+    path.write_text(
+        "INFLUX_MONITORING:\n  SEND_DATA_FOR_MONITORING: 1\n  HOST: influx.local\n"
+        "  PORT: 9999\n  USE_SSL: 1\n  BUCKET: b\n  ORGANIZATION: o\n"
+        "  FLUSHING_PERIOD: 0.5\n"
+    )
     settings = load_settings(path, {}, {"LUNA_SENDER_INFLUX_MONITORING__TOKEN": "tok"})
     names, options = plugin_setup(settings)
     assert names == ["request-monitoring"]
     assert options["request-monitoring"] == {
-        "url": "https://influx.local:9999", "organization": "o", "bucket": "b",
-        "token": "tok", "flushing_period": 0.5}
+        "url": "https://influx.local:9999",
+        "organization": "o",
+        "bucket": "b",
+        "token": "tok",
+        "flushing_period": 0.5,
+    }
     assert plugin_setup(load_settings(None, {}, {})) == ([], {})
 
 
-@pytest.mark.parametrize(("yaml_text", "key"), [
-    ("INFLUX_MONITORING:\n  VERSION: 1\n", "INFLUX_MONITORING.VERSION"),
-    ("INFLUX_MONITORING:\n  SEND_DATA_FOR_MONITORING: 2\n",
-     "INFLUX_MONITORING.SEND_DATA_FOR_MONITORING"),
-    ("INFLUX_MONITORING:\n  PORT: 0\n", "INFLUX_MONITORING.PORT"),
-    ("INFLUX_MONITORING:\n  HOSTNAME: x\n", "INFLUX_MONITORING.HOSTNAME"),
-    ("plugins: [request-monitoring]\nINFLUX_MONITORING:\n  SEND_DATA_FOR_MONITORING: 1\n",
-     "<root>"),
-])
+@pytest.mark.parametrize(
+    ("yaml_text", "key"),
+    [
+        ("INFLUX_MONITORING:\n  VERSION: 1\n", "INFLUX_MONITORING.VERSION"),
+        (
+            "INFLUX_MONITORING:\n  SEND_DATA_FOR_MONITORING: 2\n",
+            "INFLUX_MONITORING.SEND_DATA_FOR_MONITORING",
+        ),
+        ("INFLUX_MONITORING:\n  PORT: 0\n", "INFLUX_MONITORING.PORT"),
+        ("INFLUX_MONITORING:\n  HOSTNAME: x\n", "INFLUX_MONITORING.HOSTNAME"),
+        (
+            "plugins: [request-monitoring]\nINFLUX_MONITORING:\n  SEND_DATA_FOR_MONITORING: 1\n",
+            "<root>",
+        ),
+    ],
+)
 def test_bad_original_settings_name_the_key(tmp_path: Path, yaml_text: str, key: str) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(yaml_text)
@@ -74,8 +104,9 @@ async def test_send_data_for_monitoring_drives_the_plugin(live_app_factory) -> N
     seen: dict[str, Any] = {}
 
     async def influx(request: web.Request) -> web.Response:
-        seen.update(path=request.path, query=dict(request.query),
-                    auth=request.headers.get("Authorization"))
+        seen.update(
+            path=request.path, query=dict(request.query), auth=request.headers.get("Authorization")
+        )
         lines.extend((await request.text()).splitlines())
         return web.Response(status=204)
 
@@ -84,12 +115,19 @@ async def test_send_data_for_monitoring_drives_the_plugin(live_app_factory) -> N
     receiver = TestServer(receiver_app, host="127.0.0.1")
     await receiver.start_server()
     try:
-        app: LiveApp = await live_app_factory(INFLUX_MONITORING={
-            "SEND_DATA_FOR_MONITORING": 1, "HOST": "127.0.0.1", "PORT": receiver.port,
-            "ORGANIZATION": "org", "BUCKET": "bkt", "TOKEN": "tok", "FLUSHING_PERIOD": 0.1})
+        app: LiveApp = await live_app_factory(
+            INFLUX_MONITORING={
+                "SEND_DATA_FOR_MONITORING": 1,
+                "HOST": "127.0.0.1",
+                "PORT": receiver.port,
+                "ORGANIZATION": "org",
+                "BUCKET": "bkt",
+                "TOKEN": "tok",
+                "FLUSHING_PERIOD": 0.1,
+            }
+        )
         async with app.session.get(app.url("/plugins")) as resp:
-            assert (await resp.json())["plugins"] == [{"name": "request-monitoring",
-                                                       "running": 1}]
+            assert (await resp.json())["plugins"] == [{"name": "request-monitoring", "running": 1}]
         await app.session.get(app.url("/version"))
         for _ in range(100):
             if any(x.startswith("requests,route=GET:/version,") for x in lines):
@@ -97,8 +135,12 @@ async def test_send_data_for_monitoring_drives_the_plugin(live_app_factory) -> N
             await asyncio.sleep(0.05)
     finally:
         await receiver.close()
-    assert seen == {"path": "/api/v2/write", "query": {"org": "org", "bucket": "bkt",
-                                                       "precision": "ns"},
-                    "auth": "Token tok"}
-    assert any(x.startswith("requests,route=GET:/version,service=luna-sender,status_code=200")
-               for x in lines), lines
+    assert seen == {
+        "path": "/api/v2/write",
+        "query": {"org": "org", "bucket": "bkt", "precision": "ns"},
+        "auth": "Token tok",
+    }
+    assert any(
+        x.startswith("requests,route=GET:/version,service=luna-sender,status_code=200")
+        for x in lines
+    ), lines

@@ -31,8 +31,7 @@ DEFAULTS = Settings().limits
 PER_SOCKET = DEFAULTS.like_filters_max
 TOTAL = DEFAULTS.like_scanning_max
 _RUN = (DEFAULTS.like_pattern_max_chars - 4) // (DEFAULTS.like_wildcards_max - 2) - 1
-_TAILS = ["".join(p) for p in itertools.product(string.ascii_letters[1:] + string.digits,
-                                                repeat=2)]
+_TAILS = ["".join(p) for p in itertools.product(string.ascii_letters[1:] + string.digits, repeat=2)]
 
 
 def costly(n: int) -> str:
@@ -50,11 +49,16 @@ def _socket_filters(sock: int) -> dict[str, str]:
 def test_defaults_bound_one_event_to_well_under_100_ms() -> None:
     """The worst the defaults allow, in-process: every allowed scanning filter (distinct) against
     an event carrying the longest inspected values, all scanned to the end (nlike hits)."""
-    groups = [compile_general(list(_socket_filters(s).items()), Limits())
-              for s in range(TOTAL // PER_SOCKET)]
+    groups = [
+        compile_general(list(_socket_filters(s).items()), Limits())
+        for s in range(TOTAL // PER_SOCKET)
+    ]
     assert sum(g.scanning_likes for g in groups) == TOTAL
-    event: Any = type("Msg", (), {"event": {f"f{i}": "a" * DEFAULTS.like_value_max_chars
-                                            for i in range(PER_SOCKET)}})()
+    event: Any = type(
+        "Msg",
+        (),
+        {"event": {f"f{i}": "a" * DEFAULTS.like_value_max_chars for i in range(PER_SOCKET)}},
+    )()
     best = float("inf")
     for _ in range(3):
         started = time.perf_counter()
@@ -88,8 +92,12 @@ def service(redis_server: RedisServer) -> Iterator[Service]:
     svc.close()
 
 
-UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+UPGRADE = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
 
 
 async def _watch(url: str, stop: asyncio.Event) -> list[float]:
@@ -97,8 +105,9 @@ async def _watch(url: str, stop: asyncio.Event) -> list[float]:
     async with aiohttp.ClientSession() as session:
         while not stop.is_set():
             started = time.monotonic()
-            async with session.get(url + "/healthcheck",
-                                   timeout=aiohttp.ClientTimeout(total=30)) as resp:
+            async with session.get(
+                url + "/healthcheck", timeout=aiohttp.ClientTimeout(total=30)
+            ) as resp:
                 assert resp.status == 200
             latencies.append(time.monotonic() - started)
             await asyncio.sleep(0.02)
@@ -109,8 +118,10 @@ async def _attack(svc: Service) -> None:
     ws_url = svc.url.replace("http", "ws") + "/ws/general"
     http_url = svc.url + "/ws/general"
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        attackers = [await session.ws_connect(ws_url, params=_socket_filters(s))
-                     for s in range(TOTAL // PER_SOCKET)]
+        attackers = [
+            await session.ws_connect(ws_url, params=_socket_filters(s))
+            for s in range(TOTAL // PER_SOCKET)
+        ]
         # Beyond the service-wide cap: refused with the documented error, before the 101.
         extra = _socket_filters(TOTAL // PER_SOCKET)
         async with session.get(http_url, params=extra, headers=UPGRADE) as resp:
@@ -118,25 +129,36 @@ async def _attack(svc: Service) -> None:
             body = await resp.json()
         assert body["error_code"] == 29012
         assert body["detail"] == (
-            f"Too many costly like/nlike filters in the service (limit {TOTAL})")
+            f"Too many costly like/nlike filters in the service (limit {TOTAL})"
+        )
         # The same filters as a live socket share its group and cost nothing more.
         twin = await session.ws_connect(ws_url, params=_socket_filters(0))
         # Legitimate use is untouched: many sockets with a few short patterns each.
-        plain = [await session.ws_connect(ws_url, params={
-            f"event.f{i}__like": f"%{n}-{i}%" for i in range(3)}) for n in range(40)]
+        plain = [
+            await session.ws_connect(
+                ws_url, params={f"event.f{i}__like": f"%{n}-{i}%" for i in range(3)}
+            )
+            for n in range(40)
+        ]
 
         stop = asyncio.Event()
         watch = asyncio.create_task(_watch(svc.url, stop))
         longest = "a" * DEFAULTS.like_value_max_chars
         for n in range(5):
-            body = {"event_type": "t",
-                    "event": {"id": f"e{n}", **{f"f{i}": longest for i in range(PER_SOCKET)}}}
-            async with session.post(svc.url + "/publish/general", data=orjson.dumps(body),
-                                    headers={"Content-Type": "application/json"}) as resp:
+            body = {
+                "event_type": "t",
+                "event": {"id": f"e{n}", **{f"f{i}": longest for i in range(PER_SOCKET)}},
+            }
+            async with session.post(
+                svc.url + "/publish/general",
+                data=orjson.dumps(body),
+                headers={"Content-Type": "application/json"},
+            ) as resp:
                 assert resp.status == 204, await resp.text()
         for ws in [*attackers, twin]:
-            got = [orjson.loads((await ws.receive(timeout=60)).data)["event"]["id"]
-                   for _ in range(5)]
+            got = [
+                orjson.loads((await ws.receive(timeout=60)).data)["event"]["id"] for _ in range(5)
+            ]
             assert got == [f"e{n}" for n in range(5)]
         stop.set()
         latencies = await watch

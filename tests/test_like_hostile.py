@@ -72,7 +72,7 @@ def test_matcher_agrees_on_wide_segments(segment: str, data: st.DataObject) -> N
     planted = "".join(f if c == "_" else c for c, f in zip(segment, fill, strict=True))
     if data.draw(st.booleans()):
         at = data.draw(st.integers(0, len(planted) - 1))
-        planted = planted[:at] + ("b" if planted[at] == "a" else "a") + planted[at + 1:]
+        planted = planted[:at] + ("b" if planted[at] == "a" else "a") + planted[at + 1 :]
     value = data.draw(st.text("ab", max_size=40)) + planted + data.draw(st.text("ab", max_size=40))
     for pattern in ("%" + segment + "%", "%" + segment + "%b", "a%" + segment + "%" + segment):
         assert LikePattern(pattern).match(value) == reference(pattern, value)
@@ -106,11 +106,13 @@ REFUSED = [
 
 
 @pytest.mark.parametrize(("path", "name", "pattern"), REFUSED)
-async def test_caps_are_refused_with_12012(memory_app: LiveApp, path: str, name: str,
-                                           pattern: str) -> None:
+async def test_caps_are_refused_with_12012(
+    memory_app: LiveApp, path: str, name: str, pattern: str
+) -> None:
     headers = {"Luna-Account-Id": account()}
-    async with memory_app.session.get(memory_app.url(path), params={name: pattern},
-                                      headers=headers) as resp:
+    async with memory_app.session.get(
+        memory_app.url(path), params={name: pattern}, headers=headers
+    ) as resp:
         assert resp.status == 400
         body = await resp.json()
     assert set(body) == {"error_code", "desc", "detail", "link"}
@@ -121,16 +123,18 @@ async def test_caps_are_refused_with_12012(memory_app: LiveApp, path: str, name:
 async def test_patterns_at_the_caps_are_accepted(memory_app: LiveApp) -> None:
     at_cap = "%" + "a%" * (MAX_WILDCARDS - 1)
     long_literal = "a" * DEFAULTS.like_pattern_max_chars
-    async with memory_app.ws("/ws/general", params={"event.x__like": at_cap,
-                                                   "event.y__nlike": long_literal}):
+    async with memory_app.ws(
+        "/ws/general", params={"event.x__like": at_cap, "event.y__nlike": long_literal}
+    ):
         pass
     async with memory_app.ws("/ws", account=account(), params={"meta.x__like": at_cap}):
         pass
 
 
 async def test_caps_follow_the_settings(live_app_factory: Any) -> None:
-    app: LiveApp = await live_app_factory(limits={"like_wildcards_max": 2,
-                                                  "like_pattern_max_chars": 8})
+    app: LiveApp = await live_app_factory(
+        limits={"like_wildcards_max": 2, "like_pattern_max_chars": 8}
+    )
     for accepted in ("%a%", "abcdefgh"):
         async with app.ws("/ws/general", params={"event.x__like": accepted}):
             pass
@@ -146,11 +150,15 @@ async def test_meta_filters_use_the_same_matcher(memory_app: LiveApp) -> None:
     pattern = "%%%" + "a%" * (MAX_WILDCARDS - 4) + "b"
     values = ["a" * 40, "a" * 39 + "b", "a" * MAX_VALUE, "a" * MAX_VALUE + "b"]
     async with memory_app.ws("/ws", account=acc, params={"meta.x__like": pattern}) as ws:
-        body = {"events": [{"n": i, "meta": {"x": v}} for i, v in enumerate(values)],
-                "handler_id": "h", "event_create_time": "2026-01-01T00:00:00Z",
-                "event_end_time": "2026-01-01T00:00:00Z"}
-        async with memory_app.session.post(memory_app.url("/publish"), json=body,
-                                           headers={"Luna-Account-Id": acc}) as resp:
+        body = {
+            "events": [{"n": i, "meta": {"x": v}} for i, v in enumerate(values)],
+            "handler_id": "h",
+            "event_create_time": "2026-01-01T00:00:00Z",
+            "event_end_time": "2026-01-01T00:00:00Z",
+        }
+        async with memory_app.session.post(
+            memory_app.url("/publish"), json=body, headers={"Luna-Account-Id": acc}
+        ) as resp:
             assert resp.status == 204, await resp.text()
         got = [(await recv_json(ws))["event"]["n"]]
         await assert_silent(ws, 0.5)
@@ -186,8 +194,9 @@ async def _healthcheck_watch(url: str, stop: asyncio.Event) -> list[float]:
         while not stop.is_set():
             started = time.monotonic()
             try:
-                async with session.get(url + "/healthcheck",
-                                       timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                async with session.get(
+                    url + "/healthcheck", timeout=aiohttp.ClientTimeout(total=10)
+                ) as resp:
                     assert resp.status == 200
             except TimeoutError:
                 latencies.append(1e9)
@@ -214,15 +223,18 @@ async def _attack(svc: Service) -> None:
     big = svc.url.replace("http", "ws")
     wide = {f"event.v{i}__nlike": WORST_SHORT for i in range(DEFAULTS.like_filters_max)}
     async with aiohttp.ClientSession() as session:
-        async with session.get(svc.url + "/ws/general",
-                               params={"event.x__like": ISSUE_PATTERN}) as resp:
+        async with session.get(
+            svc.url + "/ws/general", params={"event.x__like": ISSUE_PATTERN}
+        ) as resp:
             assert resp.status == 400
             assert (await resp.json())["error_code"] == 12012
         ws_kw: dict[str, Any] = {"max_msg_size": 0}
-        issue = await session.ws_connect(big + "/ws/general", params={"event.x__like":
-                                                                     ISSUE_ALLOWED}, **ws_kw)
-        worst = await session.ws_connect(big + "/ws/general", params={"event.x__nlike": WORST},
-                                         **ws_kw)
+        issue = await session.ws_connect(
+            big + "/ws/general", params={"event.x__like": ISSUE_ALLOWED}, **ws_kw
+        )
+        worst = await session.ws_connect(
+            big + "/ws/general", params={"event.x__nlike": WORST}, **ws_kw
+        )
         many = await session.ws_connect(big + "/ws/general", params=wide, **ws_kw)
         barrier = await session.ws_connect(big + "/ws/general", params={"event_type": "end"})
         stop = asyncio.Event()
@@ -239,10 +251,15 @@ async def _attack(svc: Service) -> None:
             ("end", {}),
         ]
         for event_id, fields in events:
-            body = {"event_type": "end" if event_id == "end" else "t",
-                    "event": {"id": event_id, **fields}}
-            async with session.post(svc.url + "/publish/general", data=orjson.dumps(body),
-                                    headers={"Content-Type": "application/json"}) as resp:
+            body = {
+                "event_type": "end" if event_id == "end" else "t",
+                "event": {"id": event_id, **fields},
+            }
+            async with session.post(
+                svc.url + "/publish/general",
+                data=orjson.dumps(body),
+                headers={"Content-Type": "application/json"},
+            ) as resp:
                 assert resp.status == 204, await resp.text()
         assert await _ids(barrier, until="end") == ["end"]
         stop.set()

@@ -41,19 +41,24 @@ async def test_max_connections_refused_before_upgrade(live_app_factory) -> None:
 
 async def test_publish_body_size(live_app_factory) -> None:
     app: LiveApp = await live_app_factory(limits={"publish_body_max_bytes": 2048})
-    body = {"events": [{"pad": "x" * 4096}], "handler_id": "h",
-            "event_create_time": "2026-01-01T00:00:00Z", "event_end_time": "2026-01-01T00:00:00Z"}
+    body = {
+        "events": [{"pad": "x" * 4096}],
+        "handler_id": "h",
+        "event_create_time": "2026-01-01T00:00:00Z",
+        "event_end_time": "2026-01-01T00:00:00Z",
+    }
     for path, headers in (("/publish", {"Luna-Account-Id": account()}), ("/publish/general", {})):
         async with app.session.post(app.url(path), json=body, headers=headers) as resp:
             assert resp.status == 413
             assert (await resp.json())["error_code"] == 12031
+
         # Chunked bodies (no Content-Length) are capped too.
         async def chunks():
             yield b'{"event": {"pad": "' + b"x" * 4096 + b'"}, "event_type": "t"}'
 
-        async with app.session.post(app.url(path), data=chunks(),
-                                    headers={**headers, "Content-Type": "application/json"}
-                                    ) as resp:
+        async with app.session.post(
+            app.url(path), data=chunks(), headers={**headers, "Content-Type": "application/json"}
+        ) as resp:
             assert resp.status == 413
 
 
@@ -72,24 +77,38 @@ async def test_publish_requires_account(memory_app: LiveApp) -> None:
         assert (await resp.json())["error_code"] == 29001
 
 
-@pytest.mark.parametrize(("body", "path"), [
-    ({}, "events"),
-    ({"events": []}, "events"),
-    ({"events": {}}, "events"),
-    ({"events": [1]}, "events.0"),
-    ({"events": [{}]}, "handler_id"),
-    ({"events": [{}], "handler_id": 1}, "handler_id"),
-    ({"events": [{}], "handler_id": "h"}, "event_create_time"),
-    # A plain string (contract Part 1 "Accounts"): type and size are checked, not the format.
-    ({"events": [{}], "handler_id": "h", "event_create_time": ["x"]}, "event_create_time"),
-    ({"events": [{}], "handler_id": "h", "event_create_time": "2026-01-01T00:00:00Z"},
-     "event_end_time"),
-    ({"events": [{}], "handler_id": "h", "event_create_time": "2026-01-01T00:00:00Z",
-      "event_end_time": "2026-01-01T00:00:00Z", "x": 1}, "x"),
-])
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({}, "events"),
+        ({"events": []}, "events"),
+        ({"events": {}}, "events"),
+        ({"events": [1]}, "events.0"),
+        ({"events": [{}]}, "handler_id"),
+        ({"events": [{}], "handler_id": 1}, "handler_id"),
+        ({"events": [{}], "handler_id": "h"}, "event_create_time"),
+        # A plain string (contract Part 1 "Accounts"): type and size are checked, not the format.
+        ({"events": [{}], "handler_id": "h", "event_create_time": ["x"]}, "event_create_time"),
+        (
+            {"events": [{}], "handler_id": "h", "event_create_time": "2026-01-01T00:00:00Z"},
+            "event_end_time",
+        ),
+        (
+            {
+                "events": [{}],
+                "handler_id": "h",
+                "event_create_time": "2026-01-01T00:00:00Z",
+                "event_end_time": "2026-01-01T00:00:00Z",
+                "x": 1,
+            },
+            "x",
+        ),
+    ],
+)
 async def test_publish_events_validation(memory_app: LiveApp, body: dict, path: str) -> None:
-    async with memory_app.session.post(memory_app.url("/publish"), json=body,
-                                       headers={"Luna-Account-Id": account()}) as resp:
+    async with memory_app.session.post(
+        memory_app.url("/publish"), json=body, headers={"Luna-Account-Id": account()}
+    ) as resp:
         assert resp.status == 400
         err = await resp.json()
     assert err["error_code"] == 12022

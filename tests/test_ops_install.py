@@ -13,9 +13,20 @@ import pytest
 
 from .helpers import REPO, free_port, wait_port
 
-SKIP = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__",
-                              ".pytest_cache", ".ruff_cache", ".hypothesis", "test-artifacts",
-                              ".schemathesis", ".peers")
+SKIP = shutil.ignore_patterns(
+    ".venv",
+    ".git",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    "test-artifacts",
+    ".schemathesis",
+    ".peers",
+)
 
 
 def get(url: str) -> tuple[int, str]:
@@ -32,13 +43,25 @@ def test_installed_wheel_serves_the_manual(tmp_path: Path) -> None:
     shutil.copytree(REPO, source, ignore=SKIP)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", str(source)],
-                         capture_output=True, text=True, timeout=900)
+    pip = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", str(source)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert pip.returncode == 0, pip.stderr[-3000:]
     shutil.rmtree(source)  # nothing may be read from the source tree after the install
-    site = subprocess.run([str(venv / "bin" / "python"), "-c",
-                           "import luna_sender, pathlib; print(pathlib.Path(luna_sender.__file__)"
-                           ".parent)"], capture_output=True, text=True, check=True, cwd=tmp_path)
+    site = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import luna_sender, pathlib; print(pathlib.Path(luna_sender.__file__).parent)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
     package = Path(site.stdout.strip())
     assert str(package).startswith(str(venv)) and (package / "manual" / "index.md").is_file()
     assert not (package.parent / "docs").exists()  # the old lookup place stays empty
@@ -48,12 +71,18 @@ def test_installed_wheel_serves_the_manual(tmp_path: Path) -> None:
     (custom / "index.md").write_text("# Site manual\n\nOur own runbook.\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LUNA_SENDER_")}
     env.pop("PYTHONPATH", None)
-    for extra, expected in (({}, (REPO / "docs" / "index.md").read_text().splitlines()[0][2:]),
-                            ({"LUNA_SENDER_DOCS_DIR": str(custom)}, "Our own runbook.")):
+    for extra, expected in (
+        ({}, (REPO / "docs" / "index.md").read_text().splitlines()[0][2:]),
+        ({"LUNA_SENDER_DOCS_DIR": str(custom)}, "Our own runbook."),
+    ):
         port = free_port()
-        proc = subprocess.Popen([str(venv / "bin" / "luna-sender"), "--host", "127.0.0.1",
-                                 "--port", str(port)], cwd=tmp_path, env={**env, **extra},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [str(venv / "bin" / "luna-sender"), "--host", "127.0.0.1", "--port", str(port)],
+            cwd=tmp_path,
+            env={**env, **extra},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_port(port, 30)
             status, body = get(f"http://127.0.0.1:{port}/docs/dev/index.html")

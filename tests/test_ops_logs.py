@@ -44,28 +44,47 @@ async def test_failed_requests_and_404s_log_one_info_line_with_keys(private_redi
             ]
             for n, method, path, headers, body, status, _code in cases:
                 data = b"" if body is None else json.dumps(body).encode()
-                async with http.request(method, path, data=data, headers={
-                        **headers, "Luna-Request-Id": rid(n),
-                        "Content-Type": "application/json"}) as resp:
+                async with http.request(
+                    method,
+                    path,
+                    data=data,
+                    headers={
+                        **headers,
+                        "Luna-Request-Id": rid(n),
+                        "Content-Type": "application/json",
+                    },
+                ) as resp:
                     assert resp.status == status
             private_redis.stop()
-            good = {"events": [face_event()], "handler_id": acc,
-                    "event_create_time": "2026-11-23T10:00:00+00:00",
-                    "event_end_time": "2026-11-23T10:00:01+00:00"}
-            async with http.post("/publish", json=good, headers={
-                    "Luna-Account-Id": acc, "Luna-Request-Id": rid(5)}) as resp:
+            good = {
+                "events": [face_event()],
+                "handler_id": acc,
+                "event_create_time": "2026-11-23T10:00:00+00:00",
+                "event_end_time": "2026-11-23T10:00:01+00:00",
+            }
+            async with http.post(
+                "/publish", json=good, headers={"Luna-Account-Id": acc, "Luna-Request-Id": rid(5)}
+            ) as resp:
                 assert resp.status == 503
             cases.append((5, "POST", "/publish", {"Luna-Account-Id": acc}, None, 503, 29006))
-        failed = wait_for(svc, lambda r: r["message"].startswith("request failed")
-                          and r["request_id"] == rid(5))
+        failed = wait_for(
+            svc, lambda r: r["message"].startswith("request failed") and r["request_id"] == rid(5)
+        )
         for n, method, path, headers, _body, status, code in cases:
-            lines = [r for r in records(svc) if r["message"].startswith("request failed")
-                     and r["request_id"] == rid(n)]
+            lines = [
+                r
+                for r in records(svc)
+                if r["message"].startswith("request failed") and r["request_id"] == rid(n)
+            ]
             assert len(lines) == 1, (n, svc.log()[-3000:])
             line = lines[0]
             assert line["level"] == "INFO"
-            assert (line["status"], line["error_code"], line["method"], line["path"]) == \
-                (status, code, method, path)
+            assert (line["status"], line["error_code"], line["method"], line["path"]) == (
+                status,
+                code,
+                method,
+                path,
+            )
             assert line["detail"] and line["route"].startswith(method + ":")
             assert line.get("account_id") == headers.get("Luna-Account-Id")
         assert failed[0]["route"] == "POST:/publish"
@@ -78,8 +97,10 @@ async def test_access_log_is_off_by_default_and_on_by_switch() -> None:
     for switch, expected in (({}, 0), ({"LUNA_SENDER_LOG_ACCESS": "true"}, 1)):
         svc = Service("--log-format", "json", env=switch)
         try:
-            async with aiohttp.ClientSession(svc.url) as http, http.get(
-                    "/version", headers={"Luna-Request-Id": RID}) as resp:
+            async with (
+                aiohttp.ClientSession(svc.url) as http,
+                http.get("/version", headers={"Luna-Request-Id": RID}) as resp,
+            ):
                 assert resp.status == 200
             # The 404 is a second request: its access line must carry its own status.
             async with aiohttp.ClientSession(svc.url) as http, http.get("/nope") as resp:
@@ -102,21 +123,34 @@ async def test_websocket_lines_carry_json_keys_and_shutdown_counts_sockets() -> 
     acc = account()
     try:
         async with aiohttp.ClientSession() as http:
-            ws1 = await http.ws_connect(svc.ws_url + "/2/ws?gender=1", headers={
-                "Luna-Account-Id": acc, "Luna-Request-Id": rid(7)})
+            ws1 = await http.ws_connect(
+                svc.ws_url + "/2/ws?gender=1",
+                headers={"Luna-Account-Id": acc, "Luna-Request-Id": rid(7)},
+            )
             ws2 = await http.ws_connect(svc.ws_url + "/ws/general")
-            opened = wait_for(svc, lambda r: r["message"].startswith("websocket")
-                              and "opened" in r["message"] and r.get("kind") == "face")[0]
+            opened = wait_for(
+                svc,
+                lambda r: (
+                    r["message"].startswith("websocket")
+                    and "opened" in r["message"]
+                    and r.get("kind") == "face"
+                ),
+            )[0]
             assert opened["request_id"] == rid(7) and opened["account_id"] == acc
             assert opened["route"] == "GET:/2/ws" and opened["filters"] == "gender=1"
             await ws1.close(code=1000)
-            closed = wait_for(svc, lambda r: "closed" in r["message"]
-                              and r.get("connection_id") == opened["connection_id"])[0]
+            closed = wait_for(
+                svc,
+                lambda r: (
+                    "closed" in r["message"] and r.get("connection_id") == opened["connection_id"]
+                ),
+            )[0]
             assert closed["close_code"] == 1000 and closed["request_id"] == rid(7)
             assert closed["account_id"] == acc and closed["delivered"] == 0
             assert isinstance(closed["duration"], float)
-            access = wait_for(svc, lambda r: r["logger"] == "luna_sender.access"
-                              and r["request_id"] == rid(7))
+            access = wait_for(
+                svc, lambda r: r["logger"] == "luna_sender.access" and r["request_id"] == rid(7)
+            )
             assert access[0]["status"] == 101
             assert svc.terminate() == 0
             msg = await ws2.receive(timeout=5)
@@ -136,6 +170,7 @@ def test_text_format_keeps_readable_lines() -> None:
     try:
         import urllib.error
         import urllib.request
+
         try:
             urllib.request.urlopen(svc.url + "/missing", timeout=5)
         except urllib.error.HTTPError as exc:
@@ -156,8 +191,9 @@ async def test_client_text_cannot_forge_log_lines() -> None:
     try:
         async with aiohttp.ClientSession(svc.url) as http:
             for path in ("/a%0AINFO%20forged", "/ws?gender%0Aforged=1"):
-                async with http.get(aiohttp.client.URL(path, encoded=True), headers={
-                        "Luna-Account-Id": account()}) as resp:
+                async with http.get(
+                    aiohttp.client.URL(path, encoded=True), headers={"Luna-Account-Id": account()}
+                ) as resp:
                     assert resp.status in (400, 404)
         deadline = time.monotonic() + 10
         while svc.log().count("request failed") < 2:

@@ -36,11 +36,15 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 def message(create_time: str | None, events: int = 1) -> bytes:
-    return orjson.dumps({
-        "handler_id": str(uuid.uuid4()), "Luna-Request-Id": "1536751345,8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a",
-        "events": [face_event() for _ in range(events)],
-        "event_create_time": create_time, "event_end_time": create_time,
-    })
+    return orjson.dumps(
+        {
+            "handler_id": str(uuid.uuid4()),
+            "Luna-Request-Id": "1536751345,8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a",
+            "events": [face_event() for _ in range(events)],
+            "event_create_time": create_time,
+            "event_end_time": create_time,
+        }
+    )
 
 
 async def wait_value(svc: Service, name: str, expected: float, **labels: str) -> None:
@@ -51,14 +55,17 @@ async def wait_value(svc: Service, name: str, expected: float, **labels: str) ->
 
 
 async def test_latency_histograms_subscriptions_and_reconnects(private_redis) -> None:
-    svc = Service("--redis-url", private_redis.url,
-                  env={"LUNA_SENDER_METRICS__EXTRA_LABELS": "{env: prod}"})
+    svc = Service(
+        "--redis-url", private_redis.url, env={"LUNA_SENDER_METRICS__EXTRA_LABELS": "{env: prod}"}
+    )
     acc_a, acc_b, idle = account(), account(), account()
     redis = private_redis.client()
     try:
         async with aiohttp.ClientSession() as http:
-            sockets_a = [await http.ws_connect(svc.ws_url + "/ws", headers={"Luna-Account-Id": acc_a})
-                         for _ in range(3)]
+            sockets_a = [
+                await http.ws_connect(svc.ws_url + "/ws", headers={"Luna-Account-Id": acc_a})
+                for _ in range(3)
+            ]
             ws_b = await http.ws_connect(svc.ws_url + "/ws", headers={"Luna-Account-Id": acc_b})
             text = scrape(svc)
             assert sample(text, "bus_subscribed_channels", env="prod") == 3  # general + a + b
@@ -89,9 +96,18 @@ async def test_latency_histograms_subscriptions_and_reconnects(private_redis) ->
             assert 5 <= sample(text, "event_producer_latency_seconds_sum", kind="face") < 120
             # A message nobody here listens to is not observed.
             redis.publish(f"luna-sender:{idle}", message(two_s_ago))
-            redis.publish("luna-sender-general-events", orjson.dumps({
-                "event": {}, "event_type": "x", "account_id": None,
-                "event_create_time": two_s_ago, "event_end_time": two_s_ago}))
+            redis.publish(
+                "luna-sender-general-events",
+                orjson.dumps(
+                    {
+                        "event": {},
+                        "event_type": "x",
+                        "account_id": None,
+                        "event_create_time": two_s_ago,
+                        "event_end_time": two_s_ago,
+                    }
+                ),
+            )
             await asyncio.sleep(0.3)
             text = scrape(svc)
             assert sample(text, "event_delivery_seconds_count") == 5
@@ -114,14 +130,18 @@ async def test_latency_histograms_subscriptions_and_reconnects(private_redis) ->
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (.ci/run)")
 async def test_promtool_accepts_a_real_scrape(redis_server) -> None:
-    svc = Service("--redis-url", redis_server.url,
-                  env={"LUNA_SENDER_METRICS__EXTRA_LABELS": "{env: prod, dc: eu-1}"})
+    svc = Service(
+        "--redis-url",
+        redis_server.url,
+        env={"LUNA_SENDER_METRICS__EXTRA_LABELS": "{env: prod, dc: eu-1}"},
+    )
     acc = account()
     try:
         async with aiohttp.ClientSession() as http:
             ws = await http.ws_connect(svc.ws_url + "/ws", headers={"Luna-Account-Id": acc})
-            redis_server.client().publish(f"luna-sender:{acc}",
-                                          message(datetime.now(UTC).isoformat()))
+            redis_server.client().publish(
+                f"luna-sender:{acc}", message(datetime.now(UTC).isoformat())
+            )
             await recv_json(ws)
             async with http.get(svc.url + "/nope") as resp:
                 assert resp.status == 404
@@ -130,11 +150,18 @@ async def test_promtool_accepts_a_real_scrape(redis_server) -> None:
     finally:
         assert svc.terminate() == 0
     assert 'event_delivery_seconds_bucket{dc="eu-1",env="prod",kind="face",le="+Inf"} 1.0' in text
-    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
-                            text=True, timeout=30)
-    assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), \
+    result = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), (
         result.stdout + result.stderr
+    )
     # The check is real: a broken exposition is refused.
-    broken = subprocess.run(["promtool", "check", "metrics"], input=text + "bad metric{\n",
-                            capture_output=True, text=True, timeout=30)
+    broken = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=text + "bad metric{\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert broken.returncode != 0

@@ -18,8 +18,11 @@ import pytest
 from .helpers import Service, account, free_port
 from .jwtkit import OTHER_SECRET, SECRET, token
 
-JWT_ENV = {"LUNA_SENDER_AUTH__MODE": "jwt", "LUNA_SENDER_AUTH__JWT_SECRET": SECRET,
-           "LUNA_SENDER_LOG_ACCESS": "true"}
+JWT_ENV = {
+    "LUNA_SENDER_AUTH__MODE": "jwt",
+    "LUNA_SENDER_AUTH__JWT_SECRET": SECRET,
+    "LUNA_SENDER_LOG_ACCESS": "true",
+}
 
 
 def wait_log(svc: Service, pattern: str, timeout: float = 15.0) -> str:
@@ -36,11 +39,13 @@ async def _requests_with_tokens(svc: Service, good: str, forged: str) -> None:
         for path in ("/ws", "/ws/general", "/1/ws", "/viewer/ws"):
             ws = await http.ws_connect(f"{svc.ws_url}{path}?token={good}&sources=cam-1")
             await ws.close()
-        for path, query in (("/ws", f"token={good}&bogus=1"),           # 400 bad filter
-                            ("/ws", f"sources=cam-1&token={forged}"),   # 401 bad signature
-                            ("/viewer/validate", f"kind=face&token={good}"),
-                            ("/viewer/validate", f"kind=face&token={forged}"),
-                            ("/ws/general", f"token={good}&token={good}")):
+        for path, query in (
+            ("/ws", f"token={good}&bogus=1"),  # 400 bad filter
+            ("/ws", f"sources=cam-1&token={forged}"),  # 401 bad signature
+            ("/viewer/validate", f"kind=face&token={good}"),
+            ("/viewer/validate", f"kind=face&token={forged}"),
+            ("/ws/general", f"token={good}&token={good}"),
+        ):
             async with http.get(f"{svc.url}{path}?{query}") as resp:
                 assert resp.status in (204, 400, 401, 403), (path, resp.status)
         for path in ("/publish", "/publish/general"):
@@ -71,15 +76,20 @@ async def test_query_token_never_reaches_the_log(fmt: str) -> None:
     assert len(masked) >= 13, log[-3000:]
     assert re.search(r"GET /ws\?token=\*{8}&sources=cam-1 101", log)
     if fmt == "json":
-        access = [r for r in map(json.loads, log.splitlines())
-                  if r["logger"] == "luna_sender.access" and "status" in r]
+        access = [
+            r
+            for r in map(json.loads, log.splitlines())
+            if r["logger"] == "luna_sender.access" and "status" in r
+        ]
         assert {r["status"] for r in access} >= {101, 204, 400, 401}
 
 
 def _bus_urls(dead: int) -> list[str]:
-    return [f"redis://bususer:UsErInFoPw@127.0.0.1:{dead}/0?password=Q2uerypw",
-            f"redis+sentinel://sentuser:SeNtUsErPw@127.0.0.1:{dead}/mymaster/0"
-            "?sentinel_password=SeNtQuErYpw&password=MaStErQpw"]
+    return [
+        f"redis://bususer:UsErInFoPw@127.0.0.1:{dead}/0?password=Q2uerypw",
+        f"redis+sentinel://sentuser:SeNtUsErPw@127.0.0.1:{dead}/mymaster/0"
+        "?sentinel_password=SeNtQuErYpw&password=MaStErQpw",
+    ]
 
 
 @pytest.mark.parametrize("index", [0, 1])
@@ -102,8 +112,9 @@ async def test_shutdown_close_lines_say_1001_like_the_clients_saw() -> None:
     for fmt in ("text", "json"):
         svc = Service("--log-format", fmt)
         async with aiohttp.ClientSession() as http:
-            sockets = [await http.ws_connect(f"{svc.ws_url}/ws/general?sources=cam-{i}")
-                       for i in range(3)]
+            sockets = [
+                await http.ws_connect(f"{svc.ws_url}/ws/general?sources=cam-{i}") for i in range(3)
+            ]
             wait_log(svc, r"(?s)(opened.*){3}")
             svc.proc.send_signal(signal.SIGTERM)
             for ws in sockets:
@@ -116,8 +127,11 @@ async def test_shutdown_close_lines_say_1001_like_the_clients_saw() -> None:
         if fmt == "text":
             closed = re.findall(r"websocket \S+ closed: .* code=(\d+)", log)
         else:
-            closed = [str(r["close_code"]) for r in map(json.loads, log.splitlines())
-                      if "closed:" in r["message"] and "close_code" in r]
+            closed = [
+                str(r["close_code"])
+                for r in map(json.loads, log.splitlines())
+                if "closed:" in r["message"] and "close_code" in r
+            ]
         assert closed == ["1001"] * 3, log
 
 
@@ -133,8 +147,7 @@ async def test_client_close_and_drop_keep_their_own_codes() -> None:
         assert svc.terminate() == 0
 
 
-HOSTILE = ("cam\x1b[2J\x1b[31mFORGED\x0bvt\x0cff\x1ers\x85nel\u2028ls\u2029ps\x7fdel"
-           "-камера-摄像头")
+HOSTILE = "cam\x1b[2J\x1b[31mFORGED\x0bvt\x0cff\x1ers\x85nel\u2028ls\u2029ps\x7fdel-камера-摄像头"
 
 
 def _assert_no_raw_controls(log: str) -> None:
@@ -150,8 +163,7 @@ async def test_text_log_escapes_every_control_character_but_keeps_unicode_text()
         async with aiohttp.ClientSession() as http:
             ws = await http.ws_connect(f"{svc.ws_url}/ws/general", params={"sources": HOSTILE})
             await ws.close()
-            async with http.get(f"{svc.ws_url}/ws/general",
-                                params={f"x{HOSTILE}": "1"}) as resp:
+            async with http.get(f"{svc.ws_url}/ws/general", params={f"x{HOSTILE}": "1"}) as resp:
                 assert resp.status == 400
         log = wait_log(svc, r"closed: .*FORGED")
         wait_log(svc, r"request failed")

@@ -32,8 +32,7 @@ def wait_log(svc: Service, text: str, timeout: float = 20.0) -> None:
 
 async def _sockets(svc: Service, n: int) -> tuple[aiohttp.ClientSession, list]:
     http = aiohttp.ClientSession()
-    sockets = [await http.ws_connect(f"{svc.ws_url}/ws/general?sources=cam-{i}")
-               for i in range(n)]
+    sockets = [await http.ws_connect(f"{svc.ws_url}/ws/general?sources=cam-{i}") for i in range(n)]
     return http, sockets
 
 
@@ -63,7 +62,8 @@ async def test_sighup_stops_one_process_gracefully() -> None:
 
 
 async def test_sighup_stops_workers_gracefully_and_removes_the_metrics_folder(
-        private_redis) -> None:
+    private_redis,
+) -> None:
     tmp = tempfile.mkdtemp(prefix="luna-sighup-")
     svc = start(private_redis.url, env={"TMPDIR": tmp})
     try:
@@ -131,8 +131,9 @@ async def test_second_sigterm_during_shutdown_is_logged_and_ignored() -> None:
 
 def _catches_sigterm(pid: int) -> bool:
     status = Path(f"/proc/{pid}/status").read_text()
-    caught = int(next(line for line in status.splitlines()
-                      if line.startswith("SigCgt:")).split()[1], 16)
+    caught = int(
+        next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16
+    )
     return bool(caught & (1 << (signal.SIGTERM - 1)))
 
 
@@ -141,8 +142,12 @@ def test_signal_during_start_up_is_a_quiet_logged_exit(signum: int) -> None:
     svc = Service("--log-format", "json", wait=False)
     try:
         # As soon as the process handles SIGTERM at all — while it is still importing.
-        wait_for(lambda: svc.proc.poll() is not None or _catches_sigterm(svc.proc.pid), svc,
-                 "a SIGTERM handler", timeout=30)
+        wait_for(
+            lambda: svc.proc.poll() is not None or _catches_sigterm(svc.proc.pid),
+            svc,
+            "a SIGTERM handler",
+            timeout=30,
+        )
         svc.proc.send_signal(signum)
         assert svc.proc.wait(30) == 0, svc.log()
     finally:
@@ -150,5 +155,6 @@ def test_signal_during_start_up_is_a_quiet_logged_exit(signum: int) -> None:
     log = svc.log()
     assert "Traceback" not in log and "luna-sender ready" not in log, log
     name = signal.Signals(signum).name
-    assert [json.loads(line)["message"] for line in log.splitlines()] == \
-        [f"{name} received during start-up: exiting"]
+    assert [json.loads(line)["message"] for line in log.splitlines()] == [
+        f"{name} received during start-up: exiting"
+    ]

@@ -14,8 +14,11 @@ from .conftest import LiveApp
 from .helpers import account, face_event, recv_json
 from .plugin_samples import Slow
 
-PUBLISH = {"handler_id": "h", "event_create_time": "2026-01-01T00:00:00Z",
-           "event_end_time": "2026-01-01T00:00:01Z"}
+PUBLISH = {
+    "handler_id": "h",
+    "event_create_time": "2026-01-01T00:00:00Z",
+    "event_end_time": "2026-01-01T00:00:01Z",
+}
 
 
 async def _receiver(handler: Any) -> TestServer:
@@ -28,34 +31,46 @@ async def _receiver(handler: Any) -> TestServer:
 
 async def test_plugins_listed_and_broken_ones_reported(live_app_factory) -> None:
     app: LiveApp = await live_app_factory(
-        plugins=["request-monitoring", "tests.plugin_samples:Broken", "no.such.plugin",
-                 "event-forwarder"],
-        plugin_settings={"request-monitoring": {"url": "http://127.0.0.1:9"},
-                         "event-forwarder": {"url": "http://x", "kind": "face"}},  # no account
+        plugins=[
+            "request-monitoring",
+            "tests.plugin_samples:Broken",
+            "no.such.plugin",
+            "event-forwarder",
+        ],
+        plugin_settings={
+            "request-monitoring": {"url": "http://127.0.0.1:9"},
+            "event-forwarder": {"url": "http://x", "kind": "face"},
+        },  # no account
     )
     async with app.session.get(app.url("/plugins")) as resp:
         body = await resp.json()
-    assert body == {"plugins": [
-        {"name": "request-monitoring", "running": 1},
-        {"name": "tests.plugin_samples:Broken", "running": 0},
-        {"name": "no.such.plugin", "running": 0},
-        {"name": "event-forwarder", "running": 0},
-    ]}
+    assert body == {
+        "plugins": [
+            {"name": "request-monitoring", "running": 1},
+            {"name": "tests.plugin_samples:Broken", "running": 0},
+            {"name": "no.such.plugin", "running": 0},
+            {"name": "event-forwarder", "running": 0},
+        ]
+    }
     async with app.session.get(app.url("/version")) as resp:
         assert resp.status == 200
 
 
 async def test_slow_plugin_does_not_delay_sockets(live_app_factory) -> None:
     Slow.seen.clear()
-    app: LiveApp = await live_app_factory(plugins=["tests.plugin_samples:Slow"],
-                                          plugin_settings={"tests.plugin_samples:Slow":
-                                                           {"delay": 1.0}})
+    app: LiveApp = await live_app_factory(
+        plugins=["tests.plugin_samples:Slow"],
+        plugin_settings={"tests.plugin_samples:Slow": {"delay": 1.0}},
+    )
     acc = account()
     async with app.ws(account=acc) as ws:
         for i in range(3):
             started = time.monotonic()
-            async with app.session.post(app.url("/publish"), headers={"Luna-Account-Id": acc},
-                                        json={"events": [face_event(i=i)], **PUBLISH}) as resp:
+            async with app.session.post(
+                app.url("/publish"),
+                headers={"Luna-Account-Id": acc},
+                json={"events": [face_event(i=i)], **PUBLISH},
+            ) as resp:
                 assert resp.status == 204
             assert (await recv_json(ws, 2))["event"]["i"] == i
             assert time.monotonic() - started < 0.8  # while each hook sleeps 1 s
@@ -81,17 +96,27 @@ async def test_event_forwarder_with_retries(live_app_factory) -> None:
     acc = account()
     app: LiveApp = await live_app_factory(
         plugins=["event-forwarder"],
-        plugin_settings={"event-forwarder": {
-            "url": str(hook.make_url("/hook")), "account_id": acc,
-            "filters": {"sources": "door", "age__gte": "18"}, "retry_backoff": 0.05}},
+        plugin_settings={
+            "event-forwarder": {
+                "url": str(hook.make_url("/hook")),
+                "account_id": acc,
+                "filters": {"sources": "door", "age__gte": "18"},
+                "retry_backoff": 0.05,
+            }
+        },
     )
     try:
         # No websocket is open: the forwarder keeps the account subscribed by itself.
-        events = [face_event(source="door", face_attributes={"basic_attributes": {"age": 30}}),
-                  face_event(source="door", face_attributes={"basic_attributes": {"age": 10}}),
-                  face_event(source="hall", face_attributes={"basic_attributes": {"age": 30}})]
-        async with app.session.post(app.url("/publish"), headers={"Luna-Account-Id": acc},
-                                    json={"events": events, **PUBLISH}) as resp:
+        events = [
+            face_event(source="door", face_attributes={"basic_attributes": {"age": 30}}),
+            face_event(source="door", face_attributes={"basic_attributes": {"age": 10}}),
+            face_event(source="hall", face_attributes={"basic_attributes": {"age": 30}}),
+        ]
+        async with app.session.post(
+            app.url("/publish"),
+            headers={"Luna-Account-Id": acc},
+            json={"events": events, **PUBLISH},
+        ) as resp:
             assert resp.status == 204
         for _ in range(100):
             if received:
@@ -100,8 +125,13 @@ async def test_event_forwarder_with_retries(live_app_factory) -> None:
         await asyncio.sleep(0.2)
         assert len(received) == 1 and calls["n"] == 2
         assert received[0]["event"] == events[0]
-        assert set(received[0]) == {"event", "handler_id", "event-create-time", "event-end-time",
-                                    "Luna-Request-id"}
+        assert set(received[0]) == {
+            "event",
+            "handler_id",
+            "event-create-time",
+            "event-end-time",
+            "Luna-Request-id",
+        }
     finally:
         await hook.close()
 
@@ -111,25 +141,35 @@ async def test_request_monitoring_writes_line_protocol(live_app_factory) -> None
     seen: dict[str, Any] = {}
 
     async def influx(request: web.Request) -> web.Response:
-        seen.update(path=request.path, query=dict(request.query),
-                    auth=request.headers.get("Authorization"))
+        seen.update(
+            path=request.path, query=dict(request.query), auth=request.headers.get("Authorization")
+        )
         lines.extend((await request.text()).splitlines())
         return web.Response(status=204)
 
     receiver = await _receiver(influx)
     app: LiveApp = await live_app_factory(
         plugins=["request-monitoring"],
-        plugin_settings={"request-monitoring": {
-            "url": str(receiver.make_url("")), "organization": "org", "bucket": "b",
-            "token": "tok", "flushing_period": 0.1}},
+        plugin_settings={
+            "request-monitoring": {
+                "url": str(receiver.make_url("")),
+                "organization": "org",
+                "bucket": "b",
+                "token": "tok",
+                "flushing_period": 0.1,
+            }
+        },
     )
     try:
         acc = account()
         async with app.ws(account=acc) as ws:
             await app.session.get(app.url("/version"))
             await app.session.get(app.url("/nope"))
-            async with app.session.post(app.url("/publish"), headers={"Luna-Account-Id": acc},
-                                        json={"events": [face_event()], **PUBLISH}) as resp:
+            async with app.session.post(
+                app.url("/publish"),
+                headers={"Luna-Account-Id": acc},
+                json={"events": [face_event()], **PUBLISH},
+            ) as resp:
                 assert resp.status == 204
             await recv_json(ws)
             for _ in range(50):
@@ -141,10 +181,15 @@ async def test_request_monitoring_writes_line_protocol(live_app_factory) -> None
     assert seen["path"] == "/api/v2/write"
     assert seen["query"] == {"org": "org", "bucket": "b", "precision": "ns"}
     assert seen["auth"] == "Token tok"
-    assert any(x.startswith("requests,route=GET:/version,service=luna-sender,status_code=200 "
-                            "execution_time=") for x in lines), lines
+    assert any(
+        x.startswith(
+            "requests,route=GET:/version,service=luna-sender,status_code=200 execution_time="
+        )
+        for x in lines
+    ), lines
     assert any(x.startswith("errors,error_code=12013,route=GET:unknown,") for x in lines), lines
-    assert any(x.startswith("requests,route=GET:/ws,") and ",status_code=101 " in x
-               for x in lines), lines
+    assert any(
+        x.startswith("requests,route=GET:/ws,") and ",status_code=101 " in x for x in lines
+    ), lines
     ws_line = next(x for x in lines if x.startswith("ws_requests"))
     assert f"account_id={acc}" in ws_line and "transport_time=" in ws_line and "count=1i" in ws_line

@@ -36,8 +36,11 @@ def service(redis_server: RedisServer) -> Iterator[Service]:
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[int, dict]:
-    async with session.post(url + "/publish", data=body, headers={
-            "Luna-Account-Id": account(), "Content-Type": "application/json"}) as resp:
+    async with session.post(
+        url + "/publish",
+        data=body,
+        headers={"Luna-Account-Id": account(), "Content-Type": "application/json"},
+    ) as resp:
         return resp.status, await resp.json()
 
 
@@ -52,8 +55,9 @@ async def _attack(url: str) -> None:
         async def watch() -> None:
             while not done.is_set():
                 started = time.monotonic()
-                async with session.get(url + "/healthcheck",
-                                       timeout=aiohttp.ClientTimeout(total=60)) as resp:
+                async with session.get(
+                    url + "/healthcheck", timeout=aiohttp.ClientTimeout(total=60)
+                ) as resp:
                     assert resp.status == 200
                 latencies.append(time.monotonic() - started)
                 await asyncio.sleep(0.05)
@@ -88,8 +92,10 @@ def test_overflowing_integer_beyond_the_cap_is_12022_without_path(service: Servi
     async def run() -> tuple[int, dict]:
         async with aiohttp.ClientSession() as session:
             return await _post(session, service.url, body)
+
     status, payload = asyncio.run(run())
     assert status == 400
     assert payload["error_code"] == 12022
-    assert payload["detail"] == ("Failed to validate input json. Path: '',  message: "
-                                 f"'{wire.OUT_OF_RANGE}'")
+    assert payload["detail"] == (
+        f"Failed to validate input json. Path: '',  message: '{wire.OUT_OF_RANGE}'"
+    )

@@ -21,19 +21,27 @@ from .conftest import LiveApp
 from .helpers import account, assert_silent, face_event, recv_json
 from .jwtkit import jwt_settings, token
 
-UPGRADE = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
-           ("Sec-WebSocket-Version", "13")]
+UPGRADE = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13")]
 FORBIDDEN_CODE = 12033
 
 
-async def raw(app: LiveApp, target: str, headers: list[tuple[str, str]] | None = None,
-              method: str = "GET", body: bytes = b"") -> tuple[int, dict[str, Any] | None]:
+async def raw(
+    app: LiveApp,
+    target: str,
+    headers: list[tuple[str, str]] | None = None,
+    method: str = "GET",
+    body: bytes = b"",
+) -> tuple[int, dict[str, Any] | None]:
     """One request with exactly these bytes: the status and the JSON body (None if none)."""
     port = app.server.port
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{port}",
-                 *(f"{k}: {v}" for k, v in headers or []), f"Content-Length: {len(body)}"]
+        lines = [
+            f"{method} {target} HTTP/1.1",
+            f"Host: 127.0.0.1:{port}",
+            *(f"{k}: {v}" for k, v in headers or []),
+            f"Content-Length: {len(body)}",
+        ]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         status = int(head.split()[1])
@@ -54,9 +62,14 @@ def ws_headers(*extra: tuple[str, str]) -> list[tuple[str, str]]:
 
 
 def face_body(source: str) -> bytes:
-    return orjson.dumps({"events": [face_event(source=source)], "handler_id": "h",
-                         "event_create_time": "2026-01-01T00:00:00Z",
-                         "event_end_time": "2026-01-01T00:00:00Z"})
+    return orjson.dumps(
+        {
+            "events": [face_event(source=source)],
+            "handler_id": "h",
+            "event_create_time": "2026-01-01T00:00:00Z",
+            "event_end_time": "2026-01-01T00:00:00Z",
+        }
+    )
 
 
 # --- a raw '#' in the request target ------------------------------------------------------
@@ -66,30 +79,39 @@ async def test_a_raw_hash_in_the_target_is_refused_on_every_route(memory_app: Li
     """The tester's case: ``event_type=frag#&account_id=<A>`` was read as ``event_type=frag``
     (yarl drops the "fragment"), and the socket received every account's general events."""
     acc = account()
-    for target in (f"/ws/general?event_type=frag#&account_id={acc}",
-                   f"/ws/general?#&account_id={acc}", f"/1/ws/general?x=1&#account_id={acc}",
-                   "/ws#x", f"/viewer/ws?account_id={acc}#"):
+    for target in (
+        f"/ws/general?event_type=frag#&account_id={acc}",
+        f"/ws/general?#&account_id={acc}",
+        f"/1/ws/general?x=1&#account_id={acc}",
+        "/ws#x",
+        f"/viewer/ws?account_id={acc}#",
+    ):
         status, body = await raw(memory_app, target, ws_headers(("Luna-Account-Id", acc)))
         assert status == 400, target
         assert body is not None and body["error_code"] == 12046, target
         assert "'#'" in body["detail"]
     # Plain HTTP routes, including ones that do not exist: refused before routing.
-    for method, target in (("GET", "/healthcheck#"), ("GET", "/version?a=1#b"),
-                           ("GET", "/no/such/route#x"), ("POST", "/publish/general?#"),
-                           ("GET", "/docs/dev#top")):
+    for method, target in (
+        ("GET", "/healthcheck#"),
+        ("GET", "/version?a=1#b"),
+        ("GET", "/no/such/route#x"),
+        ("POST", "/publish/general?#"),
+        ("GET", "/docs/dev#top"),
+    ):
         status, body = await raw(memory_app, target, method=method)
         assert (status, body and body["error_code"]) == (400, 12046), target
 
 
 async def test_an_encoded_hash_is_an_ordinary_character(memory_app: LiveApp) -> None:
     acc = account()
-    status, _body = await raw(memory_app, f"/ws/general?event_type=frag%23&account_id={acc}",
-                              ws_headers())
+    status, _body = await raw(
+        memory_app, f"/ws/general?event_type=frag%23&account_id={acc}", ws_headers()
+    )
     assert status == 101
     async with memory_app.ws("/ws/general", params={"event_type": "a#b"}) as ws:
-        async with memory_app.session.post(memory_app.url("/publish/general"),
-                                           json={"event": {"n": 1}, "event_type": "a#b"}
-                                           ) as resp:
+        async with memory_app.session.post(
+            memory_app.url("/publish/general"), json={"event": {"n": 1}, "event_type": "a#b"}
+        ) as resp:
             assert resp.status == 204
         assert (await recv_json(ws))["event"] == {"n": 1}
 
@@ -114,20 +136,28 @@ async def test_a_repeated_account_header_is_refused(live_app_factory: Any, mode:
                 status, body = await raw(app, route, ws_headers(*headers))
                 assert status == 400 and _bad_header(body), (mode, route, pair)
             for route in ("/publish", "/2/publish"):
-                status, body = await raw(app, route, [*headers, ("Content-Type",
-                                                                 "application/json")],
-                                         "POST", face_body("forged"))
+                status, body = await raw(
+                    app,
+                    route,
+                    [*headers, ("Content-Type", "application/json")],
+                    "POST",
+                    face_body("forged"),
+                )
                 assert status == 400 and _bad_header(body), (mode, route, pair)
             # aiohttp's client sends a multidict's repeated header as two lines, too.
-            async with app.session.post(app.url("/publish"), data=face_body("forged"),
-                                        headers=CIMultiDict([*headers, ("Content-Type",
-                                                                        "application/json")])
-                                        ) as resp:
+            async with app.session.post(
+                app.url("/publish"),
+                data=face_body("forged"),
+                headers=CIMultiDict([*headers, ("Content-Type", "application/json")]),
+            ) as resp:
                 assert resp.status == 400 and _bad_header(await resp.json())
         await assert_silent(victim)
         # Once is fine: the same publish with one header reaches its account.
-        one = [*auth, ("Luna-Account-Id", b if mode == "none" else a),
-               ("Content-Type", "application/json")]
+        one = [
+            *auth,
+            ("Luna-Account-Id", b if mode == "none" else a),
+            ("Content-Type", "application/json"),
+        ]
         if mode == "none":
             status, _ = await raw(app, "/publish", one, "POST", face_body("one"))
             assert status == 204
@@ -135,17 +165,19 @@ async def test_a_repeated_account_header_is_refused(live_app_factory: Any, mode:
 
 
 @pytest.mark.parametrize("mode", ["none", "jwt"])
-async def test_a_repeated_viewer_account_parameter_is_refused(live_app_factory: Any,
-                                                              mode: str) -> None:
+async def test_a_repeated_viewer_account_parameter_is_refused(
+    live_app_factory: Any, mode: str
+) -> None:
     app = await live_app_factory(**(jwt_settings() if mode == "jwt" else {}))
     a, b = account(), account()
     extra = f"&token={token(a)}" if mode == "jwt" else ""
     for path in ("/viewer/ws", "/viewer/validate"):
-        status, body = await raw(app, f"{path}?account_id={a}&account_id={b}{extra}",
-                                 ws_headers())
+        status, body = await raw(app, f"{path}?account_id={a}&account_id={b}{extra}", ws_headers())
         assert status == 400, path
         assert body is not None and (body["error_code"], body["detail"]) == (
-            12012, "Bad query parameters 'account_id'")
+            12012,
+            "Bad query parameters 'account_id'",
+        )
 
 
 # --- token scope: space-delimited ---------------------------------------------------------
@@ -158,15 +190,18 @@ async def test_scope_is_split_on_single_spaces_only(live_app_factory: Any) -> No
     acc, other = account(), account()
     for scope in ("admin\tpublish", "publish\n", "admin\npublish", "admin,publish"):
         bearer = {"Authorization": "Bearer " + token(acc, scope)}
-        async with app.session.post(app.url("/publish"), data=face_body("x"),
-                                    headers={**bearer, "Content-Type": "application/json"}
-                                    ) as resp:
+        async with app.session.post(
+            app.url("/publish"),
+            data=face_body("x"),
+            headers={**bearer, "Content-Type": "application/json"},
+        ) as resp:
             assert resp.status == 403, repr(scope)
             assert (await resp.json())["error_code"] == FORBIDDEN_CODE
         async with app.session.get(app.url("/config"), headers=bearer) as resp:
             assert resp.status == 403, repr(scope)
-        status, body = await raw(app, f"/ws/general?account_id={other}",
-                                 ws_headers(*bearer.items()))
+        status, body = await raw(
+            app, f"/ws/general?account_id={other}", ws_headers(*bearer.items())
+        )
         assert (status, body and body["error_code"]) == (403, FORBIDDEN_CODE), repr(scope)
     # Two spaces still separate two scopes (no empty scope is granted either).
     bearer = {"Authorization": "Bearer " + token(acc, "admin  publish")}

@@ -32,8 +32,9 @@ def cluster_setup() -> Iterator[ClusterSetup]:
     setup.close()
 
 
-async def _publish_until_received(publish: object, ws: aiohttp.ClientWebSocketResponse,
-                                  deadline: float) -> float:
+async def _publish_until_received(
+    publish: object, ws: aiohttp.ClientWebSocketResponse, deadline: float
+) -> float:
     """Publish a fresh event every 100 ms until one arrives; returns when it did."""
     n = 0
     while time.monotonic() < deadline:
@@ -59,9 +60,12 @@ async def test_sentinel_failover_keeps_sockets(sentinel_setup: SentinelSetup) ->
             headers = {"Luna-Account-Id": acc}
             w1 = await session.ws_connect(one.ws_url + "/ws", headers=headers)
             w2 = await session.ws_connect(two.ws_url + "/ws", headers=headers)
-            body = {"events": [face_event()], "handler_id": "h",
-                    "event_create_time": "2026-01-01T00:00:00Z",
-                    "event_end_time": "2026-01-01T00:00:00Z"}
+            body = {
+                "events": [face_event()],
+                "handler_id": "h",
+                "event_create_time": "2026-01-01T00:00:00Z",
+                "event_end_time": "2026-01-01T00:00:00Z",
+            }
             async with session.post(one.url + "/publish", json=body, headers=headers) as resp:
                 assert resp.status == 204
             await recv_json(w1)
@@ -81,8 +85,10 @@ async def test_sentinel_failover_keeps_sockets(sentinel_setup: SentinelSetup) ->
 
             got1 = await _publish_until_received(publish, w1, promoted + 20)
             got2 = await _publish_until_received(publish, w2, promoted + 20)
-            print(f"sentinel: delivery resumed {got1 - promoted:.2f}s / {got2 - promoted:.2f}s "
-                  "after promotion")
+            print(
+                f"sentinel: delivery resumed {got1 - promoted:.2f}s / {got2 - promoted:.2f}s "
+                "after promotion"
+            )
             assert not w1.closed and not w2.closed
             # The publish route follows the new master too.
             async with session.post(two.url + "/publish", json=body, headers=headers) as resp:
@@ -100,19 +106,25 @@ async def test_cluster_any_node_reaches_every_instance(cluster_setup: ClusterSet
     try:
         async with aiohttp.ClientSession() as session:
             headers = {"Luna-Account-Id": acc}
-            sockets = [await session.ws_connect(s.ws_url + "/ws", headers=headers)
-                       for s in services]
+            sockets = [
+                await session.ws_connect(s.ws_url + "/ws", headers=headers) for s in services
+            ]
             for node in cluster_setup.nodes:
-                node.client().publish(f"luna-sender:{acc}",
-                                      face_message([face_event(node=node.port)]))
+                node.client().publish(
+                    f"luna-sender:{acc}", face_message([face_event(node=node.port)])
+                )
                 for ws in sockets:
                     assert (await recv_json(ws))["event"]["node"] == node.port
             # The publish route works in cluster mode.
-            body = {"events": [face_event(src="route")], "handler_id": "h",
-                    "event_create_time": "2026-01-01T00:00:00Z",
-                    "event_end_time": "2026-01-01T00:00:00Z"}
-            async with session.post(services[0].url + "/publish", json=body,
-                                    headers=headers) as resp:
+            body = {
+                "events": [face_event(src="route")],
+                "handler_id": "h",
+                "event_create_time": "2026-01-01T00:00:00Z",
+                "event_end_time": "2026-01-01T00:00:00Z",
+            }
+            async with session.post(
+                services[0].url + "/publish", json=body, headers=headers
+            ) as resp:
                 assert resp.status == 204
             for ws in sockets:
                 assert (await recv_json(ws))["event"]["src"] == "route"
@@ -141,31 +153,41 @@ async def test_cluster_sharded_pubsub(cluster_setup: ClusterSetup) -> None:
     accounts = [account() for _ in range(4)]  # channels hash to different shards
     url = cluster_setup.url + "?sharded=1"
     services = [Service("--redis-url", url) for _ in range(2)]
-    producer = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", n.port)
-                                           for n in cluster_setup.nodes])
+    producer = RedisCluster(
+        startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in cluster_setup.nodes]
+    )
     try:
         async with aiohttp.ClientSession() as session:
-            sockets = {(i, acc): await session.ws_connect(
-                svc.ws_url + "/ws", headers={"Luna-Account-Id": acc})
-                for i, svc in enumerate(services) for acc in accounts}
+            sockets = {
+                (i, acc): await session.ws_connect(
+                    svc.ws_url + "/ws", headers={"Luna-Account-Id": acc}
+                )
+                for i, svc in enumerate(services)
+                for acc in accounts
+            }
             for acc in accounts:
                 producer.spublish(f"luna-sender:{acc}", face_message([face_event(acc=acc)]))
             for (_i, acc), ws in sockets.items():
                 assert (await recv_json(ws))["event"]["acc"] == acc
             # The publish route publishes with SPUBLISH in sharded mode.
-            body = {"events": [face_event(src="route")], "handler_id": "h",
-                    "event_create_time": "2026-01-01T00:00:00Z",
-                    "event_end_time": "2026-01-01T00:00:00Z"}
-            async with session.post(services[1].url + "/publish", json=body,
-                                    headers={"Luna-Account-Id": accounts[0]}) as resp:
+            body = {
+                "events": [face_event(src="route")],
+                "handler_id": "h",
+                "event_create_time": "2026-01-01T00:00:00Z",
+                "event_end_time": "2026-01-01T00:00:00Z",
+            }
+            async with session.post(
+                services[1].url + "/publish", json=body, headers={"Luna-Account-Id": accounts[0]}
+            ) as resp:
                 assert resp.status == 204
             for i in range(2):
                 assert (await recv_json(sockets[(i, accounts[0])]))["event"]["src"] == "route"
             # Only channels with local subscribers are subscribed on each shard.
             channels = set()
             for node in cluster_setup.nodes:
-                channels |= {c.decode() for c in
-                             node.client().execute_command("PUBSUB SHARDCHANNELS")}
+                channels |= {
+                    c.decode() for c in node.client().execute_command("PUBSUB SHARDCHANNELS")
+                }
             assert {f"luna-sender:{a}" for a in accounts} <= channels
             for ws in sockets.values():
                 await ws.close()
@@ -182,8 +204,7 @@ async def test_instance_only_receives_accounts_it_serves(redis_server) -> None:
     producer = redis.Redis(port=redis_server.port)
     try:
         async with aiohttp.ClientSession() as session:
-            ws = await session.ws_connect(svc.ws_url + "/ws",
-                                          headers={"Luna-Account-Id": served})
+            ws = await session.ws_connect(svc.ws_url + "/ws", headers={"Luna-Account-Id": served})
             body = face_message([face_event(pad="x" * 5000)])
             for _ in range(50):
                 producer.publish(f"luna-sender:{served}", body)

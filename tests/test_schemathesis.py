@@ -13,8 +13,10 @@ import pytest
 from .helpers import Service
 
 pytestmark = pytest.mark.slow
-CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
-          "response_headers_conformance,response_schema_conformance,unsupported_method")
+CHECKS = (
+    "not_a_server_error,status_code_conformance,content_type_conformance,"
+    "response_headers_conformance,response_schema_conformance,unsupported_method"
+)
 
 
 def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
@@ -22,15 +24,29 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
     assert binary, "schemathesis is a test dependency (pyproject [test])"
     svc = Service()
     try:
-        request = urllib.request.Request(svc.url + "/docs/spec",
-                                         headers={"Accept": "application/x-yaml"})
+        request = urllib.request.Request(
+            svc.url + "/docs/spec", headers={"Accept": "application/x-yaml"}
+        )
         with urllib.request.urlopen(request, timeout=5) as resp:
             spec = tmp_path / "spec.yaml"
             spec.write_bytes(resp.read())
         result = subprocess.run(
-            [binary, "run", str(spec), "--url", svc.url, "--checks", CHECKS,
-             "--max-examples", "40", "--seed", "1"],
-            capture_output=True, text=True, timeout=600,
+            [
+                binary,
+                "run",
+                str(spec),
+                "--url",
+                svc.url,
+                "--checks",
+                CHECKS,
+                "--max-examples",
+                "40",
+                "--seed",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
         assert " passed" in result.stdout

@@ -23,16 +23,25 @@ async def test_version(memory_app: LiveApp) -> None:
 async def test_request_id_generated_and_echoed(memory_app: LiveApp) -> None:
     async with memory_app.session.get(memory_app.url("/version")) as resp:
         assert RID_RE.match(resp.headers["Luna-Request-Id"])
-    async with memory_app.session.get(memory_app.url("/version"),
-                                      headers={"Luna-Request-Id": RID}) as resp:
+    async with memory_app.session.get(
+        memory_app.url("/version"), headers={"Luna-Request-Id": RID}
+    ) as resp:
         assert resp.headers["Luna-Request-Id"] == RID
 
 
-@pytest.mark.parametrize("bad", ["abc", "1536751345", "153675134,8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a",
-                                 "1536751345,8B8B5937-2E9C-4E8B-A7A7-5CAF86621B5A"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "abc",
+        "1536751345",
+        "153675134,8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a",
+        "1536751345,8B8B5937-2E9C-4E8B-A7A7-5CAF86621B5A",
+    ],
+)
 async def test_malformed_request_id(memory_app: LiveApp, bad: str) -> None:
-    async with memory_app.session.get(memory_app.url("/version"),
-                                      headers={"Luna-Request-Id": bad}) as resp:
+    async with memory_app.session.get(
+        memory_app.url("/version"), headers={"Luna-Request-Id": bad}
+    ) as resp:
         assert resp.status == 400
         body = await resp.json()
         assert RID_RE.match(resp.headers["Luna-Request-Id"])
@@ -46,8 +55,12 @@ async def test_unknown_route_and_wrong_method(memory_app: LiveApp) -> None:
         assert resp.content_type == "application/json"
         body = await resp.json()
         assert "Luna-Request-Id" in resp.headers
-    assert body == {"error_code": 12013, "desc": "Resource not found", "detail": "Page not found",
-                    "link": body["link"]}
+    assert body == {
+        "error_code": 12013,
+        "desc": "Resource not found",
+        "detail": "Page not found",
+        "link": body["link"],
+    }
     async with memory_app.session.delete(memory_app.url("/version")) as resp:
         assert resp.status == 405
         assert (await resp.json())["error_code"] == 12021
@@ -86,8 +99,10 @@ async def test_healthcheck_redis_down_then_up(live_app_factory, private_redis) -
 
 
 async def test_config_masks_secrets(live_app_factory) -> None:
-    app = await live_app_factory(redis_url="redis://user:s3cret@127.0.0.1:1/0",
-                                 plugin_settings={"x": {"token": "abc", "url": "u"}})
+    app = await live_app_factory(
+        redis_url="redis://user:s3cret@127.0.0.1:1/0",
+        plugin_settings={"x": {"token": "abc", "url": "u"}},
+    )
     async with app.session.get(app.url("/config")) as resp:
         assert resp.status == 200
         text = await resp.text()
@@ -117,8 +132,12 @@ async def test_metrics(memory_app: LiveApp) -> None:
         text = await resp.text()
     assert 'request_count_total{path="GET:/version",status_code="200"} 1.0' in text
     assert 'errors_count_total{error_code="12013",path="GET:unknown"} 1.0' in text
-    for name in ("ws_connections", "events_received_total", "events_delivered_total",
-                 "requests_bucket"):
+    for name in (
+        "ws_connections",
+        "events_received_total",
+        "events_delivered_total",
+        "requests_bucket",
+    ):
         assert name in text
 
 
@@ -130,8 +149,8 @@ async def test_metrics_disabled(live_app_factory) -> None:
 
 
 async def test_ws_without_upgrade_is_luna_error(memory_app: LiveApp) -> None:
-    async with memory_app.session.get(memory_app.url("/ws"),
-                                      headers={"Luna-Account-Id": "8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a"}
-                                      ) as resp:
+    async with memory_app.session.get(
+        memory_app.url("/ws"), headers={"Luna-Account-Id": "8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a"}
+    ) as resp:
         assert resp.status == 400
         assert (await resp.json())["error_code"] == 12046

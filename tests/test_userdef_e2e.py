@@ -72,17 +72,21 @@ def service() -> Iterator[Service]:
 
 
 async def _publish(session: aiohttp.ClientSession, svc: Service, event: dict[str, Any]) -> None:
-    async with session.post(svc.url + "/publish/general",
-                            json={"event": event, "event_type": "t"}) as resp:
+    async with session.post(
+        svc.url + "/publish/general", json={"event": event, "event_type": "t"}
+    ) as resp:
         assert resp.status == 204, await resp.text()
 
 
-async def _deliveries(svc: Service, query: dict[str, str],
-                      events: list[dict[str, Any]]) -> list[int]:
+async def _deliveries(
+    svc: Service, query: dict[str, str], events: list[dict[str, Any]]
+) -> list[int]:
     """Ids of the events a filtered socket receives; an unfiltered socket marks completion."""
     async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(svc.ws_url + "/ws/general", params=query) as filtered, \
-                session.ws_connect(svc.ws_url + "/ws/general") as everything:
+        async with (
+            session.ws_connect(svc.ws_url + "/ws/general", params=query) as filtered,
+            session.ws_connect(svc.ws_url + "/ws/general") as everything,
+        ):
             for i, event in enumerate(events):
                 await _publish(session, svc, {**event, "_id": i})
             for _ in events:
@@ -97,8 +101,9 @@ async def _deliveries(svc: Service, query: dict[str, str],
 
 
 @pytest.mark.parametrize(("name", "value", "good", "bad"), CASES)
-def test_operator_type_pairs(service: Service, name: str, value: str, good: dict[str, Any],
-                             bad: dict[str, Any]) -> None:
+def test_operator_type_pairs(
+    service: Service, name: str, value: str, good: dict[str, Any], bad: dict[str, Any]
+) -> None:
     got = asyncio.run(_deliveries(service, {name: value}, [bad, good]))
     assert got == [1]
 
@@ -108,11 +113,17 @@ def test_operator_type_pairs(service: Service, name: str, value: str, good: dict
 FIELDS = {"i": "integer", "x": "numeric", "s": "string", "b": "boolean"}
 OPS = ["eq", "neq", "gt", "gte", "lt", "lte", "in", "nin", "like", "nlike"]
 
-scalar = st.one_of(st.integers(-3, 3), st.floats(-3, 3, allow_nan=False).map(lambda v: round(v, 1)),
-                   st.sampled_from(["a", "b", "ab", "ba", ""]), st.booleans(), st.none())
+scalar = st.one_of(
+    st.integers(-3, 3),
+    st.floats(-3, 3, allow_nan=False).map(lambda v: round(v, 1)),
+    st.sampled_from(["a", "b", "ab", "ba", ""]),
+    st.booleans(),
+    st.none(),
+)
 events_st = st.lists(
     st.fixed_dictionaries({}, optional={k: scalar for k in ("i", "x", "s", "b")}),
-    min_size=1, max_size=6,
+    min_size=1,
+    max_size=6,
 )
 
 
@@ -150,12 +161,14 @@ def _typed(value: Any, type_: str) -> bool:
 
 
 def _cast(raw: str, type_: str) -> Any:
-    return {"integer": int, "numeric": float, "string": str,
-            "boolean": lambda r: r == "true"}[type_](raw)
+    return {"integer": int, "numeric": float, "string": str, "boolean": lambda r: r == "true"}[
+        type_
+    ](raw)
 
 
-def reference(event: dict[str, Any], field: str, op: str, type_: str, raw: str,
-              items: list[str]) -> bool:
+def reference(
+    event: dict[str, Any], field: str, op: str, type_: str, raw: str, items: list[str]
+) -> bool:
     if field not in event:
         return False
     value = event[field]
@@ -175,14 +188,21 @@ def reference(event: dict[str, Any], field: str, op: str, type_: str, raw: str,
         hit = re.fullmatch(pattern, value, re.DOTALL) is not None
         return hit if op == "like" else not hit
     target = _cast(raw, type_)
-    return {"eq": value == target, "neq": value != target, "gt": value > target,
-            "gte": value >= target, "lt": value < target, "lte": value <= target}[op]
+    return {
+        "eq": value == target,
+        "neq": value != target,
+        "gt": value > target,
+        "gte": value >= target,
+        "lt": value < target,
+        "lte": value <= target,
+    }[op]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(events=events_st, flt=filters_st())
-def test_service_agrees_with_reference(service: Service, events: list[dict[str, Any]],
-                                       flt: tuple[str, str, str, str, list[Any]]) -> None:
+def test_service_agrees_with_reference(
+    service: Service, events: list[dict[str, Any]], flt: tuple[str, str, str, str, list[Any]]
+) -> None:
     field, op, type_, raw, items = flt
     name = f"event.{field}__{op}:{type_}"
     expected = [i for i, e in enumerate(events) if reference(e, field, op, type_, raw, items)]

@@ -15,9 +15,16 @@ from .helpers import REPO, Service, account, face_event
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium_path() -> str:
@@ -30,8 +37,14 @@ def chromium_path() -> str:
         sudo = [] if os.geteuid() == 0 else ["sudo"]
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         for step in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-            subprocess.run([*sudo, *step], check=False, env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=900)
+            subprocess.run(
+                [*sudo, *step],
+                check=False,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=900,
+            )
         found = shutil.which("chromium")
     if found is None:
         pytest.skip("chromium is not installed and apt-get could not install it")
@@ -58,10 +71,16 @@ async def page(tmp_path: Path) -> AsyncIterator[object]:
 
 
 async def _publish(svc: Service, acc: str, **fields: object) -> None:
-    body = {"events": [face_event(**fields)], "handler_id": "8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a",
-            "event_create_time": "2026-01-01T00:00:00Z", "event_end_time": "2026-01-01T00:00:00Z"}
-    async with aiohttp.ClientSession() as session, session.post(
-            svc.url + "/publish", json=body, headers={"Luna-Account-Id": acc}) as resp:
+    body = {
+        "events": [face_event(**fields)],
+        "handler_id": "8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a",
+        "event_create_time": "2026-01-01T00:00:00Z",
+        "event_end_time": "2026-01-01T00:00:00Z",
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(svc.url + "/publish", json=body, headers={"Luna-Account-Id": acc}) as resp,
+    ):
         assert resp.status == 204
 
 
@@ -73,9 +92,14 @@ async def test_viewer_shows_exactly_matching_events(service: Service, page) -> N
     await page.fill("#face-filters input[name=sources]", "cam-1")
     await page.click("#connect")
     await page.wait_for_selector("#status.open")
-    await _publish(service, acc, source="cam-1", user_data="first",
-                   face_attributes={"basic_attributes": {"gender": 1, "age": 33}},
-                   matches=[{"label": "vip", "candidates": [{"similarity": 0.93}]}])
+    await _publish(
+        service,
+        acc,
+        source="cam-1",
+        user_data="first",
+        face_attributes={"basic_attributes": {"gender": 1, "age": 33}},
+        matches=[{"label": "vip", "candidates": [{"similarity": 0.93}]}],
+    )
     await _publish(service, acc, source="cam-2", user_data="other camera")
     await _publish(service, acc, source="cam-1", user_data="second")
     await page.wait_for_function("document.querySelectorAll('#events tbody tr').length >= 2")
@@ -99,8 +123,7 @@ async def test_viewer_shows_exactly_matching_events(service: Service, page) -> N
     await page.wait_for_selector("#status.idle")
 
 
-async def test_viewer_shows_the_luna_error_for_a_bad_filter(service: Service,
-                                                            page) -> None:
+async def test_viewer_shows_the_luna_error_for_a_bad_filter(service: Service, page) -> None:
     await page.goto(service.url + "/viewer")
     await page.fill("#account_id", account())
     await page.fill("#extra", "gender=7")
@@ -121,9 +144,10 @@ async def test_viewer_general_events(service: Service, page) -> None:
     await page.wait_for_selector("#status.open")
     async with aiohttp.ClientSession() as session:
         for event_type, n in (("queue", 1), ("crowd", 2)):
-            async with session.post(service.url + "/publish/general",
-                                    json={"event": {"n": n, "source": "hall"},
-                                          "event_type": event_type}) as resp:
+            async with session.post(
+                service.url + "/publish/general",
+                json={"event": {"n": n, "source": "hall"}, "event_type": event_type},
+            ) as resp:
                 assert resp.status == 204
     await page.wait_for_function("document.querySelectorAll('#events tbody tr').length >= 1")
     await page.wait_for_timeout(300)
@@ -155,32 +179,48 @@ async def test_viewer_in_jwt_mode_takes_a_token(jwt_service: Service, page) -> N
     await page.fill("#token", token(acc))
     await page.click("#connect")
     await page.wait_for_selector("#status.open")
-    body = {"events": [face_event(source="cam-7")], "handler_id": "h",
-            "event_create_time": "2026-01-01T00:00:00Z", "event_end_time": "2026-01-01T00:00:00Z"}
-    async with aiohttp.ClientSession() as session, session.post(
-            jwt_service.url + "/publish", json=body,
-            headers={"Authorization": "Bearer " + token(acc, "publish")}) as resp:
+    body = {
+        "events": [face_event(source="cam-7")],
+        "handler_id": "h",
+        "event_create_time": "2026-01-01T00:00:00Z",
+        "event_end_time": "2026-01-01T00:00:00Z",
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            jwt_service.url + "/publish",
+            json=body,
+            headers={"Authorization": "Bearer " + token(acc, "publish")},
+        ) as resp,
+    ):
         assert resp.status == 204
     await page.wait_for_function("document.querySelectorAll('#events tbody tr').length >= 1")
     assert "cam-7" in await page.inner_text("#events tbody")
 
 
-async def test_a_page_of_another_origin_cannot_open_a_stream(service: Service, jwt_service: Service,
-                                                           page) -> None:
+async def test_a_page_of_another_origin_cannot_open_a_stream(
+    service: Service, jwt_service: Service, page
+) -> None:
     """Cross-site websocket hijacking in a real browser: a page served from another origin (the
     other service's port) opens a socket to this one; the browser sends its Origin, we refuse."""
     await page.goto(jwt_service.url + "/viewer")  # any page of a different origin
-    outcome = await page.evaluate("""(url) => new Promise((resolve) => {
+    outcome = await page.evaluate(
+        """(url) => new Promise((resolve) => {
         const ws = new WebSocket(url);
         ws.onopen = () => resolve("open");
         ws.onclose = (e) => resolve("closed " + e.code);
-    })""", f"{service.ws_url}/ws/general")
+    })""",
+        f"{service.ws_url}/ws/general",
+    )
     assert outcome == "closed 1006"
     # The same script on the service's own page is let in.
     await page.goto(service.url + "/viewer")
-    outcome = await page.evaluate("""(url) => new Promise((resolve) => {
+    outcome = await page.evaluate(
+        """(url) => new Promise((resolve) => {
         const ws = new WebSocket(url);
         ws.onopen = () => { resolve("open"); ws.close(); };
         ws.onclose = (e) => resolve("closed " + e.code);
-    })""", f"{service.ws_url}/ws/general")
+    })""",
+        f"{service.ws_url}/ws/general",
+    )
     assert outcome == "open"

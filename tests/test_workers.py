@@ -47,8 +47,11 @@ def wait_for(condition: object, svc: Service, what: str, timeout: float = 30.0) 
 
 def worker_pids(svc: Service) -> set[int]:
     """Live serving children of the parent (the spawn start method also runs a resource tracker)."""
-    return {p.pid for p in psutil.Process(svc.proc.pid).children()
-            if "spawn_main" in " ".join(p.cmdline())}
+    return {
+        p.pid
+        for p in psutil.Process(svc.proc.pid).children()
+        if "spawn_main" in " ".join(p.cmdline())
+    }
 
 
 def owner(svc: Service, client: socket.socket | tuple[str, int]) -> int:
@@ -98,8 +101,11 @@ def scrape_and_check(svc: Service, versions: int, scrapes: list[str], pids: set[
 
 
 async def open_sockets(svc: Service, n: int, acc: str) -> list[RawWS]:
-    return list(await asyncio.gather(*(
-        RawWS.connect(svc.port, "/ws", headers={"Luna-Account-Id": acc}) for _ in range(n))))
+    return list(
+        await asyncio.gather(
+            *(RawWS.connect(svc.port, "/ws", headers={"Luna-Account-Id": acc}) for _ in range(n))
+        )
+    )
 
 
 def ws_owner(svc: Service, ws: RawWS) -> int:
@@ -177,8 +183,11 @@ async def test_killed_worker_is_logged_and_replaced(redis_url: str) -> None:
         psutil.Process(victim).send_signal(signal.SIGKILL)
         wait_for(lambda: len(ready_pids(svc)) >= 3, svc, "a replacement worker")
         log = svc.log()
-        assert re.search(rf"worker \d \(pid {victim}\) was killed by signal SIGKILL; "
-                         r"restarting it in", log), log
+        assert re.search(
+            rf"worker \d \(pid {victim}\) was killed by signal SIGKILL; "
+            r"restarting it in",
+            log,
+        ), log
         replacement = ready_pids(svc)[-1]
         assert replacement not in first
         assert svc.proc.poll() is None
@@ -219,8 +228,9 @@ async def _close_code(ws: RawWS) -> int | None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-async def test_sigterm_closes_sockets_of_every_worker_with_1001(redis_url: str,
-                                                                 signum: int) -> None:
+async def test_sigterm_closes_sockets_of_every_worker_with_1001(
+    redis_url: str, signum: int
+) -> None:
     svc = start(redis_url)
     try:
         sockets = await open_sockets(svc, 40, account())
@@ -246,8 +256,9 @@ def test_sigterm_during_restart_backoff_starts_no_worker(redis_url: str) -> None
         svc.proc.send_signal(signal.SIGTERM)  # well inside the 0.5 s restart delay
         assert svc.proc.wait(30) == 0, svc.log()
         assert svc.log().count("started worker") == 2, svc.log()
-        assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
-                       for pid in workers)
+        assert not any(
+            psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in workers
+        )
     finally:
         svc.close()
 
@@ -283,8 +294,9 @@ async def test_max_connections_applies_per_worker(redis_url: str) -> None:
         refused = 0
         for _ in range(200):
             try:
-                accepted.append(await RawWS.connect(svc.port, "/ws",
-                                                    headers={"Luna-Account-Id": acc}))
+                accepted.append(
+                    await RawWS.connect(svc.port, "/ws", headers={"Luna-Account-Id": acc})
+                )
             except ConnectionError as exc:
                 assert str(exc).startswith("HTTP/1.1 503"), exc
                 refused += 1

@@ -31,14 +31,16 @@ def publish(port: int, path: str, body: dict[str, object], acc: str | None = Non
     headers = {"Content-Type": "application/json"}
     if acc is not None:
         headers["Luna-Account-Id"] = acc
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(),
-                                 headers, method="POST")
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(), headers, method="POST"
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 204
 
 
-async def sockets_on_both_workers(svc: Service, path: str, headers: dict[str, str],
-                                  pids: set[int]) -> list[RawWS]:
+async def sockets_on_both_workers(
+    svc: Service, path: str, headers: dict[str, str], pids: set[int]
+) -> list[RawWS]:
     """Open sockets until the kernel has handed at least one to every worker."""
     sockets: list[RawWS] = []
     while {ws_owner(svc, ws) for ws in sockets} != pids:
@@ -58,9 +60,17 @@ async def test_event_counters_count_receipts_per_worker(redis_url: str) -> None:
         for i in range(N):
             publish(svc.port, "/publish/general", {"event": {"i": i}, "event_type": "mc"})
             for acc in (watched, unwatched):
-                publish(svc.port, "/publish", {"events": [{"event_id": f"m{i}"}],
-                                               "handler_id": "h", "event_create_time": "t",
-                                               "event_end_time": "t"}, acc)
+                publish(
+                    svc.port,
+                    "/publish",
+                    {
+                        "events": [{"event_id": f"m{i}"}],
+                        "handler_id": "h",
+                        "event_create_time": "t",
+                        "event_end_time": "t",
+                    },
+                    acc,
+                )
         for ws in general + face:
             for _ in range(N):
                 frame = await asyncio.wait_for(ws.recv_data(), 20)

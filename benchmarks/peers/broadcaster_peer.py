@@ -54,8 +54,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis-url", required=True)
     args = parser.parse_args()
-    uvicorn.run(build(args.redis_url), host="127.0.0.1", port=args.port, log_level="warning",
-                ws_ping_interval=20)
+    uvicorn.run(
+        build(args.redis_url),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        ws_ping_interval=20,
+    )
 
 
 if __name__ == "__main__":

@@ -29,11 +29,17 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
             for event in msg["events"]:
                 if sources is not None and event.get("source") not in sources:
                     continue
-                await ws.send_str(json.dumps({
-                    "event": event, "handler_id": msg.get("handler_id"),
-                    "event-create-time": msg.get("event_create_time"),
-                    "event-end-time": msg.get("event_end_time"),
-                    "Luna-Request-id": msg.get("Luna-Request-Id")}))
+                await ws.send_str(
+                    json.dumps(
+                        {
+                            "event": event,
+                            "handler_id": msg.get("handler_id"),
+                            "event-create-time": msg.get("event_create_time"),
+                            "event-end-time": msg.get("event_end_time"),
+                            "Luna-Request-id": msg.get("Luna-Request-Id"),
+                        }
+                    )
+                )
     except (ConnectionResetError, RuntimeError):
         pass
     finally:

@@ -34,15 +34,34 @@ class Peer:
 
 
 def _spawn(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=REPO, env=None if env is None else {**os.environ, **env})
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env=None if env is None else {**os.environ, **env},
+    )
 
 
-def _luna(port: int, redis_url: str, loop: str = "auto",
-          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return _spawn([sys.executable, "-m", "luna_sender.cli", "--port", str(port), "--host",
-                   "127.0.0.1", "--redis-url", redis_url, "--log-level", "WARNING"],
-                  {"LUNA_SENDER_EVENT_LOOP": loop, **(env or {})})
+def _luna(
+    port: int, redis_url: str, loop: str = "auto", env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    return _spawn(
+        [
+            sys.executable,
+            "-m",
+            "luna_sender.cli",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--redis-url",
+            redis_url,
+            "--log-level",
+            "WARNING",
+        ],
+        {"LUNA_SENDER_EVENT_LOOP": loop, **(env or {})},
+    )
 
 
 # The A/B for access control: the same service in auth.mode jwt, every subscriber presenting a
@@ -60,8 +79,9 @@ def _jwt_sub(acc: str, src: list[str] | None, _g: int) -> Sub:
 
     import jwt
 
-    tok = jwt.encode({"account_id": acc, "exp": int(time.time()) + 86400}, JWT_SECRET,
-                     algorithm="HS256")
+    tok = jwt.encode(
+        {"account_id": acc, "exp": int(time.time()) + 86400}, JWT_SECRET, algorithm="HS256"
+    )
     return Sub("ws", "/ws" + _filter_query(src), {"Authorization": f"Bearer {tok}"})
 
 
@@ -74,10 +94,24 @@ BASE_ENV = "LUNA_BENCH_BASE"
 def _luna_base(port: int, redis_url: str) -> subprocess.Popen[bytes]:
     base = os.environ[BASE_ENV]
     return subprocess.Popen(
-        [sys.executable, "-m", "luna_sender.cli", "--port", str(port), "--host", "127.0.0.1",
-         "--redis-url", redis_url, "--log-level", "WARNING"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=base,
-        env={**os.environ, "PYTHONPATH": base})
+        [
+            sys.executable,
+            "-m",
+            "luna_sender.cli",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--redis-url",
+            redis_url,
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=base,
+        env={**os.environ, "PYTHONPATH": base},
+    )
 
 
 def _need_base() -> str | None:
@@ -93,24 +127,53 @@ def _luna_asyncio(port: int, redis_url: str) -> subprocess.Popen[bytes]:
 
 
 def _naive(port: int, redis_url: str) -> subprocess.Popen[bytes]:
-    return _spawn([sys.executable, "-m", "benchmarks.peers.naive", "--port", str(port),
-                   "--redis-url", redis_url])
+    return _spawn(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.peers.naive",
+            "--port",
+            str(port),
+            "--redis-url",
+            redis_url,
+        ]
+    )
 
 
 def _socketio(port: int, redis_url: str) -> subprocess.Popen[bytes]:
-    return _spawn([str(PEERS_PY), str(HERE / "socketio_peer.py"), "--port", str(port),
-                   "--redis-url", redis_url])
+    return _spawn(
+        [
+            str(PEERS_PY),
+            str(HERE / "socketio_peer.py"),
+            "--port",
+            str(port),
+            "--redis-url",
+            redis_url,
+        ]
+    )
 
 
 def _broadcaster(port: int, redis_url: str) -> subprocess.Popen[bytes]:
-    return _spawn([str(PEERS_PY), str(HERE / "broadcaster_peer.py"), "--port", str(port),
-                   "--redis-url", redis_url])
+    return _spawn(
+        [
+            str(PEERS_PY),
+            str(HERE / "broadcaster_peer.py"),
+            "--port",
+            str(port),
+            "--redis-url",
+            redis_url,
+        ]
+    )
 
 
 def _nchan(port: int, _redis_url: str) -> subprocess.Popen[bytes]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-nchan-"))
-    conf = (HERE / "nchan.conf").read_text().replace("{port}", str(port)).replace(
-        "{dir}", str(workdir))
+    conf = (
+        (HERE / "nchan.conf")
+        .read_text()
+        .replace("{port}", str(port))
+        .replace("{dir}", str(workdir))
+    )
     (workdir / "nginx.conf").write_text(conf)
     return _spawn(["nginx", "-c", str(workdir / "nginx.conf"), "-p", str(workdir)])
 
@@ -146,16 +209,34 @@ PEERS: dict[str, Peer] = {
     "luna-jwt": Peer("luna-jwt", _luna_jwt, _jwt_sub, "redis-luna", True),
     "luna-base": Peer("luna-base", _luna_base, _luna_sub, "redis-luna", True, _need_base),
     "naive": Peer("naive", _naive, _luna_sub, "redis-luna", True),
-    "socketio": Peer("socketio", _socketio,
-                     lambda acc, src, _g: Sub("socketio", "/socket.io/?EIO=4&transport=websocket",
-                                              rooms=[acc] if src is None
-                                              else [f"{acc}:{s}" for s in src]),
-                     "socketio", False, _need_peers_venv),
-    "broadcaster": Peer("broadcaster", _broadcaster,
-                        lambda acc, _src, g: Sub("ws", f"/ws?channel={channel_for(acc, g)}",
-                                                 ready_marker=b"subscribed"),
-                        "redis-raw", False, _need_peers_venv),
-    "nchan": Peer("nchan", _nchan,
-                  lambda acc, _src, g: Sub("ws", f"/sub/{channel_for(acc, g)}"),
-                  "http", False, _need_nginx),
+    "socketio": Peer(
+        "socketio",
+        _socketio,
+        lambda acc, src, _g: Sub(
+            "socketio",
+            "/socket.io/?EIO=4&transport=websocket",
+            rooms=[acc] if src is None else [f"{acc}:{s}" for s in src],
+        ),
+        "socketio",
+        False,
+        _need_peers_venv,
+    ),
+    "broadcaster": Peer(
+        "broadcaster",
+        _broadcaster,
+        lambda acc, _src, g: Sub(
+            "ws", f"/ws?channel={channel_for(acc, g)}", ready_marker=b"subscribed"
+        ),
+        "redis-raw",
+        False,
+        _need_peers_venv,
+    ),
+    "nchan": Peer(
+        "nchan",
+        _nchan,
+        lambda acc, _src, g: Sub("ws", f"/sub/{channel_for(acc, g)}"),
+        "http",
+        False,
+        _need_nginx,
+    ),
 }

@@ -19,8 +19,13 @@ def main() -> None:
     parser.add_argument("--redis-url", required=True)
     args = parser.parse_args()
     manager = socketio.AsyncRedisManager(args.redis_url, channel="bench-socketio")
-    sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=manager,
-                               cors_allowed_origins="*", ping_interval=20, ping_timeout=20)
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        client_manager=manager,
+        cors_allowed_origins="*",
+        ping_interval=20,
+        ping_timeout=20,
+    )
 
     @sio.on("join")
     async def join(sid: str, room: str) -> None:

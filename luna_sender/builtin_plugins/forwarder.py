@@ -30,8 +30,9 @@ class ForwarderSettings(BaseModel):
     url: str = Field(description="Webhook URL receiving one POST per matching event.")
     kind: Literal["face", "general"] = "face"
     account_id: str | None = Field(None, description="Account to forward (required for face).")
-    filters: dict[str, str] = Field(default_factory=dict,
-                                    description="Query parameters, as on the websocket.")
+    filters: dict[str, str] = Field(
+        default_factory=dict, description="Query parameters, as on the websocket."
+    )
     retries: int = Field(3, ge=0, le=20)
     retry_backoff: float = Field(0.2, ge=0)
     buffer_size: int = Field(1000, ge=1)
@@ -68,7 +69,8 @@ class EventForwarder:
             assert self.settings.account_id is not None
             await context.hub.pin_account(self.settings.account_id)
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.settings.timeout))
+            timeout=aiohttp.ClientTimeout(total=self.settings.timeout)
+        )
         self._task = asyncio.create_task(self._sender(), name="forwarder")
 
     async def stop(self) -> None:
@@ -112,17 +114,19 @@ class EventForwarder:
         headers = {"Content-Type": "application/json", **self.settings.headers}
         for attempt in range(self.settings.retries + 1):
             try:
-                async with self._session.post(self.settings.url, data=body,
-                                              headers=headers) as resp:
+                async with self._session.post(
+                    self.settings.url, data=body, headers=headers
+                ) as resp:
                     if resp.status < 300:
                         return True
                     reason = f"HTTP {resp.status}"
             except (TimeoutError, aiohttp.ClientError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             if attempt < self.settings.retries:
-                await asyncio.sleep(self.settings.retry_backoff * (2 ** attempt))
-        log.error("forwarder gave up on an event after %d attempts: %s",
-                  self.settings.retries + 1, reason)
+                await asyncio.sleep(self.settings.retry_backoff * (2**attempt))
+        log.error(
+            "forwarder gave up on an event after %d attempts: %s", self.settings.retries + 1, reason
+        )
         return False
 
     async def _sender(self) -> None:

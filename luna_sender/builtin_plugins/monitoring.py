@@ -35,15 +35,16 @@ class MonitoringSettings(BaseModel):
 
 
 def _tag(value: object) -> str:
-    return str(value).replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(
-        " ", "\\ ")
+    return (
+        str(value).replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+    )
 
 
-def line(series: str, tags: dict[str, object], fields: dict[str, float | int],
-         ts_ns: int) -> str:
+def line(series: str, tags: dict[str, object], fields: dict[str, float | int], ts_ns: int) -> str:
     tag_text = ",".join(f"{_tag(k)}={_tag(v)}" for k, v in sorted(tags.items()) if v is not None)
-    field_text = ",".join(f"{k}={v}i" if isinstance(v, int) else f"{k}={v!r}"
-                          for k, v in fields.items())
+    field_text = ",".join(
+        f"{k}={v}i" if isinstance(v, int) else f"{k}={v!r}" for k, v in fields.items()
+    )
     return f"{series},{tag_text} {field_text} {ts_ns}"
 
 
@@ -70,19 +71,31 @@ class RequestMonitoring:
         if self._session is not None:
             await self._session.close()
 
-    def request_finished(self, route: str, status: int, duration: float,
-                         error_code: int | None) -> None:
+    def request_finished(
+        self, route: str, status: int, duration: float, error_code: int | None
+    ) -> None:
         now = time.time_ns()
         tags = {"service": SERVICE, "route": route, "status_code": status}
         self._add(line("requests", tags, {"execution_time": float(duration)}, now))
         if status >= 400:
-            self._add(line("errors", {**tags, "error_code": error_code},
-                           {"execution_time": float(duration)}, now))
+            self._add(
+                line(
+                    "errors",
+                    {**tags, "error_code": error_code},
+                    {"execution_time": float(duration)},
+                    now,
+                )
+            )
 
     def event_delivered(self, event: BusEvent) -> None:
-        self._add(line("ws_requests", {"service": SERVICE, "account_id": event.account_id},
-                       {"transport_time": float(event.transport_time),
-                        "count": int(event.delivered)}, time.time_ns()))
+        self._add(
+            line(
+                "ws_requests",
+                {"service": SERVICE, "account_id": event.account_id},
+                {"transport_time": float(event.transport_time), "count": int(event.delivered)},
+                time.time_ns(),
+            )
+        )
 
     def _add(self, point: str) -> None:
         if len(self.points) >= BACKLOG_MAX:
@@ -94,14 +107,18 @@ class RequestMonitoring:
             return
         batch, self.points = self.points, []
         url = f"{self.settings.url.rstrip('/')}/api/v2/write"
-        params = {"org": self.settings.organization, "bucket": self.settings.bucket,
-                  "precision": "ns"}
+        params = {
+            "org": self.settings.organization,
+            "bucket": self.settings.bucket,
+            "precision": "ns",
+        }
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if self.settings.token:
             headers["Authorization"] = f"Token {self.settings.token}"
         try:
-            async with self._session.post(url, params=params, data="\n".join(batch),
-                                          headers=headers) as resp:
+            async with self._session.post(
+                url, params=params, data="\n".join(batch), headers=headers
+            ) as resp:
                 if resp.status >= 300:
                     raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
             self.written += len(batch)

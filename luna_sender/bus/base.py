@@ -36,8 +36,9 @@ class BusError(Exception):
     message was not published and None when it cannot know (see :meth:`Bus.publish`).
     """
 
-    def __init__(self, reason: str, public: str = NOT_REACHABLE,
-                 published: bool | None = False) -> None:
+    def __init__(
+        self, reason: str, public: str = NOT_REACHABLE, published: bool | None = False
+    ) -> None:
         super().__init__(reason)
         self.public = public
         self.published = published

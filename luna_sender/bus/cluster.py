@@ -44,8 +44,13 @@ class ClusterBus(RedisBus):
         if self.sharded:
             # Per-account channels hash to slots: SSUBSCRIBE each on the node owning it, and
             # only for accounts with local subscribers (the hub drives subscribe/unsubscribe).
-            for name in ("SUBSCRIBE", "UNSUBSCRIBE", "MESSAGE_TYPES", "SUBSCRIBED_TYPES",
-                         "UNSUBSCRIBED_TYPES"):
+            for name in (
+                "SUBSCRIBE",
+                "UNSUBSCRIBE",
+                "MESSAGE_TYPES",
+                "SUBSCRIBED_TYPES",
+                "UNSUBSCRIBED_TYPES",
+            ):
                 setattr(self, name, getattr(_Sharded, name))
 
     def _known_nodes(self) -> list[tuple[str, int]]:
@@ -64,9 +69,17 @@ class ClusterBus(RedisBus):
             return self._client  # RedisCluster.pubsub(): one connection per shard owner
         nodes = self._known_nodes()
         host, port = nodes[next(self._rotation) % len(nodes)]
-        old, self._node_client = self._node_client, aioredis.Redis(
-            host=host, port=port, ssl=self._tls, socket_connect_timeout=1.0,
-            socket_timeout=None, retry=NO_RETRY, **self._auth,
+        old, self._node_client = (
+            self._node_client,
+            aioredis.Redis(
+                host=host,
+                port=port,
+                ssl=self._tls,
+                socket_connect_timeout=1.0,
+                socket_timeout=None,
+                retry=NO_RETRY,
+                **self._auth,
+            ),
         )
         del old  # its pub/sub connection was already closed by the reader
         return self._node_client
@@ -82,15 +95,15 @@ class ClusterBus(RedisBus):
         # not published — the client raises those before or instead of writing.
         try:
             if self.sharded:
-                await asyncio.wait_for(self._client.spublish(channel, data),
-                                       self._publish_timeout)
+                await asyncio.wait_for(self._client.spublish(channel, data), self._publish_timeout)
             else:
-                await asyncio.wait_for(self._client.publish(channel, data),
-                                       self._publish_timeout)
+                await asyncio.wait_for(self._client.publish(channel, data), self._publish_timeout)
         except (TimeoutError, RedisTimeout) as exc:
-            raise BusError(f"outcome unknown, no reply: {type(exc).__name__}: {exc}",
-                           OUTCOME_UNKNOWN,
-                           published=None) from exc
+            raise BusError(
+                f"outcome unknown, no reply: {type(exc).__name__}: {exc}",
+                OUTCOME_UNKNOWN,
+                published=None,
+            ) from exc
         except ResponseError as exc:
             raise BusError(f"refused: {type(exc).__name__}: {exc}", NOT_PUBLISHED) from exc
         except Exception as exc:

@@ -48,8 +48,11 @@ class StallGuard:
     async def __call__(self) -> AsyncIterator[None]:
         now = time.monotonic()
         if any(now - t > self.stall_after for t in self._started.values()):
-            raise BusError(f"not sent: a PUBLISH has had no reply from Redis for over "
-                           f"{self.stall_after} s", NOT_PUBLISHED, published=False)
+            raise BusError(
+                f"not sent: a PUBLISH has had no reply from Redis for over {self.stall_after} s",
+                NOT_PUBLISHED,
+                published=False,
+            )
         token = object()
         self._started[token] = now
         self._idle.clear()
@@ -109,7 +112,10 @@ async def publish_once(pool: Any, channel: str, data: bytes, timeout: float) -> 
                 await conn.disconnect()  # a late reply must not be read by the next command
             if not isinstance(exc, Exception):
                 raise
-            raise BusError(f"outcome unknown, PUBLISH was written: {_reason(exc)}",
-                           OUTCOME_UNKNOWN, published=None) from exc
+            raise BusError(
+                f"outcome unknown, PUBLISH was written: {_reason(exc)}",
+                OUTCOME_UNKNOWN,
+                published=None,
+            ) from exc
     finally:
         await pool.release(conn)

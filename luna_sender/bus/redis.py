@@ -49,6 +49,7 @@ class RedisBus:
     MESSAGE_TYPES: tuple[str | bytes, ...] = ("message", b"message")
     SUBSCRIBED_TYPES: tuple[str | bytes, ...] = ("subscribe", b"subscribe")
     UNSUBSCRIBED_TYPES: tuple[str | bytes, ...] = ("unsubscribe", b"unsubscribe")
+
     def __init__(
         self,
         url: str,
@@ -73,9 +74,16 @@ class RedisBus:
         self._on_disconnect = on_disconnect
         self._on_repair = on_repair
         # Sentinel and Cluster backends pass their own client (see sentinel.py, cluster.py).
-        self._client: Any = client if client is not None else aioredis.from_url(
-            url, socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=0,
-            retry=NO_RETRY,
+        self._client: Any = (
+            client
+            if client is not None
+            else aioredis.from_url(
+                url,
+                socket_connect_timeout=1.0,
+                socket_timeout=2.0,
+                health_check_interval=0,
+                retry=NO_RETRY,
+            )
         )
         self._handler: MessageHandler | None = None
         self.subs = Subscriptions()
@@ -168,9 +176,11 @@ class RedisBus:
             raise BusError(self.last_error or "pub/sub connection is down", NOT_REACHABLE)
         stale = self.subs.not_live_for(self._health_grace)
         if stale:
-            raise BusError(f"{len(stale)} wanted channel(s) not confirmed by Redis for over "
-                           f"{self._health_grace} s: {', '.join(stale[:5])}",
-                           NOT_SUBSCRIBED)
+            raise BusError(
+                f"{len(stale)} wanted channel(s) not confirmed by Redis for over "
+                f"{self._health_grace} s: {', '.join(stale[:5])}",
+                NOT_SUBSCRIBED,
+            )
         for attempt in (1, 2):
             try:
                 await asyncio.wait_for(self._client.ping(), 1.0)
@@ -237,8 +247,9 @@ class RedisBus:
         self.reconnects += 1
         self._forget_connection()
         self._dirty.set()
-        log.warning("bus pub/sub connection re-established by the client",
-                    extra={"bus_state": "connected"})
+        log.warning(
+            "bus pub/sub connection re-established by the client", extra={"bus_state": "connected"}
+        )
         if self._on_reconnect:
             self._on_reconnect()
 
@@ -267,12 +278,18 @@ class RedisBus:
     def _connected_now(self, failures: int) -> None:
         outage = time.monotonic() - (self.disconnected_since or time.monotonic())
         if not self._ever_connected:
-            log.info("bus connected to %s%s", self._where,
-                     f" after {outage:.1f} s" if failures else "",
-                     extra={"bus_state": "connected", "outage_seconds": round(outage, 3)})
+            log.info(
+                "bus connected to %s%s",
+                self._where,
+                f" after {outage:.1f} s" if failures else "",
+                extra={"bus_state": "connected", "outage_seconds": round(outage, 3)},
+            )
         else:
-            log.warning("bus connection back after %.1f s", outage,
-                        extra={"bus_state": "connected", "outage_seconds": round(outage, 3)})
+            log.warning(
+                "bus connection back after %.1f s",
+                outage,
+                extra={"bus_state": "connected", "outage_seconds": round(outage, 3)},
+            )
             if self._on_reconnect:
                 self._on_reconnect()
         self._ever_connected = True
@@ -285,17 +302,22 @@ class RedisBus:
         """Log each state change once: lost (or unreachable at start), then retrying."""
         if self.connected:
             self.reconnects += 1
-            log.warning("bus connection lost: %s", reason,
-                        extra={"bus_state": "lost", "reason": reason})
+            log.warning(
+                "bus connection lost: %s", reason, extra={"bus_state": "lost", "reason": reason}
+            )
             if self._on_disconnect:
                 self._on_disconnect(reason)
         elif failures == 1 and not self._ever_connected:
-            log.warning("bus unreachable: %s", reason,
-                        extra={"bus_state": "unreachable", "reason": reason})
+            log.warning(
+                "bus unreachable: %s", reason, extra={"bus_state": "unreachable", "reason": reason}
+            )
         elif failures == 2:
-            log.warning("bus still unreachable, retrying every %.1f s at most: %s",
-                        self._max_backoff, reason,
-                        extra={"bus_state": "retrying", "reason": reason})
+            log.warning(
+                "bus still unreachable, retrying every %.1f s at most: %s",
+                self._max_backoff,
+                reason,
+                extra={"bus_state": "retrying", "reason": reason},
+            )
         else:
             log.debug("bus reconnect attempt %d failed: %s", failures, reason)
         self.connected = False
@@ -366,9 +388,14 @@ class RedisBus:
             self._on_repair(len(missing) + len(extra))
         (log.warning if fresh else log.debug)(
             "bus subscription drift repaired: %d channel(s) not confirmed, %d not released",
-            len(missing), len(extra),
-            extra={"bus_state": "repair", "missing": sorted(missing)[:10],
-                   "extra": sorted(extra)[:10]})
+            len(missing),
+            len(extra),
+            extra={
+                "bus_state": "repair",
+                "missing": sorted(missing)[:10],
+                "extra": sorted(extra)[:10],
+            },
+        )
         try:
             # One command per channel: an error reply (NOPERM) then spoils only its own.
             for channel in sorted(missing):

@@ -64,8 +64,9 @@ class SentinelBus(RedisBus):
             ssl=tls,
         )
         # No redis-py retries: they would send a timed-out PUBLISH twice (see redis.py).
-        client = sentinel.master_for(master, db=db, username=user, password=password,
-                                     retry=NO_RETRY)
+        client = sentinel.master_for(
+            master, db=db, username=user, password=password, retry=NO_RETRY
+        )
         self.master_name = master
         super().__init__(url, client=client, **options)
         self._sentinel = sentinel

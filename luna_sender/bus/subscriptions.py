@@ -47,8 +47,9 @@ class Subscriptions:
         self._track(channel)
 
     def live(self, channel: str) -> bool:
-        return (channel in self.confirmed and channel in self.requested
-                and channel not in self.inflight)
+        return (
+            channel in self.confirmed and channel in self.requested and channel not in self.inflight
+        )
 
     def diff(self) -> tuple[set[str], set[str]]:
         """(to subscribe, to unsubscribe) so that ``requested`` matches ``wanted``."""

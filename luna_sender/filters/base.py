@@ -217,8 +217,13 @@ def compile_filters(
         scanning += compiled.scanning
         terms.add(compiled.term)
         predicates.append(compiled.predicate)
-    return CompiledFilter(key=frozenset(terms), predicates=tuple(predicates), params=seen,
-                          index=index, scanning_likes=scanning)
+    return CompiledFilter(
+        key=frozenset(terms),
+        predicates=tuple(predicates),
+        params=seen,
+        index=index,
+        scanning_likes=scanning,
+    )
 
 
 def _once(filters: dict[Hashable, str], identity: Hashable, name: str) -> None:

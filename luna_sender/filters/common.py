@@ -60,8 +60,9 @@ def geo_match(box: GeoBox, obj: Any) -> bool:
     return box.lon_min <= lon <= box.lon_max and box.lat_min <= lat <= box.lat_max  # type: ignore[operator]
 
 
-def field_in(path: tuple[str, ...], root: Callable[[Any], Any], lowercase: bool = False
-             ) -> Callable[[Any, Any], bool]:
+def field_in(
+    path: tuple[str, ...], root: Callable[[Any], Any], lowercase: bool = False
+) -> Callable[[Any, Any], bool]:
     """Match rule: the scalar at ``path`` (under ``root(subject)``) is in the accepted set.
 
     A missing or null field matches only a ``null`` item (None in the set); booleans and
@@ -74,8 +75,11 @@ def field_in(path: tuple[str, ...], root: Callable[[Any], Any], lowercase: bool 
             return None in allowed
         if lowercase and isinstance(value, str):
             value = value.lower()
-        return isinstance(value, (str, int, float)) and not isinstance(value, bool) \
+        return (
+            isinstance(value, (str, int, float))
+            and not isinstance(value, bool)
             and value in allowed
+        )
 
     return match
 

@@ -46,8 +46,21 @@ EMOTIONS = {
     7: "surprise",
 }
 EXPANDED_PALETTE = (
-    "black", "blue", "green", "gray", "orange", "purple", "red", "white", "yellow", "pink",
-    "brown", "beige", "khaki", "multicolored", "undefined",
+    "black",
+    "blue",
+    "green",
+    "gray",
+    "orange",
+    "purple",
+    "red",
+    "white",
+    "yellow",
+    "pink",
+    "brown",
+    "beige",
+    "khaki",
+    "multicolored",
+    "undefined",
 )
 SHORT_PALETTE = ("black", "other", "white", "undefined")
 SLEEVE_LENGTHS = ("short", "long", "undefined")
@@ -230,10 +243,12 @@ def _geo(box: Any, subject: Subject) -> bool:
     return geo_match(box, subject[0])
 
 
-def _spec(name: str, parse: Any, match: Any, fields: str, description: str, index: str | None = None
-          ) -> FilterSpec:
-    return FilterSpec(name=name, parse=parse, match=match, fields=(fields,),
-                      description=description, index=index)
+def _spec(
+    name: str, parse: Any, match: Any, fields: str, description: str, index: str | None = None
+) -> FilterSpec:
+    return FilterSpec(
+        name=name, parse=parse, match=match, fields=(fields,), description=description, index=index
+    )
 
 
 def _body(*path: str) -> tuple[str, ...]:
@@ -241,92 +256,229 @@ def _body(*path: str) -> tuple[str, ...]:
 
 
 _HEADWEAR_COLORS = _spec(
-    "headwear_colors", _word_list(SHORT_PALETTE),
+    "headwear_colors",
+    _word_list(SHORT_PALETTE),
     _field_intersects(_body("upper_body", "headwear", "apparent_color")),
-    "aggregate_estimations.body.attributes.upper_body.headwear.apparent_color", "any of colors")
+    "aggregate_estimations.body.attributes.upper_body.headwear.apparent_color",
+    "any of colors",
+)
 _SHOES_COLORS = _spec(
-    "shoes_colors", _word_list(SHORT_PALETTE),
+    "shoes_colors",
+    _word_list(SHORT_PALETTE),
     _field_intersects(_body("lower_body", "shoes", "apparent_color")),
-    "aggregate_estimations.body.attributes.lower_body.shoes.apparent_color", "any of colors")
+    "aggregate_estimations.body.attributes.lower_body.shoes.apparent_color",
+    "any of colors",
+)
 
 FACE_FILTERS: tuple[FilterSpec, ...] = (
-    _spec("sources", str_list_parser(allow_null=True), _field_in(("source",)), "source",
-          "event source is one of", index="source"),
-    _spec("stream_ids", _uuid_list(allow_null=True), _field_in(("stream_id",), lowercase=True),
-          "stream_id", "event stream is one of", index="stream_id"),
-    _spec("handler_ids", _uuid_list(allow_null=False), _handler_match, "handler_id",
-          "message handler is one of", index="handler_id"),
-    _spec("matching_candidates_labels", str_list_parser(allow_null=False), _labels,
-          "matches[].label", "any match label is one of"),
-    _spec("object_similarity__gte", _float_bound, _similarity_gte,
-          "matches[].candidates[].similarity", "top similarity >= value"),
-    _spec("object_similarity__lt", _float_bound, _similarity_lt,
-          "matches[].candidates[].similarity", "top similarity < value"),
-    _spec("age__gte", _int_bound(0, 100), _gte((*FACE_ATTRS, "age")),
-          "face_attributes.basic_attributes.age", "age >= value"),
-    _spec("age__lt", _int_bound(0, 100), _lt((*FACE_ATTRS, "age")),
-          "face_attributes.basic_attributes.age", "age < value"),
-    _spec("gender", lambda raw, _l: frozenset({parse_int(raw, 0, 1)}),
-          _field_in((*FACE_ATTRS, "gender")), "face_attributes.basic_attributes.gender",
-          "1 male, 0 female"),
-    _spec("ethnic_groups", _code_list(ETHNIC_GROUPS),
-          _field_in((*FACE_ATTRS, "ethnicities", "predominant_ethnicity")),
-          "face_attributes.basic_attributes.ethnicities.predominant_ethnicity",
-          "1 african_american, 2 indian, 3 asian, 4 caucasian"),
-    _spec("liveness", _code_list(LIVENESS), _field_in((*AGG_FACE, "liveness", "prediction")),
-          "aggregate_estimations.face.attributes.liveness.prediction",
-          "0 spoof, 1 real, 2 unknown"),
-    _spec("deepfake", _code_list(DEEPFAKE), _field_in((*AGG_FACE, "deepfake", "prediction")),
-          "aggregate_estimations.face.attributes.deepfake.prediction", "0 fake, 1 real"),
-    _spec("masks", _code_list(MASKS), _field_in((*AGG_FACE, "mask", "predominant_mask")),
-          "aggregate_estimations.face.attributes.mask.predominant_mask",
-          "1 missing, 2 medical_mask, 3 occluded"),
-    _spec("emotions", _code_list(EMOTIONS),
-          _field_in((*AGG_FACE, "emotions", "predominant_emotion")),
-          "aggregate_estimations.face.attributes.emotions.predominant_emotion",
-          "1 anger, 2 disgust, 3 fear, 4 happiness, 5 neutral, 6 sadness, 7 surprise"),
+    _spec(
+        "sources",
+        str_list_parser(allow_null=True),
+        _field_in(("source",)),
+        "source",
+        "event source is one of",
+        index="source",
+    ),
+    _spec(
+        "stream_ids",
+        _uuid_list(allow_null=True),
+        _field_in(("stream_id",), lowercase=True),
+        "stream_id",
+        "event stream is one of",
+        index="stream_id",
+    ),
+    _spec(
+        "handler_ids",
+        _uuid_list(allow_null=False),
+        _handler_match,
+        "handler_id",
+        "message handler is one of",
+        index="handler_id",
+    ),
+    _spec(
+        "matching_candidates_labels",
+        str_list_parser(allow_null=False),
+        _labels,
+        "matches[].label",
+        "any match label is one of",
+    ),
+    _spec(
+        "object_similarity__gte",
+        _float_bound,
+        _similarity_gte,
+        "matches[].candidates[].similarity",
+        "top similarity >= value",
+    ),
+    _spec(
+        "object_similarity__lt",
+        _float_bound,
+        _similarity_lt,
+        "matches[].candidates[].similarity",
+        "top similarity < value",
+    ),
+    _spec(
+        "age__gte",
+        _int_bound(0, 100),
+        _gte((*FACE_ATTRS, "age")),
+        "face_attributes.basic_attributes.age",
+        "age >= value",
+    ),
+    _spec(
+        "age__lt",
+        _int_bound(0, 100),
+        _lt((*FACE_ATTRS, "age")),
+        "face_attributes.basic_attributes.age",
+        "age < value",
+    ),
+    _spec(
+        "gender",
+        lambda raw, _l: frozenset({parse_int(raw, 0, 1)}),
+        _field_in((*FACE_ATTRS, "gender")),
+        "face_attributes.basic_attributes.gender",
+        "1 male, 0 female",
+    ),
+    _spec(
+        "ethnic_groups",
+        _code_list(ETHNIC_GROUPS),
+        _field_in((*FACE_ATTRS, "ethnicities", "predominant_ethnicity")),
+        "face_attributes.basic_attributes.ethnicities.predominant_ethnicity",
+        "1 african_american, 2 indian, 3 asian, 4 caucasian",
+    ),
+    _spec(
+        "liveness",
+        _code_list(LIVENESS),
+        _field_in((*AGG_FACE, "liveness", "prediction")),
+        "aggregate_estimations.face.attributes.liveness.prediction",
+        "0 spoof, 1 real, 2 unknown",
+    ),
+    _spec(
+        "deepfake",
+        _code_list(DEEPFAKE),
+        _field_in((*AGG_FACE, "deepfake", "prediction")),
+        "aggregate_estimations.face.attributes.deepfake.prediction",
+        "0 fake, 1 real",
+    ),
+    _spec(
+        "masks",
+        _code_list(MASKS),
+        _field_in((*AGG_FACE, "mask", "predominant_mask")),
+        "aggregate_estimations.face.attributes.mask.predominant_mask",
+        "1 missing, 2 medical_mask, 3 occluded",
+    ),
+    _spec(
+        "emotions",
+        _code_list(EMOTIONS),
+        _field_in((*AGG_FACE, "emotions", "predominant_emotion")),
+        "aggregate_estimations.face.attributes.emotions.predominant_emotion",
+        "1 anger, 2 disgust, 3 fear, 4 happiness, 5 neutral, 6 sadness, 7 surprise",
+    ),
     _spec("tags", _tags, _tags_match, "tags", "event has all of the tags"),
     _spec("user_data", _user_data, _user_data_match, "user_data", "case-sensitive substring"),
-    _spec("geo_position", lambda raw, limits: parse_geo(raw, limits), _geo,
-          "location.geo_position", "inside origin +- delta"),
-    _spec("cities", str_list_parser(allow_null=True), _field_in(("location", "city")),
-          "location.city", "one of"),
-    _spec("areas", str_list_parser(allow_null=True), _field_in(("location", "area")),
-          "location.area", "one of"),
-    _spec("districts", str_list_parser(allow_null=True), _field_in(("location", "district")),
-          "location.district", "one of"),
-    _spec("streets", str_list_parser(allow_null=True), _field_in(("location", "street")),
-          "location.street", "one of"),
-    _spec("house_numbers", str_list_parser(allow_null=True),
-          _field_in(("location", "house_number")), "location.house_number", "one of"),
-    _spec("apparent_gender", _int_enum_list(0, 2),
-          _field_in(_body("basic_attributes", "apparent_gender")),
-          "aggregate_estimations.body.attributes.basic_attributes.apparent_gender",
-          "0 female, 1 male, 2 undefined"),
-    _spec("apparent_age__gte", _int_bound(0, 100), _gte(_body("basic_attributes", "apparent_age")),
-          "aggregate_estimations.body.attributes.basic_attributes.apparent_age", ">= value"),
-    _spec("apparent_age__lt", _int_bound(0, 100), _lt(_body("basic_attributes", "apparent_age")),
-          "aggregate_estimations.body.attributes.basic_attributes.apparent_age", "< value"),
-    _spec("headwear_states", _int_enum_list(0, 2),
-          _field_in(_body("upper_body", "headwear", "state")),
-          "aggregate_estimations.body.attributes.upper_body.headwear.state",
-          "0 absent, 1 present, 2 undefined"),
-    _spec("backpack_states", _int_enum_list(0, 2),
-          _field_in(_body("accessories", "backpack", "state")),
-          "aggregate_estimations.body.attributes.accessories.backpack.state",
-          "0 absent, 1 present, 2 undefined"),
-    _spec("sleeve_lengths", _word_list(SLEEVE_LENGTHS),
-          _field_in(_body("upper_body", "sleeve", "length")),
-          "aggregate_estimations.body.attributes.upper_body.sleeve.length", "one of"),
-    _spec("upper_clothing_colors", _word_list(EXPANDED_PALETTE),
-          _field_intersects(_body("upper_body", "upper_clothing", "colors")),
-          "aggregate_estimations.body.attributes.upper_body.upper_clothing.colors", "any of"),
-    _spec("lower_garment_colors", _word_list(EXPANDED_PALETTE),
-          _field_intersects(_body("lower_body", "lower_garment", "colors")),
-          "aggregate_estimations.body.attributes.lower_body.lower_garment.colors", "any of"),
-    _spec("lower_garment_types", _word_list(LOWER_GARMENT_TYPES),
-          _field_in(_body("lower_body", "lower_garment", "type")),
-          "aggregate_estimations.body.attributes.lower_body.lower_garment.type", "one of"),
+    _spec(
+        "geo_position",
+        lambda raw, limits: parse_geo(raw, limits),
+        _geo,
+        "location.geo_position",
+        "inside origin +- delta",
+    ),
+    _spec(
+        "cities",
+        str_list_parser(allow_null=True),
+        _field_in(("location", "city")),
+        "location.city",
+        "one of",
+    ),
+    _spec(
+        "areas",
+        str_list_parser(allow_null=True),
+        _field_in(("location", "area")),
+        "location.area",
+        "one of",
+    ),
+    _spec(
+        "districts",
+        str_list_parser(allow_null=True),
+        _field_in(("location", "district")),
+        "location.district",
+        "one of",
+    ),
+    _spec(
+        "streets",
+        str_list_parser(allow_null=True),
+        _field_in(("location", "street")),
+        "location.street",
+        "one of",
+    ),
+    _spec(
+        "house_numbers",
+        str_list_parser(allow_null=True),
+        _field_in(("location", "house_number")),
+        "location.house_number",
+        "one of",
+    ),
+    _spec(
+        "apparent_gender",
+        _int_enum_list(0, 2),
+        _field_in(_body("basic_attributes", "apparent_gender")),
+        "aggregate_estimations.body.attributes.basic_attributes.apparent_gender",
+        "0 female, 1 male, 2 undefined",
+    ),
+    _spec(
+        "apparent_age__gte",
+        _int_bound(0, 100),
+        _gte(_body("basic_attributes", "apparent_age")),
+        "aggregate_estimations.body.attributes.basic_attributes.apparent_age",
+        ">= value",
+    ),
+    _spec(
+        "apparent_age__lt",
+        _int_bound(0, 100),
+        _lt(_body("basic_attributes", "apparent_age")),
+        "aggregate_estimations.body.attributes.basic_attributes.apparent_age",
+        "< value",
+    ),
+    _spec(
+        "headwear_states",
+        _int_enum_list(0, 2),
+        _field_in(_body("upper_body", "headwear", "state")),
+        "aggregate_estimations.body.attributes.upper_body.headwear.state",
+        "0 absent, 1 present, 2 undefined",
+    ),
+    _spec(
+        "backpack_states",
+        _int_enum_list(0, 2),
+        _field_in(_body("accessories", "backpack", "state")),
+        "aggregate_estimations.body.attributes.accessories.backpack.state",
+        "0 absent, 1 present, 2 undefined",
+    ),
+    _spec(
+        "sleeve_lengths",
+        _word_list(SLEEVE_LENGTHS),
+        _field_in(_body("upper_body", "sleeve", "length")),
+        "aggregate_estimations.body.attributes.upper_body.sleeve.length",
+        "one of",
+    ),
+    _spec(
+        "upper_clothing_colors",
+        _word_list(EXPANDED_PALETTE),
+        _field_intersects(_body("upper_body", "upper_clothing", "colors")),
+        "aggregate_estimations.body.attributes.upper_body.upper_clothing.colors",
+        "any of",
+    ),
+    _spec(
+        "lower_garment_colors",
+        _word_list(EXPANDED_PALETTE),
+        _field_intersects(_body("lower_body", "lower_garment", "colors")),
+        "aggregate_estimations.body.attributes.lower_body.lower_garment.colors",
+        "any of",
+    ),
+    _spec(
+        "lower_garment_types",
+        _word_list(LOWER_GARMENT_TYPES),
+        _field_in(_body("lower_body", "lower_garment", "type")),
+        "aggregate_estimations.body.attributes.lower_body.lower_garment.type",
+        "one of",
+    ),
     _HEADWEAR_COLORS,
     _SHOES_COLORS,
 )
@@ -337,8 +489,7 @@ FACE_SPECS["headwear_apparent_colors"] = _HEADWEAR_COLORS
 FACE_SPECS["shoes_apparent_colors"] = _SHOES_COLORS
 
 
-def _meta_filter(name: str, raw: str, limits: Limits
-                 ) -> DynamicFilter | None:
+def _meta_filter(name: str, raw: str, limits: Limits) -> DynamicFilter | None:
     compiled = compile_user_filter("meta", name, raw, limits)
     if compiled is None:
         return None
@@ -353,5 +504,6 @@ def _meta_filter(name: str, raw: str, limits: Limits
 
 def compile_face(query: Iterable[tuple[str, str]], limits: Limits) -> CompiledFilter:
     """Compile the query of one ``/ws`` connection; raises FilterError naming the parameter."""
-    return compile_filters(FACE_SPECS, query, limits, dynamic=_meta_filter,
-                           dynamic_count_param="meta.*")
+    return compile_filters(
+        FACE_SPECS, query, limits, dynamic=_meta_filter, dynamic_count_param="meta.*"
+    )

@@ -31,8 +31,9 @@ def _event_root(msg: GeneralMessage) -> dict[str, Any]:
     return msg.event
 
 
-def _event_field_in(path: tuple[str, ...], lowercase: bool = False
-                    ) -> Callable[[Any, GeneralMessage], bool]:
+def _event_field_in(
+    path: tuple[str, ...], lowercase: bool = False
+) -> Callable[[Any, GeneralMessage], bool]:
     return field_in(path, _event_root, lowercase)
 
 
@@ -74,21 +75,49 @@ def _geo(box: Any, msg: GeneralMessage) -> bool:
 
 
 def _loc(name: str, field: str) -> FilterSpec:
-    return FilterSpec(name, str_list_parser(allow_null=True), _event_field_in(("location", field)),
-                      (f"event.location.{field}",), "one of (null: missing)")
+    return FilterSpec(
+        name,
+        str_list_parser(allow_null=True),
+        _event_field_in(("location", field)),
+        (f"event.location.{field}",),
+        "one of (null: missing)",
+    )
 
 
 GENERAL_FILTERS: tuple[FilterSpec, ...] = (
-    FilterSpec("event_type", _event_types, _type_match, ("event_type",), "one of the types",
-               index="event_type"),
-    FilterSpec("account_id", _account, _account_match, ("account_id",),
-               "events of this account only", index=None),
-    FilterSpec("stream_ids", _uuids, _event_field_in(("stream_id",), lowercase=True),
-               ("event.stream_id",), "one of (null: missing)"),
-    FilterSpec("sources", str_list_parser(allow_null=True), _event_field_in(("source",)),
-               ("event.source",), "one of (null: missing)"),
-    FilterSpec("geo_position", parse_geo, _geo, ("event.location.geo_position",),
-               "inside origin +- delta"),
+    FilterSpec(
+        "event_type",
+        _event_types,
+        _type_match,
+        ("event_type",),
+        "one of the types",
+        index="event_type",
+    ),
+    FilterSpec(
+        "account_id",
+        _account,
+        _account_match,
+        ("account_id",),
+        "events of this account only",
+        index=None,
+    ),
+    FilterSpec(
+        "stream_ids",
+        _uuids,
+        _event_field_in(("stream_id",), lowercase=True),
+        ("event.stream_id",),
+        "one of (null: missing)",
+    ),
+    FilterSpec(
+        "sources",
+        str_list_parser(allow_null=True),
+        _event_field_in(("source",)),
+        ("event.source",),
+        "one of (null: missing)",
+    ),
+    FilterSpec(
+        "geo_position", parse_geo, _geo, ("event.location.geo_position",), "inside origin +- delta"
+    ),
     _loc("cities", "city"),
     _loc("areas", "area"),
     _loc("districts", "district"),
@@ -98,8 +127,7 @@ GENERAL_FILTERS: tuple[FilterSpec, ...] = (
 GENERAL_SPECS: dict[str, FilterSpec] = {spec.name: spec for spec in GENERAL_FILTERS}
 
 
-def _event_filter(name: str, raw: str, limits: Limits
-                  ) -> DynamicFilter | None:
+def _event_filter(name: str, raw: str, limits: Limits) -> DynamicFilter | None:
     compiled = compile_user_filter("event", name, raw, limits)
     if compiled is None:
         return None
@@ -113,5 +141,6 @@ def _event_filter(name: str, raw: str, limits: Limits
 
 def compile_general(query: Iterable[tuple[str, str]], limits: Limits) -> CompiledFilter:
     """Compile the query of one ``/ws/general`` connection; FilterError names the parameter."""
-    return compile_filters(GENERAL_SPECS, query, limits, dynamic=_event_filter,
-                           dynamic_count_param="event.*")
+    return compile_filters(
+        GENERAL_SPECS, query, limits, dynamic=_event_filter, dynamic_count_param="event.*"
+    )

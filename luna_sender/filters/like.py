@@ -88,8 +88,10 @@ def _segment(text: str) -> Segment:
         offset += len(piece) + 1
     runs.sort(key=lambda r: -len(r[1]))
     wild = sum(1 << j for j, char in enumerate(text) if char == ONE_CHAR)
-    table = {char: wild | sum(1 << j for j, c in enumerate(text) if c == char)
-             for char in set(text) - {ONE_CHAR}}
+    table = {
+        char: wild | sum(1 << j for j, c in enumerate(text) if c == char)
+        for char in set(text) - {ONE_CHAR}
+    }
     return Segment(len(text), tuple(runs), table, wild)
 
 
@@ -112,8 +114,11 @@ class LikePattern:
         # A middle piece holding ``_`` and a literal is searched by shift-and, a Python loop
         # per character (~0.6 us): the one shape whose cost matters (docs/reliability.md).
         self.scanning = any(s.wild and s.runs for s in self._middle)
-        self._min_len = self._first.length + sum(s.length for s in self._middle) + (
-            0 if self._exact else self._last.length)
+        self._min_len = (
+            self._first.length
+            + sum(s.length for s in self._middle)
+            + (0 if self._exact else self._last.length)
+        )
 
     def __repr__(self) -> str:
         return f"LikePattern({self.canonical!r})"

@@ -102,8 +102,9 @@ def parse_name(prefix: str, name: str) -> tuple[tuple[str, ...], str, str]:
     return path, op, type_
 
 
-def _build(path: tuple[str, ...], op: str, type_: str, raw: str, limits: Limits
-           ) -> tuple[Hashable, Predicate]:
+def _build(
+    path: tuple[str, ...], op: str, type_: str, raw: str, limits: Limits
+) -> tuple[Hashable, Predicate]:
     """The filter's canonical value (for the key) and its predicate."""
     if op in ("in", "nin"):
         items = split_list(raw, limits)
@@ -165,8 +166,7 @@ def _build(path: tuple[str, ...], op: str, type_: str, raw: str, limits: Limits
     return target, scalar
 
 
-def compile_user_filter(prefix: str, name: str, raw: str, limits: Limits
-                        ) -> DynamicFilter | None:
+def compile_user_filter(prefix: str, name: str, raw: str, limits: Limits) -> DynamicFilter | None:
     """The filter over the object ``prefix`` names, or None when ``name`` is not ours.
 
     Its identity is ``(prefix, path, op, type)`` after parsing (``ne`` = ``neq``, no operator =

@@ -205,9 +205,14 @@ def authenticate(request: web.Request) -> Principal | None:
     if token is None:
         raise _unauthorized("no token", False)
     try:
-        claims = jwt.decode(token, policy.key, algorithms=policy.algorithms,
-                            audience=policy.audience, leeway=policy.leeway,
-                            options={"require": ["exp", "account_id"]})
+        claims = jwt.decode(
+            token,
+            policy.key,
+            algorithms=policy.algorithms,
+            audience=policy.audience,
+            leeway=policy.leeway,
+            options={"require": ["exp", "account_id"]},
+        )
     except jwt.PyJWTError as exc:
         # The class names the reason (expired, bad signature, ...) without echoing the token.
         raise _unauthorized(f"token rejected ({type(exc).__name__})", True) from None
@@ -287,14 +292,14 @@ def token_account(request: web.Request, principal: Principal, param: str | None 
     return account
 
 
-def filter_query(request: web.Request, drop: frozenset[str] = frozenset()
-                 ) -> list[tuple[str, str]]:
+def filter_query(request: web.Request, drop: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
     """The query the filter compilers see: without ``token`` (never a filter, never logged)."""
     return [(k, v) for k, v in request.query.items() if k != TOKEN_PARAM and k not in drop]
 
 
-def general_query(request: web.Request, principal: Principal | None,
-                  drop: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+def general_query(
+    request: web.Request, principal: Principal | None, drop: frozenset[str] = frozenset()
+) -> list[tuple[str, str]]:
     """/ws/general's query; a non-admin token adds its own ``account_id`` filter.
 
     The pair goes to the compiler like a client's own, so the restriction is one more AND-ed

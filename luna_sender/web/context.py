@@ -32,6 +32,8 @@ CTX: web.AppKey[Context] = web.AppKey("luna_sender_context", Context)
 
 def ctx(request: web.Request) -> Context:
     return request.app[CTX]
+
+
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("luna_request_id", str)
 METRICS_RECORDED: web.RequestKey[bool] = web.RequestKey("luna_metrics_recorded", bool)
 

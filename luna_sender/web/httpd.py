@@ -51,11 +51,18 @@ class LunaRequestHandler(RequestHandler):
 
     __slots__ = ()
 
-    def handle_error(self, request: web.BaseRequest, status: int = 500,
-                     exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
-        if not isinstance(exc, HttpProcessingError) or not 400 <= status < 500 \
-                or request.writer.output_size > 0:
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if (
+            not isinstance(exc, HttpProcessingError)
+            or not 400 <= status < 500
+            or request.writer.output_size > 0
+        ):
             return super().handle_error(request, status, exc, message)
         err = self._luna_error(exc)
         log.info("refused HTTP request from %s: %s", request.remote, err.detail)
@@ -68,12 +75,12 @@ class LunaRequestHandler(RequestHandler):
         if isinstance(exc, LineTooLong):
             limit = exc.args[1] if len(exc.args) > 1 else "?"
             if limit == self.max_line_size and limit != self.max_field_size:
-                return LunaError(errors.BAD_QUERY, f"request line longer than {limit} bytes",
-                                 status=414)
+                return LunaError(
+                    errors.BAD_QUERY, f"request line longer than {limit} bytes", status=414
+                )
             return LunaError(INVALID_REQUEST, f"header longer than {limit} bytes", status=431)
         if "Too many headers" in str(exc):
-            return LunaError(INVALID_REQUEST, f"more than {self.max_headers} headers",
-                             status=431)
+            return LunaError(INVALID_REQUEST, f"more than {self.max_headers} headers", status=431)
         return LunaError(INVALID_REQUEST, f"malformed request ({type(exc).__name__})")
 
 
@@ -88,8 +95,12 @@ def install(app: web.Application) -> None:
 
     def make_handler(**kwargs: Any) -> web.Server:
         server = original(**kwargs)
-        return LunaServer(server.request_handler, request_factory=server.request_factory,
-                          handler_cancellation=server.handler_cancellation,
-                          loop=server._loop, **server._kwargs)
+        return LunaServer(
+            server.request_handler,
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            loop=server._loop,
+            **server._kwargs,
+        )
 
     app._make_handler = make_handler  # type: ignore[method-assign]

@@ -27,8 +27,9 @@ REQUEST_ID_RE = re.compile(
     r"^[0-9]{10},[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}$"
 )
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-INVALID_REQUEST = errors.ErrorKind(12046, "Bad/incomplete input data", "Invalid http request: {}",
-                                   400)
+INVALID_REQUEST = errors.ErrorKind(
+    12046, "Bad/incomplete input data", "Invalid http request: {}", 400
+)
 
 
 def new_request_id() -> str:
@@ -115,8 +116,12 @@ async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 def _fields(request: web.Request, status: int) -> dict[str, object]:
     # The raw (still percent-encoded) path: what the client sent, and always one line.
-    fields: dict[str, object] = {"route": route_label(request), "method": request.method,
-                                 "path": request.rel_url.raw_path, "status": status}
+    fields: dict[str, object] = {
+        "route": route_label(request),
+        "method": request.method,
+        "path": request.rel_url.raw_path,
+        "status": status,
+    }
     account = request.headers.get("Luna-Account-Id")
     if account is not None:
         fields["account_id"] = account[:64]
@@ -126,23 +131,35 @@ def _fields(request: web.Request, status: int) -> dict[str, object]:
 def _log_failure(request: web.Request, status: int, error_code: int, detail: str) -> None:
     """One INFO line per refused request (404s, bad input, 29001, 29006): reason + request id."""
     fields = _fields(request, status)
-    log.info("request failed: %s %s -> %d error_code=%d: %s", request.method, fields["path"],
-             status, error_code, detail, extra={**fields, "error_code": error_code,
-                                                "detail": detail})
+    log.info(
+        "request failed: %s %s -> %d error_code=%d: %s",
+        request.method,
+        fields["path"],
+        status,
+        error_code,
+        detail,
+        extra={**fields, "error_code": error_code, "detail": detail},
+    )
 
 
 def _log_access(request: web.Request, status: int, duration: float) -> None:
     fields = _fields(request, status)
     remote = request.remote or "-"
     # Path and query as sent, but a ``?token=`` credential masked (docs/security.md).
-    access_log.info("%s %s %s %d %.1fms", remote, request.method, mask_query(request.raw_path),
-                    status,
-                    duration * 1000, extra={**fields, "remote": remote,
-                                            "duration_ms": round(duration * 1000, 3)})
+    access_log.info(
+        "%s %s %s %d %.1fms",
+        remote,
+        request.method,
+        mask_query(request.raw_path),
+        status,
+        duration * 1000,
+        extra={**fields, "remote": remote, "duration_ms": round(duration * 1000, 3)},
+    )
 
 
-def record_request(request: web.Request, status: int, duration: float,
-                   error_code: int | None = None) -> None:
+def record_request(
+    request: web.Request, status: int, duration: float, error_code: int | None = None
+) -> None:
     """Count a finished request (websockets call this at upgrade time, with status 101)."""
     request[METRICS_RECORDED] = True
     context = request.app.get(CTX)

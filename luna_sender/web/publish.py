@@ -112,9 +112,18 @@ async def _publish(request: web.Request, channel: str, data: bytes, kind: str) -
         await context.bus.publish(channel, data)
     except BusError as exc:
         outcome = "unknown" if exc.published is None else "not published"
-        log.error("publish to %s failed (%s): %s", channel, outcome, exc,
-                  extra={"channel": channel, "kind": kind, "publish_outcome": outcome,
-                         "error_code": errors.BUS_UNAVAILABLE.code})
+        log.error(
+            "publish to %s failed (%s): %s",
+            channel,
+            outcome,
+            exc,
+            extra={
+                "channel": channel,
+                "kind": kind,
+                "publish_outcome": outcome,
+                "error_code": errors.BUS_UNAVAILABLE.code,
+            },
+        )
         raise LunaError(errors.BUS_UNAVAILABLE, exc.public) from None
     context.metrics.publish(kind)
     return web.Response(status=204)
@@ -138,8 +147,9 @@ async def publish_events(request: web.Request) -> web.Response:
     handler_id = _require_str(body, "handler_id")
     create_time = _plain_str(body, "event_create_time", True)
     end_time = _plain_str(body, "event_end_time", True)
-    data = _encoded("events", wire.encode_face, events, handler_id, request_id(request),
-                    create_time, end_time)
+    data = _encoded(
+        "events", wire.encode_face, events, handler_id, request_id(request), create_time, end_time
+    )
     return await _publish(request, ctx(request).hub.face_channel(account), data, "face")
 
 
@@ -164,6 +174,7 @@ async def publish_general(request: web.Request) -> web.Response:
     if end_time is None:
         end_time = create_time
     access.own_general_account(principal, account_id)
-    data = _encoded("event", wire.encode_general, body["event"], event_type, account_id,
-                    create_time, end_time)
+    data = _encoded(
+        "event", wire.encode_general, body["event"], event_type, account_id, create_time, end_time
+    )
     return await _publish(request, ctx(request).hub.general_channel, data, "general")

@@ -69,8 +69,16 @@ async def healthcheck(request: web.Request) -> web.Response:
         err = LunaError(errors.BUS_UNAVAILABLE, exc.public)
         return json_response(
             {
-                "errors": [{"component": component, "error": {
-                    "error_code": err.kind.code, "desc": err.kind.desc, "detail": err.detail}}],
+                "errors": [
+                    {
+                        "component": component,
+                        "error": {
+                            "error_code": err.kind.code,
+                            "desc": err.kind.desc,
+                            "detail": err.detail,
+                        },
+                    }
+                ],
                 "execution_time": round(time.perf_counter() - started, 6),
             },
             status=502,
@@ -125,8 +133,9 @@ async def docs_spec(request: web.Request) -> web.Response:
     versions, mode = tuple(settings.api_versions), settings.auth.mode
     mime = negotiate(request, ("application/x-yaml", "text/html"), None)
     if mime == "text/html":
-        return web.Response(text=render_openapi_html(build_document(versions, mode)),
-                            content_type="text/html")
+        return web.Response(
+            text=render_openapi_html(build_document(versions, mode)), content_type="text/html"
+        )
     return web.Response(text=document_yaml(versions, mode), content_type="application/x-yaml")
 
 

@@ -53,11 +53,14 @@ async def _read_until_closed(ws: web.WebSocketResponse, conn: Connection) -> Non
 
 def limits_of(request: web.Request) -> Limits:
     lim = ctx(request).settings.limits
-    return Limits(list_max_items=lim.list_filter_max_items, user_filters_max=lim.user_filters_max,
-                  like_pattern_max_chars=lim.like_pattern_max_chars,
-                  like_wildcards_max=lim.like_wildcards_max,
-                  like_value_max_chars=lim.like_value_max_chars,
-                  like_filters_max=lim.like_filters_max)
+    return Limits(
+        list_max_items=lim.list_filter_max_items,
+        user_filters_max=lim.user_filters_max,
+        like_pattern_max_chars=lim.like_pattern_max_chars,
+        like_wildcards_max=lim.like_wildcards_max,
+        like_value_max_chars=lim.like_value_max_chars,
+        like_filters_max=lim.like_filters_max,
+    )
 
 
 def account_header(request: web.Request) -> str:
@@ -81,8 +84,13 @@ def _compile(compiler: Any, request: web.Request, query: list[tuple[str, str]]) 
 
 def _log_fields(info: dict[str, Any], request: web.Request) -> dict[str, Any]:
     """The JSON log keys of a socket's open and close lines."""
-    return {"connection_id": info["id"], "kind": info["kind"], "account_id": info["account_id"],
-            "filters": info["filters"], "route": route_label(request)}
+    return {
+        "connection_id": info["id"],
+        "kind": info["kind"],
+        "account_id": info["account_id"],
+        "filters": info["filters"],
+        "route": route_label(request),
+    }
 
 
 async def face_ws(request: web.Request) -> web.StreamResponse:
@@ -98,8 +106,9 @@ async def general_ws(request: web.Request) -> web.StreamResponse:
     return await _serve(request, "general", compiled, None)
 
 
-async def _serve(request: web.Request, kind: str, compiled: CompiledFilter,
-                 account: str | None) -> web.StreamResponse:
+async def _serve(
+    request: web.Request, kind: str, compiled: CompiledFilter, account: str | None
+) -> web.StreamResponse:
     started = time.perf_counter()
     context = ctx(request)
     hub, ws_settings = context.hub, context.settings.ws
@@ -126,13 +135,19 @@ async def _serve(request: web.Request, kind: str, compiled: CompiledFilter,
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, ws_settings.socket_send_buffer)
-    conn = Connection(kind, ws, transport, compiled, account, request_id(request),
-                      ws_settings.queue_max_bytes)
+    conn = Connection(
+        kind, ws, transport, compiled, account, request_id(request), ws_settings.queue_max_bytes
+    )
     conn.closing = True  # nothing may be written before the 101 response
     conn.task = asyncio.current_task()
     await hub.add(conn)
-    info: dict[str, Any] = {"id": conn.id, "kind": kind, "account_id": account,
-                            "filters": compiled.summary(), "request_id": conn.request_id}
+    info: dict[str, Any] = {
+        "id": conn.id,
+        "kind": kind,
+        "account_id": account,
+        "filters": compiled.summary(),
+        "request_id": conn.request_id,
+    }
     opened = False
     try:
         try:
@@ -147,8 +162,14 @@ async def _serve(request: web.Request, kind: str, compiled: CompiledFilter,
         conn.closing = False
         opened = True
         record_request(request, 101, time.perf_counter() - started)
-        log.info("websocket %s opened: kind=%s account=%s filters=%s", conn.id, kind,
-                 account or "-", compiled.summary(), extra=_log_fields(info, request))
+        log.info(
+            "websocket %s opened: kind=%s account=%s filters=%s",
+            conn.id,
+            kind,
+            account or "-",
+            compiled.summary(),
+            extra=_log_fields(info, request),
+        )
         context.plugins.connection_opened(info)
         if conn.close_code is None:
             await _read_until_closed(ws, conn)
@@ -162,8 +183,7 @@ async def _serve(request: web.Request, kind: str, compiled: CompiledFilter,
     return ws
 
 
-def _log_closed(context: Any, conn: Connection, info: dict[str, Any],
-                request: web.Request) -> None:
+def _log_closed(context: Any, conn: Connection, info: dict[str, Any], request: web.Request) -> None:
     duration = time.monotonic() - conn.opened_at
     # The code the socket was closed with: the server's own Close (1001 at shutdown, 1008 on
     # eviction ...) when the server closed it — aiohttp's ``close_code`` would then hold the
@@ -171,9 +191,23 @@ def _log_closed(context: Any, conn: Connection, info: dict[str, Any],
     # only for a connection that really dropped.
     code = conn.close_code if conn.close_code is not None else conn.ws.close_code
     reason = conn.close_reason or ""
-    log.info("websocket %s closed: kind=%s filters=%s duration=%.3fs code=%s delivered=%d %s",
-             conn.id, conn.kind, info["filters"], duration, code, conn.delivered, reason,
-             extra={**_log_fields(info, request), "close_code": code, "close_reason": reason,
-                    "duration": round(duration, 3), "delivered": conn.delivered})
-    context.plugins.connection_closed({**info, "duration": duration, "close_code": code,
-                                       "delivered": conn.delivered})
+    log.info(
+        "websocket %s closed: kind=%s filters=%s duration=%.3fs code=%s delivered=%d %s",
+        conn.id,
+        conn.kind,
+        info["filters"],
+        duration,
+        code,
+        conn.delivered,
+        reason,
+        extra={
+            **_log_fields(info, request),
+            "close_code": code,
+            "close_reason": reason,
+            "duration": round(duration, 3),
+            "delivered": conn.delivered,
+        },
+    )
+    context.plugins.connection_closed(
+        {**info, "duration": duration, "close_code": code, "delivered": conn.delivered}
+    )

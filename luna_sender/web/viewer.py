@@ -19,8 +19,11 @@ from ..filters.general import compile_general
 from . import access
 from .streams import _serve, limits_of
 
-STATIC = {"viewer.js": "application/javascript", "viewer.css": "text/css",
-          "viewer.html": "text/html"}
+STATIC = {
+    "viewer.js": "application/javascript",
+    "viewer.css": "text/css",
+    "viewer.html": "text/html",
+}
 INDEX = """<!doctype html><html><head><meta charset="utf-8"><title>luna-sender</title>
 <style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:40rem}</style></head><body>
 <h1>luna-sender</h1><p>Real-time face/body and general event gateway.</p><ul>
@@ -70,8 +73,9 @@ async def validate(request: web.Request) -> web.Response:
             _viewer_account(request, principal)
             compile_face(_split(request, {"kind", "account_id"}), limits_of(request))
         elif kind == "general":
-            compile_general(access.general_query(request, principal, frozenset({"kind"})),
-                            limits_of(request))
+            compile_general(
+                access.general_query(request, principal, frozenset({"kind"})), limits_of(request)
+            )
         else:
             raise LunaError(errors.BAD_QUERY, "kind")
     except FilterError as exc:
