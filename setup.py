@@ -16,7 +16,7 @@ class BuildWithManual(build_py):
     def run(self) -> None:
         super().run()
         if getattr(self, "editable_mode", False):
-            return  # an editable install reads the checkout's docs/ (luna_sender/docs_render.py)
+            return  # an editable install reads the checkout's docs/ (luna_sender/web/docs/markdown.py)
         target = Path(self.build_lib) / "luna_sender" / "manual"
         self.mkpath(str(target))
         for page in sorted((ROOT / "docs").glob("*.md")):

@@ -19,7 +19,7 @@ import os, sys, tempfile, timeit
 shared = tempfile.mkdtemp() if sys.argv[1] == "workers" else None
 if shared:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
-from luna_sender.metrics import Metrics
+from luna_sender.runtime.metrics import Metrics
 m = Metrics({"instance": "bench"}, multiprocess_dir=shared)
 received, delivered = m.received["face"], m.delivered["face"]
 def event():

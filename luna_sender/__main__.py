@@ -1,6 +1,6 @@
 """``python -m luna_sender``: the same command as the ``luna-sender`` entry point."""
 
-from .cli import main
+from luna_sender.cli.main import main
 
 if __name__ == "__main__":
     main()

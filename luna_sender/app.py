@@ -14,17 +14,17 @@ import time
 
 from aiohttp import web
 
-from . import fdlimit
-from .bus import create_bus, log_address
-from .config import Settings, plugin_setup
-from .gcpolicy import GcPolicy
-from .hub import Hub
-from .metrics import Metrics
-from .plugins import PluginManager
-from .web import access, httpd, publish, service, streams, viewer
-from .web.context import CTX, Context
-from .web.middlewares import luna_middleware
-from .workers import MULTIPROC_ENV
+from luna_sender.bus import create_bus, log_address
+from luna_sender.cli.workers import MULTIPROC_ENV
+from luna_sender.config.settings import Settings, plugin_setup
+from luna_sender.delivery.hub import Hub
+from luna_sender.plugins.host import PluginManager
+from luna_sender.runtime import fdlimit
+from luna_sender.runtime.gcpolicy import GcPolicy
+from luna_sender.runtime.metrics import Metrics
+from luna_sender.web import access, httpd, publish, service, streams, viewer
+from luna_sender.web.context import CTX, Context
+from luna_sender.web.middlewares import luna_middleware
 
 log = logging.getLogger("luna_sender.app")
 GC_POLICY: web.AppKey[GcPolicy] = web.AppKey("luna_sender_gc_policy", GcPolicy)
@@ -41,7 +41,7 @@ def business_prefixes(settings: Settings) -> list[str]:
 
 
 def build_app(settings: Settings) -> web.Application:
-    # The supervisor of --workers sets the shared metrics folder (luna_sender/workers.py).
+    # The supervisor of --workers sets the shared metrics folder (luna_sender/cli/workers.py).
     shared = os.environ.get(MULTIPROC_ENV) if settings.workers > 1 else None
     metrics = Metrics(settings.metrics.extra_labels, multiprocess_dir=shared)
     options: dict[str, object] = {}
@@ -102,7 +102,7 @@ async def _on_startup(app: web.Application) -> None:
 
 
 def log_ready(app: web.Application) -> None:
-    """Called once the listening sockets accept connections (luna_sender/lifecycle.py)."""
+    """Called once the listening sockets accept connections (luna_sender/runtime/lifecycle.py)."""
     context = app[CTX]
     loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
     log.info(

@@ -10,7 +10,7 @@ from aiohttp import ClientSession, TCPConnector
 from aiohttp.test_utils import TestServer
 
 from luna_sender.app import build_app
-from luna_sender.config import Settings
+from luna_sender.config.settings import Settings
 
 from .helpers import RedisServer
 

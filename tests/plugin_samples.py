@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from luna_sender.plugins import BusEvent
+from luna_sender.plugins.host import BusEvent
 
 
 class Broken:

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from luna_sender.app import build_app
-from luna_sender.config import Settings
+from luna_sender.config.settings import Settings
 
 from .jwtkit import jwt_settings, token
 

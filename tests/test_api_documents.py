@@ -26,10 +26,10 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
-from luna_sender.asyncapi import CLOSE_CODES, build_asyncapi
 from luna_sender.filters.events import FACE_SPECS
 from luna_sender.filters.general import GENERAL_SPECS
-from luna_sender.openapi import build_document
+from luna_sender.web.docs.asyncapi import CLOSE_CODES, build_asyncapi
+from luna_sender.web.docs.openapi import build_document
 
 from .conftest import LiveApp
 from .helpers import account, recv_json

@@ -6,11 +6,11 @@ import yaml
 from openapi_spec_validator import validate
 
 from luna_sender.app import build_app
-from luna_sender.config import Settings
-from luna_sender.docs_render import markdown_to_html
+from luna_sender.config.settings import Settings
 from luna_sender.filters.events import FACE_SPECS
 from luna_sender.filters.general import GENERAL_SPECS
-from luna_sender.openapi import build_document
+from luna_sender.web.docs.markdown import markdown_to_html
+from luna_sender.web.docs.openapi import build_document
 
 from .conftest import LiveApp
 
@@ -95,17 +95,17 @@ def test_markdown_escapes_and_renders() -> None:
 
 
 def test_configuration_reference_is_generated_from_the_model() -> None:
-    from luna_sender.docs_config import render
+    from luna_sender.config.reference import render
 
     from .helpers import REPO
 
     assert (REPO / "docs" / "configuration.md").read_text() == render(), (
-        "run: python -m luna_sender.docs_config > docs/configuration.md"
+        "run: python -m luna_sender.config.reference > docs/configuration.md"
     )
 
 
 def test_metrics_reference_lists_every_metric() -> None:
-    from luna_sender.metrics import Metrics
+    from luna_sender.runtime.metrics import Metrics
 
     from .helpers import REPO
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from luna_sender.app import build_app
-from luna_sender.config import Settings
+from luna_sender.config.settings import Settings
 from luna_sender.filters.events import FACE_SPECS
 from luna_sender.filters.general import GENERAL_SPECS
 

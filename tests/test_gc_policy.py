@@ -17,7 +17,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from luna_sender.config import Settings
+from luna_sender.config.settings import Settings
 
 from .helpers import Service, account
 from .rawws import RawWS
@@ -145,9 +145,9 @@ def test_gc_settings_are_validated(field: str, value: float) -> None:
 
 GC_IN_METRIC_LOCK = """
 import asyncio, gc, os
-from luna_sender.config import GcSettings
-from luna_sender.gcpolicy import GcPolicy
-from luna_sender.metrics import Metrics
+from luna_sender.config.settings import GcSettings
+from luna_sender.runtime.gcpolicy import GcPolicy
+from luna_sender.runtime.metrics import Metrics
 
 async def main() -> None:
     metrics = Metrics(multiprocess_dir=os.environ["PROMETHEUS_MULTIPROC_DIR"])

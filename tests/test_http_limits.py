@@ -13,7 +13,7 @@ import uuid
 import aiohttp
 import pytest
 
-from luna_sender.config import Settings
+from luna_sender.config.settings import Settings
 from luna_sender.web.httpd import request_line_max
 
 from .conftest import LiveApp

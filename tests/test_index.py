@@ -8,10 +8,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from luna_sender.delivery.groups import face_index, general_index
 from luna_sender.filters.base import Limits
 from luna_sender.filters.events import compile_face
 from luna_sender.filters.general import compile_general
-from luna_sender.index import face_index, general_index
 from luna_sender.wire import FaceMessage, GeneralMessage
 
 HANDLERS = [str(uuid.UUID(int=i)) for i in range(3)]

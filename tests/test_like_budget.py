@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 import pytest
 
-from luna_sender.config import Settings
+from luna_sender.config.settings import Settings
 from luna_sender.filters.base import FilterError, Limits
 from luna_sender.filters.general import compile_general
 

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from luna_sender.config import Settings
+from luna_sender.config.settings import Settings
 from luna_sender.filters.base import Limits
 from luna_sender.filters.like import LikePattern
 from luna_sender.filters.userdef import compile_user_filter

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from luna_sender.config import Settings
+from luna_sender.config.settings import Settings
 from luna_sender.web.context import CTX
 
 from .conftest import LiveApp

@@ -23,7 +23,7 @@ import dockerfile
 import pytest
 import yaml
 
-from luna_sender.config import Settings, load_settings
+from luna_sender.config.settings import Settings, load_settings
 
 from .helpers import REPO, free_port, wait_port
 

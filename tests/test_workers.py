@@ -20,7 +20,7 @@ import psutil
 import pytest
 from prometheus_client import Gauge
 
-from luna_sender.metrics import Metrics
+from luna_sender.runtime.metrics import Metrics
 
 from .helpers import Service, account
 from .rawws import RawWS

@@ -1,5 +1,5 @@
 """Event bus backends behind one small protocol (see base.py)."""
 
-from .base import Bus, BusError, MessageHandler, create_bus, log_address
+from luna_sender.bus.base import Bus, BusError, MessageHandler, create_bus, log_address
 
 __all__ = ["Bus", "BusError", "MessageHandler", "create_bus", "log_address"]

@@ -23,7 +23,7 @@ NOT_SUBSCRIBED = "subscriptions not confirmed"
 def log_address(url: str) -> str:
     """A bus URL as a log line may show it: no userinfo, and query credentials
     (``?password=``, ``?sentinel_password=``) masked by the same rule as ``/config``."""
-    from ..config import mask_url
+    from luna_sender.config.settings import mask_url
 
     return mask_url(url).split("@")[-1]
 
@@ -96,19 +96,19 @@ class Bus(Protocol):
 def create_bus(url: str, **options: object) -> Bus:
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
-        from .memory import MemoryBus
+        from luna_sender.bus.memory import MemoryBus
 
         return MemoryBus(url)
     if scheme in {"redis+sentinel", "rediss+sentinel"}:
-        from .sentinel import SentinelBus
+        from luna_sender.bus.sentinel import SentinelBus
 
         return SentinelBus(url, **options)
     if scheme in {"redis+cluster", "rediss+cluster"}:
-        from .cluster import ClusterBus
+        from luna_sender.bus.cluster import ClusterBus
 
         return ClusterBus(url, **options)
     if scheme in {"redis", "rediss", "unix"}:
-        from .redis import RedisBus
+        from luna_sender.bus.redis import RedisBus
 
         return RedisBus(url, **options)  # type: ignore[arg-type]
     raise ValueError(f"unsupported bus URL scheme: {scheme!r}")

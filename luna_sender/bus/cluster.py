@@ -17,9 +17,9 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from .base import NOT_PUBLISHED, OUTCOME_UNKNOWN, BusError
-from .redis import NO_RETRY, RedisBus
-from .sentinel import parse_hosts, split_url
+from luna_sender.bus.base import NOT_PUBLISHED, OUTCOME_UNKNOWN, BusError
+from luna_sender.bus.redis import NO_RETRY, RedisBus
+from luna_sender.bus.sentinel import parse_hosts, split_url
 
 
 class ClusterBus(RedisBus):

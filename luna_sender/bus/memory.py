@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .base import BusError, MessageHandler
+from luna_sender.bus.base import BusError, MessageHandler
 
 
 class MemoryBus:

@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from .base import NOT_PUBLISHED, OUTCOME_UNKNOWN, BusError
+from luna_sender.bus.base import NOT_PUBLISHED, OUTCOME_UNKNOWN, BusError
 
 
 def _reason(exc: BaseException) -> str:

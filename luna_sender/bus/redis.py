@@ -27,9 +27,15 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from .base import NOT_REACHABLE, NOT_SUBSCRIBED, BusError, MessageHandler, log_address
-from .publishing import StallGuard, publish_once
-from .subscriptions import KEEPALIVE, Subscriptions
+from luna_sender.bus.base import (
+    NOT_REACHABLE,
+    NOT_SUBSCRIBED,
+    BusError,
+    MessageHandler,
+    log_address,
+)
+from luna_sender.bus.publishing import StallGuard, publish_once
+from luna_sender.bus.subscriptions import KEEPALIVE, Subscriptions
 
 log = logging.getLogger("luna_sender.bus")
 NOT_CONNECTED_YET = "not connected yet"

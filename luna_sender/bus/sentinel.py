@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, unquote
 
 from redis.asyncio.sentinel import Sentinel
 
-from .redis import NO_RETRY, RedisBus
+from luna_sender.bus.redis import NO_RETRY, RedisBus
 
 
 def parse_hosts(netloc_hosts: str, default_port: int) -> list[tuple[str, int]]:

@@ -6,7 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .base import MISSING, NULL_LITERAL, Limits, get_path, parse_float, split_list
+from luna_sender.filters.base import (
+    MISSING,
+    NULL_LITERAL,
+    Limits,
+    get_path,
+    parse_float,
+    split_list,
+)
 
 GEO_DEFAULT_DELTA = 0.01
 GEO_KEYS = ("origin_longitude", "origin_latitude", "longitude_delta", "latitude_delta")

@@ -11,8 +11,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..wire import GeneralMessage
-from .base import (
+from luna_sender.filters.base import (
     CompiledFilter,
     DynamicFilter,
     FilterSpec,
@@ -21,8 +20,9 @@ from .base import (
     parse_uuid,
     split_list,
 )
-from .common import field_in, geo_match, parse_geo, str_list_parser
-from .userdef import compile_user_filter
+from luna_sender.filters.common import field_in, geo_match, parse_geo, str_list_parser
+from luna_sender.filters.userdef import compile_user_filter
+from luna_sender.wire import GeneralMessage
 
 EVENT_TYPE_MAX = 128
 

@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from .base import (
+from luna_sender.filters.base import (
     MISSING,
     DynamicFilter,
     FilterError,
@@ -31,7 +31,7 @@ from .base import (
     parse_int,
     split_list,
 )
-from .like import LikePattern, compile_like
+from luna_sender.filters.like import LikePattern, compile_like
 
 OPERATORS = ("eq", "neq", "ne", "gt", "gte", "lt", "lte", "in", "nin", "like", "nlike")
 TYPES = ("string", "integer", "numeric", "boolean")

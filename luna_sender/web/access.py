@@ -21,12 +21,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from yarl import URL
 
-from .. import errors
-from ..errors import LunaError
-from ..filters.base import parse_uuid
+from luna_sender import errors
+from luna_sender.errors import LunaError
+from luna_sender.filters.base import parse_uuid
 
 if TYPE_CHECKING:
-    from ..config import AuthSettings, Settings
+    from luna_sender.config.settings import AuthSettings, Settings
 
 log = logging.getLogger("luna_sender.access")
 

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from ..bus import Bus
-    from ..config import Settings
-    from ..hub import Hub
-    from ..metrics import Metrics
-    from ..plugins import PluginManager
+    from luna_sender.bus import Bus
+    from luna_sender.config.settings import Settings
+    from luna_sender.delivery.hub import Hub
+    from luna_sender.plugins.host import PluginManager
+    from luna_sender.runtime.metrics import Metrics
 
 
 @dataclass

@@ -18,11 +18,11 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from .. import errors
-from ..config import Settings
-from ..errors import LunaError
-from ..filters.general import EVENT_TYPE_MAX
-from .middlewares import INVALID_REQUEST, REQUEST_ID_HEADER, new_request_id
+from luna_sender import errors
+from luna_sender.config.settings import Settings
+from luna_sender.errors import LunaError
+from luna_sender.filters.general import EVENT_TYPE_MAX
+from luna_sender.web.middlewares import INVALID_REQUEST, REQUEST_ID_HEADER, new_request_id
 
 log = logging.getLogger("luna_sender.web")
 

@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from .. import errors
-from ..errors import LunaError
-from ..logs import mask_query, request_id_var
-from .context import CTX, METRICS_RECORDED, REQUEST_ID
+from luna_sender import errors
+from luna_sender.errors import LunaError
+from luna_sender.runtime.logs import mask_query, request_id_var
+from luna_sender.web.context import CTX, METRICS_RECORDED, REQUEST_ID
 
 log = logging.getLogger("luna_sender.web")
 access_log = logging.getLogger("luna_sender.access")

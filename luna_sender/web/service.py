@@ -8,15 +8,15 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .. import VERSION_PARTS, errors, wire
-from ..asyncapi import asyncapi_yaml, build_asyncapi
-from ..bus import BusError
-from ..docs_render import render_dev_page, render_openapi_html
-from ..errors import LunaError
-from ..metrics import CONTENT_TYPE
-from ..openapi import build_document, document_yaml
-from . import access
-from .context import Context, ctx
+from luna_sender import VERSION_PARTS, errors, wire
+from luna_sender.bus import BusError
+from luna_sender.errors import LunaError
+from luna_sender.runtime.metrics import CONTENT_TYPE
+from luna_sender.web import access
+from luna_sender.web.context import Context, ctx
+from luna_sender.web.docs.asyncapi import asyncapi_yaml, build_asyncapi
+from luna_sender.web.docs.markdown import render_dev_page, render_openapi_html
+from luna_sender.web.docs.openapi import build_document, document_yaml
 
 log = logging.getLogger("luna_sender.service")
 
@@ -118,7 +118,7 @@ def refresh_bus_gauge(context: Context) -> None:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Any worker answers for the whole service with --workers (luna_sender/metrics.py)."""
+    """Any worker answers for the whole service with --workers (luna_sender/runtime/metrics.py)."""
     context = ctx(request)
     if not context.settings.metrics.enabled:
         raise LunaError(errors.NOT_FOUND)

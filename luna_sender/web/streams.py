@@ -16,16 +16,21 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from .. import errors
-from ..errors import LunaError
-from ..fdlimit import CAPACITY
-from ..filters.base import CompiledFilter, FilterError, Limits, parse_uuid
-from ..filters.events import compile_face
-from ..filters.general import compile_general
-from ..hub import Connection
-from . import access
-from .context import METRICS_RECORDED, ctx, request_id
-from .middlewares import INVALID_REQUEST, REQUEST_ID_HEADER, record_request, route_label
+from luna_sender import errors
+from luna_sender.delivery.hub import Connection
+from luna_sender.errors import LunaError
+from luna_sender.filters.base import CompiledFilter, FilterError, Limits, parse_uuid
+from luna_sender.filters.events import compile_face
+from luna_sender.filters.general import compile_general
+from luna_sender.runtime.fdlimit import CAPACITY
+from luna_sender.web import access
+from luna_sender.web.context import METRICS_RECORDED, ctx, request_id
+from luna_sender.web.middlewares import (
+    INVALID_REQUEST,
+    REQUEST_ID_HEADER,
+    record_request,
+    route_label,
+)
 
 log = logging.getLogger("luna_sender.ws")
 ACCOUNT_HEADER = "Luna-Account-Id"

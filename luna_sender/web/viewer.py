@@ -11,13 +11,13 @@ from importlib import resources
 
 from aiohttp import web
 
-from .. import errors
-from ..errors import LunaError
-from ..filters.base import FilterError, parse_uuid
-from ..filters.events import compile_face
-from ..filters.general import compile_general
-from . import access
-from .streams import _serve, limits_of
+from luna_sender import errors
+from luna_sender.errors import LunaError
+from luna_sender.filters.base import FilterError, parse_uuid
+from luna_sender.filters.events import compile_face
+from luna_sender.filters.general import compile_general
+from luna_sender.web import access
+from luna_sender.web.streams import _serve, limits_of
 
 STATIC = {
     "viewer.js": "application/javascript",

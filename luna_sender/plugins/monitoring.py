@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel, Field
 
-from ..plugins import BusEvent
+from luna_sender.plugins.host import BusEvent
 
 log = logging.getLogger("luna_sender.plugins.monitoring")
 SERVICE = "luna-sender"

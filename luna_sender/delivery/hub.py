@@ -24,16 +24,16 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import errors, wire
-from .filters.base import CompiledFilter
-from .index import GroupIndex, face_index, general_index
+from luna_sender import errors, wire
+from luna_sender.delivery.groups import GroupIndex, face_index, general_index
+from luna_sender.filters.base import CompiledFilter
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from .bus import Bus
-    from .config import Settings
-    from .metrics import Metrics
+    from luna_sender.bus import Bus
+    from luna_sender.config.settings import Settings
+    from luna_sender.runtime.metrics import Metrics
 
 log = logging.getLogger("luna_sender.hub")
 

@@ -1,7 +1,7 @@
 """Renders docs/configuration.md from the settings model, so the reference cannot drift.
 
-``python -m luna_sender.docs_config > docs/configuration.md``; a test compares the committed file
-with this output.
+``python -m luna_sender.config.reference > docs/configuration.md``; a test compares the committed
+file with this output.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .config import ENV_PREFIX, Settings
+from luna_sender.config.settings import ENV_PREFIX, Settings
 
 HEADER = """# Configuration reference
 
-Generated from the settings model (`luna_sender/config.py`) by
-`python -m luna_sender.docs_config > docs/configuration.md`; a test fails when they drift.
+Generated from the settings model (`luna_sender/config/settings.py`) by
+`python -m luna_sender.config.reference > docs/configuration.md`; a test fails when they drift.
 
 Settings load in the order `config.yaml` < environment < command-line flags. Environment
 variables are `LUNA_SENDER_<KEY>`, nested keys joined with `__`; a value is read by the type of

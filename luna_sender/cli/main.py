@@ -7,13 +7,14 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, signals
+from luna_sender import __version__
+from luna_sender.runtime import signals
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from luna_sender.config.settings import Settings
 
 # Heavy modules (aiohttp, pydantic) are imported inside the functions: until they are loaded a
-# stop signal can only be recorded (luna_sender/signals.py), so the sooner main() runs the better.
+# stop signal can only be recorded (luna_sender/runtime/signals.py), so the sooner main() runs the better.
 EXIT_CONFIG = 2
 
 
@@ -36,7 +37,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser, sub: bool = False) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .client import add_filter_flags
+    from luna_sender.cli.client import add_filter_flags
 
     parser = argparse.ArgumentParser(prog="luna-sender", description=__doc__)
     _add_settings_flags(parser)
@@ -79,7 +80,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load(args: argparse.Namespace) -> Settings:
-    from .config import ConfigError, load_settings
+    from luna_sender.config.settings import ConfigError, load_settings
 
     try:
         return load_settings(args.config, _overrides(args))
@@ -108,9 +109,9 @@ def _install_event_loop(choice: str) -> None:
 def serve_one(settings: Settings, reuse_port: bool = False) -> int:
     """Run one serving process (module level so --workers can spawn it); its exit status."""
     signals.record_early()  # a spawned worker starts here, not in main()
-    from . import lifecycle
-    from .fdlimit import raise_soft_limit
-    from .logs import setup_logging
+    from luna_sender.runtime import lifecycle
+    from luna_sender.runtime.fdlimit import raise_soft_limit
+    from luna_sender.runtime.logs import setup_logging
 
     setup_logging(settings.log_level, settings.log_format)
     raise_soft_limit()  # per process: each --workers process holds its own sockets
@@ -121,8 +122,8 @@ def serve_one(settings: Settings, reuse_port: bool = False) -> int:
 def serve(settings: Settings) -> None:
     import logging
 
-    from .config import ignored_env_warning
-    from .logs import setup_logging
+    from luna_sender.config.settings import ignored_env_warning
+    from luna_sender.runtime.logs import setup_logging
 
     setup_logging(settings.log_level, settings.log_format)
     warning = ignored_env_warning(settings)
@@ -131,7 +132,7 @@ def serve(settings: Settings) -> None:
             warning, extra={"ignored_env": list(settings._ignored_env)}
         )
     if settings.workers > 1:
-        from .workers import run_workers
+        from luna_sender.cli.workers import run_workers
 
         raise SystemExit(run_workers(settings, serve_one))
     raise SystemExit(serve_one(settings))
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(128 + early)
         import asyncio
 
-        from . import client
+        from luna_sender.cli import client
 
         runner = client.listen if command == "listen" else client.publish
         try:
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(130) from None
     settings = load(args)
     if command == "check-config":
-        from .config import ignored_env_warning
+        from luna_sender.config.settings import ignored_env_warning
 
         warning = ignored_env_warning(settings)
         if warning:

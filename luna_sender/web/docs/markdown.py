@@ -25,8 +25,9 @@ blockquote{border-left:3px solid #ccc;margin:0;padding-left:1rem;color:#555}
 """
 
 
-PACKAGED_MANUAL = Path(__file__).resolve().parent / "manual"
-CHECKOUT_DOCS = Path(__file__).resolve().parent.parent / "docs"
+PACKAGE = Path(__file__).resolve().parents[2]
+PACKAGED_MANUAL = PACKAGE / "manual"
+CHECKOUT_DOCS = PACKAGE.parent / "docs"
 
 
 def docs_dir() -> Path:

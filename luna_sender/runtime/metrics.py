@@ -6,7 +6,7 @@ own and are listed in docs/metrics.md. Hot-path counters are pre-bound children 
 is a single attribute call.
 
 With ``--workers N`` every worker writes its values to prometheus-client's multiprocess files (the
-supervisor sets the folder, luna_sender/workers.py) and a scrape renders all workers' files, so
+supervisor sets the folder, luna_sender/cli/workers.py) and a scrape renders all workers' files, so
 any worker answers for the whole service. Counters and histograms are summed over every worker
 that ever ran (a replaced worker's totals stay). A gauge has no meaningful sum by default, so
 EVERY gauge must say how workers combine: ``multiprocess_mode=`` one of the ``live*`` modes

@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from .config_env import env_overrides
+from luna_sender.config.env import env_overrides
 
 ENV_PREFIX = "LUNA_SENDER_"
 MASK = "********"
@@ -95,7 +95,7 @@ class WsSettings(_Section):
     @field_validator("allowed_origins")
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
-        from .web.access import origin_key
+        from luna_sender.web.access import origin_key
 
         for item in value:
             if origin_key(item) is None:
@@ -170,7 +170,7 @@ class MetricsSettings(_Section):
     @classmethod
     def _label_names(cls, value: dict[str, str]) -> dict[str, str]:
         # A colliding label would be silently shadowed by the metric's own (issue: {path: x}).
-        from .metrics import OWN_LABELS
+        from luna_sender.runtime.metrics import OWN_LABELS
 
         for name in value:
             if not LABEL_NAME_RE.match(name) or name.startswith("__"):
@@ -279,7 +279,7 @@ class AuthSettings(_Section):
 
     @model_validator(mode="after")
     def _one_key(self) -> AuthSettings:
-        from .web.access import load_verification_key
+        from luna_sender.web.access import load_verification_key
 
         if self.mode == "jwt":
             load_verification_key(self)  # ValueError naming the key -> start-up config error

@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .config import GcSettings
-from .metrics import Metrics
+from luna_sender.config.settings import GcSettings
+from luna_sender.runtime.metrics import Metrics
 
 log = logging.getLogger("luna_sender.gc")
 # Pauses kept between two flushes at most; more are dropped (counted as lost, never blocking).

@@ -12,12 +12,12 @@ import copy
 from functools import cache
 from typing import Any
 
-from . import __version__
-from .api_schemas import SCHEMAS, to_json_schema
-from .filters.events import FACE_SPECS
-from .filters.general import GENERAL_SPECS
-from .openapi import dump_yaml
-from .web.middlewares import REQUEST_ID_RE
+from luna_sender import __version__
+from luna_sender.filters.events import FACE_SPECS
+from luna_sender.filters.general import GENERAL_SPECS
+from luna_sender.web.docs.openapi import dump_yaml
+from luna_sender.web.docs.schemas import SCHEMAS, to_json_schema
+from luna_sender.web.middlewares import REQUEST_ID_RE
 
 # (code, when) — docs/reliability.md "Close codes" is the long form.
 CLOSE_CODES: tuple[tuple[int, str], ...] = (

@@ -15,7 +15,7 @@ status and replaced after a backoff; only when workers keep dying faster than th
 does the parent stop the rest and exit 1, so the orchestrator sees a failed service instead of
 one limping on a fraction of its capacity. SIGTERM/SIGINT/SIGHUP are forwarded to every worker
 (each closes its sockets with 1001) and cancel any pending restart; a repeated signal is logged
-and forwarded, and the workers ignore it (luna_sender/lifecycle.py).
+and forwarded, and the workers ignore it (luna_sender/runtime/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
-from . import signals
+from luna_sender.runtime import signals
 
 log = logging.getLogger("luna_sender.workers")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -17,7 +17,7 @@ import logging
 import socket
 from typing import Any
 
-from . import signals
+from luna_sender.runtime import signals
 
 log = logging.getLogger("luna_sender.app")
 EXIT_OK = 0
@@ -79,7 +79,7 @@ def run(settings: Any, reuse_port: bool = False) -> int:
 async def _serve(settings: Any, sockets: list[socket.socket]) -> int:
     from aiohttp import web
 
-    from .app import build_app, log_ready
+    from luna_sender.app import build_app, log_ready
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -16,12 +16,12 @@ from typing import Any
 
 import yaml
 
-from . import __version__
-from .api_schemas import schemas_copy
-from .filters.base import UUID_RE
-from .filters.events import FACE_SPECS
-from .filters.general import GENERAL_SPECS
-from .web.middlewares import REQUEST_ID_RE
+from luna_sender import __version__
+from luna_sender.filters.base import UUID_RE
+from luna_sender.filters.events import FACE_SPECS
+from luna_sender.filters.general import GENERAL_SPECS
+from luna_sender.web.docs.schemas import schemas_copy
+from luna_sender.web.middlewares import REQUEST_ID_RE
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 REQUEST_ID_HEADER = {

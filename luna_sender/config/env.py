@@ -1,6 +1,6 @@
 """Environment variables -> settings data, parsed by the type of the setting each one names.
 
-Kept apart from :mod:`luna_sender.config` (the model) because the rules are about the
+Kept apart from :mod:`luna_sender.config.settings` (the model) because the rules are about the
 environment a process lands in: Kubernetes service links that share the prefix, and values
 such as ``CHANNEL_PREFIX=2024`` that a blanket YAML parse would turn into numbers.
 """

@@ -17,8 +17,8 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from .filters.events import FACE_SPECS
-from .filters.general import GENERAL_SPECS
+from luna_sender.filters.events import FACE_SPECS
+from luna_sender.filters.general import GENERAL_SPECS
 
 EXIT_BAD_INPUT = 2
 EXIT_UNREACHABLE = 1

@@ -17,11 +17,11 @@ from typing import Any, Literal
 import aiohttp
 from pydantic import BaseModel, Field, model_validator
 
-from .. import wire
-from ..filters.base import Limits, parse_uuid
-from ..filters.events import compile_face
-from ..filters.general import compile_general
-from ..plugins import BusEvent
+from luna_sender import wire
+from luna_sender.filters.base import Limits, parse_uuid
+from luna_sender.filters.events import compile_face
+from luna_sender.filters.general import compile_general
+from luna_sender.plugins.host import BusEvent
 
 log = logging.getLogger("luna_sender.plugins.forwarder")
 

@@ -1,1 +1,0 @@
-"""Plugins shipped with luna-sender: an event forwarder and InfluxDB request monitoring."""

@@ -1,0 +1,1 @@
+"""The luna-sender command: serve (one process or a supervised --workers set), listen, publish."""

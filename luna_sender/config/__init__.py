@@ -1,0 +1,1 @@
+"""Typed settings (file, environment, flags) and the reference page generated from them."""

@@ -1,0 +1,1 @@
+"""Fan-out: live connections grouped by filter, the group index, websocket frames."""
