@@ -3,6 +3,15 @@
 Kept apart from :mod:`luna_sender.config.settings` (the model) because the rules are about the
 environment a process lands in: Kubernetes service links that share the prefix, and values
 such as ``CHANNEL_PREFIX=2024`` that a blanket YAML parse would turn into numbers.
+
+Why not pydantic-settings (tried for issue #17 with 2.16): its env source looks up only the names
+of known fields, so a top-level typo (``LUNA_SENDER_HEARTBEAT=3``) would be ignored silently
+instead of stopping the start; it reads ``LUNA_SENDER_PORT=tcp://10.0.0.1:5000`` as the port and
+fails; it decodes lists and mappings as JSON, not YAML (``{env: prod}`` is refused); and
+``LUNA_SENDER_INFLUX_MONITORING__TOKEN`` is dropped (the section's keys are upper-case aliases).
+Keeping these rules would mean a custom source holding all of this module, and ``Settings()``
+would start reading ``os.environ`` wherever it is built (tests, the app factory). What it would
+take over, the file < environment < flags merge, is ``_deep_merge``'s eight lines.
 """
 
 from __future__ import annotations
@@ -100,9 +109,10 @@ def _value_kind(annotation: Any) -> str:
 def _env_value(path: list[str], raw: str, model: type[BaseModel]) -> Any:
     """Parse by the target's type: ``CHANNEL_PREFIX=2024`` stays the string ``"2024"``.
 
-    Numbers and booleans go to pydantic as text (it coerces ``"5"``, ``"on"``, ``"1e3"``), lists
-    and mappings are YAML (``[1, 2]``, ``{env: prod}``); an unknown key is parsed as YAML and
-    then rejected by validation with its name.
+    Numbers and booleans go to pydantic as text: it coerces ``"5"``, ``"on"``, and ``"1e3"`` for
+    a float setting, while an integer setting takes digits only (``PORT=1e3`` is refused naming
+    ``port``). Lists and mappings are YAML (``[1, 2]``, ``{env: prod}``); an unknown key is parsed
+    as YAML and then rejected by validation with its name.
     """
     kind = _value_kind(_target_annotation(path, model))
     if kind != "yaml" or raw == "":
