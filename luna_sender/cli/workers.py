@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from luna_sender.runtime import signals
 
@@ -144,8 +144,10 @@ class Supervisor:
         """Drop a dead worker's live gauges; its counters stay so totals never go backwards."""
         if self.metrics_dir is None or pid is None:
             return
-        from prometheus_client.multiprocess import mark_process_dead
+        from prometheus_client import multiprocess
 
+        # prometheus_client leaves this one unannotated; the cast states what it takes.
+        mark_process_dead = cast("Callable[[int, str], None]", multiprocess.mark_process_dead)
         mark_process_dead(pid, self.metrics_dir)
 
     def _on_death(self, slot: _Slot, now: float) -> None:
