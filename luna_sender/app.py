@@ -16,7 +16,7 @@ from aiohttp import web
 
 from luna_sender.bus import create_bus, log_address
 from luna_sender.cli.workers import MULTIPROC_ENV
-from luna_sender.config.settings import Settings, plugin_setup
+from luna_sender.config import Settings, plugin_setup
 from luna_sender.delivery.hub import Hub
 from luna_sender.plugins.host import PluginManager
 from luna_sender.runtime import fdlimit

@@ -12,7 +12,7 @@ import sys
 import urllib.error
 import urllib.request
 
-from luna_sender.config.settings import ConfigError, load_settings
+from luna_sender.config import ConfigError, load_settings
 
 WILDCARDS = {"0.0.0.0", "::", ""}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from luna_sender.config.settings import ConfigError, Settings, load_settings
+from luna_sender.config import ConfigError, Settings, load_settings
 
 from .helpers import REPO, Service, free_port
 

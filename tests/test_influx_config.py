@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from luna_sender.config.settings import ConfigError, load_settings, plugin_setup
+from luna_sender.config import ConfigError, load_settings, plugin_setup
 
 from .conftest import LiveApp
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from luna_sender.config.settings import ConfigError, load_settings
+from luna_sender.config import ConfigError, load_settings
 from luna_sender.runtime.metrics import OWN_LABELS, Metrics
 
 from .helpers import REPO, Service

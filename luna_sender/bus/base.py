@@ -23,7 +23,7 @@ NOT_SUBSCRIBED = "subscriptions not confirmed"
 def log_address(url: str) -> str:
     """A bus URL as a log line may show it: no userinfo, and query credentials
     (``?password=``, ``?sentinel_password=``) masked by the same rule as ``/config``."""
-    from luna_sender.config.settings import mask_url
+    from luna_sender.config import mask_url
 
     return mask_url(url).split("@")[-1]
 

@@ -1,4 +1,4 @@
-"""The ``luna-sender`` command: serve (default), check-config, version."""
+"""The ``luna-sender`` command: serve (default), check-config, version, listen, publish."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from luna_sender import __version__
 from luna_sender.runtime import signals
 
 if TYPE_CHECKING:
-    from luna_sender.config.settings import Settings
+    from luna_sender.config import Settings
 
 # Heavy modules (aiohttp, pydantic) are imported inside the functions: until they are loaded a
-# stop signal can only be recorded (luna_sender/runtime/signals.py), so the sooner main() runs the better.
+# stop signal can only be recorded (luna_sender/runtime/signals.py), so the sooner main() runs
+# the better.
 EXIT_CONFIG = 2
 
 
@@ -80,7 +81,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load(args: argparse.Namespace) -> Settings:
-    from luna_sender.config.settings import ConfigError, load_settings
+    from luna_sender.config import ConfigError, load_settings
 
     try:
         return load_settings(args.config, _overrides(args))
@@ -122,14 +123,14 @@ def serve_one(settings: Settings, reuse_port: bool = False) -> int:
 def serve(settings: Settings) -> None:
     import logging
 
-    from luna_sender.config.settings import ignored_env_warning
+    from luna_sender.config import ignored_env_warning
     from luna_sender.runtime.logs import setup_logging
 
     setup_logging(settings.log_level, settings.log_format)
     warning = ignored_env_warning(settings)
     if warning:  # once, in the parent, before any worker starts
         logging.getLogger("luna_sender.config").warning(
-            warning, extra={"ignored_env": list(settings._ignored_env)}
+            warning, extra={"ignored_env": settings.ignored_env}
         )
     if settings.workers > 1:
         from luna_sender.cli.workers import run_workers
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(130) from None
     settings = load(args)
     if command == "check-config":
-        from luna_sender.config.settings import ignored_env_warning
+        from luna_sender.config import ignored_env_warning
 
         warning = ignored_env_warning(settings)
         if warning:

@@ -15,7 +15,7 @@ from luna_sender.config.settings import ENV_PREFIX, Settings
 
 HEADER = """# Configuration reference
 
-Generated from the settings model (`luna_sender/config/settings.py`) by
+Generated from the settings model (`luna_sender/config/`) by
 `python -m luna_sender.config.reference > docs/configuration.md`; a test fails when they drift.
 
 Settings load in the order `config.yaml` < environment < command-line flags. Environment

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from luna_sender.bus import Bus
-    from luna_sender.config.settings import Settings
+    from luna_sender.config import Settings
     from luna_sender.runtime.metrics import Metrics
 
 log = logging.getLogger("luna_sender.hub")

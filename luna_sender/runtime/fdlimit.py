@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from luna_sender.config.settings import WsSettings
+from luna_sender.config import WsSettings
 
 log = logging.getLogger("luna_sender.fdlimit")
 CAPACITY: web.AppKey[int] = web.AppKey("luna_sender_ws_capacity", int)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from luna_sender.config.settings import GcSettings
+from luna_sender.config import GcSettings
 from luna_sender.runtime.metrics import Metrics
 
 log = logging.getLogger("luna_sender.gc")

@@ -26,7 +26,7 @@ from luna_sender.errors import LunaError
 from luna_sender.filters.base import parse_uuid
 
 if TYPE_CHECKING:
-    from luna_sender.config.settings import AuthSettings, Settings
+    from luna_sender.config import AuthSettings, Settings
 
 log = logging.getLogger("luna_sender.access")
 

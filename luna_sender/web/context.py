@@ -10,7 +10,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from luna_sender.bus import Bus
-    from luna_sender.config.settings import Settings
+    from luna_sender.config import Settings
     from luna_sender.delivery.hub import Hub
     from luna_sender.plugins.host import PluginManager
     from luna_sender.runtime.metrics import Metrics

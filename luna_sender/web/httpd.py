@@ -19,7 +19,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from luna_sender import errors
-from luna_sender.config.settings import Settings
+from luna_sender.config import Settings
 from luna_sender.errors import LunaError
 from luna_sender.filters.general import EVENT_TYPE_MAX
 from luna_sender.web.middlewares import INVALID_REQUEST, REQUEST_ID_HEADER, new_request_id
