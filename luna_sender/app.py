@@ -14,7 +14,7 @@ import time
 
 from aiohttp import web
 
-from luna_sender.bus import create_bus, log_address
+from luna_sender.bus import BusOptions, Recovering, create_bus, log_address
 from luna_sender.cli.workers import MULTIPROC_ENV
 from luna_sender.config import Settings, plugin_setup
 from luna_sender.delivery.hub import Hub
@@ -44,14 +44,9 @@ def build_app(settings: Settings) -> web.Application:
     # The supervisor of --workers sets the shared metrics folder (luna_sender/cli/workers.py).
     shared = os.environ.get(MULTIPROC_ENV) if settings.workers > 1 else None
     metrics = Metrics(settings.metrics.extra_labels, multiprocess_dir=shared)
-    options: dict[str, object] = {}
-    if not settings.redis_url.startswith("memory"):
-        options = {
-            "on_reconnect": metrics.reconnected.inc,
-            "on_repair": metrics.repaired.inc,
-            "publish_timeout": settings.bus_publish_timeout,
-        }
-    bus = create_bus(settings.redis_url, **options)
+    bus = create_bus(settings.redis_url, BusOptions(publish_timeout=settings.bus_publish_timeout))
+    if isinstance(bus, Recovering):
+        bus.observe(reconnected=metrics.reconnected.inc, repaired=metrics.repaired.inc)
     plugins = PluginManager(*plugin_setup(settings))
     hub = Hub(bus, settings, metrics, hooks=plugins)
     app = web.Application(

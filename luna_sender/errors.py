@@ -46,7 +46,6 @@ NO_ACCOUNT = ErrorKind(
     "Cannot subscribe for events without 'Luna-Account-Id' header set",
     403,
 )
-PUBLISH_FAILED = ErrorKind(29004, "Internal server error", "Failed to publish message to ws", 500)
 TOO_MANY_CONNECTIONS = ErrorKind(
     29005, "Service unavailable", "Too many websocket connections (limit {})", 503
 )

@@ -1,5 +1,21 @@
-"""Event bus backends behind one small protocol (see base.py)."""
+"""Event bus backends behind one small contract (see base.py)."""
 
-from luna_sender.bus.base import Bus, BusError, MessageHandler, create_bus, log_address
+from luna_sender.bus.base import (
+    Bus,
+    BusError,
+    BusOptions,
+    MessageHandler,
+    Recovering,
+    create_bus,
+    log_address,
+)
 
-__all__ = ["Bus", "BusError", "MessageHandler", "create_bus", "log_address"]
+__all__ = [
+    "Bus",
+    "BusError",
+    "BusOptions",
+    "MessageHandler",
+    "Recovering",
+    "create_bus",
+    "log_address",
+]

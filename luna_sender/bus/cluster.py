@@ -4,6 +4,9 @@ Plain PUBLISH in a Redis Cluster reaches every node, so one ordinary SUBSCRIBE c
 node hears every producer. The reader therefore subscribes through one node at a time and, when
 that node goes away, the reconnect loop (redis.py) moves on to the next known node — the startup
 list plus whatever the cluster reported. Publishing goes through redis-py's cluster client.
+
+``?sharded=1`` (Redis >= 7) picks :class:`ShardedClusterBus` instead: SPUBLISH/SSUBSCRIBE, each
+channel living on the node that owns its slot.
 """
 
 from __future__ import annotations
@@ -13,50 +16,48 @@ import itertools
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from luna_sender.bus.base import NOT_PUBLISHED, OUTCOME_UNKNOWN, BusError
+from luna_sender.bus.base import NOT_PUBLISHED, OUTCOME_UNKNOWN, BusError, BusOptions
+from luna_sender.bus.dialect import SHARDED
 from luna_sender.bus.redis import NO_RETRY, RedisBus
-from luna_sender.bus.sentinel import parse_hosts, split_url
+from luna_sender.bus.urls import parse_hosts, split_url
+
+
+def cluster_bus(url: str, options: BusOptions | None = None) -> ClusterBus:
+    """The Cluster backend the URL asks for: classic pub/sub, or sharded with ``?sharded=1``."""
+    query = split_url(url).query
+    sharded = query.get("sharded", ["0"])[0].lower() in ("1", "true", "yes")
+    return (ShardedClusterBus if sharded else ClusterBus)(url, options)
 
 
 class ClusterBus(RedisBus):
-    def __init__(self, url: str, **options: Any) -> None:
-        scheme, user, password, hosts, _path, query = split_url(url)
-        self.sharded = query.get("sharded", ["0"])[0].lower() in ("1", "true", "yes")
-        self._tls = scheme.startswith("rediss")
-        self._auth = {"username": user, "password": password}
-        self._nodes: list[tuple[str, int]] = parse_hosts(hosts, 6379)
+    def __init__(self, url: str, options: BusOptions | None = None) -> None:
+        parsed = split_url(url)
+        self._tls = parsed.tls
+        self._user, self._password = parsed.user, parsed.password
+        self._nodes: list[tuple[str, int]] = parse_hosts(parsed.hosts, 6379)
         self._rotation = itertools.count()
-        client = RedisCluster(
+        self._cluster = RedisCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in self._nodes],
             ssl=self._tls,
             socket_timeout=2.0,
             socket_connect_timeout=1.0,
             # No cluster-level retries: a retried PUBLISH after a timeout is a duplicate event.
             retry=NO_RETRY,
-            **self._auth,
+            username=self._user,
+            password=self._password,
         )
-        self._node_client: Any = None
-        super().__init__(url, client=client, **options)
-        if self.sharded:
-            # Per-account channels hash to slots: SSUBSCRIBE each on the node owning it, and
-            # only for accounts with local subscribers (the hub drives subscribe/unsubscribe).
-            for name in (
-                "SUBSCRIBE",
-                "UNSUBSCRIBE",
-                "MESSAGE_TYPES",
-                "SUBSCRIBED_TYPES",
-                "UNSUBSCRIBED_TYPES",
-            ):
-                setattr(self, name, getattr(_Sharded, name))
+        self._node_client: aioredis.Redis | None = None
+        super().__init__(url, options, client=self._cluster)
 
     def _known_nodes(self) -> list[tuple[str, int]]:
         known = list(self._nodes)
         try:
-            for node in self._client.get_nodes():
+            for node in self._cluster.get_nodes():
                 pair = (node.host, int(node.port))
                 if pair not in known:
                     known.append(pair)
@@ -65,8 +66,6 @@ class ClusterBus(RedisBus):
         return known
 
     def _subscriber(self) -> Any:
-        if self.sharded:
-            return self._client  # RedisCluster.pubsub(): one connection per shard owner
         nodes = self._known_nodes()
         host, port = nodes[next(self._rotation) % len(nodes)]
         old, self._node_client = (
@@ -78,15 +77,16 @@ class ClusterBus(RedisBus):
                 socket_connect_timeout=1.0,
                 socket_timeout=None,
                 retry=NO_RETRY,
-                **self._auth,
+                username=self._user,
+                password=self._password,
             ),
         )
         del old  # its pub/sub connection was already closed by the reader
         return self._node_client
 
-    async def _connect(self) -> Any:
+    async def _connect(self) -> PubSub:
         # ClusterPubSub routes SSUBSCRIBE by the slot map, which a fresh client has not loaded.
-        await self._client.initialize()
+        await self._cluster.initialize()
         return await super()._connect()
 
     async def _publish_once(self, channel: str, data: bytes) -> None:
@@ -94,10 +94,7 @@ class ClusterBus(RedisBus):
         # an error reply is a refusal, and any other failure (no node reachable) is taken as
         # not published — the client raises those before or instead of writing.
         try:
-            if self.sharded:
-                await asyncio.wait_for(self._client.spublish(channel, data), self._publish_timeout)
-            else:
-                await asyncio.wait_for(self._client.publish(channel, data), self._publish_timeout)
+            await asyncio.wait_for(self._publish_command(channel, data), self._publish_timeout)
         except (TimeoutError, RedisTimeout) as exc:
             raise BusError(
                 f"outcome unknown, no reply: {type(exc).__name__}: {exc}",
@@ -109,18 +106,23 @@ class ClusterBus(RedisBus):
         except Exception as exc:
             raise BusError(f"not sent: {type(exc).__name__}: {exc}", NOT_PUBLISHED) from exc
 
-    async def _next_message(self, pubsub: Any) -> dict[str, Any] | None:
-        if not self.sharded:
-            return await super()._next_message(pubsub)
+    async def _publish_command(self, channel: str, data: bytes) -> object:
+        return await self._cluster.publish(channel, data)
+
+
+class ShardedClusterBus(ClusterBus):
+    """Per-account channels hash to slots: SSUBSCRIBE each on the node owning it, and only for
+    accounts with local subscribers (the hub drives subscribe/unsubscribe)."""
+
+    dialect = SHARDED
+
+    def _subscriber(self) -> Any:
+        return self._cluster  # RedisCluster.pubsub(): one connection per shard owner
+
+    async def _publish_command(self, channel: str, data: bytes) -> object:
+        return await self._cluster.spublish(channel, data)
+
+    async def _next_message(self, pubsub: PubSub) -> dict[str, Any] | None:
+        assert isinstance(pubsub, ClusterPubSub)  # _subscriber() is the cluster client
         # Polls each shard's connection in turn; a short timeout keeps every shard served.
         return await pubsub.get_sharded_message(timeout=0.02)
-
-
-class _Sharded:
-    """Names of the sharded pub/sub commands and message types (Redis >= 7)."""
-
-    SUBSCRIBE = "ssubscribe"
-    UNSUBSCRIBE = "sunsubscribe"
-    MESSAGE_TYPES = ("smessage", b"smessage")
-    SUBSCRIBED_TYPES = ("ssubscribe", b"ssubscribe")
-    UNSUBSCRIBED_TYPES = ("sunsubscribe", b"sunsubscribe")

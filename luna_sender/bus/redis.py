@@ -1,13 +1,14 @@
 """Redis pub/sub backend: one pub/sub connection per process, however many websockets.
 
 The reader owns the connection and survives anything Redis does to it (restart, ``CLIENT KILL``,
-output-buffer eviction, a freeze): on any error it marks itself disconnected, backs off (50 ms
-doubling to ``max_backoff``), opens a fresh connection and resubscribes every wanted channel.
-Subscription changes go through one reconciler, and what Redis is subscribed to is learnt from
-its own replies (subscriptions.py), so a late or out-of-order confirmation never leaves a socket
-deaf. A self-check (PING barrier every ``audit_interval``) repairs any drift that remains.
+output-buffer eviction, a freeze): on any error it marks itself disconnected (link.py), backs
+off (50 ms doubling to ``max_backoff``), opens a fresh connection and resubscribes every wanted
+channel. Subscription changes go through one reconciler, and what Redis is subscribed to is
+learnt from its own replies (subscriptions.py), so a late or out-of-order confirmation never
+leaves a socket deaf. A self-check (PING barrier every ``audit_interval``) repairs any drift
+that remains.
 
-Publishing never retries a command that may have reached Redis (see :meth:`RedisBus.publish`).
+Publishing never retries a command that may have reached Redis (see publishing.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
@@ -31,14 +32,16 @@ from luna_sender.bus.base import (
     NOT_REACHABLE,
     NOT_SUBSCRIBED,
     BusError,
+    BusOptions,
     MessageHandler,
     log_address,
 )
+from luna_sender.bus.dialect import CLASSIC, Dialect
+from luna_sender.bus.link import Link
 from luna_sender.bus.publishing import StallGuard, publish_once
 from luna_sender.bus.subscriptions import KEEPALIVE, Subscriptions
 
 log = logging.getLogger("luna_sender.bus")
-NOT_CONNECTED_YET = "not connected yet"
 # No retries inside redis-py: a retried PUBLISH after a timeout is a duplicate event, and the
 # reader below reconnects the pub/sub connection itself (one place, one log line per change).
 NO_RETRY = Retry(NoBackoff(), 0)
@@ -49,37 +52,21 @@ def _reason(exc: BaseException) -> str:
 
 
 class RedisBus:
-    # Pub/sub flavour: classic SUBSCRIBE here; the sharded Cluster backend swaps these names.
-    SUBSCRIBE = "subscribe"
-    UNSUBSCRIBE = "unsubscribe"
-    MESSAGE_TYPES: tuple[str | bytes, ...] = ("message", b"message")
-    SUBSCRIBED_TYPES: tuple[str | bytes, ...] = ("subscribe", b"subscribe")
-    UNSUBSCRIBED_TYPES: tuple[str | bytes, ...] = ("unsubscribe", b"unsubscribe")
+    """``redis://``, ``rediss://``, ``unix://``; the base of the Sentinel and Cluster backends."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        max_backoff: float = 1.0,
-        subscribe_timeout: float = 2.0,
-        publish_timeout: float = 10.0,
-        audit_interval: float = 1.0,
-        health_grace: float = 5.0,
-        on_reconnect: Callable[[], None] | None = None,
-        on_disconnect: Callable[[str], None] | None = None,
-        on_repair: Callable[[int], None] | None = None,
-        client: Any | None = None,
-    ) -> None:
+    dialect: ClassVar[Dialect] = CLASSIC
+
+    def __init__(self, url: str, options: BusOptions | None = None, *, client: Any = None) -> None:
+        options = options or BusOptions()
         self.url = url
-        self._max_backoff = max_backoff
-        self._subscribe_timeout = subscribe_timeout
-        self._publish_timeout = publish_timeout
-        self._audit_interval = audit_interval
-        self._health_grace = health_grace
-        self._on_reconnect = on_reconnect
-        self._on_disconnect = on_disconnect
-        self._on_repair = on_repair
-        # Sentinel and Cluster backends pass their own client (see sentinel.py, cluster.py).
+        self._max_backoff = options.max_backoff
+        self._subscribe_timeout = options.subscribe_timeout
+        self._publish_timeout = options.publish_timeout
+        self._audit_interval = options.audit_interval
+        self._health_grace = options.health_grace
+        self._on_repair: Callable[[int], None] | None = None
+        # Sentinel and Cluster backends pass their own client (see sentinel.py, cluster.py);
+        # Any because it is a Redis, a Sentinel-managed Redis or a RedisCluster.
         self._client: Any = (
             client
             if client is not None
@@ -100,16 +87,18 @@ class RedisBus:
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-        self.connected = False
-        self._ever_connected = False
-        self.last_error: str | None = NOT_CONNECTED_YET
-        self.reconnects = 0
-        self.repairs = 0
+        self._link = Link(log_address(url), self._max_backoff)
         self._repairing: set[str] = set()
         self._repairs_running: set[asyncio.Task[None]] = set()
-        self.disconnected_since: float | None = time.monotonic()
         self._publish_guard = StallGuard()
-        self._where = log_address(url)
+
+    def observe(self, *, reconnected: Callable[[], None], repaired: Callable[[int], None]) -> None:
+        self._link.on_reconnect = reconnected
+        self._on_repair = repaired
+
+    @property
+    def connected(self) -> bool:
+        return self._link.connected
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -147,7 +136,7 @@ class RedisBus:
         if self.subs.live(channel):
             return
         self._dirty.set()
-        if not self.connected and self.last_error != NOT_CONNECTED_YET:
+        if self._link.known_down:
             return  # known down: resubscribed on reconnect; waiting would only stall the client
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(fut)
@@ -179,7 +168,7 @@ class RedisBus:
 
     async def check(self) -> None:
         if not self.connected:
-            raise BusError(self.last_error or "pub/sub connection is down", NOT_REACHABLE)
+            raise BusError(self._link.last_error or "pub/sub connection is down", NOT_REACHABLE)
         stale = self.subs.not_live_for(self._health_grace)
         if stale:
             raise BusError(
@@ -207,7 +196,7 @@ class RedisBus:
             if connection is not None:  # it goes back to the pool: other users are not ours
                 connection.deregister_connect_callback(self._on_silent_reconnect)
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
 
     def _forget_connection(self) -> None:
         """A new connection answers nothing that was sent on the old one."""
@@ -221,11 +210,12 @@ class RedisBus:
         """The client the pub/sub connection is opened from; Cluster rotates nodes here."""
         return self._client
 
-    async def _send(self, pubsub: Any, subscribe: bool, channels: set[str]) -> None:
+    async def _send(self, pubsub: PubSub, subscribe: bool, channels: set[str]) -> None:
         """Write one SUBSCRIBE/UNSUBSCRIBE; the lock keeps bookkeeping order = wire order."""
+        command = self.dialect.subscribe if subscribe else self.dialect.unsubscribe
         async with self._write_lock:
             self.subs.sent(subscribe, channels)
-            await getattr(pubsub, self.SUBSCRIBE if subscribe else self.UNSUBSCRIBE)(*channels)
+            await getattr(pubsub, command)(*channels)
 
     async def _ping(self, fut: asyncio.Future[None] | None) -> None:
         pubsub = self._pubsub
@@ -236,7 +226,7 @@ class RedisBus:
             await pubsub.ping()
 
     async def _connect(self) -> PubSub:
-        pubsub = self._subscriber().pubsub()
+        pubsub: PubSub = self._subscriber().pubsub()
         self.subs.reset()
         # Always hold at least one subscription so the connection exists and can be read.
         await self._send(pubsub, True, self.subs.wanted | {KEEPALIVE})
@@ -250,24 +240,20 @@ class RedisBus:
     def _on_silent_reconnect(self, connection: Any) -> None:
         if self._pubsub is None or getattr(self._pubsub, "connection", None) is not connection:
             return  # the first connect of _connect, or no longer the pub/sub connection
-        self.reconnects += 1
         self._forget_connection()
         self._dirty.set()
-        log.warning(
-            "bus pub/sub connection re-established by the client", extra={"bus_state": "connected"}
-        )
-        if self._on_reconnect:
-            self._on_reconnect()
+        self._link.reopened_by_client()
 
     async def _reader(self) -> None:
         backoff = 0.05
         failures = 0
-        log.info("bus connecting to %s", self._where, extra={"bus_state": "connecting"})
+        self._link.connecting()
         while not self._stopping:
             try:
                 pubsub = await self._connect()
                 self._pubsub = pubsub
-                self._connected_now(failures)
+                self._link.up(failures)
+                self._dirty.set()
                 failures = 0
                 backoff = 0.05
                 await self._read_loop(pubsub)
@@ -275,64 +261,15 @@ class RedisBus:
                 raise
             except Exception as exc:
                 failures += 1
-                self._lost(_reason(exc), failures)
+                self._link.lost(_reason(exc), failures)
                 await self._drop_pubsub()
                 if failures > 1:  # the first retry is immediate: most drops are one-offs
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self._max_backoff)
 
-    def _connected_now(self, failures: int) -> None:
-        outage = time.monotonic() - (self.disconnected_since or time.monotonic())
-        if not self._ever_connected:
-            log.info(
-                "bus connected to %s%s",
-                self._where,
-                f" after {outage:.1f} s" if failures else "",
-                extra={"bus_state": "connected", "outage_seconds": round(outage, 3)},
-            )
-        else:
-            log.warning(
-                "bus connection back after %.1f s",
-                outage,
-                extra={"bus_state": "connected", "outage_seconds": round(outage, 3)},
-            )
-            if self._on_reconnect:
-                self._on_reconnect()
-        self._ever_connected = True
-        self.connected = True
-        self.disconnected_since = None
-        self.last_error = None
-        self._dirty.set()
-
-    def _lost(self, reason: str, failures: int) -> None:
-        """Log each state change once: lost (or unreachable at start), then retrying."""
-        if self.connected:
-            self.reconnects += 1
-            log.warning(
-                "bus connection lost: %s", reason, extra={"bus_state": "lost", "reason": reason}
-            )
-            if self._on_disconnect:
-                self._on_disconnect(reason)
-        elif failures == 1 and not self._ever_connected:
-            log.warning(
-                "bus unreachable: %s", reason, extra={"bus_state": "unreachable", "reason": reason}
-            )
-        elif failures == 2:
-            log.warning(
-                "bus still unreachable, retrying every %.1f s at most: %s",
-                self._max_backoff,
-                reason,
-                extra={"bus_state": "retrying", "reason": reason},
-            )
-        else:
-            log.debug("bus reconnect attempt %d failed: %s", failures, reason)
-        self.connected = False
-        self.last_error = reason
-        if self.disconnected_since is None:
-            self.disconnected_since = time.monotonic()
-
-    async def _next_message(self, pubsub: Any) -> dict[str, Any] | None:
-        return await pubsub.get_message(timeout=None)
+    async def _next_message(self, pubsub: PubSub) -> dict[str, Any] | None:
+        message: dict[str, Any] | None = await pubsub.get_message(timeout=None)
+        return message
 
     async def _read_loop(self, pubsub: PubSub) -> None:
         handler = self._handler
@@ -348,7 +285,7 @@ class RedisBus:
             if msg is None:
                 continue
             kind = msg["type"]
-            if kind in self.MESSAGE_TYPES:
+            if kind in self.dialect.message:
                 channel = msg["channel"]
                 if isinstance(channel, bytes):
                     channel = channel.decode("utf-8", "replace")
@@ -358,11 +295,11 @@ class RedisBus:
                     log.exception("event dispatch failed on channel %s", channel)
             elif kind in ("pong", b"pong"):
                 self._pong()
-            elif kind in self.SUBSCRIBED_TYPES or kind in self.UNSUBSCRIBED_TYPES:
+            elif kind in self.dialect.subscribed or kind in self.dialect.unsubscribed:
                 channel = msg["channel"]
                 if isinstance(channel, bytes):
                     channel = channel.decode("utf-8", "replace")
-                if self.subs.replied(kind in self.SUBSCRIBED_TYPES, channel):
+                if self.subs.replied(kind in self.dialect.subscribed, channel):
                     self._repairing.discard(channel)
                     for fut in self._waiters.pop(channel, []):
                         if not fut.done():
@@ -389,7 +326,6 @@ class RedisBus:
             return
         fresh = (missing | extra) - self._repairing
         self._repairing |= missing
-        self.repairs += len(missing) + len(extra)
         if self._on_repair:
             self._on_repair(len(missing) + len(extra))
         (log.warning if fresh else log.debug)(

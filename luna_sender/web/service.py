@@ -113,7 +113,7 @@ async def plugins(request: web.Request) -> web.Response:
 def refresh_bus_gauge(context: Context) -> None:
     """Bus gauges are set at scrape time (and every second by each worker with --workers),
     never per event."""
-    context.metrics.connected_gauge.set(1 if getattr(context.bus, "connected", True) else 0)
+    context.metrics.connected_gauge.set(1 if context.bus.connected else 0)
     context.metrics.subscribed_channels.set(context.hub.subscribed_channel_count())
 
 
