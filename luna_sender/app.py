@@ -14,7 +14,7 @@ import time
 
 from aiohttp import web
 
-from luna_sender.bus import BusOptions, Recovering, create_bus, log_address
+from luna_sender.bus import BusOptions, SelfHealing, create_bus, log_address
 from luna_sender.cli.workers import MULTIPROC_ENV
 from luna_sender.config import Settings, plugin_setup
 from luna_sender.delivery.hub import Hub
@@ -45,7 +45,7 @@ def build_app(settings: Settings) -> web.Application:
     shared = os.environ.get(MULTIPROC_ENV) if settings.workers > 1 else None
     metrics = Metrics(settings.metrics.extra_labels, multiprocess_dir=shared)
     bus = create_bus(settings.redis_url, BusOptions(publish_timeout=settings.bus_publish_timeout))
-    if isinstance(bus, Recovering):
+    if isinstance(bus, SelfHealing):
         bus.observe(reconnected=metrics.reconnected.inc, repaired=metrics.repaired.inc)
     plugins = PluginManager(*plugin_setup(settings))
     hub = Hub(bus, settings, metrics, hooks=plugins)

@@ -5,7 +5,7 @@ from luna_sender.bus.base import (
     BusError,
     BusOptions,
     MessageHandler,
-    Recovering,
+    SelfHealing,
     create_bus,
     log_address,
 )
@@ -15,7 +15,7 @@ __all__ = [
     "BusError",
     "BusOptions",
     "MessageHandler",
-    "Recovering",
+    "SelfHealing",
     "create_bus",
     "log_address",
 ]

@@ -154,7 +154,7 @@ class Bus(Protocol):
 
 
 @runtime_checkable
-class Recovering(Protocol):
+class SelfHealing(Protocol):
     """Optional: a bus whose connection can drop reports what it did about it (for metrics).
 
     ``reconnected`` is called each time the subscription connection is back after a loss;
