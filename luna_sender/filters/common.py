@@ -1,4 +1,4 @@
-"""Filter pieces shared by the face/body and general-event tables (geo box, string lists)."""
+"""Value parsers both filter tables use: comma-separated lists and the geo box."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from luna_sender.filters.base import (
-    MISSING,
     NULL_LITERAL,
     Limits,
-    get_path,
     parse_float,
     split_list,
 )
@@ -56,47 +54,19 @@ def parse_geo(raw: str, limits: Limits) -> GeoBox:
     return GeoBox(lon - dlon, lon + dlon, lat - dlat, lat + dlat)
 
 
-def geo_match(box: GeoBox, obj: Any) -> bool:
-    """``obj['location']['geo_position']`` lies inside the box (edges included)."""
-    pos = get_path(obj, ("location", "geo_position"))
-    if not isinstance(pos, dict):
-        return False
-    lon, lat = pos.get("longitude"), pos.get("latitude")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lon, lat)):
-        return False
-    return box.lon_min <= lon <= box.lon_max and box.lat_min <= lat <= box.lat_max  # type: ignore[operator]
-
-
-def field_in(
-    path: tuple[str, ...], root: Callable[[Any], Any], lowercase: bool = False
-) -> Callable[[Any, Any], bool]:
-    """Match rule: the scalar at ``path`` (under ``root(subject)``) is in the accepted set.
-
-    A missing or null field matches only a ``null`` item (None in the set); booleans and
-    containers never match.
-    """
-
-    def match(allowed: frozenset[Any], subject: Any) -> bool:
-        value = get_path(root(subject), path)
-        if value is MISSING or value is None:
-            return None in allowed
-        if lowercase and isinstance(value, str):
-            value = value.lower()
-        return (
-            isinstance(value, (str, int, float))
-            and not isinstance(value, bool)
-            and value in allowed
-        )
-
-    return match
-
-
 def str_list_parser(
-    allow_null: bool,
+    allow_null: bool = False,
     max_len: int | None = None,
     item_parser: Callable[[str], Any] | None = None,
+    too_long: str = "'{item}' is longer than {max_len} characters",
 ) -> Callable[[str, Limits], frozenset[Any]]:
-    """A comma-separated list parser; the literal ``null`` becomes None where allowed."""
+    """A comma-separated list parser; the literal ``null`` becomes None where allowed.
+
+    Every list filter goes through here so that all share one item cap and one empty-item rule;
+    what differs per filter is the item check (``item_parser`` raises ValueError with the
+    reason) and the wording of the length error, which clients already see (``too_long``, with
+    ``{item}`` the item's first 40 characters).
+    """
 
     def parse(raw: str, limits: Limits) -> frozenset[Any]:
         out: set[Any] = set()
@@ -105,7 +75,7 @@ def str_list_parser(
                 out.add(None)
                 continue
             if max_len is not None and len(item) > max_len:
-                raise ValueError(f"'{item[:40]}' is longer than {max_len} characters")
+                raise ValueError(too_long.format(item=item[:40], max_len=max_len))
             out.add(item_parser(item) if item_parser is not None else item)
         return frozenset(out)
 
