@@ -2,8 +2,9 @@
 
 Keys (``{channel}`` is a Cluster hash tag, so one channel's keys live in one slot)::
 
-    <prefix>:{<channel>}:s        the stream; entry ids are "<ms>-<seq>", field "d" = the message
-    <prefix>:{<channel>}:m        hash: epoch, seq (last given), ms (last id's ms), bytes (held)
+    <prefix>:{<channel>}:s        the stream; entry ids are "<ms>-<seq>", fields "d" (the message)
+                                  and "c" (the channel's running byte total after it)
+    <prefix>:{<channel>}:m        hash: epoch, seq (last given), ms (last id's ms), total, exp
     <prefix>:{<channel>}:d:<hash> the offset given to a message with this content hash
 
 Written exactly once per message. Every instance subscribed to a channel receives each message
@@ -24,9 +25,11 @@ round trip; docs/recovery.md lists it.)
 
 The ``seq`` half of an id counts without holes (the script assigns it, not Redis), so whether
 messages after an offset were trimmed is exact (history.covers). ``ms`` is Redis's clock, made
-non-decreasing, and is what ``ttl`` trimming looks at. Trimming is exact and amortised: each
-append removes from the front whatever exceeds ``size``, ``max_bytes`` or ``ttl``, reading each
-removed entry once to keep the byte count; the newest message always stays.
+non-decreasing, and is what ``ttl`` trimming looks at. Trimming is exact: XADD's ``MAXLEN =``
+keeps ``size``; then whatever at the front is older than ``ttl`` or beyond ``max_bytes`` goes
+(amortised: each entry is read once when removed); the newest message always stays. The stream
+and its meta hash expire when idle (the stream after 2 x ttl, the meta after ``meta_ttl`` more),
+their expiry refreshed at most once per ttl rather than on every append.
 
 Commands are batched: appends and reads queue in call order and one worker sends whatever has
 queued as a single pipeline (EVALSHA each), so a busy channel costs one round trip per batch,
@@ -62,14 +65,17 @@ from luna_sender.bus.redis import NO_RETRY
 DEFAULT_PREFIX = "luna-sender:history"
 
 # KEYS: stream, meta, dedupe. ARGV: data, fresh epoch, size, ttl ms, max bytes, dedupe ms,
-# meta ttl ms. Returns the offset string.
+# meta ttl ms. Returns the offset string. Each entry also carries "c", the channel's running byte
+# total after it, so the bytes held are known from the first entry alone (no per-entry reads).
+# Every redis.call costs ~1-2 us of script overhead: the common path makes seven.
 APPEND = """
 local seen = redis.call('GET', KEYS[3])
 if seen then return seen end
-local meta = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'ms', 'bytes')
-local epoch, seq, last, bytes = meta[1], 0, 0, 0
+local meta = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'ms', 'total', 'exp')
+local epoch, seq, last, total, exp = meta[1], 0, 0, 0, 0
 if epoch then
-  seq = tonumber(meta[2]); last = tonumber(meta[3]); bytes = tonumber(meta[4])
+  seq = tonumber(meta[2]); last = tonumber(meta[3])
+  total = tonumber(meta[4]); exp = tonumber(meta[5])
 else
   epoch = ARGV[2]
   redis.call('DEL', KEYS[1])
@@ -78,50 +84,52 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now < last then now = last end
 seq = seq + 1
+total = total + #ARGV[1]
 local id = string.format('%.0f-%.0f', now, seq)
-redis.call('XADD', KEYS[1], id, 'd', ARGV[1])
-local count = redis.call('XLEN', KEYS[1])
-if count == 1 then bytes = 0 end
-bytes = bytes + #ARGV[1]
-local size, ttl, cap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[3], id, 'd', ARGV[1],
+           'c', string.format('%.0f', total))
+local ttl, cap = tonumber(ARGV[4]), tonumber(ARGV[5])
 local oldest = now - ttl
-local cut, cutseq, cutms = nil, 0, 0
-local more = true
-while more and count > 1 do
-  local want = math.min(math.max(count - size, 1), 100)
-  local start = '-'
-  if cut then start = '(' .. cut end
-  local batch = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', want)
-  if #batch == 0 then break end
-  for _, e in ipairs(batch) do
-    local ems, eseq = string.match(e[1], '^(%d+)-(%d+)$')
-    ems = tonumber(ems)
-    if count > 1 and (count > size or bytes > cap or ems < oldest) then
-      count = count - 1
-      bytes = bytes - #e[2][2]
-      cut, cutms, cutseq = e[1], ems, tonumber(eseq)
-    else
-      more = false
-      break
+local function excess(e)
+  local ems = tonumber(string.match(e[1], '^(%d+)'))
+  return e[1] ~= id and (ems < oldest or total - tonumber(e[2][4]) + #e[2][2] > cap)
+end
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if excess(head[1]) then
+  local cut, start = nil, '-'
+  while true do
+    local batch = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 100)
+    local stop = #batch == 0
+    for _, e in ipairs(batch) do
+      if not excess(e) then stop = true; break end
+      cut = e[1]
     end
+    if stop then break end
+    start = '(' .. cut
   end
+  local cms, cseq = string.match(cut, '^(%d+)-(%d+)$')
+  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%s-%.0f', cms, tonumber(cseq) + 1))
 end
-if cut then
-  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f-%.0f', cutms, cutseq + 1))
+if now + ttl > exp then
+  exp = now + 2 * ttl
+  redis.call('PEXPIRE', KEYS[1], 2 * ttl)
+  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[7]) + 2 * ttl)
 end
-redis.call('HSET', KEYS[2], 'epoch', epoch, 'seq', seq, 'ms', now, 'bytes', bytes)
-redis.call('PEXPIRE', KEYS[2], ARGV[7])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('HSET', KEYS[2], 'epoch', epoch, 'seq', seq, 'ms', now, 'total', total, 'exp', exp)
 local offset = epoch .. '.' .. id
 redis.call('SET', KEYS[3], offset, 'PX', ARGV[6])
 return offset
 """
 
-# KEYS: stream, meta. ARGV: epoch, ms, seq, part ('' for none). Returns false (not
-# recoverable) or the entries from (part given) or after the offset.
+# KEYS: stream, meta. ARGV: epoch, ms, seq, part ('' for none), ttl ms. Returns false (not
+# recoverable) or the entries from (part given) or after the offset. Entries past the ttl are
+# trimmed first, so a quiet channel answers as a busy one would (and as the memory history does).
 SINCE = """
 local meta = redis.call('HMGET', KEYS[2], 'epoch', 'seq')
 if not meta[1] or meta[1] ~= ARGV[1] then return false end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f', now - tonumber(ARGV[5])))
 local last = tonumber(meta[2])
 local seq = tonumber(ARGV[3])
 if seq > last then return false end
@@ -196,7 +204,7 @@ class RedisHistory:
 
     async def since(self, channel: str, offset: Offset) -> Replay:
         part = "" if offset.part is None else str(offset.part)
-        args = [offset.epoch, str(offset.ms), str(offset.seq), part]
+        args = [offset.epoch, str(offset.ms), str(offset.seq), part, self._limits[1]]
         reply = await self._submit("since", list(self._keys(channel)), args)
         if reply is None:
             return NOT_RECOVERED
