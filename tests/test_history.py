@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from luna_sender.bus.base import BusError
 from luna_sender.bus.history import History, MemoryHistory, Offset, Window, parse
 from luna_sender.bus.redis_history import RedisHistory
 
@@ -141,14 +142,39 @@ async def test_ttl_trims(make: Callable[..., History], request: pytest.FixtureRe
     assert not (await history.since(c, old)).recovered
 
 
-async def test_dedupe_window(make: Callable[..., History]) -> None:
-    history = make(dedupe=0.3)
-    c = ch()
-    a = await history.append(c, b"same")
-    assert await history.append(c, b"same") == a  # byte-identical inside the window: once
-    await asyncio.sleep(0.4)
-    b = await history.append(c, b"same")
-    assert b.seq == a.seq + 1
+async def test_dedupe_window(redis_server: RedisServer) -> None:
+    history = RedisHistory(redis_server.url, Window(dedupe=0.3), prefix="t")
+    try:
+        c = ch()
+        a = await history.append(c, b"same")
+        assert await history.append(c, b"same") == a  # byte-identical inside the window: once
+        await asyncio.sleep(0.4)
+        b = await history.append(c, b"same")
+        assert b.seq == a.seq + 1
+    finally:
+        await history.close()
+    memory = MemoryHistory()  # one process receives each message once: nothing to dedupe
+    assert (await memory.append(c, b"same")).seq + 1 == (await memory.append(c, b"same")).seq
+
+
+async def test_redis_down_is_a_bus_error() -> None:
+    server = RedisServer()
+    server.start()
+    history = RedisHistory(server.url, prefix="t")
+    try:
+        c = ch()
+        offset = await history.append(c, b"a")
+        server.kill()
+        with pytest.raises(BusError) as caught:
+            await history.append(c, b"b")
+        assert caught.value.public == "history unavailable"
+        with pytest.raises(BusError):
+            await history.since(c, offset)
+        with pytest.raises(BusError):
+            await history.size()
+    finally:
+        await history.close()
+        server.close()
 
 
 async def test_redis_several_instances_record_once_in_bus_order(redis_server: RedisServer) -> None:

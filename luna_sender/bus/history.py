@@ -101,8 +101,10 @@ class History(Protocol):
     - ``append`` records ``data`` on ``channel`` and returns its offset. Offsets of one channel
       increase in the order appends are made (bus order when appends follow receive order).
       Several processes appending the same message (each instance receives it from the bus)
-      record it once and all get the same offset; so does one process appending the same bytes
-      twice inside the dedupe window (documented in docs/recovery.md).
+      record it once and all get the same offset. A shared history can only tell "the same
+      message" by its bytes: byte-identical messages inside ``Window.dedupe`` are one
+      (docs/recovery.md). The memory history serves one process, which receives each message
+      once, so it records every append.
     - ``since`` answers with every recorded message strictly after ``offset`` in order — or,
       when the offset names a ``part``, from that message on — and ``recovered`` True; or
       :data:`NOT_RECOVERED`. Any ``since`` made after an ``append`` returned (or was started
@@ -166,18 +168,12 @@ class MemoryHistory:
         self.window = window or Window()
         self._clock = clock
         self._rings: dict[str, _Ring] = {}
-        self._recent: dict[tuple[str, bytes], tuple[Offset, float]] = {}
-        self._recent_order: deque[tuple[float, tuple[str, bytes]]] = deque()
 
     def _now(self) -> float:
         return self._clock()
 
     async def append(self, channel: str, data: bytes) -> Offset:
         now = self._now()
-        self._forget_dedupe(now)
-        known = self._recent.get((channel, data))
-        if known is not None:
-            return known[0]
         ring = self._rings.get(channel)
         if ring is None or now - ring.used > self.window.meta_ttl:
             ring = self._rings[channel] = _Ring()
@@ -188,18 +184,7 @@ class MemoryHistory:
         ring.entries.append((offset, data, now))
         ring.held += len(data)
         self._trim(ring, now)
-        key = (channel, data)
-        self._recent[key] = (offset, now)
-        self._recent_order.append((now, key))
         return offset
-
-    def _forget_dedupe(self, now: float) -> None:
-        order = self._recent_order
-        while order and now - order[0][0] >= self.window.dedupe:
-            _, key = order.popleft()
-            held = self._recent.get(key)
-            if held is not None and now - held[1] >= self.window.dedupe:
-                del self._recent[key]
 
     def _trim(self, ring: _Ring, now: float) -> None:
         window = self.window
