@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import orjson
 
 from luna_sender.bus.history import Entry, MemoryHistory, Offset, Replay
-from luna_sender.delivery.recovery import Seam, recovery_payload, with_offset
+from luna_sender.delivery.recovery import Recording, Seam, recovery_payload, with_offset
 
 EPOCH = "abcdef012345"
 
@@ -118,3 +118,20 @@ async def test_every_interleaving_delivers_each_event_once() -> None:
             got.append(passed)
         expected = [f"m{i}" for i in range(k + 1, 40)]
         assert names(got) == expected, (k, r, h)
+
+
+def test_recording_lingers_for_the_window_after_the_last_recovering_socket() -> None:
+    rec = Recording(linger=300)
+    assert not rec.records("a", 0)
+    rec.joined("a")
+    rec.joined("a")
+    rec.left("a", 10)
+    assert rec.records("a", 10) and rec.expired(10_000) == []  # one socket still there
+    rec.left("a", 20)
+    assert rec.records("a", 319) and rec.wanted("a", 319)
+    assert not rec.records("a", 320)
+    rec.joined("b")
+    rec.left("b", 0)
+    rec.joined("b")  # came back within the window: no longer lingering
+    assert rec.expired(10_000) == ["a"] and rec.expired(10_000) == []
+    assert rec.records("b", 10_000)

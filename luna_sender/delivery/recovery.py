@@ -13,12 +13,19 @@ How phase 2 wires it (hub.py / web/streams.py):
    live frames carry ``"offset"``); with ``since`` also ``seam = Seam(since_param)``.
 2. ``hub.add(conn)`` as today (this is the registration: from here on live events reach it).
 3. Fan-out to a recovering connection: the event's offset comes from
-   ``history.append(channel, data)`` (bus/history.py), called for every message of a channel
-   that has a recovering socket (or was left by one less than ``history.ttl`` ago), in receive
-   order. Its payload is ``with_offset(envelope, str(offset))`` — for face events
-   ``offset.at(i)``, ``i`` the event's index in the message. If the connection has a seam,
-   ``payload = conn.seam.hold(offset, payload)`` and nothing is sent when it returns None.
-4. The handler: ``replay = await history.since(channel, seam.since)`` when ``seam.since`` is not
+   ``history.append(channel, data)`` (bus/history.py), called in receive order for every
+   message of a channel :class:`Recording` says to record (a recovering socket is there, or left
+   less than ``history.ttl`` ago: the issue's "stay subscribed for the window", or the gap of a
+   socket that reconnects elsewhere is never recorded). The hub keeps the channel subscribed
+   while ``recording.wanted(channel)``. The payload is ``with_offset(envelope, str(offset))``
+   — for face events ``offset.at(i)``, ``i`` the event's index in the message. If the
+   connection has a seam, ``payload = conn.seam.hold(offset, payload)``; None: send nothing.
+4. The handler, first: append again the messages this instance received on the channel in the
+   last second or two before the registration (a small per-channel tail of raw bytes the hub
+   keeps for subscribed channels). Dedupe makes that free when another instance recorded them;
+   it closes the race where the instance that records them (another one, lingering) has not
+   yet run its append when this one reads — their appends are ordered before the read here.
+   Then ``replay = await history.since(channel, seam.since)`` when ``seam.since`` is not
    None (a ``BusError`` -> pass ``None``: recovered false), then, with no await in between,
    writes every payload of ``seam.finish(replay, render)`` in order. ``render(entry)`` decodes
    one bus message (wire.decode_face / decode_general; poison -> ``[]``) and returns this
@@ -120,3 +127,48 @@ def _safe(render: Render, entry: Entry) -> list[tuple[int | None, bytes]]:
         return list(render(entry))
     except Exception:  # a message that cannot be rendered is skipped, as poison is live
         return []
+
+
+class Recording:
+    """Which channels this instance records, and for how long after their last recovering socket.
+
+    Pure bookkeeping with the clock passed in; :meth:`records` is on the fan-out's hot path (two
+    dict look-ups). The hub calls :meth:`expired` from its sweeper and unsubscribes what it
+    returns unless other sockets still hold the channel.
+    """
+
+    __slots__ = ("_active", "_linger", "_until")
+
+    def __init__(self, linger: float) -> None:
+        self._linger = linger
+        self._active: dict[str, int] = {}  # channel -> recovering sockets on it
+        self._until: dict[str, float] = {}  # channel -> end of its linger
+
+    def joined(self, channel: str) -> None:
+        self._active[channel] = self._active.get(channel, 0) + 1
+        self._until.pop(channel, None)
+
+    def left(self, channel: str, now: float) -> None:
+        count = self._active.get(channel, 0) - 1
+        if count > 0:
+            self._active[channel] = count
+            return
+        self._active.pop(channel, None)
+        self._until[channel] = now + self._linger
+
+    def records(self, channel: str, now: float) -> bool:
+        if channel in self._active:
+            return True
+        until = self._until.get(channel)
+        return until is not None and until > now
+
+    def wanted(self, channel: str, now: float) -> bool:
+        """Whether the channel must stay subscribed for recording's sake."""
+        return self.records(channel, now)
+
+    def expired(self, now: float) -> list[str]:
+        """Channels whose linger is over (each returned once)."""
+        done = [channel for channel, until in self._until.items() if until <= now]
+        for channel in done:
+            del self._until[channel]
+        return done
