@@ -140,6 +140,11 @@ async def test_ttl_trims(make: Callable[..., History], request: pytest.FixtureRe
     await asyncio.sleep(0.4)  # everything expired, the counter survives: nothing was missed
     assert await history.since(c, new) == (True, [])
     assert not (await history.since(c, old)).recovered
+    await asyncio.sleep(0.3)  # idle past 2 x ttl: the Redis stream key itself is gone
+    assert await history.since(c, new) == (True, [])
+    later = await history.append(c, b"later")
+    assert (later.epoch, later.seq) == (new.epoch, new.seq + 1)
+    assert (await history.since(c, new)).entries == [(later, b"later")]
 
 
 async def test_dedupe_window(redis_server: RedisServer) -> None:
