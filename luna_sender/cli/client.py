@@ -2,6 +2,10 @@
 
 ``listen`` prints matching events as JSON lines and reconnects with backoff when the connection
 drops; a rejected filter (HTTP 4xx on the handshake) prints the service's LUNA error and exits 2.
+With ``--recover`` it asks for offsets and reconnects with ``since=<the last offset seen>`` so the
+events sent while it was away are replayed (docs/recovery.md); when the service answers
+``recovered: false`` it says so on stderr, since events may then have been missed. Its backoff is
+jittered: after a restart every recovering client would otherwise come back in the same instant.
 ``publish`` sends a test event from a file or stdin.
 """
 
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -99,11 +104,14 @@ async def listen(
     received = 0
     backoff = 0.5
     connected_once = False
+    recover = getattr(args, "recover", False)
+    resume = Resume() if recover else None
     async with aiohttp.ClientSession() as session:
         while True:
+            query = params if resume is None else resume.params(params)
             try:
                 async with session.ws_connect(
-                    url, params=params, headers=headers, heartbeat=30
+                    url, params=query, headers=headers, heartbeat=30
                 ) as ws:
                     connected_once = True
                     backoff = 0.5
@@ -112,6 +120,8 @@ async def listen(
                         if msg.type != aiohttp.WSMsgType.TEXT:
                             continue
                         data = json.loads(msg.data)
+                        if resume is not None and not resume.seen(data, err):
+                            continue
                         print(
                             json.dumps(data, indent=2 if args.pretty else None, ensure_ascii=False),
                             file=out,
@@ -124,7 +134,7 @@ async def listen(
             except aiohttp.WSServerHandshakeError as exc:
                 if 400 <= exc.status < 500:
                     http_url = url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
-                    async with session.get(http_url, params=params, headers=headers) as resp:
+                    async with session.get(http_url, params=query, headers=headers) as resp:
                         _print_error(resp.status, await resp.read(), err)
                     return EXIT_BAD_INPUT
                 reason = f"handshake failed with HTTP {exc.status}"
@@ -133,11 +143,46 @@ async def listen(
                     print(f"luna-sender: service unreachable at {args.url}: {exc}", file=err)
                     return EXIT_UNREACHABLE
                 reason = str(exc)
+            delay = backoff if resume is None else random.uniform(backoff / 2, backoff)
             print(
-                f"luna-sender: connection lost ({reason}); reconnecting in {backoff:.1f}s", file=err
+                f"luna-sender: connection lost ({reason}); reconnecting in {delay:.1f}s", file=err
             )
-            await asyncio.sleep(backoff)
+            await asyncio.sleep(delay)
             backoff = min(backoff * 2, 10.0)
+
+
+class Resume:
+    """What ``listen --recover`` remembers across connections: the last offset it printed."""
+
+    def __init__(self) -> None:
+        self.offset: str | None = None
+
+    def params(self, filters: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        extra = [("recover", "true")]
+        if self.offset is not None:
+            extra.append(("since", self.offset))
+        return [*filters, *extra]
+
+    def seen(self, frame: Any, err: TextIO) -> bool:
+        """Note a frame's offset; False for the recovery report, which is not an event."""
+        if not isinstance(frame, dict):
+            return True
+        report = frame.get("recovery")
+        if isinstance(report, dict) and len(frame) == 1:
+            replayed = report.get("replayed")
+            if report.get("recovered") is True:
+                print(f"luna-sender: resumed, {replayed} missed event(s) replayed", file=err)
+            else:
+                print(
+                    "luna-sender: recovery failed (offset outside the history window): "
+                    "events may have been missed while disconnected",
+                    file=err,
+                )
+            return False
+        offset = frame.get("offset")
+        if isinstance(offset, str):
+            self.offset = offset
+        return True
 
 
 def _now() -> str:

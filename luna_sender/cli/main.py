@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--token", help="auth.mode jwt: the token (sent as Authorization: Bearer)")
     listen.add_argument("--pretty", action="store_true", help="indented JSON")
     listen.add_argument("--count", type=int, default=0, help="exit after N events")
+    listen.add_argument("--recover", action="store_true", help="resume after reconnects (since=)")
     add_filter_flags(listen)
 
     pub = sub.add_parser("publish", help="publish a test event from a file or stdin")

@@ -1,0 +1,239 @@
+"""Per-channel event history: what a reconnecting socket is replayed from (docs/recovery.md).
+
+A history records every bus message of a channel, in bus order, for a bounded window (``size``
+messages, ``ttl`` seconds, ``max_bytes``), and names each one with an :class:`Offset`.
+
+Offsets are opaque to clients. They carry an *epoch* — a random id of one incarnation of the
+channel's history — and a *position* ``(ms, seq)``: ``seq`` counts the channel's messages one by
+one (1, 2, 3, ... with no holes), ``ms`` is when the message was recorded (the time trimming is
+judged by). Because ``seq`` has no holes, "was anything after this offset trimmed?" has an exact
+answer: the window still holds every message after ``seq`` iff its first retained message is
+``seq + 1`` or earlier. The epoch makes a history that was lost (Redis restarted without
+persistence, FLUSHALL, an in-memory history of a restarted process, an offset from another
+channel) answer "unknown" rather than replay the wrong events.
+
+An envelope may also name an event *inside* a message (``part``: a face message carries several
+events, each sent as its own frame, and a connection may be cut between two of them). ``since``
+then returns that message first, and the caller skips the parts it already delivered.
+
+Only bus/ talks to Redis (the architecture rule): the Redis history is bus/redis_history.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+# Generous bounds: anything larger is garbage, and int() on a 10,000-digit string is slow.
+_OFFSET = re.compile(r"([0-9a-f]{1,32})\.([0-9]{1,16})-([0-9]{1,19})(?:\.([0-9]{1,6}))?")
+_MAX_SEQ = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Offset:
+    """One message's (or, with ``part``, one event's) place in one channel's history."""
+
+    epoch: str
+    ms: int
+    seq: int
+    part: int | None = None
+
+    def __str__(self) -> str:
+        base = f"{self.epoch}.{self.ms}-{self.seq}"
+        return base if self.part is None else f"{base}.{self.part}"
+
+    def at(self, part: int) -> Offset:
+        """The offset of event ``part`` of this message (what a face envelope carries)."""
+        return Offset(self.epoch, self.ms, self.seq, part)
+
+    def message(self) -> Offset:
+        return Offset(self.epoch, self.ms, self.seq)
+
+
+def parse(token: object) -> Offset | None:
+    """The offset a client sent back, or None for anything not made by :func:`str` above.
+
+    Never raises: the contract answers any unrecognised ``since`` with ``recovered: false``.
+    """
+    if not isinstance(token, str) or len(token) > 80:
+        return None
+    found = _OFFSET.fullmatch(token)
+    if found is None:
+        return None
+    seq = int(found[3])
+    if seq > _MAX_SEQ or seq == 0:
+        return None
+    part = None if found[4] is None else int(found[4])
+    return Offset(found[1], int(found[2]), seq, part)
+
+
+def new_epoch() -> str:
+    return os.urandom(6).hex()
+
+
+class Entry(NamedTuple):
+    offset: Offset
+    data: bytes
+
+
+class Replay(NamedTuple):
+    """The answer to :meth:`History.since`.
+
+    ``recovered`` False: the offset is unknown (garbage, another epoch, from the future) or
+    messages after it have left the window; ``entries`` is then empty and the caller goes live.
+    """
+
+    recovered: bool
+    entries: list[Entry]
+
+
+NOT_RECOVERED = Replay(False, [])
+
+
+class History(Protocol):
+    """The contract every history keeps (memory and Redis alike).
+
+    - ``append`` records ``data`` on ``channel`` and returns its offset. Offsets of one channel
+      increase in the order appends are made (bus order when appends follow receive order).
+      Several processes appending the same message (each instance receives it from the bus)
+      record it once and all get the same offset. A shared history can only tell "the same
+      message" by its bytes: byte-identical messages inside ``Window.dedupe`` are one
+      (docs/recovery.md). The memory history serves one process, which receives each message
+      once, so it records every append.
+    - ``since`` answers with every recorded message strictly after ``offset`` in order — or,
+      when the offset names a ``part``, from that message on — and ``recovered`` True; or
+      :data:`NOT_RECOVERED`. Any ``since`` made after an ``append`` returned (or was started
+      by the same process: the Redis history runs its commands in call order) sees it.
+    - A history that cannot answer (Redis down) raises ``BusError`` from either method; the
+      caller delivers live and reports ``recovered: false``.
+    - ``size`` is the number of messages currently held (the metric's gauge), ``close``
+      releases connections.
+    """
+
+    async def append(self, channel: str, data: bytes) -> Offset: ...
+
+    async def since(self, channel: str, offset: Offset) -> Replay: ...
+
+    async def size(self) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """How much history a channel keeps (the ``history.*`` settings, docs/recovery.md)."""
+
+    size: int = 1000
+    ttl: float = 300.0
+    max_bytes: int = 4 * 1024 * 1024
+    dedupe: float = 30.0  # seconds a message's hash is remembered (several instances append)
+    meta_ttl: float = 86400.0  # how long an idle channel's epoch and counter outlive its events
+
+
+def covers(first_seq: int, last_seq: int, offset: Offset) -> bool:
+    """Whether a window holding ``first_seq..last_seq`` (nothing when first > last) still has
+    every message after ``offset``: the one exactness rule both histories share."""
+    if offset.seq > last_seq:
+        return False  # from the future: another incarnation that reused this epoch id
+    if offset.part is not None:
+        return offset.seq >= first_seq  # the message itself must still be there
+    return offset.seq >= first_seq - 1
+
+
+@dataclass(slots=True)
+class _Ring:
+    epoch: str = field(default_factory=new_epoch)
+    seq: int = 0
+    ms: int = 0
+    held: int = 0  # bytes
+    used: float = 0.0
+    entries: deque[tuple[Offset, bytes, float]] = field(default_factory=deque)
+
+
+class MemoryHistory:
+    """The history for ``memory://``: a bounded ring per channel, gone with the process.
+
+    A restarted process starts new epochs, so offsets given out before answer ``recovered:
+    false`` — exactly what happened (the events in between were never recorded anywhere).
+    """
+
+    def __init__(
+        self, window: Window | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.window = window or Window()
+        self._clock = clock
+        self._rings: dict[str, _Ring] = {}
+
+    def _now(self) -> float:
+        return self._clock()
+
+    async def append(self, channel: str, data: bytes) -> Offset:
+        now = self._now()
+        ring = self._rings.get(channel)
+        if ring is None or now - ring.used > self.window.meta_ttl:
+            ring = self._rings[channel] = _Ring()
+        ring.used = now
+        ring.seq += 1
+        ring.ms = max(ring.ms, int(now * 1000))
+        offset = Offset(ring.epoch, ring.ms, ring.seq)
+        ring.entries.append((offset, data, now))
+        ring.held += len(data)
+        self._trim(ring, now)
+        return offset
+
+    def _trim(self, ring: _Ring, now: float) -> None:
+        window = self.window
+        entries = ring.entries
+        # The newest message always stays: a window that cannot hold one event still names it.
+        while len(entries) > 1 and (
+            len(entries) > window.size
+            or ring.held > window.max_bytes
+            or now - entries[0][2] > window.ttl
+        ):
+            _, data, _ = entries.popleft()
+            ring.held -= len(data)
+        if entries and now - entries[0][2] > window.ttl:
+            ring.held -= len(entries.popleft()[1])
+
+    async def since(self, channel: str, offset: Offset) -> Replay:
+        ring = self._rings.get(channel)
+        if ring is None or ring.epoch != offset.epoch:
+            return NOT_RECOVERED
+        self._trim(ring, self._now())
+        entries = ring.entries
+        first = entries[0][0].seq if entries else ring.seq + 1
+        if not covers(first, ring.seq, offset):
+            return NOT_RECOVERED
+        if entries:
+            held = entries[offset.seq - first][0] if offset.seq >= first else None
+            if held is not None and held.ms != offset.ms:
+                return NOT_RECOVERED  # same seq, another message: not an offset we gave
+        start = offset.seq if offset.part is not None else offset.seq + 1
+        skip = max(0, start - first)
+        picked = [Entry(o, d) for o, d, _ in list(entries)[skip:]]
+        return Replay(True, picked)
+
+    async def size(self) -> int:
+        return sum(len(ring.entries) for ring in self._rings.values())
+
+    async def close(self) -> None:
+        self._rings.clear()
+
+
+def create_history(url: str, window: Window | None = None, prefix: str | None = None) -> History:
+    """The history matching a bus URL: Redis-backed for Redis buses, in memory otherwise."""
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "memory":
+        return MemoryHistory(window)
+    if scheme in {"redis", "rediss", "unix"}:
+        from luna_sender.bus.redis_history import RedisHistory
+
+        if prefix is None:
+            return RedisHistory(url, window)
+        return RedisHistory(url, window, prefix=prefix)
+    raise ValueError(f"no history for bus URL scheme {scheme!r} yet")

@@ -1,0 +1,311 @@
+"""The Redis history: one capped Redis Stream per channel, shared by every instance.
+
+Keys (``{channel}`` is a Cluster hash tag, so one channel's keys live in one slot)::
+
+    <prefix>:{<channel>}:s        the stream; entry ids are "<ms>-<seq>", fields "d" (the message)
+                                  and "c" (the channel's running byte total after it)
+    <prefix>:{<channel>}:m        hash: epoch, seq (last given), ms (last id's ms), total, exp
+    <prefix>:{<channel>}:d:<hash> the offset given to a message with this content hash
+
+Written exactly once per message. Every instance subscribed to a channel receives each message
+and calls :meth:`RedisHistory.append`; the append script runs atomically and looks the content
+hash up first, so the first call records the message and every later one (any instance, within
+``window.dedupe`` seconds) gets the same offset back. Envelopes therefore carry the same offset
+whichever instance sent them, and an offset from one instance works on all.
+
+Stream order is bus order. Redis delivers pub/sub messages to every subscriber in publish order,
+each instance appends in the order it received them, and one instance's commands run in the
+order it issued them (one worker, one connection at a time: :meth:`_worker`). A message's place
+is decided by the first append of it to run. Take two messages A before B and the instance X
+whose append of B ran first: X received A before B, so X's append of A ran before its append of
+B, so the first append of A ran before the first append of B. (The argument needs X to have
+received A: an instance that subscribed between A and B and appended B before any append of A
+ran could invert them. That takes an instance stalled for longer than another one's subscribe
+round trip; docs/recovery.md lists it.)
+
+The ``seq`` half of an id counts without holes (the script assigns it, not Redis), so whether
+messages after an offset were trimmed is exact (history.covers). ``ms`` is Redis's clock, made
+non-decreasing, and is what ``ttl`` trimming looks at. Trimming is exact: XADD's ``MAXLEN =``
+keeps ``size``; then whatever at the front is older than ``ttl`` or beyond ``max_bytes`` goes
+(amortised: each entry is read once when removed); the newest message always stays. The stream
+and its meta hash expire when idle (the stream after 2 x ttl, the meta after ``meta_ttl`` more),
+their expiry refreshed at most once per ttl rather than on every append.
+
+Commands are batched: appends and reads queue in call order and one worker sends whatever has
+queued as a single pipeline (EVALSHA each), so a busy channel costs one round trip per batch,
+not per event; a ``since`` queued after an ``append`` runs after it (read-your-writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections import deque
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from luna_sender.bus.base import BusError
+from luna_sender.bus.history import (
+    NOT_RECOVERED,
+    Entry,
+    Offset,
+    Replay,
+    Window,
+    new_epoch,
+    parse,
+)
+from luna_sender.bus.redis import NO_RETRY
+
+DEFAULT_PREFIX = "luna-sender:history"
+
+# KEYS: stream, meta, dedupe. ARGV: data, fresh epoch, size, ttl ms, max bytes, dedupe ms,
+# meta ttl ms. Returns the offset string. Each entry also carries "c", the channel's running byte
+# total after it, so the bytes held are known from the first entry alone (no per-entry reads).
+# Every redis.call costs ~1-2 us of script overhead: the common path makes seven.
+APPEND = """
+local seen = redis.call('GET', KEYS[3])
+if seen then return seen end
+local meta = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'ms', 'total', 'exp')
+local epoch, seq, last, total, exp = meta[1], 0, 0, 0, 0
+if epoch then
+  seq = tonumber(meta[2]); last = tonumber(meta[3])
+  total = tonumber(meta[4]); exp = tonumber(meta[5])
+else
+  epoch = ARGV[2]
+  redis.call('DEL', KEYS[1])
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now < last then now = last end
+seq = seq + 1
+total = total + #ARGV[1]
+local id = string.format('%.0f-%.0f', now, seq)
+redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[3], id, 'd', ARGV[1],
+           'c', string.format('%.0f', total))
+local ttl, cap = tonumber(ARGV[4]), tonumber(ARGV[5])
+local oldest = now - ttl
+local function excess(e)
+  local ems = tonumber(string.match(e[1], '^(%d+)'))
+  return e[1] ~= id and (ems < oldest or total - tonumber(e[2][4]) + #e[2][2] > cap)
+end
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if excess(head[1]) then
+  local cut, start = nil, '-'
+  while true do
+    local batch = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 100)
+    local stop = #batch == 0
+    for _, e in ipairs(batch) do
+      if not excess(e) then stop = true; break end
+      cut = e[1]
+    end
+    if stop then break end
+    start = '(' .. cut
+  end
+  local cms, cseq = string.match(cut, '^(%d+)-(%d+)$')
+  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%s-%.0f', cms, tonumber(cseq) + 1))
+end
+if now + ttl > exp then
+  exp = now + 2 * ttl
+  redis.call('PEXPIRE', KEYS[1], 2 * ttl)
+  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[7]) + 2 * ttl)
+end
+redis.call('HSET', KEYS[2], 'epoch', epoch, 'seq', seq, 'ms', now, 'total', total, 'exp', exp)
+local offset = epoch .. '.' .. id
+redis.call('SET', KEYS[3], offset, 'PX', ARGV[6])
+return offset
+"""
+
+# KEYS: stream, meta. ARGV: epoch, ms, seq, part ('' for none), ttl ms. Returns false (not
+# recoverable) or the entries from (part given) or after the offset. Entries past the ttl are
+# trimmed first, so a quiet channel answers as a busy one would (and as the memory history does).
+SINCE = """
+local meta = redis.call('HMGET', KEYS[2], 'epoch', 'seq')
+if not meta[1] or meta[1] ~= ARGV[1] then return false end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f', now - tonumber(ARGV[5])))
+local last = tonumber(meta[2])
+local seq = tonumber(ARGV[3])
+if seq > last then return false end
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local first = last + 1
+if #head > 0 then first = tonumber(string.match(head[1][1], '-(%d+)$')) end
+local id = ARGV[2] .. '-' .. ARGV[3]
+if ARGV[4] ~= '' and seq < first then return false end
+if seq < first - 1 then return false end
+if seq >= first and #redis.call('XRANGE', KEYS[1], id, id) == 0 then return false end
+if ARGV[4] ~= '' then return redis.call('XRANGE', KEYS[1], id, '+') end
+return redis.call('XRANGE', KEYS[1], '(' .. id, '+')
+"""
+
+
+class _Op:
+    __slots__ = ("args", "future", "keys", "script")
+
+    def __init__(self, script: str, keys: list[str], args: list[Any]) -> None:
+        self.script = script
+        self.keys = keys
+        self.args = args
+        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+
+class RedisHistory:
+    def __init__(
+        self,
+        url: str,
+        window: Window | None = None,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        max_batch: int = 256,
+        client: Any | None = None,
+    ) -> None:
+        self.window = window or Window()
+        self.prefix = prefix
+        self._max_batch = max_batch
+        self._client: Any = client or aioredis.from_url(
+            url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=NO_RETRY
+        )
+        self._sha = {
+            name: hashlib.sha1(body.encode()).hexdigest()  # Redis names scripts by SHA1
+            for name, body in (("append", APPEND), ("since", SINCE))
+        }
+        self._bodies = {"append": APPEND, "since": SINCE}
+        self._queue: deque[_Op] = deque()
+        self._wake: asyncio.Event | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self._channels: dict[str, float] = {}  # channel -> last append (for size())
+        w = self.window
+        self._limits = [w.size, int(w.ttl * 1000), w.max_bytes, int(w.dedupe * 1000)]
+        self._meta_ttl = int(max(w.meta_ttl, w.ttl) * 1000)
+
+    def _keys(self, channel: str) -> tuple[str, str]:
+        base = f"{self.prefix}:{{{channel}}}"
+        return base + ":s", base + ":m"
+
+    # --- the History protocol ------------------------------------------------------------
+
+    async def append(self, channel: str, data: bytes) -> Offset:
+        stream, meta = self._keys(channel)
+        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        dedupe = f"{self.prefix}:{{{channel}}}:d:{digest}"
+        args = [data, new_epoch(), *self._limits, self._meta_ttl]
+        self._channels[channel] = time.monotonic()
+        raw = await self._submit("append", [stream, meta, dedupe], args)
+        offset = parse(raw.decode() if isinstance(raw, bytes) else raw)
+        if offset is None:  # pragma: no cover - the script only returns what parse accepts
+            raise BusError(f"history append returned {raw!r}", "history unavailable")
+        return offset
+
+    async def since(self, channel: str, offset: Offset) -> Replay:
+        part = "" if offset.part is None else str(offset.part)
+        args = [offset.epoch, str(offset.ms), str(offset.seq), part, self._limits[1]]
+        reply = await self._submit("since", list(self._keys(channel)), args)
+        if reply is None:
+            return NOT_RECOVERED
+        entries = []
+        for raw_id, fields in reply:
+            ms, _, seq = raw_id.decode().partition("-")
+            entries.append(Entry(Offset(offset.epoch, int(ms), int(seq)), bytes(fields[1])))
+        return Replay(True, entries)
+
+    async def size(self) -> int:
+        """Messages held in the channels this instance appended to within the window."""
+        horizon = time.monotonic() - self.window.ttl
+        for channel in [c for c, at in self._channels.items() if at < horizon]:
+            del self._channels[channel]
+        if not self._channels:
+            return 0
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for channel in self._channels:
+                    pipe.xlen(self._keys(channel)[0])
+                return int(sum(await pipe.execute()))
+        except (RedisError, OSError) as exc:
+            raise BusError(f"history size: {type(exc).__name__}: {exc}") from None
+
+    async def close(self) -> None:
+        if self._worker_task is not None:
+            self._worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker_task
+        for op in self._queue:
+            if not op.future.done():
+                op.future.set_exception(BusError("history closed", "history unavailable"))
+        self._queue.clear()
+        with contextlib.suppress(Exception):
+            await self._client.aclose()
+
+    # --- batching --------------------------------------------------------------------------
+
+    async def _submit(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        op = _Op(script, keys, args)
+        self._queue.append(op)
+        if self._worker_task is None or self._worker_task.done():
+            self._wake = asyncio.Event()
+            self._worker_task = asyncio.create_task(self._worker(), name="history-writer")
+        assert self._wake is not None
+        self._wake.set()
+        return await op.future
+
+    async def _worker(self) -> None:
+        """The only sender: batches go out one after the other, so call order is run order."""
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                count = min(len(self._queue), self._max_batch)
+                batch = [self._queue.popleft() for _ in range(count)]
+                try:
+                    try:
+                        await self._run(batch)
+                    except (RedisConnectionError, RedisTimeoutError, OSError):
+                        # A pooled connection left over from before a Redis restart: once more
+                        # on a fresh one. Safe: a repeated append is deduplicated, reads are reads.
+                        await self._run([op for op in batch if not op.future.done()])
+                except Exception as exc:  # still failing: every op in the batch fails
+                    error = BusError(f"history: {type(exc).__name__}: {exc}", "history unavailable")
+                    for op in batch:
+                        if not op.future.done():
+                            op.future.set_exception(error)
+
+    async def _run(self, batch: list[_Op]) -> None:
+        results = await self._pipeline(batch)
+        missing = [op for op, res in zip(batch, results, strict=True) if _noscript(res)]
+        if missing:  # Redis restarted (or SCRIPT FLUSH): load, then run what did not run
+            for body in self._bodies.values():
+                await self._client.script_load(body)
+            retried = await self._pipeline(missing)
+            results = [
+                retried.pop(0) if _noscript(res) else res
+                for res in results  # same order: the missing ones, in call order
+            ]
+        for op, res in zip(batch, results, strict=True):
+            if op.future.done():
+                continue
+            if isinstance(res, Exception):
+                op.future.set_exception(
+                    BusError(f"history: {type(res).__name__}: {res}", "history unavailable")
+                )
+            else:
+                op.future.set_result(res)
+
+    async def _pipeline(self, batch: list[_Op]) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for op in batch:
+                pipe.execute_command(
+                    "EVALSHA", self._sha[op.script], len(op.keys), *op.keys, *op.args
+                )
+            return list(await pipe.execute(raise_on_error=False))
+
+
+def _noscript(result: Any) -> bool:
+    return isinstance(result, NoScriptError) or (
+        isinstance(result, Exception) and str(result).startswith("NOSCRIPT")
+    )

@@ -1,0 +1,174 @@
+"""The seam between replay and live for a socket that reconnects with ``since`` (#18).
+
+The contract (spec "Recovery after reconnect"): first ``{"recovery": {"recovered", "replayed"}}``,
+then every event after the offset that matches the socket's filters, in bus order, then live —
+no gap and no duplicate. The only way to have no gap is to listen before reading: the socket is
+registered for live events first (they are held here), the history is read second, and whatever
+was held that the history already covered is dropped. :class:`Seam` is that bookkeeping, pure
+(no I/O), so every interleaving can be tested without sockets.
+
+How phase 2 wires it (hub.py / web/streams.py):
+
+1. Handshake with ``recover=true`` or ``since=...``: the connection gets ``recover = True`` (its
+   live frames carry ``"offset"``); with ``since`` also ``seam = Seam(since_param)``.
+2. ``hub.add(conn)`` as today (this is the registration: from here on live events reach it).
+3. Fan-out to a recovering connection: the event's offset comes from
+   ``history.append(channel, data)`` (bus/history.py), called in receive order for every
+   message of a channel :class:`Recording` says to record (a recovering socket is there, or left
+   less than ``history.ttl`` ago: the issue's "stay subscribed for the window", or the gap of a
+   socket that reconnects elsewhere is never recorded). The hub keeps the channel subscribed
+   while ``recording.wanted(channel)``. The payload is ``with_offset(envelope, str(offset))``
+   — for face events ``offset.at(i)``, ``i`` the event's index in the message. If the
+   connection has a seam, ``payload = conn.seam.hold(offset, payload)``; None: send nothing.
+4. The handler, first: append again the messages this instance received on the channel in the
+   last second or two before the registration (a small per-channel tail of raw bytes the hub
+   keeps for subscribed channels). Dedupe makes that free when another instance recorded them;
+   it closes the race where the instance that records them (another one, lingering) has not
+   yet run its append when this one reads — their appends are ordered before the read here.
+   Then ``replay = await history.since(channel, seam.since)`` when ``seam.since`` is not
+   None (a ``BusError`` -> pass ``None``: recovered false), then, with no await in between,
+   writes every payload of ``seam.finish(replay, render)`` in order. ``render(entry)`` decodes
+   one bus message (wire.decode_face / decode_general; poison -> ``[]``) and returns this
+   socket's matching events as ``(part, envelope)`` — ``part`` the event index for face
+   messages, None for general ones. From then on ``hold`` passes payloads through.
+5. Metrics: ``seam.outcome`` ("recovered", "not_recovered") and ``seam.replayed``.
+
+Live events held while the replay was read are kept only if they come after the last message
+the history returned (the *watermark*). History and live share one offset space (every instance
+appends the same message under the same offset), so "already replayed" is an offset comparison.
+An event with no offset (the history could not record it) or from another epoch (the history
+was lost meanwhile) is always kept: at-least-once over at-most-once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import orjson
+
+from luna_sender.bus.history import Entry, Offset, Replay, parse
+
+# A renderer: one recorded bus message -> this socket's matching events as (part, envelope).
+Render = Callable[[Entry], Iterable[tuple[int | None, bytes]]]
+
+
+def with_offset(envelope: bytes, offset: str) -> bytes:
+    """The envelope with ``"offset"`` added as its last key.
+
+    Envelopes are JSON objects serialised by wire.dumps (no trailing whitespace), and offsets
+    contain only ``[0-9a-f.-]``, so a splice is exact and costs one copy instead of a re-encode.
+    """
+    return b"".join((envelope[:-1], b',"offset":"', offset.encode("ascii"), b'"}'))
+
+
+def recovery_payload(recovered: bool, replayed: int) -> bytes:
+    return orjson.dumps({"recovery": {"recovered": recovered, "replayed": replayed}})
+
+
+class Seam:
+    """One reconnecting socket, from its registration to the end of its replay."""
+
+    __slots__ = ("_held", "live", "recovered", "replayed", "since")
+
+    def __init__(self, since: object) -> None:
+        # Anything unparseable is "unknown": recovered false, never an error (the contract).
+        self.since: Offset | None = parse(since)
+        self._held: list[tuple[Offset | None, bytes]] = []
+        self.live = False
+        self.recovered = False
+        self.replayed = 0
+
+    @property
+    def outcome(self) -> str:
+        return "recovered" if self.recovered else "not_recovered"
+
+    def hold(self, offset: Offset | None, payload: bytes) -> bytes | None:
+        """A live event for this socket: held until :meth:`finish`, passed through after."""
+        if self.live:
+            return payload
+        self._held.append((offset, payload))
+        return None
+
+    def finish(self, replay: Replay | None, render: Render) -> list[bytes]:
+        """Everything to write, in order: the recovery frame, the replay, the held events.
+
+        ``replay`` None means the history could not be read (or ``since`` was garbage). The
+        caller writes the list without awaiting in between; the seam is live afterwards.
+        """
+        payloads: list[bytes] = []
+        since = self.since
+        watermark: Offset | None = None
+        if replay is not None and replay.recovered and since is not None:
+            self.recovered = True
+            watermark = since.message()
+            for entry in replay.entries:
+                watermark = entry.offset
+                skip_upto = since.part if entry.offset.seq == since.seq else None
+                for part, envelope in _safe(render, entry):
+                    if skip_upto is not None and part is not None and part <= skip_upto:
+                        continue
+                    named = entry.offset if part is None else entry.offset.at(part)
+                    payloads.append(with_offset(envelope, str(named)))
+        self.replayed = len(payloads)
+        for held, payload in self._held:
+            if watermark is None or held is None or not _covered(held, watermark):
+                payloads.append(payload)
+        self._held = []
+        self.live = True
+        return [recovery_payload(self.recovered, self.replayed), *payloads]
+
+
+def _covered(offset: Offset, watermark: Offset) -> bool:
+    return offset.epoch == watermark.epoch and offset.seq <= watermark.seq
+
+
+def _safe(render: Render, entry: Entry) -> list[tuple[int | None, bytes]]:
+    try:
+        return list(render(entry))
+    except Exception:  # a message that cannot be rendered is skipped, as poison is live
+        return []
+
+
+class Recording:
+    """Which channels this instance records, and for how long after their last recovering socket.
+
+    Pure bookkeeping with the clock passed in; :meth:`records` is on the fan-out's hot path (two
+    dict look-ups). The hub calls :meth:`expired` from its sweeper and unsubscribes what it
+    returns unless other sockets still hold the channel.
+    """
+
+    __slots__ = ("_active", "_linger", "_until")
+
+    def __init__(self, linger: float) -> None:
+        self._linger = linger
+        self._active: dict[str, int] = {}  # channel -> recovering sockets on it
+        self._until: dict[str, float] = {}  # channel -> end of its linger
+
+    def joined(self, channel: str) -> None:
+        self._active[channel] = self._active.get(channel, 0) + 1
+        self._until.pop(channel, None)
+
+    def left(self, channel: str, now: float) -> None:
+        count = self._active.get(channel, 0) - 1
+        if count > 0:
+            self._active[channel] = count
+            return
+        self._active.pop(channel, None)
+        self._until[channel] = now + self._linger
+
+    def records(self, channel: str, now: float) -> bool:
+        if channel in self._active:
+            return True
+        until = self._until.get(channel)
+        return until is not None and until > now
+
+    def wanted(self, channel: str, now: float) -> bool:
+        """Whether the channel must stay subscribed for recording's sake."""
+        return self.records(channel, now)
+
+    def expired(self, now: float) -> list[str]:
+        """Channels whose linger is over (each returned once)."""
+        done = [channel for channel, until in self._until.items() if until <= now]
+        for channel in done:
+            del self._until[channel]
+        return done
