@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from luna_sender import errors
-from luna_sender.delivery.hub import Connection
+from luna_sender.delivery.connection import Connection
 from luna_sender.errors import LunaError
 from luna_sender.filters.base import CompiledFilter, FilterError, Limits, parse_uuid
 from luna_sender.filters.events import compile_face
@@ -144,7 +144,7 @@ async def _serve(
         kind, ws, transport, compiled, account, request_id(request), ws_settings.queue_max_bytes
     )
     conn.closing = True  # nothing may be written before the 101 response
-    conn.task = asyncio.current_task()
+    conn.handler = asyncio.current_task()
     await hub.add(conn)
     info: dict[str, Any] = {
         "id": conn.id,
@@ -179,7 +179,7 @@ async def _serve(
         if conn.close_code is None:
             await _read_until_closed(ws, conn)
         if conn.close_code is not None:
-            await hub.finish_close(conn)
+            await conn.finish_close(ws_settings.shutdown_timeout)
     finally:
         conn.closing = True
         await hub.remove(conn)
