@@ -50,11 +50,14 @@ def select(
     if isinstance(msg, wire.FaceMessage):
         for event in msg.events:
             subject = (event, msg)
-            matched = [c for c in candidates(subject) if safe_match(c.filter, subject)]
+            matched = []
+            for c in candidates(subject):  # a loop: a comprehension is a call per event on 3.11
+                if safe_match(c.filter, subject):
+                    matched.append(c)
             if matched:
                 yield msg.envelope(event), matched
     else:
-        matched = [c for c in candidates(msg) if safe_match(c.filter, msg)]
+        matched = [c for c in candidates(msg) if safe_match(c.filter, msg)]  # one per message
         if matched:
             yield msg.envelope(), matched
 
