@@ -40,6 +40,9 @@ BAD_JSON = ErrorKind(
 )
 UNSUPPORTED_MEDIA = ErrorKind(12024, "Bad/incomplete input data", "Unsupported media type", 415)
 BODY_TOO_LARGE = ErrorKind(12031, "Bad/incomplete input data", "{}", 413)
+# A request aiohttp or the handshake could not take as HTTP (parser errors, a '#' in the target,
+# a websocket route without an upgrade); the status is the parser's own when it gave one.
+INVALID_REQUEST = ErrorKind(12046, "Bad/incomplete input data", "Invalid http request: {}", 400)
 NO_ACCOUNT = ErrorKind(
     29001,
     "Forbidden",

@@ -4,120 +4,49 @@ Data flows one way: bus -> :meth:`Hub.on_message` -> filters -> socket. Each bus
 once; connections with identical filters share a :class:`Group`, so a predicate runs once per
 distinct filter, not once per socket; the envelope of an event is serialised and framed once,
 lazily (only when something matches), and the same frame bytes are written to every matching
-transport.
-
-Backpressure: a socket's outgoing queue *is* its transport write buffer. A frame that finds more
-than ``ws.queue_max_bytes`` still unsent (the cap is at least the largest accepted message, so a
-reader that keeps up never hits it), or a buffer that makes no progress for ``ws.stall_timeout``
-seconds, evicts that socket with close code 1008 — it never slows the others.
-See docs/reliability.md.
+transport. Decoding and matching are :mod:`luna_sender.delivery.matching`'s, shared with the
+event forwarder plugin; a socket's writes, backpressure and close are
+:mod:`luna_sender.delivery.connection`'s. See docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from luna_sender import errors, wire
+from luna_sender.delivery import matching
+from luna_sender.delivery.connection import (
+    CLOSE_GOING_AWAY,
+    CLOSE_POLICY,
+    STALLED_REASON,
+    Connection,
+)
 from luna_sender.delivery.groups import GroupIndex, face_index, general_index
 from luna_sender.filters.base import CompiledFilter
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
     from luna_sender.bus import Bus
     from luna_sender.config import Settings
     from luna_sender.runtime.metrics import Metrics
 
 log = logging.getLogger("luna_sender.hub")
 
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008
-SLOW_CONSUMER_REASON = "slow consumer: outgoing queue overflow"
-STALLED_REASON = "slow consumer: no progress"
-_ids = itertools.count(1)
 
+class HubHooks(Protocol):
+    """What the hub reports to the plugin host (:class:`luna_sender.plugins.host.PluginManager`).
 
-class Connection:
-    """One subscriber socket. Writes go straight to the transport: frames are prebuilt."""
+    Called on the delivery path, once per bus message, so it must only enqueue.
+    """
 
-    __slots__ = (
-        "account",
-        "cancel_sent",
-        "cap",
-        "close_code",
-        "close_reason",
-        "closing",
-        "delivered",
-        "filter",
-        "hub",
-        "id",
-        "kind",
-        "opened_at",
-        "progress_mark",
-        "queued",
-        "reading",
-        "request_id",
-        "stall_since",
-        "task",
-        "transport",
-        "ws",
-    )
-
-    def __init__(
-        self,
-        kind: str,
-        ws: web.WebSocketResponse,
-        transport: asyncio.Transport,
-        compiled: CompiledFilter,
-        account: str | None,
-        request_id: str,
-        cap: int,
-    ) -> None:
-        self.id = next(_ids)
-        self.kind = kind
-        self.ws = ws
-        self.transport = transport
-        self.filter = compiled
-        self.account = account
-        self.request_id = request_id
-        self.opened_at = time.monotonic()
-        self.queued = 0  # bytes handed to the transport so far
-        self.progress_mark = 0  # bytes known flushed at the last sweep
-        self.stall_since: float | None = None
-        self.closing = False
-        self.cap = cap
-        self.hub: Hub | None = None
-        self.close_code: int | None = None  # set once: the one Close this socket will get
-        self.close_reason: str | None = None
-        self.delivered = 0
-        self.task: asyncio.Task[Any] | None = None  # the handler, parked in its read loop
-        self.reading = False
-        self.cancel_sent = False
-
-    def send(self, frame: bytes) -> bool:
-        if self.closing:
-            return False
-        transport = self.transport
-        if transport.is_closing():
-            self.closing = True
-            return False
-        # The backlog *before* this frame is what the client failed to take: a frame of any
-        # accepted size is written to a socket that kept up (docs/reliability.md).
-        if transport.get_write_buffer_size() > self.cap:
-            if self.hub is not None:
-                self.hub.evict(self, CLOSE_POLICY, SLOW_CONSUMER_REASON)
-            return False
-        transport.write(frame)
-        self.queued += len(frame)
-        self.delivered += 1
-        return True
+    def event_received(
+        self, channel: str, kind: str, data: bytes, delivered: int, transport_time: float
+    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -168,7 +97,7 @@ class GroupSet:
 
 class Hub:
     def __init__(
-        self, bus: Bus, settings: Settings, metrics: Metrics, hooks: Any | None = None
+        self, bus: Bus, settings: Settings, metrics: Metrics, hooks: HubHooks | None = None
     ) -> None:
         self.bus = bus
         self.settings = settings
@@ -294,14 +223,13 @@ class Hub:
         if len(data) > self._max_bus_bytes:
             self._poison(kind, channel, f"{len(data)} bytes exceeds the bus message limit")
             return
-        msg: wire.FaceMessage | wire.GeneralMessage
+        sent = 0
         try:
-            if kind == "face":
-                msg = wire.decode_face(data)
-                sent = self._fan_out_face(msg, groups)
-            else:
-                msg = wire.decode_general(data)
-                sent = self._fan_out_general(msg, groups)
+            msg = matching.decode(kind, data)
+            for envelope, matched in matching.select(msg, groups.index.candidates):
+                frame = wire.text_frame(envelope)
+                for group in matched:
+                    sent += group.send(frame)
         except wire.PoisonMessage as exc:
             self._poison(kind, channel, str(exc))
             return
@@ -311,70 +239,11 @@ class Hub:
         if self.hooks is not None:
             self.hooks.event_received(channel, kind, data, sent, time.perf_counter() - started)
 
-    def _fan_out_face(self, msg: wire.FaceMessage, groups: GroupSet) -> int:
-        sent = 0
-        for event in msg.events:
-            subject = (event, msg)
-            frame: bytes | None = None
-            for group in groups.index.candidates(subject):
-                if _safe_match(group.filter.match, subject):
-                    if frame is None:
-                        frame = wire.text_frame(msg.envelope(event))
-                    sent += group.send(frame)
-        return sent
-
-    def _fan_out_general(self, msg: wire.GeneralMessage, groups: GroupSet) -> int:
-        sent = 0
-        frame: bytes | None = None
-        for group in groups.index.candidates(msg):
-            if _safe_match(group.filter.match, msg):
-                if frame is None:
-                    frame = wire.text_frame(msg.envelope())
-                sent += group.send(frame)
-        return sent
-
     # --- eviction and shutdown -------------------------------------------------------------
-
-    def request_close(self, conn: Connection, code: int, reason: str) -> bool:
-        """Ask the socket's own handler to close it: the one path every server close takes.
-
-        The handler is parked in aiohttp's read loop; cancelling it there hands the close to
-        :meth:`finish_close` in that task, so aiohttp itself sends the one Close frame and then
-        waits for the client's — nothing is written behind aiohttp's back.
-        """
-        if conn.close_code is not None:
-            return False
-        conn.close_code = code
-        conn.close_reason = reason
-        task = conn.task
-        # A handler not in its read loop (mid-handshake, or already closing on the client's
-        # Close or a protocol error) checks close_code itself or is past needing it.
-        if conn.reading and task is not None and not conn.ws.closed:
-            conn.cancel_sent = True
-            task.cancel()
-        return True
-
-    async def finish_close(self, conn: Connection) -> None:
-        """Send the requested Close, wait (bounded) for the client's, then close TCP."""
-        assert conn.close_code is not None
-        message = (conn.close_reason or "").encode()[:123]
-        # Frames keep flowing until the Close is written (aiohttp writes it before its first
-        # await): an event accepted before the shutdown is not dropped in between.
-        conn.closing = True
-        try:
-            async with asyncio.timeout(self.settings.ws.shutdown_timeout):  # inline, no task
-                await conn.ws.close(code=conn.close_code, message=message)
-        except Exception:  # a timeout: a client that never answers is cut here
-            log.debug(
-                "websocket %s: no closing handshake within %.1fs",
-                conn.id,
-                self.settings.ws.shutdown_timeout,
-            )
-            conn.transport.abort()
 
     def evict(self, conn: Connection, code: int, reason: str) -> None:
         """Close a socket that cannot keep up, without waiting on it."""
-        if conn.closing or not self.request_close(conn, code, reason):
+        if conn.closing or not conn.request_close(code, reason):
             return
         conn.closing = True  # a slow consumer's backlog is not added to
         self.metrics.closed("slow_consumer")
@@ -388,16 +257,7 @@ class Hub:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for conn in list(self.connections):
-                if conn.closing:
-                    continue
-                pending = conn.transport.get_write_buffer_size()
-                flushed = conn.queued - pending
-                if pending == 0 or flushed > conn.progress_mark:
-                    conn.progress_mark = flushed
-                    conn.stall_since = None if pending == 0 else now
-                elif conn.stall_since is None:
-                    conn.stall_since = now
-                elif now - conn.stall_since >= timeout:
+                if not conn.closing and conn.stalled(now, timeout):
                     self.evict(conn, CLOSE_POLICY, STALLED_REASON)
 
     async def close_all(
@@ -410,7 +270,7 @@ class Hub:
             return
         self._emptied = asyncio.Event()
         for conn in conns:
-            self.request_close(conn, code, reason)
+            conn.request_close(code, reason)
         # Each handler bounds its own handshake by ws.shutdown_timeout; the margin covers the
         # bookkeeping after it (unsubscribing), then whatever is left is cut.
         with contextlib.suppress(asyncio.TimeoutError):
@@ -418,11 +278,3 @@ class Hub:
         for conn in conns:
             if conn in self.connections:
                 conn.transport.abort()
-
-
-def _safe_match(match: Callable[[Any], bool], subject: Any) -> bool:
-    try:
-        return match(subject)
-    except Exception:  # a filter bug on an odd event must not stop the fan-out
-        log.debug("filter raised on an event; treated as no match", exc_info=True)
-        return False

@@ -12,16 +12,20 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import aiohttp
 from pydantic import BaseModel, Field, model_validator
 
 from luna_sender import wire
+from luna_sender.delivery import matching
 from luna_sender.filters.base import Limits, parse_uuid
 from luna_sender.filters.events import compile_face
 from luna_sender.filters.general import compile_general
 from luna_sender.plugins.host import BusEvent
+
+if TYPE_CHECKING:
+    from luna_sender.web.context import Context
 
 log = logging.getLogger("luna_sender.plugins.forwarder")
 
@@ -64,7 +68,7 @@ class EventForwarder:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
-    async def start(self, context: Any) -> None:
+    async def start(self, context: Context) -> None:
         if self.settings.kind == "face":
             assert self.settings.account_id is not None
             await context.hub.pin_account(self.settings.account_id)
@@ -93,12 +97,8 @@ class EventForwarder:
         if event.kind == "face" and event.account_id != self.settings.account_id:
             return
         try:
-            if event.kind == "face":
-                msg = wire.decode_face(event.data)
-                bodies = [msg.envelope(e) for e in msg.events if self.filter.match((e, msg))]
-            else:
-                general = wire.decode_general(event.data)
-                bodies = [general.envelope()] if self.filter.match(general) else []
+            # The hub's own match path: the webhook gets what a socket with this filter would.
+            bodies = matching.envelopes(matching.decode(event.kind, event.data), self.filter)
         except wire.PoisonMessage:
             return
         for body in bodies:

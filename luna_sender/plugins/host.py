@@ -29,9 +29,12 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
+
+if TYPE_CHECKING:
+    from luna_sender.web.context import Context
 
 log = logging.getLogger("luna_sender.plugins")
 
@@ -111,7 +114,7 @@ class PluginManager:
         self.enabled = False
         self.dropped = 0
 
-    async def start(self, context: Any) -> None:
+    async def start(self, context: Context) -> None:
         self._face_prefix = context.settings.channel_prefix + ":"
         for name in self.names:
             plugin = LoadedPlugin(name=name, obj=None)

@@ -14,12 +14,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 from pydantic import BaseModel, Field
 
 from luna_sender.plugins.host import BusEvent
+
+if TYPE_CHECKING:
+    from luna_sender.web.context import Context
 
 log = logging.getLogger("luna_sender.plugins.monitoring")
 SERVICE = "luna-sender"
@@ -58,7 +61,7 @@ class RequestMonitoring:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
-    async def start(self, context: Any) -> None:
+    async def start(self, context: Context) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         self._task = asyncio.create_task(self._flusher(), name="influx-monitoring")
 

@@ -269,6 +269,18 @@ def single_param(request: web.Request, name: str) -> str | None:
     return values[0] if values else None
 
 
+def account_header(request: web.Request) -> str:
+    """The required ``Luna-Account-Id`` of auth mode none: missing -> 403/29001, malformed or
+    repeated -> 400 (a repeated one is a front door appending instead of replacing)."""
+    raw = single_header(request, ACCOUNT_HEADER)
+    if raw is None:
+        raise LunaError(errors.NO_ACCOUNT)
+    try:
+        return parse_uuid(raw.strip())
+    except ValueError:
+        raise LunaError(errors.BAD_HEADER, ACCOUNT_HEADER) from None
+
+
 def token_account(request: web.Request, principal: Principal, param: str | None = None) -> str:
     """The face/body account of a jwt-mode request: the token's, never another.
 

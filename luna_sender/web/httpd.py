@@ -22,7 +22,7 @@ from luna_sender import errors
 from luna_sender.config import Settings
 from luna_sender.errors import LunaError
 from luna_sender.filters.general import EVENT_TYPE_MAX
-from luna_sender.web.middlewares import INVALID_REQUEST, REQUEST_ID_HEADER, new_request_id
+from luna_sender.web.middlewares import REQUEST_ID_HEADER, new_request_id
 
 log = logging.getLogger("luna_sender.web")
 
@@ -78,10 +78,14 @@ class LunaRequestHandler(RequestHandler):
                 return LunaError(
                     errors.BAD_QUERY, f"request line longer than {limit} bytes", status=414
                 )
-            return LunaError(INVALID_REQUEST, f"header longer than {limit} bytes", status=431)
+            return LunaError(
+                errors.INVALID_REQUEST, f"header longer than {limit} bytes", status=431
+            )
         if "Too many headers" in str(exc):
-            return LunaError(INVALID_REQUEST, f"more than {self.max_headers} headers", status=431)
-        return LunaError(INVALID_REQUEST, f"malformed request ({type(exc).__name__})")
+            return LunaError(
+                errors.INVALID_REQUEST, f"more than {self.max_headers} headers", status=431
+            )
+        return LunaError(errors.INVALID_REQUEST, f"malformed request ({type(exc).__name__})")
 
 
 class LunaServer(web.Server):

@@ -17,6 +17,7 @@ from aiohttp import web
 from luna_sender import errors
 from luna_sender.errors import LunaError
 from luna_sender.runtime.logs import mask_query, request_id_var
+from luna_sender.web.access import ACCOUNT_HEADER
 from luna_sender.web.context import CTX, METRICS_RECORDED, REQUEST_ID
 
 log = logging.getLogger("luna_sender.web")
@@ -27,9 +28,6 @@ REQUEST_ID_RE = re.compile(
     r"^[0-9]{10},[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}$"
 )
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-INVALID_REQUEST = errors.ErrorKind(
-    12046, "Bad/incomplete input data", "Invalid http request: {}", 400
-)
 
 
 def new_request_id() -> str:
@@ -57,7 +55,7 @@ def _from_http_exception(exc: web.HTTPException) -> LunaError:
         return LunaError(errors.UNSUPPORTED_MEDIA)
     if exc.status >= 500:
         return LunaError(errors.INTERNAL)
-    return LunaError(INVALID_REQUEST, exc.reason, status=exc.status)
+    return LunaError(errors.INVALID_REQUEST, exc.reason, status=exc.status)
 
 
 @web.middleware
@@ -76,7 +74,7 @@ async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamR
             # raw '#', dropping what a front door appended (``&account_id=...``): refuse it on
             # every route, before the route is looked at.
             if "#" in request.raw_path:
-                raise LunaError(INVALID_REQUEST, "'#' in the request target")
+                raise LunaError(errors.INVALID_REQUEST, "'#' in the request target")
             # Routing errors (404/405) come first: the route does not exist for any header.
             if bad_request_id and request.match_info.http_exception is None:
                 raise LunaError(errors.BAD_HEADER, REQUEST_ID_HEADER)
@@ -122,7 +120,7 @@ def _fields(request: web.Request, status: int) -> dict[str, object]:
         "path": request.rel_url.raw_path,
         "status": status,
     }
-    account = request.headers.get("Luna-Account-Id")
+    account = request.headers.get(ACCOUNT_HEADER)
     if account is not None:
         fields["account_id"] = account[:64]
     return fields

@@ -12,28 +12,26 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from luna_sender import errors
-from luna_sender.delivery.hub import Connection
+from luna_sender.delivery.connection import Connection
 from luna_sender.errors import LunaError
-from luna_sender.filters.base import CompiledFilter, FilterError, Limits, parse_uuid
+from luna_sender.filters.base import CompiledFilter, FilterError, Limits
 from luna_sender.filters.events import compile_face
 from luna_sender.filters.general import compile_general
 from luna_sender.runtime.fdlimit import CAPACITY
 from luna_sender.web import access
-from luna_sender.web.context import METRICS_RECORDED, ctx, request_id
-from luna_sender.web.middlewares import (
-    INVALID_REQUEST,
-    REQUEST_ID_HEADER,
-    record_request,
-    route_label,
-)
+from luna_sender.web.access import account_header
+from luna_sender.web.context import METRICS_RECORDED, Context, ctx, request_id
+from luna_sender.web.middlewares import REQUEST_ID_HEADER, record_request, route_label
 
 log = logging.getLogger("luna_sender.ws")
-ACCOUNT_HEADER = "Luna-Account-Id"
+# compile_face / compile_general: a socket's query and the service's limits -> its filter.
+Compiler = Callable[[Iterable[tuple[str, str]], Limits], CompiledFilter]
 
 
 async def _read_until_closed(ws: web.WebSocketResponse, conn: Connection) -> None:
@@ -68,18 +66,11 @@ def limits_of(request: web.Request) -> Limits:
     )
 
 
-def account_header(request: web.Request) -> str:
-    """The required ``Luna-Account-Id``: missing -> 403/29001, malformed or repeated -> 400."""
-    raw = access.single_header(request, ACCOUNT_HEADER)
-    if raw is None:
-        raise LunaError(errors.NO_ACCOUNT)
-    try:
-        return parse_uuid(raw.strip())
-    except ValueError:
-        raise LunaError(errors.BAD_HEADER, ACCOUNT_HEADER) from None
-
-
-def _compile(compiler: Any, request: web.Request, query: list[tuple[str, str]]) -> CompiledFilter:
+def compile_filter(
+    compiler: Compiler, request: web.Request, query: list[tuple[str, str]]
+) -> CompiledFilter:
+    """Every route that opens (or pre-checks) a socket compiles through here, so a bad filter
+    is one 400/12012 naming the parameter, with its reason in the log, wherever it was sent."""
     try:
         return compiler(query, limits_of(request))
     except FilterError as exc:
@@ -101,19 +92,24 @@ def _log_fields(info: dict[str, Any], request: web.Request) -> dict[str, Any]:
 async def face_ws(request: web.Request) -> web.StreamResponse:
     principal = access.admit_ws(request)
     account = access.token_account(request, principal) if principal else account_header(request)
-    compiled = _compile(compile_face, request, access.filter_query(request))
-    return await _serve(request, "face", compiled, account)
+    compiled = compile_filter(compile_face, request, access.filter_query(request))
+    return await serve_socket(request, "face", compiled, account)
 
 
 async def general_ws(request: web.Request) -> web.StreamResponse:
     principal = access.admit_ws(request)
-    compiled = _compile(compile_general, request, access.general_query(request, principal))
-    return await _serve(request, "general", compiled, None)
+    compiled = compile_filter(compile_general, request, access.general_query(request, principal))
+    return await serve_socket(request, "general", compiled, None)
 
 
-async def _serve(
+async def serve_socket(
     request: web.Request, kind: str, compiled: CompiledFilter, account: str | None
 ) -> web.StreamResponse:
+    """Open and hold one subscriber socket whose account and filter are already decided.
+
+    The routes (``/ws``, ``/ws/general``, the viewer's ``/viewer/ws``) differ only in how they
+    reach ``account`` and ``compiled``; from here on a socket is a socket.
+    """
     started = time.perf_counter()
     context = ctx(request)
     hub, ws_settings = context.hub, context.settings.ws
@@ -132,10 +128,10 @@ async def _serve(
     # The middleware stamps responses after the handler returns; the 101 is sent inside it.
     ws.headers[REQUEST_ID_HEADER] = request_id(request)
     if not ws.can_prepare(request).ok:
-        raise LunaError(INVALID_REQUEST, "websocket upgrade expected")
+        raise LunaError(errors.INVALID_REQUEST, "websocket upgrade expected")
     transport = request.transport
     if transport is None:
-        raise LunaError(INVALID_REQUEST, "connection already closed")
+        raise LunaError(errors.INVALID_REQUEST, "connection already closed")
     sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
@@ -144,7 +140,7 @@ async def _serve(
         kind, ws, transport, compiled, account, request_id(request), ws_settings.queue_max_bytes
     )
     conn.closing = True  # nothing may be written before the 101 response
-    conn.task = asyncio.current_task()
+    conn.handler = asyncio.current_task()
     await hub.add(conn)
     info: dict[str, Any] = {
         "id": conn.id,
@@ -179,7 +175,7 @@ async def _serve(
         if conn.close_code is None:
             await _read_until_closed(ws, conn)
         if conn.close_code is not None:
-            await hub.finish_close(conn)
+            await conn.finish_close(ws_settings.shutdown_timeout)
     finally:
         conn.closing = True
         await hub.remove(conn)
@@ -188,7 +184,9 @@ async def _serve(
     return ws
 
 
-def _log_closed(context: Any, conn: Connection, info: dict[str, Any], request: web.Request) -> None:
+def _log_closed(
+    context: Context, conn: Connection, info: dict[str, Any], request: web.Request
+) -> None:
     duration = time.monotonic() - conn.opened_at
     # The code the socket was closed with: the server's own Close (1001 at shutdown, 1008 on
     # eviction ...) when the server closed it — aiohttp's ``close_code`` would then hold the

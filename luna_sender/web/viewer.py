@@ -13,11 +13,11 @@ from aiohttp import web
 
 from luna_sender import errors
 from luna_sender.errors import LunaError
-from luna_sender.filters.base import FilterError, parse_uuid
+from luna_sender.filters.base import parse_uuid
 from luna_sender.filters.events import compile_face
 from luna_sender.filters.general import compile_general
 from luna_sender.web import access
-from luna_sender.web.streams import _serve, limits_of
+from luna_sender.web.streams import compile_filter, serve_socket
 
 STATIC = {
     "viewer.js": "application/javascript",
@@ -68,18 +68,14 @@ def _account(request: web.Request) -> str:
 async def validate(request: web.Request) -> web.Response:
     kind = request.query.get("kind", "face")
     principal = access.authenticate(request)  # same answers as the handshake, readable here
-    try:
-        if kind == "face":
-            _viewer_account(request, principal)
-            compile_face(_split(request, {"kind", "account_id"}), limits_of(request))
-        elif kind == "general":
-            compile_general(
-                access.general_query(request, principal, frozenset({"kind"})), limits_of(request)
-            )
-        else:
-            raise LunaError(errors.BAD_QUERY, "kind")
-    except FilterError as exc:
-        raise LunaError(errors.BAD_QUERY, exc.param) from None
+    if kind == "face":
+        _viewer_account(request, principal)
+        compile_filter(compile_face, request, _split(request, {"kind", "account_id"}))
+    elif kind == "general":
+        query = access.general_query(request, principal, frozenset({"kind"}))
+        compile_filter(compile_general, request, query)
+    else:
+        raise LunaError(errors.BAD_QUERY, "kind")
     return web.Response(status=204)
 
 
@@ -91,11 +87,8 @@ def _viewer_account(request: web.Request, principal: access.Principal | None) ->
 
 async def viewer_ws(request: web.Request) -> web.StreamResponse:
     account = _viewer_account(request, access.admit_ws(request))
-    try:
-        compiled = compile_face(_split(request, {"account_id"}), limits_of(request))
-    except FilterError as exc:
-        raise LunaError(errors.BAD_QUERY, exc.param) from None
-    return await _serve(request, "face", compiled, account)
+    compiled = compile_filter(compile_face, request, _split(request, {"account_id"}))
+    return await serve_socket(request, "face", compiled, account)
 
 
 def add_routes(app: web.Application) -> None:

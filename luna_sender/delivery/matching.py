@@ -1,0 +1,81 @@
+"""The one match path: bus bytes -> decoded message -> one subject per event -> filters ->
+envelope.
+
+The hub (many filter groups, reached through an equality index) and the event forwarder plugin
+(one filter) both select through here, so a socket and a webhook given the same filter see the
+same events in the same envelopes, and a filter that raises costs both the same: that event is
+not a match, the rest of the message still is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from luna_sender import wire
+from luna_sender.filters.base import CompiledFilter
+
+log = logging.getLogger("luna_sender.hub")
+
+Message = wire.FaceMessage | wire.GeneralMessage
+
+
+class Filtered(Protocol):
+    """Anything selected by a compiled filter: a hub group, the forwarder's one filter."""
+
+    @property
+    def filter(self) -> CompiledFilter: ...
+
+
+F = TypeVar("F", bound=Filtered)
+
+
+def decode(kind: str, data: bytes) -> Message:
+    """A bus message of ``kind`` ("face" | "general"); :class:`wire.PoisonMessage` if it is not."""
+    return wire.decode_face(data) if kind == "face" else wire.decode_general(data)
+
+
+def select(
+    msg: Message, candidates: Callable[[Any], Iterable[F]]
+) -> Iterator[tuple[bytes, list[F]]]:
+    """Each event of ``msg`` some candidate accepts: its envelope, and the candidates that did.
+
+    A face message is a batch whose events are matched one by one, each as the subject
+    ``(event, message)``; a general message is one event and its own subject. An envelope is
+    serialised only for an event something matched. Serialising may raise
+    :class:`wire.PoisonMessage` mid-iteration, as decoding does.
+    """
+    if isinstance(msg, wire.FaceMessage):
+        for event in msg.events:
+            subject = (event, msg)
+            matched = []
+            for c in candidates(subject):  # a loop: a comprehension is a call per event on 3.11
+                if safe_match(c.filter, subject):
+                    matched.append(c)
+            if matched:
+                yield msg.envelope(event), matched
+    else:
+        matched = [c for c in candidates(msg) if safe_match(c.filter, msg)]  # one per message
+        if matched:
+            yield msg.envelope(), matched
+
+
+def envelopes(msg: Message, compiled: CompiledFilter) -> list[bytes]:
+    """The envelopes of the events of ``msg`` that one filter accepts."""
+    only = (_Only(compiled),)
+    return [envelope for envelope, _ in select(msg, lambda _subject: only)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Only:
+    filter: CompiledFilter
+
+
+def safe_match(compiled: CompiledFilter, subject: Any) -> bool:
+    try:
+        return compiled.match(subject)
+    except Exception:  # a filter bug on an odd event must not stop the fan-out
+        log.debug("filter raised on an event; treated as no match", exc_info=True)
+        return False
