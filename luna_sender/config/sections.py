@@ -183,6 +183,34 @@ class GcSettings(Section):
     )
 
 
+class HistorySettings(Section):
+    """The recovery window per channel (docs/recovery.md): whichever bound is hit first."""
+
+    size: int = Field(default=1000, ge=1, description="Events kept per channel for recovery.")
+    ttl: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds an event is kept, and how long a channel stays subscribed and "
+        "recorded after its last recovering socket left.",
+    )
+    max_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1,
+        description="Bytes kept per channel (the newest event always stays).",
+    )
+    dedupe: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds an event's hash is remembered, so every instance's copy of it is "
+        "recorded once (Redis bus).",
+    )
+    meta_ttl: float = Field(
+        default=86400.0,
+        gt=0,
+        description="Seconds an idle channel's epoch and counter outlive its events.",
+    )
+
+
 def either_case(name: str) -> AliasChoices:
     """The original's upper-case key, and its lower-case form (environment variable paths)."""
     return AliasChoices(name, name.lower())

@@ -30,6 +30,7 @@ from luna_sender.config.sections import (
     MONITORING_PLUGIN,
     AuthSettings,
     GcSettings,
+    HistorySettings,
     InfluxMonitoring,
     LimitSettings,
     MetricsSettings,
@@ -114,6 +115,7 @@ class Settings(Section):
     gc: GcSettings = Field(default_factory=GcSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    history: HistorySettings = Field(default_factory=HistorySettings)
     plugins: list[str] = Field(
         default_factory=list, description="Plugins to start (entry-point names or dotted paths)."
     )
