@@ -21,6 +21,7 @@ Only bus/ talks to Redis (the architecture rule): the Redis history is bus/redis
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -117,6 +118,12 @@ class History(Protocol):
 
     async def append(self, channel: str, data: bytes) -> Offset: ...
 
+    def append_nowait(self, channel: str, data: bytes) -> asyncio.Future[Offset]:
+        """:meth:`append`, queued before returning: the hub calls it from the synchronous bus
+        callback, so appends are ordered exactly as messages were received, and before any
+        ``since`` called afterwards."""
+        ...
+
     async def since(self, channel: str, offset: Offset) -> Replay: ...
 
     async def size(self) -> int: ...
@@ -172,7 +179,15 @@ class MemoryHistory:
     def _now(self) -> float:
         return self._clock()
 
+    def append_nowait(self, channel: str, data: bytes) -> asyncio.Future[Offset]:
+        done: asyncio.Future[Offset] = asyncio.get_running_loop().create_future()
+        done.set_result(self._append(channel, data))
+        return done
+
     async def append(self, channel: str, data: bytes) -> Offset:
+        return self._append(channel, data)
+
+    def _append(self, channel: str, data: bytes) -> Offset:
         now = self._now()
         ring = self._rings.get(channel)
         if ring is None or now - ring.used > self.window.meta_ttl:

@@ -191,16 +191,18 @@ class RedisHistory:
     # --- the History protocol ------------------------------------------------------------
 
     async def append(self, channel: str, data: bytes) -> Offset:
+        return await self.append_nowait(channel, data)
+
+    def append_nowait(self, channel: str, data: bytes) -> asyncio.Future[Offset]:
         stream, meta = self._keys(channel)
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
         dedupe = f"{self.prefix}:{{{channel}}}:d:{digest}"
         args = [data, new_epoch(), *self._limits, self._meta_ttl]
         self._channels[channel] = time.monotonic()
-        raw = await self._submit("append", [stream, meta, dedupe], args)
-        offset = parse(raw.decode() if isinstance(raw, bytes) else raw)
-        if offset is None:  # pragma: no cover - the script only returns what parse accepts
-            raise BusError(f"history append returned {raw!r}", "history unavailable")
-        return offset
+        op = self._enqueue("append", [stream, meta, dedupe], args)
+        result: asyncio.Future[Offset] = op.future.get_loop().create_future()
+        op.future.add_done_callback(lambda done: _settle(result, done))
+        return result
 
     async def since(self, channel: str, offset: Offset) -> Replay:
         part = "" if offset.part is None else str(offset.part)
@@ -244,6 +246,10 @@ class RedisHistory:
     # --- batching --------------------------------------------------------------------------
 
     async def _submit(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._enqueue(script, keys, args).future
+
+    def _enqueue(self, script: str, keys: list[str], args: list[Any]) -> _Op:
+        """Queued now, in call order: what the hub's synchronous bus callback relies on."""
         op = _Op(script, keys, args)
         self._queue.append(op)
         if self._worker_task is None or self._worker_task.done():
@@ -251,7 +257,7 @@ class RedisHistory:
             self._worker_task = asyncio.create_task(self._worker(), name="history-writer")
         assert self._wake is not None
         self._wake.set()
-        return await op.future
+        return op
 
     async def _worker(self) -> None:
         """The only sender: batches go out one after the other, so call order is run order."""
@@ -303,6 +309,24 @@ class RedisHistory:
                     "EVALSHA", self._sha[op.script], len(op.keys), *op.keys, *op.args
                 )
             return list(await pipe.execute(raise_on_error=False))
+
+
+def _settle(result: asyncio.Future[Offset], done: asyncio.Future[Any]) -> None:
+    if result.done():
+        return
+    if done.cancelled():
+        result.set_exception(BusError("history closed", "history unavailable"))
+        return
+    error = done.exception()
+    if error is not None:
+        result.set_exception(error)
+        return
+    raw = done.result()
+    offset = parse(raw.decode() if isinstance(raw, bytes) else raw)
+    if offset is None:  # pragma: no cover - the script only returns what parse accepts
+        result.set_exception(BusError(f"history append returned {raw!r}", "history unavailable"))
+    else:
+        result.set_result(offset)
 
 
 def _noscript(result: Any) -> bool:
