@@ -15,6 +15,7 @@ import time
 from aiohttp import web
 
 from luna_sender.bus import BusOptions, SelfHealing, create_bus, log_address
+from luna_sender.bus.history import History, Window, create_history
 from luna_sender.cli.workers import MULTIPROC_ENV
 from luna_sender.config import Settings, plugin_setup
 from luna_sender.delivery.hub import Hub
@@ -48,7 +49,7 @@ def build_app(settings: Settings) -> web.Application:
     if isinstance(bus, SelfHealing):
         bus.observe(reconnected=metrics.reconnected.inc, repaired=metrics.repaired.inc)
     plugins = PluginManager(*plugin_setup(settings))
-    hub = Hub(bus, settings, metrics, hooks=plugins)
+    hub = Hub(bus, settings, metrics, hooks=plugins, history=_history(settings))
     app = web.Application(
         middlewares=[luna_middleware],
         client_max_size=settings.limits.publish_body_max_bytes,
@@ -83,6 +84,18 @@ def build_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
     return app
+
+
+def _history(settings: Settings) -> History | None:
+    """The recovery history (#18) on the bus's Redis, or in memory for memory://. Buses it
+    cannot live on yet (Sentinel, Cluster) serve recovering sockets without offsets."""
+    h = settings.history
+    window = Window(h.size, h.ttl, h.max_bytes, h.dedupe, h.meta_ttl)
+    try:
+        return create_history(settings.redis_url, window)
+    except ValueError as exc:
+        log.warning("missed-event recovery unavailable: %s", exc)
+        return None
 
 
 async def _on_startup(app: web.Application) -> None:

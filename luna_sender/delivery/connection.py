@@ -26,6 +26,8 @@ from luna_sender.filters.base import CompiledFilter
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from luna_sender.delivery.recovery import Seam
+
 # The hub's logger: a connection's close is part of the fan-out's story in the logs.
 log = logging.getLogger("luna_sender.hub")
 
@@ -62,7 +64,9 @@ class Connection:
         "progress_mark",
         "queued",
         "reading",
+        "recover",
         "request_id",
+        "seam",
         "stall_since",
         "transport",
         "ws",
@@ -100,6 +104,10 @@ class Connection:
         self.handler: asyncio.Task[Any] | None = None
         self.reading = False
         self.cancel_sent = False
+        # Recovery (#18, delivery/recovery.py): envelopes carry "offset"; with ``since`` the
+        # seam holds live events until the replay is written.
+        self.recover = False
+        self.seam: Seam | None = None
 
     def send(self, frame: bytes) -> bool:
         if self.closing:

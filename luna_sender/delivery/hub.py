@@ -28,14 +28,18 @@ from luna_sender.delivery.connection import (
     Connection,
 )
 from luna_sender.delivery.groups import GroupIndex, face_index, general_index
+from luna_sender.delivery.recorder import Recorder
+from luna_sender.delivery.recovery import with_offset
 from luna_sender.filters.base import CompiledFilter
 
 if TYPE_CHECKING:
     from luna_sender.bus import Bus
+    from luna_sender.bus.history import History, Offset
     from luna_sender.config import Settings
     from luna_sender.runtime.metrics import Metrics
 
 log = logging.getLogger("luna_sender.hub")
+HISTORY_GAUGE_INTERVAL = 5.0
 
 
 class HubHooks(Protocol):
@@ -97,7 +101,12 @@ class GroupSet:
 
 class Hub:
     def __init__(
-        self, bus: Bus, settings: Settings, metrics: Metrics, hooks: HubHooks | None = None
+        self,
+        bus: Bus,
+        settings: Settings,
+        metrics: Metrics,
+        hooks: HubHooks | None = None,
+        history: History | None = None,
     ) -> None:
         self.bus = bus
         self.settings = settings
@@ -117,6 +126,12 @@ class Hub:
         # Scanning like/nlike filters summed over distinct live groups: each group runs its
         # own once per event, so this sum (not sockets) is what one event costs the loop.
         self.scanning_likes = 0
+        # Recovering sockets (#18) live in groups of their own, fed by the recorder's pipes
+        # once their event's offset is known; the plain groups above never wait for it.
+        self._face_rec: dict[str, GroupSet] = {}
+        self._general_rec = GroupSet(general_index())
+        self.recorder = Recorder(history, settings.history.ttl, self._deliver_recovering, metrics)
+        self._recorded = self.recorder.channels
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -131,6 +146,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.bus.stop()
+        await self.recorder.close()
 
     async def pin_account(self, account: str) -> None:
         """Keep an account's channel subscribed without sockets (plugins forwarding events)."""
@@ -139,7 +155,10 @@ class Hub:
 
     def subscribed_channel_count(self) -> int:
         """The general channel plus every account channel held for sockets or pinned."""
-        return 1 + len(self._face.keys() | self._pinned)
+        recorded = {
+            c[len(self._face_prefix) :] for c in self._recorded if c != self._general_channel
+        }
+        return 1 + len(self._face.keys() | self._pinned | self._face_rec.keys() | recorded)
 
     def face_channel(self, account: str) -> str:
         return self._face_prefix + account
@@ -160,8 +179,29 @@ class Hub:
             raise errors.LunaError(errors.TOO_MANY_LIKE_FILTERS, cap)
         return extra
 
+    def _sets(self, conn: Connection) -> tuple[dict[str, GroupSet], GroupSet]:
+        if conn.recover:
+            return self._face_rec, self._general_rec
+        return self._face, self._general
+
+    def channel_of(self, conn: Connection) -> str:
+        return (
+            self.face_channel(conn.account or "") if conn.kind == "face" else self._general_channel
+        )
+
+    def _held(self, account: str) -> bool:
+        """Whether an account's channel must stay subscribed (sockets, plugins, recording)."""
+        channel = self.face_channel(account)
+        return (
+            account in self._face
+            or account in self._face_rec
+            or account in self._pinned
+            or self.recorder.lingering(channel)
+        )
+
     async def add(self, conn: Connection) -> None:
-        groups = self._face.get(conn.account or "") if conn.kind == "face" else self._general
+        faces, general = self._sets(conn)
+        groups = faces.get(conn.account or "") if conn.kind == "face" else general
         self.scanning_likes += self._admit_likes(conn, groups)
         conn.hub = self
         self.connections.add(conn)
@@ -169,13 +209,21 @@ class Hub:
         if conn.kind == "face":
             assert conn.account is not None
             if groups is None:
-                groups = self._face[conn.account] = GroupSet(face_index())
+                groups = faces[conn.account] = GroupSet(face_index())
             groups.add(conn)
+            if conn.recover:
+                self.recorder.joined(self.face_channel(conn.account))
             # Every socket, not only an account's first: the 101 waits (bounded) until Redis has
             # confirmed the channel, which a second socket may otherwise beat. Cheap when live.
             await self.bus.subscribe(self.face_channel(conn.account))
         else:
-            self._general.add(conn)
+            general.add(conn)
+            if conn.recover:
+                self.recorder.joined(self._general_channel)
+
+    async def resume(self, conn: Connection) -> None:
+        """A ``since`` socket, once its 101 is sent: recovery frame, replay, held events."""
+        await self.recorder.resume(conn, self.channel_of(conn), conn.kind)
 
     async def remove(self, conn: Connection) -> None:
         if conn not in self.connections:
@@ -183,16 +231,19 @@ class Hub:
         self.connections.discard(conn)
         self.closed_total += 1
         self.metrics.connections[conn.kind].dec()
+        faces, general = self._sets(conn)
+        if conn.recover:
+            self.recorder.left(self.channel_of(conn))
         if conn.kind == "face":
             assert conn.account is not None
-            groups = self._face.get(conn.account)
+            groups = faces.get(conn.account)
             if groups is not None and groups.remove(conn):
                 self.scanning_likes -= conn.filter.scanning_likes
             if not groups:
-                self._face.pop(conn.account, None)
-                if conn.account not in self._pinned:
+                faces.pop(conn.account, None)
+                if not self._held(conn.account):
                     await self.bus.unsubscribe(self.face_channel(conn.account))
-        elif self._general.remove(conn):
+        elif general.remove(conn):
             self.scanning_likes -= conn.filter.scanning_likes
         if self._emptied is not None and not self.connections:
             self._emptied.set()
@@ -202,8 +253,47 @@ class Hub:
     def on_message(self, channel: str, data: bytes) -> None:
         if channel == self._general_channel:
             self._dispatch(channel, data, "general")
+            kind = "general"
         elif channel.startswith(self._face_prefix):
             self._dispatch(channel, data, "face")
+            kind = "face"
+        else:
+            return
+        # The plain sockets were written to above; recording costs them this one look-up.
+        if channel in self._recorded and len(data) <= self._max_bus_bytes:
+            self.recorder.record(channel, kind, data)
+
+    def _deliver_recovering(
+        self, channel: str, kind: str, data: bytes, offset: Offset | None
+    ) -> None:
+        """One recorded message to the channel's recovering sockets, in receive order."""
+        if kind == "face":
+            groups = self._face_rec.get(channel[len(self._face_prefix) :])
+        else:
+            groups = self._general_rec
+        if not groups:
+            return
+        sent = 0
+        key = hash(data)
+        try:
+            msg = matching.decode(kind, data)
+            for part, envelope, matched in matching.indexed(msg, groups.index.candidates):
+                named = None if offset is None else (offset if part is None else offset.at(part))
+                payload = envelope if named is None else with_offset(envelope, str(named))
+                frame = wire.text_frame(payload)
+                for group in matched:
+                    for conn in group.conns:
+                        seam = conn.seam
+                        if seam is None or seam.transparent:
+                            sent += conn.send(frame)
+                            continue
+                        passed = seam.hold(named, payload, key)
+                        if passed is not None:
+                            sent += conn.send(wire.text_frame(passed))
+        except wire.PoisonMessage:
+            return  # counted by the plain path's decode, or harmless: recorded, never sent
+        if sent:
+            self.metrics.delivered[kind].inc(sent)
 
     def _poison(self, kind: str, channel: str, reason: str) -> None:
         self.metrics.poison(kind)
@@ -253,9 +343,19 @@ class Hub:
     async def _sweep(self) -> None:
         interval = min(1.0, self.settings.ws.stall_timeout / 4)
         timeout = self.settings.ws.stall_timeout
+        next_size = 0.0
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
+            if now >= next_size:  # the history gauge: a Redis round trip only while recording
+                next_size = now + HISTORY_GAUGE_INTERVAL
+                size = await self.recorder.size()
+                if size is not None:
+                    self.metrics.history_size.set(size)
+            for channel in self.recorder.expired():
+                account = channel[len(self._face_prefix) :]
+                if channel != self._general_channel and not self._held(account):
+                    await self.bus.unsubscribe(channel)
             for conn in list(self.connections):
                 if not conn.closing and conn.stalled(now, timeout):
                     self.evict(conn, CLOSE_POLICY, STALLED_REASON)

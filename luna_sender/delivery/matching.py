@@ -62,6 +62,28 @@ def select(
             yield msg.envelope(), matched
 
 
+def indexed(
+    msg: Message, candidates: Callable[[Any], Iterable[F]]
+) -> Iterator[tuple[int | None, bytes, list[F]]]:
+    """:func:`select` with each event's index in its message (a recovery offset's ``part``)."""
+    if isinstance(msg, wire.FaceMessage):
+        for part, event in enumerate(msg.events):
+            subject = (event, msg)
+            matched = [c for c in candidates(subject) if safe_match(c.filter, subject)]
+            if matched:
+                yield part, msg.envelope(event), matched
+    else:
+        matched = [c for c in candidates(msg) if safe_match(c.filter, msg)]
+        if matched:
+            yield None, msg.envelope(), matched
+
+
+def only(compiled: CompiledFilter) -> Callable[[Any], Iterable[Filtered]]:
+    """Candidates for one filter alone."""
+    single = (_Only(compiled),)
+    return lambda _subject: single
+
+
 def envelopes(msg: Message, compiled: CompiledFilter) -> list[bytes]:
     """The envelopes of the events of ``msg`` that one filter accepts."""
     only = (_Only(compiled),)

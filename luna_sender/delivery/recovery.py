@@ -68,26 +68,51 @@ def recovery_payload(recovered: bool, replayed: int) -> bytes:
 class Seam:
     """One reconnecting socket, from its registration to the end of its replay."""
 
-    __slots__ = ("_held", "live", "recovered", "replayed", "since")
+    __slots__ = ("_held", "_seen", "_watermark", "live", "recovered", "replayed", "since")
 
     def __init__(self, since: object) -> None:
         # Anything unparseable is "unknown": recovered false, never an error (the contract).
         self.since: Offset | None = parse(since)
-        self._held: list[tuple[Offset | None, bytes]] = []
+        self._held: list[tuple[Offset | None, bytes, int | None]] = []
+        self._watermark: Offset | None = None
+        self._seen: frozenset[int] = frozenset()
         self.live = False
         self.recovered = False
         self.replayed = 0
 
     @property
+    def transparent(self) -> bool:
+        """Live and past the replay: :meth:`hold` would pass everything through."""
+        return self.live and self._watermark is None
+
+    @property
     def outcome(self) -> str:
         return "recovered" if self.recovered else "not_recovered"
 
-    def hold(self, offset: Offset | None, payload: bytes) -> bytes | None:
-        """A live event for this socket: held until :meth:`finish`, passed through after."""
-        if self.live:
+    def hold(self, offset: Offset | None, payload: bytes, key: int | None = None) -> bytes | None:
+        """A live event for this socket: held until :meth:`finish`, passed through after.
+
+        ``key`` identifies the bus message (the hub passes ``hash(data)``): an event the history
+        could not name (no offset) is dropped when the replay held the same message.
+
+        After :meth:`finish` an event the replay already covered may still come by: the hub's
+        pipeline delivers an event once its append answered, which can be after the read that
+        returned it. Such events are dropped too, until the first one past the replay, after
+        which (the pipeline keeps receive order) the seam lets everything through untouched.
+        """
+        if not self.live:
+            self._held.append((offset, payload, key))
+            return None
+        watermark = self._watermark
+        if watermark is None:
             return payload
-        self._held.append((offset, payload))
-        return None
+        if offset is None:
+            return None if key is not None and key in self._seen else payload
+        if _covered(offset, watermark):
+            return None
+        self._watermark = None
+        self._seen = frozenset()
+        return payload
 
     def finish(self, replay: Replay | None, render: Render) -> list[bytes]:
         """Everything to write, in order: the recovery frame, the replay, the held events.
@@ -98,9 +123,11 @@ class Seam:
         payloads: list[bytes] = []
         since = self.since
         watermark: Offset | None = None
+        seen: frozenset[int] = frozenset()
         if replay is not None and replay.recovered and since is not None:
             self.recovered = True
             watermark = since.message()
+            seen = frozenset(hash(entry.data) for entry in replay.entries)
             for entry in replay.entries:
                 watermark = entry.offset
                 skip_upto = since.part if entry.offset.seq == since.seq else None
@@ -110,10 +137,15 @@ class Seam:
                     named = entry.offset if part is None else entry.offset.at(part)
                     payloads.append(with_offset(envelope, str(named)))
         self.replayed = len(payloads)
-        for held, payload in self._held:
-            if watermark is None or held is None or not _covered(held, watermark):
+        for held, payload, key in self._held:
+            if held is None:
+                if key is None or key not in seen:
+                    payloads.append(payload)
+            elif watermark is None or not _covered(held, watermark):
                 payloads.append(payload)
         self._held = []
+        self._watermark = watermark
+        self._seen = seen
         self.live = True
         return [recovery_payload(self.recovered, self.replayed), *payloads]
 

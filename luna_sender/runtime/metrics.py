@@ -52,7 +52,7 @@ KINDS = ("face", "general")
 # ``metrics.extra_labels`` name among them; a test keeps the set complete.
 OWN_LABELS = frozenset(
     {"path", "status_code", "error_code", "kind", "reason", "generation", "le", "quantile", "pid"}
-)
+) | {"outcome"}  # recoveries_total (#18)
 
 
 class Metrics:
@@ -187,6 +187,28 @@ class Metrics:
             registry=reg,
             multiprocess_mode="livesum",  # subscriptions held by the live workers together
         )
+        # Missed-event recovery (#18, docs/recovery.md): one block, added whole.
+        self.recoveries = Counter(
+            "recoveries",
+            "Reconnections with since, by outcome (recovered, not_recovered)",
+            [*names, "outcome"],
+            registry=reg,
+        )
+        self.recovery_replayed_events = Counter(
+            "recovery_replayed_events",
+            "Events replayed to reconnecting sockets",
+            names,
+            registry=reg,
+        )
+        self.history_events = Gauge(
+            "history_events",
+            "Events held in the recovery history of the channels this process records",
+            names,
+            registry=reg,
+            multiprocess_mode="livemax",  # workers share one Redis history: not a sum
+        )
+        self.replayed = self._unlabelled(self.recovery_replayed_events)
+        self.history_size = self._unlabelled(self.history_events)
         # Pre-bound children for the delivery hot path.
         self.received = {k: self.events_received.labels(*self._values, k) for k in KINDS}
         self.delivered = {k: self.events_delivered.labels(*self._values, k) for k in KINDS}
@@ -237,6 +259,11 @@ class Metrics:
 
     def closed(self, reason: str) -> None:
         self.ws_closed.labels(*self._values, reason).inc()
+
+    def recovered(self, outcome: str, replayed: int) -> None:
+        self.recoveries.labels(*self._values, outcome).inc()
+        if replayed:
+            self.replayed.inc(replayed)
 
     def poison(self, kind: str) -> None:
         self.bus_poison.labels(*self._values, kind).inc()

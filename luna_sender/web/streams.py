@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 
 from luna_sender import errors
 from luna_sender.delivery.connection import Connection
+from luna_sender.delivery.recovery import Seam
 from luna_sender.errors import LunaError
 from luna_sender.filters.base import CompiledFilter, FilterError, Limits
 from luna_sender.filters.events import compile_face
@@ -30,6 +31,12 @@ from luna_sender.web.context import METRICS_RECORDED, Context, ctx, request_id
 from luna_sender.web.middlewares import REQUEST_ID_HEADER, record_request, route_label
 
 log = logging.getLogger("luna_sender.ws")
+# The recovery parameters (#18, docs/recovery.md): taken out before the filter compiler sees
+# the query, which still rejects every other unknown parameter.
+RECOVER_PARAM = "recover"
+SINCE_PARAM = "since"
+RECOVERY_PARAMS = frozenset({RECOVER_PARAM, SINCE_PARAM})
+_BOOLEANS = {"true": True, "false": False}
 # compile_face / compile_general: a socket's query and the service's limits -> its filter.
 Compiler = Callable[[Iterable[tuple[str, str]], Limits], CompiledFilter]
 
@@ -89,21 +96,53 @@ def _log_fields(info: dict[str, Any], request: web.Request) -> dict[str, Any]:
     }
 
 
+class Recovery:
+    """What a socket asked of recovery: ``recover=true`` and/or ``since=<offset>``."""
+
+    __slots__ = ("recover", "since")
+
+    def __init__(self, recover: bool, since: str | None) -> None:
+        self.recover = recover or since is not None  # since implies recover
+        self.since = since
+
+
+def recovery_of(request: web.Request) -> Recovery:
+    """``recover`` is true or false (anything else: 400/12012 naming it, like a bad filter);
+    ``since`` is any string — one the service does not recognise answers ``recovered: false``
+    on the socket, never an error (the contract)."""
+    query = request.query
+    recover = False
+    for value in query.getall(RECOVER_PARAM, ()):
+        flag = _BOOLEANS.get(value)
+        if flag is None:
+            log.info("rejected websocket filter %s: not true or false", RECOVER_PARAM)
+            raise LunaError(errors.BAD_QUERY, RECOVER_PARAM)
+        recover = flag
+    since = query.getall(SINCE_PARAM, [None])[-1]
+    return Recovery(recover, since)
+
+
 async def face_ws(request: web.Request) -> web.StreamResponse:
     principal = access.admit_ws(request)
     account = access.token_account(request, principal) if principal else account_header(request)
-    compiled = compile_filter(compile_face, request, access.filter_query(request))
-    return await serve_socket(request, "face", compiled, account)
+    query = access.filter_query(request, RECOVERY_PARAMS)
+    compiled = compile_filter(compile_face, request, query)
+    return await serve_socket(request, "face", compiled, account, recovery_of(request))
 
 
 async def general_ws(request: web.Request) -> web.StreamResponse:
     principal = access.admit_ws(request)
-    compiled = compile_filter(compile_general, request, access.general_query(request, principal))
-    return await serve_socket(request, "general", compiled, None)
+    query = access.general_query(request, principal, RECOVERY_PARAMS)
+    compiled = compile_filter(compile_general, request, query)
+    return await serve_socket(request, "general", compiled, None, recovery_of(request))
 
 
 async def serve_socket(
-    request: web.Request, kind: str, compiled: CompiledFilter, account: str | None
+    request: web.Request,
+    kind: str,
+    compiled: CompiledFilter,
+    account: str | None,
+    recovery: Recovery | None = None,
 ) -> web.StreamResponse:
     """Open and hold one subscriber socket whose account and filter are already decided.
 
@@ -141,6 +180,10 @@ async def serve_socket(
     )
     conn.closing = True  # nothing may be written before the 101 response
     conn.handler = asyncio.current_task()
+    if recovery is not None and recovery.recover:
+        conn.recover = True
+        if recovery.since is not None:
+            conn.seam = Seam(recovery.since)
     await hub.add(conn)
     info: dict[str, Any] = {
         "id": conn.id,
@@ -172,6 +215,8 @@ async def serve_socket(
             extra=_log_fields(info, request),
         )
         context.plugins.connection_opened(info)
+        if conn.seam is not None:
+            await hub.resume(conn)
         if conn.close_code is None:
             await _read_until_closed(ws, conn)
         if conn.close_code is not None:
