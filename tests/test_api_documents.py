@@ -275,9 +275,11 @@ async def test_asyncapi_served_lists_the_streams_and_describes_real_frames(
         f"{p}{r}" for p in ("", "/1", "/2") for r in ("/ws", "/ws/general")
     }
     face, general = doc["channels"]["/ws"], doc["channels"]["/2/ws/general"]
-    # Every filter, and ``token`` (accepted, never a filter, in both modes).
-    assert set(face["bindings"]["ws"]["query"]["properties"]) == {*FACE_SPECS, "token"}
-    assert set(general["bindings"]["ws"]["query"]["properties"]) == {*GENERAL_SPECS, "token"}
+    # Every filter, ``token`` (accepted, never a filter, in both modes) and the recovery
+    # parameters (#18).
+    extra = {"token", "recover", "since"}
+    assert set(face["bindings"]["ws"]["query"]["properties"]) == {*FACE_SPECS, *extra}
+    assert set(general["bindings"]["ws"]["query"]["properties"]) == {*GENERAL_SPECS, *extra}
     assert face["bindings"]["ws"]["headers"]["required"] == ["Luna-Account-Id"]
     assert [c["code"] for c in face["x-close-codes"]] == [c for c, _ in CLOSE_CODES]
     # Frames the service really pushes validate against the documented payloads.

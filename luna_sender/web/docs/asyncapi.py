@@ -83,6 +83,20 @@ ENVELOPE_SCHEMAS = (
 REF_PREFIX = "#/components/schemas/"
 
 
+RECOVERY_PROPERTIES: dict[str, Any] = {
+    "recover": {
+        "type": "string",
+        "enum": ["true", "false"],
+        "description": "true: each envelope carries one more key, offset (opaque).",
+    },
+    "since": {
+        "type": "string",
+        "description": "An offset received before (implies recover=true): first frame "
+        '{"recovery": {"recovered", "replayed"}}, then the missed events, then live ones.',
+    },
+}
+
+
 def _query(specs: dict[str, Any], user_prefix: str, jwt: bool) -> dict[str, Any]:
     properties = {
         name: {
@@ -92,6 +106,7 @@ def _query(specs: dict[str, Any], user_prefix: str, jwt: bool) -> dict[str, Any]
         for name, spec in specs.items()
     }
     properties["token"] = _token_property(jwt)
+    properties.update(RECOVERY_PROPERTIES)  # #18, docs/recovery.md
     return {
         "type": "object",
         "properties": properties,

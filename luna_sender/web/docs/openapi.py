@@ -167,6 +167,28 @@ def _query_params(specs: dict[str, Any], extra: str) -> list[dict[str, Any]]:
     return params
 
 
+# Missed-event recovery (#18, docs/recovery.md): /ws and /ws/general only.
+RECOVERY_QUERY: list[dict[str, Any]] = [
+    {
+        "name": "recover",
+        "in": "query",
+        "required": False,
+        "description": "true: each envelope carries one more key, offset (opaque); "
+        "other values than true/false: 400/12012.",
+        "schema": {"type": "string", "enum": ["true", "false"]},
+    },
+    {
+        "name": "since",
+        "in": "query",
+        "required": False,
+        "description": "An offset received before (implies recover=true): first frame "
+        '{"recovery": {"recovered", "replayed"}}, then the missed events matching the '
+        "filters, then live ones. Never an error: unrecognised means recovered false.",
+        "schema": {"type": "string"},
+    },
+]
+
+
 def _auth(jwt: bool) -> list[dict[str, Any]]:
     """The token parameters an operation lists: in jwt mode the security schemes say it."""
     return [] if jwt else [TOKEN_PARAM]
@@ -291,7 +313,7 @@ def _business(api_versions: tuple[int, ...], jwt: bool) -> dict[str, Any]:
         "/ws": _ws(
             "subscribeFaceEvents",
             "Face/body event stream (websocket).",
-            _query_params(FACE_SPECS, "meta"),
+            _query_params(FACE_SPECS, "meta") + RECOVERY_QUERY,
             "FaceEnvelope",
             True,
             jwt,
@@ -300,7 +322,7 @@ def _business(api_versions: tuple[int, ...], jwt: bool) -> dict[str, Any]:
             "subscribeGeneralEvents",
             "General event stream (websocket)."
             + (" A token without scope admin sees its own account's events only." if jwt else ""),
-            _query_params(GENERAL_SPECS, "event"),
+            _query_params(GENERAL_SPECS, "event") + RECOVERY_QUERY,
             "GeneralEnvelope",
             False,
             jwt,
