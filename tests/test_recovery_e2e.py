@@ -286,3 +286,22 @@ async def test_metrics_count_recoveries(memory_app: LiveApp) -> None:
     assert 'recoveries_total{outcome="not_recovered"} 1.0' in text
     assert "recovery_replayed_events_total 1.0" in text
     assert "history_events" in text
+
+
+async def test_account_stays_subscribed_for_the_window_then_leaves(live_app_factory: Any) -> None:
+    app = await live_app_factory(history={"ttl": 1.0})
+    hub = app.app[CTX].hub
+    acc = account()
+    base = hub.subscribed_channel_count()
+    async with app.ws(account=acc, params={"recover": "true"}) as ws:
+        await publish(app, acc, "1")
+        await recv_json(ws)
+    await asyncio.sleep(0.1)
+    assert hub.subscribed_channel_count() == base + 1  # lingers: still recorded
+    assert channel(acc) in hub.recorder.channels
+    for _ in range(40):
+        await asyncio.sleep(0.1)
+        if hub.subscribed_channel_count() == base:
+            break
+    assert hub.subscribed_channel_count() == base
+    assert channel(acc) not in hub.recorder.channels

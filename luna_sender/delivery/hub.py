@@ -253,14 +253,17 @@ class Hub:
     def on_message(self, channel: str, data: bytes) -> None:
         if channel == self._general_channel:
             self._dispatch(channel, data, "general")
-            kind = "general"
         elif channel.startswith(self._face_prefix):
             self._dispatch(channel, data, "face")
-            kind = "face"
         else:
             return
         # The plain sockets were written to above; recording costs them this one look-up.
-        if channel in self._recorded and len(data) <= self._max_bus_bytes:
+        if channel in self._recorded:
+            self._record(channel, data)
+
+    def _record(self, channel: str, data: bytes) -> None:
+        if len(data) <= self._max_bus_bytes:
+            kind = "general" if channel == self._general_channel else "face"
             self.recorder.record(channel, kind, data)
 
     def _deliver_recovering(
