@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -87,3 +88,42 @@ async def test_listen_without_recover_sends_the_original_query() -> None:
     finally:
         await server.close()
     assert seen == [{}]
+
+
+async def test_listen_recover_against_the_service_survives_a_server_side_cut(
+    memory_app: Any,
+) -> None:
+    """The real service cuts every socket's TCP connection while events keep flowing: the
+    CLI reconnects with since and prints every event exactly once, in order."""
+    from luna_sender.web.context import CTX
+
+    from .helpers import account, face_event, face_message
+
+    acc = account()
+    hub = memory_app.app[CTX].hub
+    argv = ["listen", "--url", memory_app.url(""), "--account-id", acc, "--recover"]
+    args = build_parser().parse_args([*argv, "--count", "30"])
+    out, err = io.StringIO(), io.StringIO()
+    listener = asyncio.create_task(client.listen(args, out, err))
+
+    async def publish(n: int) -> None:
+        body = face_message([face_event(user_data=str(n))])
+        await hub.bus.publish(hub.face_channel(acc), body)
+
+    async def connected() -> None:
+        while not any(c.account == acc and not c.closing for c in hub.connections):
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(connected(), 10)
+    for n in range(1, 31):
+        await publish(n)
+        if n in (10, 20):
+            for conn in list(hub.connections):
+                conn.transport.abort()  # a network cut, no closing handshake
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.01)
+    status = await asyncio.wait_for(listener, 30)
+    assert status == 0
+    printed = [json.loads(line)["event"]["user_data"] for line in out.getvalue().splitlines()]
+    assert printed == [str(n) for n in range(1, 31)]
+    assert "recovery failed" not in err.getvalue()
