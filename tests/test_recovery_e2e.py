@@ -305,3 +305,42 @@ async def test_account_stays_subscribed_for_the_window_then_leaves(live_app_fact
             break
     assert hub.subscribed_channel_count() == base
     assert channel(acc) not in hub.recorder.channels
+
+
+async def test_seam_with_a_slow_history_drops_what_the_replay_covered(memory_app: LiveApp) -> None:
+    """Offsets that answer after the replay was read (a slow Redis): the live copies of the
+    replayed events reach the seam after it went live, and are still dropped."""
+    from luna_sender.bus.history import MemoryHistory, Offset
+
+    class Slow(MemoryHistory):
+        def append_nowait(self, channel: str, data: bytes) -> asyncio.Future[Offset]:
+            offset = self._append(channel, data)  # recorded now, answered later
+            done: asyncio.Future[Offset] = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(0.15, done.set_result, offset)
+            return done
+
+        async def since(self, channel: str, offset: Offset) -> Any:
+            await asyncio.sleep(0.02)
+            return await super().since(channel, offset)
+
+    memory_app.app[CTX].hub.recorder.history = Slow()
+    acc = account()
+    async with memory_app.ws(account=acc, params={"recover": "true"}) as ws:
+        await publish(memory_app, acc, "1")
+        last = (await recv_json(ws))["offset"]
+    for n in range(2, 6):
+        await publish(memory_app, acc, str(n))
+
+    async def more() -> None:
+        for n in range(6, 26):
+            await publish(memory_app, acc, str(n))
+            await asyncio.sleep(0.005)
+
+    async with memory_app.ws(account=acc, params={"since": last}) as ws:
+        task = asyncio.create_task(more())
+        report = await recv_json(ws)
+        assert report["recovery"]["recovered"] is True
+        got = await tags_until(ws, "25")
+        await task
+        await assert_silent(ws)
+    assert got == [str(n) for n in range(2, 26)]
