@@ -344,3 +344,27 @@ async def test_seam_with_a_slow_history_drops_what_the_replay_covered(memory_app
         await task
         await assert_silent(ws)
     assert got == [str(n) for n in range(2, 26)]
+
+
+async def test_a_history_that_never_answers_bounds_since(
+    memory_app: LiveApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen history: the reconnect answers recovered false after the bound, then live."""
+    from luna_sender.bus.history import MemoryHistory, Offset
+    from luna_sender.delivery import recorder
+
+    class Frozen(MemoryHistory):
+        async def since(self, channel: str, offset: Offset) -> Any:
+            await asyncio.sleep(3600)
+
+    monkeypatch.setattr(recorder, "SINCE_WAIT", 0.3)
+    memory_app.app[CTX].hub.recorder.history = Frozen()
+    acc = account()
+    async with memory_app.ws(account=acc, params={"recover": "true"}) as ws:
+        await publish(memory_app, acc, "1")
+        last = (await recv_json(ws))["offset"]
+    async with memory_app.ws(account=acc, params={"since": last}) as ws:
+        await asyncio.sleep(0.05)
+        await publish(memory_app, acc, "2")  # held while the read hangs, then sent
+        assert await recv_json(ws, 3) == {"recovery": {"recovered": False, "replayed": 0}}
+        assert (await recv_json(ws))["event"]["user_data"] == "2"
