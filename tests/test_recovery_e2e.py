@@ -368,3 +368,15 @@ async def test_a_history_that_never_answers_bounds_since(
         await publish(memory_app, acc, "2")  # held while the read hangs, then sent
         assert await recv_json(ws, 3) == {"recovery": {"recovered": False, "replayed": 0}}
         assert (await recv_json(ws))["event"]["user_data"] == "2"
+
+
+async def test_poison_on_a_recovering_only_channel_is_counted_and_skipped(
+    memory_app: LiveApp,
+) -> None:
+    acc = account()
+    async with memory_app.ws(account=acc, params={"recover": "true"}) as ws:
+        await memory_app.app[CTX].bus.publish(channel(acc), b"not json")
+        await publish(memory_app, acc, "after")
+        assert (await recv_json(ws))["event"]["user_data"] == "after"
+    async with memory_app.session.get(memory_app.url("/metrics")) as resp:
+        assert 'bus_poison_messages_total{kind="face"} 1.0' in await resp.text()

@@ -1,4 +1,5 @@
-"""Equality indexes over filter groups, so matching costs O(candidates), not O(groups).
+"""Filter groups (the sockets sharing one compiled filter) and the equality indexes over them,
+so matching costs O(candidates), not O(groups).
 
 A filter that pins an equality field (``handler_ids``, ``stream_ids``, ``sources`` on ``/ws``;
 ``event_type`` on ``/ws/general``) puts its group into buckets keyed by the accepted values of the
@@ -10,8 +11,14 @@ twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from luna_sender.filters.base import CompiledFilter
+
+if TYPE_CHECKING:
+    from luna_sender.delivery.connection import Connection
 
 G = TypeVar("G")
 
@@ -100,3 +107,49 @@ def general_index() -> GroupIndex[Any]:
     return GroupIndex(
         {"event_type": lambda m: _scalar(m.event_type) if m.event_type is not None else _NO_MATCH}
     )
+
+
+@dataclass(slots=True)
+class Group:
+    """Connections whose filters compiled to the same key: one predicate run serves them all."""
+
+    filter: CompiledFilter
+    conns: set[Connection] = field(default_factory=set)
+
+    def send(self, frame: bytes) -> int:
+        sent = 0
+        for conn in self.conns:
+            if conn.send(frame):
+                sent += 1
+        return sent
+
+
+class GroupSet:
+    """The groups of one account (or of all general subscribers) with their equality index."""
+
+    __slots__ = ("groups", "index")
+
+    def __init__(self, index: GroupIndex[Group]) -> None:
+        self.groups: dict[Hashable, Group] = {}
+        self.index = index
+
+    def __bool__(self) -> bool:
+        return bool(self.groups)
+
+    def add(self, conn: Connection) -> None:
+        group = self.groups.get(conn.filter.key)
+        if group is None:
+            group = self.groups[conn.filter.key] = Group(conn.filter)
+            self.index.add(id(group), group, conn.filter.index)
+        group.conns.add(conn)
+
+    def remove(self, conn: Connection) -> bool:
+        """Remove ``conn``; True when that closed its group."""
+        group = self.groups.get(conn.filter.key)
+        if group is not None:
+            group.conns.discard(conn)
+            if not group.conns:
+                del self.groups[conn.filter.key]
+                self.index.remove(id(group))
+                return True
+        return False

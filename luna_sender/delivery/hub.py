@@ -15,8 +15,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Hashable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from luna_sender import errors, wire
@@ -27,10 +25,9 @@ from luna_sender.delivery.connection import (
     STALLED_REASON,
     Connection,
 )
-from luna_sender.delivery.groups import GroupIndex, face_index, general_index
+from luna_sender.delivery.groups import GroupSet, face_index, general_index
 from luna_sender.delivery.recorder import Recorder
 from luna_sender.delivery.recovery import with_offset
-from luna_sender.filters.base import CompiledFilter
 
 if TYPE_CHECKING:
     from luna_sender.bus import Bus
@@ -51,52 +48,6 @@ class HubHooks(Protocol):
     def event_received(
         self, channel: str, kind: str, data: bytes, delivered: int, transport_time: float
     ) -> None: ...
-
-
-@dataclass(slots=True)
-class Group:
-    """Connections whose filters compiled to the same key: one predicate run serves them all."""
-
-    filter: CompiledFilter
-    conns: set[Connection] = field(default_factory=set)
-
-    def send(self, frame: bytes) -> int:
-        sent = 0
-        for conn in self.conns:
-            if conn.send(frame):
-                sent += 1
-        return sent
-
-
-class GroupSet:
-    """The groups of one account (or of all general subscribers) with their equality index."""
-
-    __slots__ = ("groups", "index")
-
-    def __init__(self, index: GroupIndex[Group]) -> None:
-        self.groups: dict[Hashable, Group] = {}
-        self.index = index
-
-    def __bool__(self) -> bool:
-        return bool(self.groups)
-
-    def add(self, conn: Connection) -> None:
-        group = self.groups.get(conn.filter.key)
-        if group is None:
-            group = self.groups[conn.filter.key] = Group(conn.filter)
-            self.index.add(id(group), group, conn.filter.index)
-        group.conns.add(conn)
-
-    def remove(self, conn: Connection) -> bool:
-        """Remove ``conn``; True when that closed its group."""
-        group = self.groups.get(conn.filter.key)
-        if group is not None:
-            group.conns.discard(conn)
-            if not group.conns:
-                del self.groups[conn.filter.key]
-                self.index.remove(id(group))
-                return True
-        return False
 
 
 class Hub:
@@ -262,9 +213,16 @@ class Hub:
             self._record(channel, data)
 
     def _record(self, channel: str, data: bytes) -> None:
+        kind = "general" if channel == self._general_channel else "face"
         if len(data) <= self._max_bus_bytes:
-            kind = "general" if channel == self._general_channel else "face"
             self.recorder.record(channel, kind, data)
+        elif not self._plain(channel, kind):  # else the plain path reported it
+            self._poison(kind, channel, f"{len(data)} bytes exceeds the bus message limit")
+
+    def _plain(self, channel: str, kind: str) -> bool:
+        if kind == "face":
+            return bool(self._face.get(channel[len(self._face_prefix) :]))
+        return bool(self._general)
 
     def _deliver_recovering(
         self, channel: str, kind: str, data: bytes, offset: Offset | None
@@ -293,8 +251,10 @@ class Hub:
                         passed = seam.hold(named, payload, key)
                         if passed is not None:
                             sent += conn.send(wire.text_frame(passed))
-        except wire.PoisonMessage:
-            return  # counted by the plain path's decode, or harmless: recorded, never sent
+        except wire.PoisonMessage as exc:
+            if not self._plain(channel, kind):  # else the plain path reported it
+                self._poison(kind, channel, str(exc))
+            return
         if sent:
             self.metrics.delivered[kind].inc(sent)
 
