@@ -83,6 +83,7 @@ class Hub:
         self._general_rec = GroupSet(general_index())
         self.recorder = Recorder(history, settings.history.ttl, self._deliver_recovering, metrics)
         self._recorded = self.recorder.channels
+        self._gauge: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -96,6 +97,10 @@ class Hub:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        if self._gauge is not None:
+            self._gauge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gauge
         await self.bus.stop()
         await self.recorder.close()
 
@@ -312,9 +317,8 @@ class Hub:
             now = time.monotonic()
             if now >= next_size:  # the history gauge: a Redis round trip only while recording
                 next_size = now + HISTORY_GAUGE_INTERVAL
-                size = await self.recorder.size()
-                if size is not None:
-                    self.metrics.history_size.set(size)
+                if self._gauge is None or self._gauge.done():  # off the sweep: Redis may hang
+                    self._gauge = asyncio.create_task(self._history_gauge(), name="history-gauge")
             for channel in self.recorder.expired():
                 account = channel[len(self._face_prefix) :]
                 if channel != self._general_channel and not self._held(account):
@@ -322,6 +326,11 @@ class Hub:
             for conn in list(self.connections):
                 if not conn.closing and conn.stalled(now, timeout):
                     self.evict(conn, CLOSE_POLICY, STALLED_REASON)
+
+    async def _history_gauge(self) -> None:
+        size = await self.recorder.size()
+        if size is not None:
+            self.metrics.history_size.set(size)
 
     async def close_all(
         self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutdown"
