@@ -61,7 +61,7 @@ async def test_recover_adds_offset_and_plain_envelopes_are_byte_identical(
     async with (
         memory_app.ws(account=acc) as plain,
         memory_app.ws("/2/ws", account=acc, params={"recover": "true"}) as rec,
-        memory_app.ws(account=acc, params={"recover": "false"}) as off,
+        memory_app.ws(account=acc, params={"recover": "0"}) as off,
     ):
         await publish(memory_app, acc, "a", "b")
         for _ in range(2):
@@ -77,7 +77,12 @@ async def test_recover_adds_offset_and_plain_envelopes_are_byte_identical(
 async def test_bad_recover_value_is_a_bad_query_and_unknown_params_stay_rejected(
     memory_app: LiveApp,
 ) -> None:
-    for params, name in (({"recover": "yes"}, "recover"), ({"recovr": "true"}, "recovr")):
+    cases = (
+        ({"recover": "yes"}, "recover"),
+        ({"recover": "True"}, "recover"),
+        ({"recovr": "1"}, "recovr"),
+    )
+    for params, name in cases:
         async with memory_app.session.get(
             memory_app.url("/ws"), params=params, headers={"Luna-Account-Id": account()}
         ) as resp:

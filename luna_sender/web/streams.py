@@ -36,7 +36,8 @@ log = logging.getLogger("luna_sender.ws")
 RECOVER_PARAM = "recover"
 SINCE_PARAM = "since"
 RECOVERY_PARAMS = frozenset({RECOVER_PARAM, SINCE_PARAM})
-_BOOLEANS = {"true": True, "false": False}
+# As the user-defined filters read booleans (filters/userdef.py): true, false, 1, 0.
+_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 # compile_face / compile_general: a socket's query and the service's limits -> its filter.
 Compiler = Callable[[Iterable[tuple[str, str]], Limits], CompiledFilter]
 
@@ -107,7 +108,7 @@ class Recovery:
 
 
 def recovery_of(request: web.Request) -> Recovery:
-    """``recover`` is true or false (anything else: 400/12012 naming it, like a bad filter);
+    """``recover`` is a boolean (anything else: 400/12012 naming it, like a bad filter);
     ``since`` is any string — one the service does not recognise answers ``recovered: false``
     on the socket, never an error (the contract)."""
     query = request.query
@@ -115,7 +116,9 @@ def recovery_of(request: web.Request) -> Recovery:
     for value in query.getall(RECOVER_PARAM, ()):
         flag = _BOOLEANS.get(value)
         if flag is None:
-            log.info("rejected websocket filter %s: not true or false", RECOVER_PARAM)
+            log.info(
+                "rejected websocket filter %s: not a boolean (true, false, 1, 0)", RECOVER_PARAM
+            )
             raise LunaError(errors.BAD_QUERY, RECOVER_PARAM)
         recover = flag
     since = query.getall(SINCE_PARAM, [None])[-1]

@@ -86,7 +86,7 @@ REF_PREFIX = "#/components/schemas/"
 RECOVERY_PROPERTIES: dict[str, Any] = {
     "recover": {
         "type": "string",
-        "enum": ["true", "false"],
+        "enum": ["true", "false", "1", "0"],
         "description": "true: each envelope carries one more key, offset (opaque).",
     },
     "since": {

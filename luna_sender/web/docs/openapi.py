@@ -174,8 +174,8 @@ RECOVERY_QUERY: list[dict[str, Any]] = [
         "in": "query",
         "required": False,
         "description": "true: each envelope carries one more key, offset (opaque); "
-        "other values than true/false: 400/12012.",
-        "schema": {"type": "string", "enum": ["true", "false"]},
+        "other values than true/false/1/0: 400/12012.",
+        "schema": {"type": "string", "enum": ["true", "false", "1", "0"]},
     },
     {
         "name": "since",
