@@ -7,37 +7,34 @@ registered for live events first (they are held here), the history is read secon
 was held that the history already covered is dropped. :class:`Seam` is that bookkeeping, pure
 (no I/O), so every interleaving can be tested without sockets.
 
-How phase 2 wires it (hub.py / web/streams.py):
+How it is wired (web/streams.py, delivery/hub.py, delivery/recorder.py):
 
 1. Handshake with ``recover=true`` or ``since=...``: the connection gets ``recover = True`` (its
    live frames carry ``"offset"``); with ``since`` also ``seam = Seam(since_param)``.
-2. ``hub.add(conn)`` as today (this is the registration: from here on live events reach it).
-3. Fan-out to a recovering connection: the event's offset comes from
-   ``history.append(channel, data)`` (bus/history.py), called in receive order for every
-   message of a channel :class:`Recording` says to record (a recovering socket is there, or left
-   less than ``history.ttl`` ago: the issue's "stay subscribed for the window", or the gap of a
-   socket that reconnects elsewhere is never recorded). The hub keeps the channel subscribed
-   while ``recording.wanted(channel)``. The payload is ``with_offset(envelope, str(offset))``
-   — for face events ``offset.at(i)``, ``i`` the event's index in the message. If the
-   connection has a seam, ``payload = conn.seam.hold(offset, payload)``; None: send nothing.
-4. The handler, first: append again the messages this instance received on the channel in the
-   last second or two before the registration (a small per-channel tail of raw bytes the hub
-   keeps for subscribed channels). Dedupe makes that free when another instance recorded them;
-   it closes the race where the instance that records them (another one, lingering) has not
-   yet run its append when this one reads — their appends are ordered before the read here.
-   Then ``replay = await history.since(channel, seam.since)`` when ``seam.since`` is not
-   None (a ``BusError`` -> pass ``None``: recovered false), then, with no await in between,
-   writes every payload of ``seam.finish(replay, render)`` in order. ``render(entry)`` decodes
-   one bus message (wire.decode_face / decode_general; poison -> ``[]``) and returns this
-   socket's matching events as ``(part, envelope)`` — ``part`` the event index for face
-   messages, None for general ones. From then on ``hold`` passes payloads through.
+2. ``hub.add(conn)`` registers it (in groups of recovering sockets) and :class:`Recording`
+   starts recording its channel; from here on live events reach it.
+3. Every message of a recorded channel is appended in receive order from the synchronous bus
+   callback (``History.append_nowait``) and goes through that channel's ordered pipeline to the
+   recovering sockets once its offset is known: ``with_offset(envelope, str(offset))``, for
+   face events ``offset.at(i)``. With a seam: ``payload = conn.seam.hold(offset, payload, key)``;
+   None: send nothing. The channel stays subscribed and recorded for ``history.ttl`` after its
+   last recovering socket left.
+4. After the 101: ``replay = history.since(channel, seam.since)`` (bounded; an error or timeout
+   -> ``None``: recovered false), then, with no await in between, every payload of
+   ``seam.finish(replay, render)``. The read is queued after every append this instance made
+   (read-your-writes). Phase 1 proposed re-appending a short tail of recent raw messages first,
+   to close a race with a lingering *other* instance; that tail would cost every plain channel,
+   so it is not built and docs/recovery.md states the race.
 5. Metrics: ``seam.outcome`` ("recovered", "not_recovered") and ``seam.replayed``.
 
 Live events held while the replay was read are kept only if they come after the last message
 the history returned (the *watermark*). History and live share one offset space (every instance
 appends the same message under the same offset), so "already replayed" is an offset comparison.
-An event with no offset (the history could not record it) or from another epoch (the history
-was lost meanwhile) is always kept: at-least-once over at-most-once.
+An event from another epoch (the history was lost meanwhile) is always kept; an event with no
+offset (the history did not answer in time) is kept unless the replay held the same message
+(same bytes): at-least-once over at-most-once, and never twice from the service. After
+:meth:`Seam.finish` the watermark stays until the first event past it, because the pipeline
+may deliver a replayed event's live copy after the read returned.
 """
 
 from __future__ import annotations
