@@ -5,6 +5,10 @@ plain JSON Schema AsyncAPI uses. Event objects list the fields the original's do
 (seed 002's example event) and stay open (``additionalProperties: true``): the service passes
 events through unchanged, so a producer's newer fields must not make a generated client fail.
 Every leaf has a type, so generated clients never fall back to ``Any``.
+
+The two publish bodies are not written here: the routes validate with pydantic models
+(bodies.py), and :func:`openapi_schema` turns those models' schemas into this dialect, so what
+is documented is what is checked. The envelopes stay hand-written: nothing validates them.
 """
 
 from __future__ import annotations
