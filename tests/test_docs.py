@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
+
 import yaml
 from openapi_spec_validator import validate
 
@@ -80,6 +82,41 @@ async def test_docs_dev_redirect_and_pages(memory_app: LiveApp) -> None:
         async with memory_app.session.get(memory_app.url(f"/docs/dev/{bad}")) as resp:
             assert resp.status == 404, bad
             assert (await resp.json())["error_code"] == 12013
+
+
+class _ListDepth(HTMLParser):
+    """The list nesting depth at which each text run of a page sits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+        self.texts: list[tuple[int, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.depth += tag in ("ul", "ol")
+
+    def handle_endtag(self, tag: str) -> None:
+        self.depth -= tag in ("ul", "ol")
+
+    def handle_data(self, data: str) -> None:
+        self.texts.append((self.depth, data))
+
+
+def _list_depth(page: str, text: str) -> int:
+    parser = _ListDepth()
+    parser.feed(page)
+    return next(depth for depth, data in parser.texts if text in data)
+
+
+async def test_docs_dev_keeps_nested_lists_nested(memory_app: LiveApp) -> None:
+    """reliability.md lists when events are lost as sub-items of one bullet: flattened, each
+    exception would read as a promise of its own."""
+    async with memory_app.session.get(memory_app.url("/docs/dev/reliability.html")) as resp:
+        assert resp.status == 200
+        page = await resp.text()
+    assert _list_depth(page, "Events are ") == 1
+    assert _list_depth(page, "a client connects after the event was published") == 2
+    assert _list_depth(page, "Subscribers never go deaf") == 1
 
 
 def test_markdown_escapes_and_renders() -> None:

@@ -16,8 +16,8 @@ from luna_sender import __version__
 from luna_sender.filters.events import FACE_SPECS
 from luna_sender.filters.general import GENERAL_SPECS
 from luna_sender.web.docs.openapi import dump_yaml
+from luna_sender.web.docs.operations import REQUEST_ID_PATTERN
 from luna_sender.web.docs.schemas import SCHEMAS, to_json_schema
-from luna_sender.web.middlewares import REQUEST_ID_RE
 
 # (code, when) — docs/reliability.md "Close codes" is the long form.
 CLOSE_CODES: tuple[tuple[int, str], ...] = (
@@ -125,7 +125,7 @@ def _headers(account: bool, jwt: bool) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "Luna-Request-Id": {
             "type": "string",
-            "pattern": REQUEST_ID_RE.pattern,
+            "pattern": REQUEST_ID_PATTERN,
             "description": "Echoed on the 101, generated when absent.",
         },
         "Origin": {

@@ -1,7 +1,9 @@
 """HTML for /docs/spec (OpenAPI as a readable page) and /docs/dev (the markdown manual).
 
-No CDN, no JavaScript, no dependency: a small, escaping markdown subset (headings, paragraphs,
-lists, tables, fenced code, quotes, inline code/bold/italic/links) is all the manual uses.
+No CDN, no JavaScript. The manual goes through markdown-it-py's CommonMark parser (plus tables)
+so nested lists keep their nesting — docs/reliability.md's lists of exceptions change meaning
+when flattened. Raw HTML stays disabled: the pages are served to browsers, so a ``<script>`` in a
+doc must arrive escaped, and markdown-it refuses ``javascript:``/``data:`` link targets.
 """
 
 from __future__ import annotations
@@ -12,7 +14,19 @@ import re
 from pathlib import Path
 from typing import Any
 
+from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
+from markdown_it.renderer import RendererHTML
+from markdown_it.rules_core import StateCore
+from markdown_it.token import Token
+from markdown_it.utils import EnvType, OptionsDict
+
 PAGE_RE = re.compile(r"^[A-Za-z0-9_-]+\.html$")
+# A link to a sibling doc (``x.md`` or ``x.md#part``) points at its served page instead.
+DOC_LINK_RE = re.compile(r"^([A-Za-z0-9_-]+)\.md(#.*)?$")
+TABLE_TOKENS = frozenset(
+    f"{tag}_{side}" for tag in ("thead", "tbody", "tr", "th", "td") for side in ("open", "close")
+)
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:0;display:flex;color:#222}
 nav{width:14rem;background:#f4f4f6;padding:1rem;min-height:100vh}
@@ -46,95 +60,49 @@ def docs_dir() -> Path:
     return CHECKOUT_DOCS
 
 
-def _inline(text: str) -> str:
-    out = html.escape(text, quote=True)
-    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    out = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
-    out = re.sub(r"(?<![\w*])\*([^*\s][^*]*)\*(?!\w)", r"<em>\1</em>", out)
+def _rewrite_doc_links(state: StateCore) -> None:
+    """``x.md(#part)`` -> ``x.html(#part)``: the sources link each other by file name."""
+    for block in state.tokens:
+        for token in block.children or ():
+            href = token.attrGet("href") if token.type == "link_open" else None
+            if isinstance(href, str):
+                token.attrSet("href", DOC_LINK_RE.sub(r"\1.html\2", href))
 
-    def link(match: re.Match[str]) -> str:
-        label, target = match.group(1), match.group(2)
-        if target.startswith(("javascript:", "data:")):
-            target = "#"
-        target = re.sub(r"^([A-Za-z0-9_-]+)\.md(#.*)?$", r"\1.html\2", target)
-        return f'<a href="{target}">{label}</a>'
 
-    return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", link, out)
+def _compact_tables(state: StateCore) -> None:
+    """Tables as ``<table><tr><th>..`` on one line, without thead/tbody: the markup the manual
+    has always been served with (and its tests read)."""
+    for token in state.tokens:
+        if token.type in TABLE_TOKENS:
+            token.block = False  # no newline between the cells
+            token.hidden = token.tag in ("thead", "tbody")
+
+
+def _fence(
+    renderer: RendererHTML, tokens: list[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    """A code block without the trailing newline markdown-it keeps inside ``<code>``."""
+    token = tokens[idx]
+    language = token.info.strip().split(" ")[0]
+    attrs = f' class="language-{escapeHtml(language)}"' if language else ""
+    code = token.content.removesuffix("\n")
+    return f"<pre><code{attrs}>{escapeHtml(code)}</code></pre>\n"
+
+
+def _parser() -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    md.core.ruler.push("doc_links", _rewrite_doc_links)
+    md.core.ruler.push("compact_tables", _compact_tables)
+    md.add_render_rule("fence", _fence)
+    return md
+
+
+MARKDOWN = _parser()
 
 
 def markdown_to_html(text: str) -> str:
-    lines = text.splitlines()
-    out: list[str] = []
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("```"):
-            code: list[str] = []
-            i += 1
-            while i < len(lines) and not lines[i].startswith("```"):
-                code.append(lines[i])
-                i += 1
-            out.append("<pre><code>" + html.escape("\n".join(code)) + "</code></pre>")
-            i += 1
-            continue
-        heading = re.match(r"^(#{1,6})\s+(.*)$", line)
-        if heading:
-            level = len(heading.group(1))
-            out.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
-            i += 1
-            continue
-        if line.startswith("|"):
-            rows = []
-            while i < len(lines) and lines[i].startswith("|"):
-                cells = [c.strip() for c in lines[i].strip().strip("|").split("|")]
-                if not all(re.fullmatch(r":?-+:?", c) for c in cells):
-                    rows.append(cells)
-                i += 1
-            body = "".join(
-                "<tr>"
-                + "".join(
-                    f"<{'th' if n == 0 else 'td'}>{_inline(c)}</{'th' if n == 0 else 'td'}>"
-                    for c in row
-                )
-                + "</tr>"
-                for n, row in enumerate(rows)
-            )
-            out.append(f"<table>{body}</table>")
-            continue
-        if re.match(r"^\s*([-*]|\d+\.)\s+", line):
-            ordered = bool(re.match(r"^\s*\d+\.", line))
-            items = []
-            while i < len(lines) and (
-                re.match(r"^\s*([-*]|\d+\.)\s+", lines[i]) or (lines[i].startswith("  ") and items)
-            ):
-                if re.match(r"^\s*([-*]|\d+\.)\s+", lines[i]):
-                    items.append(re.sub(r"^\s*([-*]|\d+\.)\s+", "", lines[i]))
-                else:
-                    items[-1] += " " + lines[i].strip()
-                i += 1
-            tag = "ol" if ordered else "ul"
-            out.append(f"<{tag}>" + "".join(f"<li>{_inline(t)}</li>" for t in items) + f"</{tag}>")
-            continue
-        if line.startswith(">"):
-            quote = []
-            while i < len(lines) and lines[i].startswith(">"):
-                quote.append(lines[i].lstrip("> "))
-                i += 1
-            out.append(f"<blockquote>{_inline(' '.join(quote))}</blockquote>")
-            continue
-        if not line.strip():
-            i += 1
-            continue
-        para = []
-        while (
-            i < len(lines)
-            and lines[i].strip()
-            and not re.match(r"^(#{1,6}\s|```|\||>|\s*([-*]|\d+\.)\s)", lines[i])
-        ):
-            para.append(lines[i])
-            i += 1
-        out.append(f"<p>{_inline(' '.join(para))}</p>")
-    return "\n".join(out)
+    html_text: str = MARKDOWN.render(text)
+    return html_text
 
 
 def _page(title: str, body: str, nav: str = "") -> str:

@@ -5,12 +5,20 @@ plain JSON Schema AsyncAPI uses. Event objects list the fields the original's do
 (seed 002's example event) and stay open (``additionalProperties: true``): the service passes
 events through unchanged, so a producer's newer fields must not make a generated client fail.
 Every leaf has a type, so generated clients never fall back to ``Any``.
+
+The two publish bodies are not written here: the routes validate with pydantic models
+(bodies.py), and :func:`openapi_schema` turns those models' schemas into this dialect, so what
+is documented is what is checked. The envelopes stay hand-written: nothing validates them.
 """
 
 from __future__ import annotations
 
 import copy
 from typing import Any
+
+from pydantic import BaseModel
+
+from luna_sender.web.docs.bodies import BODIES, COMPONENT
 
 
 def _s(description: str = "", nullable: bool = False, **extra: Any) -> dict[str, Any]:
@@ -142,47 +150,7 @@ SCHEMAS: dict[str, Any] = {
             "event-end-time": _s(TIME_TEXT, nullable=True),
         },
     },
-    "PublishEvents": {
-        "type": "object",
-        "additionalProperties": False,
-        "description": "Publish user events (delivered as face/body events of the account).",
-        "required": ["events", "handler_id", "event_create_time", "event_end_time"],
-        "properties": {
-            "events": _arr(_ref("UserEvent"), "User generated events (non-empty).")
-            | {"minItems": 1},
-            "handler_id": _s("Event handler id."),
-            "event_create_time": _s(
-                "Event creation time; any string, passed through.", maxLength=256
-            ),
-            "event_end_time": _s("Event end time; any string, passed through.", maxLength=256),
-        },
-    },
     "UserEvent": _obj(description="A user generated event: any JSON object, delivered as is."),
-    "PublishGeneral": {
-        "type": "object",
-        "additionalProperties": False,
-        "description": "Publish one general event.",
-        "required": ["event", "event_type"],
-        "properties": {
-            "event": _ref("GeneralEvent"),
-            "event_type": _s("General event type.", minLength=1, maxLength=128),
-            "account_id": _s(
-                "Event account id; any string, matched exactly by /ws/general?account_id=.",
-                nullable=True,
-                maxLength=256,
-            ),
-            "event_create_time": _s(
-                "Event creation time; any string, passed through (default: now).",
-                nullable=True,
-                maxLength=256,
-            ),
-            "event_end_time": _s(
-                "Event end time; any string, passed through (default: the create time).",
-                nullable=True,
-                maxLength=256,
-            ),
-        },
-    },
     "Version": {
         "type": "object",
         "required": ["Version"],
@@ -262,6 +230,42 @@ SCHEMAS: dict[str, Any] = {
         "/docs/dev/configuration.html) and the original's INFLUX_MONITORING.",
     ),
 }
+
+
+def openapi_schema(schema: Any) -> Any:
+    """pydantic's JSON Schema -> this module's OpenAPI 3.0 dialect: an optional field's
+    ``anyOf [T, null]`` is ``nullable`` (3.0 has no null type), generated titles and null
+    defaults go (a default the route computes, like "now", is in the description instead)."""
+    if isinstance(schema, list):
+        return [openapi_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if COMPONENT in schema:
+        return _ref(schema[COMPONENT])
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "title" or (key == "default" and value is None):
+            continue
+        if key == "properties":
+            out[key] = {name: openapi_schema(s) for name, s in value.items()}
+        else:
+            out[key] = openapi_schema(value)
+    alternatives = out.pop("anyOf", None)
+    if alternatives is None:
+        return out
+    if len(alternatives) != 2 or {"type": "null"} not in alternatives:
+        return {**out, "anyOf": alternatives}
+    alternatives.remove({"type": "null"})
+    return {**alternatives[0], **out, "nullable": True}
+
+
+def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema: dict[str, Any] = openapi_schema(model.model_json_schema())
+    assert "$defs" not in schema, "a body model may only reference the documents' components"
+    return schema
+
+
+SCHEMAS.update({model.__name__: _model_schema(model) for model in BODIES})
 
 
 def to_json_schema(schema: Any, ref_prefix: str = "#/components/schemas/") -> Any:
