@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from luna_sender import errors, wire
+from luna_sender.delivery.frames import text_frame
 from luna_sender.delivery.groups import GroupIndex, face_index, general_index
 from luna_sender.filters.base import CompiledFilter
 
@@ -319,7 +320,7 @@ class Hub:
             for group in groups.index.candidates(subject):
                 if _safe_match(group.filter.match, subject):
                     if frame is None:
-                        frame = wire.text_frame(msg.envelope(event))
+                        frame = text_frame(msg.envelope(event))
                     sent += group.send(frame)
         return sent
 
@@ -329,7 +330,7 @@ class Hub:
         for group in groups.index.candidates(msg):
             if _safe_match(group.filter.match, msg):
                 if frame is None:
-                    frame = wire.text_frame(msg.envelope())
+                    frame = text_frame(msg.envelope())
                 sent += group.send(frame)
         return sent
 
