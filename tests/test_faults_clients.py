@@ -10,12 +10,11 @@ import contextlib
 import re
 import statistics
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
-from .helpers import Service, account, face_event
+from .helpers import Service, account, face_event, metric
 from .rawws import RawWS
 
 pytestmark = pytest.mark.slow
@@ -28,11 +27,6 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
-
-
-def metric_text(svc: Service) -> str:
-    with urllib.request.urlopen(svc.url + "/metrics", timeout=2) as resp:
-        return resp.read().decode()
 
 
 @pytest.fixture
@@ -138,9 +132,7 @@ async def test_stalled_consumers_do_not_hurt_the_others(service: Service) -> Non
     # Every stalled socket is closed by the server with 1008 and a reason.
     deadline = time.monotonic() + 15
     while True:
-        text = metric_text(service)
-        match = re.search(r'ws_closed_total\{reason="slow_consumer"\} ([0-9.]+)', text)
-        if match and float(match.group(1)) >= 50:
+        if metric(service.url, 'ws_closed_total{reason="slow_consumer"}') >= 50:
             break
         assert time.monotonic() < deadline, "stalled sockets were not closed"
         await _publisher(service, acc, rate=20, duration=0.5)
