@@ -220,6 +220,20 @@ def face_message(
     )
 
 
+async def publish_face(session: Any, base_url: str, acc: str, events: list[dict[str, Any]]) -> None:
+    """POST /publish of ``events`` for account ``acc``, as a producer would, expecting the 204."""
+    body = {
+        "events": events,
+        "handler_id": "h",
+        "event_create_time": "2026-01-01T00:00:00Z",
+        "event_end_time": "2026-01-01T00:00:00Z",
+    }
+    async with session.post(
+        base_url + "/publish", json=body, headers={"Luna-Account-Id": acc}
+    ) as resp:
+        assert resp.status == 204, await resp.text()
+
+
 async def recv_json(ws: Any, timeout: float = 5.0) -> Any:
     msg = await asyncio.wait_for(ws.receive(), timeout)
     if msg.type.name != "TEXT":

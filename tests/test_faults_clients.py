@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .helpers import Service, account, face_event, metric
+from .helpers import Service, account, face_event, metric, publish_face
 from .rawws import RawWS
 
 pytestmark = pytest.mark.slow
@@ -52,16 +52,7 @@ async def _publisher(svc: Service, acc: str, rate: float, duration: float) -> in
     async with aiohttp.ClientSession() as session:
         end = time.monotonic() + duration
         while time.monotonic() < end:
-            body = {
-                "events": [face_event(ts=time.time(), pad=pad)],
-                "handler_id": "h",
-                "event_create_time": "2026-01-01T00:00:00Z",
-                "event_end_time": "2026-01-01T00:00:00Z",
-            }
-            async with session.post(
-                svc.url + "/publish", json=body, headers={"Luna-Account-Id": acc}
-            ) as resp:
-                assert resp.status == 204
+            await publish_face(session, svc.url, acc, [face_event(ts=time.time(), pad=pad)])
             sent += 1
             await asyncio.sleep(1 / rate)
     return sent

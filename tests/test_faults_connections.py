@@ -17,7 +17,16 @@ import time
 import aiohttp
 import pytest
 
-from .helpers import RedisServer, Service, account, face_event, face_message, metric, scrape
+from .helpers import (
+    RedisServer,
+    Service,
+    account,
+    face_event,
+    face_message,
+    metric,
+    publish_face,
+    scrape,
+)
 from .rawws import RawWS
 
 pytestmark = pytest.mark.slow
@@ -156,16 +165,7 @@ async def test_evicted_socket_gets_exactly_one_close() -> None:
             deadline = time.monotonic() + 30
             while metric(svc.url, 'ws_closed_total{reason="slow_consumer"}') < 1:
                 assert time.monotonic() < deadline, "the stalled socket was not evicted"
-                body = {
-                    "events": [face_event(pad=pad)],
-                    "handler_id": "h",
-                    "event_create_time": "2026-01-01T00:00:00Z",
-                    "event_end_time": "2026-01-01T00:00:00Z",
-                }
-                async with session.post(
-                    svc.url + "/publish", json=body, headers={"Luna-Account-Id": acc}
-                ) as resp:
-                    assert resp.status == 204
+                await publish_face(session, svc.url, acc, [face_event(pad=pad)])
                 await asyncio.sleep(0.05)
         # The client resumes reading, answers the Close as a client should, reads to EOF.
         closes: list[tuple[int | None, bytes]] = []
