@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install install-test test-deps run test lint fmt bench clean
+.PHONY: install install-test test-deps run test test-fast lint fmt bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,15 +21,24 @@ run: install
 test-deps:
 	bash scripts/test-deps.sh
 
-test: install-test test-deps
-	$(BIN)/ruff check luna_sender tests $(wildcard benchmarks)
+# The full suite, after the lint: what CI runs (.ci/run).
+test: lint test-deps
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
+# The non-slow tier (no end-to-end, fault, fuzz or browser tests) after the lint: the loop to
+# run before pushing; `make test` is ~10 minutes.
+test-fast: lint test-deps
+	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# Style, layout and types; mypy's options (strict, pydantic plugin) are in pyproject.toml.
 lint: install-test
 	$(BIN)/ruff check luna_sender tests $(wildcard benchmarks)
+	$(BIN)/ruff format --check luna_sender tests $(wildcard benchmarks)
+	$(BIN)/mypy --strict luna_sender
 
 fmt: install-test
 	$(BIN)/ruff check --fix luna_sender tests benchmarks
+	$(BIN)/ruff format luna_sender tests benchmarks
 
 bench: install-test
 	bash benchmarks/setup.sh

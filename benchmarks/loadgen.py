@@ -14,12 +14,13 @@ import json
 import os
 import re
 import resource
-import struct
 import time
 from array import array
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
+
+from luna_sender.delivery.frames import CLOSE, PING, PONG, TEXT, FrameParser, client_frame
 
 TS_RE = re.compile(rb'"bench_ts":\s*([0-9.]+)')
 
@@ -35,7 +36,7 @@ class Sub:
     ready_marker: bytes | None = None  # a first frame that means "subscribed" (broadcaster)
 
 
-class WSClient(asyncio.Protocol):
+class WSClient(FrameParser, asyncio.Protocol):
     """One raw websocket: a Protocol parses frames in ``data_received``, no task per frame.
 
     The clients share the cores with the server under test, so their CPU per frame is delay
@@ -48,7 +49,7 @@ class WSClient(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.head: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self.setup: asyncio.Queue[tuple[int, bytes]] | None = asyncio.Queue()
+        self.setup: asyncio.Queue[tuple[int, bytes | bytearray]] | None = asyncio.Queue()
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -58,7 +59,7 @@ class WSClient(asyncio.Protocol):
         if not self.head.done():
             self.head.set_exception(ConnectionError("closed during handshake"))
         if self.setup is not None:
-            self.setup.put_nowait((0x8, b""))
+            self.setup.put_nowait((CLOSE, b""))
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -72,54 +73,27 @@ class WSClient(asyncio.Protocol):
                 return
             self.head.set_result(bytes(buf[:end]))
             del buf[: end + 4]
-        pos, size = 0, len(buf)
-        while size - pos >= 2:
-            b1, n = buf[pos], buf[pos + 1] & 0x7F
-            hdr = 2
-            if n == 126:
-                if size - pos < 4:
-                    break
-                n, hdr = (buf[pos + 2] << 8) | buf[pos + 3], 4
-            elif n == 127:
-                if size - pos < 10:
-                    break
-                n, hdr = struct.unpack_from("!Q", buf, pos + 2)[0], 10
-            if size - pos < hdr + n:
-                break
-            payload = bytes(buf[pos + hdr : pos + hdr + n])
-            pos += hdr + n
-            self.on_frame(b1 & 0x0F, payload, now)
-        if pos:
-            del buf[:pos]
+        self.parse_frames(now)
 
-    def on_frame(self, opcode: int, payload: bytes, now: float) -> None:
+    def on_frame(self, opcode: int, payload: bytearray, now: float) -> None:
         assert self.transport is not None
-        if opcode == 0x9:
-            self.transport.write(_frame(0xA, payload))
-        elif opcode == 0x8:
+        if opcode == PING:
+            self.transport.write(client_frame(PONG, payload))
+        elif opcode == CLOSE:
             self.transport.close()
         elif self.setup is not None:
             self.setup.put_nowait((opcode, payload))
         elif payload == b"2":  # engine.io ping
-            self.transport.write(_frame(0x1, b"3"))
+            self.transport.write(client_frame(TEXT, b"3"))
         else:
             self.stats.record(payload, now)
 
-    async def read(self) -> tuple[int, bytes]:
+    async def read(self) -> tuple[int, bytes | bytearray]:
         assert self.setup is not None
         opcode, payload = await self.setup.get()
-        if opcode == 0x8:
+        if opcode == CLOSE:
             raise ConnectionError("closed during setup")
         return opcode, payload
-
-
-def _frame(opcode: int, payload: bytes) -> bytes:
-    mask = os.urandom(4)
-    n = len(payload)
-    head = bytes([0x80 | opcode]) + (
-        bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack("!H", n)
-    )
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 class Stats:
@@ -128,7 +102,7 @@ class Stats:
         self.count = 0
         self.latencies = array("d")
 
-    def record(self, payload: bytes, now: float) -> None:
+    def record(self, payload: bytearray, now: float) -> None:
         match = TS_RE.search(payload)
         if match is None or self.window is None:
             return
@@ -156,10 +130,10 @@ async def _subscriber(port: int, sub: Sub, stats: Stats, ready: list[int]) -> No
         raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
     if sub.protocol == "socketio":
         await client.read()  # engine.io open packet
-        transport.write(_frame(0x1, b"40"))
+        transport.write(client_frame(TEXT, b"40"))
         await client.read()  # namespace connected
         for room in sub.rooms:
-            transport.write(_frame(0x1, b'42["join",' + json.dumps(room).encode() + b"]"))
+            transport.write(client_frame(TEXT, b'42["join",' + json.dumps(room).encode() + b"]"))
             await client.read()  # joined
     elif sub.ready_marker is not None:
         _opcode, payload = await client.read()

@@ -1,16 +1,15 @@
-"""Message formats: what producers put on the bus, and the frames pushed to clients.
+"""Message formats: what producers put on the bus, and the envelopes pushed to clients.
 
 Every incoming bus message is decoded exactly once per process and every outgoing envelope is
-serialised exactly once, then framed once as a websocket text frame; the same bytes are written to
-every matching socket (see hub.py). Producers publish UTF-8 JSON (``ujson.dumps(...,
-ensure_ascii=False)`` in luna-handlers); msgpack bodies are accepted too.
+serialised exactly once, then framed once as a websocket text frame (delivery/frames.py); the
+same bytes are written to every matching socket (see hub.py). Producers publish UTF-8 JSON
+(``ujson.dumps(..., ensure_ascii=False)`` in luna-handlers); msgpack bodies are accepted too.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -265,13 +264,3 @@ def encode_general(
             "event_end_time": end_time,
         }
     )
-
-
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked, uncompressed RFC 6455 text frame: servers never mask, so one frame fits all."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65536:
-        return struct.pack("!BBH", 0x81, 126, n) + payload
-    return struct.pack("!BBQ", 0x81, 127, n) + payload

@@ -83,16 +83,6 @@ def health(base_url: str) -> tuple[int, Any]:
     return status, orjson.loads(body)
 
 
-def metric(base_url: str, name: str) -> float:
-    """Sum of every sample of ``name`` (label sets added up); 0 when absent."""
-    _status, body = http_get(base_url + "/metrics")
-    total = 0.0
-    for line in body.decode().splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 async def wait_until(predicate: Any, timeout: float, interval: float = 0.1) -> bool:
     """Poll a (sync) predicate until true or ``timeout``; returns the last value."""
     loop = asyncio.get_running_loop()

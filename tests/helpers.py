@@ -14,13 +14,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import redis
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -217,6 +220,20 @@ def face_message(
     )
 
 
+async def publish_face(session: Any, base_url: str, acc: str, events: list[dict[str, Any]]) -> None:
+    """POST /publish of ``events`` for account ``acc``, as a producer would, expecting the 204."""
+    body = {
+        "events": events,
+        "handler_id": "h",
+        "event_create_time": "2026-01-01T00:00:00Z",
+        "event_end_time": "2026-01-01T00:00:00Z",
+    }
+    async with session.post(
+        base_url + "/publish", json=body, headers={"Luna-Account-Id": acc}
+    ) as resp:
+        assert resp.status == 204, await resp.text()
+
+
 async def recv_json(ws: Any, timeout: float = 5.0) -> Any:
     msg = await asyncio.wait_for(ws.receive(), timeout)
     if msg.type.name != "TEXT":
@@ -246,12 +263,24 @@ def strict_json(frame: str | bytes) -> Any:
 
 
 def metric_sum(text: str, name: str) -> float:
-    """The sum of every series of ``name`` in a Prometheus scrape."""
+    """The sum of every series of ``name`` in a Prometheus scrape, 0 when absent; a ``name``
+    with its whole label set (``ws_closed_total{reason="slow_consumer"}``) picks one series."""
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
         if line.startswith((name + " ", name + "{"))
     )
+
+
+def scrape(base_url: str, timeout: float = 5.0) -> str:
+    """The /metrics text of a running service (a blocking read: tests poll it between steps)."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=timeout) as resp:
+        return resp.read().decode()
+
+
+def metric(base_url: str, name: str) -> float:
+    """:func:`metric_sum` of a fresh scrape of the service at ``base_url``."""
+    return metric_sum(scrape(base_url), name)
 
 
 async def assert_poison_skipped(
@@ -277,3 +306,54 @@ async def assert_poison_skipped(
     warnings = [r for r in caplog.records if "skipped undecodable" in r.getMessage()]
     assert len(warnings) == len(poison)
     assert all(r.levelno == logging.WARNING and not r.exc_info for r in warnings)
+
+
+async def http_receiver(handler: Callable[[web.Request], Awaitable[web.Response]]) -> TestServer:
+    """A loopback HTTP server answering every POST with ``handler``: the outside end a plugin
+    writes to (webhook, InfluxDB). The caller closes it."""
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", handler)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+class FakeInflux:
+    """An InfluxDB v2 write endpoint keeping the line protocol it is sent, and the path, query
+    and Authorization header of the last write: the request-monitoring plugin's peer."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.seen: dict[str, Any] = {}
+        self._server: TestServer | None = None
+
+    async def __aenter__(self) -> FakeInflux:
+        self._server = await http_receiver(self._write)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        await self._server.close()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None and self._server.port is not None
+        return self._server.port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _write(self, request: web.Request) -> web.Response:
+        self.seen.update(
+            path=request.path, query=dict(request.query), auth=request.headers.get("Authorization")
+        )
+        self.lines.extend((await request.text()).splitlines())
+        return web.Response(status=204)
+
+    async def wait_line(self, prefix: str, timeout: float = 5.0) -> None:
+        """Until a line starting with ``prefix`` has arrived, or ``timeout``: the plugin flushes
+        on its own period, and the caller's assertions say what was missing."""
+        deadline = time.monotonic() + timeout
+        while not any(x.startswith(prefix) for x in self.lines) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)

@@ -1,7 +1,8 @@
 """A deliberately small websocket client on raw asyncio sockets.
 
 Thousands of aiohttp clients would make the test process the bottleneck; these read frames with a
-few struct calls, can stop reading on purpose (a stalled consumer), and can send malformed frames.
+few struct calls (the codec in luna_sender/delivery/frames.py), can stop reading on purpose (a
+stalled consumer), and can send malformed frames.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from luna_sender.delivery.frames import CLOSE, PING, PONG, client_frame, read_frame
+
 
 @dataclass
 class Frame:
@@ -22,7 +25,7 @@ class Frame:
 
     @property
     def close_code(self) -> int | None:
-        if self.opcode != 0x8 or len(self.payload) < 2:
+        if self.opcode != CLOSE or len(self.payload) < 2:
             return None
         return struct.unpack("!H", self.payload[:2])[0]
 
@@ -63,23 +66,17 @@ class RawWS:
         return cls(reader, writer)
 
     async def recv(self) -> Frame:
-        b1, b2 = await self.reader.readexactly(2)
-        n = b2 & 0x7F
-        if n == 126:
-            n = struct.unpack("!H", await self.reader.readexactly(2))[0]
-        elif n == 127:
-            n = struct.unpack("!Q", await self.reader.readexactly(8))[0]
-        payload = await self.reader.readexactly(n)
+        b1, payload = await read_frame(self.reader.readexactly)
         return Frame(bool(b1 & 0x80), b1 & 0x0F, payload)
 
     async def recv_data(self) -> Frame:
         """The next text/binary/close frame, answering pings on the way."""
         while True:
             frame = await self.recv()
-            if frame.opcode == 0x9:
-                self.send(0xA, frame.payload)
+            if frame.opcode == PING:
+                self.send(PONG, frame.payload)
                 continue
-            if frame.opcode == 0xA:
+            if frame.opcode == PONG:
                 continue
             return frame
 
@@ -87,17 +84,7 @@ class RawWS:
         self, opcode: int, payload: bytes, fin: bool = True, length: int | None = None
     ) -> None:
         """A masked client frame; ``length`` lets a test lie about the payload size."""
-        n = len(payload) if length is None else length
-        head = bytes([(0x80 if fin else 0) | opcode])
-        if n < 126:
-            head += bytes([0x80 | n])
-        elif n < 65536:
-            head += bytes([0x80 | 126]) + struct.pack("!H", n)
-        else:
-            head += bytes([0x80 | 127]) + struct.pack("!Q", n)
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.writer.write(head + mask + masked)
+        self.writer.write(client_frame(opcode, payload, fin, length))
 
     def close(self) -> None:
         self.writer.close()

@@ -11,7 +11,7 @@ import time
 
 import aiohttp
 
-from .helpers import REPO, Service, account, face_event, recv_json
+from .helpers import REPO, Service, account, face_event, publish_face, recv_json
 
 CLI = [sys.executable, "-m", "luna_sender.cli"]
 
@@ -185,16 +185,7 @@ async def test_workers_share_the_port_and_the_bus(redis_server) -> None:
                 for _ in range(12)
             ]
             await asyncio.sleep(0.5)
-            body = {
-                "events": [face_event(w=1)],
-                "handler_id": "h",
-                "event_create_time": "2026-01-01T00:00:00Z",
-                "event_end_time": "2026-01-01T00:00:00Z",
-            }
-            async with session.post(
-                svc.url + "/publish", json=body, headers={"Luna-Account-Id": acc}
-            ) as resp:
-                assert resp.status == 204
+            await publish_face(session, svc.url, acc, [face_event(w=1)])
             for ws in sockets:
                 assert (await recv_json(ws))["event"]["w"] == 1
             for ws in sockets:

@@ -19,8 +19,16 @@ import aiohttp
 import orjson
 import pytest
 
-from .faults import freeze, frozen, health, metric, thaw, thaw_later, wait_until
-from .helpers import RedisServer, Service, account, face_event, face_message, free_port
+from .faults import freeze, frozen, health, thaw, thaw_later, wait_until
+from .helpers import (
+    RedisServer,
+    Service,
+    account,
+    face_event,
+    face_message,
+    free_port,
+    metric,
+)
 
 GENERAL = "luna-sender-general-events"
 

@@ -10,12 +10,11 @@ import contextlib
 import re
 import statistics
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
-from .helpers import Service, account, face_event
+from .helpers import Service, account, face_event, metric, publish_face
 from .rawws import RawWS
 
 pytestmark = pytest.mark.slow
@@ -28,11 +27,6 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
-
-
-def metric_text(svc: Service) -> str:
-    with urllib.request.urlopen(svc.url + "/metrics", timeout=2) as resp:
-        return resp.read().decode()
 
 
 @pytest.fixture
@@ -58,16 +52,7 @@ async def _publisher(svc: Service, acc: str, rate: float, duration: float) -> in
     async with aiohttp.ClientSession() as session:
         end = time.monotonic() + duration
         while time.monotonic() < end:
-            body = {
-                "events": [face_event(ts=time.time(), pad=pad)],
-                "handler_id": "h",
-                "event_create_time": "2026-01-01T00:00:00Z",
-                "event_end_time": "2026-01-01T00:00:00Z",
-            }
-            async with session.post(
-                svc.url + "/publish", json=body, headers={"Luna-Account-Id": acc}
-            ) as resp:
-                assert resp.status == 204
+            await publish_face(session, svc.url, acc, [face_event(ts=time.time(), pad=pad)])
             sent += 1
             await asyncio.sleep(1 / rate)
     return sent
@@ -138,9 +123,7 @@ async def test_stalled_consumers_do_not_hurt_the_others(service: Service) -> Non
     # Every stalled socket is closed by the server with 1008 and a reason.
     deadline = time.monotonic() + 15
     while True:
-        text = metric_text(service)
-        match = re.search(r'ws_closed_total\{reason="slow_consumer"\} ([0-9.]+)', text)
-        if match and float(match.group(1)) >= 50:
+        if metric(service.url, 'ws_closed_total{reason="slow_consumer"}') >= 50:
             break
         assert time.monotonic() < deadline, "stalled sockets were not closed"
         await _publisher(service, acc, rate=20, duration=0.5)

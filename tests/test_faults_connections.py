@@ -13,25 +13,23 @@ import signal
 import socket
 import struct
 import time
-import urllib.request
 
 import aiohttp
 import pytest
 
-from .helpers import RedisServer, Service, account, face_event, face_message
+from .helpers import (
+    RedisServer,
+    Service,
+    account,
+    face_event,
+    face_message,
+    metric,
+    publish_face,
+    scrape,
+)
 from .rawws import RawWS
 
 pytestmark = pytest.mark.slow
-
-
-def metric_text(svc: Service) -> str:
-    with urllib.request.urlopen(svc.url + "/metrics", timeout=5) as resp:
-        return resp.read().decode()
-
-
-def metric(svc: Service, pattern: str) -> float:
-    match = re.search(pattern + r" ([0-9.e+]+)", metric_text(svc))
-    return float(match.group(1)) if match else 0.0
 
 
 # --- item 5: a reader that keeps up is never evicted, however large the accepted events ---------
@@ -82,7 +80,7 @@ async def test_fast_reader_gets_large_events_and_batches() -> None:
                 await asyncio.sleep(0.1)
             assert len(general_sizes) == 11 and max(general_sizes) > 9 * 1024 * 1024
             assert len(face_sizes) == 10
-            assert metric(svc, r'ws_closed_total\{reason="slow_consumer"\}') == 0
+            assert metric(svc.url, 'ws_closed_total{reason="slow_consumer"}') == 0
             await general.close()
             await face.close()
             await asyncio.gather(*readers)
@@ -165,18 +163,9 @@ async def test_evicted_socket_gets_exactly_one_close() -> None:
         pad = "x" * 100_000
         async with aiohttp.ClientSession() as session:
             deadline = time.monotonic() + 30
-            while metric(svc, r'ws_closed_total\{reason="slow_consumer"\}') < 1:
+            while metric(svc.url, 'ws_closed_total{reason="slow_consumer"}') < 1:
                 assert time.monotonic() < deadline, "the stalled socket was not evicted"
-                body = {
-                    "events": [face_event(pad=pad)],
-                    "handler_id": "h",
-                    "event_create_time": "2026-01-01T00:00:00Z",
-                    "event_end_time": "2026-01-01T00:00:00Z",
-                }
-                async with session.post(
-                    svc.url + "/publish", json=body, headers={"Luna-Account-Id": acc}
-                ) as resp:
-                    assert resp.status == 204
+                await publish_face(session, svc.url, acc, [face_event(pad=pad)])
                 await asyncio.sleep(0.05)
         # The client resumes reading, answers the Close as a client should, reads to EOF.
         closes: list[tuple[int | None, bytes]] = []
@@ -230,7 +219,7 @@ async def test_handshake_disconnects_are_not_server_errors() -> None:
         ws = await RawWS.connect(svc.port, "/ws/general")
         ws.close()
         await asyncio.sleep(0.5)
-        text = metric_text(svc)
+        text = scrape(svc.url)
         assert not re.search(r'request_count_total\{[^}]*status_code="5\d\d"', text), text
         assert not re.search(r'errors_count_total\{[^}]*error_code="1"', text), text
         assert re.search(r'request_count_total\{[^}]*status_code="101"', text)

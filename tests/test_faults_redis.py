@@ -21,7 +21,7 @@ import orjson
 import pytest
 import redis
 
-from .helpers import RedisServer, Service, account, face_event, face_message
+from .helpers import RedisServer, Service, account, face_event, face_message, metric
 
 pytestmark = pytest.mark.slow
 
@@ -47,14 +47,6 @@ def health(svc: Service) -> int:
             return resp.status
     except urllib.error.HTTPError as exc:
         return exc.code
-
-
-def metric(svc: Service, name: str) -> float:
-    with urllib.request.urlopen(svc.url + "/metrics", timeout=2) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 class Feed:
@@ -141,7 +133,7 @@ async def test_twenty_redis_restarts(service: Service, fault_redis: RedisServer)
         assert not ws.closed
     report("redis restart -> delivery", gaps)
     assert statistics.quantiles(gaps, n=100)[98] < 5.0
-    assert metric(service, "bus_reconnects_total") >= 20
+    assert metric(service.url, "bus_reconnects_total") >= 20
     assert service.proc.poll() is None
 
 
@@ -155,7 +147,7 @@ async def test_client_kill_pubsub(service: Service, fault_redis: RedisServer) ->
             assert admin.execute_command("CLIENT KILL TYPE pubsub") >= 1
             gaps.append(await first_event_after(ws, time.time(), 10))
     report("CLIENT KILL TYPE pubsub -> delivery", gaps)
-    assert metric(service, "bus_reconnects_total") >= 5
+    assert metric(service.url, "bus_reconnects_total") >= 5
 
 
 async def test_output_buffer_eviction(service: Service, fault_redis: RedisServer) -> None:
@@ -171,7 +163,7 @@ async def test_output_buffer_eviction(service: Service, fault_redis: RedisServer
         async with Feed(fault_redis.port, acc):
             gap = await first_event_after(ws, time.time(), 10)
     print(f"\noutput-buffer eviction -> delivery resumed in {gap:.3f}s")
-    assert metric(service, "bus_reconnects_total") >= 1
+    assert metric(service.url, "bus_reconnects_total") >= 1
 
 
 async def test_poison_messages_are_skipped(service: Service, fault_redis: RedisServer) -> None:
@@ -192,7 +184,7 @@ async def test_poison_messages_are_skipped(service: Service, fault_redis: RedisS
             admin.publish(channel, face_message([face_event(ok=i)]))
             msg = await asyncio.wait_for(ws.receive(), 20)
             assert orjson.loads(msg.data)["event"]["ok"] == i
-    assert metric(service, "bus_poison_messages_total") == len(poison)
+    assert metric(service.url, "bus_poison_messages_total") == len(poison)
     log = service.log()
     assert log.count(f"on channel {channel}") == len(poison)
     assert service.proc.poll() is None

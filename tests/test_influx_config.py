@@ -3,17 +3,14 @@ layout (seed 002 lines 1096-1105), and driving the request-monitoring plugin end
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from luna_sender.config import ConfigError, load_settings, plugin_setup
 
 from .conftest import LiveApp
+from .helpers import FakeInflux
 
 # seed 002 lines 1096-1105: GET /config of the original, key order included.
 ORIGINAL_KEYS = [
@@ -100,26 +97,12 @@ def test_bad_original_settings_name_the_key(tmp_path: Path, yaml_text: str, key:
 
 
 async def test_send_data_for_monitoring_drives_the_plugin(live_app_factory) -> None:
-    lines: list[str] = []
-    seen: dict[str, Any] = {}
-
-    async def influx(request: web.Request) -> web.Response:
-        seen.update(
-            path=request.path, query=dict(request.query), auth=request.headers.get("Authorization")
-        )
-        lines.extend((await request.text()).splitlines())
-        return web.Response(status=204)
-
-    receiver_app = web.Application()
-    receiver_app.router.add_post("/api/v2/write", influx)
-    receiver = TestServer(receiver_app, host="127.0.0.1")
-    await receiver.start_server()
-    try:
+    async with FakeInflux() as influx:
         app: LiveApp = await live_app_factory(
             INFLUX_MONITORING={
                 "SEND_DATA_FOR_MONITORING": 1,
                 "HOST": "127.0.0.1",
-                "PORT": receiver.port,
+                "PORT": influx.port,
                 "ORGANIZATION": "org",
                 "BUCKET": "bkt",
                 "TOKEN": "tok",
@@ -129,18 +112,13 @@ async def test_send_data_for_monitoring_drives_the_plugin(live_app_factory) -> N
         async with app.session.get(app.url("/plugins")) as resp:
             assert (await resp.json())["plugins"] == [{"name": "request-monitoring", "running": 1}]
         await app.session.get(app.url("/version"))
-        for _ in range(100):
-            if any(x.startswith("requests,route=GET:/version,") for x in lines):
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        await receiver.close()
-    assert seen == {
+        await influx.wait_line("requests,route=GET:/version,")
+    assert influx.seen == {
         "path": "/api/v2/write",
         "query": {"org": "org", "bucket": "bkt", "precision": "ns"},
         "auth": "Token tok",
     }
     assert any(
         x.startswith("requests,route=GET:/version,service=luna-sender,status_code=200")
-        for x in lines
-    ), lines
+        for x in influx.lines
+    ), influx.lines

@@ -8,10 +8,9 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from .conftest import LiveApp
-from .helpers import account, face_event, recv_json
+from .helpers import FakeInflux, account, face_event, http_receiver, recv_json
 from .plugin_samples import Slow
 
 PUBLISH = {
@@ -19,14 +18,6 @@ PUBLISH = {
     "event_create_time": "2026-01-01T00:00:00Z",
     "event_end_time": "2026-01-01T00:00:01Z",
 }
-
-
-async def _receiver(handler: Any) -> TestServer:
-    app = web.Application()
-    app.router.add_route("POST", "/{tail:.*}", handler)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    return server
 
 
 async def test_plugins_listed_and_broken_ones_reported(live_app_factory) -> None:
@@ -92,7 +83,7 @@ async def test_event_forwarder_with_retries(live_app_factory) -> None:
         received.append(orjson.loads(await request.read()))
         return web.Response(status=204)
 
-    hook = await _receiver(webhook)
+    hook = await http_receiver(webhook)
     acc = account()
     app: LiveApp = await live_app_factory(
         plugins=["event-forwarder"],
@@ -137,30 +128,19 @@ async def test_event_forwarder_with_retries(live_app_factory) -> None:
 
 
 async def test_request_monitoring_writes_line_protocol(live_app_factory) -> None:
-    lines: list[str] = []
-    seen: dict[str, Any] = {}
-
-    async def influx(request: web.Request) -> web.Response:
-        seen.update(
-            path=request.path, query=dict(request.query), auth=request.headers.get("Authorization")
+    async with FakeInflux() as influx:
+        app: LiveApp = await live_app_factory(
+            plugins=["request-monitoring"],
+            plugin_settings={
+                "request-monitoring": {
+                    "url": influx.url,
+                    "organization": "org",
+                    "bucket": "b",
+                    "token": "tok",
+                    "flushing_period": 0.1,
+                }
+            },
         )
-        lines.extend((await request.text()).splitlines())
-        return web.Response(status=204)
-
-    receiver = await _receiver(influx)
-    app: LiveApp = await live_app_factory(
-        plugins=["request-monitoring"],
-        plugin_settings={
-            "request-monitoring": {
-                "url": str(receiver.make_url("")),
-                "organization": "org",
-                "bucket": "b",
-                "token": "tok",
-                "flushing_period": 0.1,
-            }
-        },
-    )
-    try:
         acc = account()
         async with app.ws(account=acc) as ws:
             await app.session.get(app.url("/version"))
@@ -172,12 +152,8 @@ async def test_request_monitoring_writes_line_protocol(live_app_factory) -> None
             ) as resp:
                 assert resp.status == 204
             await recv_json(ws)
-            for _ in range(50):
-                if any(x.startswith("ws_requests") for x in lines):
-                    break
-                await asyncio.sleep(0.1)
-    finally:
-        await receiver.close()
+            await influx.wait_line("ws_requests")
+    lines, seen = influx.lines, influx.seen
     assert seen["path"] == "/api/v2/write"
     assert seen["query"] == {"org": "org", "bucket": "b", "precision": "ns"}
     assert seen["auth"] == "Token tok"

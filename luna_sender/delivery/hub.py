@@ -25,6 +25,7 @@ from luna_sender.delivery.connection import (
     STALLED_REASON,
     Connection,
 )
+from luna_sender.delivery.frames import text_frame
 from luna_sender.delivery.groups import GroupSet, face_index, general_index
 from luna_sender.delivery.recorder import Recorder
 from luna_sender.delivery.recovery import with_offset
@@ -246,7 +247,7 @@ class Hub:
             for part, envelope, matched in matching.indexed(msg, groups.index.candidates):
                 named = None if offset is None else (offset if part is None else offset.at(part))
                 payload = envelope if named is None else with_offset(envelope, str(named))
-                frame = wire.text_frame(payload)
+                frame = text_frame(payload)
                 for group in matched:
                     for conn in group.conns:
                         seam = conn.seam
@@ -255,7 +256,7 @@ class Hub:
                             continue
                         passed = seam.hold(named, payload, key)
                         if passed is not None:
-                            sent += conn.send(wire.text_frame(passed))
+                            sent += conn.send(text_frame(passed))
         except wire.PoisonMessage as exc:
             if not self._plain(channel, kind):  # else the plain path reported it
                 self._poison(kind, channel, str(exc))
@@ -285,7 +286,7 @@ class Hub:
         try:
             msg = matching.decode(kind, data)
             for envelope, matched in matching.select(msg, groups.index.candidates):
-                frame = wire.text_frame(envelope)
+                frame = text_frame(envelope)
                 for group in matched:
                     sent += group.send(frame)
         except wire.PoisonMessage as exc:

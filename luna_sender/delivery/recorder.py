@@ -27,6 +27,7 @@ from luna_sender import wire
 from luna_sender.bus.base import BusError
 from luna_sender.bus.history import Entry, History, Offset, Replay
 from luna_sender.delivery import matching
+from luna_sender.delivery.frames import text_frame
 from luna_sender.delivery.recovery import Recording
 
 if TYPE_CHECKING:
@@ -199,7 +200,7 @@ class Recorder:
                 self.trip(str(exc) or type(exc).__name__)
         payloads = seam.finish(replay, render_for(conn, kind))
         for payload in payloads:  # no await in between: nothing live can slip in
-            conn.send(wire.text_frame(payload))
+            conn.send(text_frame(payload))
         self.metrics.recovered(seam.outcome, seam.replayed)
 
     async def size(self) -> int | None:

@@ -65,7 +65,8 @@ class Metrics:
         self._scraped = self.registry
         if multiprocess_dir is not None:
             self._scraped = CollectorRegistry()
-            MultiProcessCollector(self._scraped, multiprocess_dir)
+            # prometheus-client leaves this constructor unannotated; it registers itself.
+            MultiProcessCollector(self._scraped, multiprocess_dir)  # type: ignore[no-untyped-call]
         extra = dict(sorted((extra_labels or {}).items()))
         self._names = tuple(extra)
         self._values = tuple(extra.values())
