@@ -21,7 +21,6 @@ from luna_sender.errors import LunaError
 from luna_sender.web import access
 from luna_sender.web.context import ctx, request_id
 from luna_sender.web.docs.bodies import PublishEvents, PublishGeneral, first_error
-from luna_sender.web.streams import account_header
 
 log = logging.getLogger("luna_sender.publish")
 SHUTTING_DOWN = "the service is shutting down, the event was not published"
@@ -113,7 +112,7 @@ async def _publish(request: web.Request, channel: str, data: bytes, kind: str) -
 
 async def publish_events(request: web.Request) -> web.Response:
     principal = access.admit(request, access.SCOPE_PUBLISH)
-    account = access.token_account(request, principal) if principal else account_header(request)
+    account = access.token_account(request, principal) if principal else access.account_header(request)
     body = _validate(PublishEvents, await read_json_object(request))
     data = _encoded(
         "events",
