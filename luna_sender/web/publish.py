@@ -112,7 +112,9 @@ async def _publish(request: web.Request, channel: str, data: bytes, kind: str) -
 
 async def publish_events(request: web.Request) -> web.Response:
     principal = access.admit(request, access.SCOPE_PUBLISH)
-    account = access.token_account(request, principal) if principal else access.account_header(request)
+    account = (
+        access.token_account(request, principal) if principal else access.account_header(request)
+    )
     body = _validate(PublishEvents, await read_json_object(request))
     data = _encoded(
         "events",
