@@ -11,12 +11,13 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 
 from luna_sender.web.context import CTX
 
 from .conftest import LiveApp
-from .helpers import RedisServer, account, face_event, face_message
+from .helpers import RedisServer, Service, account, face_event, face_message
 from .test_viewer_browser import CHROMIUM_ARGS, chromium_path
 
 pytestmark = pytest.mark.slow
@@ -137,3 +138,63 @@ async def test_viewer_says_events_may_be_missed_when_the_offset_is_unknown_or_ex
     await page.wait_for_selector("#status.open")
     await publish(app, acc, "live")
     assert await rows(page, 3) == ["0", "a", "live"]
+
+    # A break before any event arrived: no offset to resume from, and the page says so.
+    await page.click("#disconnect")
+    await page.click("#connect")
+    await page.wait_for_selector("#status.open")
+    assert cut(app, acc) == 1
+    await page.wait_for_selector("#recovery.warn", timeout=15000)
+    assert "nothing to resume from" in await page.inner_text("#recovery")
+
+
+async def publish_http(svc: Service, acc: str, *tags: str) -> None:
+    body = {
+        "events": [face_event(user_data=tag, source="cam-1") for tag in tags],
+        "handler_id": "8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a",
+        "event_create_time": "2026-01-01T00:00:00Z",
+        "event_end_time": "2026-01-01T00:00:00Z",
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(svc.url + "/publish", json=body, headers={"Luna-Account-Id": acc}) as resp,
+    ):
+        assert resp.status == 204, await resp.text()
+
+
+async def test_viewer_resumes_across_a_restart_of_its_service(
+    private_redis: RedisServer, page: Any
+) -> None:
+    """The page's instance restarts (1001, then refused connections) while a second instance
+    on the same Redis records the account (a recovering client of its own is there): the page
+    retries, reaches the new process and resumes from the old process's offset."""
+    acc = account()
+    first = Service("--redis-url", private_redis.url)
+    other = Service("--redis-url", private_redis.url)
+    again: Service | None = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            keeper = await session.ws_connect(
+                other.ws_url + "/ws", headers={"Luna-Account-Id": acc}, params={"recover": "true"}
+            )
+            await page.goto(first.url + "/viewer")
+            await page.fill("#account_id", acc)
+            await page.click("#connect")
+            await page.wait_for_selector("#status.open")
+            await publish_http(other, acc, "1")
+            assert await rows(page, 1) == ["1"]
+            assert first.terminate() == 0
+            await page.wait_for_function(
+                "document.querySelector('#status').textContent.includes('reconnecting')"
+            )
+            await publish_http(other, acc, "2", "3")
+            again = Service("--redis-url", private_redis.url, port=first.port)
+            await page.wait_for_selector("#recovery.ok", timeout=30000)
+            assert "2 missed events replayed" in await page.inner_text("#recovery")
+            await publish_http(other, acc, "4")
+            assert await rows(page, 4) == ["1", "2", "3", "4"]
+            await keeper.close()
+    finally:
+        for svc in (first, other, again):
+            if svc is not None:
+                svc.close()

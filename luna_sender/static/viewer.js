@@ -196,8 +196,10 @@ async function connect(ev) {
 function open(resuming) {
   const gen = ++generation;
   const params = new URLSearchParams(stream.params);
-  const recovering = params.get("recover") === "true";
-  if (resuming && recovering && lastOffset !== null) params.set("since", lastOffset);
+  // The box, or recover/since typed into the extra query (the service's booleans).
+  const recovering = ["true", "1"].includes(params.get("recover")) || params.has("since");
+  // Offsets only arrive on a recovering socket, so one seen means resuming is possible.
+  if (resuming && lastOffset !== null) params.set("since", lastOffset);
   const path = stream.path;
   socket = new WebSocket(wsUrl(path, params));
   setStatus(resuming ? "reconnecting…" : "connecting…", "idle");
