@@ -190,11 +190,12 @@ async function connect(ev) {
   seenOrder.length = 0;
   attempt = 0;
   stream = { kind: k, path: k === "face" ? "/viewer/ws" : "/ws/general", params };
-  open(false);
+  openSocket(false);
 }
 
-function open(resuming) {
+function openSocket(resuming) {
   const gen = ++generation;
+  if (socket) socket.close(1000); // a second Connect while the first was validating
   const params = new URLSearchParams(stream.params);
   // The box, or recover/since typed into the extra query (the service's booleans).
   const recovering = ["true", "1"].includes(params.get("recover")) || params.has("since");
@@ -281,7 +282,7 @@ async function reconnect() {
   const outcome = await validate(target.kind, withoutRecovery(target.params));
   if (gen !== generation || stream !== target) return;
   if (outcome === "ok") {
-    open(true);
+    openSocket(true);
   } else if (outcome === "rejected") {
     stream = null; // e.g. the token expired: retrying would be refused the same way
     setStatus("rejected", "error");
