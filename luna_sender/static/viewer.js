@@ -111,17 +111,44 @@ function wsUrl(path, params) {
   return `${proto}//${location.host}${path}?${params}`;
 }
 
-async function connect(ev) {
-  ev.preventDefault();
-  disconnect();
-  showError("");
-  const k = kind();
-  const params = query();
-  if (k === "face" && !params.get("account_id") && !params.get("token")) {
-    showError("An account id (or, in jwt mode, a token) is required for face/body events.");
-    return;
-  }
-  // Browsers hide the HTTP error of a refused websocket handshake, so validate first.
+// Reconnecting (#18): a socket the user did not close is reopened after an exponential backoff
+// with jitter (so a restarted service is not hit by every open page at once), capped so a long
+// outage is still noticed within seconds of its end. With recovery on, the new socket carries
+// since=<the last offset received> and the service replays what was missed.
+const BACKOFF_FIRST_MS = 1000;
+const BACKOFF_CAP_MS = 15000;
+const SEEN_MAX = 5000;
+let stream = null; // {kind, path, params} of the stream the user asked for
+let generation = 0; // handlers of an older socket ignore everything once a newer one exists
+let attempt = 0;
+let timer = null;
+let lastOffset = null;
+const seen = new Set(); // recent offsets: at-least-once delivery is shown exactly once
+const seenOrder = [];
+
+function backoffMs(n) {
+  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_FIRST_MS * 2 ** Math.min(n - 1, 16));
+  return ceiling / 2 + Math.random() * (ceiling / 2);
+}
+
+function notice(text, cls) {
+  const el = $("recovery");
+  el.textContent = text ? `${new Date().toLocaleTimeString()} · ${text}` : "";
+  el.className = cls || "";
+  el.hidden = !text;
+}
+
+function firstSeen(offset) {
+  if (seen.has(offset)) return false;
+  seen.add(offset);
+  seenOrder.push(offset);
+  if (seenOrder.length > SEEN_MAX) seen.delete(seenOrder.shift());
+  return true;
+}
+
+// Validation answers a refused handshake's LUNA error, which the websocket itself hides.
+// Returns "ok", "rejected" (shown; retrying would not help) or "unreachable".
+async function validate(k, params) {
   const check = new URLSearchParams(params);
   check.set("kind", k);
   let resp;
@@ -129,45 +156,164 @@ async function connect(ev) {
     resp = await fetch(`/viewer/validate?${check}`);
   } catch (err) {
     showError(`Service unreachable: ${err}`);
-    setStatus("error", "error");
+    return "unreachable";
+  }
+  if (resp.status === 204) return "ok";
+  let text = `HTTP ${resp.status}`;
+  try {
+    const body = await resp.json();
+    text = `Error ${body.error_code}: ${body.desc}. ${body.detail}`;
+  } catch (_) { /* not JSON */ }
+  showError(text);
+  return resp.status >= 500 ? "unreachable" : "rejected";
+}
+
+async function connect(ev) {
+  ev.preventDefault();
+  disconnect();
+  showError("");
+  notice("");
+  const k = kind();
+  const params = query();
+  if (k === "face" && !params.get("account_id") && !params.get("token")) {
+    showError("An account id (or, in jwt mode, a token) is required for face/body events.");
     return;
   }
-  if (resp.status !== 204) {
-    let text = `HTTP ${resp.status}`;
-    try {
-      const body = await resp.json();
-      text = `Error ${body.error_code}: ${body.desc}. ${body.detail}`;
-    } catch (_) { /* not JSON */ }
-    showError(text);
-    setStatus("rejected", "error");
+  const outcome = await validate(k, params);
+  if (outcome !== "ok") {
+    setStatus(outcome === "rejected" ? "rejected" : "error", "error");
     return;
   }
-  const path = k === "face" ? "/viewer/ws" : "/ws/general";
+  if ($("recover").checked) params.set("recover", "true");
+  lastOffset = null;
+  seen.clear();
+  seenOrder.length = 0;
+  attempt = 0;
+  stream = { kind: k, path: k === "face" ? "/viewer/ws" : "/ws/general", params };
+  openSocket(false);
+}
+
+function openSocket(resuming) {
+  const gen = ++generation;
+  if (socket) socket.close(1000); // a second Connect while the first was validating
+  const params = new URLSearchParams(stream.params);
+  // The box, or recover/since typed into the extra query (the service's booleans).
+  const recovering = ["true", "1"].includes(params.get("recover")) || params.has("since");
+  // Offsets only arrive on a recovering socket, so one seen means resuming is possible.
+  if (resuming && lastOffset !== null) params.set("since", lastOffset);
+  const path = stream.path;
   socket = new WebSocket(wsUrl(path, params));
-  setStatus("connecting…", "idle");
+  setStatus(resuming ? "reconnecting…" : "connecting…", "idle");
+  $("connect").disabled = true;
+  $("disconnect").disabled = false;
   socket.onopen = () => {
+    if (gen !== generation) return;
+    attempt = 0;
+    showError("");
     setStatus(`connected to ${path}`, "open");
-    $("connect").disabled = true;
-    $("disconnect").disabled = false;
+    if (!resuming) return;
+    // Without since the service sends no recovery frame: say here what the page cannot know.
+    if (!recovering) {
+      notice("Reconnected without recovery: events may have been missed while disconnected.", "warn");
+    } else if (lastOffset === null) {
+      notice("Reconnected; no event had arrived before the break, so there was nothing to " +
+             "resume from: events may have been missed while disconnected.", "warn");
+    }
   };
   socket.onmessage = (m) => {
+    if (gen !== generation) return;
+    const msg = JSON.parse(m.data);
+    if (msg.recovery && typeof msg.recovery === "object" && !("event" in msg)) {
+      const r = msg.recovery;
+      if (r.recovered) {
+        const n = r.replayed;
+        notice(`Resumed after reconnect: ${n} missed event${n === 1 ? "" : "s"} replayed.`, "ok");
+      } else {
+        notice("Reconnected, but recovery failed (the last event seen is outside the " +
+               "service's history window): events may have been missed while disconnected.",
+               "warn");
+      }
+      return;
+    }
+    if (typeof msg.offset === "string") {
+      if (!firstSeen(msg.offset)) return;
+      lastOffset = msg.offset;
+    }
     total += 1;
     window_count += 1;
     $("total").textContent = total;
-    if (!paused) addRow(JSON.parse(m.data));
+    if (!paused) addRow(msg);
   };
-  socket.onerror = () => showError("Websocket error (see the browser console).");
+  let opened = false;
+  socket.addEventListener("open", () => { opened = true; });
+  socket.onerror = () => {
+    // A refused handshake; a dropped open socket is told by the status line instead.
+    if (gen === generation && !opened) showError("Websocket error (see the browser console).");
+  };
   socket.onclose = (e) => {
-    setStatus(`disconnected (code ${e.code}${e.reason ? ": " + e.reason : ""})`,
-              e.code === 1000 || e.code === 1005 ? "idle" : "error");
-    $("connect").disabled = false;
-    $("disconnect").disabled = true;
+    if (gen !== generation) return;
     socket = null;
+    const why = `code ${e.code}${e.reason ? ": " + e.reason : ""}`;
+    if (stream === null) {
+      setStatus(`disconnected (${why})`, e.code === 1000 || e.code === 1005 ? "idle" : "error");
+      $("connect").disabled = false;
+      $("disconnect").disabled = true;
+      return;
+    }
+    schedule(why);
   };
 }
 
+function schedule(why) {
+  attempt += 1;
+  const wait = backoffMs(attempt);
+  setStatus(`disconnected (${why}); reconnecting in ${(wait / 1000).toFixed(1)} s ` +
+            `(attempt ${attempt})`, "error reconnecting");
+  $("connect").disabled = false;
+  $("disconnect").disabled = false;
+  timer = setTimeout(reconnect, wait);
+}
+
+async function reconnect() {
+  timer = null;
+  const target = stream;
+  if (target === null) return;
+  const gen = ++generation; // a Connect or Disconnect meanwhile makes this attempt stale
+  const outcome = await validate(target.kind, withoutRecovery(target.params));
+  if (gen !== generation || stream !== target) return;
+  if (outcome === "ok") {
+    openSocket(true);
+  } else if (outcome === "rejected") {
+    stream = null; // e.g. the token expired: retrying would be refused the same way
+    setStatus("rejected", "error");
+    $("connect").disabled = false;
+    $("disconnect").disabled = true;
+  } else {
+    schedule("service unreachable");
+  }
+}
+
+function withoutRecovery(params) {
+  const plain = new URLSearchParams(params);
+  plain.delete("recover");
+  plain.delete("since");
+  return plain;
+}
+
 function disconnect() {
-  if (socket) socket.close(1000);
+  stream = null;
+  generation += 1;
+  if (timer) {
+    clearTimeout(timer);
+    timer = null;
+  }
+  if (socket) {
+    socket.close(1000);
+    socket = null;
+  }
+  setStatus("disconnected", "idle");
+  $("connect").disabled = false;
+  $("disconnect").disabled = true;
 }
 
 form.addEventListener("submit", connect);

@@ -1,8 +1,9 @@
 """The live event viewer: a static page plus two small helpers browsers need.
 
 Browsers cannot set headers on a websocket, so ``/viewer/ws`` takes the account from the
-``account_id`` query parameter and is otherwise exactly ``/ws``; and browsers hide the HTTP error
-of a refused handshake, so ``/viewer/validate`` answers the same LUNA error (or 204) first.
+``account_id`` query parameter and is otherwise exactly ``/ws`` (recovery included: the page
+resumes with ``since`` after a reconnect, #18); and browsers hide the HTTP error of a refused
+handshake, so ``/viewer/validate`` answers the same LUNA error (or 204) first.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from luna_sender.filters.base import parse_uuid
 from luna_sender.filters.events import compile_face
 from luna_sender.filters.general import compile_general
 from luna_sender.web import access
-from luna_sender.web.streams import compile_filter, serve_socket
+from luna_sender.web.streams import RECOVERY_PARAMS, compile_filter, recovery_of, serve_socket
 
 STATIC = {
     "viewer.js": "application/javascript",
@@ -52,7 +53,8 @@ async def static_file(request: web.Request) -> web.Response:
 
 
 def _split(request: web.Request, drop: set[str]) -> list[tuple[str, str]]:
-    return access.filter_query(request, frozenset(drop))
+    """The filter compiler's query: recover/since are the stream's, never filters."""
+    return access.filter_query(request, frozenset(drop) | RECOVERY_PARAMS)
 
 
 def _account(request: web.Request) -> str:
@@ -72,10 +74,11 @@ async def validate(request: web.Request) -> web.Response:
         _viewer_account(request, principal)
         compile_filter(compile_face, request, _split(request, {"kind", "account_id"}))
     elif kind == "general":
-        query = access.general_query(request, principal, frozenset({"kind"}))
+        query = access.general_query(request, principal, frozenset({"kind"}) | RECOVERY_PARAMS)
         compile_filter(compile_general, request, query)
     else:
         raise LunaError(errors.BAD_QUERY, "kind")
+    recovery_of(request)  # a bad recover value is refused here too, readable by the page
     return web.Response(status=204)
 
 
@@ -88,7 +91,7 @@ def _viewer_account(request: web.Request, principal: access.Principal | None) ->
 async def viewer_ws(request: web.Request) -> web.StreamResponse:
     account = _viewer_account(request, access.admit_ws(request))
     compiled = compile_filter(compile_face, request, _split(request, {"account_id"}))
-    return await serve_socket(request, "face", compiled, account)
+    return await serve_socket(request, "face", compiled, account, recovery_of(request))
 
 
 def add_routes(app: web.Application) -> None:
