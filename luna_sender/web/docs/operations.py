@@ -158,7 +158,7 @@ def query_params(specs: dict[str, Any], extra: str) -> list[dict[str, Any]]:
     return params
 
 
-# Missed-event recovery (#18, docs/recovery.md): /ws and /ws/general only.
+# Missed-event recovery (#18, docs/recovery.md): /ws, /ws/general and the viewer's routes.
 RECOVERY_QUERY: list[dict[str, Any]] = [
     {
         "name": "recover",

@@ -8,6 +8,7 @@ from typing import Any
 from luna_sender.filters.events import FACE_SPECS
 from luna_sender.web.docs.operations import (
     JWT_AUTH,
+    RECOVERY_QUERY,
     REQUEST_ID_HEADER,
     UNAUTHORIZED,
     auth_params,
@@ -144,7 +145,7 @@ def viewer_paths(jwt: bool) -> dict[str, Any]:
         "subscribeViewerEvents",
         "Face/body stream for the viewer: the account "
         "comes from the query (browsers cannot set headers).",
-        query_params(FACE_SPECS, "meta"),
+        query_params(FACE_SPECS, "meta") + RECOVERY_QUERY,
         "FaceEnvelope",
         False,
         jwt,
@@ -188,6 +189,7 @@ def viewer_paths(jwt: bool) -> dict[str, Any]:
                     "required": False,
                     "schema": {"type": "string", "enum": ["face", "general"]},
                 },
+                *RECOVERY_QUERY,
                 *auth_params(jwt),
             ],
             tag="viewer",
