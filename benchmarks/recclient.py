@@ -180,7 +180,7 @@ async def connect(port: int, track: Track, jitter: float = 0.0, retries: int = 8
             if b" 101 " not in head.split(b"\r\n", 1)[0]:
                 transport.close()
                 raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
-            track.transport = transport  # type: ignore[assignment]
+            track.transport = transport
             track.t_open = time.monotonic()
             return
         except (TimeoutError, OSError):

@@ -146,6 +146,8 @@ async def _round(cfg: argparse.Namespace, redis_url: str, redis_pid: int) -> dic
             "duplicated": sum(r["dup"] for r in rows),
             "disorder": sum(r["disorder"] for r in rows),
             "sockets_with_loss": sum(r["lost"] > 0 for r in rows),
+            # a gap behind "recovered": true breaks the contract; one behind false is announced
+            "recovered_with_loss": sum(r["lost"] > 0 and r["recovered"] is True for r in rows),
             "recovered": sum(r["recovered"] is True for r in rows),
             "not_recovered": sum(r["recovered"] is False for r in rows),
             "no_recovery_frame": sum(r["recovered"] is None for r in rows),
@@ -216,6 +218,7 @@ COLUMNS = [
     ("to_first_replayed_p50_ms", "->1st replayed p50 ms"),
     ("to_first_replayed_p99_ms", "p99 ms"),
     ("not_recovered", "not recovered"),
+    ("recovered_with_loss", "recovered yet lost"),
     ("server_cpu_recovery_s", "server CPU s (cut..end)"),
     ("redis_append_us_per_event", "Redis append µs/event"),
 ]

@@ -29,6 +29,7 @@ def test_small_w5_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     assert res["reconnect_failed"] == 0 and res["without_offset"] == 0
     assert res["recovered"] == 50 and res["not_recovered"] == 0
     assert res["lost"] == 0 and res["duplicated"] == 0 and res["disorder"] == 0
+    assert res["recovered_with_loss"] == 0
     # the outage alone leaves ~10 events to replay to each socket
     assert res["replayed_median"] >= 5
     assert res["to_first_replayed_p50_ms"] is not None
