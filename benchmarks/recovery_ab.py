@@ -11,8 +11,6 @@ ingest (W2). The other direction, that nothing changes without a recovering sock
 
 from __future__ import annotations
 
-import sys
-
 from .loadgen import Sub
 from .peers.registry import PEERS, Peer
 from .run import main
@@ -28,4 +26,4 @@ PEERS["luna-recover"] = Peer(
 )
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
