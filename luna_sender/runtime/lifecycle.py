@@ -22,7 +22,10 @@ from luna_sender.runtime import signals
 log = logging.getLogger("luna_sender.app")
 EXIT_OK = 0
 EXIT_LISTEN = 1
-BACKLOG = 128  # aiohttp's default
+# The kernel caps it at net.core.somaxconn (4096 on current Linux). aiohttp's default of 128 made
+# 2,000 sockets reconnecting at once (a load balancer reload, W5 in docs/performance.md) wait on
+# SYN retransmission: seconds, not milliseconds, before the first replayed event.
+BACKLOG = 4096
 
 
 def bind(host: str, port: int, reuse_port: bool) -> list[socket.socket]:
