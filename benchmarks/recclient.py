@@ -24,6 +24,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import quote
 
+from luna_sender.delivery.frames import FrameParser, client_frame
+
 SEQ_RE = re.compile(rb'"bench_seq":(\d+)')
 OFFSET_KEY = b'"offset":"'
 
@@ -89,7 +91,7 @@ class Track:
         self.t_recovery, self.replay_left = now, self.replayed
 
 
-class Proto(asyncio.Protocol):
+class Proto(FrameParser, asyncio.Protocol):
     def __init__(self, track: Track) -> None:
         self.track = track
         self.buf = bytearray()
@@ -114,45 +116,18 @@ class Proto(asyncio.Protocol):
                 return
             self.head.set_result(bytes(buf[:end]))
             del buf[: end + 4]
-        pos, size = 0, len(buf)
-        while size - pos >= 2:
-            b1, n = buf[pos], buf[pos + 1] & 0x7F
-            hdr = 2
-            if n == 126:
-                if size - pos < 4:
-                    break
-                n, hdr = (buf[pos + 2] << 8) | buf[pos + 3], 4
-            elif n == 127:
-                if size - pos < 10:
-                    break
-                n, hdr = struct.unpack_from("!Q", buf, pos + 2)[0], 10
-            if size - pos < hdr + n:
-                break
-            payload = bytes(buf[pos + hdr : pos + hdr + n])
-            pos += hdr + n
-            self.on_frame(b1 & 0x0F, payload, now)
-        if pos:
-            del buf[:pos]
+        self.parse_frames(now)
 
-    def on_frame(self, opcode: int, payload: bytes, now: float) -> None:
+    def on_frame(self, opcode: int, payload: bytearray, now: float) -> None:
         assert self.transport is not None
         if opcode == 0x9:
-            self.transport.write(masked(0xA, payload))
+            self.transport.write(client_frame(0xA, payload))
         elif opcode == 0x8:
             self.transport.close()
         elif payload.startswith(b'{"recovery"'):
             self.track.on_recovery(payload, now)
         else:
             self.track.on_event(payload, now)
-
-
-def masked(opcode: int, payload: bytes) -> bytes:
-    mask = os.urandom(4)
-    n = len(payload)
-    head = bytes([0x80 | opcode]) + (
-        bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack("!H", n)
-    )
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 async def connect(port: int, track: Track, jitter: float = 0.0, retries: int = 8) -> None:
