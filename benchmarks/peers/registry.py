@@ -43,23 +43,28 @@ def _spawn(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Pope
     )
 
 
+def _luna_cmd(port: int, redis_url: str) -> list[str]:
+    """The service's command line; the A/B base runs the same one in its own checkout."""
+    return [
+        sys.executable,
+        "-m",
+        "luna_sender.cli",
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--redis-url",
+        redis_url,
+        "--log-level",
+        "WARNING",
+    ]
+
+
 def _luna(
     port: int, redis_url: str, loop: str = "auto", env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     return _spawn(
-        [
-            sys.executable,
-            "-m",
-            "luna_sender.cli",
-            "--port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-            "--redis-url",
-            redis_url,
-            "--log-level",
-            "WARNING",
-        ],
+        _luna_cmd(port, redis_url),
         {"LUNA_SENDER_EVENT_LOOP": loop, **(env or {})},
     )
 
@@ -94,19 +99,7 @@ BASE_ENV = "LUNA_BENCH_BASE"
 def _luna_base(port: int, redis_url: str) -> subprocess.Popen[bytes]:
     base = os.environ[BASE_ENV]
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "luna_sender.cli",
-            "--port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-            "--redis-url",
-            redis_url,
-            "--log-level",
-            "WARNING",
-        ],
+        _luna_cmd(port, redis_url),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=base,
