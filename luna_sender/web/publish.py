@@ -19,9 +19,9 @@ from luna_sender import errors, wire
 from luna_sender.bus import BusError
 from luna_sender.errors import LunaError
 from luna_sender.web import access
+from luna_sender.web.access import account_header
 from luna_sender.web.context import ctx, request_id
 from luna_sender.web.docs.bodies import PublishEvents, PublishGeneral, first_error
-from luna_sender.web.streams import account_header
 
 log = logging.getLogger("luna_sender.publish")
 SHUTTING_DOWN = "the service is shutting down, the event was not published"
