@@ -19,7 +19,6 @@ from luna_sender import errors, wire
 from luna_sender.bus import BusError
 from luna_sender.errors import LunaError
 from luna_sender.web import access
-from luna_sender.web.access import account_header
 from luna_sender.web.context import ctx, request_id
 from luna_sender.web.docs.bodies import PublishEvents, PublishGeneral, first_error
 
