@@ -185,6 +185,25 @@ def auth_params(jwt: bool) -> list[dict[str, Any]]:
     return [] if jwt else [TOKEN_PARAM]
 
 
+def _business_operation(
+    op_id: str, tag: str, summary: str, jwt: bool, account: bool, params: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The head every business operation shares: its security follows auth.mode, and the
+    account header is listed where the route needs one."""
+    return {
+        "operationId": op_id,
+        "tags": [tag],
+        "summary": summary,
+        "security": JWT_AUTH if jwt else NO_AUTH,
+        "parameters": [
+            REQUEST_ID_PARAM,
+            *auth_params(jwt),
+            *([account_param(jwt)] if account else []),
+            *params,
+        ],
+    }
+
+
 def ws_item(
     op_id: str, summary: str, params: list[dict[str, Any]], envelope: str, account: bool, jwt: bool
 ) -> dict[str, Any]:
@@ -213,16 +232,14 @@ def ws_item(
         )
     return {
         "get": {
-            "operationId": op_id,
-            "tags": ["events"],
-            "summary": summary,
-            "security": JWT_AUTH if jwt else NO_AUTH,
-            "parameters": [
-                REQUEST_ID_PARAM,
-                *auth_params(jwt),
-                *([account_param(jwt)] if account else []),
-                *[p for p in params if not p.get("x-luna-pattern-parameter")],
-            ],
+            **_business_operation(
+                op_id,
+                "events",
+                summary,
+                jwt,
+                account,
+                [p for p in params if not p.get("x-luna-pattern-parameter")],
+            ),
             "x-luna-user-defined-filters": [
                 p["name"] for p in params if p.get("x-luna-pattern-parameter")
             ],
@@ -247,15 +264,7 @@ def publish_item(op_id: str, summary: str, schema: str, account: bool, jwt: bool
         responses["403"] = error("No Luna-Account-Id header (29001).")
     return {
         "post": {
-            "operationId": op_id,
-            "tags": ["publish"],
-            "summary": summary,
-            "security": JWT_AUTH if jwt else NO_AUTH,
-            "parameters": [
-                REQUEST_ID_PARAM,
-                *auth_params(jwt),
-                *([account_param(jwt)] if account else []),
-            ],
+            **_business_operation(op_id, "publish", summary, jwt, account, []),
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": schema_ref(schema)}},
