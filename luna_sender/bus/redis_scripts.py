@@ -83,18 +83,18 @@ return redis.call('XRANGE', KEYS[1], '(' .. id, '+')
 
 # KEYS: stream, meta, recorders. ARGV: 'start' | 'gap', instance id, registration ttl ms, size,
 # ttl ms.
-# Returns 1 when a marker was written. A marker is an entry with fields d='' c=<total> g=1: the
+# Returns 1 when a marker was written ('start': only when no live recorder, this one included,
+# was registered: one still registered has recorded all along). A marker is an entry with fields d='' c=<total> g=1: the
 # trimming in APPEND reads d and c at the same places, and since() refuses to cross it.
 MARK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local reg = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-local others = redis.call('ZCARD', KEYS[3])
-if redis.call('ZSCORE', KEYS[3], ARGV[2]) then others = others - 1 end
+local live = redis.call('ZCARD', KEYS[3])
 redis.call('ZADD', KEYS[3], now + reg, ARGV[2])
 redis.call('PEXPIRE', KEYS[3], reg)
-if ARGV[1] == 'start' and others > 0 then return 0 end
+if ARGV[1] == 'start' and live > 0 then return 0 end
 local meta = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'ms', 'total')
 if not meta[1] then return 0 end
 local last = tonumber(meta[3])
