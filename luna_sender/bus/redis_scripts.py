@@ -84,8 +84,9 @@ return redis.call('XRANGE', KEYS[1], '(' .. id, '+')
 # KEYS: stream, meta, recorders. ARGV: 'start' | 'gap', instance id, registration ttl ms, size,
 # ttl ms.
 # Returns 1 when a marker was written ('start': only when no live recorder, this one included,
-# was registered: one still registered has recorded all along). A marker is an entry with fields d='' c=<total> g=1: the
-# trimming in APPEND reads d and c at the same places, and since() refuses to cross it.
+# was registered: one still registered has recorded all along). A marker is an entry with
+# fields d='' c=<total> g=1: APPEND's trimming reads d and c at the same places, and since()
+# refuses to cross it.
 MARK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
