@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio
 
 from luna_sender.bus.history import MemoryHistory, Offset
 from luna_sender.delivery import recorder
@@ -59,7 +60,14 @@ async def test_events_nobody_recorded_are_reported_not_hidden(redis_server: Redi
             ) as ws:
                 await publish_face(session, a.url, acc, [face_event(user_data="1")])
                 last = (await recv_json(ws))["offset"]
-            assert b.terminate() == 0
+            client = redis.asyncio.from_url(redis_server.url)
+            recorders = f"luna-sender:history:{{{channel(acc)}}}:r"
+            try:  # B recorded; a graceful stop deregisters it (no waiting for its expiry)
+                assert await client.zcard(recorders) == 1
+                assert b.terminate() == 0
+                assert await client.zcard(recorders) == 0
+            finally:
+                await client.aclose()
             await publish_face(session, a.url, acc, [face_event(user_data="lost")])
             b = Service("--redis-url", redis_server.url, port=b.port)
             async with session.ws_connect(
