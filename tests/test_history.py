@@ -228,3 +228,56 @@ async def test_redis_data_loss_changes_the_epoch(redis_server: RedisServer) -> N
     finally:
         await history.close()
         server.close()
+
+
+async def test_a_gap_marker_is_never_crossed_and_never_replayed(
+    make: Callable[..., History],
+) -> None:
+    history = make()
+    ch = f"c-{uuid.uuid4().hex[:6]}"
+    first = await history.append(ch, b"1")
+    assert await history.mark_nowait(ch, True)  # nobody recorded before: marked
+    assert not await history.mark_nowait(ch, True)  # already recording: nothing to mark
+    second = await history.append(ch, b"2")
+    assert not (await history.since(ch, first)).recovered
+    assert not (await history.since(ch, first.at(0))).recovered
+    assert await history.since(ch, second) == (True, [])
+    assert await history.mark_nowait(ch, False)  # a known hole: always marked
+    third = await history.append(ch, b"3")
+    assert not (await history.since(ch, second)).recovered
+    replay = await history.since(ch, third.at(0))
+    assert replay.recovered and [e.data for e in replay.entries] == [b"3"]
+    assert await history.size() == 5  # markers are counted
+    await history.release(ch)
+    assert await history.mark_nowait(ch, True)  # recording again after a pause: marked
+
+
+async def test_a_new_channel_needs_no_marker(make: Callable[..., History]) -> None:
+    history = make()
+    ch = f"c-{uuid.uuid4().hex[:6]}"
+    assert not await history.mark_nowait(ch, True)
+    offset = await history.append(ch, b"1")
+    assert await history.since(ch, offset) == (True, [])
+
+
+async def test_start_marks_only_when_no_other_recorder_is_live(redis_server: RedisServer) -> None:
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    one, two, three = (RedisHistory(redis_server.url, prefix=prefix) for _ in range(3))
+    try:
+        ch = "c"
+        await one.append(ch, b"0")
+        assert await one.mark_nowait(ch, True)
+        offset = await one.append(ch, b"1")
+        assert not await two.mark_nowait(ch, True)  # one records: nothing was missed
+        await one.release(ch)
+        assert not await three.mark_nowait(ch, True)  # two still records
+        await two.append(ch, b"2")
+        replay = await three.since(ch, offset)
+        assert replay.recovered and [e.data for e in replay.entries] == [b"2"]
+        await two.release(ch)
+        await three.release(ch)
+        assert await one.mark_nowait(ch, True)  # nobody was recording
+        assert not (await one.since(ch, offset)).recovered
+    finally:
+        for history in (one, two, three):
+            await history.close()

@@ -16,6 +16,15 @@ An envelope may also name an event *inside* a message (``part``: a face message 
 events, each sent as its own frame, and a connection may be cut between two of them). ``since``
 then returns that message first, and the caller skips the parts it already delivered.
 
+*Gap markers* make holes in recording visible. A history only holds what some instance appended;
+a stretch when nobody recorded the channel (no instance subscribed, or an append failed or was
+skipped) would otherwise look covered. A marker is an entry that takes a ``seq`` like a message
+but is never replayed: ``since`` answers :data:`NOT_RECOVERED` when one lies after the offset.
+``mark_nowait(channel, start=True)`` is called when an instance starts recording a channel: it
+registers the instance as a recorder of the channel and writes a marker only when no other live
+recorder is registered (nobody saw what was published before). ``start=False`` writes one
+unconditionally: the instance knows it missed something. Markers are counted by ``size``.
+
 Only bus/ talks to Redis (the architecture rule): the Redis history is bus/redis_history.py.
 """
 
@@ -126,6 +135,15 @@ class History(Protocol):
 
     async def since(self, channel: str, offset: Offset) -> Replay: ...
 
+    def mark_nowait(self, channel: str, start: bool) -> asyncio.Future[bool]:
+        """Queue a gap marker (see the module doc), ordered with appends like
+        :meth:`append_nowait`; the result says whether one was written."""
+        ...
+
+    async def release(self, channel: str) -> None:
+        """This instance no longer records ``channel``: drop its registration."""
+        ...
+
     async def size(self) -> int: ...
 
     async def close(self) -> None: ...
@@ -159,6 +177,7 @@ class _Ring:
     ms: int = 0
     held: int = 0  # bytes
     used: float = 0.0
+    gaps: set[int] = field(default_factory=set)  # seqs of gap markers still in the window
     entries: deque[tuple[Offset, bytes, float]] = field(default_factory=deque)
 
 
@@ -175,6 +194,7 @@ class MemoryHistory:
         self.window = window or Window()
         self._clock = clock
         self._rings: dict[str, _Ring] = {}
+        self._recording: set[str] = set()  # channels registered by mark_nowait(start=True)
 
     def _now(self) -> float:
         return self._clock()
@@ -186,6 +206,24 @@ class MemoryHistory:
 
     async def append(self, channel: str, data: bytes) -> Offset:
         return self._append(channel, data)
+
+    def mark_nowait(self, channel: str, start: bool) -> asyncio.Future[bool]:
+        """In one process the only recorder is this one: recording that starts again after a
+        pause (a linger ended) marks the pause. A channel with no ring yet needs no marker: no
+        offset of this process names it, and offsets of a previous process have another epoch."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        fresh = channel not in self._recording
+        self._recording.add(channel)
+        ring = self._rings.get(channel)
+        write = (fresh or not start) and ring is not None
+        if write:
+            assert ring is not None
+            ring.gaps.add(self._append(channel, b"").seq)
+        done.set_result(write)
+        return done
+
+    async def release(self, channel: str) -> None:
+        self._recording.discard(channel)
 
     def _append(self, channel: str, data: bytes) -> Offset:
         now = self._now()
@@ -231,6 +269,10 @@ class MemoryHistory:
         start = offset.seq if offset.part is not None else offset.seq + 1
         skip = max(0, start - first)
         picked = [Entry(o, d) for o, d, _ in list(entries)[skip:]]
+        if ring.gaps:
+            ring.gaps = {seq for seq in ring.gaps if seq >= first}
+            if any(entry.offset.seq in ring.gaps for entry in picked):
+                return NOT_RECOVERED  # nobody recorded part of what came after the offset
         return Replay(True, picked)
 
     async def size(self) -> int:
@@ -238,6 +280,7 @@ class MemoryHistory:
 
     async def close(self) -> None:
         self._rings.clear()
+        self._recording.clear()
 
 
 def create_history(url: str, window: Window | None = None, prefix: str | None = None) -> History:

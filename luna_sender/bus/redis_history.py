@@ -6,6 +6,12 @@ Keys (``{channel}`` is a Cluster hash tag, so one channel's keys live in one slo
                                   and "c" (the channel's running byte total after it)
     <prefix>:{<channel>}:m        hash: epoch, seq (last given), ms (last id's ms), total, exp
     <prefix>:{<channel>}:d:<hash> the offset given to a message with this content hash
+    <prefix>:{<channel>}:r        zset: the instances recording the channel, scored by when
+                                  their registration expires (Redis time, ms)
+
+Recorders register (:data:`MARK`) and refresh their registration every :data:`BEAT` seconds
+for :data:`BEAT_TTL`; a graceful stop removes it. An instance starting to record a channel that
+no live recorder holds writes a gap marker in the same script (history.py's module doc).
 
 Written exactly once per message. Every instance subscribed to a channel receives each message
 and calls :meth:`RedisHistory.append`; the append script runs atomically and looks the content
@@ -61,88 +67,12 @@ from luna_sender.bus.history import (
     parse,
 )
 from luna_sender.bus.redis import NO_RETRY
+from luna_sender.bus.redis_scripts import APPEND, BEAT_SCRIPT, MARK, SINCE
 
 DEFAULT_PREFIX = "luna-sender:history"
 
-# KEYS: stream, meta, dedupe. ARGV: data, fresh epoch, size, ttl ms, max bytes, dedupe ms,
-# meta ttl ms. Returns the offset string. Each entry also carries "c", the channel's running byte
-# total after it, so the bytes held are known from the first entry alone (no per-entry reads).
-# Every redis.call costs ~1-2 us of script overhead: the common path makes seven.
-APPEND = """
-local seen = redis.call('GET', KEYS[3])
-if seen then return seen end
-local meta = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'ms', 'total', 'exp')
-local epoch, seq, last, total, exp = meta[1], 0, 0, 0, 0
-if epoch then
-  seq = tonumber(meta[2]); last = tonumber(meta[3])
-  total = tonumber(meta[4]); exp = tonumber(meta[5])
-else
-  epoch = ARGV[2]
-  redis.call('DEL', KEYS[1])
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if now < last then now = last end
-seq = seq + 1
-total = total + #ARGV[1]
-local id = string.format('%.0f-%.0f', now, seq)
-redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[3], id, 'd', ARGV[1],
-           'c', string.format('%.0f', total))
-local ttl, cap = tonumber(ARGV[4]), tonumber(ARGV[5])
-local oldest = now - ttl
-local function excess(e)
-  local ems = tonumber(string.match(e[1], '^(%d+)'))
-  return e[1] ~= id and (ems < oldest or total - tonumber(e[2][4]) + #e[2][2] > cap)
-end
-local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-if excess(head[1]) then
-  local cut, start = nil, '-'
-  while true do
-    local batch = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 100)
-    local stop = #batch == 0
-    for _, e in ipairs(batch) do
-      if not excess(e) then stop = true; break end
-      cut = e[1]
-    end
-    if stop then break end
-    start = '(' .. cut
-  end
-  local cms, cseq = string.match(cut, '^(%d+)-(%d+)$')
-  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%s-%.0f', cms, tonumber(cseq) + 1))
-end
-if now + ttl > exp then
-  exp = now + 2 * ttl
-  redis.call('PEXPIRE', KEYS[1], 2 * ttl)
-  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[7]) + 2 * ttl)
-end
-redis.call('HSET', KEYS[2], 'epoch', epoch, 'seq', seq, 'ms', now, 'total', total, 'exp', exp)
-local offset = epoch .. '.' .. id
-redis.call('SET', KEYS[3], offset, 'PX', ARGV[6])
-return offset
-"""
-
-# KEYS: stream, meta. ARGV: epoch, ms, seq, part ('' for none), ttl ms. Returns false (not
-# recoverable) or the entries from (part given) or after the offset. Entries past the ttl are
-# trimmed first, so a quiet channel answers as a busy one would (and as the memory history does).
-SINCE = """
-local meta = redis.call('HMGET', KEYS[2], 'epoch', 'seq')
-if not meta[1] or meta[1] ~= ARGV[1] then return false end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f', now - tonumber(ARGV[5])))
-local last = tonumber(meta[2])
-local seq = tonumber(ARGV[3])
-if seq > last then return false end
-local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-local first = last + 1
-if #head > 0 then first = tonumber(string.match(head[1][1], '-(%d+)$')) end
-local id = ARGV[2] .. '-' .. ARGV[3]
-if ARGV[4] ~= '' and seq < first then return false end
-if seq < first - 1 then return false end
-if seq >= first and #redis.call('XRANGE', KEYS[1], id, id) == 0 then return false end
-if ARGV[4] ~= '' then return redis.call('XRANGE', KEYS[1], id, '+') end
-return redis.call('XRANGE', KEYS[1], '(' .. id, '+')
-"""
+BEAT = 1.0
+BEAT_TTL = 3.0  # a crashed recorder still counts as recording this long (docs/recovery.md)
 
 
 class _Op:
@@ -171,11 +101,11 @@ class RedisHistory:
         self._client: Any = client or aioredis.from_url(
             url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=NO_RETRY
         )
+        self._bodies = {"append": APPEND, "since": SINCE, "mark": MARK, "beat": BEAT_SCRIPT}
         self._sha = {
             name: hashlib.sha1(body.encode()).hexdigest()  # Redis names scripts by SHA1
-            for name, body in (("append", APPEND), ("since", SINCE))
+            for name, body in self._bodies.items()
         }
-        self._bodies = {"append": APPEND, "since": SINCE}
         self._queue: deque[_Op] = deque()
         self._wake: asyncio.Event | None = None
         self._worker_task: asyncio.Task[None] | None = None
@@ -183,6 +113,9 @@ class RedisHistory:
         w = self.window
         self._limits = [w.size, int(w.ttl * 1000), w.max_bytes, int(w.dedupe * 1000)]
         self._meta_ttl = int(max(w.meta_ttl, w.ttl) * 1000)
+        self._id = new_epoch()  # this instance, as a recorder
+        self._recording: set[str] = set()
+        self._beat_task: asyncio.Task[None] | None = None
 
     def _keys(self, channel: str) -> tuple[str, str]:
         base = f"{self.prefix}:{{{channel}}}"
@@ -212,12 +145,56 @@ class RedisHistory:
             return NOT_RECOVERED
         entries = []
         for raw_id, fields in reply:
+            if len(fields) > 4:  # a gap marker: nobody recorded part of what came after
+                return NOT_RECOVERED
             ms, _, seq = raw_id.decode().partition("-")
             entries.append(Entry(Offset(offset.epoch, int(ms), int(seq)), bytes(fields[1])))
         return Replay(True, entries)
 
+    def mark_nowait(self, channel: str, start: bool) -> asyncio.Future[bool]:
+        """Registering and writing the marker is one script, so two instances starting at once
+        cannot both see the other missing, and an instance never sees a recorder that is
+        registered but has not yet marked."""
+        stream, meta = self._keys(channel)
+        recorders = f"{self.prefix}:{{{channel}}}:r"
+        self._recording.add(channel)
+        if self._beat_task is None or self._beat_task.done():
+            self._beat_task = asyncio.create_task(self._beat(), name="history-recorders")
+        mode = "start" if start else "gap"
+        args = [mode, self._id, int(BEAT_TTL * 1000), self.window.size, self._limits[1]]
+        op = self._enqueue("mark", [stream, meta, recorders], args)
+        result: asyncio.Future[bool] = op.future.get_loop().create_future()
+
+        def settle(done: asyncio.Future[Any]) -> None:
+            if result.done():
+                return
+            if done.cancelled():
+                result.set_exception(BusError("history closed", "history unavailable"))
+            elif (error := done.exception()) is not None:
+                result.set_exception(error)
+            else:
+                result.set_result(bool(done.result()))
+
+        op.future.add_done_callback(settle)
+        return result
+
+    async def release(self, channel: str) -> None:
+        if channel in self._recording:
+            self._recording.discard(channel)
+            await self._submit("beat", [f"{self.prefix}:{{{channel}}}:r"], [self._id, ""])
+
+    async def _beat(self) -> None:
+        """Keeps this instance's registrations alive while it records (errors: the next beat)."""
+        while self._recording:
+            await asyncio.sleep(BEAT)
+            ttl = int(BEAT_TTL * 1000)
+            for channel in self._recording:
+                op = self._enqueue("beat", [f"{self.prefix}:{{{channel}}}:r"], [self._id, ttl])
+                op.future.add_done_callback(_retrieve)
+
     async def size(self) -> int:
-        """Messages held in the channels this instance appended to within the window."""
+        """Messages (gap markers included) held in the channels this instance appended to
+        within the window."""
         horizon = time.monotonic() - self.window.ttl
         for channel in [c for c, at in self._channels.items() if at < horizon]:
             del self._channels[channel]
@@ -232,6 +209,12 @@ class RedisHistory:
             raise BusError(f"history size: {type(exc).__name__}: {exc}") from None
 
     async def close(self) -> None:
+        if self._beat_task is not None:
+            self._beat_task.cancel()
+        with contextlib.suppress(Exception):  # a graceful stop: others must not count on us
+            async with asyncio.timeout(1.0):
+                for channel in list(self._recording):
+                    await self.release(channel)
         if self._worker_task is not None:
             self._worker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -327,6 +310,11 @@ def _settle(result: asyncio.Future[Offset], done: asyncio.Future[Any]) -> None:
         result.set_exception(BusError(f"history append returned {raw!r}", "history unavailable"))
     else:
         result.set_result(offset)
+
+
+def _retrieve(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()
 
 
 def _noscript(result: Any) -> bool:

@@ -11,6 +11,23 @@ When the history is slow or down, live delivery must not stall: a message waits 
 breaker for :data:`COOLDOWN` seconds during which messages are neither recorded nor waited for
 (they reach recovering sockets at once, without offset). A reconnect's read is bounded by
 :data:`SINCE_WAIT` and answers ``recovered: false`` when it runs out.
+
+Every hole in recording leaves a gap marker in the history (bus/history.py), so a later
+``since`` from before it answers ``recovered: false`` instead of promising what was not seen:
+
+- *Start.* A channel this instance starts recording gets ``mark_nowait(start=True)`` (a marker
+  unless another live recorder is registered) lazily, queued just before whichever comes
+  first: the first append of the channel, or the ``since`` read of a resuming socket. Both
+  happen after the subscription is effective (a message arrived through it; the hub awaits the
+  subscribe before the resume), and the marker is queued ahead of every append this instance
+  makes for the channel, in the same ordered queue. So the marker lies after everything that
+  may have been published before this instance listened, and before what it records.
+- *Holes.* An append skipped by the breaker, failing, or failing to queue makes the channel
+  *dirty*; the next append (or ``since`` read) of the channel is preceded by an unconditional
+  marker. An append abandoned after :data:`APPEND_WAIT` that later succeeds left no hole; the
+  breaker it opened skips (and marks) the following ones.
+- A channel that stops being recorded (its linger ended) is released: another instance, or this
+  one later, starting it again marks what nobody saw meanwhile.
 """
 
 from __future__ import annotations
@@ -21,7 +38,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from luna_sender import wire
 from luna_sender.bus.base import BusError
@@ -61,8 +78,8 @@ def render_for(
     return render
 
 
-def _quiet(done: asyncio.Future[Offset]) -> None:
-    """An abandoned append's error is expected (the breaker reported it): retrieve it."""
+def _retrieve(done: asyncio.Future[Any]) -> None:
+    """An abandoned operation's error is expected (the breaker reported it): retrieve it."""
     if not done.cancelled():
         done.exception()
 
@@ -122,6 +139,8 @@ class Recorder:
         self.metrics = metrics
         self._pipes: dict[str, _Pipe] = {}
         self._open_until = 0.0
+        self._unmarked: set[str] = set()  # recorded since joined, start marker not queued yet
+        self._dirty: set[str] = set()  # an append was lost: a marker before the next one
 
     # --- the breaker -----------------------------------------------------------------------
 
@@ -144,17 +163,36 @@ class Recorder:
 
     # --- recording -------------------------------------------------------------------------
 
+    def _mark(self, history: History, channel: str) -> None:
+        """Queue the marker this channel owes, if any (module doc), before the next operation."""
+        start, dirty = channel in self._unmarked, channel in self._dirty
+        if not start and not dirty:
+            return
+        self._unmarked.discard(channel)
+        self._dirty.discard(channel)
+        marked = history.mark_nowait(channel, start=not dirty)
+        marked.add_done_callback(lambda done: self._lost(channel, done))
+
+    def _lost(self, channel: str, done: asyncio.Future[Any]) -> None:
+        """An operation's outcome: a failed one makes the channel owe a marker."""
+        if done.cancelled() or done.exception() is not None:
+            self._dirty.add(channel)
+
     def record(self, channel: str, kind: str, data: bytes) -> None:
         """Called by the bus callback for a recorded channel: never waits."""
         pending = None
         history = self.history
-        if history is not None and not self.broken():
+        if history is not None and self.broken():
+            self._dirty.add(channel)
+        elif history is not None:
             try:
+                self._mark(history, channel)
                 pending = history.append_nowait(channel, data)
             except Exception as exc:  # a history that fails synchronously is down too
+                self._dirty.add(channel)
                 self.trip(str(exc))
             else:
-                pending.add_done_callback(_quiet)
+                pending.add_done_callback(lambda done: self._lost(channel, done))
         pipe = self._pipes.get(channel)
         if pipe is None:
             pipe = self._pipes[channel] = _Pipe(self, channel, kind)
@@ -162,6 +200,8 @@ class Recorder:
 
     def joined(self, channel: str) -> None:
         self.recording.joined(channel)
+        if channel not in self.channels:
+            self._unmarked.add(channel)
         self.channels.add(channel)
 
     def left(self, channel: str) -> None:
@@ -172,6 +212,11 @@ class Recorder:
         done = self.recording.expired(time.monotonic())
         for channel in done:
             self.channels.discard(channel)
+            self._unmarked.discard(channel)
+            self._dirty.discard(channel)  # the next start marks it (nobody else may record)
+            if self.history is not None:
+                task = asyncio.ensure_future(self.history.release(channel))
+                task.add_done_callback(_retrieve)
             pipe = self._pipes.get(channel)
             if pipe is not None and pipe.task is None:
                 del self._pipes[channel]
@@ -194,10 +239,16 @@ class Recorder:
         replay: Replay | None = None
         if seam.since is not None and self.history is not None and not self.broken():
             try:
-                async with asyncio.timeout(SINCE_WAIT):
-                    replay = await self.history.since(channel, seam.since)
-            except (BusError, TimeoutError) as exc:
-                self.trip(str(exc) or type(exc).__name__)
+                self._mark(self.history, channel)  # the read must see the marker it owes
+            except Exception as exc:  # a marker that cannot even be queued: no promise
+                self._dirty.add(channel)
+                self.trip(str(exc))
+            if not self.broken():
+                try:
+                    async with asyncio.timeout(SINCE_WAIT):
+                        replay = await self.history.since(channel, seam.since)
+                except (BusError, TimeoutError) as exc:
+                    self.trip(str(exc) or type(exc).__name__)
         payloads = seam.finish(replay, render_for(conn, kind))
         for payload in payloads:  # no await in between: nothing live can slip in
             conn.send(text_frame(payload))

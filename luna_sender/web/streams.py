@@ -112,7 +112,7 @@ def recovery_of(request: web.Request) -> Recovery:
     ``since`` is any string — one the service does not recognise answers ``recovered: false``
     on the socket, never an error (the contract)."""
     query = request.query
-    recover = False
+    flags = set()
     for value in query.getall(RECOVER_PARAM, ()):
         flag = _BOOLEANS.get(value)
         if flag is None:
@@ -120,7 +120,11 @@ def recovery_of(request: web.Request) -> Recovery:
                 "rejected websocket filter %s: not a boolean (true, false, 1, 0)", RECOVER_PARAM
             )
             raise LunaError(errors.BAD_QUERY, RECOVER_PARAM)
-        recover = flag
+        flags.add(flag)
+    if len(flags) > 1:  # recover=1&recover=0: which one was meant is unknowable, as for filters
+        log.info("rejected websocket filter %s: conflicting values given", RECOVER_PARAM)
+        raise LunaError(errors.BAD_QUERY, RECOVER_PARAM)
+    recover = flags.pop() if flags else False
     since = query.getall(SINCE_PARAM, [None])[-1]
     return Recovery(recover, since)
 
