@@ -140,3 +140,19 @@ async def test_no_marker_while_another_instance_records(
             assert await recv_json(ws) == {"recovery": {"recovered": True, "replayed": 3}}
             got = [(await recv_json(ws))["event"]["user_data"] for _ in range(3)]
             assert got == ["2", "3", "4"]
+
+
+async def test_two_different_since_values_resume_nowhere(memory_app: LiveApp) -> None:
+    """``since=a&since=b`` names no one place: recovered false (never an error), whichever order;
+    the same offset twice still resumes."""
+    acc = account()
+    async with memory_app.ws(account=acc, params={"recover": "true"}) as ws:
+        await publish(memory_app, acc, "0")
+        last = (await recv_json(ws))["offset"]
+    await publish(memory_app, acc, "1")
+    for params in ([("since", "junk"), ("since", last)], [("since", last), ("since", "junk")]):
+        async with memory_app.ws(account=acc, params=params) as ws:
+            assert await recv_json(ws) == {"recovery": {"recovered": False, "replayed": 0}}
+    async with memory_app.ws(account=acc, params=[("since", last), ("since", last)]) as ws:
+        assert await recv_json(ws) == {"recovery": {"recovered": True, "replayed": 1}}
+        assert (await recv_json(ws))["event"]["user_data"] == "1"

@@ -125,7 +125,10 @@ def recovery_of(request: web.Request) -> Recovery:
         log.info("rejected websocket filter %s: conflicting values given", RECOVER_PARAM)
         raise LunaError(errors.BAD_QUERY, RECOVER_PARAM)
     recover = flags.pop() if flags else False
-    since = query.getall(SINCE_PARAM, [None])[-1]
+    sinces = set(query.getall(SINCE_PARAM, ()))
+    # Two different offsets name no one place to resume from: unrecognised, so the socket is
+    # told ``recovered: false`` (never an error, the contract) rather than the last one winning.
+    since = sinces.pop() if len(sinces) == 1 else ("" if sinces else None)
     return Recovery(recover, since)
 
 
