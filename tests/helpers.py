@@ -123,8 +123,10 @@ class Service:
         preexec_fn: Any = None,
     ) -> None:
         self.port = port or free_port()
-        self.log_path = Path(tempfile.mkstemp(prefix="luna-sender-", suffix=".log")[1])
-        self._log = self.log_path.open("wb")
+        # mkstemp's descriptor is the log itself: opening the path again would leak that one.
+        fd, path = tempfile.mkstemp(prefix="luna-sender-", suffix=".log")
+        self.log_path = Path(path)
+        self._log = os.fdopen(fd, "wb")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LUNA_SENDER_")}
         full_env.update(env or {})
         self.proc = subprocess.Popen(
@@ -145,7 +147,11 @@ class Service:
             preexec_fn=preexec_fn,  # e.g. a low RLIMIT_NOFILE for the open-file tests
         )
         if wait:
-            wait_port(self.port, 15)
+            try:
+                wait_port(self.port, 15)
+            except BaseException:
+                self.terminate()  # a service that never came up must not leave its log open
+                raise
 
     @property
     def url(self) -> str:
