@@ -104,9 +104,14 @@ class RedisServer:
         self.start()
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        # Tests drop their admin clients; closing them with the server keeps sockets off the GC.
+        self.__dict__.setdefault("_clients", []).append(client)
+        return client
 
     def close(self) -> None:
+        for client in self.__dict__.pop("_clients", []):
+            client.close()
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
 
