@@ -104,9 +104,14 @@ class RedisServer:
         self.start()
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        # Tests drop their admin clients; closing them with the server keeps sockets off the GC.
+        self.__dict__.setdefault("_clients", []).append(client)
+        return client
 
     def close(self) -> None:
+        for client in self.__dict__.pop("_clients", []):
+            client.close()
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -123,8 +128,10 @@ class Service:
         preexec_fn: Any = None,
     ) -> None:
         self.port = port or free_port()
-        self.log_path = Path(tempfile.mkstemp(prefix="luna-sender-", suffix=".log")[1])
-        self._log = self.log_path.open("wb")
+        # mkstemp's descriptor is the log itself: opening the path again would leak that one.
+        fd, path = tempfile.mkstemp(prefix="luna-sender-", suffix=".log")
+        self.log_path = Path(path)
+        self._log = os.fdopen(fd, "wb")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LUNA_SENDER_")}
         full_env.update(env or {})
         self.proc = subprocess.Popen(
@@ -145,7 +152,11 @@ class Service:
             preexec_fn=preexec_fn,  # e.g. a low RLIMIT_NOFILE for the open-file tests
         )
         if wait:
-            wait_port(self.port, 15)
+            try:
+                wait_port(self.port, 15)
+            except BaseException:
+                self.terminate()  # a service that never came up must not leave its log open
+                raise
 
     @property
     def url(self) -> str:

@@ -47,10 +47,29 @@ class RawWS:
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-        # A stalled client must really stop reading: asyncio reads ahead up to 2 x limit.
-        limit = 2**24 if rcvbuf is None else 1024
-        reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            # A stalled client must really stop reading: asyncio reads ahead up to 2 x limit.
+            limit = 2**24 if rcvbuf is None else 1024
+            reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
+        except BaseException:
+            sock.close()  # a refused or failed connect must not leave the socket to the GC
+            raise
+        try:
+            return await cls._handshake(reader, writer, port, path, headers)
+        except BaseException:
+            writer.close()  # refused upgrades (e.g. 503 at max_connections) close their socket
+            raise
+
+    @classmethod
+    async def _handshake(
+        cls,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        port: int,
+        path: str,
+        headers: dict[str, str] | None,
+    ) -> RawWS:
         key = base64.b64encode(os.urandom(16)).decode()
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         writer.write(

@@ -91,8 +91,11 @@ async def test_fast_reader_gets_large_events_and_batches() -> None:
 
 def test_queue_cap_below_the_largest_message_is_a_start_up_error() -> None:
     svc = Service(env={"LUNA_SENDER_WS__QUEUE_MAX_BYTES": str(8 * 1024 * 1024)}, wait=False)
-    assert svc.proc.wait(30) != 0
-    assert "ws.queue_max_bytes" in svc.log()
+    try:
+        assert svc.proc.wait(30) != 0
+        assert "ws.queue_max_bytes" in svc.log()
+    finally:
+        svc.close()
 
 
 # --- item 10: shutdown completes the closing handshake (RFC 6455 §7.1.1) --------------------------

@@ -59,13 +59,17 @@ class Feed:
     async def _run(self) -> None:
         seq = 0
         client = redis.asyncio.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5)
-        while True:
-            seq += 1
-            with contextlib.suppress(Exception):
-                await client.publish(
-                    f"luna-sender:{self.acc}", face_message([face_event(seq=seq, ts=time.time())])
-                )
-            await asyncio.sleep(0.02)
+        try:
+            while True:
+                seq += 1
+                with contextlib.suppress(Exception):
+                    await client.publish(
+                        f"luna-sender:{self.acc}",
+                        face_message([face_event(seq=seq, ts=time.time())]),
+                    )
+                await asyncio.sleep(0.02)
+        finally:
+            await client.aclose()  # cancelled at exit: its socket would otherwise reach the GC
 
     async def __aenter__(self) -> Feed:
         self.task = asyncio.create_task(self._run())
@@ -178,12 +182,13 @@ async def test_poison_messages_are_skipped(service: Service, fault_redis: RedisS
         msgpack.packb({"events": [1, 2]}),
         b"{" + b" " * (50 * 1024 * 1024) + b"}",  # 50 MB, over bus_message_max_bytes
     ]
-    async with subscriber(service, acc) as ws:
-        for i, body in enumerate(poison):
-            admin.publish(channel, body)
-            admin.publish(channel, face_message([face_event(ok=i)]))
-            msg = await asyncio.wait_for(ws.receive(), 20)
-            assert orjson.loads(msg.data)["event"]["ok"] == i
+    with admin:
+        async with subscriber(service, acc) as ws:
+            for i, body in enumerate(poison):
+                admin.publish(channel, body)
+                admin.publish(channel, face_message([face_event(ok=i)]))
+                msg = await asyncio.wait_for(ws.receive(), 20)
+                assert orjson.loads(msg.data)["event"]["ok"] == i
     assert metric(service.url, "bus_poison_messages_total") == len(poison)
     log = service.log()
     assert log.count(f"on channel {channel}") == len(poison)

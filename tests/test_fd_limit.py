@@ -46,6 +46,16 @@ def capacity_of(svc: Service) -> int:
 async def upgrade(port: int) -> tuple[int, bytes, asyncio.StreamReader, asyncio.StreamWriter]:
     """One raw upgrade to /ws/general: (status, body, reader, writer); the socket stays open."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        return await _upgrade_on(port, reader, writer)
+    except BaseException:
+        writer.close()  # a timed-out or reset upgrade must not leave its socket to the GC
+        raise
+
+
+async def _upgrade_on(
+    port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> tuple[int, bytes, asyncio.StreamReader, asyncio.StreamWriter]:
     key = base64.b64encode(os.urandom(16)).decode()
     writer.write(
         (
