@@ -151,7 +151,11 @@ async def connect(port: int, track: Track, jitter: float = 0.0, retries: int = 8
                     f"Luna-Account-Id: {track.account}\r\n\r\n"
                 ).encode()
             )
-            head = await asyncio.wait_for(proto.head, 30)
+            try:
+                head = await asyncio.wait_for(proto.head, 30)
+            except BaseException:
+                transport.close()  # a refused or timed-out upgrade must not leak its socket
+                raise
             if b" 101 " not in head.split(b"\r\n", 1)[0]:
                 transport.close()
                 raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
