@@ -65,15 +65,7 @@ class WSClient(FrameParser, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
-        buf = self.buf
-        buf += data
-        if not self.head.done():
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            self.head.set_result(bytes(buf[:end]))
-            del buf[: end + 4]
-        self.parse_frames(now)
+        self.receive(data, now)
 
     def on_frame(self, opcode: int, payload: bytearray, now: float) -> None:
         assert self.transport is not None

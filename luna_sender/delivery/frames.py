@@ -12,6 +12,7 @@ the unmasked frames a server sends.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 from collections.abc import Awaitable, Callable
@@ -63,9 +64,23 @@ class FrameParser:
     """
 
     buf: bytearray
+    head: asyncio.Future[bytes]
 
     def on_frame(self, opcode: int, payload: bytearray, stamp: float) -> None:
         raise NotImplementedError
+
+    def receive(self, data: bytes, stamp: float) -> None:
+        """A chunk from the socket: the upgrade response's head first (``self.head`` resolves
+        with it, without its blank line), frames after it."""
+        buf = self.buf
+        buf += data
+        if not self.head.done():
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            self.head.set_result(bytes(buf[:end]))
+            del buf[: end + 4]
+        self.parse_frames(stamp)
 
     def parse_frames(self, stamp: float) -> None:
         buf = self.buf
