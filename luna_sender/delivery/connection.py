@@ -24,8 +24,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from luna_sender.filters.base import CompiledFilter
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
     from luna_sender.delivery.recovery import Seam
 
 # The hub's logger: a connection's close is part of the fan-out's story in the logs.
@@ -36,6 +34,17 @@ CLOSE_POLICY = 1008
 SLOW_CONSUMER_REASON = "slow consumer: outgoing queue overflow"
 STALLED_REASON = "slow consumer: no progress"
 _ids = itertools.count(1)
+
+
+class Socket(Protocol):
+    """The socket a connection closes (web/wsproto.SocketProtocol): what the close path uses."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def cancel(self, msg: Any = None) -> bool: ...
+
+    async def close(self, *, code: int, message: bytes = b"") -> bool: ...
 
 
 class Evictor(Protocol):
@@ -75,7 +84,7 @@ class Connection:
     def __init__(
         self,
         kind: str,
-        ws: web.WebSocketResponse,
+        ws: Socket,
         transport: asyncio.Transport,
         compiled: CompiledFilter,
         account: str | None,
@@ -99,9 +108,9 @@ class Connection:
         self.close_code: int | None = None  # set once: the one Close this socket will get
         self.close_reason: str | None = None
         self.delivered = 0
-        # The task of the route handler serving this socket, parked in its read loop: what
-        # request_close cancels to hand the close to that handler.
-        self.handler: asyncio.Task[Any] | None = None
+        # The socket's reader, once the 101 is written: what request_close "cancels" to hand
+        # the close to it (web/wsproto.py).
+        self.handler: Socket | None = None
         self.reading = False
         self.cancel_sent = False
         # Recovery (#18, delivery/recovery.py): envelopes carry "offset"; with ``since`` the

@@ -11,6 +11,7 @@ request handlers whose ``handle_error`` answers those with the usual LUNA JSON b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -70,6 +71,35 @@ class LunaRequestHandler(RequestHandler):
         response.headers[REQUEST_ID_HEADER] = new_request_id()
         response.force_close()  # the parser's state is unknown: never reuse the connection
         return response
+
+    def take_tail(self) -> bytes:
+        """What the client sent behind an upgrade request (aiohttp keeps it for the reader it
+        would set up): the caller's to parse from now on."""
+        tail, self._message_tail = self._message_tail, b""
+        return tail
+
+    def detach(self, protocol: asyncio.Protocol) -> bytes:
+        """Hand this connection's transport to ``protocol`` after a websocket upgrade.
+
+        The request then finishes as if the client had gone: its response cannot be written
+        (no transport), the server forgets this handler once its task ends, and the handler,
+        its parser, the Request and its task are freed while the socket lives on in
+        ``protocol`` (web/wsproto.py). Returns what arrived behind the upgrade request.
+        """
+        transport = self.transport
+        assert transport is not None
+        tail = self.take_tail()
+        transport.set_protocol(protocol)
+        if self._buffer_paused or self._reading_paused:  # ours never pauses reading
+            self._buffer_paused = self._reading_paused = False
+            transport.resume_reading()
+        self.transport = None
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+            self._keepalive_handle = None
+        if self._manager is not None:
+            self._manager.connection_lost(self, None)
+        return tail
 
     def _luna_error(self, exc: HttpProcessingError) -> LunaError:
         if isinstance(exc, LineTooLong):

@@ -8,14 +8,19 @@ an event published after the handshake completes is delivered.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import logging
 import socket
 import time
 from collections.abc import Callable, Iterable
+from email.utils import formatdate
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import hdrs, web
+from aiohttp.http import SERVER_SOFTWARE
+from aiohttp.http_websocket import WS_KEY as WS_GUID
 
 from luna_sender import errors
 from luna_sender.delivery.connection import Connection
@@ -25,10 +30,13 @@ from luna_sender.filters.base import CompiledFilter, FilterError, Limits
 from luna_sender.filters.events import compile_face
 from luna_sender.filters.general import compile_general
 from luna_sender.runtime.fdlimit import CAPACITY
+from luna_sender.runtime.logs import request_id_var
 from luna_sender.web import access
 from luna_sender.web.access import account_header
 from luna_sender.web.context import METRICS_RECORDED, Context, ctx, request_id
+from luna_sender.web.httpd import LunaRequestHandler
 from luna_sender.web.middlewares import REQUEST_ID_HEADER, record_request, route_label
+from luna_sender.web.wsproto import SocketProtocol
 
 log = logging.getLogger("luna_sender.ws")
 # The recovery parameters (#18, docs/recovery.md): taken out before the filter compiler sees
@@ -40,26 +48,6 @@ RECOVERY_PARAMS = frozenset({RECOVER_PARAM, SINCE_PARAM})
 _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 # compile_face / compile_general: a socket's query and the service's limits -> its filter.
 Compiler = Callable[[Iterable[tuple[str, str]], Limits], CompiledFilter]
-
-
-async def _read_until_closed(ws: web.WebSocketResponse, conn: Connection) -> None:
-    """Client messages carry no meaning (spec §2.1); only control frames matter.
-
-    The hub ends this loop by cancelling it (eviction, shutdown): that cancel is swallowed
-    here and the handler goes on to send the one Close frame; any other cancel propagates.
-    """
-    conn.reading = True
-    try:
-        async for msg in ws:
-            if msg.type == WSMsgType.ERROR:
-                break
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if not conn.cancel_sent or task is None:
-            raise
-        task.uncancel()
-    finally:
-        conn.reading = False
 
 
 def limits_of(request: web.Request) -> Limits:
@@ -84,17 +72,6 @@ def compile_filter(
     except FilterError as exc:
         log.info("rejected websocket filter %s: %s", exc.param, exc.reason)
         raise LunaError(errors.BAD_QUERY, exc.param) from None
-
-
-def _log_fields(info: dict[str, Any], request: web.Request) -> dict[str, Any]:
-    """The JSON log keys of a socket's open and close lines."""
-    return {
-        "connection_id": info["id"],
-        "kind": info["kind"],
-        "account_id": info["account_id"],
-        "filters": info["filters"],
-        "route": route_label(request),
-    }
 
 
 class Recovery:
@@ -147,6 +124,19 @@ async def general_ws(request: web.Request) -> web.StreamResponse:
     return await serve_socket(request, "general", compiled, None, recovery_of(request))
 
 
+def _upgrade_head(request: web.Request, rid: str) -> bytes:
+    """The 101 aiohttp would send (no subprotocol, no compression are ever negotiated)."""
+    key = request.headers[hdrs.SEC_WEBSOCKET_KEY].encode()
+    accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest()).decode()
+    return (
+        "HTTP/1.1 101 Switching Protocols\r\n"
+        f"{REQUEST_ID_HEADER}: {rid}\r\n"
+        "Upgrade: websocket\r\nConnection: upgrade\r\n"
+        f"Sec-WebSocket-Accept: {accept}\r\n"
+        f"Date: {formatdate(usegmt=True)}\r\nServer: {SERVER_SOFTWARE}\r\n\r\n"
+    ).encode()
+
+
 async def serve_socket(
     request: web.Request,
     kind: str,
@@ -154,10 +144,12 @@ async def serve_socket(
     account: str | None,
     recovery: Recovery | None = None,
 ) -> web.StreamResponse:
-    """Open and hold one subscriber socket whose account and filter are already decided.
+    """Open one subscriber socket whose account and filter are already decided.
 
     The routes (``/ws``, ``/ws/general``, the viewer's ``/viewer/ws``) differ only in how they
-    reach ``account`` and ``compiled``; from here on a socket is a socket.
+    reach ``account`` and ``compiled``; from here on a socket is a socket. Once the 101 is
+    written the transport belongs to a :class:`SocketProtocol` and this request is over: the
+    socket holds no task, no Request, no aiohttp reader while it idles (web/wsproto.py).
     """
     started = time.perf_counter()
     context = ctx(request)
@@ -167,99 +159,137 @@ async def serve_socket(
     capacity = request.app[CAPACITY]  # max_connections, or fewer if file descriptors say so
     if len(hub.connections) >= capacity:
         raise LunaError(errors.TOO_MANY_CONNECTIONS, capacity)
-    ws = web.WebSocketResponse(
-        heartbeat=ws_settings.heartbeat,
-        autoping=True,
-        compress=False,  # frames are prebuilt once per event and shared by every socket
-        max_msg_size=ws_settings.max_message_size,
-        timeout=ws_settings.shutdown_timeout,
-    )
-    # The middleware stamps responses after the handler returns; the 101 is sent inside it.
-    ws.headers[REQUEST_ID_HEADER] = request_id(request)
-    if not ws.can_prepare(request).ok:
+    if not web.WebSocketResponse(compress=False).can_prepare(request).ok:
         raise LunaError(errors.INVALID_REQUEST, "websocket upgrade expected")
+    handler = request.protocol
     transport = request.transport
-    if transport is None:
+    if transport is None or not isinstance(handler, LunaRequestHandler):
         raise LunaError(errors.INVALID_REQUEST, "connection already closed")
     sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, ws_settings.socket_send_buffer)
-    conn = Connection(
-        kind, ws, transport, compiled, account, request_id(request), ws_settings.queue_max_bytes
+    rid = request_id(request)
+    proto = SocketProtocol(
+        transport, ws_settings.max_message_size, ws_settings.heartbeat, ws_settings.shutdown_timeout
     )
+    conn = Connection(kind, proto, transport, compiled, account, rid, ws_settings.queue_max_bytes)
+    proto.conn = conn
     conn.closing = True  # nothing may be written before the 101 response
-    conn.handler = asyncio.current_task()
     if recovery is not None and recovery.recover:
         conn.recover = True
         if recovery.since is not None:
             conn.seam = Seam(recovery.since)
     await hub.add(conn)
-    info: dict[str, Any] = {
+    if transport.is_closing():
+        # The client left mid-handshake: its business, not a server error.
+        log.debug("websocket %s: client disconnected during the handshake", conn.id)
+        request[METRICS_RECORDED] = True
+        await hub.remove(conn)
+        return web.Response(status=400)  # never sent: the transport is gone
+    tail = handler.detach(proto)
+    conn.handler = proto
+    conn.reading = True
+    transport.write(_upgrade_head(request, rid))
+    conn.closing = False
+    record_request(request, 101, time.perf_counter() - started)
+    route = _ROUTES.setdefault(route_label(request), route_label(request))
+    ended = _Ender(context, route)
+    log.info(
+        "websocket %s opened: kind=%s account=%s filters=%s",
+        conn.id,
+        kind,
+        account or "-",
+        compiled.summary(),
+        extra=_log_fields(conn, route),
+    )
+    context.plugins.connection_opened(_info(conn))
+    proto.start(tail)
+    try:
+        if conn.seam is not None and not proto.done:
+            await hub.resume(conn)
+    finally:
+        if conn.close_code is not None and not conn.cancel_sent:
+            proto.cancel()  # a close requested before the 101 was written
+        if proto.done:
+            ended(proto)  # gone during the recovery: end it here, after the replay
+        else:
+            proto.on_end = ended
+    # The request is over; its response is never written (the transport is the socket's).
+    return web.Response(status=101)
+
+
+# Route labels, shared by every socket of a route rather than one string per socket.
+_ROUTES: dict[str, str] = {}
+
+
+def _info(conn: Connection) -> dict[str, Any]:
+    """The plugins' description of a socket (built when needed, not kept per socket)."""
+    return {
         "id": conn.id,
-        "kind": kind,
-        "account_id": account,
-        "filters": compiled.summary(),
+        "kind": conn.kind,
+        "account_id": conn.account,
+        "filters": conn.filter.summary(),
         "request_id": conn.request_id,
     }
-    opened = False
-    try:
-        try:
-            await ws.prepare(request)
-        except ConnectionError:
-            # The client left mid-handshake: its business, not a server error.
-            log.debug("websocket %s: client disconnected during the handshake", conn.id)
-            request[METRICS_RECORDED] = True
-            # Never sent (the transport is gone); aiohttp treats that write quietly, whereas
-            # a half-prepared ``ws`` would raise from its write_eof.
-            return web.Response(status=400)
-        conn.closing = False
-        opened = True
-        record_request(request, 101, time.perf_counter() - started)
-        log.info(
-            "websocket %s opened: kind=%s account=%s filters=%s",
-            conn.id,
-            kind,
-            account or "-",
-            compiled.summary(),
-            extra=_log_fields(info, request),
-        )
-        context.plugins.connection_opened(info)
-        if conn.seam is not None:
-            await hub.resume(conn)
-        if conn.close_code is None:
-            await _read_until_closed(ws, conn)
-        if conn.close_code is not None:
-            await conn.finish_close(ws_settings.shutdown_timeout)
-    finally:
+
+
+def _log_fields(conn: Connection, route: str) -> dict[str, Any]:
+    """The JSON log keys of a socket's open and close lines."""
+    return {
+        "connection_id": conn.id,
+        "kind": conn.kind,
+        "account_id": conn.account,
+        "filters": conn.filter.summary(),
+        "route": route,
+    }
+
+
+class _Ender:
+    """What a socket's end does (hub, close log, plugins); one per socket, small."""
+
+    __slots__ = ("context", "route")
+
+    def __init__(self, context: Context, route: str) -> None:
+        self.context = context
+        self.route = route
+
+    def __call__(self, proto: SocketProtocol) -> None:
+        task = asyncio.get_running_loop().create_task(self.end(proto))
+        _ENDING.add(task)
+        task.add_done_callback(_ENDING.discard)
+
+    async def end(self, proto: SocketProtocol) -> None:
+        conn = proto.conn
+        request_id_var.set(conn.request_id)  # this task's own context: the close line's id
         conn.closing = True
-        await hub.remove(conn)
-        if opened:
-            _log_closed(context, conn, info, request)
-    return ws
+        await self.context.hub.remove(conn)
+        _log_closed(self.context, conn, proto.close_code, self.route)
 
 
-def _log_closed(
-    context: Context, conn: Connection, info: dict[str, Any], request: web.Request
-) -> None:
+# Tasks ending sockets: held so none is collected half-way.
+_ENDING: set[asyncio.Task[None]] = set()
+
+
+def _log_closed(context: Context, conn: Connection, peer_code: int | None, route: str) -> None:
     duration = time.monotonic() - conn.opened_at
     # The code the socket was closed with: the server's own Close (1001 at shutdown, 1008 on
-    # eviction ...) when the server closed it — aiohttp's ``close_code`` would then hold the
-    # client's reply, or 1006 when the reply never came; otherwise the client's code, and 1006
-    # only for a connection that really dropped.
-    code = conn.close_code if conn.close_code is not None else conn.ws.close_code
+    # eviction ...) when the server closed it; otherwise the client's code, and 1006 only for
+    # a connection that really dropped (or broke the protocol, as aiohttp reported it).
+    code = conn.close_code if conn.close_code is not None else peer_code
     reason = conn.close_reason or ""
+    fields = _log_fields(conn, route)
     log.info(
         "websocket %s closed: kind=%s filters=%s duration=%.3fs code=%s delivered=%d %s",
         conn.id,
         conn.kind,
-        info["filters"],
+        fields["filters"],
         duration,
         code,
         conn.delivered,
         reason,
         extra={
-            **_log_fields(info, request),
+            **fields,
             "close_code": code,
             "close_reason": reason,
             "duration": round(duration, 3),
@@ -267,5 +297,5 @@ def _log_closed(
         },
     )
     context.plugins.connection_closed(
-        {**info, "duration": duration, "close_code": code, "delivered": conn.delivered}
+        {**_info(conn), "duration": duration, "close_code": code, "delivered": conn.delivered}
     )

@@ -1,0 +1,337 @@
+"""A subscriber socket after its 101: a small ``asyncio.Protocol`` instead of aiohttp's reader.
+
+Why (issue #19, W7): an idle socket parked in aiohttp's read loop keeps the whole request alive —
+the connection handler and its HTTP parser, the Request and its headers, two tasks and a stack
+of coroutine frames, the WebSocketResponse with its reader, queue and writer — about 19 KiB per
+idle socket. Clients send nothing that matters (spec §2.1), so once the upgrade is answered the
+route hands the transport to this protocol (``LunaRequestHandler.detach``) and the request
+finishes; what stays per socket is the transport, this object and the :class:`Connection`.
+
+It reads client frames the way aiohttp's reader did, so clients see the same behaviour:
+masked or not, text/binary/fragmented messages are parsed and dropped; a ping is answered with a
+pong; a message of ``max_message_size`` bytes or more closes 1009, invalid UTF-8 text 1007, any
+other protocol error 1002 (Close frame, then the TCP close). A client's Close is answered with
+1000 and the TCP close. The heartbeat pings a socket silent for ``heartbeat`` seconds and drops
+it (1006) if nothing comes back within half that. A server close (eviction, shutdown) goes
+through :meth:`Connection.request_close` -> :meth:`cancel` -> :meth:`Connection.finish_close`
+-> :meth:`close` as before: one Close frame, then a bounded wait for the client's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from luna_sender.delivery.connection import Connection
+from luna_sender.runtime.logs import request_id_var
+
+OK = 1000
+ABNORMAL = 1006
+PROTOCOL_ERROR = 1002
+INVALID_TEXT = 1007
+TOO_BIG = 1009
+# Close codes a client may send (aiohttp's list); others below 3000 are a protocol error.
+ALLOWED_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013})
+MAX_PAYLOAD_LEN = 2**63 - 1
+PING_FRAME = b"\x89\x00"
+_utf8 = codecs.getincrementaldecoder("utf-8")
+
+
+class FrameError(Exception):
+    """A client frame the protocol forbids: closes the socket with ``code``."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _unmask(mask: bytes, payload: bytes | bytearray) -> bytes:
+    size = len(payload)
+    if not size:
+        return b""
+    key = int.from_bytes((mask * (size // 4 + 1))[:size])
+    return (int.from_bytes(payload) ^ key).to_bytes(size)
+
+
+def close_frame(code: int, message: bytes = b"") -> bytes:
+    payload = struct.pack("!H", code) + message[:123]
+    return bytes((0x88, len(payload))) + payload
+
+
+class SocketProtocol(asyncio.Protocol):
+    """The read side and the close handshake of one open subscriber socket."""
+
+    __slots__ = (
+        "close_code",
+        "close_timeout",
+        "closed",
+        "conn",
+        "done",
+        "heard",
+        "heartbeat",
+        "max_size",
+        "msg_op",
+        "msg_size",
+        "on_end",
+        "peer_closed",
+        "pinged",
+        "tail",
+        "text",
+        "text_bad",
+        "timer",
+        "transport",
+        "waiter",
+    )
+    conn: Connection  # set by the route once the Connection (which names this object) exists
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        max_size: int,
+        heartbeat: float | None,
+        close_timeout: float,
+    ) -> None:
+        self.transport = transport
+        self.max_size = max_size
+        self.heartbeat = heartbeat  # seconds of silence before a ping (None: no heartbeat)
+        self.close_timeout = close_timeout
+        # Called once, when the socket is gone (hub, logs, plugins); None while the route's
+        # handler still runs (recovery), which then ends the socket itself.
+        self.on_end: Callable[[SocketProtocol], Any] | None = None
+        self.tail: bytearray | None = None  # an incomplete frame, only while one is arriving
+        self.msg_op = 0  # opcode of a fragmented message in progress (0: none)
+        self.msg_size = 0
+        self.text: codecs.IncrementalDecoder | None = None
+        self.text_bad = False
+        self.closed = False  # a Close was sent or the transport is gone: no pongs, no pings
+        self.peer_closed = False  # the client's Close (or garbage) came: read no further
+        self.close_code: int | None = None  # the code logged when the server did not close
+        self.waiter: asyncio.Future[None] | None = None  # close(): the client's Close
+        self.done = False
+        self.heard = 0.0  # loop time data last arrived
+        self.pinged = 0.0  # loop time of the unanswered ping (0: none)
+        self.timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def start(self, tail: bytes) -> None:
+        """The 101 is written: arm the heartbeat and read what came behind the upgrade."""
+        if self.heartbeat is not None:
+            loop = asyncio.get_running_loop()
+            self.heard = loop.time()
+            self.timer = loop.call_at(self.heard + self.heartbeat, self._beat)
+        if tail:
+            self.data_received(tail)
+
+    def data_received(self, data: bytes) -> None:
+        if self.timer is not None:
+            self.heard = asyncio.get_running_loop().time()
+        if self.peer_closed:
+            return
+        tail = self.tail
+        if tail is not None:
+            tail += data
+            data = bytes(tail)
+        try:
+            pos = self._parse(data)
+        except FrameError as exc:
+            self._fail(exc.code)
+            return
+        self.tail = bytearray(data[pos:]) if pos < len(data) else None
+
+    def eof_received(self) -> bool | None:
+        return None  # no half-open sockets: the transport closes, connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = self.peer_closed = True
+        self.tail = None
+        self._stop_timer()
+        self.conn.closing = True
+        if self.close_code is None:
+            self.close_code = ABNORMAL
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self.done = True
+        self.conn.reading = False
+        if self.on_end is not None:
+            self.on_end(self)
+
+    # -- what Connection calls (the ``ws`` and ``handler`` it knows) -----------------------
+
+    def cancel(self, msg: Any = None) -> bool:
+        """request_close's hand-over: run the server's close in a task of its own."""
+        self.conn.cancel_sent = True
+        asyncio.get_running_loop().create_task(self._server_close())
+        return True
+
+    async def close(self, *, code: int, message: bytes = b"") -> bool:
+        """Send the one Close frame and wait for the client's (the caller bounds the wait)."""
+        transport = self.transport
+        if self.closed or transport.is_closing():
+            return False
+        self.closed = True
+        self._stop_timer()
+        transport.write(close_frame(code, message))
+        if not self.peer_closed:
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+        transport.close()
+        return True
+
+    # -- internals ----------------------------------------------------------------------
+
+    async def _server_close(self) -> None:
+        request_id_var.set(self.conn.request_id)  # this task's own context: its log lines
+        if not self.closed:
+            await self.conn.finish_close(self.close_timeout)
+        self.transport.close()  # a no-op when already closing
+
+    def _fail(self, code: int) -> None:
+        """A protocol error: Close with its code, then TCP close (aiohttp then reported 1006)."""
+        self.peer_closed = True
+        self.tail = None
+        if not self.closed:
+            self.closed = True
+            self.transport.write(close_frame(code))
+        self._stop_timer()
+        self.close_code = ABNORMAL
+        self.transport.close()
+
+    def _on_close_frame(self, payload: bytes) -> None:
+        if len(payload) >= 2:
+            code = struct.unpack("!H", payload[:2])[0]
+            if code < 3000 and code not in ALLOWED_CLOSE_CODES:
+                raise FrameError(PROTOCOL_ERROR)
+            try:
+                payload[2:].decode()
+            except UnicodeDecodeError:
+                raise FrameError(INVALID_TEXT) from None
+        elif payload:
+            raise FrameError(PROTOCOL_ERROR)
+        else:
+            code = 0
+        self.peer_closed = True
+        waiter = self.waiter
+        if waiter is not None:  # our Close was sent first: this is the reply
+            if self.conn.close_code is None:
+                self.close_code = code
+            if not waiter.done():
+                waiter.set_result(None)
+            return
+        # The client closes: answer 1000 at once and close TCP (aiohttp's autoclose).
+        self.close_code = code
+        self.conn.closing = True
+        if not self.closed:
+            self.closed = True
+            self.transport.write(close_frame(OK))
+        self._stop_timer()
+        self.transport.close()
+
+    def _parse(self, data: bytes) -> int:
+        """Handle every complete frame in ``data``; the offset of the first incomplete one."""
+        pos, size = 0, len(data)
+        while size - pos >= 2:
+            b1, b2 = data[pos], data[pos + 1]
+            opcode, fin, n = b1 & 0x0F, b1 & 0x80, b2 & 0x7F
+            if b1 & 0x70:
+                raise FrameError(PROTOCOL_ERROR)  # reserved bits: nothing was negotiated
+            if opcode not in (0, 1, 2, 8, 9, 10):
+                raise FrameError(PROTOCOL_ERROR)
+            if opcode > 7 and (not fin or n > 125):
+                raise FrameError(PROTOCOL_ERROR)
+            hdr = 2
+            if n == 126:
+                if size - pos < 4:
+                    break
+                n, hdr = (data[pos + 2] << 8) | data[pos + 3], 4
+            elif n == 127:
+                if size - pos < 10:
+                    break
+                n, hdr = struct.unpack_from("!Q", data, pos + 2)[0], 10
+                if n > MAX_PAYLOAD_LEN:
+                    raise FrameError(TOO_BIG)
+            if opcode < 8 and n >= self.max_size - self.msg_size:
+                raise FrameError(TOO_BIG)  # before buffering any of it, as aiohttp did
+            masked = b2 & 0x80
+            start = pos + hdr + (4 if masked else 0)
+            if size - start < n:
+                break
+            payload = data[start : start + n]
+            if masked:
+                mask = data[pos + hdr : pos + hdr + 4]
+                if opcode >= 8 or opcode == 1 or (opcode == 0 and self.msg_op == 1):
+                    payload = _unmask(mask, payload)
+            pos = start + n
+            if opcode >= 8:
+                self._control(opcode, payload)
+                if self.peer_closed:
+                    return size
+            else:
+                self._data(opcode, bool(fin), payload)
+        return pos
+
+    def _control(self, opcode: int, payload: bytes) -> None:
+        if opcode == 8:
+            self._on_close_frame(payload)
+        elif opcode == 9 and not self.closed:
+            self.transport.write(bytes((0x8A, len(payload))) + payload)
+
+    def _data(self, opcode: int, fin: bool, payload: bytes) -> None:
+        """Client messages mean nothing (spec §2.1): validated as aiohttp did, then dropped."""
+        if opcode == 0:
+            if not self.msg_op:
+                raise FrameError(PROTOCOL_ERROR)  # continuation of nothing
+            opcode = self.msg_op
+        elif self.msg_op:
+            raise FrameError(PROTOCOL_ERROR)  # a new message inside a fragmented one
+        if opcode == 1:
+            if self.text is None:
+                self.text = _utf8()
+            try:
+                self.text.decode(payload, fin)
+            except UnicodeDecodeError:
+                self.text_bad = True
+                self.text.reset()
+        if not fin:
+            self.msg_op = opcode
+            self.msg_size += len(payload)
+            return
+        bad = self.text_bad
+        self.msg_op = self.msg_size = 0
+        self.text = None
+        self.text_bad = False
+        if opcode == 1 and bad:
+            raise FrameError(INVALID_TEXT)
+
+    def _beat(self) -> None:
+        """The heartbeat: one timer per socket, re-armed from the time data last arrived."""
+        self.timer = None
+        heartbeat = self.heartbeat
+        if self.closed or heartbeat is None:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self.pinged:
+            if self.heard < self.pinged:
+                # Nothing came back: drop it without a Close, as aiohttp did.
+                self.close_code = ABNORMAL
+                self.closed = True
+                self.transport.close()
+                return
+            self.pinged = 0.0
+        due = self.heard + heartbeat
+        if now < due:
+            self.timer = loop.call_at(due, self._beat)
+            return
+        self.pinged = now
+        self.transport.write(PING_FRAME)
+        self.timer = loop.call_at(now + heartbeat / 2, self._beat)
+
+    def _stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None

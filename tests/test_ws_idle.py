@@ -1,0 +1,210 @@
+"""The socket after its 101 (web/wsproto.py): what aiohttp's reader did, and what it costs.
+
+Issue #19 (W7): once the upgrade is answered the request is over and the socket is read by a
+small protocol of ours. These pin the parts of its behaviour the older suites do not reach
+(heartbeat, the client's Close, fragments, bytes pipelined behind the upgrade) and the memory an
+idle socket holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import re
+import time
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+
+from luna_sender.delivery.frames import CLOSE, PING, PONG, TEXT, client_frame, read_frame
+
+from .helpers import Service, account, face_event
+from .rawws import RawWS
+
+PUBLISH = {
+    "handler_id": "h",
+    "event_create_time": "2026-01-01T00:00:00Z",
+    "event_end_time": "2026-01-01T00:00:00Z",
+}
+
+
+@pytest.fixture
+def service() -> Iterator[Service]:
+    svc = Service(
+        env={"LUNA_SENDER_WS__HEARTBEAT": "0.6", "LUNA_SENDER_WS__MAX_MESSAGE_SIZE": "1000"}
+    )
+    yield svc
+    assert svc.terminate() == 0, svc.log()[-2000:]
+
+
+async def _publish(svc: Service, acc: str, **fields: int) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            svc.url + "/publish",
+            json={"events": [face_event(**fields)], **PUBLISH},
+            headers={"Luna-Account-Id": acc},
+        ) as resp,
+    ):
+        assert resp.status == 204
+
+
+async def _eof(ws: RawWS, timeout: float = 5.0) -> None:
+    """Read until the server closes TCP (frames on the way are dropped)."""
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+
+
+def _closed_code(svc: Service, conn_id: str, timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = re.search(rf"websocket {conn_id} closed: .* code=(\S+)", svc.log())
+        if found:
+            return found.group(1)
+        assert time.monotonic() < deadline, svc.log()[-2000:]
+        time.sleep(0.05)
+
+
+def _opened(svc: Service, count: int, timeout: float = 5.0) -> list[str]:
+    """The ids of the first ``count`` sockets opened (their log lines may trail the 101)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ids = re.findall(r"websocket (\d+) opened", svc.log())
+        if len(ids) >= count:
+            return ids[:count]
+        assert time.monotonic() < deadline, svc.log()[-2000:]
+        time.sleep(0.05)
+
+
+async def test_frames_sent_with_the_upgrade_are_read(service: Service) -> None:
+    """A ping in the same packet as the upgrade request is answered after the 101."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Luna-Account-Id: {account()}\r\n\r\n"
+        ).encode()
+        + client_frame(PING, b"early")
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101") and b"Luna-Request-Id: " in head
+    b1, payload = await asyncio.wait_for(read_frame(reader.readexactly), 5)
+    assert b1 & 0x0F == PONG and payload == b"early"
+    writer.close()
+
+
+async def test_heartbeat_drops_a_silent_client_and_keeps_an_answering_one(
+    service: Service,
+) -> None:
+    acc = account()
+    silent = await RawWS.connect(service.port, headers={"Luna-Account-Id": acc})
+    (silent_id,) = _opened(service, 1)
+    answering = await RawWS.connect(service.port, headers={"Luna-Account-Id": acc})
+    started = time.monotonic()
+    frame = await asyncio.wait_for(silent.recv(), 3)
+    assert frame.opcode == PING
+    await _eof(silent)  # no pong within heartbeat/2: TCP closed, no Close frame owed
+    assert time.monotonic() - started < 3
+    silent.close()
+    assert _closed_code(service, silent_id) == "1006"
+
+    # recv_data answers every ping: after several heartbeats the socket still gets events.
+    pings = 0
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError):
+            frame = await asyncio.wait_for(answering.recv(), deadline - time.monotonic())
+            if frame.opcode == PING:
+                pings += 1
+                answering.send(PONG, frame.payload)
+    assert pings >= 2
+    await _publish(service, acc, ok=1)
+    frame = await asyncio.wait_for(answering.recv_data(), 5)
+    assert frame.opcode == TEXT and b'"ok":1' in frame.payload
+    answering.close()
+
+
+async def test_client_close_is_answered_with_1000_and_logged_with_its_code(
+    service: Service,
+) -> None:
+    ws = await RawWS.connect(service.port, headers={"Luna-Account-Id": account()})
+    (conn_id,) = _opened(service, 1)
+    ws.send(CLOSE, (4000).to_bytes(2, "big") + b"bye")
+    frame = await asyncio.wait_for(ws.recv_data(), 5)
+    assert frame.opcode == CLOSE and frame.close_code == 1000
+    await _eof(ws)
+    ws.close()
+    assert _closed_code(service, conn_id) == "4000"
+
+
+@pytest.mark.parametrize(
+    ("frames", "expected"),
+    [
+        # A valid character split over fragments, a ping between them: a pong, no close.
+        ([(TEXT, b"\xe2\x82", False), (PING, b"mid", True), (0x0, b"\xac", True)], None),
+        ([(TEXT, b"ok\xff", False), (0x0, b"x", True)], 1007),  # invalid UTF-8 across fragments
+        ([(0x0, b"orphan", True)], 1002),  # continuation of no message
+        ([(TEXT, b"a", False), (TEXT, b"b", True)], 1002),  # new message inside a fragmented one
+        ([(0x2, b"x" * 600, False), (0x0, b"y" * 400, True)], 1009),  # 1000 bytes in fragments
+        ([(0x2, b"\xff" * 999, True)], None),  # binary is not UTF-8 checked; under the limit
+        ([(CLOSE, b"\x03", True)], 1002),  # a one-byte close payload
+        ([(CLOSE, (1004).to_bytes(2, "big"), True)], 1002),  # a reserved close code
+    ],
+)
+async def test_client_frames(
+    service: Service, frames: list[tuple[int, bytes, bool]], expected: int | None
+) -> None:
+    acc = account()
+    ws = await RawWS.connect(service.port, headers={"Luna-Account-Id": acc})
+    for opcode, payload, fin in frames:
+        ws.send(opcode, payload, fin=fin)
+    await ws.writer.drain()
+    if expected is None:
+        if any(op == PING for op, _, _ in frames):
+            frame = await asyncio.wait_for(ws.recv(), 5)
+            assert frame.opcode == PONG and frame.payload == b"mid"
+        await _publish(service, acc, ok=2)
+        frame = await asyncio.wait_for(ws.recv_data(), 5)
+        assert frame.opcode == TEXT and b'"ok":2' in frame.payload
+    else:
+        frame = await asyncio.wait_for(ws.recv_data(), 5)
+        assert frame.opcode == CLOSE and frame.close_code == expected
+        await _eof(ws)
+    ws.close()
+
+
+async def test_unmasked_client_frames_are_read_as_before(service: Service) -> None:
+    """aiohttp's reader never required the mask bit; neither does ours."""
+    ws = await RawWS.connect(service.port, headers={"Luna-Account-Id": account()})
+    ws.writer.write(bytes((0x89, 4)) + b"bare")
+    frame = await asyncio.wait_for(ws.recv(), 5)
+    assert frame.opcode == PONG and frame.payload == b"bare"
+    ws.close()
+
+
+async def test_an_idle_socket_holds_little_memory() -> None:
+    """W7 in small: the RSS growth per idle socket (issue #19 target: <= 12 KiB; was 18.7)."""
+    from .test_faults_clients import rss_bytes
+
+    svc = Service()
+    sockets: list[RawWS] = []
+    try:
+        await asyncio.sleep(0.5)
+        before = rss_bytes(svc.proc.pid)
+        acc = account()
+        for _ in range(1000):
+            sockets.append(await RawWS.connect(svc.port, headers={"Luna-Account-Id": acc}))
+        await asyncio.sleep(0.5)
+        per = (rss_bytes(svc.proc.pid) - before) / len(sockets) / 1024
+        print(f"RSS per idle socket: {per:.2f} KiB")
+        assert per <= 12
+    finally:
+        for ws in sockets:
+            ws.close()
+        assert svc.terminate() == 0, svc.log()[-2000:]
