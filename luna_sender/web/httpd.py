@@ -94,6 +94,9 @@ class LunaRequestHandler(RequestHandler):
             self._buffer_paused = self._reading_paused = False
             transport.resume_reading()
         self.transport = None
+        # The parser points back at this handler: without this cycle the handler is freed by
+        # reference counting once its task ends, not left to (frozen) garbage collection.
+        self._parser = None
         if self._keepalive_handle is not None:
             self._keepalive_handle.cancel()
             self._keepalive_handle = None
