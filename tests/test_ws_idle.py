@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import os
 import re
 import time
@@ -20,7 +21,9 @@ import aiohttp
 import pytest
 
 from luna_sender.delivery.frames import CLOSE, PING, PONG, TEXT, client_frame, read_frame
+from luna_sender.web.context import CTX
 
+from .conftest import LiveApp
 from .helpers import Service, account, face_event
 from .rawws import RawWS
 
@@ -208,3 +211,25 @@ async def test_an_idle_socket_holds_little_memory() -> None:
         for ws in sockets:
             ws.close()
         assert svc.terminate() == 0, svc.log()[-2000:]
+
+
+async def test_a_handshake_leaves_no_garbage_cycles(redis_app: LiveApp) -> None:
+    """What the upgrade request leaves behind is freed by reference counting: the GC policy
+    freezes live state, and cyclic garbage frozen with it would stay until a churn pass."""
+    port = redis_app.server.port
+    assert port is not None
+    headers = {"Luna-Account-Id": account()}
+    sockets = [await RawWS.connect(port, headers=headers) for _ in range(3)]
+    await asyncio.sleep(0.2)
+    gc.collect()
+    gc.disable()
+    try:
+        sockets += [await RawWS.connect(port, headers=headers) for _ in range(50)]
+        await asyncio.sleep(0.3)
+        assert len(redis_app.app[CTX].hub.connections) == 53
+        found = gc.collect()
+    finally:
+        gc.enable()
+    assert found < 50, f"{found} unreachable objects after 50 handshakes"
+    for ws in sockets:
+        ws.close()
