@@ -7,6 +7,9 @@ request handlers whose ``handle_error`` answers those with the usual LUNA JSON b
 ``Luna-Request-Id`` instead, and logs one INFO line. It applies wherever the app is served
 (``web.run_app`` in the CLI, ``TestServer`` in the tests): both go through the app's
 ``_make_handler``, which also receives the parser limits through ``handler_args``.
+
+After a websocket upgrade the same handler lets go of the connection (:meth:`detach`): the
+socket is read by web/wsproto.py and the request, its parser and its tasks are freed (#19, W7).
 """
 
 from __future__ import annotations
