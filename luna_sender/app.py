@@ -46,10 +46,10 @@ def build_app(settings: Settings) -> web.Application:
     shared = os.environ.get(MULTIPROC_ENV) if settings.workers > 1 else None
     metrics = Metrics(settings.metrics.extra_labels, multiprocess_dir=shared)
     bus = create_bus(settings.redis_url, BusOptions(publish_timeout=settings.bus_publish_timeout))
-    if isinstance(bus, SelfHealing):
-        bus.observe(reconnected=metrics.reconnected.inc, repaired=metrics.repaired.inc)
     plugins = PluginManager(*plugin_setup(settings))
     hub = Hub(bus, settings, metrics, hooks=plugins, history=_history(settings))
+    if isinstance(bus, SelfHealing):
+        _observe(bus, hub, metrics)
     app = web.Application(
         middlewares=[luna_middleware],
         client_max_size=settings.limits.publish_body_max_bytes,
@@ -87,8 +87,9 @@ def build_app(settings: Settings) -> web.Application:
 
 
 def _history(settings: Settings) -> History | None:
-    """The recovery history (#18) on the bus's Redis, or in memory for memory://. Buses it
-    cannot live on yet (Sentinel, Cluster) serve recovering sockets without offsets."""
+    """The recovery history (#18) on the bus's Redis (plain, Sentinel or Cluster), or in memory
+    for memory://. A bus it cannot live on would serve recovering sockets without offsets;
+    every bus create_bus builds has one today."""
     h = settings.history
     window = Window(h.size, h.ttl, h.max_bytes, h.dedupe, h.meta_ttl)
     try:
@@ -96,6 +97,18 @@ def _history(settings: Settings) -> History | None:
     except ValueError as exc:
         log.warning("missed-event recovery unavailable: %s", exc)
         return None
+
+
+def _observe(bus: SelfHealing, hub: Hub, metrics: Metrics) -> None:
+    """Counts reconnects and repairs, and tells the recorder of a reconnect: what was published
+    while the subscription was gone (a lost connection, a Sentinel failover) reached nobody
+    here, so the history must not claim to hold it (docs/recovery.md)."""
+
+    def reconnected() -> None:
+        metrics.reconnected.inc()
+        hub.recorder.interrupted()
+
+    bus.observe(reconnected=reconnected, repaired=metrics.repaired.inc)
 
 
 async def _on_startup(app: web.Application) -> None:

@@ -7,6 +7,10 @@ list plus whatever the cluster reported. Publishing goes through redis-py's clus
 
 ``?sharded=1`` (Redis >= 7) picks :class:`ShardedClusterBus` instead: SPUBLISH/SSUBSCRIBE, each
 channel living on the node that owns its slot.
+
+The recovery history (bus/redis_history.py) uses a client of its own from :func:`cluster_client`:
+its keys are hash-tagged by channel, so each script's keys share one slot and the cluster
+pipeline sends every EVALSHA to the node owning it (docs/recovery.md).
 """
 
 from __future__ import annotations
@@ -34,6 +38,21 @@ def cluster_bus(url: str, options: BusOptions | None = None) -> ClusterBus:
     return (ShardedClusterBus if sharded else ClusterBus)(url, options)
 
 
+def cluster_client(url: str) -> RedisCluster:
+    """The cluster client for a ``redis+cluster://`` URL (the bus's publisher, the history)."""
+    parsed = split_url(url)
+    return RedisCluster(
+        startup_nodes=[ClusterNode(h, p) for h, p in parse_hosts(parsed.hosts, 6379)],
+        ssl=parsed.tls,
+        socket_timeout=2.0,
+        socket_connect_timeout=1.0,
+        # No cluster-level retries: a retried PUBLISH after a timeout is a duplicate event.
+        retry=NO_RETRY,
+        username=parsed.user,
+        password=parsed.password,
+    )
+
+
 class ClusterBus(RedisBus):
     def __init__(self, url: str, options: BusOptions | None = None) -> None:
         parsed = split_url(url)
@@ -41,16 +60,7 @@ class ClusterBus(RedisBus):
         self._user, self._password = parsed.user, parsed.password
         self._nodes: list[tuple[str, int]] = parse_hosts(parsed.hosts, 6379)
         self._rotation = itertools.count()
-        self._cluster = RedisCluster(
-            startup_nodes=[ClusterNode(h, p) for h, p in self._nodes],
-            ssl=self._tls,
-            socket_timeout=2.0,
-            socket_connect_timeout=1.0,
-            # No cluster-level retries: a retried PUBLISH after a timeout is a duplicate event.
-            retry=NO_RETRY,
-            username=self._user,
-            password=self._password,
-        )
+        self._cluster = cluster_client(url)
         self._node_client: aioredis.Redis | None = None
         super().__init__(url, options, client=self._cluster)
 

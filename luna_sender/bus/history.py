@@ -284,14 +284,25 @@ class MemoryHistory:
 
 
 def create_history(url: str, window: Window | None = None, prefix: str | None = None) -> History:
-    """The history matching a bus URL: Redis-backed for Redis buses, in memory otherwise."""
+    """The history matching a bus URL: in Redis for every Redis bus, in memory for memory://.
+
+    Sentinel and Cluster buses get a client of the same kind as the bus's own (the current
+    master; the node owning each channel's slot), built from the same URL.
+    """
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
         return MemoryHistory(window)
-    if scheme in {"redis", "rediss", "unix"}:
-        from luna_sender.bus.redis_history import RedisHistory
+    client: object | None = None
+    if scheme in {"redis+sentinel", "rediss+sentinel"}:
+        from luna_sender.bus.sentinel import master_client
 
-        if prefix is None:
-            return RedisHistory(url, window)
-        return RedisHistory(url, window, prefix=prefix)
-    raise ValueError(f"no history for bus URL scheme {scheme!r} yet")
+        client = master_client(url)
+    elif scheme in {"redis+cluster", "rediss+cluster"}:
+        from luna_sender.bus.cluster import cluster_client
+
+        client = cluster_client(url)
+    elif scheme not in {"redis", "rediss", "unix"}:
+        raise ValueError(f"no history for bus URL scheme {scheme!r}")
+    from luna_sender.bus.redis_history import DEFAULT_PREFIX, RedisHistory
+
+    return RedisHistory(url, window, prefix=prefix or DEFAULT_PREFIX, client=client)

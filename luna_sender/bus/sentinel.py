@@ -4,12 +4,16 @@ The client comes from redis-py's ``Sentinel.master_for``: every new connection a
 where the master is. So when the master fails over, the pub/sub reader's ordinary reconnect loop
 (redis.py) lands on the new master and resubscribes — websockets never notice beyond the gap.
 Sentinel credentials: ``?sentinel_username=…&sentinel_password=…``; TLS: ``rediss+sentinel://``.
+
+The recovery history (bus/redis_history.py) gets a client of its own from :func:`master_client`,
+so it follows the master through a failover the same way (docs/recovery.md says what survives).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 
 from luna_sender.bus.base import BusOptions
@@ -17,30 +21,38 @@ from luna_sender.bus.redis import NO_RETRY, RedisBus
 from luna_sender.bus.urls import parse_hosts, split_url
 
 
+def master_client(url: str) -> aioredis.Redis:
+    """A client of the master the sentinels name now, and after every failover.
+
+    Each new connection asks the sentinels for the master, and redis-py drops a connection that
+    meets a demoted master (READONLY): callers see a connection error and retry on a fresh one.
+    No redis-py retries: they would send a timed-out PUBLISH twice (see publishing.py).
+    """
+    parsed = split_url(url)
+    parts = [p for p in parsed.path.split("/") if p]
+    if not parts:
+        raise ValueError("redis+sentinel:// URL needs a master name: .../<master>[/db]")
+    master = parts[0]
+    db = int(parts[1]) if len(parts) > 1 else 0
+    sentinel_kwargs: dict[str, Any] = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
+    if "sentinel_username" in parsed.query:
+        sentinel_kwargs["username"] = parsed.query["sentinel_username"][0]
+    if "sentinel_password" in parsed.query:
+        sentinel_kwargs["password"] = parsed.query["sentinel_password"][0]
+    # redis-py leaves Sentinel's constructor unannotated.
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        parse_hosts(parsed.hosts, 26379),
+        sentinel_kwargs=sentinel_kwargs,
+        socket_timeout=2.0,
+        socket_connect_timeout=1.0,
+        ssl=parsed.tls,
+    )
+    client: aioredis.Redis = sentinel.master_for(
+        master, db=db, username=parsed.user, password=parsed.password, retry=NO_RETRY
+    )
+    return client
+
+
 class SentinelBus(RedisBus):
     def __init__(self, url: str, options: BusOptions | None = None) -> None:
-        parsed = split_url(url)
-        parts = [p for p in parsed.path.split("/") if p]
-        if not parts:
-            raise ValueError("redis+sentinel:// URL needs a master name: .../<master>[/db]")
-        master = parts[0]
-        db = int(parts[1]) if len(parts) > 1 else 0
-        sentinel_kwargs: dict[str, Any] = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
-        if "sentinel_username" in parsed.query:
-            sentinel_kwargs["username"] = parsed.query["sentinel_username"][0]
-        if "sentinel_password" in parsed.query:
-            sentinel_kwargs["password"] = parsed.query["sentinel_password"][0]
-        # redis-py leaves Sentinel's constructor unannotated.
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            parse_hosts(parsed.hosts, 26379),
-            sentinel_kwargs=sentinel_kwargs,
-            socket_timeout=2.0,
-            socket_connect_timeout=1.0,
-            ssl=parsed.tls,
-        )
-        # No redis-py retries: they would send a timed-out PUBLISH twice (see publishing.py).
-        client = sentinel.master_for(
-            master, db=db, username=parsed.user, password=parsed.password, retry=NO_RETRY
-        )
-        super().__init__(url, options, client=client)
-        self._sentinel = sentinel
+        super().__init__(url, options, client=master_client(url))

@@ -222,6 +222,12 @@ class Recorder:
                 del self._pipes[channel]
         return done
 
+    def interrupted(self) -> None:
+        """The bus subscription was lost and is back: whatever was published
+        meanwhile reached no one here, and other instances may have lost it too (a failover
+        cuts them all), so every recorded channel owes an unconditional marker."""
+        self._dirty.update(self.channels)
+
     def lingering(self, channel: str) -> bool:
         return self.recording.wanted(channel, time.monotonic())
 
