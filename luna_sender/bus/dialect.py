@@ -8,6 +8,14 @@ the same for both.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+__all__ = ["NOT_ENOUGH_DATA", "ChannelNames", "Dialect", "finish_reply", "hiredis_reader"]
 
 
 @dataclass(frozen=True)
@@ -37,3 +45,55 @@ SHARDED = Dialect(
     ("ssubscribe", b"ssubscribe"),
     ("sunsubscribe", b"sunsubscribe"),
 )
+
+
+# --- reading replies past redis-py (the reader's fast path, redis.py ``_drain``) ---------------
+
+# Decoded channel names kept: only subscribed channels deliver, so this bound is for safety.
+CHANNEL_NAMES_MAX = 65536
+
+
+class ChannelNames(dict[Any, str]):
+    """Channel names as the hub wants them (str), each decoded once: a look-up per message."""
+
+    def __missing__(self, raw: Any) -> str:
+        if type(raw) is not bytes:
+            return str(raw)
+        if len(self) >= CHANNEL_NAMES_MAX:
+            self.clear()
+        name = self[raw] = raw.decode("utf-8", "replace")
+        return name
+
+
+def hiredis_reader(pubsub: PubSub) -> Any:
+    """The hiredis reader of a plain pub/sub connection, or None where the reader must not
+    read past redis-py (the pure-Python parsers, a cluster pub/sub, a connection being closed).
+    """
+    if type(pubsub) is not PubSub:
+        return None
+    parser = getattr(pubsub.connection, "_parser", None)
+    if type(parser) is not _AsyncHiredisParser or not getattr(parser, "_connected", False):
+        return None
+    return parser._reader
+
+
+async def finish_reply(pubsub: PubSub, reply: Any) -> dict[str, Any] | None:
+    """What redis-py's ``get_message`` does with a reply once its parser has read it
+    (hiredis.py ``read_response``, then ``Connection.read_response``, then ``handle_message``),
+    for the replies the fast path does not take itself: subscribe confirmations, pongs, errors,
+    push notifications."""
+    if isinstance(reply, RedisConnectionError):
+        raise reply
+    connection: Any = pubsub.connection
+    parser: Any = connection._parser
+    push = parser._hiredis_PushNotificationType
+    if push is not None and isinstance(reply, push):
+        reply = await parser.handle_push_response(reply)
+    elif isinstance(reply, list) and reply and isinstance(reply[0], RedisConnectionError):
+        raise reply[0]
+    if isinstance(reply, ResponseError):
+        raise reply
+    if not reply:
+        return None
+    message: dict[str, Any] | None = await pubsub.handle_message(reply)  # type: ignore[no-untyped-call]
+    return message
