@@ -15,7 +15,14 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-__all__ = ["NOT_ENOUGH_DATA", "ChannelNames", "Dialect", "finish_reply", "hiredis_reader"]
+__all__ = [
+    "NOT_ENOUGH_DATA",
+    "ChannelNames",
+    "Dialect",
+    "finish_reply",
+    "hiredis_parser",
+    "read_more",
+]
 
 
 @dataclass(frozen=True)
@@ -65,16 +72,34 @@ class ChannelNames(dict[Any, str]):
         return name
 
 
-def hiredis_reader(pubsub: PubSub) -> Any:
-    """The hiredis reader of a plain pub/sub connection, or None where the reader must not
-    read past redis-py (the pure-Python parsers, a cluster pub/sub, a connection being closed).
+def hiredis_parser(pubsub: PubSub) -> Any:
+    """The hiredis parser of a plain pub/sub connection that is up, or None where redis-py
+    must read itself: the pure-Python parsers, a cluster pub/sub, a connection that is down
+    (redis-py's ``get_message`` then reconnects it or raises, as it always did).
+
+    A Sentinel-managed connection qualifies: its own ``read_response`` only turns a
+    ReadOnlyError reply into a reconnect, and SUBSCRIBE/UNSUBSCRIBE/PING never get one.
     """
     if type(pubsub) is not PubSub:
         return None
-    parser = getattr(pubsub.connection, "_parser", None)
+    connection = pubsub.connection
+    parser = getattr(connection, "_parser", None)
     if type(parser) is not _AsyncHiredisParser or not getattr(parser, "_connected", False):
         return None
-    return parser._reader
+    if not getattr(connection, "is_connected", False):
+        return None
+    return parser
+
+
+async def read_more(parser: Any) -> None:
+    """One socket read into the reader, failing as redis-py's ``Connection.read_response``
+    does: any error is a broken connection (the bus reader reconnects)."""
+    try:
+        await parser.read_from_socket()
+    except RedisConnectionError:
+        raise
+    except OSError as exc:
+        raise RedisConnectionError(f"Error while reading from the bus: {exc.args}") from None
 
 
 async def finish_reply(pubsub: PubSub, reply: Any) -> dict[str, Any] | None:

@@ -274,36 +274,35 @@ class RedisBus:
         return message
 
     async def _read_loop(self, pubsub: PubSub) -> None:
-        """One reply through redis-py, then every reply already buffered straight from hiredis.
-
-        redis-py's path costs ~15 us per message (retry wrapper, timeouts, push handlers, a
-        debug line formatting the whole payload with ``str()`` even with debug off). A reply
-        other than a message still takes redis-py's own steps (dialect.py ``finish_reply``).
-        """
+        """Replies straight from hiredis: redis-py's path cost ~15 us per message (retry
+        wrapper, timeouts, push handlers, a debug line doing ``str()`` of every payload).
+        Other replies still take redis-py's steps (dialect.py), as does any non-hiredis read."""
         handler = self._handler
         assert handler is not None
         while True:
             try:
+                parser = replies.hiredis_parser(pubsub)
+                if parser is not None:
+                    await self._drain(pubsub, parser, handler)
+                    continue
                 msg: dict[str, Any] | None = await self._next_message(pubsub)
                 if msg is not None:
                     self._on_reply(msg, handler)
-                reader = replies.hiredis_reader(pubsub)
-                if reader is not None:
-                    await self._drain(pubsub, reader, handler)
             except ResponseError as exc:
                 # An error reply (e.g. NOPERM for one channel) answers a whole command; the
                 # connection is fine. The self-check re-subscribes channel by channel.
                 log.warning("bus subscription command refused: %s", exc)
 
-    async def _drain(self, pubsub: PubSub, reader: Any, handler: MessageHandler) -> None:
-        """The replies the hiredis reader already holds, in order, until it needs the socket."""
+    async def _drain(self, pubsub: PubSub, parser: Any, handler: MessageHandler) -> None:
+        """Every reply the reader holds, in order, then one read from the socket."""
         kinds = self.dialect.message
         names = self._channel_names
         end = replies.NOT_ENOUGH_DATA
+        reader = parser._reader
         while True:
             reply = reader.gets()
             if reply is end or reply is False:
-                return
+                break
             if isinstance(reply, list) and len(reply) == 3 and reply[0] in kinds:
                 channel = names[reply[1]]
                 try:
@@ -314,6 +313,7 @@ class RedisBus:
             msg = await replies.finish_reply(pubsub, reply)
             if msg is not None:
                 self._on_reply(msg, handler)
+        await replies.read_more(parser)
 
     def _on_reply(self, msg: dict[str, Any], handler: MessageHandler) -> None:
         kind = msg["type"]

@@ -18,6 +18,7 @@ in memory and nothing of this applies.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +54,32 @@ KINDS = ("face", "general")
 OWN_LABELS = frozenset(
     {"path", "status_code", "error_code", "kind", "reason", "generation", "le", "quantile", "pid"}
 ) | {"outcome"}  # recoveries_total (#18)
+
+
+perf_counter = time.perf_counter
+now = time.time
+fromisoformat = datetime.fromisoformat
+
+
+class _Observer:
+    """A histogram child's ``observe`` as a bisection and two increments.
+
+    prometheus-client's own walks its buckets in a Python loop after an observability check:
+    ~1.2 us, twice per delivered bus message. Same values written (the child's ``_sum`` and the
+    first bucket whose bound is >= the amount), so the exposition is unchanged, in memory or in
+    the multiprocess files. Amounts are finite here (durations, clock differences).
+    """
+
+    __slots__ = ("_bounds", "_buckets", "_sum")
+
+    def __init__(self, child: Any) -> None:
+        self._bounds = list(child._upper_bounds)
+        self._buckets = child._buckets
+        self._sum = child._sum
+
+    def observe(self, amount: float) -> None:
+        self._sum.inc(amount)
+        self._buckets[bisect_left(self._bounds, amount)].inc(1)
 
 
 class Metrics:
@@ -220,8 +247,10 @@ class Metrics:
         self.reconnected = self._unlabelled(self.bus_reconnects)
         self.connected_gauge = self._unlabelled(self.bus_connected)
         self.repaired = self._unlabelled(self.bus_subscription_repairs)
-        self.latency = {k: self.delivery_latency.labels(*self._values, k) for k in KINDS}
-        self.producer_lag = {k: self.producer_latency.labels(*self._values, k) for k in KINDS}
+        self.latency = {k: _Observer(self.delivery_latency.labels(*self._values, k)) for k in KINDS}
+        self.producer_lag = {
+            k: _Observer(self.producer_latency.labels(*self._values, k)) for k in KINDS
+        }
         self.subscribed_channels = self._unlabelled(self.bus_subscribed_channels)
 
     def delivered_message(self, kind: str, received: float, create_time: Any) -> None:
@@ -231,15 +260,15 @@ class Metrics:
         the C ``fromisoformat`` (about a microsecond) and nothing is cached; a time without an
         offset is taken as UTC, and one in the future (clock skew) or unparsable is skipped.
         """
-        self.latency[kind].observe(time.perf_counter() - received)
+        self.latency[kind].observe(perf_counter() - received)
         if type(create_time) is str:
             try:
-                created = datetime.fromisoformat(create_time)
+                created = fromisoformat(create_time)
             except ValueError:
                 return
             if created.tzinfo is None:
                 created = created.replace(tzinfo=UTC)
-            lag = time.time() - created.timestamp()
+            lag = now() - created.timestamp()
             if lag >= 0:
                 self.producer_lag[kind].observe(lag)
 
