@@ -50,6 +50,7 @@ class Server:
     proc: subprocess.Popen[bytes]
     clients: list[Client] = field(default_factory=list)
     spy: subprocess.Popen[bytes] | None = None
+    tools: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
 
 class Client(FrameParser, asyncio.Protocol):
@@ -185,6 +186,10 @@ async def run(args: argparse.Namespace) -> None:
         await publish(redis_url, commands, args.warmup, args.rate)
         await asyncio.sleep(1.0)
         before = [c.frames for s in servers for c in s.clients]
+        for i, server in enumerate(servers):
+            if args.attach:  # e.g. "strace -c -f -p {pid} -o /tmp/st-{i}.txt"
+                cmd = args.attach.format(pid=server.proc.pid, i=i).split()
+                server.tools.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
         if args.py_spy:
             for i, server in enumerate(servers):
                 server.spy = subprocess.Popen(
@@ -208,6 +213,9 @@ async def run(args: argparse.Namespace) -> None:
         cpu1 = [cpu_seconds(s.proc.pid) for s in servers]
         wall = time.perf_counter() - wall0
         for server in servers:
+            for tool in server.tools:
+                tool.send_signal(2)
+                tool.wait(30)
             if server.spy is not None:
                 server.spy.send_signal(2)
                 server.spy.wait(30)
@@ -267,6 +275,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--warmup", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=2000.0, help="events per second")
+    parser.add_argument("--attach", help="a command run on each server while publishing")
     parser.add_argument("--py-spy", metavar="PREFIX", help="py-spy raw profiles PREFIX-<i>.txt")
     args = parser.parse_args()
     args.src = args.src or ["."]
