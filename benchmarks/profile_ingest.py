@@ -13,7 +13,8 @@ same socket shape on every server must end with the same digest, which checks on
 a change keeps the wire output byte-identical.
 
     flock /tmp/bench.lock python -m benchmarks.profile_ingest --src /tmp/luna-base --src .
-    ... --py-spy /tmp/prof   # py-spy record on each server while publishing (raw + svg)
+    ... --py-spy /tmp/prof   # py-spy on each server while publishing: top self/inclusive
+    ... --attach "strace -c -f -p {pid} -o /tmp/st-{i}.txt"   # any tool, per server
 
 Run from the repository root (``PYTHONPATH=$PWD``); the servers use this interpreter.
 """
@@ -30,6 +31,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,7 +114,7 @@ def start_server(src: str, redis_url: str) -> Server:
 
 def accounts(n: int) -> list[str]:
     rng = random.Random(11)
-    return [str(__import__("uuid").UUID(int=rng.getrandbits(128))) for _ in range(n)]
+    return [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(n)]
 
 
 def messages(accs: list[str], sources: int, size: int) -> list[tuple[bytes, bytes]]:
