@@ -38,7 +38,7 @@ from pathlib import Path
 from benchmarks.procstat import cpu_seconds
 from benchmarks.run import free_port, start_redis, wait_port
 from benchmarks.workload import face_event, luna_message, stamp
-from luna_sender.delivery.frames import FrameParser
+from luna_sender.delivery.frames import PING, PONG, FrameParser, client_frame
 
 NEVER = "no-such-camera"
 SERVER = [sys.executable, "-m", "luna_sender.cli", "--host", "127.0.0.1", "--log-level", "WARNING"]
@@ -73,6 +73,10 @@ class Client(FrameParser, asyncio.Protocol):
         self.receive(data, 0.0)
 
     def on_frame(self, opcode: int, payload: bytearray, stamp: float) -> None:
+        if opcode == PING:  # unanswered, the server's heartbeat closes the socket (~30 s)
+            assert self.transport is not None
+            self.transport.write(client_frame(PONG, payload))
+            return
         self.frames += 1
         self.digest.update(payload)
 
@@ -187,6 +191,14 @@ async def run(args: argparse.Namespace) -> None:
         await asyncio.sleep(1.0)  # subscriptions confirmed
         await publish(redis_url, commands, args.warmup, args.rate)
         await asyncio.sleep(1.0)
+        # Idle CPU (timers, sweeps, heartbeats): reported, and taken out of the "net" figure,
+        # so a low rate does not charge the events for the seconds they are spread over.
+        idle0, t0 = [cpu_seconds(s.proc.pid) for s in servers], time.perf_counter()
+        await asyncio.sleep(args.idle)
+        idle_rate = [
+            (cpu_seconds(s.proc.pid) - c) / (time.perf_counter() - t0)
+            for s, c in zip(servers, idle0, strict=True)
+        ]
         before = [c.frames for s in servers for c in s.clients]
         for i, server in enumerate(servers):
             if args.attach:  # e.g. "strace -c -f -p {pid} -o /tmp/st-{i}.txt"
@@ -226,9 +238,11 @@ async def run(args: argparse.Namespace) -> None:
         for i, server in enumerate(servers):
             frames = sum(after[i * per : (i + 1) * per]) - sum(before[i * per : (i + 1) * per])
             used = cpu1[i] - cpu0[i]
+            net = used - idle_rate[i] * wall
             print(
-                f"{server.src}: {used * 1e6 / args.events:6.1f} us/event  "
-                f"(cpu {used:.2f} s over {wall:.1f} s, {frames} frames)"
+                f"{server.src}: {used * 1e6 / args.events:6.1f} us/event, "
+                f"net of idle {net * 1e6 / args.events:6.1f}  (cpu {used:.2f} s over "
+                f"{wall:.1f} s, idle {idle_rate[i] * 1e3:.1f} ms/s, {frames} frames)"
             )
             if server.spy is not None:
                 summarise(f"{args.py_spy}-{i}.txt")
@@ -276,6 +290,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2700, help="event size target (bytes)")
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--warmup", type=int, default=2000)
+    parser.add_argument("--idle", type=float, default=3.0, help="idle CPU sampling (s)")
     parser.add_argument("--rate", type=float, default=2000.0, help="events per second")
     parser.add_argument("--attach", help="a command run on each server while publishing")
     parser.add_argument("--py-spy", metavar="PREFIX", help="py-spy raw profiles PREFIX-<i>.txt")
