@@ -145,6 +145,19 @@ def dumps(value: Any) -> bytes:
         raise PoisonMessage(f"not serialisable as JSON: {exc}") from None
 
 
+def _envelope(value: dict[str, Any]) -> bytes:
+    """:func:`dumps` for an envelope, without ``OPT_NON_STR_KEYS`` (~1 us of 3 on a 3 KB event).
+
+    Every key in an envelope is a str: its own keys are literals and the event came from
+    :func:`loads` (orjson keys are str; msgpack keys were checked by a round trip through it),
+    so the option changes nothing in the bytes, and what still fails (depth) fails alike.
+    """
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise PoisonMessage(f"not serialisable as JSON: {exc}") from None
+
+
 @dataclass(slots=True)
 class FaceMessage:
     """One producer message on ``{prefix}:{account_id}``: a batch of events of one request."""
@@ -156,7 +169,7 @@ class FaceMessage:
     end_time: Any
 
     def envelope(self, event: dict[str, Any]) -> bytes:
-        return dumps(
+        return _envelope(
             {
                 "event": event,
                 "handler_id": self.handler_id,
@@ -178,7 +191,7 @@ class GeneralMessage:
     end_time: Any
 
     def envelope(self) -> bytes:
-        return dumps(
+        return _envelope(
             {
                 "event": self.event,
                 "event_type": self.event_type,
@@ -205,16 +218,26 @@ def decode_face(data: bytes) -> FaceMessage:
     msg = loads(data)
     if not isinstance(msg, dict):
         raise PoisonMessage("face message is not an object")
-    events = msg.get("events")
-    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+    get = msg.get
+    events = get("events")
+    if not isinstance(events, list):
         raise PoisonMessage("face message 'events' is not a list of objects")
-    return FaceMessage(
-        handler_id=_text(msg, "handler_id", "face"),
-        request_id=_text(msg, "Luna-Request-Id", "face"),
-        events=events,
-        create_time=_text(msg, "event_create_time", "face"),
-        end_time=_text(msg, "event_end_time", "face"),
-    )
+    for event in events:  # a loop, not all(genexpr): this runs once per bus message
+        if not isinstance(event, dict):
+            raise PoisonMessage("face message 'events' is not a list of objects")
+    handler_id = get("handler_id")
+    request_id = get("Luna-Request-Id")
+    create_time = get("event_create_time")
+    end_time = get("event_end_time")
+    if not (
+        (handler_id is None or type(handler_id) is str)
+        and (request_id is None or type(request_id) is str)
+        and (create_time is None or type(create_time) is str)
+        and (end_time is None or type(end_time) is str)
+    ):  # _text names the first bad field, in the order it always did
+        for key in ("handler_id", "Luna-Request-Id", "event_create_time", "event_end_time"):
+            _text(msg, key, "face")
+    return FaceMessage(handler_id, request_id, events, create_time, end_time)
 
 
 def decode_general(data: bytes) -> GeneralMessage:

@@ -18,6 +18,7 @@ in memory and nothing of this applies.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.values import MutexValue
 
 BUCKETS = (
     0.0001,
@@ -53,6 +55,63 @@ KINDS = ("face", "general")
 OWN_LABELS = frozenset(
     {"path", "status_code", "error_code", "kind", "reason", "generation", "le", "quantile", "pid"}
 ) | {"outcome"}  # recoveries_total (#18)
+
+
+perf_counter = time.perf_counter
+now = time.time
+fromisoformat = datetime.fromisoformat
+
+
+def _adder(value: Any) -> Callable[..., None]:
+    """``value.inc`` of a prometheus-client value, minus what the delivery path does not need.
+
+    An in-memory value (``MutexValue``) is added to without its lock: the values bound below are
+    only updated and scraped on the event loop's thread. A multiprocess file value keeps its own
+    ``inc`` (it writes the shared file).
+    """
+    if type(value) is MutexValue:
+
+        def add(amount: float = 1) -> None:
+            value._value += amount
+
+        return add
+    inc = value.inc
+
+    def add_shared(amount: float = 1) -> None:
+        inc(amount)
+
+    return add_shared
+
+
+class _Count:
+    """A counter child's ``inc`` (never negative here) without the per-call checks: ~0.3 us
+    less per bus message for each of ``received`` and ``delivered``."""
+
+    __slots__ = ("inc",)
+
+    def __init__(self, child: Any) -> None:
+        self.inc = _adder(child._value)
+
+
+class _Observer:
+    """A histogram child's ``observe`` as a bisection and two additions.
+
+    prometheus-client's own walks its buckets in a Python loop after an observability check,
+    then takes a lock per value: ~1.2 us, twice per delivered bus message. The same values are
+    written (the child's sum and the first bucket whose bound is >= the amount), so the
+    exposition is unchanged. Amounts are finite here (durations, clock differences).
+    """
+
+    __slots__ = ("_bounds", "_buckets", "_sum")
+
+    def __init__(self, child: Any) -> None:
+        self._bounds = list(child._upper_bounds)
+        self._buckets = [_adder(bucket) for bucket in child._buckets]
+        self._sum = _adder(child._sum)
+
+    def observe(self, amount: float) -> None:
+        self._sum(amount)
+        self._buckets[bisect_left(self._bounds, amount)](1)
 
 
 class Metrics:
@@ -211,8 +270,8 @@ class Metrics:
         self.replayed = self._unlabelled(self.recovery_replayed_events)
         self.history_size = self._unlabelled(self.history_events)
         # Pre-bound children for the delivery hot path.
-        self.received = {k: self.events_received.labels(*self._values, k) for k in KINDS}
-        self.delivered = {k: self.events_delivered.labels(*self._values, k) for k in KINDS}
+        self.received = {k: _Count(self.events_received.labels(*self._values, k)) for k in KINDS}
+        self.delivered = {k: _Count(self.events_delivered.labels(*self._values, k)) for k in KINDS}
         self.connections = {k: self.ws_connections.labels(*self._values, k) for k in KINDS}
         self.gc_pause = [self.gc_pauses.labels(*self._values, str(g)) for g in range(3)]
         self.gc_frozen = self._unlabelled(self.gc_frozen_objects)
@@ -220,8 +279,10 @@ class Metrics:
         self.reconnected = self._unlabelled(self.bus_reconnects)
         self.connected_gauge = self._unlabelled(self.bus_connected)
         self.repaired = self._unlabelled(self.bus_subscription_repairs)
-        self.latency = {k: self.delivery_latency.labels(*self._values, k) for k in KINDS}
-        self.producer_lag = {k: self.producer_latency.labels(*self._values, k) for k in KINDS}
+        self.latency = {k: _Observer(self.delivery_latency.labels(*self._values, k)) for k in KINDS}
+        self.producer_lag = {
+            k: _Observer(self.producer_latency.labels(*self._values, k)) for k in KINDS
+        }
         self.subscribed_channels = self._unlabelled(self.bus_subscribed_channels)
 
     def delivered_message(self, kind: str, received: float, create_time: Any) -> None:
@@ -231,15 +292,15 @@ class Metrics:
         the C ``fromisoformat`` (about a microsecond) and nothing is cached; a time without an
         offset is taken as UTC, and one in the future (clock skew) or unparsable is skipped.
         """
-        self.latency[kind].observe(time.perf_counter() - received)
+        self.latency[kind].observe(perf_counter() - received)
         if type(create_time) is str:
             try:
-                created = datetime.fromisoformat(create_time)
+                created = fromisoformat(create_time)
             except ValueError:
                 return
             if created.tzinfo is None:
                 created = created.replace(tzinfo=UTC)
-            lag = time.time() - created.timestamp()
+            lag = now() - created.timestamp()
             if lag >= 0:
                 self.producer_lag[kind].observe(lag)
 
