@@ -136,6 +136,26 @@ class Connection:
         self.delivered += 1
         return True
 
+    def send_joined(self, data: bytes, head: int, count: int) -> bool | None:
+        """Several frames joined into ``data`` as one write (one syscall, one client wake-up);
+        ``head`` is the bytes before the last frame. None when the cap could decide otherwise
+        for a later frame than the first: the caller sends them one by one through
+        :meth:`send`, so eviction and what is written are exactly as for separate frames."""
+        if self.closing:
+            return False
+        transport = self.transport
+        if transport.is_closing():
+            self.closing = True
+            return False
+        # Frame i would see at most this backlog plus the frames before it: if even the last
+        # one stays within the cap, every one of them would have been written.
+        if transport.get_write_buffer_size() + head > self.cap:
+            return None
+        transport.write(data)
+        self.queued += len(data)
+        self.delivered += count
+        return True
+
     def stalled(self, now: float, timeout: float) -> bool:
         """True once the write buffer has made no progress for ``timeout`` seconds.
 

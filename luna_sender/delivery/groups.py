@@ -123,6 +123,43 @@ class Group:
                 sent += 1
         return sent
 
+    def send_batch(self, frames: list[bytes]) -> list[int]:
+        """The frames of one loop turn, in order, as one write per socket; sockets per frame."""
+        if len(frames) == 1:
+            return [self.send(frames[0])]
+        data = b"".join(frames)  # once per group: every socket gets the same bytes
+        head, count = len(data) - len(frames[-1]), len(frames)
+        whole = 0
+        counts = [0] * count
+        for conn in self.conns:
+            done = conn.send_joined(data, head, count)
+            if done:
+                whole += 1
+            elif done is None:  # near the cap: frame by frame, exactly as if not joined
+                for i, frame in enumerate(frames):
+                    counts[i] += conn.send(frame)
+        return [whole + n for n in counts]
+
+
+class Batch:
+    """One loop turn's frames per group, in bus order, sent as one write per socket."""
+
+    __slots__ = ("frames",)
+
+    def __init__(self) -> None:
+        self.frames: dict[int, tuple[Group, list[bytes]]] = {}
+
+    def add(self, group: Group, frame: bytes) -> tuple[int, int]:
+        """Queue ``frame`` for ``group``; where to find its count in :meth:`send`'s result."""
+        entry = self.frames.get(id(group))
+        if entry is None:
+            entry = self.frames[id(group)] = (group, [])
+        entry[1].append(frame)
+        return id(group), len(entry[1]) - 1
+
+    def send(self) -> dict[int, list[int]]:
+        return {key: group.send_batch(frames) for key, (group, frames) in self.frames.items()}
+
 
 class GroupSet:
     """The groups of one account (or of all general subscribers) with their equality index."""
