@@ -62,7 +62,9 @@ from luna_sender.bus.history import (
     Entry,
     Offset,
     Replay,
+    Span,
     Window,
+    judge,
     new_epoch,
     parse,
 )
@@ -83,6 +85,41 @@ class _Op:
         self.keys = keys
         self.args = args
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+
+class _Read(_Op):
+    """One queued read of a channel that every ``since`` of it joins until it is sent."""
+
+    __slots__ = ("channel", "span", "starts")
+
+    def __init__(self, channel: str, keys: list[str], ttl: int) -> None:
+        super().__init__("since", keys, [ttl])
+        self.channel = channel
+        self.starts: dict[str, tuple[int, int]] = {}  # epoch -> smallest (ms, seq) asked for
+        self.span: Span | None = None
+
+    def join(self, offset: Offset) -> None:
+        at = (offset.ms, offset.seq)
+        known = self.starts.get(offset.epoch)
+        if known is None or at < known:
+            self.starts[offset.epoch] = at
+            self.args = [self.args[0]]
+            for epoch, (ms, seq) in self.starts.items():
+                self.args += [epoch, f"{ms}-{seq}"]
+
+    def result(self, reply: Any) -> Span | None:
+        """The reply parsed once for every waiter (None: no history or another epoch)."""
+        if self.span is None and reply is not None and len(reply) == 4:
+            epoch = reply[0].decode()
+            entries: list[Entry] = []
+            gaps: list[int] = []
+            for raw_id, fields in reply[3]:
+                ms, _, seq = raw_id.decode().partition("-")
+                if len(fields) > 4:  # a gap marker: nobody recorded part of what came after
+                    gaps.append(int(seq))
+                entries.append(Entry(Offset(epoch, int(ms), int(seq)), bytes(fields[1])))
+            self.span = Span(epoch, int(reply[2]), int(reply[1]), entries, gaps)
+        return self.span
 
 
 class RedisHistory:
@@ -107,6 +144,7 @@ class RedisHistory:
             for name, body in self._bodies.items()
         }
         self._queue: deque[_Op] = deque()
+        self._reads: dict[str, _Read] = {}  # channel -> its read still in the queue
         self._wake: asyncio.Event | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._channels: dict[str, float] = {}  # channel -> last append (for size())
@@ -138,18 +176,21 @@ class RedisHistory:
         return result
 
     async def since(self, channel: str, offset: Offset) -> Replay:
-        part = "" if offset.part is None else str(offset.part)
-        args = [offset.epoch, str(offset.ms), str(offset.seq), part, self._limits[1]]
-        reply = await self._submit("since", list(self._keys(channel)), args)
-        if reply is None:
-            return NOT_RECOVERED
-        entries = []
-        for raw_id, fields in reply:
-            if len(fields) > 4:  # a gap marker: nobody recorded part of what came after
-                return NOT_RECOVERED
-            ms, _, seq = raw_id.decode().partition("-")
-            entries.append(Entry(Offset(offset.epoch, int(ms), int(seq)), bytes(fields[1])))
-        return Replay(True, entries)
+        """Joins the channel's queued read when there is one (a herd of reconnecting sockets
+        costs one script and one copy of the span, not one each), moving it to the queue's
+        tail: it then runs after every append queued before this call (read-your-writes).
+        Earlier waiters may see more than they would have alone; recovery's seam drops what
+        replay and live both carry."""
+        read = self._reads.get(channel)
+        if read is None:
+            read = self._reads[channel] = _Read(channel, list(self._keys(channel)), self._limits[1])
+            self._push(read)
+        elif self._queue[-1] is not read:
+            self._queue.remove(read)
+            self._queue.append(read)
+        read.join(offset)
+        span = read.result(await asyncio.shield(read.future))  # a cancelled waiter alone
+        return NOT_RECOVERED if span is None else judge(offset, span)
 
     def mark_nowait(self, channel: str, start: bool) -> asyncio.Future[bool]:
         """Registering and writing the marker is one script, so two instances starting at once
@@ -223,6 +264,7 @@ class RedisHistory:
             if not op.future.done():
                 op.future.set_exception(BusError("history closed", "history unavailable"))
         self._queue.clear()
+        self._reads.clear()
         with contextlib.suppress(Exception):
             await self._client.aclose()
 
@@ -233,7 +275,9 @@ class RedisHistory:
 
     def _enqueue(self, script: str, keys: list[str], args: list[Any]) -> _Op:
         """Queued now, in call order: what the hub's synchronous bus callback relies on."""
-        op = _Op(script, keys, args)
+        return self._push(_Op(script, keys, args))
+
+    def _push(self, op: _Op) -> _Op:
         self._queue.append(op)
         if self._worker_task is None or self._worker_task.done():
             self._wake = asyncio.Event()
@@ -251,6 +295,9 @@ class RedisHistory:
             while self._queue:
                 count = min(len(self._queue), self._max_batch)
                 batch = [self._queue.popleft() for _ in range(count)]
+                for op in batch:
+                    if isinstance(op, _Read):  # sent: a later since queues a new read
+                        self._reads.pop(op.channel, None)
                 try:
                     try:
                         await self._run(batch)
