@@ -39,7 +39,13 @@ their expiry refreshed at most once per ttl rather than on every append.
 
 Commands are batched: appends and reads queue in call order and one worker sends whatever has
 queued as a single pipeline (EVALSHA each), so a busy channel costs one round trip per batch,
-not per event; a ``since`` queued after an ``append`` runs after it (read-your-writes).
+not per event; a ``since`` queued after an ``append`` runs after it (read-your-writes). Reads
+of one channel coalesce: a ``since`` joins the channel's read still in the queue and moves it to
+the tail, and that one script returns the span from the smallest offset asked for (per epoch);
+each offset is judged from it in Python (history.judge). A herd of reconnecting sockets costs
+Redis one script and one copy of the span instead of one each, so appends queued behind it are
+not held past the recorder's wait (delivery/recorder.py: a late append trips the breaker, and
+the gap marker that follows refuses every older offset).
 """
 
 from __future__ import annotations
