@@ -162,3 +162,21 @@ async def test_channels_and_later_reads_are_separate(
         assert shape(await history.since(b, ob)) == (True, [(2, b"b2")])
     finally:
         await history.close()
+
+
+async def test_a_large_herd_is_woken_in_steps_and_all_answered(
+    redis_server: RedisServer, admin: aioredis.Redis
+) -> None:
+    history = reader(redis_server, f"t-{uuid.uuid4().hex[:8]}")
+    channel = f"luna:{uuid.uuid4()}"
+    try:
+        offsets = [await history.append(channel, f"m{i}".encode()) for i in range(5)]
+        asked = [offsets[i % 5] for i in range(300)]  # more than WAKE
+        await admin.config_resetstat()
+        replies = await asyncio.gather(*(history.since(channel, o) for o in asked))
+        assert await evalsha_calls(admin) == 1
+        for offset, reply in zip(asked, replies, strict=True):
+            assert reply.recovered
+            assert [e.offset.seq for e in reply.entries] == list(range(offset.seq + 1, 6))
+    finally:
+        await history.close()

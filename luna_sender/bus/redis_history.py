@@ -40,12 +40,11 @@ their expiry refreshed at most once per ttl rather than on every append.
 Commands are batched: appends and reads queue in call order and one worker sends whatever has
 queued as a single pipeline (EVALSHA each), so a busy channel costs one round trip per batch,
 not per event; a ``since`` queued after an ``append`` runs after it (read-your-writes). Reads
-of one channel coalesce: a ``since`` joins the channel's read still in the queue and moves it to
-the tail, and that one script returns the span from the smallest offset asked for (per epoch);
-each offset is judged from it in Python (history.judge). A herd of reconnecting sockets costs
-Redis one script and one copy of the span instead of one each, so appends queued behind it are
-not held past the recorder's wait (delivery/recorder.py: a late append trips the breaker, and
-the gap marker that follows refuses every older offset).
+of one channel coalesce: a ``since`` joins the channel's queued read and moves it to the tail;
+that one script returns the span from the smallest offset asked (per epoch), each offset judged
+from it in Python (history.judge). A reconnect herd costs one script and one copy of the span,
+so appends behind it are not held past the recorder's wait (delivery/recorder.py: a late append
+trips the breaker, and the gap marker that follows refuses every older offset).
 """
 
 from __future__ import annotations
@@ -81,6 +80,7 @@ DEFAULT_PREFIX = "luna-sender:history"
 
 BEAT = 1.0
 BEAT_TTL = 3.0  # a crashed recorder still counts as recording this long (docs/recovery.md)
+WAKE = 64  # waiters of one read woken per loop iteration
 
 
 class _Op:
@@ -96,15 +96,39 @@ class _Op:
 class _Read(_Op):
     """One queued read of a channel that every ``since`` of it joins until it is sent."""
 
-    __slots__ = ("channel", "span", "starts")
+    __slots__ = ("channel", "span", "starts", "waiters")
 
     def __init__(self, channel: str, keys: list[str], ttl: int) -> None:
         super().__init__("since", keys, [ttl])
         self.channel = channel
         self.starts: dict[str, tuple[int, int]] = {}  # epoch -> smallest (ms, seq) asked for
         self.span: Span | None = None
+        self.waiters: list[asyncio.Future[Span | None]] = []
+        self.future.add_done_callback(lambda _: self._release(0))
 
-    def join(self, offset: Offset) -> None:
+    def _release(self, start: int) -> None:
+        """:data:`WAKE` waiters per loop iteration: each renders its replay, and 2,000 in one
+        iteration stall the loop for seconds (appends' replies unread, their waits expiring)."""
+        done = self.future
+        error: BaseException | None
+        span: Span | None = None
+        if done.cancelled():
+            error = BusError("history closed", "history unavailable")
+        elif (error := done.exception()) is None:
+            span = self.result(done.result())
+        for waiter in self.waiters[start : start + WAKE]:
+            if waiter.done():
+                continue
+            if error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(span)
+        if start + WAKE < len(self.waiters):
+            done.get_loop().call_soon(self._release, start + WAKE)
+
+    def join(self, offset: Offset) -> asyncio.Future[Span | None]:
+        waiter: asyncio.Future[Span | None] = self.future.get_loop().create_future()
+        self.waiters.append(waiter)
         at = (offset.ms, offset.seq)
         known = self.starts.get(offset.epoch)
         if known is None or at < known:
@@ -112,6 +136,7 @@ class _Read(_Op):
             self.args = [self.args[0]]
             for epoch, (ms, seq) in self.starts.items():
                 self.args += [epoch, f"{ms}-{seq}"]
+        return waiter
 
     def result(self, reply: Any) -> Span | None:
         """The reply parsed once for every waiter (None: no history or another epoch)."""
@@ -182,11 +207,9 @@ class RedisHistory:
         return result
 
     async def since(self, channel: str, offset: Offset) -> Replay:
-        """Joins the channel's queued read when there is one (a herd of reconnecting sockets
-        costs one script and one copy of the span, not one each), moving it to the queue's
-        tail: it then runs after every append queued before this call (read-your-writes).
-        Earlier waiters may see more than they would have alone; recovery's seam drops what
-        replay and live both carry."""
+        """Joins the channel's queued read, moved to the tail so it runs after every append
+        queued before this call (read-your-writes); earlier waiters may then see more than
+        alone, which recovery's seam drops (it is also delivered live)."""
         read = self._reads.get(channel)
         if read is None:
             read = self._reads[channel] = _Read(channel, list(self._keys(channel)), self._limits[1])
@@ -194,8 +217,7 @@ class RedisHistory:
         elif self._queue[-1] is not read:
             self._queue.remove(read)
             self._queue.append(read)
-        read.join(offset)
-        span = read.result(await asyncio.shield(read.future))  # a cancelled waiter alone
+        span = await read.join(offset)  # cancelling one waiter leaves the read to the others
         return NOT_RECOVERED if span is None else judge(offset, span)
 
     def mark_nowait(self, channel: str, start: bool) -> asyncio.Future[bool]:
