@@ -176,12 +176,28 @@ def cut(track: Track) -> None:
     transport.abort()
 
 
+def missing(track: Track, published: int) -> int:
+    return track.seen[:published].count(0) + max(0, published - len(track.seen))
+
+
+async def settle(tracks: list[Track], published: list[int], limit: float) -> float:
+    """Waits (up to ``limit`` s) until every socket holds every published event: a server still
+    busy with the herd delivers the last events late, which is not loss."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        if not any(missing(t, published[t.acc_index]) for t in tracks):
+            break
+        await asyncio.sleep(0.2)
+    return time.monotonic() - start
+
+
 def summary(track: Track, published: int) -> dict[str, Any]:
     window = track.seen[:published]
-    lost = window.count(0) + max(0, published - len(track.seen))
+    lost = missing(track, published)
     dup = sum(c - 1 for c in window if c > 1)
     return {
         "lost": lost,
+        "holes": window[: track.last + 1].count(0),  # lost before the last event received
         "dup": dup,
         "disorder": track.disorder,
         "recovered": track.recovered,
@@ -217,8 +233,15 @@ async def _main(port: int, accounts: list[str], plan: list[int], pipe: Connectio
             )
             failed = [repr(r) for r in results if isinstance(r, BaseException)]
             pipe.send(("reconnected", {"failed": failed, "without_offset": without}))
-        elif command == "report":  # arg: events published per account
-            pipe.send(("report", [summary(t, arg[t.acc_index]) for t in tracks]))
+        elif command == "report":  # arg: events published per account, settle limit (s)
+            published, limit = arg
+            waited = await settle(tracks, published, limit)
+            pipe.send(
+                (
+                    "report",
+                    [summary(t, published[t.acc_index]) | {"settle": waited} for t in tracks],
+                )
+            )
         elif command == "stop":
             for track in tracks:
                 if track.transport is not None:

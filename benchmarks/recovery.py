@@ -7,7 +7,8 @@ events in the luna-handlers producer format, each with a sequence number) are PU
 Redis at a steady rate; then every client TCP connection is reset at once (SO_LINGER 0, so
 frames in flight are lost to the client like on a real cut), the clients stay away for
 ``--outage`` seconds while events keep flowing, and all reconnect at once with
-``since=<last offset received>``. After a drain every socket must hold every sequence number
+``since=<last offset received>``. After a drain (and up to ``--settle`` seconds more while the
+last events are still arriving: late is not lost) every socket must hold every sequence number
 exactly once. Figures per round: lost, duplicated, the replay size, the time from the start of
 the reconnect to the ``{"recovery"}`` frame and to the first replayed event (p50/p99), server
 and Redis CPU, and Redis's own time in the history scripts per published event.
@@ -131,7 +132,7 @@ async def _round(cfg: argparse.Namespace, redis_url: str, redis_pid: int) -> dic
         s2, r2, n2 = procstat.cpu_seconds(server.pid), _redis_stats(stats), producer.total
         rows: list[dict[str, Any]] = []
         for pipe in pipes:
-            pipe.send(("report", producer.published))
+            pipe.send(("report", (producer.published, cfg.settle)))
             rows += pipe.recv()[1]
         failed = [f for _kind, arg in reconnects for f in arg["failed"]]
         without = sum(arg["without_offset"] for _kind, arg in reconnects)
@@ -143,6 +144,8 @@ async def _round(cfg: argparse.Namespace, redis_url: str, redis_pid: int) -> dic
             "sockets": cfg.sockets,
             "published": producer.total,
             "lost": sum(r["lost"] for r in rows),
+            "holes": sum(r["holes"] for r in rows),
+            "settle_s": max((r["settle"] for r in rows), default=0.0),
             "duplicated": sum(r["dup"] for r in rows),
             "disorder": sum(r["disorder"] for r in rows),
             "sockets_with_loss": sum(r["lost"] > 0 for r in rows),
@@ -210,6 +213,8 @@ def run(cfg: argparse.Namespace) -> list[dict[str, Any]]:
 COLUMNS = [
     ("published", "published"),
     ("lost", "lost"),
+    ("holes", "lost before a later event"),
+    ("settle_s", "settle s"),
     ("duplicated", "dup"),
     ("recovered", "recovered"),
     ("replayed_median", "replayed/socket"),
@@ -238,6 +243,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--after", type=float, default=5.0, help="seconds of events after it")
     parser.add_argument("--drain", type=float, default=2.0)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=15.0,
+        help="then wait up to this long for every socket to hold every event (late is not lost)",
+    )
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--results-dir", type=Path, default=RESULTS)

@@ -35,7 +35,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -170,6 +170,40 @@ def covers(first_seq: int, last_seq: int, offset: Offset) -> bool:
     return offset.seq >= first_seq - 1
 
 
+class Span(NamedTuple):
+    """What one read of a channel saw, enough to answer ``since`` for any offset at or after
+    the first entry it holds (the Redis history answers many sockets from one read)."""
+
+    epoch: str
+    first: int  # first seq still in the window (last + 1 when empty)
+    last: int  # last seq given
+    entries: list[Entry]  # consecutive seqs, gap markers included (data b"")
+    gaps: Collection[int]  # seqs of the gap markers among them
+
+
+def judge(offset: Offset, span: Span) -> Replay:
+    """The replay for ``offset`` from ``span``: the exactness rules both histories share.
+
+    ``span.entries`` must start at or before the entry ``offset`` names (whenever that entry is
+    still in the window) and run to ``span.last``.
+    """
+    if span.epoch != offset.epoch or not covers(span.first, span.last, offset):
+        return NOT_RECOVERED
+    entries = span.entries
+    base = entries[0].offset.seq if entries else span.last + 1
+    if offset.seq >= span.first:
+        at = offset.seq - base
+        if at < 0 or entries[at].offset.ms != offset.ms:
+            return NOT_RECOVERED  # same seq, another message: not an offset we gave
+    start = offset.seq if offset.part is not None else offset.seq + 1
+    if max(start, span.first) < base:
+        return NOT_RECOVERED  # the read began later than this offset (its ms was not ours)
+    picked = entries[start - base :] if start > base else entries
+    if span.gaps and any(seq >= start for seq in span.gaps):
+        return NOT_RECOVERED  # nobody recorded part of what came after the offset
+    return Replay(True, picked)
+
+
 @dataclass(slots=True)
 class _Ring:
     epoch: str = field(default_factory=new_epoch)
@@ -255,25 +289,15 @@ class MemoryHistory:
 
     async def since(self, channel: str, offset: Offset) -> Replay:
         ring = self._rings.get(channel)
-        if ring is None or ring.epoch != offset.epoch:
+        if ring is None:
             return NOT_RECOVERED
         self._trim(ring, self._now())
         entries = ring.entries
         first = entries[0][0].seq if entries else ring.seq + 1
-        if not covers(first, ring.seq, offset):
-            return NOT_RECOVERED
-        if entries:
-            held = entries[offset.seq - first][0] if offset.seq >= first else None
-            if held is not None and held.ms != offset.ms:
-                return NOT_RECOVERED  # same seq, another message: not an offset we gave
-        start = offset.seq if offset.part is not None else offset.seq + 1
-        skip = max(0, start - first)
-        picked = [Entry(o, d) for o, d, _ in list(entries)[skip:]]
         if ring.gaps:
             ring.gaps = {seq for seq in ring.gaps if seq >= first}
-            if any(entry.offset.seq in ring.gaps for entry in picked):
-                return NOT_RECOVERED  # nobody recorded part of what came after the offset
-        return Replay(True, picked)
+        span = [Entry(o, d) for o, d, _ in entries]
+        return judge(offset, Span(ring.epoch, first, ring.seq, span, ring.gaps))
 
     async def size(self) -> int:
         return sum(len(ring.entries) for ring in self._rings.values())

@@ -39,7 +39,12 @@ their expiry refreshed at most once per ttl rather than on every append.
 
 Commands are batched: appends and reads queue in call order and one worker sends whatever has
 queued as a single pipeline (EVALSHA each), so a busy channel costs one round trip per batch,
-not per event; a ``since`` queued after an ``append`` runs after it (read-your-writes).
+not per event; a ``since`` queued after an ``append`` runs after it (read-your-writes). Reads
+of one channel coalesce: a ``since`` joins the channel's queued read and moves it to the tail;
+that one script returns the span from the smallest offset asked (per epoch), each offset judged
+from it in Python (history.judge). A reconnect herd costs one script and one copy of the span,
+so appends behind it are not held past the recorder's wait (delivery/recorder.py: a late append
+trips the breaker, and the gap marker that follows refuses every older offset).
 """
 
 from __future__ import annotations
@@ -62,7 +67,9 @@ from luna_sender.bus.history import (
     Entry,
     Offset,
     Replay,
+    Span,
     Window,
+    judge,
     new_epoch,
     parse,
 )
@@ -73,6 +80,7 @@ DEFAULT_PREFIX = "luna-sender:history"
 
 BEAT = 1.0
 BEAT_TTL = 3.0  # a crashed recorder still counts as recording this long (docs/recovery.md)
+WAKE = 64  # waiters of one read woken per loop iteration
 
 
 class _Op:
@@ -83,6 +91,66 @@ class _Op:
         self.keys = keys
         self.args = args
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+
+class _Read(_Op):
+    """One queued read of a channel that every ``since`` of it joins until it is sent."""
+
+    __slots__ = ("channel", "span", "starts", "waiters")
+
+    def __init__(self, channel: str, keys: list[str], ttl: int) -> None:
+        super().__init__("since", keys, [ttl])
+        self.channel = channel
+        self.starts: dict[str, tuple[int, int]] = {}  # epoch -> smallest (ms, seq) asked for
+        self.span: Span | None = None
+        self.waiters: list[asyncio.Future[Span | None]] = []
+        self.future.add_done_callback(lambda _: self._release(0))
+
+    def _release(self, start: int) -> None:
+        """:data:`WAKE` waiters per loop iteration: each renders its replay, and 2,000 in one
+        iteration stall the loop for seconds (appends' replies unread, their waits expiring)."""
+        done = self.future
+        error: BaseException | None
+        span: Span | None = None
+        if done.cancelled():
+            error = BusError("history closed", "history unavailable")
+        elif (error := done.exception()) is None:
+            span = self.result(done.result())
+        for waiter in self.waiters[start : start + WAKE]:
+            if waiter.done():
+                continue
+            if error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(span)
+        if start + WAKE < len(self.waiters):
+            done.get_loop().call_soon(self._release, start + WAKE)
+
+    def join(self, offset: Offset) -> asyncio.Future[Span | None]:
+        waiter: asyncio.Future[Span | None] = self.future.get_loop().create_future()
+        self.waiters.append(waiter)
+        at = (offset.ms, offset.seq)
+        known = self.starts.get(offset.epoch)
+        if known is None or at < known:
+            self.starts[offset.epoch] = at
+            self.args = [self.args[0]]
+            for epoch, (ms, seq) in self.starts.items():
+                self.args += [epoch, f"{ms}-{seq}"]
+        return waiter
+
+    def result(self, reply: Any) -> Span | None:
+        """The reply parsed once for every waiter (None: no history or another epoch)."""
+        if self.span is None and reply is not None and len(reply) == 4:
+            epoch = reply[0].decode()
+            entries: list[Entry] = []
+            gaps: list[int] = []
+            for raw_id, fields in reply[3]:
+                ms, _, seq = raw_id.decode().partition("-")
+                if len(fields) > 4:  # a gap marker: nobody recorded part of what came after
+                    gaps.append(int(seq))
+                entries.append(Entry(Offset(epoch, int(ms), int(seq)), bytes(fields[1])))
+            self.span = Span(epoch, int(reply[2]), int(reply[1]), entries, gaps)
+        return self.span
 
 
 class RedisHistory:
@@ -107,6 +175,7 @@ class RedisHistory:
             for name, body in self._bodies.items()
         }
         self._queue: deque[_Op] = deque()
+        self._reads: dict[str, _Read] = {}  # channel -> its read still in the queue
         self._wake: asyncio.Event | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._channels: dict[str, float] = {}  # channel -> last append (for size())
@@ -138,18 +207,18 @@ class RedisHistory:
         return result
 
     async def since(self, channel: str, offset: Offset) -> Replay:
-        part = "" if offset.part is None else str(offset.part)
-        args = [offset.epoch, str(offset.ms), str(offset.seq), part, self._limits[1]]
-        reply = await self._submit("since", list(self._keys(channel)), args)
-        if reply is None:
-            return NOT_RECOVERED
-        entries = []
-        for raw_id, fields in reply:
-            if len(fields) > 4:  # a gap marker: nobody recorded part of what came after
-                return NOT_RECOVERED
-            ms, _, seq = raw_id.decode().partition("-")
-            entries.append(Entry(Offset(offset.epoch, int(ms), int(seq)), bytes(fields[1])))
-        return Replay(True, entries)
+        """Joins the channel's queued read, moved to the tail so it runs after every append
+        queued before this call (read-your-writes); earlier waiters may then see more than
+        alone, which recovery's seam drops (it is also delivered live)."""
+        read = self._reads.get(channel)
+        if read is None:
+            read = self._reads[channel] = _Read(channel, list(self._keys(channel)), self._limits[1])
+            self._push(read)
+        elif self._queue[-1] is not read:
+            self._queue.remove(read)
+            self._queue.append(read)
+        span = await read.join(offset)  # cancelling one waiter leaves the read to the others
+        return NOT_RECOVERED if span is None else judge(offset, span)
 
     def mark_nowait(self, channel: str, start: bool) -> asyncio.Future[bool]:
         """Registering and writing the marker is one script, so two instances starting at once
@@ -223,6 +292,7 @@ class RedisHistory:
             if not op.future.done():
                 op.future.set_exception(BusError("history closed", "history unavailable"))
         self._queue.clear()
+        self._reads.clear()
         with contextlib.suppress(Exception):
             await self._client.aclose()
 
@@ -233,7 +303,9 @@ class RedisHistory:
 
     def _enqueue(self, script: str, keys: list[str], args: list[Any]) -> _Op:
         """Queued now, in call order: what the hub's synchronous bus callback relies on."""
-        op = _Op(script, keys, args)
+        return self._push(_Op(script, keys, args))
+
+    def _push(self, op: _Op) -> _Op:
         self._queue.append(op)
         if self._worker_task is None or self._worker_task.done():
             self._wake = asyncio.Event()
@@ -251,6 +323,9 @@ class RedisHistory:
             while self._queue:
                 count = min(len(self._queue), self._max_batch)
                 batch = [self._queue.popleft() for _ in range(count)]
+                for op in batch:
+                    if isinstance(op, _Read):  # sent: a later since queues a new read
+                        self._reads.pop(op.channel, None)
                 try:
                     try:
                         await self._run(batch)

@@ -57,27 +57,27 @@ redis.call('SET', KEYS[3], offset, 'PX', ARGV[6])
 return offset
 """
 
-# KEYS: stream, meta. ARGV: epoch, ms, seq, part ('' for none), ttl ms. Returns false (not
-# recoverable) or the entries from (part given) or after the offset. Entries past the ttl are
+# KEYS: stream, meta. ARGV: ttl ms, then pairs (epoch, start id). One read answers every queued
+# ``since`` of the channel (bus/redis_history.py). Returns false (no history) or {epoch} when no
+# pair names the current epoch, else {epoch, last seq, first seq, entries from the start id
+# of that pair on}; each offset is then judged in Python (history.judge). Entries past the ttl are
 # trimmed first, so a quiet channel answers as a busy one would (and as the memory history does).
 SINCE = """
 local meta = redis.call('HMGET', KEYS[2], 'epoch', 'seq')
-if not meta[1] or meta[1] ~= ARGV[1] then return false end
+if not meta[1] then return false end
+local start = nil
+for i = 2, #ARGV, 2 do
+  if ARGV[i] == meta[1] then start = ARGV[i + 1]; break end
+end
+if not start then return {meta[1]} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f', now - tonumber(ARGV[5])))
+redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f', now - tonumber(ARGV[1])))
 local last = tonumber(meta[2])
-local seq = tonumber(ARGV[3])
-if seq > last then return false end
 local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 local first = last + 1
 if #head > 0 then first = tonumber(string.match(head[1][1], '-(%d+)$')) end
-local id = ARGV[2] .. '-' .. ARGV[3]
-if ARGV[4] ~= '' and seq < first then return false end
-if seq < first - 1 then return false end
-if seq >= first and #redis.call('XRANGE', KEYS[1], id, id) == 0 then return false end
-if ARGV[4] ~= '' then return redis.call('XRANGE', KEYS[1], id, '+') end
-return redis.call('XRANGE', KEYS[1], '(' .. id, '+')
+return {meta[1], last, first, redis.call('XRANGE', KEYS[1], start, '+')}
 """
 
 
