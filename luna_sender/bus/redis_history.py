@@ -58,7 +58,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from luna_sender.bus.base import BusError
@@ -274,7 +274,7 @@ class RedisHistory:
                 for channel in self._channels:
                     pipe.xlen(self._keys(channel)[0])
                 return int(sum(await pipe.execute()))
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:  # no node reachable: the latter
             raise BusError(f"history size: {type(exc).__name__}: {exc}") from None
 
     async def close(self) -> None:
