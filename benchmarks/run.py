@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run")
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 round, ~2 min")
     parser.add_argument("--peers", default="luna,naive,socketio,broadcaster,nchan")
-    parser.add_argument("--workloads", default="W1,W2,W3,W7")
+    parser.add_argument("--workloads", default="W1,W2,W3,W4,W7")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
