@@ -354,6 +354,12 @@ def w3_load(w1: dict[str, Any], lowest: float) -> float:
     return max(1.0, min(caps) / 2) if caps else lowest / 2
 
 
+def rotate(items: list[Any], rnd: int) -> list[Any]:
+    """Round ``rnd``'s peer order: A B C, then B C A, then C A B."""
+    k = rnd % len(items) if items else 0
+    return items[k:] + items[:k]
+
+
 def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
@@ -454,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
             round_result: dict[str, Any] = {}
             # The order rotates each round: whoever runs first or last (a warm or busy machine,
             # other helpers' jobs) is a different peer each time, and the spread shows it.
-            order = peers[rnd % len(peers) :] + peers[: rnd % len(peers)] if peers else []
+            order = rotate(peers, rnd)
             for workload in workloads:
                 if workload == "W3":
                     continue

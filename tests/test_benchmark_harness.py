@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.run import w3_load
+from benchmarks.run import rotate, w3_load
 
 from .helpers import REPO
 
@@ -215,3 +215,13 @@ def test_luna_w2_runs_two_workers_and_cpu_counts_the_whole_tree() -> None:
         server.wait(20)
         redis_proc.terminate()
         redis_proc.wait(10)
+
+
+def test_peer_order_rotates_each_round() -> None:
+    assert [rotate(["a", "b", "c"], r) for r in range(4)] == [
+        ["a", "b", "c"],
+        ["b", "c", "a"],
+        ["c", "a", "b"],
+        ["a", "b", "c"],
+    ]
+    assert rotate([], 2) == []
