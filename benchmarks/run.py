@@ -240,6 +240,7 @@ class Run:
         return {
             "rate": rate,
             "published": sent,
+            "offered": rate * duration,
             "expected": publisher.expected,
             "cpu_per_event_us": 1e6 * cpu / sent if sent else float("nan"),
             "deliveries": s["count"],
@@ -291,8 +292,17 @@ def w1(peer: Peer, redis_url: str, cfg: argparse.Namespace) -> dict[str, Any]:
 
 
 def sustained(step: dict[str, Any]) -> bool:
-    """The one criterion for W1 and W4: p99 within 100 ms and >= 95 % of due deliveries."""
-    return step["p99_ms"] <= 100 and step["deliveries"] >= 0.95 * step["expected"]
+    """The one criterion for W1 and W4: the offered rate was really offered (>= 95 % of it
+    published), p99 within 100 ms and >= 95 % of the due deliveries arrived.
+
+    The first condition matters for nchan: its HTTP publish answers only after the fan-out, so a
+    saturated nchan slows the publisher down and, judged on what was published alone, passed
+    steps at a third of their rate (a 640/s step published 204 events in 3 s)."""
+    return (
+        step["published"] >= 0.95 * step["offered"]
+        and step["p99_ms"] <= 100
+        and step["deliveries"] >= 0.95 * step["expected"]
+    )
 
 
 def w4(peer: Peer, redis_url: str, cfg: argparse.Namespace) -> dict[str, Any]:

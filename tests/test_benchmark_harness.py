@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.run import rotate, w3_load
+from benchmarks.run import rotate, sustained, w3_load
 
 from .helpers import REPO
 
@@ -225,3 +225,11 @@ def test_peer_order_rotates_each_round() -> None:
         ["a", "b", "c"],
     ]
     assert rotate([], 2) == []
+
+
+def test_a_step_whose_rate_the_publisher_could_not_offer_is_not_sustained() -> None:
+    ok = {"offered": 1000.0, "published": 1000, "expected": 5000, "deliveries": 5000, "p99_ms": 9}
+    assert sustained(ok)
+    assert not sustained({**ok, "published": 320, "expected": 1600, "deliveries": 1600})
+    assert not sustained({**ok, "deliveries": 4700})
+    assert not sustained({**ok, "p99_ms": 101})
