@@ -28,6 +28,96 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
+def _spread(values: list[float], digits: int = 1) -> str:
+    """A median with its rounds' min-max beside it: one number alone hides how far reruns move."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "—"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return _fmt(med, digits)
+    return f"{_fmt(med, digits)} ({_fmt(min(values), digits)}-{_fmt(max(values), digits)})"
+
+
+# per workload: the metric compared at each common rate, its label, digits, and whether the
+# naive peer's value over ours is the "x naive" ratio (CPU per event: higher naive is better)
+STEP_METRICS = {
+    "W1": ("deliveries_per_cpu_s", "deliveries per server CPU-s", 0),
+    "W4": ("cpu_per_event_us", "server CPU µs per ingested event", 1),
+}
+
+
+def render_steps(results: dict[str, Any]) -> str:
+    """Peers compared at the same offered rates (every step each one ran), then the highest
+    sustained step; each cell is the median over rounds with min-max, the number of rounds the
+    step was sustained, and the busiest client process's CPU share (a client near 100 % means
+    the load generator, not the server, set the limit)."""
+    rounds = results["rounds"]
+    out: list[str] = []
+    for workload, (key, label, digits) in STEP_METRICS.items():
+        per_peer: dict[str, list[dict[str, Any]]] = {}
+        for rr in rounds:
+            for peer, res in rr.get(workload, {}).items():
+                if isinstance(res, dict) and "steps" in res:
+                    per_peer.setdefault(peer, []).append(res)
+        if not per_peer:
+            continue
+        peers = list(per_peer)
+        rates = sorted(
+            {st["rate"] for runs in per_peer.values() for r in runs for st in r["steps"]}
+        )
+        out += [
+            f"{workload}: {label} at each offered rate — median (min-max) over rounds, "
+            "[sustained rounds/rounds, max client CPU %]",
+            "",
+            "| events/s | " + " | ".join(peers) + " |",
+            "|---|" + "---|" * len(peers),
+        ]
+        for rate in rates:
+            cells = []
+            for peer in peers:
+                steps = [st for r in per_peer[peer] for st in r["steps"] if st["rate"] == rate]
+                if not steps:
+                    cells.append("—")
+                    continue
+                ok = sum(1 for st in steps if st.get("sustained"))
+                util = max(st.get("client_util_max", 0.0) for st in steps)
+                cells.append(
+                    f"{_spread([st[key] for st in steps], digits)} "
+                    f"[{ok}/{len(steps)}, {100 * util:.0f} %]"
+                )
+            out.append(f"| {_fmt(rate, 0)} | " + " | ".join(cells) + " |")
+        best = []
+        for peer in peers:
+            rates_ok = [r["best"]["rate"] if r.get("best") else 0.0 for r in per_peer[peer]]
+            best.append(_spread(rates_ok, 0))
+        out.append("| highest sustained | " + " | ".join(best) + " |")
+        if workload == "W4" and "naive" in per_peer:
+            out += ["", "W4 x naive (naive CPU/event ÷ peer CPU/event, same round and rate):", ""]
+            for peer in peers:
+                if peer == "naive":
+                    continue
+                cells = []
+                for rate in rates:
+                    ratios = []
+                    for rr in rounds:
+                        a = _step(rr.get("W4", {}).get(peer), rate)
+                        b = _step(rr.get("W4", {}).get("naive"), rate)
+                        if a and b and a[key]:
+                            ratios.append(b[key] / a[key])
+                    if ratios:
+                        cells.append(f"{_fmt(rate, 0)}/s: {_spread(ratios, 2)}")
+                out.append(f"- {peer}: " + ("; ".join(cells) or "no common step"))
+        out.append("")
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def _step(res: dict[str, Any] | None, rate: float) -> dict[str, Any] | None:
+    if not res or "steps" not in res:
+        return None
+    return next((st for st in res["steps"] if st["rate"] == rate), None)
+
+
 def render(results: dict[str, Any]) -> str:
     rounds = results["rounds"]
     peers: list[str] = []
@@ -59,20 +149,17 @@ def render(results: dict[str, Any]) -> str:
         table[peer] = {
             "w1_rate": _median(metric("W1", "deliveries_per_s")),
             "w1_cpu": _median(metric("W1", "deliveries_per_cpu_s")),
-            "w2": _median(metric("W2", "cpu_per_event_ms")),
-            "w3_p50": _median(metric("W3", "p50_ms")),
-            "w3_p99": _median(metric("W3", "p99_ms")),
-            "w7": _median(metric("W7", "rss_per_connection_kib")),
         }
-        t = table[peer]
         lines.append(
-            f"| {peer} | {_fmt(t['w1_rate'], 0)} | {_fmt(t['w1_cpu'], 0)} | "
-            f"{_fmt(t['w2'], 2)} | {_fmt(t['w3_p50'])} | {_fmt(t['w3_p99'])} | "
-            f"{_fmt(t['w7'])} |"
+            f"| {peer} | {_spread(metric('W1', 'deliveries_per_s'), 0)} | "
+            f"{_spread(metric('W1', 'deliveries_per_cpu_s'), 0)} | "
+            f"{_spread(metric('W2', 'cpu_per_event_ms'), 2)} | "
+            f"{_spread(metric('W3', 'p50_ms'))} | {_spread(metric('W3', 'p99_ms'))} | "
+            f"{_spread(metric('W7', 'rss_per_connection_kib'))} |"
         )
     lines += [
         "",
-        "Per-round ratios luna-sender / peer (median of rounds):",
+        "Per-round ratios luna-sender / peer (median of rounds, then every round):",
         "",
         "| peer | W1 deliveries/CPU-s (higher is better) | W2 CPU/event (lower) | "
         "W3 p99 (lower) | W7 RSS/conn (lower) |",
@@ -111,7 +198,8 @@ def render(results: dict[str, Any]) -> str:
                 else f"{statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)})"
             )
         lines.append(f"| {peer} | " + " | ".join(cols) + " |")
-    return "\n".join(lines) + "\n"
+    steps = render_steps(results)
+    return "\n".join(lines) + "\n" + ("\n" + steps if steps else "")
 
 
 if __name__ == "__main__":

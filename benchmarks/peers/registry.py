@@ -43,8 +43,9 @@ def _spawn(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Pope
     )
 
 
-def _luna_cmd(port: int, redis_url: str) -> list[str]:
+def _luna_cmd(port: int, redis_url: str, workers: int = 1) -> list[str]:
     """The service's command line; the A/B base runs the same one in its own checkout."""
+    extra = [] if workers == 1 else ["--workers", str(workers)]
     return [
         sys.executable,
         "-m",
@@ -57,6 +58,7 @@ def _luna_cmd(port: int, redis_url: str) -> list[str]:
         redis_url,
         "--log-level",
         "WARNING",
+        *extra,
     ]
 
 
@@ -112,6 +114,11 @@ def _need_base() -> str | None:
     if not base or not (Path(base) / "luna_sender").is_dir():
         return f"set {BASE_ENV} to a checkout of the commit to compare against"
     return None
+
+
+def _luna_w2(port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    """Two workers sharing the port (SO_REUSEPORT): procstat sums the whole process tree."""
+    return _spawn(_luna_cmd(port, redis_url, workers=2), {"LUNA_SENDER_EVENT_LOOP": "auto"})
 
 
 def _luna_asyncio(port: int, redis_url: str) -> subprocess.Popen[bytes]:
@@ -198,6 +205,7 @@ def _luna_sub(acc: str, src: list[str] | None, _g: int) -> Sub:
 
 PEERS: dict[str, Peer] = {
     "luna": Peer("luna", _luna, _luna_sub, "redis-luna", True),
+    "luna-w2": Peer("luna-w2", _luna_w2, _luna_sub, "redis-luna", True),
     "luna-asyncio": Peer("luna-asyncio", _luna_asyncio, _luna_sub, "redis-luna", True),
     "luna-jwt": Peer("luna-jwt", _luna_jwt, _jwt_sub, "redis-luna", True),
     "luna-base": Peer("luna-base", _luna_base, _luna_sub, "redis-luna", True, _need_base),
