@@ -209,19 +209,32 @@ class Hub:
 
     def on_message(self, channel: str, data: bytes) -> None:
         if channel == self._general_channel:
-            self._dispatch(channel, data, "general")
+            kind = "general"
         elif channel.startswith(self._face_prefix):
-            self._dispatch(channel, data, "face")
+            kind = "face"
         else:
             return
+        started = time.perf_counter()
+        sent = self._dispatch(channel, data, kind, started)
         # The plain sockets were written to above; recording costs them this one look-up.
         if channel in self._recorded:
-            self._record(channel, data)
+            self._record(channel, kind, data, sent, started)
+        else:
+            self._report(channel, kind, data, sent, started)
 
-    def _record(self, channel: str, data: bytes) -> None:
-        kind = "general" if channel == self._general_channel else "face"
+    def _report(
+        self, channel: str, kind: str, data: bytes, sent: int | None, started: float
+    ) -> None:
+        """The plugins' one notice per bus message (None: poison, no notice). A recorded
+        channel's comes once its recovering sockets were written to as well, with both counts."""
+        if self.hooks is not None and sent is not None:
+            self.hooks.event_received(channel, kind, data, sent, time.perf_counter() - started)
+
+    def _record(
+        self, channel: str, kind: str, data: bytes, sent: int | None, started: float
+    ) -> None:
         if len(data) <= self._max_bus_bytes:
-            self.recorder.record(channel, kind, data)
+            self.recorder.record(channel, kind, data, sent, started)
         elif not self._plain(channel, kind):  # else the plain path reported it
             self._poison(kind, channel, f"{len(data)} bytes exceeds the bus message limit")
 
@@ -231,14 +244,24 @@ class Hub:
         return bool(self._general)
 
     def _deliver_recovering(
-        self, channel: str, kind: str, data: bytes, offset: Offset | None
+        self,
+        channel: str,
+        kind: str,
+        data: bytes,
+        offset: Offset | None,
+        plain: int | None,
+        started: float,
     ) -> None:
-        """One recorded message to the channel's recovering sockets, in receive order."""
+        """One recorded message to the channel's recovering sockets, in receive order.
+
+        ``plain``/``started``: what the plain fan-out wrote and when the message arrived, so a
+        delivery is counted once whichever sockets took it (docs/metrics.md)."""
         if kind == "face":
             groups = self._face_rec.get(channel[len(self._face_prefix) :])
         else:
             groups = self._general_rec
         if not groups:
+            self._report(channel, kind, data, plain, started)
             return
         sent = 0
         key = hash(data)
@@ -263,25 +286,26 @@ class Hub:
             return
         if sent:
             self.metrics.delivered[kind].inc(sent)
+            if not plain:  # one latency observation per message: the first write's
+                self.metrics.delivered_message(kind, started, msg.create_time)
+        self._report(channel, kind, data, None if plain is None else plain + sent, started)
 
     def _poison(self, kind: str, channel: str, reason: str) -> None:
         self.metrics.poison(kind)
         log.warning("skipped undecodable %s message on channel %s: %s", kind, channel, reason)
 
-    def _dispatch(self, channel: str, data: bytes, kind: str) -> None:
-        started = time.perf_counter()
+    def _dispatch(self, channel: str, data: bytes, kind: str, started: float) -> int | None:
+        """Writes to the plain sockets; how many frames (None: poison)."""
         self.metrics.received[kind].inc()
         if kind == "face":
             groups = self._face.get(channel[len(self._face_prefix) :])
         else:
             groups = self._general
         if not groups:
-            if self.hooks is not None:
-                self.hooks.event_received(channel, kind, data, 0, 0.0)
-            return
+            return 0
         if len(data) > self._max_bus_bytes:
             self._poison(kind, channel, f"{len(data)} bytes exceeds the bus message limit")
-            return
+            return None
         sent = 0
         try:
             msg = matching.decode(kind, data)
@@ -291,12 +315,11 @@ class Hub:
                     sent += group.send(frame)
         except wire.PoisonMessage as exc:
             self._poison(kind, channel, str(exc))
-            return
+            return None
         if sent:
             self.metrics.delivered[kind].inc(sent)
             self.metrics.delivered_message(kind, started, msg.create_time)
-        if self.hooks is not None:
-            self.hooks.event_received(channel, kind, data, sent, time.perf_counter() - started)
+        return sent
 
     # --- eviction and shutdown -------------------------------------------------------------
 

@@ -57,8 +57,10 @@ APPEND_WAIT = 1.0
 COOLDOWN = 1.0
 SINCE_WAIT = 2.0
 
-# hub callback: (channel, kind, data, offset) -> writes to the channel's recovering sockets
-Deliver = Callable[[str, str, bytes, Offset | None], None]
+# hub callback: (channel, kind, data, offset, plain, started) -> writes to the channel's
+# recovering sockets; ``plain``/``started`` are the hub's, passed through (Recorder.record).
+Deliver = Callable[[str, str, bytes, Offset | None, int | None, float], None]
+_Queued = tuple[bytes, "asyncio.Future[Offset] | None", int | None, float]
 
 
 def render_for(
@@ -93,17 +95,20 @@ class _Pipe:
         self.owner = owner
         self.channel = channel
         self.kind = kind
-        self.queue: deque[tuple[bytes, asyncio.Future[Offset] | None]] = deque()
+        self.queue: deque[_Queued] = deque()
         self.task: asyncio.Task[None] | None = None
 
-    def push(self, data: bytes, pending: asyncio.Future[Offset] | None) -> None:
+    def push(
+        self, data: bytes, pending: asyncio.Future[Offset] | None, plain: int | None, at: float
+    ) -> None:
         if pending is not None and pending.done() and not self.queue:  # memory://: no wait
-            self.owner.deliver(self.channel, self.kind, data, self.owner.settled(pending))
+            offset = self.owner.settled(pending)
+            self.owner.deliver(self.channel, self.kind, data, offset, plain, at)
             return
         if pending is None and not self.queue:
-            self.owner.deliver(self.channel, self.kind, data, None)
+            self.owner.deliver(self.channel, self.kind, data, None, plain, at)
             return
-        self.queue.append((data, pending))
+        self.queue.append((data, pending, plain, at))
         if self.task is None:
             self.task = asyncio.create_task(self._run(), name=f"history-pipe {self.channel}")
 
@@ -111,7 +116,7 @@ class _Pipe:
         owner = self.owner
         try:
             while self.queue:
-                data, pending = self.queue[0]
+                data, pending, plain, at = self.queue[0]
                 offset = None
                 if pending is not None:
                     if not pending.done() and not owner.broken():
@@ -121,7 +126,7 @@ class _Pipe:
                     else:
                         owner.trip(f"no answer within {APPEND_WAIT:.1f}s")
                 self.queue.popleft()
-                owner.deliver(self.channel, self.kind, data, offset)
+                owner.deliver(self.channel, self.kind, data, offset, plain, at)
         finally:
             self.task = None
 
@@ -178,8 +183,10 @@ class Recorder:
         if done.cancelled() or done.exception() is not None:
             self._dirty.add(channel)
 
-    def record(self, channel: str, kind: str, data: bytes) -> None:
-        """Called by the bus callback for a recorded channel: never waits."""
+    def record(self, channel: str, kind: str, data: bytes, plain: int | None, at: float) -> None:
+        """Called by the bus callback for a recorded channel: never waits. ``plain`` (frames
+        the hub wrote to plain sockets, None for poison) and ``at`` (receipt) go with the
+        message to the hub's delivery, which reports it (hooks, metrics) once, with both."""
         pending = None
         history = self.history
         if history is not None and self.broken():
@@ -196,7 +203,7 @@ class Recorder:
         pipe = self._pipes.get(channel)
         if pipe is None:
             pipe = self._pipes[channel] = _Pipe(self, channel, kind)
-        pipe.push(data, pending)
+        pipe.push(data, pending, plain, at)
 
     def joined(self, channel: str) -> None:
         self.recording.joined(channel)
@@ -250,9 +257,14 @@ class Recorder:
                 except (BusError, TimeoutError) as exc:
                     self.trip(str(exc) or type(exc).__name__)
         payloads = seam.finish(replay, render_for(conn, kind))
-        for payload in payloads:  # no await in between: nothing live can slip in
-            conn.send(text_frame(payload))
+        live = 0
+        for n, payload in enumerate(payloads):  # no await in between: nothing live slips in
+            # [recovery frame, replayed..., held live...]: held live events count as delivered
+            if conn.send(text_frame(payload)) and n > seam.replayed:
+                live += 1
         self.metrics.recovered(seam.outcome, seam.replayed)
+        if live:
+            self.metrics.delivered[kind].inc(live)
 
     async def size(self) -> int | None:
         if self.history is None:
