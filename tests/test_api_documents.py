@@ -397,9 +397,11 @@ async def test_generated_python_client_publishes(memory_app: LiveApp, tmp_path: 
         )
         publish_events = importlib.import_module("luna_client.api.publish.publish_events_v1")
         models = importlib.import_module("luna_client.models")
-        client = client_mod.Client(base_url=memory_app.url("/").rstrip("/"))
         acc = account()
         async with (
+            # Closing it closes its httpx client: left to the GC, that socket's ResourceWarning
+            # landed in whichever later test was running (it was test_bench_recovery's).
+            client_mod.Client(base_url=memory_app.url("/").rstrip("/")) as client,
             memory_app.ws("/ws/general", params={"account_id": "string"}) as gws,
             memory_app.ws("/2/ws", account=acc) as fws,
         ):

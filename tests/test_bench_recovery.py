@@ -16,10 +16,6 @@ from benchmarks.recovery import parse, run
 pytestmark = pytest.mark.slow
 
 
-# In the full suite an asyncio transport leaked by an earlier test is collected while this long
-# test runs and its ResourceWarning lands here (it passes alone with warnings as errors); the
-# leaking test is not found yet (session note). Narrow: only unraisable warnings, only here.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_small_w5_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     cfg = parse(
         [

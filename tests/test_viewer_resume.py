@@ -162,12 +162,6 @@ async def publish_http(svc: Service, acc: str, *tags: str) -> None:
         assert resp.status == 204, await resp.text()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="#18 open: since the gap markers, a resume on the restarted instance is sometimes "
-    "answered recovered:false (conservative, never a hidden loss) although a second instance "
-    "recorded throughout; about 1 run in 3 here",
-)
 async def test_viewer_resumes_across_a_restart_of_its_service(
     private_redis: RedisServer, page: Any
 ) -> None:

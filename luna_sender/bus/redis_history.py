@@ -174,6 +174,7 @@ class RedisHistory:
             name: hashlib.sha1(body.encode()).hexdigest()  # Redis names scripts by SHA1
             for name, body in self._bodies.items()
         }
+        self._loaded = False  # all scripts loaded since the last connection error
         self._queue: deque[_Op] = deque()
         self._reads: dict[str, _Read] = {}  # channel -> its read still in the queue
         self._wake: asyncio.Event | None = None
@@ -332,6 +333,7 @@ class RedisHistory:
                     except (RedisConnectionError, RedisTimeoutError, OSError):
                         # A pooled connection left over from before a Redis restart: once more
                         # on a fresh one. Safe: a repeated append is deduplicated, reads are reads.
+                        self._loaded = False  # a restarted Redis has no scripts
                         await self._run([op for op in batch if not op.future.done()])
                 except Exception as exc:  # still failing: every op in the batch fails
                     error = BusError(f"history: {type(exc).__name__}: {exc}", "history unavailable")
@@ -339,12 +341,27 @@ class RedisHistory:
                         if not op.future.done():
                             op.future.set_exception(error)
 
+    async def _load(self) -> None:
+        """Every script, in one MULTI, before the first batch and after a connection error.
+
+        A batch must find all scripts or none: were MARK missing and APPEND present (another
+        instance halfway through loading them one by one), a [MARK, APPEND] batch would run the
+        append, then the retried MARK, and put a recorder's start marker after the message it
+        recorded (a resume from that message would then answer recovered false).
+        """
+        async with self._client.pipeline(transaction=True) as pipe:
+            for body in self._bodies.values():
+                pipe.script_load(body)
+            await pipe.execute()
+        self._loaded = True
+
     async def _run(self, batch: list[_Op]) -> None:
+        if not self._loaded:
+            await self._load()
         results = await self._pipeline(batch)
         missing = [op for op, res in zip(batch, results, strict=True) if _noscript(res)]
-        if missing:  # Redis restarted (or SCRIPT FLUSH): load, then run what did not run
-            for body in self._bodies.values():
-                await self._client.script_load(body)
+        if missing:  # SCRIPT FLUSH (drops all at once): load, then run what did not run
+            await self._load()
             retried = await self._pipeline(missing)
             results = [
                 retried.pop(0) if _noscript(res) else res

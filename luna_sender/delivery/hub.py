@@ -2,11 +2,10 @@
 
 Data flows one way: bus -> :meth:`Hub.on_message` -> filters -> socket. Each bus message is decoded
 once; connections with identical filters share a :class:`Group`, so a predicate runs once per
-distinct filter, not once per socket; the envelope of an event is serialised and framed once,
-lazily (only when something matches), and the same frame bytes are written to every matching
-transport. Decoding and matching are :mod:`luna_sender.delivery.matching`'s, shared with the
-event forwarder plugin; a socket's writes, backpressure and close are
-:mod:`luna_sender.delivery.connection`'s. See docs/reliability.md.
+distinct filter, not per socket; an event's envelope is serialised and framed once, only when
+something matches, and one loop turn's frames go to a socket as one write. Decoding and matching
+are :mod:`luna_sender.delivery.matching`'s (shared with the forwarder plugin); writes,
+backpressure and close are :mod:`luna_sender.delivery.connection`'s. See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -27,8 +26,7 @@ from luna_sender.delivery.connection import (
 )
 from luna_sender.delivery.frames import text_frame
 from luna_sender.delivery.groups import Batch, GroupSet, face_index, general_index
-from luna_sender.delivery.recorder import Recorder
-from luna_sender.delivery.recovery import with_offset
+from luna_sender.delivery.recorder import POISON, Recorder, Tally, write_recorded
 
 if TYPE_CHECKING:
     from luna_sender.bus import Bus
@@ -89,7 +87,7 @@ class Hub:
         self._recorded = self.recorder.channels
         self._gauge: asyncio.Task[None] | None = None
         # Bus messages of the current loop turn, fanned out together by _drain.
-        self._inbox: list[tuple[str, bytes, str, float]] = []
+        self._inbox: list[tuple[str, bytes, str, float, Tally | None]] = []
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -220,21 +218,26 @@ class Hub:
         else:
             return
         # Fanned out at the end of the loop turn with every message of the same turn (the bus
-        # reader hands over all it has buffered at once): see _drain.
+        # reader hands over all it has buffered at once): see _drain. Recorded at once, so
+        # appends keep receive order ahead of any later ``since``; recording costs the plain
+        # sockets this one look-up.
+        started = time.perf_counter()
+        tally = Tally() if channel in self._recorded else None
         inbox = self._inbox
-        inbox.append((channel, data, kind, time.perf_counter()))
+        inbox.append((channel, data, kind, started, tally))
         if len(inbox) == 1:
             asyncio.get_running_loop().call_soon(self._drain)
-        # Recording costs the plain sockets this one look-up.
-        if channel in self._recorded:
-            self._record(channel, data)
+        if tally is not None:
+            if len(data) <= self._max_bus_bytes:
+                self.recorder.record(channel, kind, data, tally, started)
+            elif not self._plain(channel, kind):  # else the plain path reports it
+                self._poison(kind, channel, f"{len(data)} bytes exceeds the bus message limit")
 
-    def _record(self, channel: str, data: bytes) -> None:
-        kind = "general" if channel == self._general_channel else "face"
-        if len(data) <= self._max_bus_bytes:
-            self.recorder.record(channel, kind, data)
-        elif not self._plain(channel, kind):  # else the plain path reported it
-            self._poison(kind, channel, f"{len(data)} bytes exceeds the bus message limit")
+    def _counted(self, channel: str, kind: str, data: bytes, started: float, sent: int) -> None:
+        """The plugins' one notice per bus message; a recorded one's comes from whichever of
+        its two fan-outs (plain, recovering) finishes second, with both counts."""
+        if self.hooks is not None:
+            self.hooks.event_received(channel, kind, data, sent, time.perf_counter() - started)
 
     def _plain(self, channel: str, kind: str) -> bool:
         if kind == "face":
@@ -242,38 +245,36 @@ class Hub:
         return bool(self._general)
 
     def _deliver_recovering(
-        self, channel: str, kind: str, data: bytes, offset: Offset | None
+        self,
+        channel: str,
+        kind: str,
+        data: bytes,
+        offset: Offset | None,
+        tally: Tally,
+        started: float,
     ) -> None:
-        """One recorded message to the channel's recovering sockets, in receive order."""
+        """One recorded message to the channel's recovering sockets, in receive order; counted
+        with its plain deliveries as one message (docs/metrics.md)."""
         if kind == "face":
             groups = self._face_rec.get(channel[len(self._face_prefix) :])
         else:
             groups = self._general_rec
         if not groups:
+            if tally.recovering(0, None):
+                self._counted(channel, kind, data, started, tally.total())
             return
-        sent = 0
-        key = hash(data)
         try:
-            msg = matching.decode(kind, data)
-            for part, envelope, matched in matching.indexed(msg, groups.index.candidates):
-                named = None if offset is None else (offset if part is None else offset.at(part))
-                payload = envelope if named is None else with_offset(envelope, str(named))
-                frame = text_frame(payload)
-                for group in matched:
-                    for conn in group.conns:
-                        seam = conn.seam
-                        if seam is None or seam.transparent:
-                            sent += conn.send(frame)
-                            continue
-                        passed = seam.hold(named, payload, key)
-                        if passed is not None:
-                            sent += conn.send(text_frame(passed))
+            sent, create_time = write_recorded(groups, kind, data, offset)
         except wire.PoisonMessage as exc:
             if not self._plain(channel, kind):  # else the plain path reported it
                 self._poison(kind, channel, str(exc))
             return
         if sent:
             self.metrics.delivered[kind].inc(sent)
+            if tally.plain == 0:  # one latency observation per message: the first write's
+                self.metrics.delivered_message(kind, started, create_time)
+        if tally.recovering(sent, create_time):
+            self._counted(channel, kind, data, started, tally.total())
 
     def _poison(self, kind: str, channel: str, reason: str) -> None:
         self.metrics.poison(kind)
@@ -286,11 +287,11 @@ class Hub:
         as before. Per socket the order is the bus order (a socket is in one group)."""
         inbox, self._inbox = self._inbox, []
         batch, done, size = Batch(), [], 0
-        for channel, data, kind, started in inbox:
+        for channel, data, kind, started, tally in inbox:
             spans: list[tuple[int, int]] = []
-            create_time = self._dispatch(channel, data, kind, started, batch, spans)
-            if spans:
-                done.append((channel, data, kind, started, create_time, spans))
+            create_time = self._dispatch(channel, data, kind, batch, spans)
+            if create_time is not POISON:
+                done.append((channel, data, kind, started, create_time, spans, tally))
             size += len(data)
             if size >= BATCH_BYTES:  # a long backlog goes out in slices, the first one early
                 self._send(batch, done)
@@ -299,35 +300,34 @@ class Hub:
 
     def _send(self, batch: Batch, done: list[Any]) -> None:
         counts = batch.send()
-        metrics, hooks = self.metrics, self.hooks
-        for channel, data, kind, started, create_time, spans in done:
+        metrics = self.metrics
+        for channel, data, kind, started, create_time, spans, tally in done:
             sent = 0
             for key, i in spans:
                 sent += counts[key][i]
             if sent:
                 metrics.delivered[kind].inc(sent)
                 metrics.delivered_message(kind, started, create_time)
-            if hooks is not None:
-                hooks.event_received(channel, kind, data, sent, time.perf_counter() - started)
+            elif tally is not None and tally.rec:  # only recovering sockets took it, first
+                metrics.delivered_message(kind, started, tally.create_time)
+            if tally is None:
+                self._counted(channel, kind, data, started, sent)
+            elif tally.plain_done(sent):
+                self._counted(channel, kind, data, started, tally.total())
 
-    def _dispatch(
-        self, channel: str, data: bytes, kind: str, started: float, batch: Batch, spans: Any
-    ) -> object:
+    def _dispatch(self, channel: str, data: bytes, kind: str, batch: Batch, spans: Any) -> object:
         """Match one message and queue its frames in ``batch``, noting in ``spans`` where they
-        went; returns the producer's create time. Leaves ``spans`` empty when the message is
-        reported here (no sockets, poison)."""
+        went; returns the producer's create time, or :data:`POISON` (reported here)."""
         self.metrics.received[kind].inc()
         if kind == "face":
             groups = self._face.get(channel[len(self._face_prefix) :])
         else:
             groups = self._general
         if not groups:
-            if self.hooks is not None:
-                self.hooks.event_received(channel, kind, data, 0, 0.0)
             return None
         if len(data) > self._max_bus_bytes:
             self._poison(kind, channel, f"{len(data)} bytes exceeds the bus message limit")
-            return None
+            return POISON
         try:
             msg = matching.decode(kind, data)
             for envelope, matched in matching.select(msg, groups.index.candidates):
@@ -339,9 +339,7 @@ class Hub:
             # on the spot; the message is reported once, as poison.
             spans.clear()
             self._poison(kind, channel, str(exc))
-            return None
-        if not spans and self.hooks is not None:
-            self.hooks.event_received(channel, kind, data, 0, time.perf_counter() - started)
+            return POISON
         return msg.create_time
 
     # --- eviction and shutdown -------------------------------------------------------------

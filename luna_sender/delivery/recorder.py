@@ -45,10 +45,11 @@ from luna_sender.bus.base import BusError
 from luna_sender.bus.history import Entry, History, Offset, Replay
 from luna_sender.delivery import matching
 from luna_sender.delivery.frames import text_frame
-from luna_sender.delivery.recovery import Recording
+from luna_sender.delivery.recovery import Recording, with_offset
 
 if TYPE_CHECKING:
     from luna_sender.delivery.connection import Connection
+    from luna_sender.delivery.groups import GroupSet
     from luna_sender.runtime.metrics import Metrics
 
 log = logging.getLogger("luna_sender.hub")
@@ -57,8 +58,37 @@ APPEND_WAIT = 1.0
 COOLDOWN = 1.0
 SINCE_WAIT = 2.0
 
-# hub callback: (channel, kind, data, offset) -> writes to the channel's recovering sockets
-Deliver = Callable[[str, str, bytes, Offset | None], None]
+POISON = object()  # the hub's plain fan-out found the message undecodable (it reported it)
+
+
+class Tally:
+    """One recorded bus message's deliveries, counted by the hub's plain fan-out (at the end
+    of the loop turn) and by its recovering sockets (once the offset is known) in either
+    order: the plugins get one notice per message, from whichever side finishes second."""
+
+    __slots__ = ("create_time", "plain", "rec")
+
+    def __init__(self) -> None:
+        self.plain: int | None = None
+        self.rec: int | None = None
+        self.create_time: object = None
+
+    def plain_done(self, sent: int) -> bool:
+        self.plain = sent
+        return self.rec is not None
+
+    def recovering(self, sent: int, create_time: object) -> bool:
+        self.rec, self.create_time = sent, create_time
+        return self.plain is not None
+
+    def total(self) -> int:
+        return (self.plain or 0) + (self.rec or 0)
+
+
+# hub callback: (channel, kind, data, offset, tally, started) -> writes to the channel's
+# recovering sockets; ``tally``/``started`` are the hub's, passed through (Recorder.record).
+Deliver = Callable[[str, str, bytes, Offset | None, Tally, float], None]
+_Queued = tuple[bytes, "asyncio.Future[Offset] | None", Tally, float]
 
 
 def render_for(
@@ -78,6 +108,31 @@ def render_for(
     return render
 
 
+def write_recorded(
+    groups: GroupSet, kind: str, data: bytes, offset: Offset | None
+) -> tuple[int, object]:
+    """One recorded message to its recovering sockets: each envelope carries its offset, and a
+    resuming socket's seam holds (or drops) what its replay will cover. Returns the frames
+    written and the producer's create time; raises wire.PoisonMessage."""
+    sent = 0
+    key = hash(data)
+    msg = matching.decode(kind, data)
+    for part, envelope, matched in matching.indexed(msg, groups.index.candidates):
+        named = None if offset is None else (offset if part is None else offset.at(part))
+        payload = envelope if named is None else with_offset(envelope, str(named))
+        frame = text_frame(payload)
+        for group in matched:
+            for conn in group.conns:
+                seam = conn.seam
+                if seam is None or seam.transparent:
+                    sent += conn.send(frame)
+                    continue
+                passed = seam.hold(named, payload, key)
+                if passed is not None:
+                    sent += conn.send(text_frame(passed))
+    return sent, msg.create_time
+
+
 def _retrieve(done: asyncio.Future[Any]) -> None:
     """An abandoned operation's error is expected (the breaker reported it): retrieve it."""
     if not done.cancelled():
@@ -93,17 +148,20 @@ class _Pipe:
         self.owner = owner
         self.channel = channel
         self.kind = kind
-        self.queue: deque[tuple[bytes, asyncio.Future[Offset] | None]] = deque()
+        self.queue: deque[_Queued] = deque()
         self.task: asyncio.Task[None] | None = None
 
-    def push(self, data: bytes, pending: asyncio.Future[Offset] | None) -> None:
+    def push(
+        self, data: bytes, pending: asyncio.Future[Offset] | None, plain: Tally, at: float
+    ) -> None:
         if pending is not None and pending.done() and not self.queue:  # memory://: no wait
-            self.owner.deliver(self.channel, self.kind, data, self.owner.settled(pending))
+            offset = self.owner.settled(pending)
+            self.owner.deliver(self.channel, self.kind, data, offset, plain, at)
             return
         if pending is None and not self.queue:
-            self.owner.deliver(self.channel, self.kind, data, None)
+            self.owner.deliver(self.channel, self.kind, data, None, plain, at)
             return
-        self.queue.append((data, pending))
+        self.queue.append((data, pending, plain, at))
         if self.task is None:
             self.task = asyncio.create_task(self._run(), name=f"history-pipe {self.channel}")
 
@@ -111,7 +169,7 @@ class _Pipe:
         owner = self.owner
         try:
             while self.queue:
-                data, pending = self.queue[0]
+                data, pending, plain, at = self.queue[0]
                 offset = None
                 if pending is not None:
                     if not pending.done() and not owner.broken():
@@ -121,7 +179,7 @@ class _Pipe:
                     else:
                         owner.trip(f"no answer within {APPEND_WAIT:.1f}s")
                 self.queue.popleft()
-                owner.deliver(self.channel, self.kind, data, offset)
+                owner.deliver(self.channel, self.kind, data, offset, plain, at)
         finally:
             self.task = None
 
@@ -178,8 +236,10 @@ class Recorder:
         if done.cancelled() or done.exception() is not None:
             self._dirty.add(channel)
 
-    def record(self, channel: str, kind: str, data: bytes) -> None:
-        """Called by the bus callback for a recorded channel: never waits."""
+    def record(self, channel: str, kind: str, data: bytes, plain: Tally, at: float) -> None:
+        """Called by the bus callback for a recorded channel: never waits. ``plain`` (the
+        hub's count of this message's deliveries) and ``at`` (receipt) go with the
+        message to the hub's delivery, which reports it (hooks, metrics) once, with both."""
         pending = None
         history = self.history
         if history is not None and self.broken():
@@ -196,7 +256,7 @@ class Recorder:
         pipe = self._pipes.get(channel)
         if pipe is None:
             pipe = self._pipes[channel] = _Pipe(self, channel, kind)
-        pipe.push(data, pending)
+        pipe.push(data, pending, plain, at)
 
     def joined(self, channel: str) -> None:
         self.recording.joined(channel)
@@ -256,9 +316,14 @@ class Recorder:
                 except (BusError, TimeoutError) as exc:
                     self.trip(str(exc) or type(exc).__name__)
         payloads = seam.finish(replay, render_for(conn, kind))
-        for payload in payloads:  # no await in between: nothing live can slip in
-            conn.send(text_frame(payload))
+        live = 0
+        for n, payload in enumerate(payloads):  # no await in between: nothing live slips in
+            # [recovery frame, replayed..., held live...]: held live events count as delivered
+            if conn.send(text_frame(payload)) and n > seam.replayed:
+                live += 1
         self.metrics.recovered(seam.outcome, seam.replayed)
+        if live:
+            self.metrics.delivered[kind].inc(live)
 
     async def size(self) -> int | None:
         if self.history is None:

@@ -10,6 +10,8 @@ Hooks (all optional, sync or async; see docs/plugins.md):
 - ``start(context)`` / ``stop()``
 - ``event_received(event: BusEvent)`` — every bus message, with its channel and account
 - ``event_delivered(event: BusEvent)`` — when it went to at least one socket (``event.delivered``)
+  Recovering sockets count like plain ones; replays to reconnecting sockets are not reported
+  (docs/metrics.md, "Recovering sockets").
 - ``request_finished(route, status, duration, error_code)``
 - ``connection_opened(info)`` / ``connection_closed(info)``
 
@@ -61,7 +63,7 @@ class BusEvent:
     kind: str  # "face" | "general"
     account_id: str | None  # from the channel for face events; general: inside the message
     data: bytes
-    delivered: int  # sockets it was written to
+    delivered: int  # frames written to sockets, plain and recovering (replays: never)
     transport_time: float  # seconds from bus receipt to hand-off to the sockets
     received_at: float = field(default_factory=time.time)
 

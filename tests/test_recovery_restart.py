@@ -1,0 +1,71 @@
+"""A resume on a restarted instance while a second one recorded throughout (#18), two real
+service processes over one private redis-server, no browser.
+
+The viewer's restart test (test_viewer_resume.py) answered ``recovered: false`` about one run in
+three: an instance's first history batch is [MARK (start marker), APPEND], and when another
+instance was halfway through loading the scripts one by one, MARK was missing and APPEND
+present, so the append ran first and the retried MARK put a start marker right after the
+message both instances had just recorded. Here Redis is put in that half-loaded state
+deterministically (APPEND loaded, MARK not) before the services start.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from luna_sender.bus.redis_scripts import APPEND
+
+from .helpers import RedisServer, Service, account, face_event, publish_face, recv_json
+
+pytestmark = pytest.mark.slow
+
+
+async def test_resume_on_a_restarted_instance_replays_what_the_other_one_recorded(
+    private_redis: RedisServer,
+) -> None:
+    client = aioredis.from_url(private_redis.url)
+    try:
+        await client.script_load(APPEND)  # another loader stopped half way
+    finally:
+        await client.aclose()
+    acc = account()
+    first = Service("--redis-url", private_redis.url)
+    other = Service("--redis-url", private_redis.url)
+    again: Service | None = None
+    headers = {"Luna-Account-Id": acc}
+    try:
+        async with aiohttp.ClientSession() as session:
+            keeper = await session.ws_connect(
+                other.ws_url + "/ws", headers=headers, params={"recover": "true"}
+            )
+            ws = await session.ws_connect(
+                first.ws_url + "/ws", headers=headers, params={"recover": "true"}
+            )
+            await publish_face(session, other.url, acc, [face_event(user_data="1")])
+            got = await recv_json(ws)
+            assert got["event"]["user_data"] == "1"
+            offset = got["offset"]
+            assert (await recv_json(keeper))["offset"] == offset  # one offset space
+            await ws.close()
+            assert first.terminate() == 0
+
+            await publish_face(session, other.url, acc, [face_event(user_data="2")])
+            await publish_face(session, other.url, acc, [face_event(user_data="3")])
+            assert (await recv_json(keeper))["event"]["user_data"] == "2"
+            assert (await recv_json(keeper))["event"]["user_data"] == "3"
+            again = Service("--redis-url", private_redis.url, port=first.port)
+            ws = await session.ws_connect(
+                again.ws_url + "/ws", headers=headers, params={"since": offset}
+            )
+            assert await recv_json(ws) == {"recovery": {"recovered": True, "replayed": 2}}
+            assert [(await recv_json(ws))["event"]["user_data"] for _ in range(2)] == ["2", "3"]
+            await publish_face(session, other.url, acc, [face_event(user_data="4")])
+            assert (await recv_json(ws))["event"]["user_data"] == "4"
+            await ws.close()
+            await keeper.close()
+    finally:
+        for svc in (first, other, again):
+            if svc is not None:
+                svc.close()
