@@ -57,6 +57,7 @@ from collections import deque
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -64,93 +65,21 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from luna_sender.bus.base import BusError
 from luna_sender.bus.history import (
     NOT_RECOVERED,
-    Entry,
     Offset,
     Replay,
-    Span,
     Window,
     judge,
     new_epoch,
     parse,
 )
 from luna_sender.bus.redis import NO_RETRY
+from luna_sender.bus.redis_ops import Op, Read
 from luna_sender.bus.redis_scripts import APPEND, BEAT_SCRIPT, MARK, SINCE
 
 DEFAULT_PREFIX = "luna-sender:history"
 
 BEAT = 1.0
 BEAT_TTL = 3.0  # a crashed recorder still counts as recording this long (docs/recovery.md)
-WAKE = 64  # waiters of one read woken per loop iteration
-
-
-class _Op:
-    __slots__ = ("args", "future", "keys", "script")
-
-    def __init__(self, script: str, keys: list[str], args: list[Any]) -> None:
-        self.script = script
-        self.keys = keys
-        self.args = args
-        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-
-class _Read(_Op):
-    """One queued read of a channel that every ``since`` of it joins until it is sent."""
-
-    __slots__ = ("channel", "span", "starts", "waiters")
-
-    def __init__(self, channel: str, keys: list[str], ttl: int) -> None:
-        super().__init__("since", keys, [ttl])
-        self.channel = channel
-        self.starts: dict[str, tuple[int, int]] = {}  # epoch -> smallest (ms, seq) asked for
-        self.span: Span | None = None
-        self.waiters: list[asyncio.Future[Span | None]] = []
-        self.future.add_done_callback(lambda _: self._release(0))
-
-    def _release(self, start: int) -> None:
-        """:data:`WAKE` waiters per loop iteration: each renders its replay, and 2,000 in one
-        iteration stall the loop for seconds (appends' replies unread, their waits expiring)."""
-        done = self.future
-        error: BaseException | None
-        span: Span | None = None
-        if done.cancelled():
-            error = BusError("history closed", "history unavailable")
-        elif (error := done.exception()) is None:
-            span = self.result(done.result())
-        for waiter in self.waiters[start : start + WAKE]:
-            if waiter.done():
-                continue
-            if error is not None:
-                waiter.set_exception(error)
-            else:
-                waiter.set_result(span)
-        if start + WAKE < len(self.waiters):
-            done.get_loop().call_soon(self._release, start + WAKE)
-
-    def join(self, offset: Offset) -> asyncio.Future[Span | None]:
-        waiter: asyncio.Future[Span | None] = self.future.get_loop().create_future()
-        self.waiters.append(waiter)
-        at = (offset.ms, offset.seq)
-        known = self.starts.get(offset.epoch)
-        if known is None or at < known:
-            self.starts[offset.epoch] = at
-            self.args = [self.args[0]]
-            for epoch, (ms, seq) in self.starts.items():
-                self.args += [epoch, f"{ms}-{seq}"]
-        return waiter
-
-    def result(self, reply: Any) -> Span | None:
-        """The reply parsed once for every waiter (None: no history or another epoch)."""
-        if self.span is None and reply is not None and len(reply) == 4:
-            epoch = reply[0].decode()
-            entries: list[Entry] = []
-            gaps: list[int] = []
-            for raw_id, fields in reply[3]:
-                ms, _, seq = raw_id.decode().partition("-")
-                if len(fields) > 4:  # a gap marker: nobody recorded part of what came after
-                    gaps.append(int(seq))
-                entries.append(Entry(Offset(epoch, int(ms), int(seq)), bytes(fields[1])))
-            self.span = Span(epoch, int(reply[2]), int(reply[1]), entries, gaps)
-        return self.span
 
 
 class RedisHistory:
@@ -175,8 +104,8 @@ class RedisHistory:
             for name, body in self._bodies.items()
         }
         self._loaded = False  # all scripts loaded since the last connection error
-        self._queue: deque[_Op] = deque()
-        self._reads: dict[str, _Read] = {}  # channel -> its read still in the queue
+        self._queue: deque[Op] = deque()
+        self._reads: dict[str, Read] = {}  # channel -> its read still in the queue
         self._wake: asyncio.Event | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._channels: dict[str, float] = {}  # channel -> last append (for size())
@@ -213,7 +142,7 @@ class RedisHistory:
         alone, which recovery's seam drops (it is also delivered live)."""
         read = self._reads.get(channel)
         if read is None:
-            read = self._reads[channel] = _Read(channel, list(self._keys(channel)), self._limits[1])
+            read = self._reads[channel] = Read(channel, list(self._keys(channel)), self._limits[1])
             self._push(read)
         elif self._queue[-1] is not read:
             self._queue.remove(read)
@@ -302,11 +231,11 @@ class RedisHistory:
     async def _submit(self, script: str, keys: list[str], args: list[Any]) -> Any:
         return await self._enqueue(script, keys, args).future
 
-    def _enqueue(self, script: str, keys: list[str], args: list[Any]) -> _Op:
+    def _enqueue(self, script: str, keys: list[str], args: list[Any]) -> Op:
         """Queued now, in call order: what the hub's synchronous bus callback relies on."""
-        return self._push(_Op(script, keys, args))
+        return self._push(Op(script, keys, args))
 
-    def _push(self, op: _Op) -> _Op:
+    def _push(self, op: Op) -> Op:
         self._queue.append(op)
         if self._worker_task is None or self._worker_task.done():
             self._wake = asyncio.Event()
@@ -325,7 +254,7 @@ class RedisHistory:
                 count = min(len(self._queue), self._max_batch)
                 batch = [self._queue.popleft() for _ in range(count)]
                 for op in batch:
-                    if isinstance(op, _Read):  # sent: a later since queues a new read
+                    if isinstance(op, Read):  # sent: a later since queues a new read
                         self._reads.pop(op.channel, None)
                 try:
                     try:
@@ -349,13 +278,17 @@ class RedisHistory:
         append, then the retried MARK, and put a recorder's start marker after the message it
         recorded (a resume from that message would then answer recovered false).
         """
-        async with self._client.pipeline(transaction=True) as pipe:
-            for body in self._bodies.values():
-                pipe.script_load(body)
-            await pipe.execute()
+        if isinstance(self._client, RedisCluster):  # no MULTI across nodes: one by one, on
+            for body in self._bodies.values():  # every primary (docs/recovery.md, fine print)
+                await self._client.script_load(body)
+        else:
+            async with self._client.pipeline(transaction=True) as pipe:
+                for body in self._bodies.values():
+                    pipe.script_load(body)
+                await pipe.execute()
         self._loaded = True
 
-    async def _run(self, batch: list[_Op]) -> None:
+    async def _run(self, batch: list[Op]) -> None:
         if not self._loaded:
             await self._load()
         results = await self._pipeline(batch)
@@ -377,7 +310,7 @@ class RedisHistory:
             else:
                 op.future.set_result(res)
 
-    async def _pipeline(self, batch: list[_Op]) -> list[Any]:
+    async def _pipeline(self, batch: list[Op]) -> list[Any]:
         async with self._client.pipeline(transaction=False) as pipe:
             for op in batch:
                 pipe.execute_command(
