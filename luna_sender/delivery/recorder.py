@@ -236,6 +236,22 @@ class Recorder:
         if done.cancelled() or done.exception() is not None:
             self._dirty.add(channel)
 
+    def _skipped(self, history: History, channel: str) -> None:
+        """The breaker skips this message: a hole. Its marker is queued now, not before the next
+        append: another instance that starts recording the channel meanwhile counts on this
+        one (it is a registered recorder), and its ``since`` read must find the hole marked as
+        soon as Redis answers again, not a cooldown and an event later (a 1-3 s Redis stall
+        showed replays missing the skipped events). The channel stays dirty, so the next
+        append marks whatever else was skipped after this marker."""
+        if channel not in self._dirty:
+            try:
+                marked = history.mark_nowait(channel, start=False)
+            except Exception:  # not even queued: the next append's marker still comes
+                pass
+            else:
+                marked.add_done_callback(lambda done: self._lost(channel, done))
+        self._dirty.add(channel)
+
     def record(self, channel: str, kind: str, data: bytes, plain: Tally, at: float) -> None:
         """Called by the bus callback for a recorded channel: never waits. ``plain`` (the
         hub's count of this message's deliveries) and ``at`` (receipt) go with the
@@ -243,7 +259,7 @@ class Recorder:
         pending = None
         history = self.history
         if history is not None and self.broken():
-            self._dirty.add(channel)
+            self._skipped(history, channel)
         elif history is not None:
             try:
                 self._mark(history, channel)
