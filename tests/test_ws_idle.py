@@ -109,28 +109,39 @@ async def test_heartbeat_drops_a_silent_client_and_keeps_an_answering_one(
     silent = await RawWS.connect(service.port, headers={"Luna-Account-Id": acc})
     (silent_id,) = _opened(service, 1)
     answering = await RawWS.connect(service.port, headers={"Luna-Account-Id": acc})
-    started = time.monotonic()
-    frame = await asyncio.wait_for(silent.recv(), 3)
-    assert frame.opcode == PING
-    await _eof(silent)  # no pong within heartbeat/2: TCP closed, no Close frame owed
-    assert time.monotonic() - started < 3
-    silent.close()
-    assert _closed_code(service, silent_id) == "1006"
-
-    # recv_data answers every ping: after several heartbeats the socket still gets events.
     pings = 0
-    deadline = time.monotonic() + 2.5
-    while time.monotonic() < deadline:
-        with contextlib.suppress(TimeoutError):
-            frame = await asyncio.wait_for(answering.recv(), deadline - time.monotonic())
+    texts: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def answer() -> None:  # from the start: an answering peer answers every ping
+        nonlocal pings
+        while True:
+            frame = await answering.recv()
             if frame.opcode == PING:
                 pings += 1
                 answering.send(PONG, frame.payload)
-    assert pings >= 2
-    await _publish(service, acc, ok=1)
-    frame = await asyncio.wait_for(answering.recv_data(), 5)
-    assert frame.opcode == TEXT and b'"ok":1' in frame.payload
-    answering.close()
+            elif frame.opcode == TEXT:
+                texts.put_nowait(frame.payload)
+
+    task = asyncio.create_task(answer())
+    try:
+        started = time.monotonic()
+        frame = await asyncio.wait_for(silent.recv(), 3)
+        assert frame.opcode == PING
+        await _eof(silent)  # no pong within heartbeat/2: TCP closed, no Close frame owed
+        assert time.monotonic() - started < 3
+        silent.close()
+        assert _closed_code(service, silent_id) == "1006"
+        # After several heartbeats the answering socket still gets events.
+        await asyncio.sleep(2.5)
+        assert pings >= 2 and not task.done()
+        await _publish(service, acc, ok=1)
+        payload = await asyncio.wait_for(texts.get(), 5)
+        assert b'"ok":1' in payload
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        answering.close()
 
 
 async def test_client_close_is_answered_with_1000_and_logged_with_its_code(
@@ -233,3 +244,26 @@ async def test_a_handshake_leaves_no_garbage_cycles(redis_app: LiveApp) -> None:
     assert found < 50, f"{found} unreachable objects after 50 handshakes"
     for ws in sockets:
         ws.close()
+
+
+async def test_heartbeat_drops_a_silent_client_whose_buffers_are_full(service: Service) -> None:
+    """The drop must not wait for a flush a non-reading peer never allows (outside pass: with
+    ``ws.heartbeat`` below ``ws.stall_timeout`` such a socket stayed open, its frames dropped)."""
+    acc = account()
+    silent = await RawWS.connect(service.port, headers={"Luna-Account-Id": acc}, rcvbuf=4096)
+    (silent_id,) = _opened(service, 1)
+    started = time.monotonic()
+    big = "x" * 100
+    for _ in range(40):  # ~600 KB of frames: more than both sockets' buffers hold
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                service.url + "/publish",
+                json={"events": [face_event(user_data=big) for _ in range(50)], **PUBLISH},
+                headers={"Luna-Account-Id": acc},
+            ) as resp,
+        ):
+            assert resp.status == 204, await resp.text()
+    assert _closed_code(service, silent_id, timeout=4.0) == "1006"
+    assert time.monotonic() - started < 4.5
+    silent.close()

@@ -41,7 +41,7 @@ class WsSettings(Section):
     max_message_size: int = Field(
         default=65536,
         ge=125,
-        description="Largest inbound client frame in bytes; larger closes 1009.",
+        description="Client message size limit in bytes: a message this large or more closes 1009.",
     )
     queue_max_bytes: int = Field(
         default=64 * 1024 * 1024,

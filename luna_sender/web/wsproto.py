@@ -183,7 +183,7 @@ class SocketProtocol(asyncio.Protocol):
         if not self.peer_closed:
             self.waiter = asyncio.get_running_loop().create_future()
             await self.waiter
-        transport.close()
+        self._shut()
         return True
 
     # -- internals ----------------------------------------------------------------------
@@ -192,7 +192,7 @@ class SocketProtocol(asyncio.Protocol):
         request_id_var.set(self.conn.request_id)  # this task's own context: its log lines
         if not self.closed:
             await self.conn.finish_close(self.close_timeout)
-        self.transport.close()  # a no-op when already closing
+        self._shut()  # a no-op when already closing
 
     def _fail(self, code: int) -> None:
         """A protocol error: Close with its code, then TCP close (aiohttp then reported 1006)."""
@@ -203,7 +203,7 @@ class SocketProtocol(asyncio.Protocol):
             self.transport.write(close_frame(code))
         self._stop_timer()
         self.close_code = ABNORMAL
-        self.transport.close()
+        self._shut()
 
     def _on_close_frame(self, payload: bytes) -> None:
         if len(payload) >= 2:
@@ -233,7 +233,7 @@ class SocketProtocol(asyncio.Protocol):
             self.closed = True
             self.transport.write(close_frame(OK))
         self._stop_timer()
-        self.transport.close()
+        self._shut()
 
     def _parse(self, data: bytes) -> int:
         """Handle every complete frame in ``data``; the offset of the first incomplete one."""
@@ -324,7 +324,7 @@ class SocketProtocol(asyncio.Protocol):
                 # Nothing came back: drop it without a Close, as aiohttp did.
                 self.close_code = ABNORMAL
                 self.closed = True
-                self.transport.close()
+                self._shut(at_once=True)
                 return
             self.pinged = 0.0
         due = self.heard + heartbeat
@@ -334,6 +334,22 @@ class SocketProtocol(asyncio.Protocol):
         self.pinged = now
         self.transport.write(PING_FRAME)
         self.timer = loop.call_at(now + heartbeat / 2, self._beat, context=_QUIET)
+
+    def _shut(self, at_once: bool = False) -> None:
+        """A TCP close that cannot hang: ``close()`` first flushes the write buffer, which a
+        peer that reads nothing never lets happen (the socket then stayed open, its frames
+        dropped, for as long as the peer liked). Aborted after ``close_timeout``, or at once
+        for a peer the heartbeat found dead."""
+        if at_once:
+            self.transport.abort()
+            return
+        self.transport.close()
+        if not self.done:
+            asyncio.get_running_loop().call_later(self.close_timeout, self._abort)
+
+    def _abort(self) -> None:
+        if not self.done:
+            self.transport.abort()
 
     def _stop_timer(self) -> None:
         if self.timer is not None:
