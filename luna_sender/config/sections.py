@@ -186,7 +186,7 @@ class GcSettings(Section):
 class HistorySettings(Section):
     """The recovery window per channel (docs/recovery.md): whichever bound is hit first."""
 
-    size: int = Field(default=1000, ge=1, description="Events kept per channel for recovery.")
+    size: int = Field(default=1000, ge=1, description="Bus messages kept per channel for recovery.")
     ttl: float = Field(
         default=300.0,
         gt=0,
