@@ -267,3 +267,52 @@ async def test_heartbeat_drops_a_silent_client_whose_buffers_are_full(service: S
     assert _closed_code(service, silent_id, timeout=4.0) == "1006"
     assert time.monotonic() - started < 4.5
     silent.close()
+
+
+async def test_a_client_flooding_tiny_frames_does_not_hold_the_loop(service: Service) -> None:
+    """One socket sending 10-byte frames as fast as it can must not starve everyone else
+    (outside pass: libuv read such a socket 32 times per loop iteration and /healthcheck took
+    2-6 s). Liveness, not speed: the bound is generous."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Luna-Account-Id: {account()}\r\n\r\n"
+        ).encode()
+    )
+    await reader.readuntil(b"\r\n\r\n")
+    burst = client_frame(TEXT, b"x" * 10) * 4000
+
+    async def flood() -> None:
+        while True:
+            writer.write(burst)
+            await writer.drain()
+
+    async def drain() -> None:  # the flooder reads what it gets (pings), as a live client would
+        while await reader.read(1 << 16):
+            pass
+
+    tasks = [asyncio.create_task(flood()), asyncio.create_task(drain())]
+    worst = 0.0
+    try:
+        await asyncio.sleep(0.3)
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                started = time.monotonic()
+                async with session.get(service.url + "/healthcheck") as resp:
+                    await resp.read()
+                worst = max(worst, time.monotonic() - started)
+                await asyncio.sleep(0.05)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        writer.transport.abort()  # its buffer is full of flood: no graceful close owed
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+    assert worst < 1.0, f"/healthcheck took {worst:.2f} s under one client's flood"

@@ -44,6 +44,10 @@ _utf8 = codecs.getincrementaldecoder("utf-8")
 _QUIET = contextvars.Context()
 
 
+# Bytes one read may bring before the socket waits for the next loop iteration (above).
+READ_BUDGET = 16 * 1024
+
+
 class FrameError(Exception):
     """A client frame the protocol forbids: closes the socket with ``code``."""
 
@@ -135,6 +139,13 @@ class SocketProtocol(asyncio.Protocol):
             self.heard = asyncio.get_running_loop().time()
         if self.peer_closed:
             return
+        if len(data) > READ_BUDGET:
+            # libuv reads a busy socket up to 32 times per loop iteration; a client flooding
+            # tiny frames (each parsed here) then held the loop for seconds (outside pass:
+            # /healthcheck 2-6 s). One read per iteration for such a socket, as aiohttp's flow
+            # control gave: pause, and resume when the loop has served everyone else.
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._resume_reading)
         tail = self.tail
         if tail is not None:
             tail += data
@@ -346,6 +357,10 @@ class SocketProtocol(asyncio.Protocol):
         self.transport.close()
         if not self.done:
             asyncio.get_running_loop().call_later(self.close_timeout, self._abort)
+
+    def _resume_reading(self) -> None:
+        if not self.done and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def _abort(self) -> None:
         if not self.done:
