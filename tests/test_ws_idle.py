@@ -83,9 +83,11 @@ def _opened(svc: Service, count: int, timeout: float = 5.0) -> list[str]:
         time.sleep(0.05)
 
 
-async def test_frames_sent_with_the_upgrade_are_read(service: Service) -> None:
-    """A ping in the same packet as the upgrade request is answered after the 101."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+async def _upgrade(
+    port: int, behind: bytes = b""
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """A raw /ws handshake, ``behind`` sent in the same write as the request; the 101's head."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     key = base64.b64encode(os.urandom(16)).decode()
     writer.write(
         (
@@ -93,9 +95,14 @@ async def test_frames_sent_with_the_upgrade_are_read(service: Service) -> None:
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
             f"Luna-Account-Id: {account()}\r\n\r\n"
         ).encode()
-        + client_frame(PING, b"early")
+        + behind
     )
-    head = await reader.readuntil(b"\r\n\r\n")
+    return reader, writer, await reader.readuntil(b"\r\n\r\n")
+
+
+async def test_frames_sent_with_the_upgrade_are_read(service: Service) -> None:
+    """A ping in the same packet as the upgrade request is answered after the 101."""
+    reader, writer, head = await _upgrade(service.port, client_frame(PING, b"early"))
     assert head.startswith(b"HTTP/1.1 101") and b"Luna-Request-Id: " in head
     b1, payload = await asyncio.wait_for(read_frame(reader.readexactly), 5)
     assert b1 & 0x0F == PONG and payload == b"early"
@@ -273,16 +280,7 @@ async def test_a_client_flooding_tiny_frames_does_not_hold_the_loop(service: Ser
     """One socket sending 10-byte frames as fast as it can must not starve everyone else
     (outside pass: libuv read such a socket 32 times per loop iteration and /healthcheck took
     2-6 s). Liveness, not speed: the bound is generous."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Luna-Account-Id: {account()}\r\n\r\n"
-        ).encode()
-    )
-    await reader.readuntil(b"\r\n\r\n")
+    reader, writer, _ = await _upgrade(service.port)
     burst = client_frame(TEXT, b"x" * 10) * 4000
 
     async def flood() -> None:
