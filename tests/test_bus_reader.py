@@ -1,4 +1,4 @@
-"""The bus reader's fast path (redis.py ``_drain``): replies taken straight from hiredis.
+"""The bus reader's fast path (bus/feed.py): replies taken from the transport through hiredis.
 
 Messages read past redis-py must reach the hub in the order Redis sent them, interleaved with
 the replies redis-py still handles (subscribe confirmations, the PING barrier of ``flush``), so a
@@ -9,15 +9,22 @@ real redis-server, once with the fast path and once with it switched off, and co
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from luna_sender.bus import dialect
+from luna_sender.bus.feed import Feed
 from luna_sender.bus.redis import RedisBus
 
-from .helpers import RedisServer
+from .helpers import RedisServer, free_port
 
 BURST = 400
 
@@ -54,6 +61,7 @@ async def test_burst_order_subscriptions_and_flush_barrier(
         await bus.subscribe("reader:b")
         if path == "fast":  # the path under test is really taken on a plain connection
             assert dialect.hiredis_parser(bus._pubsub) is not None  # type: ignore[arg-type]
+        assert _feeding(bus) == (path == "fast")
         first = await _burst(redis_server.url, ["reader:a", "reader:b", "reader:x"], "one")
         # Subscription changes answered between messages still reach the bookkeeping...
         await bus.subscribe("reader:c")
@@ -123,3 +131,76 @@ async def test_reader_survives_client_kill_mid_stream(
     finally:
         await admin.aclose()
         await bus.stop()
+
+
+def _feeding(bus: RedisBus) -> bool:
+    """Whether the bus's pub/sub bytes go through feed.py (the transport's protocol is a Feed)."""
+    connection: Any = bus._pubsub.connection  # type: ignore[union-attr]
+    return isinstance(connection._writer.transport.get_protocol(), Feed)
+
+
+@contextlib.contextmanager
+def _redis_over(kind: str, tmp_path: Path) -> Iterator[str]:
+    """A private redis-server reached over a unix socket or TLS only: the URL to reach it."""
+    args = [
+        "redis-server",
+        "--port",
+        "0",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(tmp_path),
+    ]
+    if kind == "unix":
+        sock = tmp_path / "redis.sock"
+        args += ["--unixsocket", str(sock), "--unixsocketperm", "700"]
+        url = f"unix://{sock}"
+    else:
+        key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+        openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        openssl += ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)]
+        subprocess.run(openssl, check=True, capture_output=True)
+        port = free_port()
+        args += ["--bind", "127.0.0.1", "--tls-port", str(port), "--tls-auth-clients", "no"]
+        args += ["--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+        args += ["--tls-ca-cert-file", str(cert)]
+        url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=none"
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with redis.Redis.from_url(url) as probe:
+                    probe.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("kind", ["unix", "tls"])
+async def test_unix_socket_and_tls_connections_read_alike(
+    kind: str, path: str, tmp_path: Path
+) -> None:
+    """The fast path takes the bytes from whatever transport redis-py opened (a unix socket,
+    a TLS session); order and subscriptions as over plain TCP."""
+    with _redis_over(kind, tmp_path) as url:
+        got: list[tuple[str, bytes]] = []
+        bus = RedisBus(url)
+        await bus.start(lambda channel, data: got.append((channel, data)))
+        try:
+            await bus.subscribe("reader:u")
+            await bus.subscribe("reader:v")
+            assert _feeding(bus) == (path == "fast")
+            sent = await _burst(url, ["reader:u", "reader:v", "reader:w"], kind)
+            await bus.flush(5.0)
+            assert got == [m for m in sent if m[0] != "reader:w"]
+        finally:
+            await bus.stop()

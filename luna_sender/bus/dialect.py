@@ -21,7 +21,6 @@ __all__ = [
     "Dialect",
     "finish_reply",
     "hiredis_parser",
-    "read_more",
 ]
 
 
@@ -54,7 +53,7 @@ SHARDED = Dialect(
 )
 
 
-# --- reading replies past redis-py (the reader's fast path, redis.py ``_drain``) ---------------
+# --- reading replies past redis-py (the reader's fast path, feed.py) ---------------------------
 
 # Decoded channel names kept: only subscribed channels deliver, so this bound is for safety.
 CHANNEL_NAMES_MAX = 65536
@@ -89,17 +88,6 @@ def hiredis_parser(pubsub: PubSub) -> Any:
     if not getattr(connection, "is_connected", False):
         return None
     return parser
-
-
-async def read_more(parser: Any) -> None:
-    """One socket read into the reader, failing as redis-py's ``Connection.read_response``
-    does: any error is a broken connection (the bus reader reconnects)."""
-    try:
-        await parser.read_from_socket()
-    except RedisConnectionError:
-        raise
-    except OSError as exc:
-        raise RedisConnectionError(f"Error while reading from the bus: {exc.args}") from None
 
 
 async def finish_reply(pubsub: PubSub, reply: Any) -> dict[str, Any] | None:

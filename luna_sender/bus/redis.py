@@ -38,6 +38,7 @@ from luna_sender.bus.base import (
     log_address,
 )
 from luna_sender.bus.dialect import CLASSIC, Dialect
+from luna_sender.bus.feed import Feed
 from luna_sender.bus.link import Link
 from luna_sender.bus.publishing import StallGuard, publish_once
 from luna_sender.bus.subscriptions import KEEPALIVE, Subscriptions
@@ -274,46 +275,31 @@ class RedisBus:
         return message
 
     async def _read_loop(self, pubsub: PubSub) -> None:
-        """Replies straight from hiredis: redis-py's path cost ~15 us per message (retry
-        wrapper, timeouts, push handlers, a debug line doing ``str()`` of every payload).
-        Other replies still take redis-py's steps (dialect.py), as does any non-hiredis read."""
+        """Messages straight from the transport through hiredis (feed.py): redis-py's path cost
+        ~15 us per message, and its stream a task step per wake-up. Other replies still take
+        redis-py's steps (dialect.py), as does any read without hiredis."""
         handler = self._handler
         assert handler is not None
-        while True:
-            try:
-                parser = replies.hiredis_parser(pubsub)
-                if parser is not None:
-                    await self._drain(pubsub, parser, handler)
-                    continue
-                msg: dict[str, Any] | None = await self._next_message(pubsub)
-                if msg is not None:
-                    self._on_reply(msg, handler)
-            except ResponseError as exc:
-                # An error reply (e.g. NOPERM for one channel) answers a whole command; the
-                # connection is fine. The self-check re-subscribes channel by channel.
-                log.warning("bus subscription command refused: %s", exc)
-
-    async def _drain(self, pubsub: PubSub, parser: Any, handler: MessageHandler) -> None:
-        """Every reply the reader holds, in order, then one read from the socket."""
-        kinds = self.dialect.message
-        names = self._channel_names
-        end = replies.NOT_ENOUGH_DATA
-        reader = parser._reader
-        while True:
-            reply = reader.gets()
-            if reply is end or reply is False:
-                break
-            if isinstance(reply, list) and len(reply) == 3 and reply[0] in kinds:
-                channel = names[reply[1]]
+        feed: Feed | None = None
+        try:
+            while True:
                 try:
-                    handler(channel, reply[2])
-                except Exception:  # a hub bug must not take the subscription down
-                    log.exception("event dispatch failed on channel %s", channel)
-                continue
-            msg = await replies.finish_reply(pubsub, reply)
-            if msg is not None:
-                self._on_reply(msg, handler)
-        await replies.read_more(parser)
+                    if feed is None and (parser := replies.hiredis_parser(pubsub)) is not None:
+                        kinds, names = self.dialect.message, self._channel_names
+                        feed = Feed.attach(pubsub.connection, parser, kinds, names, handler)
+                    if feed is not None:
+                        msg = await replies.finish_reply(pubsub, await feed.next_reply())
+                    else:
+                        msg = await self._next_message(pubsub)
+                    if msg is not None:
+                        self._on_reply(msg, handler)
+                except ResponseError as exc:
+                    # An error reply (e.g. NOPERM for one channel) answers a whole command; the
+                    # connection is fine. The self-check re-subscribes channel by channel.
+                    log.warning("bus subscription command refused: %s", exc)
+        finally:
+            if feed is not None:
+                feed.detach()
 
     def _on_reply(self, msg: dict[str, Any], handler: MessageHandler) -> None:
         kind = msg["type"]
