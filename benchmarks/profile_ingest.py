@@ -12,9 +12,17 @@ cores) instead of comparing runs minutes apart. Each socket hashes the frames it
 same socket shape on every server must end with the same digest, which checks on this load that
 a change keeps the wire output byte-identical.
 
+``--floor read|forward`` (repeatable) also runs benchmarks/floor.py subscribers on the same redis:
+the least any Python process on this machine pays to be woken for this stream (``read``) and to
+turn each event into one websocket frame on a socket (``forward``). Their CPU per event is taken
+the same way in the same run, so luna's figure is read as a multiple of the floor: at this VM's
+scale the cost per event depends mostly on how many events share a wake-up (``--tick``, the
+publisher's batch interval), which moves the floor as much as luna.
+
     flock /tmp/bench.lock python -m benchmarks.profile_ingest --src /tmp/luna-base --src .
     ... --py-spy /tmp/prof   # py-spy on each server while publishing: top self/inclusive
     ... --attach "strace -c -f -p {pid} -o /tmp/st-{i}.txt"   # any tool, per server
+    ... --src . --floor read --floor forward --tick 0.001   # luna beside the machine's floor
 
 Run from the repository root (``PYTHONPATH=$PWD``); the servers use this interpreter.
 """
@@ -28,6 +36,7 @@ import hashlib
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -43,6 +52,8 @@ from luna_sender.delivery.frames import PING, PONG, FrameParser, client_frame
 NEVER = "no-such-camera"
 SERVER = [sys.executable, "-m", "luna_sender.cli", "--host", "127.0.0.1", "--log-level", "WARNING"]
 PY_SPY = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "250", "--nonblocking"]
+FLOOR = [sys.executable, "-m", "benchmarks.floor"]
+ROOT = str(Path(__file__).resolve().parents[1])
 
 
 @dataclass
@@ -53,6 +64,37 @@ class Server:
     clients: list[Client] = field(default_factory=list)
     spy: subprocess.Popen[bytes] | None = None
     tools: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+
+@dataclass
+class Floor:
+    mode: str
+    proc: subprocess.Popen[bytes]
+
+    def counts(self) -> tuple[int, int]:
+        """(messages, events) the floor has taken in so far."""
+        assert self.proc.stdout is not None
+        self.proc.send_signal(signal.SIGUSR1)
+        words = self.proc.stdout.readline().split()
+        return int(words[1]), int(words[3])
+
+
+def start_floor(mode: str, redis_port: int, sink_port: int | None) -> Floor:
+    cmd = [*FLOOR, "--mode", mode, "--redis-port", str(redis_port)]
+    if sink_port is not None:
+        cmd += ["--sink-port", str(sink_port)]
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=ROOT, env=env)
+    assert proc.stdout is not None
+    if b"ready" not in proc.stdout.readline():
+        raise RuntimeError(f"floor {mode} did not start")
+    return Floor(mode, proc)
+
+
+def start_sink() -> subprocess.Popen[bytes]:
+    """The listener a forward floor writes its frames to (reads and discards; not measured)."""
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    return subprocess.Popen([*FLOOR, "--mode", "sink"], stdout=subprocess.PIPE, cwd=ROOT, env=env)
 
 
 class Client(FrameParser, asyncio.Protocol):
@@ -170,9 +212,19 @@ async def publish(
 async def run(args: argparse.Namespace) -> None:
     redis, redis_url = start_redis()
     servers: list[Server] = []
+    floors: list[Floor] = []
+    sink: subprocess.Popen[bytes] | None = None
     try:
         for src in args.src:
             servers.append(start_server(src, redis_url))
+        redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+        sink_port = None
+        if "forward" in args.floor:  # one discarding listener for every forward floor
+            sink = start_sink()
+            assert sink.stdout is not None
+            sink_port = int(sink.stdout.readline().split()[2])
+        for mode in args.floor:
+            floors.append(start_floor(mode, redis_port, sink_port if mode == "forward" else None))
         accs = accounts(args.accounts)
         shape = [("all", "")]
         shape += [(f"src{k}", f"?sources=camera-{k}") for k in range(args.per_source)]
@@ -189,17 +241,19 @@ async def run(args: argparse.Namespace) -> None:
             f"{len(shape)} sockets/account, events {mean:.0f} B, {args.events} at {args.rate}/s"
         )
         await asyncio.sleep(1.0)  # subscriptions confirmed
-        await publish(redis_url, commands, args.warmup, args.rate)
+        await publish(redis_url, commands, args.warmup, args.rate, args.tick)
         await asyncio.sleep(1.0)
         # Idle CPU (timers, sweeps, heartbeats): reported, and taken out of the "net" figure,
         # so a low rate does not charge the events for the seconds they are spread over.
-        idle0, t0 = [cpu_seconds(s.proc.pid) for s in servers], time.perf_counter()
+        pids = [s.proc.pid for s in servers] + [f.proc.pid for f in floors]
+        idle0, t0 = [cpu_seconds(p) for p in pids], time.perf_counter()
         await asyncio.sleep(args.idle)
         idle_rate = [
-            (cpu_seconds(s.proc.pid) - c) / (time.perf_counter() - t0)
-            for s, c in zip(servers, idle0, strict=True)
+            (cpu_seconds(p) - c) / (time.perf_counter() - t0)
+            for p, c in zip(pids, idle0, strict=True)
         ]
         before = [c.frames for s in servers for c in s.clients]
+        floor_before = [f.counts() for f in floors]
         for i, server in enumerate(servers):
             if args.attach:  # e.g. "strace -c -f -p {pid} -o /tmp/st-{i}.txt"
                 cmd = args.attach.format(pid=server.proc.pid, i=i).split()
@@ -220,12 +274,13 @@ async def run(args: argparse.Namespace) -> None:
                     stderr=subprocess.DEVNULL,
                 )
             await asyncio.sleep(1.0)
-        cpu0 = [cpu_seconds(s.proc.pid) for s in servers]
+        cpu0 = [cpu_seconds(p) for p in pids]
         wall0 = time.perf_counter()
-        await publish(redis_url, commands, args.events, args.rate)
+        await publish(redis_url, commands, args.events, args.rate, args.tick)
         await asyncio.sleep(0.5)
-        cpu1 = [cpu_seconds(s.proc.pid) for s in servers]
+        cpu1 = [cpu_seconds(p) for p in pids]
         wall = time.perf_counter() - wall0
+        floor_after = [f.counts() for f in floors]
         for server in servers:
             for tool in server.tools:
                 tool.send_signal(2)
@@ -235,10 +290,12 @@ async def run(args: argparse.Namespace) -> None:
                 server.spy.wait(30)
         after = [c.frames for s in servers for c in s.clients]
         per = len(accs) * len(shape)
+        nets = []
         for i, server in enumerate(servers):
             frames = sum(after[i * per : (i + 1) * per]) - sum(before[i * per : (i + 1) * per])
             used = cpu1[i] - cpu0[i]
             net = used - idle_rate[i] * wall
+            nets.append(net)
             print(
                 f"{server.src}: {used * 1e6 / args.events:6.1f} us/event, "
                 f"net of idle {net * 1e6 / args.events:6.1f}  (cpu {used:.2f} s over "
@@ -246,11 +303,29 @@ async def run(args: argparse.Namespace) -> None:
             )
             if server.spy is not None:
                 summarise(f"{args.py_spy}-{i}.txt")
+        for j, fl in enumerate(floors):
+            i = len(servers) + j
+            used = cpu1[i] - cpu0[i]
+            net = used - idle_rate[i] * wall
+            (m0, e0), (m1, e1) = floor_before[j], floor_after[j]
+            times = "/".join(f"{n / net:.1f}x" if net > 0 else "-" for n in nets)
+            print(
+                f"floor {fl.mode}: {used * 1e6 / args.events:6.1f} us/event, "
+                f"net of idle {net * 1e6 / args.events:6.1f}  (cpu {used:.2f} s, "
+                f"idle {idle_rate[i] * 1e3:.1f} ms/s, {m1 - m0} messages, {e1 - e0} frames); "
+                f"server(s) at {times} of it"
+            )
         digests = [[c.digest.hexdigest() for c in s.clients] for s in servers]
         if len(servers) > 1:
             same = all(d == digests[0] for d in digests[1:])
             print("frames byte-identical across servers:", "yes" if same else "NO")
     finally:
+        for fl in floors:
+            fl.proc.terminate()
+            fl.proc.wait(10)
+        if sink is not None:
+            sink.terminate()
+            sink.wait(10)
         for server in servers:
             server.proc.terminate()
         for server in servers:
@@ -292,6 +367,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2000)
     parser.add_argument("--idle", type=float, default=3.0, help="idle CPU sampling (s)")
     parser.add_argument("--rate", type=float, default=2000.0, help="events per second")
+    parser.add_argument(
+        "--tick", type=float, default=0.005, help="publisher batch interval (s): events/wake-up"
+    )
+    parser.add_argument(
+        "--floor",
+        action="append",
+        default=[],
+        choices=("read", "forward"),
+        help="also run a benchmarks.floor subscriber (repeat for both)",
+    )
     parser.add_argument("--attach", help="a command run on each server while publishing")
     parser.add_argument("--py-spy", metavar="PREFIX", help="py-spy raw profiles PREFIX-<i>.txt")
     args = parser.parse_args()
