@@ -1,11 +1,12 @@
 """The physical floor: what any Python subscriber on this machine pays for luna's event stream.
 
 On the 2-core VM the CPU per event depends mostly on how many events arrive per process wake-up:
-a subscriber that does nothing at all costs ~50-65 us per event when every event is its own
-wake-up and ~10 us at ten events per wake-up. A figure for luna-sender alone therefore says more
-about the publisher's batching and the machine than about luna. profile_ingest runs these
-processes on the same redis, fed the same events in the same run, so luna's cost is quoted as a
-multiple of the floor instead of in absolute microseconds that move with the load shape.
+``read`` below costs ~20 us per event when every event is its own wake-up and ~5 us at twenty
+per wake-up, ``forward`` ~60 and ~30 (docs/performance.md, "Round 3"). A figure for luna-sender
+alone therefore says as much about the publisher's batching and the machine as about luna.
+profile_ingest runs these processes on the same redis, fed the same events in the same run, so
+luna's cost is quoted as a multiple of the floor, not in absolute microseconds that move with
+the load shape.
 
 Modes (uvloop, a bare asyncio.Protocol and hiredis.Reader, PSUBSCRIBE ``luna-sender:*``):
 
