@@ -57,8 +57,10 @@ class Settings(Section):
     port: int = Field(default=5080, ge=0, le=65535, description="TCP port to listen on.")
     redis_url: str = Field(
         default="memory://",
-        description="Event bus: memory:// (in-process), redis:// or rediss://, "
-        "redis+sentinel://h:p,h:p/<master>[/db], redis+cluster://h:p,h:p[?sharded=1].",
+        description="Event bus: memory:// (in-process), redis:// or rediss:// (TLS options as "
+        "redis-py URL parameters, e.g. `rediss://host:6380/0?ssl_ca_certs=/etc/ssl/ca.pem`), "
+        "unix:///path/redis.sock, redis+sentinel://h:p,h:p/<master>[/db], "
+        "redis+cluster://h:p,h:p[?sharded=1].",
     )
     bus_publish_timeout: float = Field(
         default=10.0,
