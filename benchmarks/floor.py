@@ -37,6 +37,7 @@ import orjson
 import uvloop
 
 from luna_sender.delivery.frames import text_frame
+from luna_sender.wire import FaceMessage
 
 PATTERN = b"luna-sender:*"
 SINKS = 40
@@ -74,21 +75,18 @@ class Subscriber(asyncio.Protocol):
     def deliver(self, channel: bytes, data: bytes) -> None:
         msg = orjson.loads(data)
         sink = self.sinks[hash(channel) % len(self.sinks)]
-        for event in msg["events"]:
+        # luna's own envelope builder (wire.py), so the floor writes luna's bytes; none of
+        # luna's checks (decode_face) run here.
+        face = FaceMessage(
+            msg.get("handler_id"),
+            msg.get("Luna-Request-Id"),
+            msg["events"],
+            msg.get("event_create_time"),
+            msg.get("event_end_time"),
+        )
+        for event in face.events:
             self.events += 1
-            sink.write(
-                text_frame(
-                    orjson.dumps(
-                        {
-                            "event": event,
-                            "handler_id": msg.get("handler_id"),
-                            "event-create-time": msg.get("event_create_time"),
-                            "event-end-time": msg.get("event_end_time"),
-                            "Luna-Request-id": msg.get("Luna-Request-Id"),  # luna's spelling
-                        }
-                    )
-                )
-            )
+            sink.write(text_frame(face.envelope(event)))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():

@@ -79,12 +79,16 @@ class Floor:
         return int(words[1]), int(words[3])
 
 
-def start_floor(mode: str, redis_port: int, sink_port: int | None) -> Floor:
-    cmd = [*FLOOR, "--mode", mode, "--redis-port", str(redis_port)]
-    if sink_port is not None:
-        cmd += ["--sink-port", str(sink_port)]
+def spawn_floor(*args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": ROOT}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=ROOT, env=env)
+    return subprocess.Popen([*FLOOR, *args], stdout=subprocess.PIPE, cwd=ROOT, env=env)
+
+
+def start_floor(mode: str, redis_port: int, sink_port: int | None) -> Floor:
+    args = ["--mode", mode, "--redis-port", str(redis_port)]
+    if sink_port is not None:
+        args += ["--sink-port", str(sink_port)]
+    proc = spawn_floor(*args)
     assert proc.stdout is not None
     if b"ready" not in proc.stdout.readline():
         raise RuntimeError(f"floor {mode} did not start")
@@ -93,8 +97,7 @@ def start_floor(mode: str, redis_port: int, sink_port: int | None) -> Floor:
 
 def start_sink() -> subprocess.Popen[bytes]:
     """The listener a forward floor writes its frames to (reads and discards; not measured)."""
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    return subprocess.Popen([*FLOOR, "--mode", "sink"], stdout=subprocess.PIPE, cwd=ROOT, env=env)
+    return spawn_floor("--mode", "sink")
 
 
 class Client(FrameParser, asyncio.Protocol):
