@@ -151,6 +151,44 @@ async def test_heartbeat_drops_a_silent_client_and_keeps_an_answering_one(
         answering.close()
 
 
+async def test_heartbeats_of_sockets_opened_apart_are_pinged_together() -> None:
+    """Pings fall on a shared grid (a quarter of the heartbeat, at most 1 s): sockets that went
+    quiet at different moments are pinged in the same server wake-up, never before their
+    heartbeat is due and at most one grid step after it."""
+    heartbeat, grid = 2.0, 0.5
+    svc = Service(env={"LUNA_SENDER_WS__HEARTBEAT": str(heartbeat)})
+    sockets: list[RawWS] = []
+    try:
+        loop = asyncio.get_running_loop()
+        pairs: list[tuple[float, float]] = []  # (socket opened, its first ping), client clock
+
+        async def first_ping(ws: RawWS, opened: float) -> None:
+            frame = await asyncio.wait_for(ws.recv(), heartbeat + 2 * grid + 2)
+            assert frame.opcode == PING
+            pairs.append((opened, loop.time()))
+            ws.send(PONG, frame.payload)
+
+        tasks = []
+        for _ in range(16):  # opened 60 ms apart: their heartbeats fall due over ~1 s
+            ws = await RawWS.connect(svc.port, headers={"Luna-Account-Id": account()})
+            sockets.append(ws)
+            tasks.append(asyncio.create_task(first_ping(ws, loop.time())))
+            await asyncio.sleep(0.06)
+        await asyncio.gather(*tasks)
+        for opened, pinged in pairs:
+            assert heartbeat - 0.05 <= pinged - opened <= heartbeat + grid + 0.3, pairs
+        instants: list[float] = []
+        for _, pinged in sorted(pairs, key=lambda p: p[1]):
+            if not instants or pinged - instants[-1] > 0.03:
+                instants.append(pinged)
+        # A timer per socket pinged at 16 instants ~60 ms apart; on the grid, 2 or 3.
+        assert len(instants) <= 4, sorted(round(p - pairs[0][0], 3) for _, p in pairs)
+    finally:
+        for ws in sockets:
+            ws.close()
+        assert svc.terminate() == 0, svc.log()[-2000:]
+
+
 async def test_client_close_is_answered_with_1000_and_logged_with_its_code(
     service: Service,
 ) -> None:
