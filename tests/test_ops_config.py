@@ -85,6 +85,14 @@ def test_real_typos_still_exit_2_beside_service_links(env: dict[str, str], key: 
     assert len(errors) == 1 and f"'{key}'" in errors[0], result.stderr
 
 
+@pytest.mark.parametrize("raw", ["inf", "-inf", "nan", "Infinity"])
+def test_a_non_finite_number_is_refused_at_start(raw: str) -> None:
+    """``gt=0`` lets inf through; the heartbeat's timer then failed every /ws with a 500."""
+    result = run_cli("check-config", env={"LUNA_SENDER_WS__HEARTBEAT": raw})
+    assert result.returncode == 2
+    assert "invalid setting 'ws.heartbeat': Input should be a finite number" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("name", "raw", "key", "expected"),
     [

@@ -18,7 +18,8 @@ LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 class Section(BaseModel):
     """Unknown keys are errors (a typo names itself) and assignments are validated too."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf/nan pass ``gt=0`` but no timer takes them: ws.heartbeat=inf answered every /ws with a 500.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class WsSettings(Section):
@@ -225,7 +226,9 @@ class InfluxMonitoring(Section):
     """
 
     # A copied config's ``TOKEN: 1234`` or ``ORGANIZATION: 2024`` is YAML's number, meant as text.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, coerce_numbers_to_str=True, allow_inf_nan=False
+    )
 
     SEND_DATA_FOR_MONITORING: Literal[0, 1] = Field(
         default=0,

@@ -15,7 +15,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Literal
 
 import aiohttp
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from luna_sender import wire
 from luna_sender.delivery import matching
@@ -31,6 +31,8 @@ log = logging.getLogger("luna_sender.plugins.forwarder")
 
 
 class ForwarderSettings(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)  # no timer takes inf or nan
+
     url: str = Field(description="Webhook URL receiving one POST per matching event.")
     kind: Literal["face", "general"] = "face"
     account_id: str | None = Field(None, description="Account to forward (required for face).")

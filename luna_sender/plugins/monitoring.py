@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 import aiohttp
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from luna_sender.plugins.host import BusEvent
 
@@ -30,6 +30,8 @@ BACKLOG_MAX = 100_000
 
 
 class MonitoringSettings(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)  # no timer takes inf or nan
+
     url: str = Field("http://127.0.0.1:8086", description="InfluxDB 2 origin.")
     organization: str = "luna"
     bucket: str = "luna_monitoring"
