@@ -148,14 +148,14 @@ async def connect(port: int, account: str, query: str, label: str) -> Client:
     return client
 
 
-def start_server(src: str, redis_url: str) -> Server:
+def start_server(src: str, redis_url: str, env: dict[str, str] | None = None) -> Server:
     port = free_port()
     root = str(Path(src).resolve())
     proc = subprocess.Popen(
         [*SERVER, "--port", str(port), "--redis-url", redis_url],
         stdout=subprocess.DEVNULL,
         cwd=root,
-        env={**os.environ, "PYTHONPATH": root},
+        env={**os.environ, **(env or {}), "PYTHONPATH": root},
     )
     wait_port(port)
     return Server(root, port, proc)
