@@ -46,9 +46,13 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 class RedisServer:
     """A private redis-server on a free port that a test may stop, kill and restart."""
 
-    def __init__(self, port: int | None = None, extra: list[str] | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, extra: list[str] | None = None, transport: str = "tcp"
+    ) -> None:
+        """``transport``: "tcp", "unix" (a socket file only) or "tls" (TLS only, self-signed)."""
         self.port = port or free_port()
         self.extra = extra or []
+        self.transport = transport
         self.dir = tempfile.mkdtemp(prefix="luna-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
         binary = shutil.which("redis-server")
@@ -58,16 +62,32 @@ class RedisServer:
 
     @property
     def url(self) -> str:
+        if self.transport == "unix":
+            return f"unix://{self.dir}/redis.sock"
+        if self.transport == "tls":
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_cert_reqs=none"
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def _listen(self) -> list[str]:
+        if self.transport == "unix":
+            sock = f"{self.dir}/redis.sock"
+            return ["--port", "0", "--unixsocket", sock, "--unixsocketperm", "700"]
+        if self.transport == "tls":
+            key, cert = f"{self.dir}/key.pem", f"{self.dir}/cert.pem"
+            if not os.path.exists(cert):
+                openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+                openssl += ["-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert]
+                subprocess.run(openssl, check=True, capture_output=True)
+            tls = ["--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            tls += ["--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", cert]
+            return ["--port", "0", "--bind", "127.0.0.1", *tls]
+        return ["--port", str(self.port), "--bind", "127.0.0.1"]
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [
                 self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
+                *self._listen(),
                 "--save",
                 "",
                 "--appendonly",
@@ -104,7 +124,7 @@ class RedisServer:
         self.start()
 
     def client(self) -> redis.Redis:
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        client = redis.Redis.from_url(self.url, socket_timeout=5)
         # Tests drop their admin clients; closing them with the server keeps sockets off the GC.
         self.__dict__.setdefault("_clients", []).append(client)
         return client

@@ -9,22 +9,16 @@ real redis-server, once with the fast path and once with it switched off, and co
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from luna_sender.bus import dialect
 from luna_sender.bus.feed import Feed
 from luna_sender.bus.redis import RedisBus
 
-from .helpers import RedisServer, free_port
+from .helpers import RedisServer
 
 BURST = 400
 
@@ -139,59 +133,14 @@ def _feeding(bus: RedisBus) -> bool:
     return isinstance(connection._writer.transport.get_protocol(), Feed)
 
 
-@contextlib.contextmanager
-def _redis_over(kind: str, tmp_path: Path) -> Iterator[str]:
-    """A private redis-server reached over a unix socket or TLS only: the URL to reach it."""
-    args = [
-        "redis-server",
-        "--port",
-        "0",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(tmp_path),
-    ]
-    if kind == "unix":
-        sock = tmp_path / "redis.sock"
-        args += ["--unixsocket", str(sock), "--unixsocketperm", "700"]
-        url = f"unix://{sock}"
-    else:
-        key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-        openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        openssl += ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)]
-        subprocess.run(openssl, check=True, capture_output=True)
-        port = free_port()
-        args += ["--bind", "127.0.0.1", "--tls-port", str(port), "--tls-auth-clients", "no"]
-        args += ["--tls-cert-file", str(cert), "--tls-key-file", str(key)]
-        args += ["--tls-ca-cert-file", str(cert)]
-        url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=none"
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with redis.Redis.from_url(url) as probe:
-                    probe.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 @pytest.mark.parametrize("kind", ["unix", "tls"])
-async def test_unix_socket_and_tls_connections_read_alike(
-    kind: str, path: str, tmp_path: Path
-) -> None:
+async def test_unix_socket_and_tls_connections_read_alike(kind: str, path: str) -> None:
     """The fast path takes the bytes from whatever transport redis-py opened (a unix socket,
     a TLS session); order and subscriptions as over plain TCP."""
-    with _redis_over(kind, tmp_path) as url:
+    server = RedisServer(transport=kind)
+    server.start()
+    url = server.url
+    try:
         got: list[tuple[str, bytes]] = []
         bus = RedisBus(url)
         await bus.start(lambda channel, data: got.append((channel, data)))
@@ -204,3 +153,5 @@ async def test_unix_socket_and_tls_connections_read_alike(
             assert got == [m for m in sent if m[0] != "reader:w"]
         finally:
             await bus.stop()
+    finally:
+        server.close()
