@@ -85,12 +85,60 @@ def test_real_typos_still_exit_2_beside_service_links(env: dict[str, str], key: 
     assert len(errors) == 1 and f"'{key}'" in errors[0], result.stderr
 
 
-@pytest.mark.parametrize("raw", ["inf", "-inf", "nan", "Infinity"])
-def test_a_non_finite_number_is_refused_at_start(raw: str) -> None:
-    """``gt=0`` lets inf through; the heartbeat's timer then failed every /ws with a 500."""
-    result = run_cli("check-config", env={"LUNA_SENDER_WS__HEARTBEAT": raw})
-    assert result.returncode == 2
-    assert "invalid setting 'ws.heartbeat': Input should be a finite number" in result.stderr
+BIG = "99999999999999999999"  # beyond 64 bits
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "key"),
+    [
+        # gt=0 let inf through; the heartbeat's timer then failed every /ws with a 500.
+        ("WS__HEARTBEAT", "inf", "ws.heartbeat"),
+        ("WS__HEARTBEAT", "-inf", "ws.heartbeat"),
+        ("WS__HEARTBEAT", "nan", "ws.heartbeat"),
+        ("WS__HEARTBEAT", "Infinity", "ws.heartbeat"),
+        # Found by an outside tester, each accepted at start and then failing requests:
+        ("WS__HEARTBEAT", "1e-9", "ws.heartbeat"),  # every socket dropped 1 ms after its 101
+        ("WS__HEARTBEAT", "0.001", "ws.heartbeat"),
+        ("WS__SOCKET_SEND_BUFFER", "2147483648", "ws.socket_send_buffer"),  # /ws 500
+        ("LIMITS__HTTP_HEADERS_MAX", BIG, "limits.http_headers_max"),  # every request hung
+        ("LIMITS__HTTP_HEADER_MAX_BYTES", BIG, "limits.http_header_max_bytes"),
+        ("LIMITS__LIST_FILTER_MAX_ITEMS", BIG, "limits.list_filter_max_items"),
+        ("HISTORY__TTL", "1e308", "history.ttl"),  # a traceback at start (exit 1)
+        ("HISTORY__DEDUPE", "1e308", "history.dedupe"),
+        ("HISTORY__META_TTL", "1e308", "history.meta_ttl"),
+        ("HISTORY__SIZE", BIG, "history.size"),
+        ("BUS_PUBLISH_TIMEOUT", "1e-9", "bus_publish_timeout"),  # every publish 503
+        ("WS__FD_RESERVE", "99999999999", "ws.fd_reserve"),  # every /ws 503
+    ],
+)
+def test_a_value_no_request_could_work_with_is_refused_at_start(
+    name: str, raw: str, key: str
+) -> None:
+    result = run_cli("check-config", env={f"LUNA_SENDER_{name}": raw})
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "invalid setting" in line]
+    assert len(errors) == 1 and f"'{key}'" in errors[0], result.stderr
+
+
+def test_a_reserve_that_leaves_no_descriptor_for_websockets_is_refused_at_start() -> None:
+    """Within its bound but at the process's open-file limit: no socket could ever open."""
+    import resource
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "luna_sender.cli", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "LUNA_SENDER_WS__FD_RESERVE": "300"},
+        cwd=REPO,
+        timeout=30,
+        preexec_fn=low_limit,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "invalid setting 'ws.fd_reserve': 300 leaves no file descriptor" in result.stderr
+    assert "open-file limit 256" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -112,11 +112,15 @@ def serve_one(settings: Settings, reuse_port: bool = False) -> int:
     """Run one serving process (module level so --workers can spawn it); its exit status."""
     signals.record_early()  # a spawned worker starts here, not in main()
     from luna_sender.runtime import lifecycle
-    from luna_sender.runtime.fdlimit import raise_soft_limit
+    from luna_sender.runtime.fdlimit import no_room, raise_soft_limit
     from luna_sender.runtime.logs import setup_logging
 
     setup_logging(settings.log_level, settings.log_format)
     raise_soft_limit()  # per process: each --workers process holds its own sockets
+    refused = no_room(settings.ws)
+    if refused is not None:
+        print(f"luna-sender: {refused}", file=sys.stderr)
+        return EXIT_CONFIG
     _install_event_loop(settings.event_loop)
     return lifecycle.run(settings, reuse_port)
 

@@ -24,7 +24,10 @@ class Section(BaseModel):
 
 class WsSettings(Section):
     heartbeat: float = Field(
-        default=20.0, gt=0, description="Seconds between server pings (autoping)."
+        default=20.0,
+        ge=0.1,
+        description="Seconds between server pings (autoping); a peer silent this long is pinged, "
+        "and dropped when no answer comes within half that.",
     )
     max_connections: int = Field(
         default=20000,
@@ -35,6 +38,7 @@ class WsSettings(Section):
     fd_reserve: int = Field(
         default=128,
         ge=8,
+        le=1_000_000,
         description="File descriptors kept free of websockets (Redis, HTTP requests, refused "
         "upgrades): websockets are capped at the open-file limit minus those open at start "
         "minus this, when that is below max_connections.",
@@ -57,6 +61,7 @@ class WsSettings(Section):
     socket_send_buffer: int = Field(
         default=262144,
         ge=4096,
+        le=2**31 - 1,  # setsockopt takes a C int
         description="Kernel send buffer per websocket (SO_SNDBUF); bounds memory a stalled "
         "client holds in the kernel and makes stalls visible quickly.",
     )
@@ -87,7 +92,10 @@ class LimitSettings(Section):
         default=16 * 1024 * 1024, ge=1024, description="Largest accepted publish request body."
     )
     list_filter_max_items: int = Field(
-        default=1000, ge=1, description="Most items in one comma-separated filter value."
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Most items in one comma-separated filter value.",
     )
     user_filters_max: int = Field(
         default=64, ge=0, description="Most user-defined (event.* / meta.*) filters per connection."
@@ -96,11 +104,15 @@ class LimitSettings(Section):
         default=32 * 1024 * 1024, ge=1024, description="Bus messages larger than this are dropped."
     )
     http_headers_max: int = Field(
-        default=128, ge=16, description="Most header lines in one HTTP request (431, error 12046)."
+        default=128,
+        ge=16,
+        le=100_000,
+        description="Most header lines in one HTTP request (431, error 12046).",
     )
     http_header_max_bytes: int = Field(
         default=8190,
         ge=1024,
+        le=16 * 1024 * 1024,
         description="Longest header (name and value) in bytes (431, error 12046).",
     )
     like_pattern_max_chars: int = Field(
@@ -184,13 +196,20 @@ class GcSettings(Section):
     )
 
 
+# Redis takes the history's times in milliseconds as 64-bit integers; beyond this is a typo.
+TEN_YEARS = 10 * 365 * 86400
+
+
 class HistorySettings(Section):
     """The recovery window per channel (docs/recovery.md): whichever bound is hit first."""
 
-    size: int = Field(default=1000, ge=1, description="Bus messages kept per channel for recovery.")
+    size: int = Field(
+        default=1000, ge=1, le=2**31 - 1, description="Bus messages kept per channel for recovery."
+    )
     ttl: float = Field(
         default=300.0,
         gt=0,
+        le=TEN_YEARS,
         description="Seconds an event is kept, and how long a channel stays subscribed and "
         "recorded after its last recovering socket left.",
     )
@@ -202,12 +221,14 @@ class HistorySettings(Section):
     dedupe: float = Field(
         default=30.0,
         gt=0,
+        le=TEN_YEARS,
         description="Seconds an event's hash is remembered, so every instance's copy of it is "
         "recorded once (Redis bus).",
     )
     meta_ttl: float = Field(
         default=86400.0,
         gt=0,
+        le=TEN_YEARS,
         description="Seconds an idle channel's epoch and counter outlive its events.",
     )
 

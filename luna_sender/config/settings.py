@@ -64,7 +64,7 @@ class Settings(Section):
     )
     bus_publish_timeout: float = Field(
         default=10.0,
-        gt=0,
+        ge=0.05,
         le=300,
         description="Seconds a publish waits for Redis's reply once PUBLISH is written; past it "
         "the answer is 503 and the event may still be delivered (docs/reliability.md).",

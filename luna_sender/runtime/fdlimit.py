@@ -71,6 +71,21 @@ def open_fds() -> int:
     return 0
 
 
+def no_room(ws: WsSettings) -> str | None:
+    """Why no websocket could ever open here, checked before serving: a reserve at or above
+    the open-file limit left a service that answered every /ws 503 (an outside tester)."""
+    limits = nofile()
+    if limits is None:
+        return None
+    in_use = open_fds()
+    if limits[0] - in_use - ws.fd_reserve > 0:
+        return None
+    return (
+        f"invalid setting 'ws.fd_reserve': {ws.fd_reserve} leaves no file descriptor for "
+        f"websockets (open-file limit {limits[0]}, {in_use} open at start)"
+    )
+
+
 def connection_capacity(ws: WsSettings) -> int:
     """Websockets this process can hold: the setting, or fewer when descriptors say so."""
     limits = nofile()
