@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import annotated_types
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from luna_sender.config.settings import ENV_PREFIX, Settings
 
@@ -25,11 +27,28 @@ string `"2024"`), numbers and booleans are converted (`5`, `2.5`, `on`/`off`, `t
 lists and mappings are YAML (`LUNA_SENDER_API_VERSIONS='[1, 2]'`). Kubernetes service-link
 variables that share the prefix are ignored with one warning (docs/deployment.md).
 `luna-sender check-config` prints the effective settings with secrets
-masked; a bad value stops the start with a one-line error naming the key (exit code 2).
+masked; a bad value stops the start with a one-line error naming the key (exit code 2). Numbers
+must be finite and inside the range shown: a value no request could work with (a 1 ns heartbeat,
+a header limit beyond 64 bits) is refused at start rather than failing every request after it.
 
-| key | environment variable | default | description |
-|---|---|---|---|
+| key | environment variable | default | range | description |
+|---|---|---|---|---|
 """
+
+
+def _range(field: FieldInfo) -> str:
+    """The bounds the model enforces, as an operator reads them."""
+    low = high = ""
+    for bound in field.metadata:
+        if isinstance(bound, annotated_types.Ge):
+            low = f"≥ {bound.ge:g}" if isinstance(bound.ge, float) else f"≥ {bound.ge}"
+        elif isinstance(bound, annotated_types.Gt):
+            low = f"> {bound.gt}"
+        elif isinstance(bound, annotated_types.Le):
+            high = f"≤ {bound.le}"
+        elif isinstance(bound, annotated_types.Lt):
+            high = f"< {bound.lt}"
+    return ", ".join(b for b in (low, high) if b)
 
 
 def _rows(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -43,7 +62,9 @@ def _rows(model: type[BaseModel], prefix: str = "") -> list[str]:
         default: Any = field.get_default(call_default_factory=True)
         env = ENV_PREFIX + key.upper().replace(".", "__")
         text = json.dumps(default, ensure_ascii=False)
-        rows.append(f"| `{key}` | `{env}` | `{text}` | {field.description or ''} |")
+        rows.append(
+            f"| `{key}` | `{env}` | `{text}` | {_range(field)} | {field.description or ''} |"
+        )
     return rows
 
 
