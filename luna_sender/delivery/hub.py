@@ -369,7 +369,7 @@ class Hub:
                 if channel != self._general_channel and not self._held(account):
                     await self.bus.unsubscribe(channel)
             for conn in list(self.connections):
-                # Nothing unsent, no stall watched: no call (20,000 sockets: 2.8 -> 1.1 ms a sweep)
+                # Nothing unsent and no stall watched (most sockets, every second): no call at all
                 if conn.stall_since is None and not conn.transport.get_write_buffer_size():
                     continue
                 if not conn.closing and conn.stalled(now, timeout):
