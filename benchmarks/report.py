@@ -108,8 +108,33 @@ def render_steps(results: dict[str, Any]) -> str:
                     if ratios:
                         cells.append(f"{_fmt(rate, 0)}/s: {_spread(ratios, 2)}")
                 out.append(f"- {peer}: " + ("; ".join(cells) or "no common step"))
+        out += ["", *_pair_ratios(workload, key, peers, rates, rounds)]
         out.append("")
     return "\n".join(out) + ("\n" if out else "")
+
+
+def _pair_ratios(
+    workload: str, key: str, peers: list[str], rates: list[float], rounds: list[Any]
+) -> list[str]:
+    """The first peer against each other one at each common rate: the median of per-round
+    ratios (both measured in the same round), so a busy round moves both sides alike. For W1
+    first/other deliveries per CPU-s (above 1: the first is cheaper); for W4 other/first CPU
+    per event (the same reading)."""
+    first, lines = peers[0], []
+    for other in peers[1:]:
+        cells = []
+        for rate in rates:
+            ratios = []
+            for rr in rounds:
+                a = _step(rr.get(workload, {}).get(first), rate)
+                b = _step(rr.get(workload, {}).get(other), rate)
+                if a and b and a[key] and b[key]:
+                    ratios.append(a[key] / b[key] if workload == "W1" else b[key] / a[key])
+            if ratios:
+                cells.append(f"{_fmt(rate, 0)}/s: {_spread(ratios, 2)}")
+        if cells:
+            lines.append(f"- {first} vs {other} (per round): " + "; ".join(cells))
+    return lines
 
 
 def _step(res: dict[str, Any] | None, rate: float) -> dict[str, Any] | None:
