@@ -36,18 +36,22 @@ a header limit beyond 64 bits) is refused at start rather than failing every req
 """
 
 
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)  # 0.1, not 0.1000...
+
+
 def _range(field: FieldInfo) -> str:
     """The bounds the model enforces, as an operator reads them."""
     low = high = ""
     for bound in field.metadata:
         if isinstance(bound, annotated_types.Ge):
-            low = f"≥ {bound.ge:g}" if isinstance(bound.ge, float) else f"≥ {bound.ge}"
+            low = f"≥ {_num(bound.ge)}"
         elif isinstance(bound, annotated_types.Gt):
-            low = f"> {bound.gt}"
+            low = f"> {_num(bound.gt)}"
         elif isinstance(bound, annotated_types.Le):
-            high = f"≤ {bound.le}"
+            high = f"≤ {_num(bound.le)}"
         elif isinstance(bound, annotated_types.Lt):
-            high = f"< {bound.lt}"
+            high = f"< {_num(bound.lt)}"
     return ", ".join(b for b in (low, high) if b)
 
 

@@ -247,9 +247,7 @@ class InfluxMonitoring(Section):
     """
 
     # A copied config's ``TOKEN: 1234`` or ``ORGANIZATION: 2024`` is YAML's number, meant as text.
-    model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, coerce_numbers_to_str=True, allow_inf_nan=False
-    )
+    model_config = ConfigDict(coerce_numbers_to_str=True)  # merged with Section's
 
     SEND_DATA_FOR_MONITORING: Literal[0, 1] = Field(
         default=0,

@@ -71,34 +71,41 @@ def open_fds() -> int:
     return 0
 
 
-def no_room(ws: WsSettings) -> str | None:
-    """Why no websocket could ever open here, checked before serving: a reserve at or above
-    the open-file limit left a service that answered every /ws 503 (an outside tester)."""
+def _descriptors(ws: WsSettings) -> tuple[int, int, int] | None:
+    """(open-file limit, descriptors open now, what is left for websockets); None without
+    a limit to read."""
     limits = nofile()
     if limits is None:
         return None
     in_use = open_fds()
-    if limits[0] - in_use - ws.fd_reserve > 0:
+    return limits[0], in_use, limits[0] - in_use - ws.fd_reserve
+
+
+def no_room(ws: WsSettings) -> str | None:
+    """Why no websocket could ever open here, checked before serving: a reserve at or above
+    the open-file limit left a service that answered every /ws 503 (an outside tester)."""
+    found = _descriptors(ws)
+    if found is None or found[2] > 0:
         return None
     return (
         f"invalid setting 'ws.fd_reserve': {ws.fd_reserve} leaves no file descriptor for "
-        f"websockets (open-file limit {limits[0]}, {in_use} open at start)"
+        f"websockets (open-file limit {found[0]}, {found[1]} open at start)"
     )
 
 
 def connection_capacity(ws: WsSettings) -> int:
     """Websockets this process can hold: the setting, or fewer when descriptors say so."""
-    limits = nofile()
-    if limits is None:
+    found = _descriptors(ws)
+    if found is None:
         return ws.max_connections
-    in_use = open_fds()
-    capacity = min(ws.max_connections, max(0, limits[0] - in_use - ws.fd_reserve))
+    limit, in_use, room = found
+    capacity = min(ws.max_connections, max(0, room))
     log.info(
         "websocket capacity %d (ws.max_connections %d, open-file limit %d, "
         "%d open at start, ws.fd_reserve %d)",
         capacity,
         ws.max_connections,
-        limits[0],
+        limit,
         in_use,
         ws.fd_reserve,
     )
