@@ -43,6 +43,23 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"port {port} did not open in {timeout}s")
 
 
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``luna-sender ARGS`` in a clean environment (only ``env`` besides PATH), output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "luna_sender.cli", *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        cwd=REPO,
+        timeout=30,
+        preexec_fn=preexec_fn,
+    )
+
+
 class RedisServer:
     """A private redis-server on a free port that a test may stop, kill and restart."""
 

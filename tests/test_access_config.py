@@ -11,19 +11,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .helpers import REPO, Service, account
+from .helpers import REPO, Service, account, run_cli
 from .jwtkit import SECRET, ec_pair, raw_handshake, rsa_pair, token
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "luna_sender.cli", *args],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", **(env or {})},
-        cwd=REPO,
-        timeout=30,
-    )
 
 
 def _short_rsa_pem() -> str:

@@ -15,18 +15,7 @@ import yaml
 
 from luna_sender.config import ConfigError, Settings, load_settings
 
-from .helpers import REPO, Service, free_port
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "luna_sender.cli", *args],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", **(env or {})},
-        cwd=REPO,
-        timeout=30,
-    )
+from .helpers import REPO, Service, free_port, run_cli
 
 
 def test_precedence_file_env_cli(tmp_path: Path) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import urllib.request
 from typing import Any
@@ -14,7 +12,7 @@ import pytest
 from luna_sender.config import ConfigError, load_settings
 from luna_sender.runtime.metrics import OWN_LABELS, Metrics
 
-from .helpers import REPO, Service
+from .helpers import Service, run_cli
 
 # What Kubernetes injects into every pod of a namespace holding a Service named luna-sender
 # (port named "http") and one named luna-sender-redis.
@@ -31,17 +29,6 @@ SERVICE_LINKS = {
     "LUNA_SENDER_REDIS_PORT_6379_UDP_ADDR": "10.96.0.13",
     "LUNA_SENDER_REDIS_SERVICE_HOST": "10.96.0.13",
 }
-
-
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "luna_sender.cli", *args],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", **env},
-        cwd=REPO,
-        timeout=30,
-    )
 
 
 def test_service_links_are_ignored_with_one_warning_by_check_config() -> None:
@@ -127,15 +114,7 @@ def test_a_reserve_that_leaves_no_descriptor_for_websockets_is_refused_at_start(
     def low_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
-    result = subprocess.run(
-        [sys.executable, "-m", "luna_sender.cli", "--port", "0"],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "LUNA_SENDER_WS__FD_RESERVE": "300"},
-        cwd=REPO,
-        timeout=30,
-        preexec_fn=low_limit,
-    )
+    result = run_cli("--port", "0", env={"LUNA_SENDER_WS__FD_RESERVE": "300"}, preexec_fn=low_limit)
     assert result.returncode == 2, result.stderr
     assert "invalid setting 'ws.fd_reserve': 300 leaves no file descriptor" in result.stderr
     assert "open-file limit 256" in result.stderr
