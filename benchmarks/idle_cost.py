@@ -21,17 +21,9 @@ import asyncio
 import statistics
 import time
 
-from benchmarks.procstat import cpu_seconds
+from benchmarks.procstat import cpu_seconds, switches
 from benchmarks.profile_ingest import Client, Server, connect, start_server
 from benchmarks.run import ACCOUNT, start_redis
-
-
-def wake_ups(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("voluntary_ctxt_switches"):
-                return int(line.split()[1])
-    return 0
 
 
 async def one_round(args: argparse.Namespace, order: list[str]) -> dict[str, tuple[float, float]]:
@@ -47,12 +39,16 @@ async def one_round(args: argparse.Namespace, order: list[str]) -> dict[str, tup
                 clients.append(await connect(server.port, ACCOUNT, "", "idle"))
         await asyncio.sleep(args.settle)
         pids = [s.proc.pid for s in servers]
-        cpu0, wake0, t0 = [cpu_seconds(p) for p in pids], [wake_ups(p) for p in pids], time.time()
+        cpu0, wake0, t0 = (
+            [cpu_seconds(p) for p in pids],
+            [switches([p])[0] for p in pids],
+            time.time(),
+        )
         await asyncio.sleep(args.seconds)
         wall = time.time() - t0
         out = {}
         for src, pid, c0, w0 in zip(order, pids, cpu0, wake0, strict=True):
-            out[src] = ((cpu_seconds(pid) - c0) / wall * 1e3, (wake_ups(pid) - w0) / wall)
+            out[src] = ((cpu_seconds(pid) - c0) / wall * 1e3, (switches([pid])[0] - w0) / wall)
         lost = sum(1 for c in clients if c.transport is None or c.transport.is_closing())
         if lost:
             raise RuntimeError(f"{lost} sockets closed while idle: pings not answered?")

@@ -32,15 +32,7 @@ def tree(pid: int) -> list[int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    total = 0.0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICK
-        except OSError:
-            pass
-    return total
+    return sum(user_sys(pid))
 
 
 def rss_bytes(pid: int) -> int:
@@ -54,3 +46,34 @@ def rss_bytes(pid: int) -> int:
         except OSError:
             pass
     return total
+
+
+def user_sys(pid: int, whole_tree: bool = True) -> tuple[float, float]:
+    """(user, system) CPU seconds: the kernel's share tells syscalls from Python work."""
+    user = system = 0.0
+    for p in tree(pid) if whole_tree else [pid]:
+        try:
+            with open(f"/proc/{p}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user += int(fields[11]) / TICK
+        system += int(fields[12]) / TICK
+    return user, system
+
+
+def switches(pids: list[int]) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches: a client's voluntary ones are its sleeps,
+    each of which the server pays a wake-up for on its next write."""
+    vol = invol = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("voluntary_ctxt_switches"):
+                        vol += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches"):
+                        invol += int(line.split()[1])
+        except OSError:
+            pass
+    return vol, invol

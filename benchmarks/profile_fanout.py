@@ -24,41 +24,11 @@ from .peers.registry import PEERS
 from .run import Layout, Run, start_redis
 
 
-def user_sys(pid: int) -> tuple[float, float]:
-    user = system = 0.0
-    for p in procstat.tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        user += int(fields[11]) / procstat.TICK
-        system += int(fields[12]) / procstat.TICK
-    return user, system
-
-
-def switches(pids: list[int]) -> tuple[int, int]:
-    """(voluntary, involuntary) context switches: a client's voluntary ones are its sleeps,
-    each of which the server pays a wake-up for on its next write."""
-    vol = invol = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as status:
-                for line in status:
-                    if line.startswith("voluntary_ctxt_switches"):
-                        vol += int(line.split()[1])
-                    elif line.startswith("nonvoluntary_ctxt_switches"):
-                        invol += int(line.split()[1])
-        except OSError:
-            pass
-    return vol, invol
-
-
 def measure(run: Run, rate: float, seconds: float, spy: str | None) -> dict[str, Any]:
     clients = [p.pid for p in run.procs if p.pid is not None]
     servers = procstat.tree(run.server.pid)
-    u0, s0 = user_sys(run.server.pid)
-    c0, v0 = switches(clients), switches(servers)
+    u0, s0 = procstat.user_sys(run.server.pid)
+    c0, v0 = procstat.switches(clients), procstat.switches(servers)
     proc = None
     if spy:
         py_spy = shutil.which("py-spy") or "/work/main/.venv/bin/py-spy"
@@ -82,8 +52,8 @@ def measure(run: Run, rate: float, seconds: float, spy: str | None) -> dict[str,
     st = run.step(rate, seconds)
     if proc is not None:
         proc.wait(60)
-    u1, s1 = user_sys(run.server.pid)
-    c1, v1 = switches(clients), switches(servers)
+    u1, s1 = procstat.user_sys(run.server.pid)
+    c1, v1 = procstat.switches(clients), procstat.switches(servers)
     st["user_s"], st["sys_s"] = u1 - u0, s1 - s0
     st["client_sleeps"] = c1[0] - c0[0]
     st["server_preempted"] = v1[1] - v0[1]

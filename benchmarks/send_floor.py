@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from benchmarks.procstat import user_sys
+
 READER = """
 import asyncio, sys
 import uvloop
@@ -33,13 +35,6 @@ async def main():
 uvloop.run(main())
 """
 VARIANTS = ("default", "sndbuf", "nodelay", "both")
-
-
-def times() -> tuple[float, float]:
-    with open("/proc/self/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def one(variant: str, n: int, rate: float, seconds: float, size: int) -> tuple[float, float]:
@@ -62,7 +57,7 @@ def one(variant: str, n: int, rate: float, seconds: float, size: int) -> tuple[f
             conns.append(conn)
         time.sleep(1.0)
         frame = b"\x81\x7e" + size.to_bytes(2, "big") + b"x" * size
-        user0, sys0 = times()
+        user0, sys0 = user_sys(os.getpid(), whole_tree=False)  # not the reader
         start, ticks, sends = time.monotonic(), 0, 0
         while time.monotonic() - start < seconds:
             for conn in conns:
@@ -72,7 +67,7 @@ def one(variant: str, n: int, rate: float, seconds: float, size: int) -> tuple[f
             pause = start + ticks / rate - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-        user1, sys1 = times()
+        user1, sys1 = user_sys(os.getpid(), whole_tree=False)
         return (user1 - user0) / sends * 1e6, (sys1 - sys0) / sends * 1e6
     finally:
         reader.kill()

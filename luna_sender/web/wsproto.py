@@ -47,8 +47,8 @@ _QUIET = contextvars.Context()
 # Heartbeat timers fall on a shared grid of this many seconds (at most a quarter of the
 # heartbeat): every socket due within one step is pinged in the same loop iteration, and the
 # pongs come back as one burst. A timer of its own per socket woke the process once per ping and
-# once per pong — each wake-up cold, ~150 us: 8 ms/s of CPU for 1,000 idle sockets at the default
-# 20 s (docs/performance.md "Round 4"), more than nchan spends on them delivering 5 events/s.
+# once per pong, ~40 times a second for 1,000 idle sockets at the default 20 s: 3.7 ms/s of CPU
+# against 2.0 on the grid (docs/performance.md "Round 4", benchmarks/idle_cost.py).
 BEAT_GRID = 1.0
 
 
