@@ -72,6 +72,37 @@ async def test_slow_plugin_does_not_delay_sockets(live_app_factory) -> None:
     assert Slow.seen and Slow.seen[0].account_id == acc and Slow.seen[0].kind == "face"
 
 
+async def test_notifications_a_plugin_did_not_take_by_shutdown_are_logged(
+    live_app_factory, caplog
+) -> None:
+    """Shutdown waits a bounded time for a slow plugin; what it never got is counted in the
+    log, not dropped without a word."""
+    Slow.seen.clear()
+    app: LiveApp = await live_app_factory(
+        plugins=["tests.plugin_samples:Slow"],
+        plugin_settings={"tests.plugin_samples:Slow": {"delay": 1.0}},
+    )
+    acc = account()
+    async with app.ws(account=acc) as ws:
+        for i in range(6):
+            async with app.session.post(
+                app.url("/publish"),
+                headers={"Luna-Account-Id": acc},
+                json={"events": [face_event(i=i)], **PUBLISH},
+            ) as resp:
+                assert resp.status == 204
+            assert (await recv_json(ws, 2))["event"]["i"] == i
+    caplog.set_level("WARNING", logger="luna_sender.plugins")
+    started = time.monotonic()
+    await app.server.close()
+    assert time.monotonic() - started < 6  # bounded: 2 s for the plugins, not 12 s of hooks
+    lines = [r for r in caplog.records if "not delivered at shutdown" in r.getMessage()]
+    assert len(lines) == 1
+    # 6 bus events and at least 6 requests were queued for 1-s hooks; a few ran before and
+    # during the 2 s the shutdown gave them, the rest is what the line counts.
+    assert 5 <= lines[0].notifications <= 12
+
+
 async def test_event_forwarder_with_retries(live_app_factory) -> None:
     received: list[dict[str, Any]] = []
     calls = {"n": 0}

@@ -49,6 +49,7 @@ HOOKS = (
     "connection_closed",
 )
 QUEUE_MAX = 10000
+STOP_DRAIN = 2.0  # seconds the plugins get at shutdown for what is still queued
 
 
 class PluginError(Exception):
@@ -145,12 +146,24 @@ class PluginManager:
 
     async def stop(self) -> None:
         if self._task is not None:
-            # Let queued notifications reach the plugins before they stop (bounded wait).
+            # Let queued notifications reach the plugins before they stop (bounded wait): a
+            # plugin that cannot keep up must not hold the shutdown, and what it loses is said.
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._drained(), 2)
+                await asyncio.wait_for(self._drained(), STOP_DRAIN)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            left = len(self._queue)
+            if left:
+                self.dropped += left
+                self._queue.clear()
+                log.warning(
+                    "plugins: %d notification(s) not delivered at shutdown: the plugins did"
+                    " not take them within %.0f s",
+                    left,
+                    STOP_DRAIN,
+                    extra={"notifications": left},
+                )
         for plugin in self.plugins:
             stop = getattr(plugin.obj, "stop", None)
             if plugin.running and stop is not None:
