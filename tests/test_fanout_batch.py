@@ -3,6 +3,7 @@ what each socket receives, and in which order, must be exactly what separate wri
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
@@ -106,3 +107,57 @@ async def test_batch_near_the_cap_is_judged_frame_by_frame(
         assert evicted == 1
     await r.aclose()
     assert max(batch_sizes) > 1, batch_sizes
+
+
+async def test_a_groups_sockets_are_written_in_the_order_they_subscribed(
+    memory_app: LiveApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """First subscribed, first written, and a socket that joins later goes last: the fan-out
+    walks its sockets in the order they were allocated (docs/reliability.md)."""
+    from luna_sender.delivery.connection import Connection
+    from luna_sender.web.context import CTX
+
+    hub = memory_app.app[CTX].hub
+    written: list[Connection] = []
+    original = Connection.send
+
+    def spy(self: Connection, frame: bytes) -> bool:
+        written.append(self)
+        return original(self, frame)
+
+    monkeypatch.setattr(Connection, "send", spy)
+    acc = account()
+    joined: list[Connection] = []
+    sockets: list[Any] = []
+    contexts: list[Any] = []
+
+    async def join() -> None:
+        before = set(hub.connections)
+        context = memory_app.ws(account=acc)
+        sockets.append(await context.__aenter__())
+        contexts.append(context)
+        (new,) = set(hub.connections) - before
+        joined.append(new)
+
+    async def publish(user_data: str) -> list[Connection]:
+        written.clear()
+        await hub.bus.publish(f"luna-sender:{acc}", face_message([face_event(user_data=user_data)]))
+        for ws in sockets:
+            if not ws.closed:
+                assert (await recv_json(ws))["event"]["user_data"] == user_data
+        return list(written)
+
+    try:
+        for _ in range(8):
+            await join()
+        assert await publish("first") == joined
+        await contexts[2].__aexit__(None, None, None)
+        while joined[2] in hub.connections:
+            await asyncio.sleep(0.01)
+        del joined[2]
+        await join()
+        assert await publish("second") == joined
+    finally:
+        for context, ws in zip(contexts, sockets, strict=True):
+            if not ws.closed:
+                await context.__aexit__(None, None, None)
