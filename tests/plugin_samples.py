@@ -35,3 +35,21 @@ class Slow:
 
     async def request_finished(self, *args: Any) -> None:
         await asyncio.sleep(self.delay)
+
+
+class HangStop:
+    """An async stop() that never returns: the shutdown must cut it."""
+
+    async def stop(self) -> None:
+        await asyncio.sleep(3600)
+
+
+class HangStopToo(HangStop):
+    pass
+
+
+class Raising:
+    """A hook that fails on every notification."""
+
+    def event_received(self, event: BusEvent) -> None:
+        raise ValueError("broken hook")

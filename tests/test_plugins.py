@@ -103,6 +103,40 @@ async def test_notifications_a_plugin_did_not_take_by_shutdown_are_logged(
     assert 5 <= lines[0].notifications <= 12
 
 
+async def test_plugins_that_never_stop_share_one_bounded_wait(live_app_factory, caplog) -> None:
+    """Two async stop()s that hang cost the shutdown 5 s together, not 5 s each: the worker
+    supervisor kills at ws.shutdown_timeout + 11 s, whatever number of plugins is loaded."""
+    app: LiveApp = await live_app_factory(
+        plugins=["tests.plugin_samples:HangStop", "tests.plugin_samples:HangStopToo"]
+    )
+    caplog.set_level("WARNING", logger="luna_sender.plugins")
+    started = time.monotonic()
+    await app.server.close()
+    assert 4.5 < time.monotonic() - started < 7.5
+    lines = [r.getMessage() for r in caplog.records if "failed to stop cleanly" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert all("did not return within the 5 s all plugins share" in line for line in lines)
+
+
+async def test_a_hook_failing_on_every_event_logs_one_traceback(live_app_factory, caplog) -> None:
+    app: LiveApp = await live_app_factory(plugins=["tests.plugin_samples:Raising"])
+    caplog.set_level("ERROR", logger="luna_sender.plugins")
+    acc = account()
+    async with app.ws(account=acc) as ws:
+        for i in range(20):
+            async with app.session.post(
+                app.url("/publish"),
+                headers={"Luna-Account-Id": acc},
+                json={"events": [face_event(i=i)], **PUBLISH},
+            ) as resp:
+                assert resp.status == 204
+            assert (await recv_json(ws, 2))["event"]["i"] == i  # delivery is not affected
+    await app.server.close()  # the pump has had every notification by the end of the drain
+    failed = [r for r in caplog.records if "plugin hook event_received failed" in r.getMessage()]
+    assert len(failed) == 1
+    assert failed[0].exc_info is not None and "broken hook" in str(failed[0].exc_info[1])
+
+
 async def test_event_forwarder_with_retries(live_app_factory) -> None:
     received: list[dict[str, Any]] = []
     calls = {"n": 0}

@@ -50,6 +50,10 @@ HOOKS = (
 )
 QUEUE_MAX = 10000
 STOP_DRAIN = 2.0  # seconds the plugins get at shutdown for what is still queued
+# Seconds all async stop() calls share: a fixed total, not per plugin, so the worker supervisor's
+# kill deadline (ws.shutdown_timeout + 11 s, docs/deployment.md) holds however many are loaded.
+STOP_BUDGET = 5.0
+HOOK_FAILURE_LOG_INTERVAL = 60.0  # a failing hook's later tracebacks are summarised this often
 
 
 class PluginError(Exception):
@@ -116,6 +120,7 @@ class PluginManager:
         self._face_prefix = ""
         self.enabled = False
         self.dropped = 0
+        self._failures: dict[tuple[str, int], tuple[float, int]] = {}
 
     async def start(self, context: Context) -> None:
         self._face_prefix = context.settings.channel_prefix + ":"
@@ -164,15 +169,24 @@ class PluginManager:
                     STOP_DRAIN,
                     extra={"notifications": left},
                 )
+        deadline = time.monotonic() + STOP_BUDGET
         for plugin in self.plugins:
             stop = getattr(plugin.obj, "stop", None)
             if plugin.running and stop is not None:
                 try:
                     result = stop()
                     if inspect.isawaitable(result):
-                        await asyncio.wait_for(result, 5)
+                        budget = max(0.1, deadline - time.monotonic())  # past it: a step each
+                        try:
+                            await asyncio.wait_for(result, budget)
+                        except TimeoutError:
+                            raise TimeoutError(
+                                f"stop() did not return within the {STOP_BUDGET:.0f} s"
+                                " all plugins share"
+                            ) from None
                 except Exception as exc:
-                    log.warning("plugin %s failed to stop cleanly: %s", plugin.name, exc)
+                    reason = str(exc) or type(exc).__name__
+                    log.warning("plugin %s failed to stop cleanly: %s", plugin.name, reason)
             plugin.running = False
 
     async def _drained(self) -> None:
@@ -222,7 +236,20 @@ class PluginManager:
                 if inspect.isawaitable(result):
                     await result
             except Exception:
-                log.exception("plugin hook %s failed", hook)
+                self._hook_failed(hook, fn)
+
+    def _hook_failed(self, hook: str, fn: Any) -> None:
+        """A broken hook fails on every notification: one traceback, then a count of the
+        failures since it at most once a minute, so the log stays readable."""
+        key = (hook, id(fn))
+        now = time.monotonic()
+        due, quiet = self._failures.get(key, (0.0, 0))
+        if now < due:
+            self._failures[key] = (due, quiet + 1)
+            return
+        self._failures[key] = (now + HOOK_FAILURE_LOG_INTERVAL, 0)
+        more = f" ({quiet} more failure(s) since its last traceback)" if quiet else ""
+        log.exception("plugin hook %s failed%s", hook, more)
 
     async def _pump(self) -> None:
         while True:
