@@ -53,3 +53,15 @@ class Raising:
 
     def event_received(self, event: BusEvent) -> None:
         raise ValueError("broken hook")
+
+
+class Stubborn:
+    """An async stop() that catches its cancellation and goes on: only the stop's deadline
+    (the watchdog in runtime.lifecycle) ends the process."""
+
+    async def stop(self) -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass

@@ -129,6 +129,30 @@ async def test_second_sigterm_during_shutdown_is_logged_and_ignored() -> None:
     assert "shutdown finished" in log and "Traceback" not in log
 
 
+def test_a_stop_that_outruns_its_deadline_exits_1_with_an_error_line() -> None:
+    """A plugin's stop() that swallows its cancellation would keep the process alive until
+    someone kills it; the watchdog ends it at ws.shutdown_timeout + 10 s, and says so."""
+    svc = Service(
+        env={
+            "LUNA_SENDER_PLUGINS": '["tests.plugin_samples:Stubborn"]',
+            "LUNA_SENDER_WS__SHUTDOWN_TIMEOUT": "0.5",
+        }
+    )
+    try:
+        wait_log(svc, "ready")
+        started = time.monotonic()
+        svc.proc.send_signal(signal.SIGTERM)
+        code = svc.proc.wait(30)
+        took = time.monotonic() - started
+    finally:
+        svc.close()
+    log = svc.log()
+    assert code == 1, log
+    assert 9.0 < took < 14, (took, log)  # the deadline is 0.5 + 1 + 2 + 5 + 1 s
+    assert "stop() did not return within the 5 s all plugins share" in log, log
+    assert "shutdown did not finish within 10 s: exiting now" in log, log
+
+
 def _catches_sigterm(pid: int) -> bool:
     status = Path(f"/proc/{pid}/status").read_text()
     caught = int(

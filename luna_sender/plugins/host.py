@@ -156,8 +156,7 @@ class PluginManager:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._drained(), STOP_DRAIN)
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=1.0)  # a hook may refuse to be cancelled
             left = len(self._queue)
             if left:
                 self.dropped += left
@@ -177,13 +176,15 @@ class PluginManager:
                     result = stop()
                     if inspect.isawaitable(result):
                         budget = max(0.1, deadline - time.monotonic())  # past it: a step each
-                        try:
-                            await asyncio.wait_for(result, budget)
-                        except TimeoutError:
+                        task = asyncio.ensure_future(result)
+                        await asyncio.wait({task}, timeout=budget)
+                        if not task.done():  # cancelled, not awaited: it may ignore that
+                            task.cancel()
                             raise TimeoutError(
                                 f"stop() did not return within the {STOP_BUDGET:.0f} s"
                                 " all plugins share"
-                            ) from None
+                            )
+                        task.result()
                 except Exception as exc:
                     reason = str(exc) or type(exc).__name__
                     log.warning("plugin %s failed to stop cleanly: %s", plugin.name, reason)

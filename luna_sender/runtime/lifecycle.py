@@ -6,7 +6,7 @@ the port is bound first, so a busy port is one ERROR line and exit status 1 befo
 starts, and "ready" is logged once the sockets listen, after start-up (so a client that can
 connect is served at once; docs/deployment.md, "Signals and exit codes"). SIGTERM, SIGINT and
 SIGHUP all stop gracefully (1001 to every socket, exit 0); a repeated signal during that stop is
-logged and ignored — the stop is bounded by ``ws.shutdown_timeout`` — so a process group that gets
+logged and ignored — the stop is bounded (:func:`stop_deadline`) — so a process group that gets
 the signal twice (Ctrl-C, systemd's control-group kill with ``--workers``) still closes cleanly.
 """
 
@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import threading
 from typing import Any
 
+from luna_sender.plugins.host import STOP_BUDGET, STOP_DRAIN
 from luna_sender.runtime import signals
 
 log = logging.getLogger("luna_sender.app")
 EXIT_OK = 0
 EXIT_LISTEN = 1
+EXIT_STUCK = 1  # the stop outran its deadline (as when the worker supervisor has to kill)
 # The kernel caps it at net.core.somaxconn (4096 on current Linux). aiohttp's default of 128 made
 # 2,000 sockets reconnecting at once (a load balancer reload, W5 in docs/performance.md) wait on
 # SYN retransmission: seconds, not milliseconds, before the first replayed event.
@@ -55,6 +59,47 @@ def bind(host: str, port: int, reuse_port: bool) -> list[socket.socket]:
     return sockets
 
 
+def stop_deadline(settings: Any) -> float:
+    """What a stop may take: the sockets' closing handshakes (``ws.shutdown_timeout`` + 1 s), the
+    plugins' queued notifications and their ``stop()`` (plugins.host), and a second to spare.
+    Inside the worker supervisor's kill deadline (``ws.shutdown_timeout`` + 11 s)."""
+    return float(settings.ws.shutdown_timeout) + 1 + STOP_DRAIN + STOP_BUDGET + 1
+
+
+class Watchdog:
+    """Exits the process once a stop outruns :func:`stop_deadline`.
+
+    Everything in the stop is bounded by a timeout, but a timeout cancels, and a plugin that
+    catches ``CancelledError`` and goes on (or a sync hook that blocks the loop) would keep the
+    process alive until an orchestrator kills it, with nothing in the log. A thread does not
+    depend on the event loop being free, so the exit and its ERROR line still come.
+    """
+
+    def __init__(self) -> None:
+        self._timer: threading.Timer | None = None
+
+    def arm(self, seconds: float) -> None:
+        if self._timer is None:
+            self._timer = threading.Timer(seconds, self._overdue, (seconds,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    @staticmethod
+    def _overdue(seconds: float) -> None:
+        log.error(
+            "shutdown did not finish within %.0f s: exiting now",
+            seconds,
+            extra={"deadline": seconds},
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(EXIT_STUCK)
+
+
 def run(settings: Any, reuse_port: bool = False) -> int:
     """Serve until a stop signal; the process's exit status."""
     early = signals.early()
@@ -76,10 +121,14 @@ def run(settings: Any, reuse_port: bool = False) -> int:
             extra={"errno": exc.errno},
         )
         return EXIT_LISTEN
-    return asyncio.run(_serve(settings, sockets))
+    watchdog = Watchdog()
+    try:
+        return asyncio.run(_serve(settings, sockets, watchdog))
+    finally:
+        watchdog.disarm()
 
 
-async def _serve(settings: Any, sockets: list[socket.socket]) -> int:
+async def _serve(settings: Any, sockets: list[socket.socket], watchdog: Watchdog) -> int:
     from aiohttp import web
 
     from luna_sender.app import build_app, log_ready
@@ -88,16 +137,19 @@ async def _serve(settings: Any, sockets: list[socket.socket]) -> int:
     stop = asyncio.Event()
     stopping: list[int] = []
 
+    deadline = stop_deadline(settings)
+
     def on_signal(signum: int) -> None:
         if stopping:
             log.warning(
                 "%s received again: already stopping (within %.0f s), ignored",
                 signals.name(signum),
-                settings.ws.shutdown_timeout + 1,
+                deadline,
                 extra={"signal": signals.name(signum)},
             )
             return
         stopping.append(signum)
+        watchdog.arm(deadline)
         log.info(
             "%s received: stopping", signals.name(signum), extra={"signal": signals.name(signum)}
         )
