@@ -20,6 +20,17 @@ PUBLISH = {
 }
 
 
+async def _publish_one(app: LiveApp, acc: str, ws: Any, i: int) -> None:
+    """POST one face event and see it arrive on ``ws``: the socket is fed whatever the plugin."""
+    async with app.session.post(
+        app.url("/publish"),
+        headers={"Luna-Account-Id": acc},
+        json={"events": [face_event(i=i)], **PUBLISH},
+    ) as resp:
+        assert resp.status == 204
+    assert (await recv_json(ws, 2))["event"]["i"] == i
+
+
 async def test_plugins_listed_and_broken_ones_reported(live_app_factory) -> None:
     app: LiveApp = await live_app_factory(
         plugins=[
@@ -57,13 +68,7 @@ async def test_slow_plugin_does_not_delay_sockets(live_app_factory) -> None:
     async with app.ws(account=acc) as ws:
         for i in range(3):
             started = time.monotonic()
-            async with app.session.post(
-                app.url("/publish"),
-                headers={"Luna-Account-Id": acc},
-                json={"events": [face_event(i=i)], **PUBLISH},
-            ) as resp:
-                assert resp.status == 204
-            assert (await recv_json(ws, 2))["event"]["i"] == i
+            await _publish_one(app, acc, ws, i)
             assert time.monotonic() - started < 0.8  # while each hook sleeps 1 s
     for _ in range(100):  # the plugin itself gets there, at its own pace
         if Slow.seen:
@@ -85,13 +90,7 @@ async def test_notifications_a_plugin_did_not_take_by_shutdown_are_logged(
     acc = account()
     async with app.ws(account=acc) as ws:
         for i in range(6):
-            async with app.session.post(
-                app.url("/publish"),
-                headers={"Luna-Account-Id": acc},
-                json={"events": [face_event(i=i)], **PUBLISH},
-            ) as resp:
-                assert resp.status == 204
-            assert (await recv_json(ws, 2))["event"]["i"] == i
+            await _publish_one(app, acc, ws, i)
     caplog.set_level("WARNING", logger="luna_sender.plugins")
     started = time.monotonic()
     await app.server.close()
@@ -124,13 +123,7 @@ async def test_a_hook_failing_on_every_event_logs_one_traceback(live_app_factory
     acc = account()
     async with app.ws(account=acc) as ws:
         for i in range(20):
-            async with app.session.post(
-                app.url("/publish"),
-                headers={"Luna-Account-Id": acc},
-                json={"events": [face_event(i=i)], **PUBLISH},
-            ) as resp:
-                assert resp.status == 204
-            assert (await recv_json(ws, 2))["event"]["i"] == i  # delivery is not affected
+            await _publish_one(app, acc, ws, i)  # delivery is not affected
     await app.server.close()  # the pump has had every notification by the end of the drain
     failed = [r for r in caplog.records if "plugin hook event_received failed" in r.getMessage()]
     assert len(failed) == 1
