@@ -20,6 +20,16 @@ PUBLISH = {
 }
 
 
+async def _slow_app(live_app_factory: Any) -> LiveApp:
+    """The app with the Slow plugin, every hook of which sleeps 1 s."""
+    Slow.seen.clear()
+    app: LiveApp = await live_app_factory(
+        plugins=["tests.plugin_samples:Slow"],
+        plugin_settings={"tests.plugin_samples:Slow": {"delay": 1.0}},
+    )
+    return app
+
+
 async def _publish_one(app: LiveApp, acc: str, ws: Any, i: int) -> None:
     """POST one face event and see it arrive on ``ws``: the socket is fed whatever the plugin."""
     async with app.session.post(
@@ -59,11 +69,7 @@ async def test_plugins_listed_and_broken_ones_reported(live_app_factory) -> None
 
 
 async def test_slow_plugin_does_not_delay_sockets(live_app_factory) -> None:
-    Slow.seen.clear()
-    app: LiveApp = await live_app_factory(
-        plugins=["tests.plugin_samples:Slow"],
-        plugin_settings={"tests.plugin_samples:Slow": {"delay": 1.0}},
-    )
+    app = await _slow_app(live_app_factory)
     acc = account()
     async with app.ws(account=acc) as ws:
         for i in range(3):
@@ -82,11 +88,7 @@ async def test_notifications_a_plugin_did_not_take_by_shutdown_are_logged(
 ) -> None:
     """Shutdown waits a bounded time for a slow plugin; what it never got is counted in the
     log, not dropped without a word."""
-    Slow.seen.clear()
-    app: LiveApp = await live_app_factory(
-        plugins=["tests.plugin_samples:Slow"],
-        plugin_settings={"tests.plugin_samples:Slow": {"delay": 1.0}},
-    )
+    app = await _slow_app(live_app_factory)
     acc = account()
     async with app.ws(account=acc) as ws:
         for i in range(6):

@@ -54,7 +54,7 @@ class RestartPolicy:
     stable_after: float = 10.0  # a worker that lived this long resets its slot's delay
     window: float = 60.0  # give up when, within this many seconds,
     deaths_per_worker: int = 3  # workers x this many unexpected deaths happened
-    stop_grace: float = 10.0  # extra seconds a stopping worker gets before SIGKILL
+    stop_grace: float = 2.0  # seconds a stopping worker gets past its own deadline: SIGKILL
 
 
 @dataclass
@@ -309,11 +309,15 @@ def run_workers(
 ) -> int:
     """Serve ``settings.workers`` processes on one port until SIGTERM/SIGINT/SIGHUP; the exit
     code."""
+    from luna_sender.runtime.lifecycle import stop_deadline
+
+    # A worker ends its own stop at stop_deadline (its watchdog logs why); the kill comes after
+    # that, so the worker's own line, not the kill, explains a stop that hung.
     supervisor = Supervisor(
         settings.workers,
         serve_one,
         (settings, True),
         policy,
-        shutdown_timeout=settings.ws.shutdown_timeout + 1,
+        shutdown_timeout=stop_deadline(settings),
     )
     return supervisor.run()

@@ -62,7 +62,7 @@ def bind(host: str, port: int, reuse_port: bool) -> list[socket.socket]:
 def stop_deadline(settings: Any) -> float:
     """What a stop may take: the sockets' closing handshakes (``ws.shutdown_timeout`` + 1 s), the
     plugins' queued notifications and their ``stop()`` (plugins.host), and a second to spare.
-    Inside the worker supervisor's kill deadline (``ws.shutdown_timeout`` + 11 s)."""
+    The worker supervisor kills a worker ``RestartPolicy.stop_grace`` after it."""
     return float(settings.ws.shutdown_timeout) + 1 + STOP_DRAIN + STOP_BUDGET + 1
 
 
