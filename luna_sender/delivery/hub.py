@@ -92,19 +92,18 @@ class Hub:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # Bound once: asyncio.get_running_loop() makes a getpid() syscall on every call
+        self._call_soon = asyncio.get_running_loop().call_soon
         await self.bus.start(self.on_message)
         await self.bus.subscribe(self._general_channel)
         self._sweeper = asyncio.create_task(self._sweep(), name="hub-stall-sweeper")
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-        if self._gauge is not None:
-            self._gauge.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._gauge
+        for task in (self._sweeper, self._gauge):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.bus.stop()
         await self.recorder.close()
 
@@ -226,7 +225,7 @@ class Hub:
         inbox = self._inbox
         inbox.append((channel, data, kind, started, tally))
         if len(inbox) == 1:
-            asyncio.get_running_loop().call_soon(self._drain)
+            self._call_soon(self._drain)
         if tally is not None:
             if len(data) <= self._max_bus_bytes:
                 self.recorder.record(channel, kind, data, tally, started)
