@@ -12,7 +12,10 @@ envelope, the websocket frame) back to back, then with a ``time.sleep`` between 
 
 - ``work``: wall time of the work alone (perf_counter around it), and
 - ``cpu``: the process's CPU time (user + system, /proc via ``time.process_time``) per event,
-  which adds what sleeping and waking costs the process itself.
+  which adds what sleeping and waking costs the process itself;
+- ``spin``: the control, a loop of integer additions timed the same way. Its working set is a
+  few cache lines, so if it slows after a sleep as the work does, the clock (frequency, the
+  vCPU's share) is to blame; if it does not, the work's memory is.
 
 The ratios against the hot row, not the absolute µs, are what a rerun should compare.
 """
@@ -31,9 +34,16 @@ from luna_sender.delivery.frames import text_frame
 GAPS = (0.0, 0.00025, 0.001, 0.004)
 
 
-def one_round(messages: list[bytes], gap: float) -> tuple[float, float]:
-    """(work µs, process CPU µs) per event with ``gap`` seconds of sleep between events."""
-    work = 0.0
+def spin() -> int:
+    total = 0
+    for i in range(2000):
+        total += i
+    return total
+
+
+def one_round(messages: list[bytes], gap: float) -> tuple[float, float, float]:
+    """(work µs, process CPU µs, spin µs) per event with ``gap`` s of sleep between events."""
+    work = spun = 0.0
     cpu = time.process_time()
     for data in messages:
         started = time.perf_counter()
@@ -43,7 +53,18 @@ def one_round(messages: list[bytes], gap: float) -> tuple[float, float]:
         if gap:
             time.sleep(gap)
     n = len(messages)
-    return work / n * 1e6, (time.process_time() - cpu) / n * 1e6
+    cpu = time.process_time() - cpu
+    for _ in messages:
+        started = time.perf_counter()
+        spin()
+        spun += time.perf_counter() - started
+        if gap:
+            time.sleep(gap)
+    return work / n * 1e6, cpu / n * 1e6, spun / n * 1e6
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
 def main() -> None:
@@ -54,21 +75,24 @@ def main() -> None:
     rng = random.Random(1)
     messages = [luna_message(face_event(rng, f"cam-{i}", 2700)) for i in range(args.events)]
     one_round(messages, 0.0)  # warm-up: imports, allocator, branch history
-    results: dict[float, list[tuple[float, float]]] = {gap: [] for gap in GAPS}
+    results: dict[float, list[tuple[float, float, float]]] = {gap: [] for gap in GAPS}
     for _ in range(args.rounds):
         for gap in GAPS:  # interleaved: every gap sees the same host in each round
             results[gap].append(one_round(messages, gap))
-    hot_work = statistics.median(w for w, _ in results[0.0])
-    hot_cpu = statistics.median(c for _, c in results[0.0])
-    print(f"{len(messages[0])} B messages, {args.events} events x {args.rounds} rounds, medians")
-    print("| sleep between events | work µs/event | x hot | process CPU µs/event | x hot |")
-    print("|---|---|---|---|---|")
+    print(f"{len(messages[0])} B messages, {args.events} events x {args.rounds} rounds")
+    print("median (min-max) over rounds; x hot = the ratio to the hot row of the same round")
+    print(
+        "| sleep between | work µs/event | x hot | process CPU µs/event | x hot | spin µs | x hot |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for gap, rows in results.items():
-        work = statistics.median(w for w, _ in rows)
-        cpu = statistics.median(c for _, c in rows)
+        cells = []
+        for k in range(3):
+            values = [row[k] for row in rows]
+            ratios = [row[k] / hot[k] for row, hot in zip(rows, results[0.0], strict=True)]
+            cells.append(f"{statistics.median(values):.1f} | {_spread(ratios)}")
         label = f"{gap * 1000:g} ms" if gap else "none (hot)"
-        row = f"| {label} | {work:.1f} | {work / hot_work:.1f} | {cpu:.1f} | {cpu / hot_cpu:.1f} |"
-        print(row)
+        print(f"| {label} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":
