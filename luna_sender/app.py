@@ -157,10 +157,11 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 async def _bus_gauge(context: Context) -> None:
-    """Keep this worker's ``bus_connected`` current: a scrape answered by another worker reads
-    it from the shared files and cannot ask this worker's bus."""
+    """Keep this worker's ``bus_connected`` and delivery counts current: a scrape answered by
+    another worker reads them from the shared files and cannot ask this worker."""
     while True:
         service.refresh_bus_gauge(context)
+        context.metrics.fold()
         await asyncio.sleep(BUS_GAUGE_INTERVAL)
 
 
@@ -174,6 +175,7 @@ async def _on_cleanup(app: web.Application) -> None:
     await app[GC_POLICY].stop()
     await app[FD_WATCH].stop()
     await context.hub.stop()
+    context.metrics.fold()  # with --workers, the last second's counts reach the shared files
     await context.plugins.stop()
     sockets = int(app[SHUTDOWN].get("sockets", 0))
     took = time.monotonic() - app[SHUTDOWN].get("started", time.monotonic())

@@ -2,8 +2,8 @@
 
 Names follow the original where it documents them (``request_count_total``, ``errors_count_total``
 with ``path="METHOD:/route"``, the ``requests`` duration histogram); the rest are this service's
-own and are listed in docs/metrics.md. Hot-path counters are pre-bound children so an increment
-is a single attribute call.
+own and are listed in docs/metrics.md. The delivery path's four metrics are held in pre-bound
+objects and added to the exposed values when a scrape (or, with workers, a 1-s timer) folds them.
 
 With ``--workers N`` every worker writes its values to prometheus-client's multiprocess files (the
 supervisor sets the folder, luna_sender/cli/workers.py) and a scrape renders all workers' files, so
@@ -18,7 +18,6 @@ in memory and nothing of this applies.
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +25,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.values import MutexValue
+
+from luna_sender.runtime.held import HeldCount, HeldObserver
 
 BUCKETS = (
     0.0001,
@@ -49,6 +49,8 @@ BUCKETS = (
 )
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 KINDS = ("face", "general")
+# Delivered bus messages whose latencies are observed together (Metrics.delivered_message).
+HELD_MAX = 256
 # Every label a metric below declares (plus Prometheus' reserved ``le``/``quantile``, and the
 # ``pid`` prometheus-client's multiprocess mode gives gauges with --workers): config rejects a
 # ``metrics.extra_labels`` name among them; a test keeps the set complete.
@@ -60,58 +62,6 @@ OWN_LABELS = frozenset(
 perf_counter = time.perf_counter
 now = time.time
 fromisoformat = datetime.fromisoformat
-
-
-def _adder(value: Any) -> Callable[..., None]:
-    """``value.inc`` of a prometheus-client value, minus what the delivery path does not need.
-
-    An in-memory value (``MutexValue``) is added to without its lock: the values bound below are
-    only updated and scraped on the event loop's thread. A multiprocess file value keeps its own
-    ``inc`` (it writes the shared file).
-    """
-    if type(value) is MutexValue:
-
-        def add(amount: float = 1) -> None:
-            value._value += amount
-
-        return add
-    inc = value.inc
-
-    def add_shared(amount: float = 1) -> None:
-        inc(amount)
-
-    return add_shared
-
-
-class _Count:
-    """A counter child's ``inc`` (never negative here) without the per-call checks: ~0.3 us
-    less per bus message for each of ``received`` and ``delivered``."""
-
-    __slots__ = ("inc",)
-
-    def __init__(self, child: Any) -> None:
-        self.inc = _adder(child._value)
-
-
-class _Observer:
-    """A histogram child's ``observe`` as a bisection and two additions.
-
-    prometheus-client's own walks its buckets in a Python loop after an observability check,
-    then takes a lock per value: ~1.2 us, twice per delivered bus message. The same values are
-    written (the child's sum and the first bucket whose bound is >= the amount), so the
-    exposition is unchanged. Amounts are finite here (durations, clock differences).
-    """
-
-    __slots__ = ("_bounds", "_buckets", "_sum")
-
-    def __init__(self, child: Any) -> None:
-        self._bounds = list(child._upper_bounds)
-        self._buckets = [_adder(bucket) for bucket in child._buckets]
-        self._sum = _adder(child._sum)
-
-    def observe(self, amount: float) -> None:
-        self._sum(amount)
-        self._buckets[bisect_left(self._bounds, amount)](1)
 
 
 class Metrics:
@@ -269,9 +219,10 @@ class Metrics:
         )
         self.replayed = self._unlabelled(self.recovery_replayed_events)
         self.history_size = self._unlabelled(self.history_events)
-        # Pre-bound children for the delivery hot path.
-        self.received = {k: _Count(self.events_received.labels(*self._values, k)) for k in KINDS}
-        self.delivered = {k: _Count(self.events_delivered.labels(*self._values, k)) for k in KINDS}
+        # Pre-bound children for the delivery hot path, their updates held (runtime/held.py).
+        values = self._values
+        self.received = {k: HeldCount(self.events_received.labels(*values, k)) for k in KINDS}
+        self.delivered = {k: HeldCount(self.events_delivered.labels(*values, k)) for k in KINDS}
         self.connections = {k: self.ws_connections.labels(*self._values, k) for k in KINDS}
         self.gc_pause = [self.gc_pauses.labels(*self._values, str(g)) for g in range(3)]
         self.gc_frozen = self._unlabelled(self.gc_frozen_objects)
@@ -279,30 +230,60 @@ class Metrics:
         self.reconnected = self._unlabelled(self.bus_reconnects)
         self.connected_gauge = self._unlabelled(self.bus_connected)
         self.repaired = self._unlabelled(self.bus_subscription_repairs)
-        self.latency = {k: _Observer(self.delivery_latency.labels(*self._values, k)) for k in KINDS}
+        self.latency = {k: HeldObserver(self.delivery_latency.labels(*values, k)) for k in KINDS}
         self.producer_lag = {
-            k: _Observer(self.producer_latency.labels(*self._values, k)) for k in KINDS
+            k: HeldObserver(self.producer_latency.labels(*self._values, k)) for k in KINDS
         }
         self.subscribed_channels = self._unlabelled(self.bus_subscribed_channels)
+        self._pending: list[HeldCount | HeldObserver] = [
+            *self.received.values(),
+            *self.delivered.values(),
+            *self.latency.values(),
+            *self.producer_lag.values(),
+        ]
+        # (kind, latency, producer's create time, wall clock) of delivered bus messages
+        self._held: list[tuple[str, float, Any, float]] = []
+        self._before_render.append(self.fold)
+
+    def fold(self) -> None:
+        """Add the delivery path's held updates to the exposed values: before every scrape,
+        and every second with ``--workers`` (app.py), where another worker may answer it."""
+        self._observe_held()
+        for pending in self._pending:
+            pending.fold()
 
     def delivered_message(self, kind: str, received: float, create_time: Any) -> None:
         """One observation per bus message that reached a socket (never per socket).
 
-        ``received`` is the ``perf_counter`` at bus receipt. The producer's time is parsed with
-        the C ``fromisoformat`` (about a microsecond) and nothing is cached; a time without an
-        offset is taken as UTC, and one in the future (clock skew) or unparsable is skipped.
+        ``received`` is the ``perf_counter`` at bus receipt. Only the two clocks are read here;
+        the observations are made in batches of :data:`HELD_MAX` (or at a fold), where parsing
+        the producer's time and bisecting the buckets run warm: one at a time, after a wake-up
+        that found the caches cold, they cost ~25 µs per message (docs/performance.md, Round 6).
         """
-        self.latency[kind].observe(perf_counter() - received)
-        if type(create_time) is str:
+        held = self._held
+        held.append((kind, perf_counter() - received, create_time, now()))
+        if len(held) >= HELD_MAX:
+            self._observe_held()
+
+    def _observe_held(self) -> None:
+        """The held latencies into their histograms. The producer's time is parsed with the C
+        ``fromisoformat`` and nothing is cached; a time without an offset is taken as UTC, and
+        one in the future (clock skew) or unparsable is skipped."""
+        held, self._held = self._held, []
+        latency, producer_lag = self.latency, self.producer_lag
+        for kind, took, create_time, at in held:
+            latency[kind].observe(took)
+            if type(create_time) is not str:
+                continue
             try:
                 created = fromisoformat(create_time)
             except ValueError:
-                return
+                continue
             if created.tzinfo is None:
                 created = created.replace(tzinfo=UTC)
-            lag = now() - created.timestamp()
+            lag = at - created.timestamp()
             if lag >= 0:
-                self.producer_lag[kind].observe(lag)
+                producer_lag[kind].observe(lag)
 
     def _unlabelled(self, metric: Any) -> Any:
         """A metric without labels of its own: bound to the extra labels, if any are set."""
