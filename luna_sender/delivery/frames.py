@@ -53,6 +53,26 @@ def client_frame(
     return head + mask + (int.from_bytes(payload) ^ key).to_bytes(size)
 
 
+def close_frame(code: int, message: bytes = b"") -> bytes:
+    """A server Close: the code and at most 123 bytes of reason (a control frame holds 125)."""
+    payload = struct.pack("!H", code) + message[:123]
+    return bytes((0x88, len(payload))) + payload
+
+
+def pong_frame(payload: bytes) -> bytes:
+    """The answer to a client's ping (its payload is at most 125 bytes, checked on read)."""
+    return bytes((0x8A, len(payload))) + payload
+
+
+def unmask(mask: bytes, payload: bytes | bytearray) -> bytes:
+    """A client frame's payload, unmasked as one big-integer XOR (no per-byte Python loop)."""
+    size = len(payload)
+    if not size:
+        return b""
+    key = int.from_bytes((mask * (size // 4 + 1))[:size])
+    return (int.from_bytes(payload) ^ key).to_bytes(size)
+
+
 class FrameParser:
     """Client-side frame splitting for an ``asyncio.Protocol`` that appends what it receives to
     ``self.buf``: ``parse_frames`` hands every complete frame to ``on_frame`` and keeps an

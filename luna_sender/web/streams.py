@@ -180,12 +180,19 @@ async def serve_socket(
         conn.recover = True
         if recovery.since is not None:
             conn.seam = Seam(recovery.since)
-    await hub.add(conn)
+    try:
+        await hub.add(conn)
+    except BaseException:
+        conn.release()  # conn <-> proto: not left to the cyclic collector
+        raise
     if transport.is_closing():
         # The client left mid-handshake: its business, not a server error.
         log.debug("websocket %s: client disconnected during the handshake", conn.id)
         request[METRICS_RECORDED] = True
-        await hub.remove(conn)
+        try:
+            await hub.remove(conn)
+        finally:
+            conn.release()
         return web.Response(status=400)  # never sent: the transport is gone
     tail = handler.detach(proto)
     conn.handler = proto
@@ -263,8 +270,13 @@ class _Ender:
         conn = proto.conn
         request_id_var.set(conn.request_id)  # this task's own context: the close line's id
         conn.closing = True
-        await self.context.hub.remove(conn)
-        _log_closed(self.context, conn, proto.close_code, self.route)
+        try:
+            await self.context.hub.remove(conn)
+            _log_closed(self.context, conn, proto.close_code, self.route)
+        finally:
+            # Freed by reference counting once this task ends, not by a cyclic pass (the GC
+            # policy runs one only after gc.min_churn closes): see Connection.release.
+            conn.release()
 
 
 # Tasks ending sockets: held so none is collected half-way.

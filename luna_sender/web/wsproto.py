@@ -9,13 +9,14 @@ finishes; what stays per socket is the transport, this object and the :class:`Co
 
 It reads client frames the way aiohttp's reader did, so clients see the same behaviour:
 masked or not, text/binary/fragmented messages are parsed and dropped; a ping is answered with a
-pong; a message of ``max_message_size`` bytes or more closes 1009, invalid UTF-8 text 1007, any
-other protocol error 1002 (Close frame, then the TCP close). A client's Close is answered with
-1000 and the TCP close. The heartbeat pings a socket silent for ``heartbeat`` seconds and drops
-it (1006) if nothing comes back within half that; both on a shared grid (``BEAT_GRID``), so up
-to one grid step later. A server close (eviction, shutdown) goes
-through :meth:`Connection.request_close` -> :meth:`cancel` -> :meth:`Connection.finish_close`
--> :meth:`close` as before: one Close frame, then a bounded wait for the client's.
+pong (within ``ws.queue_max_bytes``, see :meth:`_control`); a message of ``max_message_size``
+bytes or more closes 1009, invalid UTF-8 text 1007, any other protocol error 1002 (Close frame,
+then the TCP close). A client's Close is answered with 1000 and the TCP close. The heartbeat
+pings a socket silent for ``heartbeat`` seconds and drops it (1006) if nothing comes back within
+half that; both on a shared grid (``BEAT_GRID``), so up to one grid step later. A server close
+(eviction, shutdown) goes through :meth:`Connection.request_close` -> :meth:`cancel` ->
+:meth:`Connection.finish_close` -> :meth:`close` as before: one Close frame, then a bounded
+wait for the client's.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from luna_sender.delivery.connection import Connection
+from luna_sender.delivery.frames import close_frame, pong_frame, unmask
 from luna_sender.runtime.logs import request_id_var
 
 OK = 1000
@@ -70,19 +72,6 @@ class FrameError(Exception):
         self.code = code
 
 
-def _unmask(mask: bytes, payload: bytes | bytearray) -> bytes:
-    size = len(payload)
-    if not size:
-        return b""
-    key = int.from_bytes((mask * (size // 4 + 1))[:size])
-    return (int.from_bytes(payload) ^ key).to_bytes(size)
-
-
-def close_frame(code: int, message: bytes = b"") -> bytes:
-    payload = struct.pack("!H", code) + message[:123]
-    return bytes((0x88, len(payload))) + payload
-
-
 class SocketProtocol(asyncio.Protocol):
     """The read side and the close handshake of one open subscriber socket."""
 
@@ -94,6 +83,7 @@ class SocketProtocol(asyncio.Protocol):
         "done",
         "heard",
         "heartbeat",
+        "held",
         "max_size",
         "msg_op",
         "msg_size",
@@ -135,7 +125,9 @@ class SocketProtocol(asyncio.Protocol):
         self.done = False
         self.heard = 0.0  # loop time data last arrived
         self.pinged = 0.0  # loop time of the unanswered ping (0: none)
+        # The heartbeat's timer; once closing, the abort that bounds the TCP close.
         self.timer: asyncio.TimerHandle | None = None
+        self.held = False  # not read while its write backlog is over the cap (_control)
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -294,7 +286,7 @@ class SocketProtocol(asyncio.Protocol):
             if masked:
                 mask = data[pos + hdr : pos + hdr + 4]
                 if opcode >= 8 or opcode == 1 or (opcode == 0 and self.msg_op == 1):
-                    payload = _unmask(mask, payload)
+                    payload = unmask(mask, payload)
             pos = start + n
             if opcode >= 8:
                 self._control(opcode, payload)
@@ -307,8 +299,13 @@ class SocketProtocol(asyncio.Protocol):
     def _control(self, opcode: int, payload: bytes) -> None:
         if opcode == 8:
             self._on_close_frame(payload)
-        elif opcode == 9 and not self.closed:
-            self.transport.write(bytes((0x8A, len(payload))) + payload)
+        # A pong is under ws.queue_max_bytes like every frame: a client that sends pings and
+        # reads nothing is evicted 1008 as a slow consumer once its backlog passes the cap, and
+        # is not read meanwhile (its flood waits in the kernel, costing no CPU) until the
+        # backlog drains (resume_writing) - only then can its Close reply be read.
+        elif opcode == 9 and not self.closed and not self.conn.send_control(pong_frame(payload)):
+            self.held = True
+            self.transport.pause_reading()
 
     def _data(self, opcode: int, fin: bool, payload: bytes) -> None:
         """Client messages mean nothing (spec §2.1): validated as aiohttp did, then dropped."""
@@ -373,10 +370,20 @@ class SocketProtocol(asyncio.Protocol):
             return
         self.transport.close()
         if not self.done:
-            asyncio.get_running_loop().call_later(self.close_timeout, self._abort)
+            # Cancelled by connection_lost: a pending timer kept the socket's objects alive
+            # for close_timeout seconds after the close.
+            self._stop_timer()
+            self.timer = asyncio.get_running_loop().call_later(self.close_timeout, self._abort)
+
+    def resume_writing(self) -> None:
+        """The transport's write buffer fell below its low-water mark (the cap is above the
+        high-water one, so a held socket always gets this once it drains)."""
+        if self.held:
+            self.held = False
+            self._resume_reading()
 
     def _resume_reading(self) -> None:
-        if not self.done and not self.transport.is_closing():
+        if not self.done and not self.held and not self.transport.is_closing():
             self.transport.resume_reading()
 
     def _abort(self) -> None:
