@@ -115,6 +115,21 @@ class LimitSettings(Section):
         le=16 * 1024 * 1024,
         description="Longest header (name and value) in bytes (431, error 12046).",
     )
+    http_head_timeout: float = Field(
+        default=10.0,
+        ge=0.1,
+        le=86400,
+        description="Seconds a connection has to send a complete request line and headers, "
+        "counted from its opening or from the end of its previous response (an idle "
+        "keep-alive connection); then it is closed. Not applied to upgraded websockets.",
+    )
+    http_body_timeout: float = Field(
+        default=60.0,
+        ge=0.1,
+        le=86400,
+        description="Seconds a request body may take to arrive in full once its headers are "
+        "in; then the request is answered 408 (error 12046) and the connection closed.",
+    )
     like_pattern_max_chars: int = Field(
         default=256, ge=1, description="Longest like/nlike pattern of a user-defined filter."
     )

@@ -10,16 +10,24 @@ request handlers whose ``handle_error`` answers those with the usual LUNA JSON b
 
 After a websocket upgrade the same handler lets go of the connection (:meth:`detach`): the
 socket is read by web/wsproto.py and the request, its parser and its tasks are freed (#19, W7).
+
+Slow clients (slowloris): a connection that has not sent a complete request head
+``limits.http_head_timeout`` seconds after it opened, or after its previous response, is closed
+without an answer; a body still incomplete ``limits.http_body_timeout`` seconds after its
+request's head is answered 408 and its connection closed. Without them an idle or trickling
+connection held its descriptor for an hour (aiohttp's own keep-alive default).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from luna_sender import errors
@@ -35,6 +43,9 @@ log = logging.getLogger("luna_sender.web")
 # path, other filters, "HTTP/1.1") gets aiohttp's own default line size.
 LIST_ITEM_BYTES = EVENT_TYPE_MAX + 3
 BASE_LINE_BYTES = 8190
+# The handler argument that carries limits.http_body_timeout (LunaRequestHandler's own, which
+# aiohttp's RequestHandler would refuse: handler_args only work with install()).
+BODY_TIMEOUT_ARG = "luna_body_timeout"
 
 
 def request_line_max(settings: Settings) -> int:
@@ -47,13 +58,61 @@ def handler_args(settings: Settings) -> dict[str, Any]:
         "max_line_size": request_line_max(settings),
         "max_field_size": settings.limits.http_header_max_bytes,
         "max_headers": settings.limits.http_headers_max,
+        # aiohttp's keep-alive timer is armed when the connection opens and again when a
+        # response ends, and closes the connection if no complete request head has arrived by
+        # then: it is the head deadline (its default, 3630 s, let slowloris hold every fd).
+        "keepalive_timeout": settings.limits.http_head_timeout,
+        BODY_TIMEOUT_ARG: settings.limits.http_body_timeout,
     }
 
 
 class LunaRequestHandler(RequestHandler):
-    """aiohttp's connection handler with parser errors answered as LUNA errors."""
+    """aiohttp's connection handler with parser errors answered as LUNA errors, and a deadline
+    on request bodies."""
 
-    __slots__ = ()
+    __slots__ = ("_body_timeout",)
+
+    def __init__(
+        self, manager: web.Server, *, luna_body_timeout: float = 0.0, **kwargs: Any
+    ) -> None:
+        super().__init__(manager, **kwargs)
+        self._body_timeout = luna_body_timeout
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # aiohttp before aio-libs/aiohttp#13681 (3.14.5 has it) arms its keep-alive timer only
+        # after a first response: arm the head deadline from the connection's opening here too.
+        if self._keepalive_handle is None and self._keepalive_timeout > 0:
+            close_time = self._loop.time() + self._keepalive_timeout
+            self._next_keepalive_close_time = close_time
+            self._keepalive_handle = self._loop.call_at(close_time, self._process_keepalive)
+
+    async def _handle_request(
+        self,
+        request: web.BaseRequest,
+        start_time: float | None,
+        request_handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+    ) -> tuple[web.StreamResponse, bool]:
+        payload = request.content
+        timer = None
+        if self._body_timeout > 0 and not payload.is_eof():
+            timer = self._loop.call_later(self._body_timeout, self._body_expired, payload)
+        try:
+            return await super()._handle_request(request, start_time, request_handler)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _body_expired(self, payload: StreamReader) -> None:
+        """The body is late: its reader raises 408 (a LUNA error through the middleware), the
+        rest of it is not read and the connection closes once the answer is sent."""
+        if payload.is_eof():
+            return
+        late = f"request body not received within {self._body_timeout:g} s"
+        log.debug("%s, closing the connection", late)  # the middleware logs the 408
+        payload.set_exception(web.HTTPRequestTimeout(reason=late))
+        payload.feed_eof()  # no lingering read of the rest: the exception is raised first
+        self.close()
 
     def handle_error(
         self,
