@@ -30,6 +30,7 @@ from redis.exceptions import ResponseError
 
 from luna_sender.bus import dialect as replies
 from luna_sender.bus.base import (
+    NOT_PUBLISHED,
     NOT_REACHABLE,
     NOT_SUBSCRIBED,
     BusError,
@@ -47,6 +48,9 @@ log = logging.getLogger("luna_sender.bus")
 # No retries inside redis-py: a retried PUBLISH after a timeout is a duplicate event, and the
 # reader below reconnects the pub/sub connection itself (one place, one log line per change).
 NO_RETRY = Retry(NoBackoff(), 0)
+# PUBLISHes in flight at once; more wait (within the publish timeout). redis-py's pools refuse
+# a 101st connection: 150 concurrent publishes got 503s and the health check's PING a 502.
+PUBLISH_SLOTS = 64
 
 
 def _reason(exc: BaseException) -> str:
@@ -93,6 +97,7 @@ class RedisBus:
         self._repairing: set[str] = set()
         self._repairs_running: set[asyncio.Task[None]] = set()
         self._publish_guard = StallGuard()
+        self._publish_slots = asyncio.Semaphore(PUBLISH_SLOTS)
         self._channel_names = replies.ChannelNames()
 
     def observe(self, *, reconnected: Callable[[], None], repaired: Callable[[int], None]) -> None:
@@ -129,7 +134,14 @@ class RedisBus:
     async def publish(self, channel: str, data: bytes) -> None:
         """PUBLISH once, never blindly retried (publishing.py says when it is undecidable)."""
         async with self._publish_guard():
-            await self._publish_once(channel, data)
+            try:
+                await asyncio.wait_for(self._publish_slots.acquire(), self._publish_timeout)
+            except TimeoutError:
+                raise BusError("not sent: no free connection", NOT_PUBLISHED, False) from None
+            try:
+                await self._publish_once(channel, data)
+            finally:
+                self._publish_slots.release()
 
     async def _publish_once(self, channel: str, data: bytes) -> None:
         await publish_once(self._client.connection_pool, channel, data, self._publish_timeout)

@@ -114,6 +114,14 @@ class LunaRequestHandler(RequestHandler):
         payload.feed_eof()  # no lingering read of the rest: the exception is raised first
         self.close()
 
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        # A body aiohttp could not decode (its Content-Encoding lied) is answered 400 by the
+        # route; reading the rest of it afterwards fails the same way: no server error.
+        if isinstance(kw.get("exc_info"), web.RequestPayloadError):
+            log.debug("rest of an undecodable request body not read: %s", kw["exc_info"])
+            return
+        super().log_exception(*args, **kw)
+
     def handle_error(
         self,
         request: web.BaseRequest,

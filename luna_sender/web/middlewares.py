@@ -58,6 +58,15 @@ def _from_http_exception(exc: web.HTTPException) -> LunaError:
     return LunaError(errors.INVALID_REQUEST, exc.reason, status=exc.status)
 
 
+# What the request log and ``request_count`` record for a request whose client left first.
+CLIENT_CLOSED = 499
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 @web.middleware
 async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
@@ -93,11 +102,17 @@ async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamR
             if isinstance(exc, web.HTTPMethodNotAllowed):
                 response.headers["Allow"] = exc.headers.get("Allow", "")
             error_code, detail = err.kind.code, err.detail
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            err = LunaError(errors.INTERNAL)
-            response = errors.error_response(err)
-            error_code, detail = err.kind.code, err.detail
+        except Exception as exc:
+            if isinstance(exc, ConnectionResetError) and _client_gone(request):
+                # The client left mid-request (a body cut short): no answer can reach it and
+                # it is no server fault, so no 5xx is counted (nginx's 499) nor ERROR logged.
+                log.debug("client left mid-request: %s %s", request.method, request.path)
+                response = web.Response(status=CLIENT_CLOSED)
+            else:
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                err = LunaError(errors.INTERNAL)
+                response = errors.error_response(err)
+                error_code, detail = err.kind.code, err.detail
         if not response.prepared:
             response.headers[REQUEST_ID_HEADER] = request_id
         if not request.get(METRICS_RECORDED):

@@ -44,6 +44,8 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise LunaError(errors.BODY_TOO_LARGE, f"Request body exceeds {limit} bytes") from None
+    except web.RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on a body that is not
+        raise LunaError(errors.INVALID_REQUEST, str(exc.__cause__ or exc)) from None
     if not raw:
         raise LunaError(errors.NO_JSON)
     try:

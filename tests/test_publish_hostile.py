@@ -1,0 +1,112 @@
+"""What an outside tester sent the publish routes that ended in a 5xx on a healthy service.
+
+- ``Content-Encoding: gzip``/``deflate`` on a body that is not: 500 and a traceback, now 400/12046.
+- A publisher that leaves mid-body: an ERROR traceback and a 500 in ``request_count``, so any
+  client could raise the 5xx alert; now a DEBUG line and status 499 (nginx's "client closed").
+- 150+ concurrent publishes: redis-py's pool refuses its 101st connection, so publishes got 503
+  and the health check 502 with Redis fine; now they wait for a connection (bus/redis.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import socket
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+
+from .helpers import RedisServer, Service, account, face_event, recv_json, scrape
+
+BODY = json.dumps(
+    {
+        "events": [{"event_id": "e", "source": "cam-1"}],
+        "handler_id": "h",
+        "event_create_time": "2026-01-01T00:00:00Z",
+        "event_end_time": "2026-01-01T00:00:00Z",
+    }
+).encode()
+
+
+@pytest.fixture(scope="module")
+def svc(redis_server: RedisServer) -> Iterator[Service]:
+    service = Service("--redis-url", redis_server.url)
+    try:
+        yield service
+    finally:
+        assert service.terminate() == 0, service.log()[-3000:]
+
+
+def _raw(port: int, head: str, body: bytes, half_close: bool = False) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head.encode() + b"\r\n" + body)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
+def _head(port: int, extra: str) -> str:
+    return (
+        f"POST /publish HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nLuna-Account-Id: {account()}\r\n"
+        f"Content-Type: application/json\r\nConnection: close\r\n{extra}"
+    )
+
+
+def _quiet(svc: Service) -> None:
+    log = svc.log()
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+    assert 'status_code="500"' not in scrape(svc.url)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_body_that_is_not_what_its_content_encoding_says_is_a_400(
+    svc: Service, encoding: str
+) -> None:
+    bad = gzip.compress(BODY)[:-8] + b"garbage!" if encoding == "gzip" else BODY
+    head = _head(svc.port, f"Content-Encoding: {encoding}\r\nContent-Length: {len(bad)}\r\n")
+    reply = _raw(svc.port, head, bad)
+    assert reply.startswith(b"HTTP/1.1 400 "), reply[:300]
+    error = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+    assert error["error_code"] == 12046 and "content-encoding" in error["detail"].lower(), error
+    good = gzip.compress(BODY)
+    head = _head(svc.port, f"Content-Encoding: gzip\r\nContent-Length: {len(good)}\r\n")
+    assert _raw(svc.port, head, good).startswith(b"HTTP/1.1 204 ")
+    _quiet(svc)
+
+
+def test_a_publisher_that_leaves_mid_body_is_not_a_server_error(svc: Service) -> None:
+    cut = _head(svc.port, f"Content-Length: {len(BODY)}\r\n")
+    chunked = _head(svc.port, "Transfer-Encoding: chunked\r\n")
+    for head, body in ((cut, BODY[: len(BODY) // 2]), (chunked, b"%x\r\n%s\r\n" % (9, BODY[:9]))):
+        assert _raw(svc.port, head, body, half_close=True) == b""
+    text = scrape(svc.url)
+    assert 'path="POST:/publish",status_code="499"} 2.0' in text, text[-3000:]
+    _quiet(svc)
+
+
+async def test_hundreds_of_concurrent_publishes_wait_for_a_connection(svc: Service) -> None:
+    acc, n = account(), 300
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.ws_connect(svc.ws_url + "/ws", headers={"Luna-Account-Id": acc}) as ws:
+
+            async def publish(i: int) -> int:
+                body = {**json.loads(BODY), "events": [face_event(seq=i)]}
+                headers = {"Luna-Account-Id": acc}
+                async with session.post(svc.url + "/publish", json=body, headers=headers) as r:
+                    return r.status
+
+            async def health() -> int:
+                async with session.get(svc.url + "/healthcheck") as r:
+                    return r.status
+
+            statuses = await asyncio.gather(*(publish(i) for i in range(n)), health(), health())
+            assert statuses == [204] * n + [200, 200], sorted(set(statuses))
+            seqs = [(await recv_json(ws))["event"]["seq"] for _ in range(n)]
+            assert sorted(seqs) == list(range(n))
+    _quiet(svc)
