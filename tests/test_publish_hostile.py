@@ -110,3 +110,27 @@ async def test_hundreds_of_concurrent_publishes_wait_for_a_connection(svc: Servi
             seqs = [(await recv_json(ws))["event"]["seq"] for _ in range(n)]
             assert sorted(seqs) == list(range(n))
     _quiet(svc)
+
+
+async def test_health_checks_in_a_crowd_share_one_ping_and_leave_publishes_their_slots(
+    svc: Service,
+) -> None:
+    """400 concurrent /healthcheck took 400 pool connections (117 answered 502) and starved
+    publishes beside them: one PING now answers every check in flight."""
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def get(path: str) -> int:
+            async with session.get(svc.url + path) as r:
+                return r.status
+
+        async def post(i: int) -> int:
+            body = {**json.loads(BODY), "events": [face_event(seq=i)]}
+            headers = {"Luna-Account-Id": account()}
+            async with session.post(svc.url + "/publish", json=body, headers=headers) as r:
+                return r.status
+
+        checks = [get("/healthcheck") for _ in range(400)]
+        statuses = await asyncio.gather(*checks, *(post(i) for i in range(100)))
+        assert statuses == [200] * 400 + [204] * 100, sorted(set(statuses))
+    _quiet(svc)

@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from luna_sender.bus.base import NOT_PUBLISHED, OUTCOME_UNKNOWN, BusError
+from luna_sender.bus.base import NOT_PUBLISHED, NOT_REACHABLE, OUTCOME_UNKNOWN, BusError
 
 
 def _reason(exc: BaseException) -> str:
@@ -119,3 +119,17 @@ async def publish_once(pool: Any, channel: str, data: bytes, timeout: float) -> 
             ) from exc
     finally:
         await pool.release(conn)
+
+
+async def health_ping(client: Any) -> None:
+    """PING through the pool the publishes use (the health check's proof that they can work);
+    retried once, since a pooled connection may date from before a Redis restart."""
+    for attempt in (1, 2):
+        try:
+            await asyncio.wait_for(client.ping(), 1.0)
+            return
+        except RedisConnectionError as exc:
+            if attempt == 2:
+                raise BusError(_reason(exc), NOT_REACHABLE) from exc
+        except Exception as exc:
+            raise BusError(_reason(exc), NOT_REACHABLE) from exc
