@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from luna_sender.filters.base import FilterError, Limits
+from luna_sender.filters.base import SUMMARY_MAX, FilterError, Limits
 from luna_sender.filters.events import compile_face
 from luna_sender.filters.general import compile_general
 
@@ -60,3 +60,13 @@ def test_general_list_reasons(name: str, raw: str, reason: str) -> None:
 def test_null_and_uuid_case_normalised_once() -> None:
     face = compile_face([("stream_ids", f"null,{UUID.upper()}")], Limits())
     assert face.index == {"stream_id": frozenset({None, UUID})}
+
+
+def test_a_log_line_shows_at_most_summary_max_characters_of_a_filter() -> None:
+    """Every socket's opening and closing is logged with its filters: a 100 KB query must not
+    make a 100 KB line (an outside tester wrote 24 MB/s of log churning such sockets)."""
+    sources = ",".join(f"camera-{i:04d}" for i in range(1000))
+    long = compile_face([("sources", sources)], Limits()).summary()
+    assert long.startswith("sources=camera-0000,camera-0001")
+    assert len(long) < SUMMARY_MAX + 40 and long.endswith(" characters)"), long[-60:]
+    assert compile_face([("sources", "cam-1")], Limits()).summary() == "sources=cam-1"
