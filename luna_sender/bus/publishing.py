@@ -31,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeout
 from luna_sender.bus.base import NOT_PUBLISHED, NOT_REACHABLE, OUTCOME_UNKNOWN, BusError
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -93,12 +93,12 @@ async def publish_once(pool: Any, channel: str, data: bytes, timeout: float) -> 
         # Connect and handshake only: nothing of the PUBLISH has been written yet.
         conn = await asyncio.wait_for(pool.get_connection(), timeout)
     except Exception as exc:
-        raise BusError(f"not sent: {_reason(exc)}", NOT_PUBLISHED, published=False) from exc
+        raise BusError(f"not sent: {reason(exc)}", NOT_PUBLISHED, published=False) from exc
     try:
         try:
             await fresh(conn)
         except Exception as exc:
-            raise BusError(f"not sent: {_reason(exc)}", NOT_PUBLISHED, published=False) from exc
+            raise BusError(f"not sent: {reason(exc)}", NOT_PUBLISHED, published=False) from exc
         try:
             await conn.send_command("PUBLISH", channel, data)
             # With an explicit timeout redis-py answers None instead of raising; PUBLISH's
@@ -106,14 +106,14 @@ async def publish_once(pool: Any, channel: str, data: bytes, timeout: float) -> 
             if await conn.read_response(timeout=timeout) is None:
                 raise RedisTimeout(f"no reply within {timeout} s")
         except ResponseError as exc:  # Redis answered with an error: it did not publish
-            raise BusError(f"refused: {_reason(exc)}", NOT_PUBLISHED, published=False) from exc
+            raise BusError(f"refused: {reason(exc)}", NOT_PUBLISHED, published=False) from exc
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 await conn.disconnect()  # a late reply must not be read by the next command
             if not isinstance(exc, Exception):
                 raise
             raise BusError(
-                f"outcome unknown, PUBLISH was written: {_reason(exc)}",
+                f"outcome unknown, PUBLISH was written: {reason(exc)}",
                 OUTCOME_UNKNOWN,
                 published=None,
             ) from exc
@@ -130,6 +130,6 @@ async def health_ping(client: Any) -> None:
             return
         except RedisConnectionError as exc:
             if attempt == 2:
-                raise BusError(_reason(exc), NOT_REACHABLE) from exc
+                raise BusError(reason(exc), NOT_REACHABLE) from exc
         except Exception as exc:
-            raise BusError(_reason(exc), NOT_REACHABLE) from exc
+            raise BusError(reason(exc), NOT_REACHABLE) from exc

@@ -40,7 +40,7 @@ from luna_sender.bus.base import (
 from luna_sender.bus.dialect import CLASSIC, Dialect
 from luna_sender.bus.feed import Feed
 from luna_sender.bus.link import Link
-from luna_sender.bus.publishing import StallGuard, health_ping, publish_once
+from luna_sender.bus.publishing import StallGuard, health_ping, publish_once, reason
 from luna_sender.bus.subscriptions import KEEPALIVE, Subscriptions
 
 log = logging.getLogger("luna_sender.bus")
@@ -50,10 +50,6 @@ NO_RETRY = Retry(NoBackoff(), 0)
 # PUBLISHes in flight at once; more wait (within the publish timeout). redis-py's pools refuse
 # a 101st connection: 150 concurrent publishes got 503s and the health check's PING a 502.
 PUBLISH_SLOTS = 64
-
-
-def _reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 class RedisBus:
@@ -273,7 +269,7 @@ class RedisBus:
                 raise
             except Exception as exc:
                 failures += 1
-                self._link.lost(_reason(exc), failures)
+                self._link.lost(reason(exc), failures)
                 await self._drop_pubsub()
                 if failures > 1:  # the first retry is immediate: most drops are one-offs
                     await asyncio.sleep(backoff)
