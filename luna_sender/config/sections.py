@@ -120,8 +120,8 @@ class LimitSettings(Section):
         ge=0.1,
         le=86400,
         description="Seconds a connection has to send a complete request line and headers, "
-        "counted from its opening or from the end of its previous response (an idle "
-        "keep-alive connection); then it is closed. Not applied to upgraded websockets.",
+        "counted from its opening or, on a kept-alive connection, from its previous response "
+        "being handed to the socket; then it is closed. Not applied to upgraded websockets.",
     )
     http_body_timeout: float = Field(
         default=60.0,
