@@ -134,3 +134,13 @@ async def test_health_checks_in_a_crowd_share_one_ping_and_leave_publishes_their
         statuses = await asyncio.gather(*checks, *(post(i) for i in range(100)))
         assert statuses == [200] * 400 + [204] * 100, sorted(set(statuses))
     _quiet(svc)
+
+
+def test_the_api_document_lists_the_publish_answers_these_tests_get() -> None:
+    from luna_sender.web.docs.openapi import build_document
+
+    doc = build_document((1, 2))
+    for path in ("/publish", "/2/publish", "/publish/general"):
+        responses = doc["paths"][path]["post"]["responses"]
+        assert {"204", "400", "408", "413", "503"} <= responses.keys(), path
+        assert "12046" in responses["400"]["description"], responses["400"]

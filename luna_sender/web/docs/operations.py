@@ -252,7 +252,11 @@ def publish_item(op_id: str, summary: str, schema: str, account: bool, jwt: bool
     responses = {
         "204": {"description": "Published to the bus.", "headers": REQUEST_ID_HEADER},
         **COMMON_ERRORS,
-        "400": error("No JSON (12002) or JSON failed validation (12022), bad header (12012)."),
+        "400": error(
+            "No JSON (12002) or JSON failed validation (12022), bad header (12012), a body its "
+            "Content-Encoding does not decode (12046)."
+        ),
+        "408": error("Body not received within limits.http_body_timeout (12046)."),
         "413": error("Body larger than limits.publish_body_max_bytes (12031)."),
         "415": error("Content-Type is not application/json (12024)."),
         "503": error("Bus unavailable (29006)."),
