@@ -10,41 +10,17 @@ a value through several (a closure, its cell, the value, a lock); here an update
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
 from typing import Any
-
-from prometheus_client.values import MutexValue
-
-
-def _adder(value: Any) -> Callable[..., None]:
-    """``value.inc`` of a prometheus-client value, minus what the delivery path does not need.
-
-    An in-memory value (``MutexValue``) is added to without its lock: these values are only
-    updated and scraped on the event loop's thread. A multiprocess file value keeps its own
-    ``inc`` (it writes the shared file).
-    """
-    if type(value) is MutexValue:
-
-        def add(amount: float = 1) -> None:
-            value._value += amount
-
-        return add
-    inc = value.inc
-
-    def add_shared(amount: float = 1) -> None:
-        inc(amount)
-
-    return add_shared
 
 
 class HeldCount:
     """A counter child's increments, held here and added to the child by :meth:`fold`."""
 
-    __slots__ = ("_add", "pending")
+    __slots__ = ("_value", "pending")
 
     def __init__(self, child: Any) -> None:
         self.pending: float = 0
-        self._add = _adder(child._value)
+        self._value = child._value  # prometheus-client's value (in memory, or a shared file)
 
     def inc(self, amount: float = 1) -> None:
         self.pending += amount
@@ -52,7 +28,7 @@ class HeldCount:
     def fold(self) -> None:
         if self.pending:
             pending, self.pending = self.pending, 0
-            self._add(pending)
+            self._value.inc(pending)
 
 
 class HeldObserver:
@@ -60,18 +36,18 @@ class HeldObserver:
     :class:`HeldCount`), added to the child's buckets and sum by :meth:`fold`.
 
     prometheus-client's own walks its buckets in a Python loop after an observability check,
-    then takes a lock per value: ~1.2 us, twice per delivered bus message. The same buckets are
-    counted (the first whose bound is >= the amount); the sum is added once per fold, so its
-    last bits may differ from a sum taken one amount at a time. Amounts are finite here
-    (durations, clock differences).
+    then takes a lock per value: ~1.2 us, twice per delivered bus message; here that lock is
+    taken once per bucket per fold. The same buckets are counted (the first whose bound is >=
+    the amount); the sum is added once per fold, so its last bits may differ from a sum taken
+    one amount at a time. Amounts are finite here (durations, clock differences).
     """
 
     __slots__ = ("_bounds", "_buckets", "_sum", "counts", "total")
 
     def __init__(self, child: Any) -> None:
         self._bounds = list(child._upper_bounds)
-        self._buckets = [_adder(bucket) for bucket in child._buckets]
-        self._sum = _adder(child._sum)
+        self._buckets = child._buckets
+        self._sum = child._sum
         self.counts = [0] * len(self._bounds)
         self.total = 0.0
 
@@ -83,8 +59,8 @@ class HeldObserver:
         counts = self.counts
         for i, count in enumerate(counts):
             if count:
-                self._buckets[i](count)
+                self._buckets[i].inc(count)
                 counts[i] = 0
         if self.total:
             total, self.total = self.total, 0.0
-            self._sum(total)
+            self._sum.inc(total)

@@ -231,9 +231,8 @@ class Metrics:
         self.connected_gauge = self._unlabelled(self.bus_connected)
         self.repaired = self._unlabelled(self.bus_subscription_repairs)
         self.latency = {k: HeldObserver(self.delivery_latency.labels(*values, k)) for k in KINDS}
-        self.producer_lag = {
-            k: HeldObserver(self.producer_latency.labels(*self._values, k)) for k in KINDS
-        }
+        lag = self.producer_latency
+        self.producer_lag = {k: HeldObserver(lag.labels(*values, k)) for k in KINDS}
         self.subscribed_channels = self._unlabelled(self.bus_subscribed_channels)
         self._pending: list[HeldCount | HeldObserver] = [
             *self.received.values(),
