@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--w1-rates", default="5,10,20,40,80,160,320")
     parser.add_argument("--w1-subs", type=int, default=1000)
-    parser.add_argument("--w4-rates", default="250,500,1000,2000,4000,8000")
+    parser.add_argument("--w4-rates", default="250,500,1000,2000,4000,8000,16000,24000,32000,48000")
     parser.add_argument("--w4-accounts", type=int, default=40)
     parser.add_argument("--w4-sources", type=int, default=20)
     parser.add_argument(
