@@ -58,6 +58,12 @@ TOO_MANY_LIKE_FILTERS = ErrorKind(
     "Too many costly like/nlike filters in the service (limit {})",
     503,
 )
+FILTER_MEMORY_FULL = ErrorKind(
+    29013,
+    "Service unavailable",
+    "Too much memory held by the service's websocket filters (limit {} bytes)",
+    503,
+)
 BUS_UNAVAILABLE = ErrorKind(29006, "Service unavailable", "Event bus is unavailable: {}", 503)
 # Access control (docs/security.md). One detail per status whatever the reason, so a refusal tells
 # a prober nothing about which check failed; the reason is logged with the request id.

@@ -152,6 +152,13 @@ class LimitSettings(Section):
         description="Most scanning like/nlike filters (a `_` inside a `%...%` piece) summed "
         "over the service's distinct filter groups; beyond it a new one is refused (503, 29012).",
     )
+    filter_memory_max_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Memory the websockets' compiled filters may hold in one process (per "
+        "worker), summed over live sockets, each estimated from above from its query; beyond it "
+        "a new socket is refused (503, 29013; docs/reliability.md, Filter memory).",
+    )
 
 
 class MetricsSettings(Section):

@@ -42,10 +42,8 @@ BATCH_BYTES = 256 * 1024
 
 
 class HubHooks(Protocol):
-    """What the hub reports to the plugin host (:class:`luna_sender.plugins.host.PluginManager`).
-
-    Called on the delivery path, once per bus message, so it must only enqueue.
-    """
+    """What the hub reports to the plugin host (plugins/host.py's ``PluginManager``), once per
+    bus message on the delivery path: it must only enqueue."""
 
     def event_received(
         self, channel: str, kind: str, data: bytes, delivered: int, transport_time: float
@@ -76,9 +74,9 @@ class Hub:
         self._sweeper: asyncio.Task[None] | None = None
         self._emptied: asyncio.Event | None = None  # set when the last socket leaves at shutdown
         self.shutting_down = False
-        # Scanning like/nlike filters summed over distinct live groups: each group runs its
-        # own once per event, so this sum (not sockets) is what one event costs the loop.
-        self.scanning_likes = 0
+        # The budgets _admit keeps: scanning like/nlike filters over distinct live groups (each
+        # group runs its own once per event) and CompiledFilter.cost over live sockets.
+        self.scanning_likes = self.filter_bytes = 0
         # Recovering sockets (#18) live in groups of their own, fed by the recorder's pipes
         # once their event's offset is known; the plain groups above never wait for it.
         self._face_rec: dict[str, GroupSet] = {}
@@ -128,15 +126,18 @@ class Hub:
 
     # --- registry --------------------------------------------------------------------------
 
-    def _admit_likes(self, conn: Connection, groups: GroupSet | None) -> int:
-        """The scanning LIKE filters ``conn`` would add; 503/29012 beyond the service's cap."""
-        extra = conn.filter.scanning_likes
-        if not extra or (groups is not None and conn.filter.key in groups.groups):
-            return 0
-        cap = self.settings.limits.like_scanning_max
-        if self.scanning_likes + extra > cap:
-            raise errors.LunaError(errors.TOO_MANY_LIKE_FILTERS, cap)
-        return extra
+    def _admit(self, conn: Connection, groups: GroupSet | None) -> None:
+        """A new socket within the service-wide budgets, or 503 before the handshake: scanning
+        LIKE filters over distinct groups (29012), filter memory over sockets (29013)."""
+        lim, compiled = self.settings.limits, conn.filter
+        new_group = groups is None or compiled.key not in groups.groups
+        likes = compiled.scanning_likes if new_group else 0
+        if likes and self.scanning_likes + likes > lim.like_scanning_max:
+            raise errors.LunaError(errors.TOO_MANY_LIKE_FILTERS, lim.like_scanning_max)
+        if self.filter_bytes + compiled.cost > lim.filter_memory_max_bytes:
+            raise errors.LunaError(errors.FILTER_MEMORY_FULL, lim.filter_memory_max_bytes)
+        self.scanning_likes += likes
+        self.filter_bytes += compiled.cost
 
     def _sets(self, conn: Connection) -> tuple[dict[str, GroupSet], GroupSet]:
         if conn.recover:
@@ -161,7 +162,7 @@ class Hub:
     async def add(self, conn: Connection) -> None:
         faces, general = self._sets(conn)
         groups = faces.get(conn.account or "") if conn.kind == "face" else general
-        self.scanning_likes += self._admit_likes(conn, groups)
+        self._admit(conn, groups)
         conn.hub = self
         self.connections.add(conn)
         self.metrics.connections[conn.kind].inc()
@@ -189,6 +190,7 @@ class Hub:
             return
         self.connections.discard(conn)
         self.closed_total += 1
+        self.filter_bytes -= conn.filter.cost
         self.metrics.connections[conn.kind].dec()
         faces, general = self._sets(conn)
         if conn.recover:
@@ -375,8 +377,7 @@ class Hub:
                     self.evict(conn, CLOSE_POLICY, STALLED_REASON)
 
     async def _history_gauge(self) -> None:
-        size = await self.recorder.size()
-        if size is not None:
+        if (size := await self.recorder.size()) is not None:
             self.metrics.history_size.set(size)
 
     async def close_all(

@@ -117,6 +117,14 @@ class FilterSpec:
 
 # Characters of a socket's filters a log line shows (CompiledFilter.summary).
 SUMMARY_MAX = 512
+# CompiledFilter.cost, an upper estimate of a compiled filter's memory (tracemalloc, this
+# machine): ~0.4 KB for no filter, ~1.1 KB per parameter (~2.7 KB for like/nlike), and per list
+# item its str or number and its frozenset slots: up to ~150 bytes besides the text (a short
+# string just after its set grew). Items are counted as commas + 1, duplicates included, so an
+# estimate errs high, by 1.5-3x (tests/test_filter_memory.py).
+FILTER_BYTES = 512
+PARAM_BYTES = 3072
+ITEM_BYTES = 160
 
 
 @dataclass(slots=True)
@@ -136,6 +144,10 @@ class CompiledFilter:
     # like/nlike filters whose matcher scans in Python (see like.LikePattern.scanning): the hub
     # caps their sum over distinct groups, the one per-event cost no per-socket cap bounds.
     scanning_likes: int = 0
+    # What the socket's filter holds in memory, estimated from above (FILTER_BYTES): the hub
+    # caps the sum over live sockets (limits.filter_memory_max_bytes), since one socket's query
+    # may compile to megabytes and every socket keeps its own.
+    cost: int = 0
 
     def match(self, subject: Any) -> bool:
         # A plain loop: this runs per distinct filter per event, and all(genexpr) is slower.
@@ -233,6 +245,8 @@ def compile_filters(
         params=seen,
         index=index,
         scanning_likes=scanning,
+        cost=FILTER_BYTES
+        + sum(PARAM_BYTES + ITEM_BYTES * (raw.count(",") + 1) + len(raw) for raw in seen.values()),
     )
 
 

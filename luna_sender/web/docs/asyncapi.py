@@ -53,7 +53,8 @@ def handshake_errors(jwt: bool, account: bool) -> str:
         "parameter or header, 400/12046 invalid request (e.g. a raw '#' in the request target), "
         f"403/29011 a browser Origin that is neither the service's own nor allowed, {mode}"
         "503/29005 too many connections or shutting down, 503/29012 too many costly like/nlike "
-        "filters in the service (limits.like_scanning_max). Client messages carry no meaning and "
+        "filters in the service (limits.like_scanning_max), 503/29013 the service's websocket "
+        "filters hold limits.filter_memory_max_bytes. Client messages carry no meaning and "
         "are dropped; the server pings every ws.heartbeat seconds."
     )
 

@@ -217,7 +217,7 @@ def ws_item(
         **COMMON_ERRORS,
         "503": error(
             "Too many connections or shutting down (29005); too many costly "
-            "like/nlike filters in the service (29012)."
+            "like/nlike filters in the service (29012); filter memory full (29013)."
         ),
     }
     if jwt:

@@ -1,0 +1,186 @@
+"""Filter memory: the service-wide budget on what websockets' compiled filters hold.
+
+One socket's query may compile to megabytes (64 user-defined lists in a 139 KB request line) and
+every socket keeps its own, so ``ws.max_connections`` such sockets could hold tens of GB. The
+hub admits a socket only while the estimated sum over live sockets stays within
+``limits.filter_memory_max_bytes`` (503/29013 beyond it). The estimate is only useful if it is
+not below what a filter really holds: checked here with tracemalloc for the shapes a query can
+take, then the budget over a real service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import tracemalloc
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from luna_sender.config.settings import Settings
+from luna_sender.filters.base import CompiledFilter, Limits
+from luna_sender.filters.events import compile_face
+from luna_sender.filters.general import compile_general
+from luna_sender.web.httpd import request_line_max
+
+from .helpers import RedisServer, Service
+
+LIMITS = Limits()
+LINE = request_line_max(Settings())  # the longest request line the service reads
+ACCOUNT = str(uuid.uuid4())
+UPGRADE = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Luna-Account-Id": ACCOUNT,
+}
+
+
+def _fill(names: list[str], item: Callable[[int], str]) -> list[tuple[str, str]]:
+    """One list per name, as many items as the request line takes in all (each list within
+    ``list_filter_max_items``): the largest query of that shape the service reads."""
+    per = (LINE - 200) // len(names)
+    query = []
+    for name in names:
+        items: list[str] = []
+        size = len(name) + 2
+        while len(items) < LIMITS.list_max_items and size + len(item(len(items))) + 1 < per:
+            size += len(item(len(items))) + 1
+            items.append(item(len(items)))
+        query.append((name, ",".join(items)))
+    return query
+
+
+SHAPES: dict[str, tuple[Callable[..., CompiledFilter], list[tuple[str, str]]]] = {
+    "no filter": (compile_face, []),
+    "one source": (compile_face, [("sources", "cam-1")]),
+    "1,000 sources": (compile_face, [("sources", ",".join(f"cam-{i}" for i in range(1000)))]),
+    "1,000 handler uuids": (
+        compile_face,
+        [("handler_ids", ",".join(str(uuid.UUID(int=i)) for i in range(1000)))],
+    ),
+    "64 one-value filters": (compile_face, [(f"meta.f{i}", "a") for i in range(64)]),
+    "64 string lists filling the line": (
+        compile_face,
+        _fill([f"meta.f{i}__in" for i in range(64)], lambda n: f"{n:x}"),
+    ),
+    "64 numeric lists filling the line": (
+        compile_face,
+        _fill([f"meta.f{i}__in:numeric" for i in range(64)], lambda n: str(n)),
+    ),
+    "64 general string lists filling the line": (
+        compile_general,
+        _fill([f"event.f{i}__in" for i in range(64)], lambda n: f"{n:x}"),
+    ),
+    "8 like patterns": (compile_general, [(f"event.f{i}__like", "%a_b%c%") for i in range(8)]),
+}
+
+
+def _measured(compiler: Callable[..., CompiledFilter], query: Iterable[tuple[str, str]]) -> Any:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        compiled = compiler(list(query), LIMITS)
+        gc.collect()
+        return compiled, tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_the_estimate_is_not_below_what_a_filter_holds(shape: str) -> None:
+    compiler, query = SHAPES[shape]
+    assert sum(len(k) + len(v) + 2 for k, v in query) < LINE
+    compiled, held = _measured(compiler, query)
+    print(f"{shape}: estimate {compiled.cost} B, measured {held} B")
+    assert compiled.cost >= held
+    if held > 100_000:  # big filters are what the budget is for: not wildly over-counted
+        assert compiled.cost <= 3 * held
+
+
+def _big_query(n: int) -> dict[str, str]:
+    """About 100 KB of estimate each, distinct per socket: 1,000 sources."""
+    return {"sources": ",".join(f"s{n}-{i}" for i in range(1000))}
+
+
+@pytest.fixture
+def service(private_redis: RedisServer) -> Iterator[Service]:
+    svc = Service(
+        "--redis-url",
+        private_redis.url,
+        env={"LUNA_SENDER_LIMITS__FILTER_MEMORY_MAX_BYTES": str(1024 * 1024)},
+    )
+    yield svc
+    svc.close()
+
+
+async def _budget(svc: Service) -> None:
+    compiled = compile_face(list(_big_query(0).items()), LIMITS)
+    fit = (1024 * 1024) // compiled.cost  # sockets of this size the 1 MiB budget takes
+    assert 5 <= fit <= 20, compiled.cost
+    ws_url = svc.url.replace("http", "ws") + "/ws"
+    headers = {"Luna-Account-Id": ACCOUNT}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        held = [
+            await session.ws_connect(ws_url, params=_big_query(n), headers=headers)
+            for n in range(fit)
+        ]
+        # The socket past the budget: refused before the 101, with the LUNA body.
+        async with session.get(svc.url + "/ws", params=_big_query(fit), headers=UPGRADE) as resp:
+            assert resp.status == 503
+            body = await resp.json()
+        assert body["error_code"] == 29013
+        assert body["detail"] == (
+            f"Too much memory held by the service's websocket filters (limit {1024 * 1024} bytes)"
+        )
+        # Nothing else changed: the open sockets still get their events, once each.
+        event = {"source": "s0-5", "event_id": "e1"}
+        message = {
+            "events": [event],
+            "handler_id": "h",
+            "event_create_time": "2026-01-01T00:00:00Z",
+            "event_end_time": "2026-01-01T00:00:00Z",
+        }
+        async with session.post(
+            svc.url + "/publish",
+            data=orjson.dumps(message),
+            headers={"Luna-Account-Id": ACCOUNT, "Content-Type": "application/json"},
+        ) as resp:
+            assert resp.status == 204, await resp.text()
+        got = orjson.loads((await held[0].receive(timeout=10)).data)
+        assert got["event"]["event_id"] == "e1"
+        with pytest.raises(asyncio.TimeoutError):
+            await held[1].receive(timeout=0.5)  # its sources do not include s0-5
+        # A closed socket gives its share back at once: the refused one now gets in.
+        await held.pop().close()
+        late = None
+        for _ in range(100):
+            try:
+                late = await session.ws_connect(ws_url, params=_big_query(fit), headers=headers)
+                break
+            except aiohttp.WSServerHandshakeError as exc:
+                assert exc.status == 503
+                await asyncio.sleep(0.05)
+        assert late is not None
+        for ws in [*held, late]:
+            await ws.close()
+
+
+def test_budget_refuses_the_socket_past_it_and_gives_back_on_close(service: Service) -> None:
+    asyncio.run(_budget(service))
+    assert "Traceback" not in service.log()
+
+
+def test_the_estimate_covers_a_list_of_any_length() -> None:
+    """A frozenset's table grows 4x at a time, so the slots per item depend on where its length
+    falls; every 7th length up to the item limit, with the shortest distinct texts."""
+    for n in range(1, LIMITS.list_max_items + 1, 7):
+        query = [("meta.f__in", ",".join(f"{i:x}" for i in range(n)))]
+        compiled, held = _measured(compile_face, query)
+        assert compiled.cost >= held, (n, compiled.cost, held)
