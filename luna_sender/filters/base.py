@@ -118,13 +118,25 @@ class FilterSpec:
 # Characters of a socket's filters a log line shows (CompiledFilter.summary).
 SUMMARY_MAX = 512
 # CompiledFilter.cost, an upper estimate of a compiled filter's memory (tracemalloc, this
-# machine): ~0.4 KB for no filter, ~1.1 KB per parameter (~2.7 KB for like/nlike), and per list
-# item its str or number and its frozenset slots: up to ~150 bytes besides the text (a short
-# string just after its set grew). Items are counted as commas + 1, duplicates included, so an
-# estimate errs high, by 1.5-3x (tests/test_filter_memory.py).
+# machine): ~0.4 KB for no filter, ~1.1 KB per parameter (~2.7 KB for like/nlike); per list item
+# its str or number and its frozenset slots, up to ~150 bytes besides the text (a short string
+# just after its set grew); the text twice (the query's and the parsed copies), at 4 bytes a
+# character unless ASCII; and per like/nlike pattern character up to ~160 bytes of shift-and
+# table (one entry per distinct character). Items are counted as commas + 1, duplicates included,
+# so an estimate errs high: 1.3-3x, up to ~15x for long like patterns of few distinct characters
+# (tests/test_filter_memory.py).
 FILTER_BYTES = 512
 PARAM_BYTES = 3072
 ITEM_BYTES = 160
+LIKE_CHAR_BYTES = 192
+
+
+def _cost(name: str, raw: str, like: bool) -> int:
+    width = 1 if raw.isascii() and name.isascii() else 4
+    text = width * (len(name) + 2 * len(raw))
+    return (
+        PARAM_BYTES + ITEM_BYTES * (raw.count(",") + 1) + text + like * LIKE_CHAR_BYTES * len(raw)
+    )
 
 
 @dataclass(slots=True)
@@ -204,6 +216,7 @@ def compile_filters(
     predicates: list[Callable[[Any], bool]] = []
     index: dict[str, frozenset[Any]] = {}
     dynamic_count = like_count = scanning = 0
+    cost = FILTER_BYTES
     for name, raw in query:
         if name in ignore:
             continue
@@ -218,6 +231,7 @@ def compile_filters(
             except ValueError as exc:
                 raise FilterError(name, str(exc)) from None
             predicates.append(_bind(spec.match, value))
+            cost += _cost(name, raw, False)
             # spec.name, not the query name: an alias compiles to the same filter.
             terms.add((spec.name, value))
             if spec.index is not None:
@@ -237,6 +251,7 @@ def compile_filters(
         if like_count > limits.like_filters_max:
             raise FilterError(name, f"more than {limits.like_filters_max} like/nlike filters")
         scanning += compiled.scanning
+        cost += _cost(name, raw, compiled.like)
         terms.add(compiled.term)
         predicates.append(compiled.predicate)
     return CompiledFilter(
@@ -245,8 +260,7 @@ def compile_filters(
         params=seen,
         index=index,
         scanning_likes=scanning,
-        cost=FILTER_BYTES
-        + sum(PARAM_BYTES + ITEM_BYTES * (raw.count(",") + 1) + len(raw) for raw in seen.values()),
+        cost=cost,
     )
 
 
