@@ -154,6 +154,13 @@ def service(private_redis: RedisServer) -> Iterator[Service]:
     svc.close()
 
 
+async def _gauge(session: aiohttp.ClientSession, svc: Service) -> float:
+    async with session.get(svc.url + "/metrics") as resp:
+        text = await resp.text()
+    (line,) = [x for x in text.splitlines() if x.startswith("ws_filter_memory_bytes")]
+    return float(line.split()[-1])
+
+
 async def _budget(svc: Service) -> None:
     compiled = compile_face(list(_big_query(0).items()), LIMITS)
     fit = (1024 * 1024) // compiled.cost  # sockets of this size the 1 MiB budget takes
@@ -165,6 +172,9 @@ async def _budget(svc: Service) -> None:
             await session.ws_connect(ws_url, params=_big_query(n), headers=headers)
             for n in range(fit)
         ]
+        # Operators see what the budget counts: exactly the open sockets' estimates.
+        costs = [compile_face(list(_big_query(n).items()), LIMITS).cost for n in range(fit)]
+        assert await _gauge(session, svc) == sum(costs)
         # The socket past the budget: refused before the 101, with the LUNA body.
         async with session.get(svc.url + "/ws", params=_big_query(fit), headers=UPGRADE) as resp:
             assert resp.status == 503
@@ -204,6 +214,11 @@ async def _budget(svc: Service) -> None:
         assert late is not None
         for ws in [*held, late]:
             await ws.close()
+        for _ in range(100):  # every share given back
+            if await _gauge(session, svc) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await _gauge(session, svc) == 0
 
 
 def test_budget_refuses_the_socket_past_it_and_gives_back_on_close(service: Service) -> None:

@@ -105,6 +105,13 @@ class Metrics:
             registry=reg,
             multiprocess_mode="livesum",
         )
+        self.ws_filter_memory = Gauge(
+            "ws_filter_memory_bytes",
+            "Estimated memory held by open websockets' filters (limits.filter_memory_max_bytes)",
+            names,
+            registry=reg,
+            multiprocess_mode="livemax",  # the budget is per process: the fullest worker
+        )
         self.events_received = Counter(
             "events_received", "Events received from the bus", [*names, "kind"], registry=reg
         )
@@ -226,6 +233,7 @@ class Metrics:
         self.connections = {k: self.ws_connections.labels(*self._values, k) for k in KINDS}
         self.gc_pause = [self.gc_pauses.labels(*self._values, str(g)) for g in range(3)]
         self.gc_frozen = self._unlabelled(self.gc_frozen_objects)
+        self.filter_memory = self._unlabelled(self.ws_filter_memory)
         self.gc_full_passes = self._unlabelled(self.gc_full_passes_total)
         self.reconnected = self._unlabelled(self.bus_reconnects)
         self.connected_gauge = self._unlabelled(self.bus_connected)

@@ -111,10 +111,11 @@ async def plugins(request: web.Request) -> web.Response:
 
 
 def refresh_bus_gauge(context: Context) -> None:
-    """Bus gauges are set at scrape time (and every second by each worker with --workers),
-    never per event."""
+    """Bus and budget gauges are set at scrape time (and every second by each worker with
+    --workers), never per event."""
     context.metrics.connected_gauge.set(1 if context.bus.connected else 0)
     context.metrics.subscribed_channels.set(context.hub.subscribed_channel_count())
+    context.metrics.filter_memory.set(context.hub.filter_bytes)
 
 
 async def metrics(request: web.Request) -> web.Response:
