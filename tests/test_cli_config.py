@@ -142,3 +142,21 @@ def test_event_loop_choice_is_used_and_logged(choice: str, expected: str) -> Non
         assert expected in svc.log()
     finally:
         assert svc.terminate() == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("ws:\n  max_connections: true\n", "ws.max_connections"),
+        ("ws:\n  heartbeat: false\n", "ws.heartbeat"),
+        ("port: true\n", "port"),
+        ("limits:\n  filter_memory_max_bytes: yes\n", "limits.filter_memory_max_bytes"),
+    ],
+)
+def test_a_yaml_boolean_is_not_a_number(tmp_path: Path, text: str, key: str) -> None:
+    """pydantic takes a bool as 1 or 0 for a number: ``max_connections: true`` started a
+    service that took one websocket. The key is named, as for any bad value."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=f"'{key}'.*a number is expected, not a boolean"):
+        load_settings(cfg, {}, {})

@@ -30,6 +30,7 @@ variables that share the prefix are ignored with one warning (docs/deployment.md
 masked; a bad value stops the start with a one-line error naming the key (exit code 2). Numbers
 must be finite and inside the range shown: a value no request could work with (a 1 ns heartbeat,
 a header limit beyond 64 bits) is refused at start rather than failing every request after it.
+A boolean is not a number: `max_connections: true` (or `yes`) is refused, not taken as 1.
 
 | key | environment variable | default | range | description |
 |---|---|---|---|---|

@@ -21,6 +21,16 @@ class Section(BaseModel):
     # inf/nan pass ``gt=0`` but no timer takes them: ws.heartbeat=inf answered every /ws with a 500.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: Any) -> Any:
+        """YAML's ``true`` is a bool, which pydantic takes as 1 for a number: ``max_connections:
+        true`` started a service that took one websocket. A number setting wants a number."""
+        field = cls.model_fields.get(info.field_name) if info.field_name else None
+        if isinstance(value, bool) and field is not None and field.annotation in (int, float):
+            raise ValueError("a number is expected, not a boolean")
+        return value
+
 
 class WsSettings(Section):
     heartbeat: float = Field(
