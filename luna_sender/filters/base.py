@@ -118,14 +118,14 @@ class FilterSpec:
 # Characters of a socket's filters a log line shows (CompiledFilter.summary).
 SUMMARY_MAX = 512
 # CompiledFilter.cost, an upper estimate of a compiled filter's memory (tracemalloc, this
-# machine): ~0.4 KB for no filter, ~1.1 KB per parameter (~2.7 KB for like/nlike); per list item
+# machine): ~0.4-0.6 KB for no filter, ~1.1 KB per parameter (~2.7 KB for like/nlike); per list item
 # its str or number and its frozenset slots, up to ~150 bytes besides the text (a short string
 # just after its set grew); the text twice (the query's and the parsed copies), at 4 bytes a
 # character unless ASCII; and per like/nlike pattern character up to ~160 bytes of shift-and
 # table (one entry per distinct character). Items are counted as commas + 1, duplicates included,
 # so an estimate errs high: 1.3-3x, up to ~15x for long like patterns of few distinct characters
 # (tests/test_filter_memory.py).
-FILTER_BYTES = 512
+FILTER_BYTES = 1024
 PARAM_BYTES = 3072
 ITEM_BYTES = 160
 LIKE_CHAR_BYTES = 192
