@@ -36,6 +36,12 @@ def test_precedence_file_env_cli(tmp_path: Path) -> None:
         ({"LUNA_SENDER_WS__HEARTBEAT": "-1"}, "ws.heartbeat"),
         ({"LUNA_SENDER_REDIS_URL": "kafka://x"}, "redis_url"),
         ({"LUNA_SENDER_NO_SUCH": "1"}, "no_such"),
+        # beyond 64 bits: /config (orjson) could not render it, a 500 on every GET after start
+        (
+            {"LUNA_SENDER_LIMITS__FILTER_MEMORY_MAX_BYTES": str(2**64)},
+            "limits.filter_memory_max_bytes",
+        ),
+        ({"LUNA_SENDER_WS__MAX_CONNECTIONS": str(10**26)}, "ws.max_connections"),
     ],
 )
 def test_bad_values_name_the_key(env: dict[str, str], key: str) -> None:

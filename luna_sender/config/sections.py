@@ -31,6 +31,15 @@ class Section(BaseModel):
             raise ValueError("a number is expected, not a boolean")
         return value
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _within_64_bits(cls, value: Any) -> Any:
+        """Every setting is rendered by ``/config`` (orjson: 64-bit integers); 2**64 passed the
+        start and then made every ``GET /config`` a 500. No limit needs that much."""
+        if type(value) is int and not -(2**63) <= value < 2**63:
+            raise ValueError("out of range (beyond 64 bits)")
+        return value
+
 
 class WsSettings(Section):
     heartbeat: float = Field(
