@@ -166,3 +166,17 @@ def test_a_yaml_boolean_is_not_a_number(tmp_path: Path, text: str, key: str) -> 
     cfg.write_text(text)
     with pytest.raises(ConfigError, match=f"'{key}'.*a number is expected, not a boolean"):
         load_settings(cfg, {}, {})
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"LUNA_SENDER_API_VERSIONS": "[true, 2]"},  # was taken as [1, 2]
+        {"LUNA_SENDER_API_VERSIONS": "[yes]"},
+        {"LUNA_SENDER_WS__SHUTDOWN_TIMEOUT": "1e10"},  # the stop watchdog's timer overflowed
+    ],
+)
+def test_values_no_part_of_the_service_can_use_are_refused_at_start(env: dict[str, str]) -> None:
+    key = next(iter(env)).removeprefix("LUNA_SENDER_").lower().replace("__", ".")
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        load_settings(None, {}, env)

@@ -106,6 +106,13 @@ SHAPES: dict[str, tuple[Callable[..., CompiledFilter], list[tuple[str, str]]]] =
         compile_face,
         [("meta.f__in", ",".join(f"{i:04d}" + "\U0001f600" * 996 for i in range(30)))],
     ),
+    # A name is kept as the query's text, split into a path and keyed (the outside pass: a
+    # 138,000-character name held ~2x its length).
+    "a 130,000-character filter name": (compile_general, [("event." + "k" * 130_000, "v")]),
+    "a 16-segment name of 8,000-character segments": (
+        compile_face,
+        [("meta." + ".".join(chr(97 + k) * 8_000 for k in range(16)) + "__like", "%v%")],
+    ),
     "1,000 items of one astral character": (
         compile_face,
         [("meta.f__in", ",".join(chr(0x1F600 + i) for i in range(1000)))],

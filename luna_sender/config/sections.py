@@ -27,7 +27,10 @@ class Section(BaseModel):
         """YAML's ``true`` is a bool, which pydantic takes as 1 for a number: ``max_connections:
         true`` started a service that took one websocket. A number setting wants a number."""
         field = cls.model_fields.get(info.field_name) if info.field_name else None
-        if isinstance(value, bool) and field is not None and field.annotation in (int, float):
+        if field is None or field.annotation not in (int, float, list[int], list[float]):
+            return value
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, bool) for item in items):  # api_versions: [true, 2] was [1, 2]
             raise ValueError("a number is expected, not a boolean")
         return value
 
@@ -87,6 +90,7 @@ class WsSettings(Section):
     shutdown_timeout: float = Field(
         default=2.0,
         gt=0,
+        le=3600,  # the stop watchdog's timer: 1e10 s overflowed it on SIGTERM
         description="Seconds given to clients to answer the 1001 close on shutdown.",
     )
     allowed_origins: list[str] = Field(

@@ -118,12 +118,13 @@ class FilterSpec:
 # Characters of a socket's filters a log line shows (CompiledFilter.summary).
 SUMMARY_MAX = 512
 # CompiledFilter.cost, an upper estimate of a compiled filter's memory (tracemalloc, this
-# machine): ~0.4-0.6 KB for no filter, ~1.1 KB per parameter (~2.7 KB for like/nlike); per list item
-# its str or number and its frozenset slots, up to ~150 bytes besides the text (a short string
-# just after its set grew); the text twice (the query's and the parsed copies), at 4 bytes a
-# character unless ASCII; and per like/nlike pattern character up to ~160 bytes of shift-and
-# table (one entry per distinct character). Items are counted as commas + 1, duplicates included,
-# so an estimate errs high: 1.3-3x, up to ~15x for long like patterns of few distinct characters
+# machine): ~0.4-0.6 KB for no filter, ~1.1 KB per parameter (~2.7 KB for like/nlike); per list
+# item its str or number and its frozenset slots, up to ~150 bytes besides the text (a short
+# string just after its set grew); the value's text twice (the query's and the parsed copies)
+# and the name's three times (an outside pass measured ~2x), at 4 bytes a character unless
+# ASCII; and per like/nlike pattern character up to ~160 bytes of shift-and table (one entry per
+# distinct character). Items are counted as commas + 1, duplicates included, so an estimate errs
+# high: 1.3-3x, up to ~15x for long like patterns of few distinct characters
 # (tests/test_filter_memory.py).
 FILTER_BYTES = 1024
 PARAM_BYTES = 3072
@@ -137,7 +138,7 @@ INDEX_ITEM_BYTES = 320
 
 def _cost(name: str, raw: str, like: bool) -> int:
     width = 1 if raw.isascii() and name.isascii() else 4
-    text = width * (len(name) + 2 * len(raw))
+    text = width * (3 * len(name) + 2 * len(raw))  # a name is also split into a path, and keyed
     return (
         PARAM_BYTES + ITEM_BYTES * (raw.count(",") + 1) + text + like * LIKE_CHAR_BYTES * len(raw)
     )
