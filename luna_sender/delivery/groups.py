@@ -15,9 +15,12 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from luna_sender import errors
+from luna_sender.errors import LunaError
 from luna_sender.filters.base import CompiledFilter
 
 if TYPE_CHECKING:
+    from luna_sender.config.sections import LimitSettings
     from luna_sender.delivery.connection import Connection
 
 G = TypeVar("G")
@@ -197,3 +200,30 @@ class GroupSet:
                 self.index.remove(id(group))
                 return True
         return False
+
+
+class Budgets:
+    """The service-wide budgets a new socket must fit, or 503 before its handshake: scanning
+    LIKE filters summed over distinct groups (each group runs its own once per event; 29012)
+    and :attr:`CompiledFilter.cost` over sockets (29013; a twin of a live filter keeps its own
+    copy). docs/reliability.md, "LIKE budget" and "Filter memory"."""
+
+    __slots__ = ("filter_bytes", "limits", "scanning_likes")
+
+    def __init__(self, limits: LimitSettings) -> None:
+        self.limits = limits
+        self.scanning_likes = self.filter_bytes = 0
+
+    def admit(self, compiled: CompiledFilter, new_group: bool) -> None:
+        likes = compiled.scanning_likes if new_group else 0
+        if likes and self.scanning_likes + likes > self.limits.like_scanning_max:
+            raise LunaError(errors.TOO_MANY_LIKE_FILTERS, self.limits.like_scanning_max)
+        if self.filter_bytes + compiled.cost > self.limits.filter_memory_max_bytes:
+            raise LunaError(errors.FILTER_MEMORY_FULL, self.limits.filter_memory_max_bytes)
+        self.scanning_likes += likes
+        self.filter_bytes += compiled.cost
+
+    def release(self, compiled: CompiledFilter, group_closed: bool) -> None:
+        self.filter_bytes -= compiled.cost
+        if group_closed:
+            self.scanning_likes -= compiled.scanning_likes

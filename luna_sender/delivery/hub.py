@@ -16,7 +16,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from luna_sender import errors, wire
+from luna_sender import wire
 from luna_sender.delivery import matching
 from luna_sender.delivery.connection import (
     CLOSE_GOING_AWAY,
@@ -25,7 +25,7 @@ from luna_sender.delivery.connection import (
     Connection,
 )
 from luna_sender.delivery.frames import text_frame
-from luna_sender.delivery.groups import Batch, GroupSet, face_index, general_index
+from luna_sender.delivery.groups import Batch, Budgets, GroupSet, face_index, general_index
 from luna_sender.delivery.recorder import POISON, Recorder, Tally, write_recorded
 
 if TYPE_CHECKING:
@@ -74,9 +74,7 @@ class Hub:
         self._sweeper: asyncio.Task[None] | None = None
         self._emptied: asyncio.Event | None = None  # set when the last socket leaves at shutdown
         self.shutting_down = False
-        # The budgets _admit keeps: scanning like/nlike filters over distinct live groups (each
-        # group runs its own once per event) and CompiledFilter.cost over live sockets.
-        self.scanning_likes = self.filter_bytes = 0
+        self.budgets = Budgets(settings.limits)
         # Recovering sockets (#18) live in groups of their own, fed by the recorder's pipes
         # once their event's offset is known; the plain groups above never wait for it.
         self._face_rec: dict[str, GroupSet] = {}
@@ -126,19 +124,6 @@ class Hub:
 
     # --- registry --------------------------------------------------------------------------
 
-    def _admit(self, conn: Connection, groups: GroupSet | None) -> None:
-        """A new socket within the service-wide budgets, or 503 before the handshake: scanning
-        LIKE filters over distinct groups (29012), filter memory over sockets (29013)."""
-        lim, compiled = self.settings.limits, conn.filter
-        new_group = groups is None or compiled.key not in groups.groups
-        likes = compiled.scanning_likes if new_group else 0
-        if likes and self.scanning_likes + likes > lim.like_scanning_max:
-            raise errors.LunaError(errors.TOO_MANY_LIKE_FILTERS, lim.like_scanning_max)
-        if self.filter_bytes + compiled.cost > lim.filter_memory_max_bytes:
-            raise errors.LunaError(errors.FILTER_MEMORY_FULL, lim.filter_memory_max_bytes)
-        self.scanning_likes += likes
-        self.filter_bytes += compiled.cost
-
     def _sets(self, conn: Connection) -> tuple[dict[str, GroupSet], GroupSet]:
         if conn.recover:
             return self._face_rec, self._general_rec
@@ -162,7 +147,7 @@ class Hub:
     async def add(self, conn: Connection) -> None:
         faces, general = self._sets(conn)
         groups = faces.get(conn.account or "") if conn.kind == "face" else general
-        self._admit(conn, groups)
+        self.budgets.admit(conn.filter, groups is None or conn.filter.key not in groups.groups)
         conn.hub = self
         self.connections.add(conn)
         self.metrics.connections[conn.kind].inc()
@@ -190,7 +175,6 @@ class Hub:
             return
         self.connections.discard(conn)
         self.closed_total += 1
-        self.filter_bytes -= conn.filter.cost
         self.metrics.connections[conn.kind].dec()
         faces, general = self._sets(conn)
         if conn.recover:
@@ -198,14 +182,13 @@ class Hub:
         if conn.kind == "face":
             assert conn.account is not None
             groups = faces.get(conn.account)
-            if groups is not None and groups.remove(conn):
-                self.scanning_likes -= conn.filter.scanning_likes
+            self.budgets.release(conn.filter, groups is not None and groups.remove(conn))
             if not groups:
                 faces.pop(conn.account, None)
                 if not self._held(conn.account):
                     await self.bus.unsubscribe(self.face_channel(conn.account))
-        elif general.remove(conn):
-            self.scanning_likes -= conn.filter.scanning_likes
+        else:
+            self.budgets.release(conn.filter, general.remove(conn))
         if self._emptied is not None and not self.connections:
             self._emptied.set()
 
@@ -369,12 +352,17 @@ class Hub:
                 account = channel[len(self._face_prefix) :]
                 if channel != self._general_channel and not self._held(account):
                     await self.bus.unsubscribe(channel)
-            for conn in list(self.connections):
-                # Nothing unsent and no stall watched (most sockets, every second): no call at all
-                if conn.stall_since is None and not conn.transport.get_write_buffer_size():
-                    continue
-                if not conn.closing and conn.stalled(now, timeout):
-                    self.evict(conn, CLOSE_POLICY, STALLED_REASON)
+            self._evict_stalled(now, timeout)
+
+    def _evict_stalled(self, now: float, timeout: float) -> None:
+        """Apart from _sweep, whose frame sleeps: a loop variable there kept the last socket it
+        swept, closed since, and its filter alive until another socket was swept."""
+        for conn in list(self.connections):
+            # Nothing unsent and no stall watched (most sockets, every second): no call at all
+            if conn.stall_since is None and not conn.transport.get_write_buffer_size():
+                continue
+            if not conn.closing and conn.stalled(now, timeout):
+                self.evict(conn, CLOSE_POLICY, STALLED_REASON)
 
     async def _history_gauge(self) -> None:
         if (size := await self.recorder.size()) is not None:

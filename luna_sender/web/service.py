@@ -115,7 +115,7 @@ def refresh_bus_gauge(context: Context) -> None:
     --workers), never per event."""
     context.metrics.connected_gauge.set(1 if context.bus.connected else 0)
     context.metrics.subscribed_channels.set(context.hub.subscribed_channel_count())
-    context.metrics.filter_memory.set(context.hub.filter_bytes)
+    context.metrics.filter_memory.set(context.hub.budgets.filter_bytes)
 
 
 async def metrics(request: web.Request) -> web.Response:
