@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from luna_sender import errors
-from luna_sender.errors import LunaError
 from luna_sender.filters.base import CompiledFilter
 
 if TYPE_CHECKING:
@@ -217,9 +216,9 @@ class Budgets:
     def admit(self, compiled: CompiledFilter, new_group: bool) -> None:
         likes = compiled.scanning_likes if new_group else 0
         if likes and self.scanning_likes + likes > self.limits.like_scanning_max:
-            raise LunaError(errors.TOO_MANY_LIKE_FILTERS, self.limits.like_scanning_max)
+            raise errors.LunaError(errors.TOO_MANY_LIKE_FILTERS, self.limits.like_scanning_max)
         if self.filter_bytes + compiled.cost > self.limits.filter_memory_max_bytes:
-            raise LunaError(errors.FILTER_MEMORY_FULL, self.limits.filter_memory_max_bytes)
+            raise errors.LunaError(errors.FILTER_MEMORY_FULL, self.limits.filter_memory_max_bytes)
         self.scanning_likes += likes
         self.filter_bytes += compiled.cost
 

@@ -124,7 +124,7 @@ SUMMARY_MAX = 512
 # and the name's three times (an outside pass measured ~2x), at 4 bytes a character unless
 # ASCII; and per like/nlike pattern character up to ~160 bytes of shift-and table (one entry per
 # distinct character). Items are counted as commas + 1, duplicates included, so an estimate errs
-# high: 1.3-3x, up to ~15x for long like patterns of few distinct characters
+# high: 1.02-3x for lists, up to ~15x for long like patterns of few distinct characters
 # (tests/test_filter_memory.py).
 FILTER_BYTES = 1024
 PARAM_BYTES = 3072
