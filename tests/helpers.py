@@ -405,3 +405,13 @@ class FakeInflux:
         deadline = time.monotonic() + timeout
         while not any(x.startswith(prefix) for x in self.lines) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+
+
+# The headers of a websocket upgrade sent as a plain GET, to read a refused handshake's body
+# (aiohttp's ws_connect raises on a non-101 and drops it).
+UPGRADE = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}

@@ -13,14 +13,7 @@ from urllib.parse import quote
 import pytest
 
 from .conftest import LiveApp
-from .helpers import account
-
-UPGRADE = {
-    "Upgrade": "websocket",
-    "Connection": "Upgrade",
-    "Sec-WebSocket-Version": "13",
-    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-}
+from .helpers import UPGRADE, account
 
 # (route, raw query string, the parameter the 12012 names)
 REFUSED = [

@@ -29,19 +29,12 @@ from luna_sender.filters.events import compile_face
 from luna_sender.filters.general import compile_general
 from luna_sender.web.httpd import request_line_max
 
-from .helpers import RedisServer, Service
+from .helpers import UPGRADE, RedisServer, Service
 
 LIMITS = Limits()
 LINE = request_line_max(Settings())  # the longest request line the service reads
 ACCOUNT = str(uuid.uuid4())
 BUDGET = 4 * 1024 * 1024  # the live service's: room for about eight 1,000-source sockets
-UPGRADE = {
-    "Upgrade": "websocket",
-    "Connection": "Upgrade",
-    "Sec-WebSocket-Version": "13",
-    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-    "Luna-Account-Id": ACCOUNT,
-}
 
 
 def _fill(names: list[str], item: Callable[[int], str]) -> list[tuple[str, str]]:
@@ -195,7 +188,9 @@ async def _budget(svc: Service) -> None:
         costs = [compile_face(list(_big_query(n).items()), LIMITS).cost for n in range(fit)]
         assert await _gauge(session, svc) == sum(costs)
         # The socket past the budget: refused before the 101, with the LUNA body.
-        async with session.get(svc.url + "/ws", params=_big_query(fit), headers=UPGRADE) as resp:
+        async with session.get(
+            svc.url + "/ws", params=_big_query(fit), headers={**UPGRADE, "Luna-Account-Id": ACCOUNT}
+        ) as resp:
             assert resp.status == 503
             body = await resp.json()
         assert body["error_code"] == 29013

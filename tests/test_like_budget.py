@@ -25,7 +25,7 @@ from luna_sender.filters.base import FilterError, Limits
 from luna_sender.filters.general import compile_general
 
 from .conftest import LiveApp
-from .helpers import RedisServer, Service
+from .helpers import UPGRADE, RedisServer, Service
 
 DEFAULTS = Settings().limits
 PER_SOCKET = DEFAULTS.like_filters_max
@@ -90,14 +90,6 @@ def service(redis_server: RedisServer) -> Iterator[Service]:
     svc = Service("--redis-url", redis_server.url)
     yield svc
     svc.close()
-
-
-UPGRADE = {
-    "Upgrade": "websocket",
-    "Connection": "Upgrade",
-    "Sec-WebSocket-Version": "13",
-    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-}
 
 
 async def _watch(url: str, stop: asyncio.Event) -> list[float]:
