@@ -288,3 +288,16 @@ def test_the_estimate_covers_a_list_of_any_length() -> None:
         query = [("meta.f__in", ",".join(f"{i:x}" for i in range(n)))]
         compiled, held = _measured(compile_face, query)
         assert compiled.cost >= held, (n, compiled.cost, held)
+
+
+def test_the_api_documents_list_the_refusal_this_test_gets() -> None:
+    """/docs/spec and /docs/asyncapi name every 503 a websocket handshake may get, 29013 too."""
+    from luna_sender.web.docs.asyncapi import build_asyncapi
+    from luna_sender.web.docs.openapi import build_document
+
+    doc = build_document((1, 2))
+    for path in ("/ws", "/2/ws", "/ws/general"):
+        described = doc["paths"][path]["get"]["responses"]["503"]["description"]
+        for code in ("29005", "29012", "29013"):
+            assert code in described, (path, described)
+    assert "503/29013" in str(build_asyncapi((1, 2)))
