@@ -8,11 +8,17 @@ redis-server, raw websockets.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
+import shutil
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
+import psutil
 import pytest
 
 from .helpers import Service, account
@@ -97,3 +103,47 @@ async def test_event_counters_count_receipts_per_worker(redis_url: str) -> None:
             ws.close()
     finally:
         assert svc.terminate() == 0, svc.log()[-3000:]
+
+
+def test_a_killed_supervisors_metrics_folder_is_swept_by_the_next(redis_url: str) -> None:
+    """A supervisor killed outright cannot remove its folder of memory-mapped files; the next
+    one started with the same TMPDIR does, and leaves every folder it cannot prove dead."""
+    tmp = Path(tempfile.mkdtemp(prefix="luna-sweep-"))
+    old = time.time() - 3600
+    # A live supervisor's folder (its lock held here), and one without a lock file (another
+    # program's, or a version before the lock): both older than a minute, both must stay.
+    live = tmp / "luna-sender-metrics-live"
+    live.mkdir()
+    holder = os.open(live / ".supervisor.lock", os.O_CREAT | os.O_WRONLY, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    unknown = tmp / "luna-sender-metrics-unknown"
+    unknown.mkdir()
+    for folder in (live, unknown):
+        os.utime(folder, (old, old))
+    first = start(redis_url, env={"TMPDIR": str(tmp)})
+    try:
+        workers = [psutil.Process(pid) for pid in ready_pids(first)]
+        (killed,) = set(tmp.iterdir()) - {live, unknown}
+        assert any(p.suffix == ".db" for p in killed.iterdir())  # the workers' files
+        first.proc.kill()  # no chance to clean up
+        psutil.wait_procs(workers, 20)  # they notice the parent is gone and stop
+        assert killed.exists()
+        # A minute unchanged: younger folders are left whatever their lock says.
+        os.utime(killed, (old, old))
+        second = start(redis_url, env={"TMPDIR": str(tmp)})
+        try:
+            (fresh,) = set(tmp.iterdir()) - {live, unknown}
+            assert fresh != killed and not killed.exists()
+            assert (
+                f"removed 1 metrics folder(s) left by supervisors that were killed: {killed}"
+                in (second.log())
+            )
+            # The live one was older than a minute but locked: it is still whole.
+            assert (live / ".supervisor.lock").exists() and unknown.exists()
+        finally:
+            assert second.terminate() == 0, second.log()[-3000:]
+        assert set(tmp.iterdir()) == {live, unknown}  # a clean stop removes its own at once
+    finally:
+        first.close()
+        os.close(holder)
+        shutil.rmtree(tmp)

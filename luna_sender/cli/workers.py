@@ -8,7 +8,8 @@ share no serving state — which is why more than one worker requires a Redis bu
 What they do share is the metrics directory: the parent points prometheus-client's multiprocess
 mode at a per-run temporary folder before spawning, so a scrape answered by any worker describes
 the whole service (docs/metrics.md). A dead worker's counter files stay there, so totals never go
-backwards when it is replaced; its live gauges are removed (``mark_process_dead``).
+backwards when it is replaced; its live gauges are removed (``mark_process_dead``). A folder
+left by a parent that was killed outright is removed by the next one (``metricsdir``).
 
 The parent is a supervisor: a worker that dies (an OOM kill, a crash) is logged with its exit
 status and replaced after a backoff; only when workers keep dying faster than the policy allows
@@ -24,9 +25,7 @@ import collections
 import logging
 import multiprocessing
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any, cast
 
+from luna_sender.cli import metricsdir
 from luna_sender.runtime import signals
 
 log = logging.getLogger("luna_sender.workers")
@@ -279,7 +279,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until stopped; 0 after a clean stop, 1 when workers failed."""
-        self.metrics_dir = tempfile.mkdtemp(prefix="luna-sender-metrics-")
+        self.metrics_dir, lock = metricsdir.claim()
         inherited = os.environ.get(MULTIPROC_ENV)
         os.environ[MULTIPROC_ENV] = self.metrics_dir  # inherited by every spawned worker
         previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
@@ -296,7 +296,7 @@ class Supervisor:
                 os.environ.pop(MULTIPROC_ENV, None)
             else:
                 os.environ[MULTIPROC_ENV] = inherited
-            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            metricsdir.release(self.metrics_dir, lock)
             os.close(self._wake_r)
             os.close(self._wake_w)
         if stopped and clean:
