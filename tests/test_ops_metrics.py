@@ -150,6 +150,11 @@ async def test_promtool_accepts_a_real_scrape(redis_server) -> None:
     finally:
         assert svc.terminate() == 0
     assert 'event_delivery_seconds_bucket{dc="eu-1",env="prod",kind="face",le="+Inf"} 1.0' in text
+    # What an operator reads beside the number must say what it counts (docs/metrics.md): the
+    # counter counts evicted sockets; its help once said "events not delivered".
+    assert (
+        "# HELP events_dropped_total Subscribers that stopped being fed: one per evicted " in text
+    )
     result = subprocess.run(
         ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
     )

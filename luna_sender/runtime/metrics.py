@@ -123,7 +123,7 @@ class Metrics:
         )
         self.events_dropped = Counter(
             "events_dropped",
-            "Events not delivered to a subscriber",
+            "Subscribers that stopped being fed: one per evicted socket, not per event",
             [*names, "reason"],
             registry=reg,
         )
