@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from luna_sender.config import GcSettings
+from luna_sender.runtime.heap import HeapTrim
 from luna_sender.runtime.metrics import Metrics
 
 log = logging.getLogger("luna_sender.gc")
@@ -50,6 +51,7 @@ class GcPolicy:
         self._closed_at_collect = 0  # closed counter at the last full pass
         self._pending: list[tuple[int, float]] = []  # pauses not yet in the histogram
         self._flusher: asyncio.Task[None] | None = None
+        self.heap = HeapTrim()
 
     # --- pause accounting (all collections, frozen or not) ----------------------------------
 
@@ -71,9 +73,15 @@ class GcPolicy:
             self.metrics.gc_pause[generation].observe(seconds)
 
     async def _flush_every_second(self) -> None:
+        """Also the heap's look, on the same wake-up: a second timer would be a second
+        (cold) wake-up every second on a quiet process."""
         while True:
             await asyncio.sleep(1.0)
             self.flush()
+            try:
+                self.heap.check()
+            except Exception:  # never let housekeeping kill the service
+                log.exception("heap trim failed")
 
     # --- lifecycle --------------------------------------------------------------------------
 

@@ -1,0 +1,76 @@
+"""Give the system back what a burst of requests left free in the C heap.
+
+Why: request heads, bodies and refused upgrades above pymalloc's 512 bytes come from glibc's
+malloc, which keeps what is freed for reuse instead of returning it. 1,000 simultaneous upgrades
+with 79 KB queries left 64-237 MB of RSS that never went away, though nothing held it any more:
+to an orchestrator's memory limit that looks like a leak, and the next burst's legitimate
+growth lands on top of it. ``malloc_trim(0)`` returns the free pages (measured: +64 MB -> +10 MB).
+
+It runs from the once-a-second housekeeping only when the resident size has grown by
+:data:`STEP_BYTES` since the last trim and stopped growing, so steady delivery pays one small
+/proc read a second, and a service that grows for real (sockets opening) trims at most once per
+step of growth.
+Where the C library has no ``malloc_trim`` (musl), this does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+from collections.abc import Callable
+
+log = logging.getLogger("luna_sender.gc")
+STEP_BYTES = 32 * 1024 * 1024
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    return trim
+
+
+def resident_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class HeapTrim:
+    def __init__(self, step: int = STEP_BYTES) -> None:
+        self.step = step
+        self._trim = _malloc_trim()
+        self._base = resident_bytes() if self._trim is not None else None
+        self._last = self._base or 0
+        self.trims = 0
+
+    def check(self) -> None:
+        """Trim once the resident size stands :attr:`step` above where the last trim left it
+        and has stopped rising: in the middle of a burst the memory is still in use (trimming
+        there returned 56 of the burst's 140 MB and left the rest for good)."""
+        if self._trim is None or self._base is None:
+            return
+        rss = resident_bytes()
+        if rss is None:
+            return
+        rising, self._last = rss > self._last, rss
+        if rss < self._base:  # freed to the system on its own: follow it down
+            self._base = rss
+        elif rss - self._base >= self.step and not rising:
+            self._trim(0)
+            self.trims += 1
+            after = resident_bytes() or rss
+            self._base = self._last = after
+            log.info(
+                "returned %.1f MB of freed heap to the system (resident %.1f MB)",
+                (rss - after) / 1e6,
+                after / 1e6,
+            )
