@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -20,6 +22,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from luna_sender.cli import metricsdir
 
 from .helpers import Service, account
 from .rawws import RawWS
@@ -129,7 +133,8 @@ def test_a_killed_supervisors_metrics_folder_is_swept_by_the_next(redis_url: str
         psutil.wait_procs(workers, 20)  # they notice the parent is gone and stop
         assert killed.exists()
         # A minute unchanged: younger folders are left whatever their lock says.
-        os.utime(killed, (old, old))
+        for path in (killed, killed / ".supervisor.lock"):
+            os.utime(path, (old, old))
         second = start(redis_url, env={"TMPDIR": str(tmp)})
         try:
             (fresh,) = set(tmp.iterdir()) - {live, unknown}
@@ -147,3 +152,65 @@ def test_a_killed_supervisors_metrics_folder_is_swept_by_the_next(redis_url: str
         first.close()
         os.close(holder)
         shutil.rmtree(tmp)
+
+
+def _stale(parent: Path, name: str) -> Path:
+    """A folder as a killed supervisor leaves it: its lock file unlocked, both over a minute old."""
+    folder = parent / f"luna-sender-metrics-{name}"
+    folder.mkdir()
+    (folder / ".supervisor.lock").touch()
+    return folder
+
+
+def _age(*paths: Path, seconds: float = -3600) -> None:
+    when = time.time() + seconds
+    for path in paths:
+        os.utime(path, (when, when), follow_symlinks=False)
+
+
+# shutil.rmtree, stopped by the RecursionError, leaves a scandir iterator to the collector
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_the_sweep_survives_planted_traps(tmp_path: Path) -> None:
+    """Found by the outside pass: a stale folder nested 3,000 deep made every start fail with a
+    RecursionError, and a FIFO as the lock file hung the start for good. Neither may stop a
+    start; what cannot be removed is logged and left."""
+    deep = _stale(tmp_path, "deep")
+    fd = os.open(deep, os.O_RDONLY)
+    for _ in range(3000):  # relative to a descriptor: the path would pass PATH_MAX
+        os.mkdir("d", dir_fd=fd)
+        fd, parent = os.open("d", os.O_RDONLY, dir_fd=fd), fd
+        os.close(parent)
+    os.close(fd)
+    try:
+        fifo = tmp_path / "luna-sender-metrics-fifo"
+        fifo.mkdir()
+        os.mkfifo(fifo / ".supervisor.lock")
+        future = _stale(tmp_path, "future")  # a clock set back must not keep it for good
+        plain = _stale(tmp_path, "plain")
+        _age(deep, deep / ".supervisor.lock", fifo, fifo / ".supervisor.lock", plain)
+        _age(plain / ".supervisor.lock")
+        _age(future, future / ".supervisor.lock", seconds=+7200)
+        started = time.monotonic()
+        removed = metricsdir.sweep(str(tmp_path))
+        gc.collect()  # that iterator, now, under this test's warning filter
+        assert time.monotonic() - started < 10
+        assert sorted(removed) == sorted([str(future), str(plain)])
+        assert fifo.exists()
+        assert deep.exists()  # left, and logged
+    finally:  # coreutils' rm walks any depth; pytest's clean-up would recurse as rmtree did
+        subprocess.run(["rm", "-rf", str(deep)], check=True)
+
+
+def test_a_folder_removed_by_one_sweeper_is_not_counted_by_another(tmp_path: Path) -> None:
+    """Three supervisors starting together on 5,000 stale folders reported 5,061 removals: one
+    that waited for the lock, held by the sweeper removing the folder, counted it again."""
+    folder = _stale(tmp_path, "raced")
+    _age(folder, folder / ".supervisor.lock")
+    waiting = os.open(folder / ".supervisor.lock", os.O_RDONLY)  # the other sweeper's view
+    try:
+        assert metricsdir.sweep(str(tmp_path)) == [str(folder)]
+        # What the second sweeper does next on its descriptor: the lock is free, the folder gone
+        fcntl.flock(waiting, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert metricsdir.sweep(str(tmp_path)) == []
+    finally:
+        os.close(waiting)

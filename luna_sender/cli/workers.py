@@ -219,9 +219,13 @@ class Supervisor:
             return True
         for slot in self.slots:
             self._start(slot)
+        next_sweep = time.monotonic() + metricsdir.SWEEP_EVERY
         while True:
             self._forward()
             now = time.monotonic()
+            if now >= next_sweep:  # a folder left by a run killed just before this one started
+                metricsdir.sweep(os.path.dirname(self.metrics_dir or ""), keep=self.metrics_dir)
+                next_sweep = now + metricsdir.SWEEP_EVERY
             for slot in self.slots:
                 if slot.process is not None and not slot.process.is_alive():
                     self._on_death(slot, now)
@@ -232,8 +236,8 @@ class Supervisor:
             for slot in self.slots:
                 if slot.restart_at is not None and slot.restart_at <= now:
                     self._start(slot)
-            due = [s.restart_at for s in self.slots if s.restart_at is not None]
-            self._wait(max(0.0, min(due) - now) if due else None)
+            due = [s.restart_at for s in self.slots if s.restart_at is not None] + [next_sweep]
+            self._wait(max(0.0, min(due) - now))
 
     def _stop_all(self) -> bool:
         """Wait for every worker to finish its shutdown; SIGKILL the ones that overstay.
