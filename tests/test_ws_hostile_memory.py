@@ -199,3 +199,50 @@ async def test_a_burst_of_huge_upgrades_gives_its_memory_back() -> None:
         assert "MB of freed heap to the system" in svc.log(), svc.log()[-2000:]
     finally:
         assert svc.terminate() == 0
+
+
+async def test_memory_freed_after_a_trim_is_given_back_too() -> None:
+    """An outside pass held 1,000 accepted sockets with 128 KB queries: a trim ran while they
+    were open, and once they closed the process kept 332 MB with no socket open, because only a
+    rise in resident size led to a trim. A fall leads to one now."""
+    from .test_faults_clients import rss_bytes
+
+    svc = Service("--log-level", "INFO")
+    items = ",".join(f"camera-{i:04d}-" + "x" * 100 for i in range(1000))
+    head = (
+        f"GET /ws?sources={items} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\nLuna-Account-Id: {account()}\r\n\r\n"
+    ).encode()
+
+    async def upgrade() -> tuple[bytes, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
+        writer.write(head)
+        status = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)).split(b"\r\n")[0]
+        return status, writer
+
+    try:
+        await asyncio.sleep(1.5)
+        before = rss_bytes(svc.proc.pid)
+        opened = []
+        for _ in range(4):  # 4 x 150, so the handshakes do not all queue at once
+            opened += await asyncio.gather(*(upgrade() for _ in range(150)))
+        assert {status for status, _ in opened} == {b"HTTP/1.1 101 Switching Protocols"}
+        held = rss_bytes(svc.proc.pid) - before
+        assert held > 100 << 20, held  # what the sockets' filters hold
+        deadline = time.monotonic() + 6
+        while "MB of freed heap to the system" not in svc.log():  # the trim while they are open
+            assert time.monotonic() < deadline, svc.log()[-2000:]
+            await asyncio.sleep(0.2)
+        for _, writer in opened:
+            writer.transport.abort()
+        # The fall of the resident size once they close leads to a second trim (before, none)
+        deadline = time.monotonic() + 10
+        while svc.log().count("MB of freed heap to the system") < 2:
+            assert time.monotonic() < deadline, svc.log()[-2000:]
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
+        grown = rss_bytes(svc.proc.pid) - before
+        assert grown < held / 2, (grown, held)
+    finally:
+        assert svc.terminate() == 0
