@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import gc
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -168,12 +168,11 @@ def _age(*paths: Path, seconds: float = -3600) -> None:
         os.utime(path, (when, when), follow_symlinks=False)
 
 
-# shutil.rmtree, stopped by the RecursionError, leaves a scandir iterator to the collector
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_the_sweep_survives_planted_traps(tmp_path: Path) -> None:
-    """Found by the outside pass: a stale folder nested 3,000 deep made every start fail with a
-    RecursionError, and a FIFO as the lock file hung the start for good. Neither may stop a
-    start; what cannot be removed is logged and left."""
+def test_the_sweep_survives_planted_traps(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by two outside passes: a stale folder nested 3,000 deep made every start fail
+    (RecursionError), then was left for good; a FIFO as the lock file hung the start; a bind
+    mount inside a stale folder had its files deleted. Only a folder of plain files is removed
+    now, and what is left is logged."""
     deep = _stale(tmp_path, "deep")
     fd = os.open(deep, os.O_RDONLY)
     for _ in range(3000):  # relative to a descriptor: the path would pass PATH_MAX
@@ -182,23 +181,62 @@ def test_the_sweep_survives_planted_traps(tmp_path: Path) -> None:
         os.close(parent)
     os.close(fd)
     try:
+        mount = _stale(tmp_path, "mount")  # a subfolder stands for any mount point
+        (mount / "mnt").mkdir()
+        (mount / "mnt" / "precious").write_text("x")
         fifo = tmp_path / "luna-sender-metrics-fifo"
         fifo.mkdir()
         os.mkfifo(fifo / ".supervisor.lock")
         future = _stale(tmp_path, "future")  # a clock set back must not keep it for good
         plain = _stale(tmp_path, "plain")
-        _age(deep, deep / ".supervisor.lock", fifo, fifo / ".supervisor.lock", plain)
-        _age(plain / ".supervisor.lock")
+        for k in range(3):
+            (plain / f"counter_{k}.db").write_bytes(b"\0" * 64)
+        os.symlink("/etc/hostname", plain / "link")  # unlinked, never followed
+        for folder in (deep, mount, fifo, plain):
+            _age(folder, folder / ".supervisor.lock")
         _age(future, future / ".supervisor.lock", seconds=+7200)
-        started = time.monotonic()
-        removed = metricsdir.sweep(str(tmp_path))
-        gc.collect()  # that iterator, now, under this test's warning filter
-        assert time.monotonic() - started < 10
+        with caplog.at_level(logging.WARNING, "luna_sender.workers"):
+            removed = metricsdir.sweep(str(tmp_path))
         assert sorted(removed) == sorted([str(future), str(plain)])
-        assert fifo.exists()
-        assert deep.exists()  # left, and logged
-    finally:  # coreutils' rm walks any depth; pytest's clean-up would recurse as rmtree did
+        assert (mount / "mnt" / "precious").read_text() == "x"
+        assert (mount / ".supervisor.lock").exists() and fifo.exists() and deep.exists()
+        assert Path("/etc/hostname").exists()
+        left = [r.getMessage() for r in caplog.records if "left the stale" in r.getMessage()]
+        assert sorted(left) == sorted(
+            f"left the stale metrics folder {f}: it holds a folder" for f in (deep, mount)
+        )
+    finally:  # coreutils' rm walks any depth; pytest's clean-up would recurse
         subprocess.run(["rm", "-rf", str(deep)], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's lock file needs root")
+def test_a_lock_file_of_another_user_is_not_taken(tmp_path: Path) -> None:
+    folder = _stale(tmp_path, "planted")
+    os.chown(folder / ".supervisor.lock", 65534, 65534)
+    _age(folder, folder / ".supervisor.lock")
+    assert metricsdir.sweep(str(tmp_path)) == []
+    assert (folder / ".supervisor.lock").exists()
+
+
+def test_a_folder_that_cannot_get_its_lock_file_is_not_left_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outside pass filled the file system's inodes: creating the lock file failed, and the
+    folder it left had no lock file, so no sweep would ever remove it."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    real_open = os.open
+
+    def full(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if str(path).endswith(".supervisor.lock") and flags & os.O_CREAT:
+            raise OSError(28, "No space left on device")
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", full)
+    with pytest.raises(OSError):
+        metricsdir.claim()
+    monkeypatch.setattr(os, "open", real_open)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_folder_removed_by_one_sweeper_is_not_counted_by_another(tmp_path: Path) -> None:

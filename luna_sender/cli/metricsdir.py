@@ -11,6 +11,12 @@ another live supervisor (even one in another PID namespace sharing the folder) i
 only dead runs' folders go. Folders younger than :data:`STALE_AFTER` are left whatever their
 lock says (their owner may be between creating the folder and locking it), and so are folders
 without a lock file (another program's, or an older version's, whose owner cannot be known).
+
+Only what a supervisor creates is removed: a folder holding regular files (and links) and
+nothing else, at most :data:`ENTRIES_MAX` of them, the lock file last, so an interrupted removal
+is finished by a later sweep. A folder with a subfolder (a mount point, a planted tree) is
+logged and left whole. Sweeps run on a thread of their own, so that a slow file system never
+delays the supervisor's answer to a stop signal or a worker's death.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ import contextlib
 import fcntl
 import logging
 import os
-import shutil
 import stat
 import tempfile
+import threading
 import time
 
 log = logging.getLogger("luna_sender.workers")
@@ -30,35 +36,47 @@ LOCK = ".supervisor.lock"
 STALE_AFTER = 60.0  # seconds since the folder or its lock file last changed
 SWEEP_EVERY = 120.0  # a running supervisor sweeps again: a restart within a minute left it
 LISTED = 5  # folders named in the log line; the rest are counted
+ENTRIES_MAX = 10_000  # a run's folder holds a few files per worker process that ever ran
 
 
 def claim() -> tuple[str, int]:
     """A fresh folder for this run, and the descriptor whose lock marks it as in use (keep it
-    open until the folder is removed)."""
+    open until the folder is removed). Raises OSError when no folder can be made."""
     wanted = os.environ.get("TMPDIR")
     parent = tempfile.gettempdir()
     if wanted and os.path.realpath(wanted) != os.path.realpath(parent):
         log.warning(
             "TMPDIR=%s is not a usable folder: the metrics folder goes to %s", wanted, parent
         )
-    sweep(parent)
     path = tempfile.mkdtemp(prefix=PREFIX)
-    fd = os.open(os.path.join(path, LOCK), os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(os.path.join(path, LOCK), os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except OSError:
+        os.rmdir(path)  # a folder without its lock file would never be swept
+        raise
     fcntl.flock(fd, fcntl.LOCK_EX)  # held until this process exits or release() runs
+    sweep_soon(parent, path)
     return path, fd
 
 
 def release(path: str, fd: int) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    _remove_files(path)
     with contextlib.suppress(OSError):
         os.close(fd)
+
+
+def sweep_soon(parent: str, keep: str) -> threading.Thread:
+    thread = threading.Thread(
+        target=sweep, args=(parent, keep), name="metrics-folder-sweep", daemon=True
+    )
+    thread.start()
+    return thread
 
 
 def sweep(parent: str, keep: str | None = None) -> list[str]:
     """Remove the folders in ``parent`` left by supervisors that died without removing them.
 
-    Never raises: what cannot be checked or removed is left (and logged), and the service
-    starts as it would have without the sweep."""
+    Never raises: what cannot be checked or removed is left (and logged)."""
     removed: list[str] = []
     now = time.time()
     try:
@@ -71,7 +89,7 @@ def sweep(parent: str, keep: str | None = None) -> list[str]:
         try:
             if _remove_if_dead(entry, now):
                 removed.append(entry.path)
-        except Exception as exc:  # e.g. a tree nested deeper than rmtree recurses
+        except Exception as exc:
             log.warning("could not remove the stale metrics folder %s: %r", entry.path, exc)
     if removed:
         log.warning(
@@ -84,22 +102,29 @@ def sweep(parent: str, keep: str | None = None) -> list[str]:
 
 
 def _remove_if_dead(entry: os.DirEntry[str], now: float) -> bool:
+    uid = os.getuid()
+    lock = os.path.join(entry.path, LOCK)
     try:
         st = entry.stat(follow_symlinks=False)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-            return False
-        lock = os.path.join(entry.path, LOCK)
-        # Non-blocking: a FIFO planted as the lock file blocked the open, and with it the start.
-        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        # Checked before opening: opening a planted FIFO blocked, and a device node may act.
+        ls = os.stat(lock, follow_symlinks=False)
     except OSError:  # gone meanwhile, or no lock file: not known to be dead
+        return False
+    if not stat.S_ISDIR(st.st_mode) or not stat.S_ISREG(ls.st_mode):
+        return False
+    if st.st_uid != uid or ls.st_uid != uid:  # another user's, or a lock file planted by one
+        return False
+    # Changed within the last minute (its owner may not have locked it yet); a time in the
+    # future counts as old, or a clock set back would keep the folder for good.
+    if 0 <= now - max(st.st_mtime, ls.st_mtime) < STALE_AFTER:
+        return False
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
         return False
     try:
         held = os.fstat(fd)
-        if not stat.S_ISREG(held.st_mode):
-            return False
-        # Changed within the last minute (its owner may not have locked it yet); a time in the
-        # future counts as old, or a clock set back would keep the folder for good.
-        if 0 <= now - max(st.st_mtime, held.st_mtime) < STALE_AFTER:
+        if (held.st_dev, held.st_ino) != (ls.st_dev, ls.st_ino):  # replaced since the check
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -108,9 +133,41 @@ def _remove_if_dead(entry: os.DirEntry[str], now: float) -> bool:
         # Another sweeper may have removed it while this one waited for the lock.
         if os.stat(lock, follow_symlinks=False).st_ino != held.st_ino:
             return False
-        shutil.rmtree(entry.path)
-        return True
+        return _remove_files(entry.path, strict=True)
     except FileNotFoundError:
         return False
     finally:
         os.close(fd)
+
+
+def _remove_files(path: str, strict: bool = False) -> bool:
+    """Unlink the files of ``path`` (the lock file last), then the folder. With ``strict``, a
+    folder holding anything but files and links, or too many entries, is left whole (logged)."""
+    dirfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        with os.scandir(dirfd) as it:
+            names: list[str] = []
+            for entry in it:
+                if len(names) >= ENTRIES_MAX or entry.is_dir(follow_symlinks=False):
+                    if strict:
+                        log.warning(
+                            "left the stale metrics folder %s: it holds %s",
+                            path,
+                            "too many entries" if len(names) >= ENTRIES_MAX else "a folder",
+                        )
+                        return False
+                    continue
+                names.append(entry.name)
+        names.sort(key=lambda name: name == LOCK)  # the lock file last
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dirfd)
+    finally:
+        os.close(dirfd)
+    try:
+        os.rmdir(path)
+    except OSError:
+        if strict:
+            raise
+        return False
+    return True

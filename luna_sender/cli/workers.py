@@ -223,8 +223,9 @@ class Supervisor:
         while True:
             self._forward()
             now = time.monotonic()
-            if now >= next_sweep:  # a folder left by a run killed just before this one started
-                metricsdir.sweep(os.path.dirname(self.metrics_dir or ""), keep=self.metrics_dir)
+            if now >= next_sweep and self.metrics_dir is not None:  # a folder left by a run
+                # killed just before this one started: on a thread, never delaying a signal
+                metricsdir.sweep_soon(os.path.dirname(self.metrics_dir), self.metrics_dir)
                 next_sweep = now + metricsdir.SWEEP_EVERY
             for slot in self.slots:
                 if slot.process is not None and not slot.process.is_alive():
@@ -283,7 +284,13 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until stopped; 0 after a clean stop, 1 when workers failed."""
-        self.metrics_dir, lock = metricsdir.claim()
+        try:
+            self.metrics_dir, lock = metricsdir.claim()
+        except OSError as exc:  # e.g. TMPDIR's path too long, or its file system out of inodes
+            log.error("cannot create the metrics folder for --workers: %s", exc)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            return 1
         inherited = os.environ.get(MULTIPROC_ENV)
         os.environ[MULTIPROC_ENV] = self.metrics_dir  # inherited by every spawned worker
         previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
