@@ -36,6 +36,7 @@ from luna_sender.web.access import account_header
 from luna_sender.web.context import METRICS_RECORDED, Context, ctx, request_id
 from luna_sender.web.httpd import LunaRequestHandler
 from luna_sender.web.middlewares import REQUEST_ID_HEADER, record_request, route_label
+from luna_sender.web.turns import HANDSHAKES
 from luna_sender.web.wsproto import SocketProtocol
 
 log = logging.getLogger("luna_sender.ws")
@@ -110,18 +111,30 @@ def recovery_of(request: web.Request) -> Recovery:
 
 
 async def face_ws(request: web.Request) -> web.StreamResponse:
-    principal = access.admit_ws(request)
-    account = access.token_account(request, principal) if principal else account_header(request)
-    query = access.filter_query(request, RECOVERY_PARAMS)
-    compiled = compile_filter(compile_face, request, query)
-    return await serve_socket(request, "face", compiled, account, recovery_of(request))
+    turns = HANDSHAKES  # a burst of handshakes must not hold deliveries back
+    started = await turns.take()
+    try:
+        principal = access.admit_ws(request)
+        account = access.token_account(request, principal) if principal else account_header(request)
+        query = access.filter_query(request, RECOVERY_PARAMS)
+        compiled = compile_filter(compile_face, request, query)
+        recovery = recovery_of(request)
+    finally:
+        turns.spent(started)
+    return await serve_socket(request, "face", compiled, account, recovery)
 
 
 async def general_ws(request: web.Request) -> web.StreamResponse:
-    principal = access.admit_ws(request)
-    query = access.general_query(request, principal, RECOVERY_PARAMS)
-    compiled = compile_filter(compile_general, request, query)
-    return await serve_socket(request, "general", compiled, None, recovery_of(request))
+    turns = HANDSHAKES
+    started = await turns.take()
+    try:
+        principal = access.admit_ws(request)
+        query = access.general_query(request, principal, RECOVERY_PARAMS)
+        compiled = compile_filter(compile_general, request, query)
+        recovery = recovery_of(request)
+    finally:
+        turns.spent(started)
+    return await serve_socket(request, "general", compiled, None, recovery)
 
 
 def _upgrade_head(request: web.Request, rid: str) -> bytes:

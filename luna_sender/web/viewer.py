@@ -19,6 +19,7 @@ from luna_sender.filters.events import compile_face
 from luna_sender.filters.general import compile_general
 from luna_sender.web import access
 from luna_sender.web.streams import RECOVERY_PARAMS, compile_filter, recovery_of, serve_socket
+from luna_sender.web.turns import HANDSHAKES
 
 STATIC = {
     "viewer.js": "application/javascript",
@@ -89,9 +90,15 @@ def _viewer_account(request: web.Request, principal: access.Principal | None) ->
 
 
 async def viewer_ws(request: web.Request) -> web.StreamResponse:
-    account = _viewer_account(request, access.admit_ws(request))
-    compiled = compile_filter(compile_face, request, _split(request, {"account_id"}))
-    return await serve_socket(request, "face", compiled, account, recovery_of(request))
+    turns = HANDSHAKES  # web/turns.py
+    started = await turns.take()
+    try:
+        account = _viewer_account(request, access.admit_ws(request))
+        compiled = compile_filter(compile_face, request, _split(request, {"account_id"}))
+        recovery = recovery_of(request)
+    finally:
+        turns.spent(started)
+    return await serve_socket(request, "face", compiled, account, recovery)
 
 
 def add_routes(app: web.Application) -> None:

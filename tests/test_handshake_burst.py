@@ -1,0 +1,105 @@
+"""A burst of costly handshakes must not hold every subscriber's deliveries back.
+
+An outside pass opened 1,000 websockets with 128 KB queries at once: each handshake parses and
+compiles its filter on the event loop, and the bus was read again only after all of them, so
+deliveries to everyone else waited 2.5-4.8 s. Handshake work now takes turns with delivery
+(web/turns.py). Real process, real redis-server, raw sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import orjson
+
+from .helpers import Service, account, face_event
+
+WATCHER = """
+import asyncio, signal, sys, time
+import aiohttp, orjson
+
+async def main():
+    lags = []
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(sys.argv[1], headers={"Luna-Account-Id": sys.argv[2]})
+        print("ready", flush=True)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+        async def read():
+            async for msg in ws:
+                lags.append(time.time() - orjson.loads(msg.data)["event"]["sent_at"])
+        task = asyncio.create_task(read())
+        await stop.wait()
+        task.cancel()
+    print(" ".join(f"{x:.4f}" for x in lags), flush=True)
+
+asyncio.run(main())
+"""
+
+
+def _publisher(redis_server, acc: str, stop: threading.Event) -> None:
+    client = redis_server.client()
+    while not stop.is_set():
+        message = {
+            "handler_id": "h",
+            "Luna-Request-Id": "1536751345,8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a",
+            "events": [face_event(sent_at=time.time())],
+            "event_create_time": None,
+            "event_end_time": None,
+        }
+        client.publish(f"luna-sender:{acc}", orjson.dumps(message))
+        time.sleep(0.005)
+
+
+async def test_a_burst_of_large_upgrades_does_not_stall_delivery(redis_server) -> None:
+    svc = Service("--redis-url", redis_server.url)
+    watched, attacker = account(), account()
+    items = ",".join(f"camera-{i:04d}-" + "x" * 100 for i in range(1000))
+    head = (
+        f"GET /ws?sources={items} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\nLuna-Account-Id: {attacker}\r\n\r\n"
+    ).encode()
+
+    async def upgrade() -> tuple[bytes, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
+        writer.write(head)
+        status = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 120)).split(b"\r\n")[0]
+        return status, writer
+
+    stop = threading.Event()
+    # The watcher is a process of its own: this one's loop is busy with the burst's 600 clients
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", WATCHER, svc.ws_url + "/ws", watched],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None
+        assert (await asyncio.to_thread(watcher.stdout.readline)).strip() == "ready"
+        pub = threading.Thread(target=_publisher, args=(redis_server, watched, stop))
+        pub.start()
+        await asyncio.sleep(1.0)
+        burst = await asyncio.gather(*(upgrade() for _ in range(600)))
+        await asyncio.sleep(1.0)
+        stop.set()
+        await asyncio.to_thread(pub.join)
+        await asyncio.sleep(0.3)
+        watcher.send_signal(signal.SIGINT)
+        out, _ = await asyncio.to_thread(watcher.communicate, None, 20)
+        assert {status for status, _ in burst} == {b"HTTP/1.1 101 Switching Protocols"}
+        for _, writer in burst:
+            writer.transport.abort()
+    finally:
+        stop.set()
+        watcher.kill()
+        assert svc.terminate() == 0
+    lags = [float(x) for x in out.split()]
+    assert len(lags) > 300  # 5 ms apart for over 2 s
+    # Before: the subscriber waited as long as the whole burst took to compile (1-2 s here).
+    assert max(lags) < 0.4, sorted(lags)[-5:]
