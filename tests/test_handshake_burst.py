@@ -42,6 +42,26 @@ asyncio.run(main())
 """
 
 
+PROBER = """
+import signal, socket, sys, time
+
+stop = []
+signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+took = []
+while not stop:
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as s:
+        s.sendall(b"GET /healthcheck HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+    took.append(time.monotonic() - started)
+    time.sleep(0.05)
+print(" ".join(f"{x:.4f}" for x in took), flush=True)
+"""
+
+
 def _publisher(redis_server, acc: str, stop: threading.Event) -> None:
     client = redis_server.client()
     while not stop.is_set():
@@ -103,3 +123,48 @@ async def test_a_burst_of_large_upgrades_does_not_stall_delivery(redis_server) -
     assert len(lags) > 300  # 5 ms apart for over 2 s
     # Before: the subscriber waited as long as the whole burst took to compile (1-2 s here).
     assert max(lags) < 0.4, sorted(lags)[-5:]
+
+
+async def test_held_heads_meet_no_deadline_and_small_requests_are_not_held(redis_server) -> None:
+    """Found by the outside pass on the turns: bytes waiting for their turn ran into the head
+    deadline (heads sent in full were closed unanswered), and /healthcheck waited 1.7-3.1 s
+    behind a burst. Here the deadline is 1 s and the burst needs several."""
+    svc = Service(
+        "--redis-url", redis_server.url, env={"LUNA_SENDER_LIMITS__HTTP_HEAD_TIMEOUT": "1"}
+    )
+    items = ",".join(f"camera-{i:04d}-" + "x" * 100 for i in range(1000))
+    head = (
+        f"GET /ws?sources={items} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\nLuna-Account-Id: {account()}\r\n\r\n"
+    ).encode()
+
+    async def upgrade() -> tuple[bytes, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
+        writer.write(head)
+        try:
+            status = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)).split(b"\r\n")[0]
+        except asyncio.IncompleteReadError:
+            status = b"closed unanswered"
+        return status, writer
+
+    try:
+        # The prober is a process of its own: this one's loop is busy sending the burst
+        prober = subprocess.Popen(
+            [sys.executable, "-c", PROBER, str(svc.port)], stdout=subprocess.PIPE, text=True
+        )
+        started = time.monotonic()
+        burst = await asyncio.gather(*(upgrade() for _ in range(900)))
+        took = time.monotonic() - started
+        prober.send_signal(signal.SIGINT)
+        out, _ = await asyncio.to_thread(prober.communicate, None, 20)
+        for _, writer in burst:
+            writer.transport.abort()
+    finally:
+        assert svc.terminate() == 0
+    probes = [float(x) for x in out.split()]
+    statuses = [status for status, _ in burst]
+    assert took > 1.5  # the burst outlasted the deadline, so the deadline was tested
+    assert statuses.count(b"HTTP/1.1 101 Switching Protocols") == 900, set(statuses)
+    # Not held behind the burst: an outside pass saw 1.7-3.1 s when small requests were
+    assert len(probes) >= 5 and max(probes) < 1.5, sorted(probes)[-5:]

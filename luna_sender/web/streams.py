@@ -112,7 +112,7 @@ def recovery_of(request: web.Request) -> Recovery:
 
 async def face_ws(request: web.Request) -> web.StreamResponse:
     turns = HANDSHAKES  # a burst of handshakes must not hold deliveries back
-    started = await turns.take()
+    started = await turns.take(len(request.raw_path))
     try:
         principal = access.admit_ws(request)
         account = access.token_account(request, principal) if principal else account_header(request)
@@ -126,7 +126,7 @@ async def face_ws(request: web.Request) -> web.StreamResponse:
 
 async def general_ws(request: web.Request) -> web.StreamResponse:
     turns = HANDSHAKES
-    started = await turns.take()
+    started = await turns.take(len(request.raw_path))
     try:
         principal = access.admit_ws(request)
         query = access.general_query(request, principal, RECOVERY_PARAMS)
@@ -195,6 +195,9 @@ async def serve_socket(
             conn.seam = Seam(recovery.since)
     try:
         await hub.add(conn)
+        # The rest is per-socket work too: the sockets of a burst that waited for the same
+        # subscription all resume together, and each takes its turn (web/turns.py).
+        turn = await HANDSHAKES.take(len(request.raw_path))
     except BaseException:
         conn.release()  # conn <-> proto: not left to the cyclic collector
         raise
@@ -225,6 +228,7 @@ async def serve_socket(
     )
     context.plugins.connection_opened(_info(conn))
     proto.start(tail)
+    HANDSHAKES.spent(turn)
     try:
         if conn.seam is not None and not proto.done:
             await hub.resume(conn)

@@ -7,8 +7,8 @@ again only after all of them: an outside pass measured deliveries held 2.5-4.8 s
 every subscriber while one client's burst was parsed and compiled. Here request parsing
 (web/httpd.py) and the handshakes' compiles (web/streams.py) spend at most :data:`BUDGET`
 seconds in each :data:`WINDOW`; past it they wait for the window's end, which lets the loop poll
-its sockets and deliver before the next slice. A lone request is never delayed: it finds the
-budget unspent.
+its sockets and deliver before the next slice. Small requests (under :data:`SMALL_BYTES` of head
+or query) are never held: only the large ones a burst is made of take turns.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ import time
 
 BUDGET = 0.010
 WINDOW = 0.020
+# Work on less input than this is done at once, whatever the budget: its cost is microseconds,
+# and health probes, publishes and ordinary subscribers must not queue behind a burst.
+SMALL_BYTES = 4096
 
 
 class Turns:
@@ -42,10 +45,12 @@ class Turns:
         """Seconds until the next slice."""
         return max(0.0, self._end - time.perf_counter())
 
-    async def take(self) -> float:
-        """Wait for a slice with budget left; the start time to hand to :meth:`spent`."""
-        while self.exhausted():
-            await asyncio.sleep(self.wait())
+    async def take(self, size: int) -> float:
+        """Wait for a slice with budget left, for work on ``size`` bytes of input (none for a
+        small one); the start time to hand to :meth:`spent`."""
+        if size >= SMALL_BYTES:
+            while self.exhausted():
+                await asyncio.sleep(self.wait())
         return time.perf_counter()
 
     def spent(self, started: float) -> None:

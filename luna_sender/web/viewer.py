@@ -91,7 +91,7 @@ def _viewer_account(request: web.Request, principal: access.Principal | None) ->
 
 async def viewer_ws(request: web.Request) -> web.StreamResponse:
     turns = HANDSHAKES  # web/turns.py
-    started = await turns.take()
+    started = await turns.take(len(request.raw_path))
     try:
         account = _viewer_account(request, access.admit_ws(request))
         compiled = compile_filter(compile_face, request, _split(request, {"account_id"}))
