@@ -252,3 +252,24 @@ def test_a_folder_removed_by_one_sweeper_is_not_counted_by_another(tmp_path: Pat
         assert metricsdir.sweep(str(tmp_path)) == []
     finally:
         os.close(waiting)
+
+
+def test_a_lock_file_swapped_for_a_fifo_is_not_opened(tmp_path: Path) -> None:
+    """Third outside pass: swapping the lock file for a FIFO between the sweep's check and its
+    open got the FIFO opened. The open now goes through a handle that opens nothing."""
+    fifo, regular = tmp_path / "fifo", tmp_path / "regular"
+    os.mkfifo(fifo)
+    regular.touch()
+    was = os.stat(regular)
+    os.replace(fifo, regular)  # the name the check saw now names a FIFO
+    started = time.monotonic()
+    assert metricsdir._open_regular(str(regular), (was.st_dev, was.st_ino)) is None
+    now = os.stat(regular)
+    assert metricsdir._open_regular(str(regular), (now.st_dev, now.st_ino)) is None
+    assert time.monotonic() - started < 1  # nothing blocked on the FIFO
+    ok = tmp_path / "ok"
+    ok.touch()
+    st = os.stat(ok)
+    fd = metricsdir._open_regular(str(ok), (st.st_dev, st.st_ino))
+    assert fd is not None
+    os.close(fd)

@@ -119,13 +119,13 @@ def _remove_if_dead(entry: os.DirEntry[str], now: float) -> bool:
     if 0 <= now - max(st.st_mtime, ls.st_mtime) < STALE_AFTER:
         return False
     try:
-        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = _open_regular(lock, (ls.st_dev, ls.st_ino))
     except OSError:
+        return False
+    if fd is None:  # replaced since the check
         return False
     try:
         held = os.fstat(fd)
-        if (held.st_dev, held.st_ino) != (ls.st_dev, ls.st_ino):  # replaced since the check
-            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # its supervisor is alive
@@ -138,6 +138,20 @@ def _remove_if_dead(entry: os.DirEntry[str], now: float) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def _open_regular(path: str, expected: tuple[int, int]) -> int | None:
+    """``path`` opened for reading only if it is still the regular file ``expected`` (device,
+    inode): a handle on the name that opens nothing (O_PATH) is checked first, then reopened
+    through /proc. A lock file swapped for a FIFO between a check and an open was opened."""
+    handle = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(handle)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != expected:
+            return None
+        return os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    finally:
+        os.close(handle)
 
 
 def _remove_files(path: str, strict: bool = False) -> bool:
