@@ -415,3 +415,27 @@ UPGRADE = {
     "Sec-WebSocket-Version": "13",
     "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
 }
+
+
+# 1,000 sources of ~110 characters: a ~110 KB query at the list limit, the costliest handshake
+LARGE_SOURCES = ",".join(f"camera-{i:04d}-" + "x" * 100 for i in range(1000))
+
+
+def upgrade_head(query: str, acc: str, path: str = "/ws") -> bytes:
+    """A raw websocket upgrade request, as the bursts of the outside passes sent it."""
+    headers = "".join(f"{k}: {v}\r\n" for k, v in {**UPGRADE, "Luna-Account-Id": acc}.items())
+    return f"GET {path}?{query} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode()
+
+
+async def raw_upgrade(
+    port: int, head: bytes, timeout: float = 60
+) -> tuple[bytes, asyncio.StreamWriter]:
+    """``head`` on a new connection: the answer's status line (``closed unanswered`` when the
+    server closed first) and the connection, left open."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    try:
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+    except asyncio.IncompleteReadError:
+        return b"closed unanswered", writer
+    return answer.split(b"\r\n")[0], writer

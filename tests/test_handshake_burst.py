@@ -17,7 +17,7 @@ import time
 
 import orjson
 
-from .helpers import Service, account, face_event
+from .helpers import LARGE_SOURCES, Service, account, face_event, raw_upgrade, upgrade_head
 
 WATCHER = """
 import asyncio, signal, sys, time
@@ -79,18 +79,7 @@ def _publisher(redis_server, acc: str, stop: threading.Event) -> None:
 async def test_a_burst_of_large_upgrades_does_not_stall_delivery(redis_server) -> None:
     svc = Service("--redis-url", redis_server.url)
     watched, attacker = account(), account()
-    items = ",".join(f"camera-{i:04d}-" + "x" * 100 for i in range(1000))
-    head = (
-        f"GET /ws?sources={items} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"Sec-WebSocket-Version: 13\r\nLuna-Account-Id: {attacker}\r\n\r\n"
-    ).encode()
-
-    async def upgrade() -> tuple[bytes, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
-        writer.write(head)
-        status = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 120)).split(b"\r\n")[0]
-        return status, writer
+    head = upgrade_head(f"sources={LARGE_SOURCES}", attacker)
 
     stop = threading.Event()
     # The watcher is a process of its own: this one's loop is busy with the burst's 600 clients
@@ -105,7 +94,7 @@ async def test_a_burst_of_large_upgrades_does_not_stall_delivery(redis_server) -
         pub = threading.Thread(target=_publisher, args=(redis_server, watched, stop))
         pub.start()
         await asyncio.sleep(1.0)
-        burst = await asyncio.gather(*(upgrade() for _ in range(600)))
+        burst = await asyncio.gather(*(raw_upgrade(svc.port, head, 120) for _ in range(600)))
         await asyncio.sleep(1.0)
         stop.set()
         await asyncio.to_thread(pub.join)
@@ -132,21 +121,7 @@ async def test_held_heads_meet_no_deadline_and_small_requests_are_not_held(redis
     svc = Service(
         "--redis-url", redis_server.url, env={"LUNA_SENDER_LIMITS__HTTP_HEAD_TIMEOUT": "1"}
     )
-    items = ",".join(f"camera-{i:04d}-" + "x" * 100 for i in range(1000))
-    head = (
-        f"GET /ws?sources={items} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"Sec-WebSocket-Version: 13\r\nLuna-Account-Id: {account()}\r\n\r\n"
-    ).encode()
-
-    async def upgrade() -> tuple[bytes, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
-        writer.write(head)
-        try:
-            status = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)).split(b"\r\n")[0]
-        except asyncio.IncompleteReadError:
-            status = b"closed unanswered"
-        return status, writer
+    head = upgrade_head(f"sources={LARGE_SOURCES}", account())
 
     try:
         # The prober is a process of its own: this one's loop is busy sending the burst
@@ -154,7 +129,7 @@ async def test_held_heads_meet_no_deadline_and_small_requests_are_not_held(redis
             [sys.executable, "-c", PROBER, str(svc.port)], stdout=subprocess.PIPE, text=True
         )
         started = time.monotonic()
-        burst = await asyncio.gather(*(upgrade() for _ in range(900)))
+        burst = await asyncio.gather(*(raw_upgrade(svc.port, head) for _ in range(900)))
         took = time.monotonic() - started
         prober.send_signal(signal.SIGINT)
         out, _ = await asyncio.to_thread(prober.communicate, None, 20)

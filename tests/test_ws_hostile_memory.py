@@ -29,7 +29,16 @@ from luna_sender.filters.base import CompiledFilter
 from luna_sender.web import streams
 from luna_sender.web.context import CTX
 
-from .helpers import Service, account, face_event, metric, publish_face
+from .helpers import (
+    LARGE_SOURCES,
+    Service,
+    account,
+    face_event,
+    metric,
+    publish_face,
+    raw_upgrade,
+    upgrade_head,
+)
 from .rawws import RawWS
 
 EVICTED = 'ws_closed_total{reason="slow_consumer"}'
@@ -173,19 +182,12 @@ async def test_a_burst_of_huge_upgrades_gives_its_memory_back() -> None:
 
     svc = Service("--log-level", "INFO")
     query = "sources=" + ",".join(f"c{i:05d}" for i in range(13_000))[:79_000]
-    head = (
-        f"GET /ws?{query} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        f"Luna-Account-Id: {account()}\r\n\r\n"
-    ).encode()
+    head = upgrade_head(query, account())
 
     async def upgrade() -> bytes:
-        reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
-        try:
-            writer.write(head)
-            return (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).split(b"\r\n")[0]
-        finally:
-            writer.close()
+        status, writer = await raw_upgrade(svc.port, head, 30)
+        writer.close()
+        return status
 
     try:
         await asyncio.sleep(1.5)  # past start-up's own growth
@@ -208,25 +210,14 @@ async def test_memory_freed_after_a_trim_is_given_back_too() -> None:
     from .test_faults_clients import rss_bytes
 
     svc = Service("--log-level", "INFO")
-    items = ",".join(f"camera-{i:04d}-" + "x" * 100 for i in range(1000))
-    head = (
-        f"GET /ws?sources={items} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"Sec-WebSocket-Version: 13\r\nLuna-Account-Id: {account()}\r\n\r\n"
-    ).encode()
-
-    async def upgrade() -> tuple[bytes, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
-        writer.write(head)
-        status = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)).split(b"\r\n")[0]
-        return status, writer
+    head = upgrade_head(f"sources={LARGE_SOURCES}", account())
 
     try:
         await asyncio.sleep(1.5)
         before = rss_bytes(svc.proc.pid)
         opened = []
         for _ in range(4):  # 4 x 150, so the handshakes do not all queue at once
-            opened += await asyncio.gather(*(upgrade() for _ in range(150)))
+            opened += await asyncio.gather(*(raw_upgrade(svc.port, head) for _ in range(150)))
         assert {status for status, _ in opened} == {b"HTTP/1.1 101 Switching Protocols"}
         held = rss_bytes(svc.proc.pid) - before
         assert held > 100 << 20, held  # what the sockets' filters hold
