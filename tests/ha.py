@@ -26,7 +26,14 @@ class SentinelSetup:
         self.master_name = master_name
         self.master = RedisServer()
         self.replica = RedisServer(extra=[])
-        self.sentinel_ports = [free_port() for _ in range(3)]
+        # Distinct, and none of the master's or replica's (chosen but not yet bound): two
+        # nodes given one port left a sentinel unstarted and the others never met it.
+        taken = {self.master.port, self.replica.port}
+        self.sentinel_ports: list[int] = []
+        while len(self.sentinel_ports) < 3:
+            if (port := free_port()) not in taken:
+                taken.add(port)
+                self.sentinel_ports.append(port)
         self.sentinels: list[subprocess.Popen[bytes]] = []
         self.dir = Path(tempfile.mkdtemp(prefix="luna-sentinel-"))
 

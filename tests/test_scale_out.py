@@ -19,7 +19,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def sentinel_setup() -> Iterator[SentinelSetup]:
     setup = SentinelSetup()
-    setup.start()
+    try:
+        setup.start()
+    except BaseException:  # what did start is stopped: no process outlives a failed setup
+        setup.close()
+        raise
     yield setup
     setup.close()
 
@@ -27,7 +31,11 @@ def sentinel_setup() -> Iterator[SentinelSetup]:
 @pytest.fixture
 def cluster_setup() -> Iterator[ClusterSetup]:
     setup = ClusterSetup()
-    setup.start()
+    try:
+        setup.start()
+    except BaseException:
+        setup.close()
+        raise
     yield setup
     setup.close()
 
