@@ -111,29 +111,21 @@ def recovery_of(request: web.Request) -> Recovery:
 
 
 async def face_ws(request: web.Request) -> web.StreamResponse:
-    turns = HANDSHAKES  # a burst of handshakes must not hold deliveries back
-    started = await turns.take(len(request.raw_path))
-    try:
+    async with HANDSHAKES.turn(len(request.raw_path)):  # a burst must not hold deliveries back
         principal = access.admit_ws(request)
         account = access.token_account(request, principal) if principal else account_header(request)
         query = access.filter_query(request, RECOVERY_PARAMS)
         compiled = compile_filter(compile_face, request, query)
         recovery = recovery_of(request)
-    finally:
-        turns.spent(started)
     return await serve_socket(request, "face", compiled, account, recovery)
 
 
 async def general_ws(request: web.Request) -> web.StreamResponse:
-    turns = HANDSHAKES
-    started = await turns.take(len(request.raw_path))
-    try:
+    async with HANDSHAKES.turn(len(request.raw_path)):
         principal = access.admit_ws(request)
         query = access.general_query(request, principal, RECOVERY_PARAMS)
         compiled = compile_filter(compile_general, request, query)
         recovery = recovery_of(request)
-    finally:
-        turns.spent(started)
     return await serve_socket(request, "general", compiled, None, recovery)
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 BUDGET = 0.010
 WINDOW = 0.020
@@ -55,6 +57,15 @@ class Turns:
 
     def spent(self, started: float) -> None:
         self._spent += time.perf_counter() - started
+
+    @asynccontextmanager
+    async def turn(self, size: int) -> AsyncIterator[None]:
+        """:meth:`take`, the work in the block, then :meth:`spent`, raise or not."""
+        started = await self.take(size)
+        try:
+            yield
+        finally:
+            self.spent(started)
 
 
 HANDSHAKES = Turns()

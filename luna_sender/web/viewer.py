@@ -90,14 +90,10 @@ def _viewer_account(request: web.Request, principal: access.Principal | None) ->
 
 
 async def viewer_ws(request: web.Request) -> web.StreamResponse:
-    turns = HANDSHAKES  # web/turns.py
-    started = await turns.take(len(request.raw_path))
-    try:
+    async with HANDSHAKES.turn(len(request.raw_path)):  # web/turns.py
         account = _viewer_account(request, access.admit_ws(request))
         compiled = compile_filter(compile_face, request, _split(request, {"account_id"}))
         recovery = recovery_of(request)
-    finally:
-        turns.spent(started)
     return await serve_socket(request, "face", compiled, account, recovery)
 
 
