@@ -101,10 +101,9 @@ def render_steps(results: dict[str, Any]) -> str:
                 for rate in rates:
                     ratios = []
                     for rr in rounds:
-                        a = _step(rr.get("W4", {}).get(peer), rate)
-                        b = _step(rr.get("W4", {}).get("naive"), rate)
-                        if a and b and a[key]:
-                            ratios.append(b[key] / a[key])
+                        for a, b in _pairs(rr, "W4", peer, "naive", rate):
+                            if a[key]:
+                                ratios.append(b[key] / a[key])
                     if ratios:
                         cells.append(f"{_fmt(rate, 0)}/s: {_spread(ratios, 2)}")
                 out.append(f"- {peer}: " + ("; ".join(cells) or "no common step"))
@@ -126,10 +125,9 @@ def _pair_ratios(
         for rate in rates:
             ratios = []
             for rr in rounds:
-                a = _step(rr.get(workload, {}).get(first), rate)
-                b = _step(rr.get(workload, {}).get(other), rate)
-                if a and b and a[key] and b[key]:
-                    ratios.append(a[key] / b[key] if workload == "W1" else b[key] / a[key])
+                for a, b in _pairs(rr, workload, first, other, rate):
+                    if a[key] and b[key]:
+                        ratios.append(a[key] / b[key] if workload == "W1" else b[key] / a[key])
             if ratios:
                 cells.append(f"{_fmt(rate, 0)}/s: {_spread(ratios, 2)}")
         if cells:
@@ -137,10 +135,16 @@ def _pair_ratios(
     return lines
 
 
-def _step(res: dict[str, Any] | None, rate: float) -> dict[str, Any] | None:
-    if not res or "steps" not in res:
-        return None
-    return next((st for st in res["steps"] if st["rate"] == rate), None)
+def _pairs(
+    rr: dict[str, Any], workload: str, a: str, b: str, rate: float
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Two peers' steps at one rate in one round, the k-th against the k-th: a rate repeated
+    (``--w4-rates 250,250,250``) gives one ratio per repetition, not only the first's."""
+    steps = []
+    for name in (a, b):
+        res = rr.get(workload, {}).get(name)
+        steps.append([st for st in res.get("steps", [])] if isinstance(res, dict) else [])
+    return [(x, y) for x, y in zip(*steps, strict=False) if x["rate"] == rate and y["rate"] == rate]
 
 
 def render(results: dict[str, Any]) -> str:

@@ -214,48 +214,7 @@ class Run:
         self.loaded_rss = procstat.rss_bytes(self.server.pid)
 
     def step(self, rate: float, duration: float) -> dict[str, Any]:
-        window = (time.time(), time.time() + duration + 60)
-        for pipe in self.pipes:
-            pipe.send(("window", window))
-        time.sleep(0.1)
-        cpu0, pub0, wall0 = procstat.cpu_seconds(self.server.pid), self_cpu(), time.monotonic()
-        publisher = Publisher(self.peer, self.port, self.redis_url, self.layout)
-
-        async def go() -> int:
-            try:
-                return await publisher.run(rate, duration)
-            finally:
-                await publisher.close()
-
-        sent = asyncio.run(go())
-        time.sleep(1.0)  # let deliveries in flight arrive
-        wall = time.monotonic() - wall0
-        cpu = procstat.cpu_seconds(self.server.pid) - cpu0
-        pub_cpu = self_cpu() - pub0
-        reports = []
-        for pipe in self.pipes:
-            pipe.send(("report", None))
-            reports.append(pipe.recv()[1])
-        s = summarize(reports)
-        return {
-            "rate": rate,
-            "published": sent,
-            "offered": rate * duration,
-            "expected": publisher.expected,
-            "cpu_per_event_us": 1e6 * cpu / sent if sent else float("nan"),
-            "deliveries": s["count"],
-            "deliveries_per_s": s["count"] / duration,
-            "server_cpu_s": cpu,
-            "deliveries_per_cpu_s": s["count"] / cpu if cpu > 0 else float("nan"),
-            "cpu_per_event_ms": 1000 * cpu / sent if sent else float("nan"),
-            "p50_ms": 1000 * s["p50"],
-            "p99_ms": 1000 * s["p99"],
-            "publisher_cpu_s": pub_cpu,
-            "client_saturated": s["client_saturated"],
-            "client_cpu_s": s["client_cpu_s"],
-            "client_util_max": s["client_util_max"],
-            "wall_s": wall,
-        }
+        return measure([self], rate, duration)[0]
 
     def close(self) -> None:
         for pipe in self.pipes:
@@ -272,6 +231,75 @@ class Run:
             self.server.wait(10)
         except subprocess.TimeoutExpired:
             self.server.kill()
+
+
+def measure(runs: list[Run], rate: float, duration: float) -> list[dict[str, Any]]:
+    """One step for each run, over one window. Runs fed the producer format (``redis-luna``)
+    share a redis and one publisher, so they take the very same events; any other run gets a
+    publisher of its own, running at the same rate in the same seconds from the same seeded
+    event sequence. Several servers' CPU is then read on one host state, not on two minutes
+    whose neighbours differ (``--together``)."""
+    window = (time.time(), time.time() + duration + 60)
+    for run in runs:
+        for pipe in run.pipes:
+            pipe.send(("window", window))
+    time.sleep(0.1)
+    publishers: list[Publisher] = []
+    feeds: list[Publisher] = []  # runs[i] is fed by feeds[i]
+    for run in runs:
+        shared = next(
+            (p for p in publishers if p.peer.route == run.peer.route == "redis-luna"), None
+        )
+        if shared is None:
+            shared = Publisher(run.peer, run.port, run.redis_url, run.layout)
+            publishers.append(shared)
+        feeds.append(shared)
+    cpu0 = [procstat.cpu_seconds(run.server.pid) for run in runs]
+    pub0, wall0 = self_cpu(), time.monotonic()
+
+    async def go() -> list[int]:
+        try:
+            return list(await asyncio.gather(*(p.run(rate, duration) for p in publishers)))
+        finally:
+            for p in publishers:
+                await p.close()
+
+    sent_by = dict(zip(map(id, publishers), asyncio.run(go()), strict=True))
+    time.sleep(1.0)  # let deliveries in flight arrive
+    wall = time.monotonic() - wall0
+    cpus = [procstat.cpu_seconds(run.server.pid) - c0 for run, c0 in zip(runs, cpu0, strict=True)]
+    pub_cpu = self_cpu() - pub0
+    out = []
+    for run, cpu, feed in zip(runs, cpus, feeds, strict=True):
+        sent = sent_by[id(feed)]
+        reports = []
+        for pipe in run.pipes:
+            pipe.send(("report", None))
+            reports.append(pipe.recv()[1])
+        s = summarize(reports)
+        out.append(
+            {
+                "rate": rate,
+                "published": sent,
+                "offered": rate * duration,
+                "expected": feed.expected,
+                "cpu_per_event_us": 1e6 * cpu / sent if sent else float("nan"),
+                "deliveries": s["count"],
+                "deliveries_per_s": s["count"] / duration,
+                "server_cpu_s": cpu,
+                "deliveries_per_cpu_s": s["count"] / cpu if cpu > 0 else float("nan"),
+                "cpu_per_event_ms": 1000 * cpu / sent if sent else float("nan"),
+                "p50_ms": 1000 * s["p50"],
+                "p99_ms": 1000 * s["p99"],
+                "publisher_cpu_s": pub_cpu,
+                "client_saturated": s["client_saturated"],
+                "client_cpu_s": s["client_cpu_s"],
+                "client_util_max": s["client_util_max"],
+                "wall_s": wall,
+                "together": [r.peer.name for r in runs] if len(runs) > 1 else None,
+            }
+        )
+    return out
 
 
 def w1(peer: Peer, redis_url: str, cfg: argparse.Namespace) -> dict[str, Any]:
@@ -323,6 +351,43 @@ def w4(peer: Peer, redis_url: str, cfg: argparse.Namespace) -> dict[str, Any]:
         return {"steps": steps, "best": best}
     finally:
         run.close()
+
+
+def together(
+    workload: str, peers: list[Peer], redis_url: str, cfg: argparse.Namespace
+) -> dict[str, Any]:
+    """W1 or W4 with every peer's server fed the same events in the same window. A peer leaves
+    after its first step that is not sustained: a saturated server would take the cores from
+    the others' higher steps. The rules for "best" are w1's and w4's."""
+    if workload == "W4":
+        layout: Any = W4Layout(cfg.w4_accounts, cfg.w4_sources, cfg.w4_per_source)
+        rates = cfg.w4_rates
+    else:
+        layout, rates = Layout("W1", cfg.w1_subs), cfg.w1_rates
+    live: list[Run] = []
+    out: dict[str, Any] = {}
+    try:
+        for peer in peers:
+            if workload == "W4" and not peer.content_filters:
+                out[peer.name] = {"error": "skipped: no content filters (see docs/performance.md)"}
+                continue
+            live.append(Run(peer, layout, redis_url, cfg.clients))
+            out[peer.name] = {"steps": [], "best": None}
+        for rate in rates:
+            if not live:
+                break
+            for run, st in zip(list(live), measure(live, rate, cfg.step_seconds), strict=True):
+                st["sustained"] = ok = sustained(st)
+                out[run.peer.name]["steps"].append(st)
+                if ok and (workload == "W4" or not st["client_saturated"]):
+                    out[run.peer.name]["best"] = st
+                if not ok:
+                    run.close()
+                    live.remove(run)
+        return out
+    finally:
+        for run in live:
+            run.close()
 
 
 def w2(peer: Peer, redis_url: str, cfg: argparse.Namespace) -> dict[str, Any]:
@@ -412,6 +477,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workloads", default="W1,W2,W3,W4,W7")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="W1 and W4: every peer's server fed the same events in the same window",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument(
         "--w3-seconds",
@@ -473,6 +543,14 @@ def main(argv: list[str] | None = None) -> None:
             order = rotate(peers, rnd)
             for workload in workloads:
                 if workload == "W3":
+                    continue
+                if workload in ("W1", "W4") and cfg.together:
+                    names = [p.name for p in order]
+                    print(f"round {rnd + 1}: {workload} together: {names} ...", flush=True)
+                    try:
+                        round_result[workload] = together(workload, order, redis_url, cfg)
+                    except Exception as exc:  # reported, not fatal, as for one peer
+                        round_result[workload] = {p.name: {"error": repr(exc)} for p in order}
                     continue
                 for peer in order:
                     print(f"round {rnd + 1}: {workload} {peer.name} ...", flush=True)

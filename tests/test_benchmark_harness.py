@@ -64,6 +64,49 @@ def test_quick_run_counts_every_delivery(tmp_path: Path) -> None:
     assert "W4 x naive" in result.stdout and "| highest sustained |" in result.stdout
 
 
+@pytest.mark.slow
+def test_together_feeds_every_server_the_same_events_in_one_window(tmp_path: Path) -> None:
+    """``--together``: one publisher, one window, so both servers' CPU is read over the same
+    seconds and the same events; each still counts only its own deliveries."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--rounds=1",
+            "--step-seconds=2",
+            "--w4-accounts=8",
+            "--w4-sources=10",
+            "--peers",
+            "luna,naive",
+            "--workloads",
+            "W4",
+            "--together",
+            "--w4-rates",
+            "100,100",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (saved,) = tmp_path.glob("*.json")
+    (rnd,) = json.loads(saved.read_text())["rounds"]
+    luna, naive = rnd["W4"]["luna"]["steps"], rnd["W4"]["naive"]["steps"]
+    assert [st["rate"] for st in luna] == [st["rate"] for st in naive] == [100, 100]
+    for a, b in zip(luna, naive, strict=True):
+        assert a["published"] == b["published"] > 0
+        assert a["expected"] == b["expected"] > 0
+        assert a["wall_s"] == b["wall_s"] and a["together"] == b["together"]
+        assert a["deliveries"] == a["expected"] and b["deliveries"] == b["expected"]
+        assert a["server_cpu_s"] != b["server_cpu_s"]  # each server's own CPU, not one figure
+    # the repeated rate gives a ratio per repetition, so the spread has two values
+    assert "- luna: 100/s: " in result.stdout and "-" in result.stdout.split("- luna: 100/s: ")[1]
+
+
 def test_w3_load_counts_a_peer_without_a_sustained_step_at_the_lowest() -> None:
     w1 = {"a": {"best": {"rate": 80}}, "b": {"best": {"rate": 10}}, "c": {"best": None}}
     assert w3_load(w1, 5) == 2.5
@@ -190,6 +233,26 @@ def test_render_steps_compares_common_rates_with_spread_and_x_naive() -> None:
     assert "| 500 | 30.0 (30.0-30.0) [1/2, 50 %] | — |" in text
     assert "| highest sustained | 375 (250-500) | 125 (0-250) |" in text
     assert "- luna: 250/s: 3.50 (3.00-4.00)" in text
+
+
+def test_a_repeated_rate_gives_a_ratio_per_repetition() -> None:
+    from benchmarks.report import render_steps
+
+    def step(rate: float, us: float) -> dict[str, object]:
+        return {"rate": rate, "cpu_per_event_us": us, "sustained": True, "client_util_max": 0.1}
+
+    rounds = [
+        {
+            "W4": {
+                "luna": {"steps": [step(250, 10), step(250, 20), step(500, 5)], "best": None},
+                "naive": {"steps": [step(250, 30), step(250, 100)], "best": None},
+            }
+        }
+    ]
+    text = render_steps({"rounds": rounds})
+    # 30/10 and 100/20: both repetitions count, the k-th against the k-th; 500/s has no pair
+    assert "- luna: 250/s: 4.00 (3.00-5.00)" in text
+    assert "500/s:" not in text.split("W4 x naive")[1]
 
 
 @pytest.mark.slow
