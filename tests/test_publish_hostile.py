@@ -89,6 +89,45 @@ def test_a_publisher_that_leaves_mid_body_is_not_a_server_error(svc: Service) ->
     _quiet(svc)
 
 
+async def test_a_publisher_that_shuts_its_sending_side_after_the_body_gets_its_answer(
+    svc: Service,
+) -> None:
+    """``shutdown(SHUT_WR)`` after a whole request: the event was published and the answer was
+    lost, so a client that retried published it twice. Now it is answered, then closed; the
+    event arrives once. A keep-alive request and a health check are answered the same way."""
+    acc = account()
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(svc.ws_url + "/ws", headers={"Luna-Account-Id": acc}) as ws:
+            body = json.dumps({**json.loads(BODY), "events": [face_event(seq=1)]}).encode()
+            for connection in ("close", "keep-alive"):
+                head = (
+                    f"POST /publish HTTP/1.1\r\nHost: 127.0.0.1:{svc.port}\r\n"
+                    f"Luna-Account-Id: {acc}\r\nContent-Type: application/json\r\n"
+                    f"Connection: {connection}\r\nContent-Length: {len(body)}\r\n"
+                )
+                reply = await asyncio.to_thread(_raw, svc.port, head, body, True)
+                assert reply.startswith(b"HTTP/1.1 204 "), reply[:300]
+                assert b"Luna-Request-Id" in reply
+                assert (await recv_json(ws))["event"]["seq"] == 1
+            # two pipelined publishes, then the end of input: both answered, in order
+            head = (
+                f"POST /publish HTTP/1.1\r\nHost: x\r\nLuna-Account-Id: {acc}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            )
+            pipelined = head.encode() + b"\r\n" + body + head.encode()
+            reply = await asyncio.to_thread(_raw, svc.port, pipelined.decode(), body, True)
+            assert reply.count(b"HTTP/1.1 204 ") == 2, reply[:600]
+            for _ in range(2):
+                assert (await recv_json(ws))["event"]["seq"] == 1
+            with pytest.raises(asyncio.TimeoutError):  # once per publish, never twice
+                await asyncio.wait_for(ws.receive(), 0.5)
+    # nothing in hand: closed at once, as before (not at the 10 s head deadline)
+    assert _raw(svc.port, "", b"", half_close=True) == b""
+    health = f"GET /healthcheck HTTP/1.1\r\nHost: 127.0.0.1:{svc.port}\r\n"
+    assert _raw(svc.port, health, b"", half_close=True).startswith(b"HTTP/1.1 200 ")
+    _quiet(svc)
+
+
 async def test_hundreds_of_concurrent_publishes_wait_for_a_connection(svc: Service) -> None:
     acc, n = account(), 300
     connector = aiohttp.TCPConnector(limit=0)

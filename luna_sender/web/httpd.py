@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
+from itertools import islice
 from typing import Any
 
 from aiohttp import web
@@ -72,7 +74,7 @@ class LunaRequestHandler(RequestHandler):
     """aiohttp's connection handler with parser errors answered as LUNA errors, a deadline
     on request bodies, and parsing that takes turns with delivery."""
 
-    __slots__ = ("_body_timeout", "_held", "_release_handle")
+    __slots__ = ("_body_timeout", "_ended", "_held", "_in_hand", "_release_handle")
 
     def __init__(
         self, manager: web.Server, *, luna_body_timeout: float = 0.0, **kwargs: Any
@@ -81,6 +83,11 @@ class LunaRequestHandler(RequestHandler):
         self._body_timeout = luna_body_timeout
         self._held: list[bytes] | None = None
         self._release_handle: asyncio.TimerHandle | None = None
+        # Parsed requests not yet answered, and whether the client has ended its sending side
+        # (see eof_received): aiohttp keeps no such count (a request it has taken off its
+        # queue but not started is invisible to it).
+        self._in_hand: deque[tuple[Any, StreamReader]] = deque()
+        self._ended = False
 
     # --- parsing in turns (web/turns.py) -------------------------------------------------------
 
@@ -97,10 +104,13 @@ class LunaRequestHandler(RequestHandler):
             self._hold([data])
             return
         started = time.perf_counter()
+        queued = len(self._messages)
         try:
             super().data_received(data)
         finally:
             HANDSHAKES.spent(started)
+        if len(self._messages) > queued:
+            self._in_hand.extend(islice(self._messages, queued, None))
 
     def _hold(self, held: list[bytes]) -> None:
         if self._held is None and self.transport is not None:
@@ -141,7 +151,27 @@ class LunaRequestHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._drop_held()
+        self._in_hand.clear()
         super().connection_lost(exc)
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio allows True
+        """A client that sent its requests and then shut its sending side
+        (``shutdown(SHUT_WR)``) still reads the answers: the connection stays open until the
+        last request in hand is answered, then closes. Before, the transport closed at once:
+        a publish was carried out and its client got no answer, so a client that retried
+        published twice.
+
+        Only when every request in hand is parsed with its body complete and none is an
+        upgrade: a body cut by the end of input never completes (closed at once as before,
+        counted 499), an upgraded socket that can send nothing more could not answer a
+        heartbeat, and bytes still waiting for a turn (web/turns.py) are not a request yet."""
+        if not self._in_hand or self._held is not None:
+            return None
+        for message, payload in self._in_hand:
+            if getattr(message, "upgrade", False) or not payload.is_eof():
+                return None
+        self._ended = True
+        return True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -167,6 +197,10 @@ class LunaRequestHandler(RequestHandler):
         finally:
             if timer is not None:
                 timer.cancel()
+            if self._in_hand:
+                self._in_hand.popleft()
+            if self._ended and not self._in_hand:
+                self.close()  # the last answer is written: nothing more can come
 
     def _body_expired(self, payload: StreamReader) -> None:
         """The body is late: its reader raises 408 (a LUNA error through the middleware), the
