@@ -119,10 +119,23 @@ async def test_a_publisher_that_shuts_its_sending_side_after_the_body_gets_its_a
             assert reply.count(b"HTTP/1.1 204 ") == 2, reply[:600]
             for _ in range(2):
                 assert (await recv_json(ws))["event"]["seq"] == 1
+            # whole requests before a cut one, all in one send with the end of input (an
+            # outside pass: the whole one was carried out and not answered): the whole ones
+            # are answered, the cut one is not
+            cut = head.encode() + b"\r\n" + body[:-3]
+            reply = await asyncio.to_thread(_raw, svc.port, pipelined.decode(), body + cut, True)
+            assert reply.count(b"HTTP/1.1 204 ") == 2 and reply.count(b"HTTP/1.1") == 2, reply
+            for _ in range(2):
+                assert (await recv_json(ws))["event"]["seq"] == 1
             with pytest.raises(asyncio.TimeoutError):  # once per publish, never twice
                 await asyncio.wait_for(ws.receive(), 0.5)
     # nothing in hand: closed at once, as before (not at the 10 s head deadline)
     assert _raw(svc.port, "", b"", half_close=True) == b""
+    # an Expect head ended before its body: no answer, and no ERROR with a traceback for the
+    # "100 Continue" that could not be written (checked by _quiet)
+    expect = _head(svc.port, f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\n")
+    for _ in range(3):
+        assert _raw(svc.port, expect, b"", half_close=True) == b""
     health = f"GET /healthcheck HTTP/1.1\r\nHost: 127.0.0.1:{svc.port}\r\n"
     assert _raw(svc.port, health, b"", half_close=True).startswith(b"HTTP/1.1 200 ")
     _quiet(svc)

@@ -74,7 +74,7 @@ class LunaRequestHandler(RequestHandler):
     """aiohttp's connection handler with parser errors answered as LUNA errors, a deadline
     on request bodies, and parsing that takes turns with delivery."""
 
-    __slots__ = ("_body_timeout", "_ended", "_held", "_in_hand", "_release_handle")
+    __slots__ = ("_answers_left", "_body_timeout", "_held", "_in_hand", "_release_handle")
 
     def __init__(
         self, manager: web.Server, *, luna_body_timeout: float = 0.0, **kwargs: Any
@@ -83,11 +83,11 @@ class LunaRequestHandler(RequestHandler):
         self._body_timeout = luna_body_timeout
         self._held: list[bytes] | None = None
         self._release_handle: asyncio.TimerHandle | None = None
-        # Parsed requests not yet answered, and whether the client has ended its sending side
-        # (see eof_received): aiohttp keeps no such count (a request it has taken off its
-        # queue but not started is invisible to it).
+        # Parsed requests not yet answered, and once the client has ended its sending side,
+        # how many of them are still to be answered (see eof_received): aiohttp keeps no such
+        # count (a request it has taken off its queue but not started is invisible to it).
         self._in_hand: deque[tuple[Any, StreamReader]] = deque()
-        self._ended = False
+        self._answers_left: int | None = None
 
     # --- parsing in turns (web/turns.py) -------------------------------------------------------
 
@@ -157,20 +157,25 @@ class LunaRequestHandler(RequestHandler):
     def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio allows True
         """A client that sent its requests and then shut its sending side
         (``shutdown(SHUT_WR)``) still reads the answers: the connection stays open until the
-        last request in hand is answered, then closes. Before, the transport closed at once:
-        a publish was carried out and its client got no answer, so a client that retried
-        published twice.
+        requests it sent whole are answered, in order, then closes. Before, the transport
+        closed at once: a publish was carried out and its client got no answer, so a client
+        that retried published twice.
 
-        Only when every request in hand is parsed with its body complete and none is an
-        upgrade: a body cut by the end of input never completes (closed at once as before,
-        counted 499), an upgraded socket that can send nothing more could not answer a
-        heartbeat, and bytes still waiting for a turn (web/turns.py) are not a request yet."""
-        if not self._in_hand or self._held is not None:
+        Whole means parsed with its body complete, and not an upgrade; answering stops at the
+        first request that is not (a body cut by the end of input never completes, and an
+        upgraded socket that can send nothing more could not answer a heartbeat). With none,
+        the connection closes at once as before; bytes still waiting for a turn
+        (web/turns.py) are not a request yet."""
+        if self._held is not None:
             return None
+        whole = 0
         for message, payload in self._in_hand:
             if getattr(message, "upgrade", False) or not payload.is_eof():
-                return None
-        self._ended = True
+                break
+            whole += 1
+        if whole == 0:
+            return None
+        self._answers_left = whole
         return True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -199,8 +204,10 @@ class LunaRequestHandler(RequestHandler):
                 timer.cancel()
             if self._in_hand:
                 self._in_hand.popleft()
-            if self._ended and not self._in_hand:
-                self.close()  # the last answer is written: nothing more can come
+            if self._answers_left is not None:
+                self._answers_left -= 1
+                if self._answers_left <= 0:  # the last whole request is answered
+                    self.close()
 
     def _body_expired(self, payload: StreamReader) -> None:
         """The body is late: its reader raises 408 (a LUNA error through the middleware), the
@@ -218,6 +225,11 @@ class LunaRequestHandler(RequestHandler):
         # route; reading the rest of it afterwards fails the same way: no server error.
         if isinstance(kw.get("exc_info"), web.RequestPayloadError):
             log.debug("rest of an undecodable request body not read: %s", kw["exc_info"])
+            return
+        # A client gone before its answer (e.g. the "100 Continue" to an ``Expect`` head it
+        # half-closed after) is the client's doing, not an ERROR with a traceback.
+        if isinstance(kw.get("exc_info"), ConnectionResetError):
+            log.debug("client gone before its answer: %s", kw["exc_info"])
             return
         super().log_exception(*args, **kw)
 
