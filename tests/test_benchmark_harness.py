@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,21 +20,12 @@ from benchmarks.run import rotate, sustained, w3_load
 from .helpers import REPO
 
 
-@pytest.mark.slow
-def test_quick_run_counts_every_delivery(tmp_path: Path) -> None:
+def _bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """``benchmarks.run`` with ``args`` for luna and the naive floor: its output and the
+    results file it saved."""
+    command = [sys.executable, "-m", "benchmarks.run", "--peers", "luna,naive"]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.run",
-            "--quick",
-            "--peers",
-            "luna,naive",
-            "--workloads",
-            "W1,W3,W4",
-            "--results-dir",
-            str(tmp_path),
-        ],
+        [*command, *args, "--results-dir", str(tmp_path)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -41,7 +33,12 @@ def test_quick_run_counts_every_delivery(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     (saved,) = tmp_path.glob("*.json")
-    data = json.loads(saved.read_text())
+    return result, json.loads(saved.read_text())
+
+
+@pytest.mark.slow
+def test_quick_run_counts_every_delivery(tmp_path: Path) -> None:
+    result, data = _bench(tmp_path, "--quick", "--workloads", "W1,W3,W4")
     (rnd,) = data["rounds"]
     subscribers = data["config"]["w1_subs"]
     w3 = rnd["W3"]["luna"]
@@ -68,33 +65,12 @@ def test_quick_run_counts_every_delivery(tmp_path: Path) -> None:
 def test_together_feeds_every_server_the_same_events_in_one_window(tmp_path: Path) -> None:
     """``--together``: one publisher, one window, so both servers' CPU is read over the same
     seconds and the same events; each still counts only its own deliveries."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.run",
-            "--rounds=1",
-            "--step-seconds=2",
-            "--w4-accounts=8",
-            "--w4-sources=10",
-            "--peers",
-            "luna,naive",
-            "--workloads",
-            "W4",
-            "--together",
-            "--w4-rates",
-            "100,100",
-            "--results-dir",
-            str(tmp_path),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result, data = _bench(
+        tmp_path,
+        *("--rounds=1", "--step-seconds=2", "--w4-accounts=8", "--w4-sources=10"),
+        *("--workloads", "W4", "--together", "--w4-rates", "100,100"),
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    (saved,) = tmp_path.glob("*.json")
-    (rnd,) = json.loads(saved.read_text())["rounds"]
+    (rnd,) = data["rounds"]
     luna, naive = rnd["W4"]["luna"]["steps"], rnd["W4"]["naive"]["steps"]
     assert [st["rate"] for st in luna] == [st["rate"] for st in naive] == [100, 100]
     for a, b in zip(luna, naive, strict=True):
