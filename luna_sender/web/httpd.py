@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from itertools import islice
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientConnectionResetError, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
@@ -227,8 +227,10 @@ class LunaRequestHandler(RequestHandler):
             log.debug("rest of an undecodable request body not read: %s", kw["exc_info"])
             return
         # A client gone before its answer (e.g. the "100 Continue" to an ``Expect`` head it
-        # half-closed after) is the client's doing, not an ERROR with a traceback.
-        if isinstance(kw.get("exc_info"), ConnectionResetError):
+        # half-closed after) is the client's doing, not an ERROR with a traceback. Only
+        # aiohttp's own write to a closing transport: any other reset (a bus connection's,
+        # say) still reaches the log as an error.
+        if isinstance(kw.get("exc_info"), ClientConnectionResetError):
             log.debug("client gone before its answer: %s", kw["exc_info"])
             return
         super().log_exception(*args, **kw)
