@@ -143,7 +143,7 @@ def _pairs(
     steps = []
     for name in (a, b):
         res = rr.get(workload, {}).get(name)
-        steps.append([st for st in res.get("steps", [])] if isinstance(res, dict) else [])
+        steps.append(res.get("steps", []) if isinstance(res, dict) else [])
     return [(x, y) for x, y in zip(*steps, strict=False) if x["rate"] == rate and y["rate"] == rate]
 
 
