@@ -18,6 +18,9 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
+from luna_sender.web.turns import BUDGET, HANDSHAKES, SMALL_BYTES
+
+from .conftest import LiveApp
 from .helpers import RedisServer, Service, account, face_event, recv_json, scrape
 
 BODY = json.dumps(
@@ -196,3 +199,39 @@ def test_the_api_document_lists_the_publish_answers_these_tests_get() -> None:
         responses = doc["paths"][path]["post"]["responses"]
         assert {"204", "400", "408", "413", "503"} <= responses.keys(), path
         assert "12046" in responses["400"]["description"], responses["400"]
+
+
+async def test_a_large_publish_waiting_for_its_parsing_turn_then_half_closed_is_answered(
+    memory_app: LiveApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large requests take turns with delivery (web/turns.py): one that arrives with the turn
+    spent waits, its connection's reading paused. A client that half-closed behind it must
+    still get its answer once the turn comes: the end of input is only read after the held
+    bytes are parsed, so they count as a request in hand, not as bytes to drop."""
+    acc = account()
+    events = [face_event(seq=s, source="cam-" + "x" * 60) for s in range(40)]
+    body = json.dumps({**json.loads(BODY), "events": events}).encode()
+    assert len(body) > SMALL_BYTES  # large enough to wait for a turn
+    head = (
+        f"POST /publish HTTP/1.1\r\nHost: x\r\nLuna-Account-Id: {acc}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    async with memory_app.ws(account=acc) as ws:
+        monkeypatch.setattr(HANDSHAKES, "budget", 0.0)  # every slice is spent: held
+        server = memory_app.server
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(head + body)
+        writer.write_eof()
+        await writer.drain()
+        with pytest.raises(asyncio.TimeoutError):  # held: neither carried out nor answered
+            await asyncio.wait_for(reader.read(1), 0.3)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(ws.receive(), 0.2)
+        monkeypatch.setattr(HANDSHAKES, "budget", BUDGET)  # the next slice has budget
+        reply = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert reply.startswith(b"HTTP/1.1 204 ") and reply.count(b"HTTP/1.1") == 1, reply[:300]
+        got = [(await recv_json(ws))["event"]["seq"] for _ in events]
+        assert got == list(range(40))
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(ws.receive(), 0.3)

@@ -164,8 +164,12 @@ class LunaRequestHandler(RequestHandler):
         Whole means parsed with its body complete, and not an upgrade; answering stops at the
         first request that is not (a body cut by the end of input never completes, and an
         upgraded socket that can send nothing more could not answer a heartbeat). With none,
-        the connection closes at once as before; bytes still waiting for a turn
-        (web/turns.py) are not a request yet."""
+        the connection closes at once as before.
+
+        Bytes waiting for a parsing turn (web/turns.py) are never behind the end of input:
+        reading is paused while they wait, so the end is read only after they are parsed and
+        their requests are in hand. The guard below is for a transport that reports the end
+        while paused anyway; the bytes then never become a request."""
         if self._held is not None:
             return None
         whole = 0
