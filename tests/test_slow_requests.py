@@ -1,4 +1,5 @@
-"""Slow clients (slowloris) cannot hold connections: limits.http_head_timeout and _body_timeout.
+"""Slow clients (slowloris) cannot hold connections: limits.http_head_timeout, _body_timeout
+and _send_timeout.
 
 Found by an outside tester: an idle connection, headers trickled a byte at a time, an upgrade
 request without its final blank line and an idle keep-alive connection were each held for an
@@ -8,6 +9,7 @@ hour, and ~1,100 of them used up every descriptor under a 1,024 open-file limit.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -128,3 +130,71 @@ async def test_a_trickled_body_is_answered_408_and_closed(live_app_factory) -> N
     assert b'"error_code":12046' in data.replace(b" ", b""), data
     assert elapsed >= BODY * 0.8, elapsed
     writer.close()
+
+
+SEND = 1.0
+SPEC = b"GET /docs/spec HTTP/1.1\r\nHost: x\r\nAccept: application/x-yaml\r\n\r\n"
+
+
+async def _unread_connection(app: LiveApp) -> socket.socket:
+    """A connection whose answers nothing takes until the test says so: a plain socket (a
+    StreamReader would read ahead) with a small receive buffer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", app.server.port))
+    return sock
+
+
+async def _read_all(sock: socket.socket, pause: float = 0.0) -> tuple[bytes, bool]:
+    """Everything until the server ends the connection (and whether it reset it), reading 64
+    KiB at a time with ``pause`` seconds between reads."""
+    loop, data = asyncio.get_running_loop(), b""
+    try:
+        while chunk := await asyncio.wait_for(loop.sock_recv(sock, 65536), 10):
+            data += chunk
+            await asyncio.sleep(pause)
+    except ConnectionResetError:
+        return data, True
+    return data, False
+
+
+async def test_a_client_that_reads_none_of_its_answers_is_dropped(live_app_factory) -> None:
+    """An outside pass pipelined 100 ``/docs/spec`` requests and never read: its descriptor
+    and the unsent answers were held for as long as it liked. Now the connection is dropped
+    once its answers have waited ``limits.http_send_timeout`` with nothing read; a client that
+    reads slowly but steadily gets every answer (see the next test)."""
+    app = await live_app_factory(limits={"http_head_timeout": 30.0, "http_send_timeout": SEND})
+    async with app.session.get(app.url("/docs/spec")) as resp:
+        size = len(await resp.read())
+    sock = await _unread_connection(app)
+    with sock:
+        await asyncio.get_running_loop().sock_sendall(sock, SPEC * 30)
+        await asyncio.sleep(SEND + MARGIN)
+        data, _ = await _read_all(sock)
+    assert data.startswith(b"HTTP/1.1 200"), data[:200]
+    assert data.count(b"HTTP/1.1 200") < 30 and len(data) < 30 * size, (len(data), size)
+    # the service is fine and answers the next client
+    async with app.session.get(app.url("/docs/spec")) as resp:
+        assert resp.status == 200 and len(await resp.read()) == size
+
+
+async def test_a_client_that_reads_in_stalls_each_under_the_deadline_gets_every_answer(
+    live_app_factory,
+) -> None:
+    """The deadline counts from the last time the client took some of its answers: two stalls
+    of 0.7 s each (1.4 s in all, past the 1 s deadline) with a read between them drop nothing."""
+    app = await live_app_factory(limits={"http_head_timeout": 30.0, "http_send_timeout": SEND})
+    loop = asyncio.get_running_loop()
+    sock = await _unread_connection(app)
+    with sock:
+        last = SPEC.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+        await loop.sock_sendall(sock, SPEC * 29 + last)
+        await asyncio.sleep(0.7 * SEND)
+        first = b""
+        while len(first) < 1_000_000:
+            first += await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
+        await asyncio.sleep(0.7 * SEND)
+        rest, reset = await _read_all(sock)
+    data = first + rest
+    assert not reset and data.count(b"HTTP/1.1 200") == 30, (reset, data.count(b"HTTP/1.1 "))

@@ -153,6 +153,14 @@ class LimitSettings(Section):
         description="Seconds a request body may take to arrive in full once its headers are "
         "in; then the request is answered 408 (error 12046) and the connection closed.",
     )
+    http_send_timeout: float = Field(
+        default=60.0,
+        ge=0.1,
+        le=86400,
+        description="Seconds an HTTP response may wait with the socket's buffers full and "
+        "nothing read by the client; then the connection is dropped (nginx's send_timeout). "
+        "Not applied to upgraded websockets (ws.stall_timeout is theirs).",
+    )
     like_pattern_max_chars: int = Field(
         default=256, ge=1, description="Longest like/nlike pattern of a user-defined filter."
     )

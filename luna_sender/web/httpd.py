@@ -15,7 +15,9 @@ Slow clients (slowloris): a connection that has not sent a complete request head
 ``limits.http_head_timeout`` seconds after it opened, or after its previous response, is closed
 without an answer; a body still incomplete ``limits.http_body_timeout`` seconds after its
 request's head is answered 408 and its connection closed. Without them an idle or trickling
-connection held its descriptor for an hour (aiohttp's own keep-alive default).
+connection held its descriptor for an hour (aiohttp's own keep-alive default). A client that
+reads none of its answers for ``limits.http_send_timeout`` seconds while they fill the socket's
+buffers has its connection dropped.
 """
 
 from __future__ import annotations
@@ -47,9 +49,11 @@ log = logging.getLogger("luna_sender.web")
 # path, other filters, "HTTP/1.1") gets aiohttp's own default line size.
 LIST_ITEM_BYTES = EVENT_TYPE_MAX + 3
 BASE_LINE_BYTES = 8190
-# The handler argument that carries limits.http_body_timeout (LunaRequestHandler's own, which
-# aiohttp's RequestHandler would refuse: handler_args only work with install()).
+# The handler arguments that carry limits.http_body_timeout and http_send_timeout
+# (LunaRequestHandler's own, which aiohttp's RequestHandler would refuse: handler_args only
+# work with install()).
 BODY_TIMEOUT_ARG = "luna_body_timeout"
+SEND_TIMEOUT_ARG = "luna_send_timeout"
 
 
 def request_line_max(settings: Settings) -> int:
@@ -67,6 +71,7 @@ def handler_args(settings: Settings) -> dict[str, Any]:
         # then: it is the head deadline (its default, 3630 s, let slowloris hold every fd).
         "keepalive_timeout": settings.limits.http_head_timeout,
         BODY_TIMEOUT_ARG: settings.limits.http_body_timeout,
+        SEND_TIMEOUT_ARG: settings.limits.http_send_timeout,
     }
 
 
@@ -74,13 +79,28 @@ class LunaRequestHandler(RequestHandler):
     """aiohttp's connection handler with parser errors answered as LUNA errors, a deadline
     on request bodies, and parsing that takes turns with delivery."""
 
-    __slots__ = ("_answers_left", "_body_timeout", "_held", "_in_hand", "_release_handle")
+    __slots__ = (
+        "_answers_left",
+        "_body_timeout",
+        "_held",
+        "_in_hand",
+        "_release_handle",
+        "_send_stalled",
+        "_send_timeout",
+    )
 
     def __init__(
-        self, manager: web.Server, *, luna_body_timeout: float = 0.0, **kwargs: Any
+        self,
+        manager: web.Server,
+        *,
+        luna_body_timeout: float = 0.0,
+        luna_send_timeout: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
         self._body_timeout = luna_body_timeout
+        self._send_timeout = luna_send_timeout
+        self._send_stalled: asyncio.TimerHandle | None = None
         self._held: list[bytes] | None = None
         self._release_handle: asyncio.TimerHandle | None = None
         # Parsed requests not yet answered, and once the client has ended its sending side,
@@ -149,7 +169,35 @@ class LunaRequestHandler(RequestHandler):
             self._release_handle = None
         return b"".join(held) if held else b""
 
+    # --- the send deadline ---------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is past its high-water mark: the client is not reading as
+        fast as we answer. It gets ``limits.http_send_timeout`` to take some of it; an outside
+        pass pipelined 100 ``/docs/spec`` requests, never read, and held its descriptor and
+        ~3.8 MB of answers with no end (the head and body deadlines only cover what a client
+        sends)."""
+        super().pause_writing()
+        if self._send_timeout > 0 and self._send_stalled is None:
+            self._send_stalled = self._loop.call_later(self._send_timeout, self._send_expired)
+
+    def resume_writing(self) -> None:
+        if self._send_stalled is not None:
+            self._send_stalled.cancel()
+            self._send_stalled = None
+        super().resume_writing()
+
+    def _send_expired(self) -> None:
+        """Dropped, not closed: a close would wait for the unread answers to be sent first."""
+        self._send_stalled = None
+        if self.transport is not None:
+            log.debug("client read nothing for %g s, dropping its connection", self._send_timeout)
+            self.transport.abort()
+
     def connection_lost(self, exc: BaseException | None) -> None:
+        if self._send_stalled is not None:
+            self._send_stalled.cancel()
+            self._send_stalled = None
         self._drop_held()
         self._in_hand.clear()
         super().connection_lost(exc)
@@ -288,6 +336,9 @@ class LunaRequestHandler(RequestHandler):
         if self._keepalive_handle is not None:
             self._keepalive_handle.cancel()
             self._keepalive_handle = None
+        if self._send_stalled is not None:  # the socket's own stall check takes over
+            self._send_stalled.cancel()
+            self._send_stalled = None
         if self._manager is not None:
             self._manager.connection_lost(self, None)
         return tail
