@@ -201,6 +201,7 @@ async def serve_socket(
             await hub.remove(conn)
         finally:
             conn.release()
+            HANDSHAKES.spent(turn)  # the removal is handshake work of this slice too
         return web.Response(status=400)  # never sent: the transport is gone
     tail = handler.detach(proto)
     conn.handler = proto
