@@ -42,6 +42,9 @@ def svc(redis_server: RedisServer) -> Iterator[Service]:
         assert service.terminate() == 0, service.log()[-3000:]
 
 
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
 def _raw(port: int, head: str, body: bytes, half_close: bool = False) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(head.encode() + b"\r\n" + body)
@@ -135,10 +138,11 @@ async def test_a_publisher_that_shuts_its_sending_side_after_the_body_gets_its_a
     # nothing in hand: closed at once, as before (not at the 10 s head deadline)
     assert _raw(svc.port, "", b"", half_close=True) == b""
     # an Expect head ended before its body: no answer, and no ERROR with a traceback for the
-    # "100 Continue" that could not be written (checked by _quiet)
+    # "100 Continue" that could not be written (checked by _quiet). Whether the interim
+    # "100 Continue" goes out before the end of input is read is a race (CI saw it once).
     expect = _head(svc.port, f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\n")
     for _ in range(3):
-        assert _raw(svc.port, expect, b"", half_close=True) == b""
+        assert _raw(svc.port, expect, b"", half_close=True) in (b"", CONTINUE)
     health = f"GET /healthcheck HTTP/1.1\r\nHost: 127.0.0.1:{svc.port}\r\n"
     assert _raw(svc.port, health, b"", half_close=True).startswith(b"HTTP/1.1 200 ")
     _quiet(svc)
