@@ -7,6 +7,7 @@ refuses is answered as JSON with a ``Luna-Request-Id`` and leaves no traceback i
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 
@@ -127,3 +128,35 @@ async def test_malformed_request_is_a_luna_error(
     assert b"application/json" in head and b"Luna-Request-Id" in head
     assert b'"error_code":12046' in body
     _no_errors(caplog)
+
+
+@pytest.mark.parametrize("version", ["2.0", "0.9"])
+@pytest.mark.parametrize("path", ["/version", "/ws"])
+async def test_a_request_line_in_another_http_version_is_answered_505_in_http_1_1(
+    memory_app: LiveApp, caplog: pytest.LogCaptureFixture, version: str, path: str
+) -> None:
+    """aiohttp's parser takes "HTTP/2.0" and "HTTP/0.9" request lines, and the answer echoed
+    them: "HTTP/2.0 200 OK" in HTTP/1.1 framing, which no HTTP/2 client reads. Now a LUNA 505
+    in HTTP/1.1, the connection closed; an upgrade is refused the same way."""
+    caplog.set_level(logging.DEBUG)
+    upgrade = (
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nLuna-Account-Id: {uuid.uuid4()}\r\n"
+    )
+    head = f"GET {path} HTTP/{version}\r\nHost: x\r\n" + (upgrade if path == "/ws" else "")
+    reader, writer = await asyncio.open_connection("127.0.0.1", memory_app.server.port)
+    writer.write(head.encode() + b"\r\n")
+    raw = await asyncio.wait_for(reader.read(), 10)  # closed after the answer
+    writer.close()
+    head_out, _, body = raw.partition(b"\r\n\r\n")
+    assert head_out.startswith(b"HTTP/1.1 505 "), raw[:300]
+    assert b"Luna-Request-Id" in head_out
+    error = json.loads(body)
+    assert error["error_code"] == 12046 and f"HTTP/{version}" in error["detail"], error
+    _no_errors(caplog)
+    for spoken in ("1.0", "1.1"):  # unchanged
+        reader, writer = await asyncio.open_connection("127.0.0.1", memory_app.server.port)
+        writer.write(f"GET /version HTTP/{spoken}\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        raw = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert raw.startswith(f"HTTP/{spoken} 200 ".encode()), raw[:200]

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from itertools import islice
 from typing import Any
 
-from aiohttp import ClientConnectionResetError, web
+from aiohttp import ClientConnectionResetError, HttpVersion10, HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
@@ -39,7 +39,7 @@ from luna_sender import errors
 from luna_sender.config import Settings
 from luna_sender.errors import LunaError
 from luna_sender.filters.general import EVENT_TYPE_MAX
-from luna_sender.web.middlewares import REQUEST_ID_HEADER, new_request_id
+from luna_sender.web.middlewares import REQUEST_ID_HEADER, UNSPOKEN_VERSION, new_request_id
 from luna_sender.web.turns import HANDSHAKES, SMALL_BYTES
 
 log = logging.getLogger("luna_sender.web")
@@ -54,6 +54,7 @@ BASE_LINE_BYTES = 8190
 # work with install()).
 BODY_TIMEOUT_ARG = "luna_body_timeout"
 SEND_TIMEOUT_ARG = "luna_send_timeout"
+SPOKEN = frozenset({HttpVersion10, HttpVersion11})
 
 
 def request_line_max(settings: Settings) -> int:
@@ -245,6 +246,13 @@ class LunaRequestHandler(RequestHandler):
         start_time: float | None,
         request_handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
     ) -> tuple[web.StreamResponse, bool]:
+        version = request._version
+        if version not in SPOKEN:
+            # aiohttp's parser takes "HTTP/2.0" and "HTTP/0.9" and its answer echoed them
+            # ("HTTP/2.0 200 OK" in HTTP/1.1 framing): answered 505 by the middleware, in 1.1.
+            request[UNSPOKEN_VERSION] = f"{version.major}.{version.minor}"
+            request._version = HttpVersion11
+            request._cache.pop("version", None)  # a reified property: read again
         payload = request.content
         timer = None
         if self._body_timeout > 0 and not payload.is_eof():

@@ -60,6 +60,9 @@ def _from_http_exception(exc: web.HTTPException) -> LunaError:
 
 # What the request log and ``request_count`` record for a request whose client left first.
 CLIENT_CLOSED = 499
+# Set by web/httpd.py on a request whose line named an HTTP version other than 1.0 or 1.1 (the
+# parser takes 0.9 and 2.0): the version it named, as text.
+UNSPOKEN_VERSION: web.RequestKey[str] = web.RequestKey("luna_unspoken_http_version", str)
 
 
 def _client_gone(request: web.Request) -> bool:
@@ -84,6 +87,9 @@ async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamR
             # every route, before the route is looked at.
             if "#" in request.raw_path:
                 raise LunaError(errors.INVALID_REQUEST, "'#' in the request target")
+            if UNSPOKEN_VERSION in request:  # RFC 9110 §15.6.6
+                unspoken = f"HTTP/{request[UNSPOKEN_VERSION]} is not supported, only HTTP/1.x"
+                raise LunaError(errors.INVALID_REQUEST, unspoken, status=505)
             # Routing errors (404/405) come first: the route does not exist for any header.
             if bad_request_id and request.match_info.http_exception is None:
                 raise LunaError(errors.BAD_HEADER, REQUEST_ID_HEADER)
@@ -91,8 +97,10 @@ async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamR
         except LunaError as exc:
             response = errors.error_response(exc)
             error_code, detail = exc.kind.code, exc.detail
-            if exc.kind is errors.TOO_MANY_CONNECTIONS:
-                response.force_close()  # a refused upgrade must not keep its descriptor
+            if exc.kind is errors.TOO_MANY_CONNECTIONS or exc.status == 505:
+                # a refused upgrade must not keep its descriptor; a client speaking another
+                # protocol would not understand a kept-alive HTTP/1.1 connection
+                response.force_close()
         except web.HTTPException as exc:
             if exc.status < 400:
                 exc.headers[REQUEST_ID_HEADER] = request_id
