@@ -153,12 +153,21 @@ class LimitSettings(Section):
         description="Seconds a request body may take to arrive in full once its headers are "
         "in; then the request is answered 408 (error 12046) and the connection closed.",
     )
+    http_send_buffer: int = Field(
+        default=65536,
+        ge=4096,
+        le=2**31 - 1,  # setsockopt takes a C int
+        description="Kernel send buffer per HTTP connection (SO_SNDBUF; an upgrade to a "
+        "websocket sets ws.socket_send_buffer): bounds what a client that stops reading holds "
+        "in the kernel, and how much it must read before http_send_timeout restarts.",
+    )
     http_send_timeout: float = Field(
         default=60.0,
         ge=0.1,
         le=86400,
         description="Seconds an HTTP response may wait with the socket's buffers full and "
-        "nothing read by the client; then the connection is dropped (nginx's send_timeout). "
+        "the client reading too little to let the service write again; then the connection "
+        "is reset (nginx's send_timeout). "
         "Not applied to upgraded websockets (ws.stall_timeout is theirs).",
     )
     like_pattern_max_chars: int = Field(

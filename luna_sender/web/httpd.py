@@ -17,7 +17,7 @@ without an answer; a body still incomplete ``limits.http_body_timeout`` seconds 
 request's head is answered 408 and its connection closed. Without them an idle or trickling
 connection held its descriptor for an hour (aiohttp's own keep-alive default). A client that
 reads none of its answers for ``limits.http_send_timeout`` seconds while they fill the socket's
-buffers has its connection dropped.
+buffers has its connection reset (web/stalls.py).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from luna_sender.config import Settings
 from luna_sender.errors import LunaError
 from luna_sender.filters.general import EVENT_TYPE_MAX
 from luna_sender.web.middlewares import REQUEST_ID_HEADER, UNSPOKEN_VERSION, new_request_id
+from luna_sender.web.stalls import SendDeadline, set_send_buffer
 from luna_sender.web.turns import HANDSHAKES, SMALL_BYTES
 
 log = logging.getLogger("luna_sender.web")
@@ -54,6 +55,7 @@ BASE_LINE_BYTES = 8190
 # work with install()).
 BODY_TIMEOUT_ARG = "luna_body_timeout"
 SEND_TIMEOUT_ARG = "luna_send_timeout"
+SEND_BUFFER_ARG = "luna_send_buffer"
 SPOKEN = frozenset({HttpVersion10, HttpVersion11})
 
 
@@ -73,6 +75,7 @@ def handler_args(settings: Settings) -> dict[str, Any]:
         "keepalive_timeout": settings.limits.http_head_timeout,
         BODY_TIMEOUT_ARG: settings.limits.http_body_timeout,
         SEND_TIMEOUT_ARG: settings.limits.http_send_timeout,
+        SEND_BUFFER_ARG: settings.limits.http_send_buffer,
     }
 
 
@@ -86,8 +89,8 @@ class LunaRequestHandler(RequestHandler):
         "_held",
         "_in_hand",
         "_release_handle",
-        "_send_stalled",
-        "_send_timeout",
+        "_send_buffer",
+        "_send_deadline",
     )
 
     def __init__(
@@ -96,12 +99,13 @@ class LunaRequestHandler(RequestHandler):
         *,
         luna_body_timeout: float = 0.0,
         luna_send_timeout: float = 0.0,
+        luna_send_buffer: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
         self._body_timeout = luna_body_timeout
-        self._send_timeout = luna_send_timeout
-        self._send_stalled: asyncio.TimerHandle | None = None
+        self._send_deadline = SendDeadline(self._loop, luna_send_timeout)
+        self._send_buffer = luna_send_buffer
         self._held: list[bytes] | None = None
         self._release_handle: asyncio.TimerHandle | None = None
         # Parsed requests not yet answered, and once the client has ended its sending side,
@@ -173,32 +177,16 @@ class LunaRequestHandler(RequestHandler):
     # --- the send deadline ---------------------------------------------------------------------
 
     def pause_writing(self) -> None:
-        """The transport's buffer is past its high-water mark: the client is not reading as
-        fast as we answer. It gets ``limits.http_send_timeout`` to take some of it; an outside
-        pass pipelined 100 ``/docs/spec`` requests, never read, and held its descriptor and
-        ~3.8 MB of answers with no end (the head and body deadlines only cover what a client
-        sends)."""
         super().pause_writing()
-        if self._send_timeout > 0 and self._send_stalled is None:
-            self._send_stalled = self._loop.call_later(self._send_timeout, self._send_expired)
+        if self.transport is not None:
+            self._send_deadline.paused(self.transport)  # web/stalls.py
 
     def resume_writing(self) -> None:
-        if self._send_stalled is not None:
-            self._send_stalled.cancel()
-            self._send_stalled = None
+        self._send_deadline.resumed()
         super().resume_writing()
 
-    def _send_expired(self) -> None:
-        """Dropped, not closed: a close would wait for the unread answers to be sent first."""
-        self._send_stalled = None
-        if self.transport is not None:
-            log.debug("client read nothing for %g s, dropping its connection", self._send_timeout)
-            self.transport.abort()
-
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._send_stalled is not None:
-            self._send_stalled.cancel()
-            self._send_stalled = None
+        self._send_deadline.resumed()
         self._drop_held()
         self._in_hand.clear()
         super().connection_lost(exc)
@@ -233,6 +221,7 @@ class LunaRequestHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        set_send_buffer(transport, self._send_buffer)  # web/stalls.py
         # aiohttp before aio-libs/aiohttp#13681 (3.14.5 has it) arms its keep-alive timer only
         # after a first response: arm the head deadline from the connection's opening here too.
         if self._keepalive_handle is None and self._keepalive_timeout > 0:
@@ -344,9 +333,7 @@ class LunaRequestHandler(RequestHandler):
         if self._keepalive_handle is not None:
             self._keepalive_handle.cancel()
             self._keepalive_handle = None
-        if self._send_stalled is not None:  # the socket's own stall check takes over
-            self._send_stalled.cancel()
-            self._send_stalled = None
+        self._send_deadline.resumed()  # the socket's own stall check takes over
         if self._manager is not None:
             self._manager.connection_lost(self, None)
         return tail

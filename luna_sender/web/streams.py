@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import logging
-import socket
 import time
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
@@ -36,6 +34,7 @@ from luna_sender.web.access import account_header
 from luna_sender.web.context import METRICS_RECORDED, Context, ctx, request_id
 from luna_sender.web.httpd import LunaRequestHandler
 from luna_sender.web.middlewares import REQUEST_ID_HEADER, record_request, route_label
+from luna_sender.web.stalls import set_send_buffer
 from luna_sender.web.turns import HANDSHAKES
 from luna_sender.web.wsproto import SocketProtocol
 
@@ -170,10 +169,7 @@ async def serve_socket(
     transport = request.transport
     if transport is None or not isinstance(handler, LunaRequestHandler):
         raise LunaError(errors.INVALID_REQUEST, "connection already closed")
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, ws_settings.socket_send_buffer)
+    set_send_buffer(transport, ws_settings.socket_send_buffer)
     rid = request_id(request)
     proto = SocketProtocol(
         transport, ws_settings.max_message_size, ws_settings.heartbeat, ws_settings.shutdown_timeout

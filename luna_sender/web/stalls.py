@@ -1,0 +1,84 @@
+"""A client that stops reading what the service sends it.
+
+The head and body deadlines (web/httpd.py) only cover what a client sends. An outside pass
+pipelined 100 ``/docs/spec`` requests and never read: its descriptor and ~3.8 MB of answers
+were held for as long as it liked. Here an HTTP connection gets ``limits.http_send_timeout``
+seconds, from the moment its transport stops taking writes, for the client to read enough that
+it takes them again (nginx's ``send_timeout``); then it is reset.
+
+The kernel reports a socket writable again only once a good share of its send buffer is free,
+and left to itself it grows that buffer to megabytes on a fast link: a client steadily reading
+a few KB a second then showed no progress for minutes, and one that stopped reading held
+megabytes. So every connection starts with a fixed buffer (``limits.http_send_buffer``; an
+upgrade to a websocket sets ``ws.socket_send_buffer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+
+log = logging.getLogger("luna_sender.web")
+
+# SO_LINGER on, zero seconds: close() resets the connection and the kernel frees its buffers.
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+
+
+def set_send_buffer(transport: asyncio.BaseTransport, size: int) -> None:
+    sock = transport.get_extra_info("socket")
+    if size and sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Reset, not closed: a close (asyncio's abort too) leaves the unread bytes in the kernel,
+    which keeps sending them after the descriptor is gone; an outside pass counted 3.8 MB per
+    dropped client held that way, still readable, for minutes."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+    transport.abort()
+
+
+class SendDeadline:
+    """Armed when a transport stops taking writes (``pause_writing``), disarmed when it takes
+    them again. At the deadline the connection is reset only if the client took none of its
+    answer in that time: a resume needs most of an answer sent (aiohttp writes each whole), and
+    a client steadily reading a 150 KB ``/docs/spec`` at 40 KB/s was cut with a 3 s deadline.
+    So any bytes the kernel took meanwhile re-arm it for another full period."""
+
+    __slots__ = ("_handle", "_left", "_loop", "_timeout")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self._loop = loop
+        self._timeout = timeout
+        self._handle: asyncio.TimerHandle | None = None
+        self._left = 0
+
+    def paused(self, transport: asyncio.Transport) -> None:
+        if self._timeout > 0 and self._handle is None:
+            self._arm(transport)
+
+    def resumed(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _arm(self, transport: asyncio.Transport) -> None:
+        self._left = transport.get_write_buffer_size()
+        self._handle = self._loop.call_later(self._timeout, self._expired, transport)
+
+    def _expired(self, transport: asyncio.Transport) -> None:
+        self._handle = None
+        if transport.is_closing():
+            return
+        if transport.get_write_buffer_size() < self._left:  # the client took some
+            self._arm(transport)
+            return
+        log.debug("client read nothing for %g s, resetting its connection", self._timeout)
+        reset(transport)
