@@ -9,6 +9,7 @@ hour, and ~1,100 of them used up every descriptor under a 1,024 open-file limit.
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import time
 from collections.abc import Callable
@@ -136,11 +137,12 @@ SEND = 1.0
 SPEC = b"GET /docs/spec HTTP/1.1\r\nHost: x\r\nAccept: application/x-yaml\r\n\r\n"
 
 
-async def _unread_connection(app: LiveApp) -> socket.socket:
+async def _unread_connection(app: LiveApp, rcvbuf: int | None = 4096) -> socket.socket:
     """A connection whose answers nothing takes until the test says so: a plain socket (a
-    StreamReader would read ahead) with a small receive buffer."""
+    StreamReader would read ahead), with a small receive buffer unless ``rcvbuf`` is None."""
     sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", app.server.port))
     return sock
@@ -167,13 +169,21 @@ async def test_a_client_that_reads_none_of_its_answers_is_dropped(live_app_facto
     app = await live_app_factory(limits={"http_head_timeout": 30.0, "http_send_timeout": SEND})
     async with app.session.get(app.url("/docs/spec")) as resp:
         size = len(await resp.read())
-    sock = await _unread_connection(app)
+    sock = await _unread_connection(app, rcvbuf=None)  # the kernel's own, which grows
     with sock:
         await asyncio.get_running_loop().sock_sendall(sock, SPEC * 30)
-        await asyncio.sleep(SEND + MARGIN)
+        sent = time.monotonic()
+        # the reset is seen without reading (a read would be progress): poll reports it
+        poller = select.poll()
+        poller.register(sock, select.POLLERR | select.POLLHUP)
+        while not poller.poll(0) and time.monotonic() - sent < 4 * SEND:
+            await asyncio.sleep(0.02)
+        ended = time.monotonic() - sent
         data, reset = await _read_all(sock)
-    # reset, not closed: a close left the unread answers in the kernel, sent on for minutes
+    # reset, not closed: a close left the unread answers in the kernel, sent on for minutes;
+    # and one deadline after the client stopped taking bytes (a first version took two)
     assert reset, len(data)
+    assert SEND * 0.9 <= ended <= SEND * 1.25 + 0.5, ended
     assert data.count(b"HTTP/1.1 200") < 30 and len(data) < 30 * size, (len(data), size)
     # the service is fine and answers the next client
     async with app.session.get(app.url("/docs/spec")) as resp:

@@ -45,40 +45,49 @@ def reset(transport: asyncio.Transport) -> None:
     transport.abort()
 
 
+# The deadline is checked this many times per period: a reset comes between 1 and 1 + 1/CHECKS
+# periods after the client last took bytes.
+CHECKS = 4
+
+
 class SendDeadline:
     """Armed when a transport stops taking writes (``pause_writing``), disarmed when it takes
-    them again. At the deadline the connection is reset only if the client took none of its
-    answer in that time: a resume needs most of an answer sent (aiohttp writes each whole), and
-    a client steadily reading a 150 KB ``/docs/spec`` at 40 KB/s was cut with a 3 s deadline.
-    So any bytes the kernel took meanwhile re-arm it for another full period."""
+    them again. Meanwhile the bytes still to send are sampled ``CHECKS`` times a period, and the
+    connection is reset once a whole period has passed with none taken: a resume needs most of
+    an answer sent (aiohttp writes each whole), and a client steadily reading a 150 KB
+    ``/docs/spec`` at 40 KB/s was cut with a 3 s deadline when only a resume counted. (One
+    check at the period's end measured from the pause, when the kernel was still filling, and
+    reset an idle client only at twice the period.)"""
 
-    __slots__ = ("_handle", "_left", "_loop", "_timeout")
+    __slots__ = ("_handle", "_last_progress", "_left", "_loop", "_timeout")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self._loop = loop
         self._timeout = timeout
         self._handle: asyncio.TimerHandle | None = None
         self._left = 0
+        self._last_progress = 0.0
 
     def paused(self, transport: asyncio.Transport) -> None:
         if self._timeout > 0 and self._handle is None:
-            self._arm(transport)
+            self._left = transport.get_write_buffer_size()
+            self._last_progress = self._loop.time()
+            self._handle = self._loop.call_later(self._timeout / CHECKS, self._check, transport)
 
     def resumed(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
 
-    def _arm(self, transport: asyncio.Transport) -> None:
-        self._left = transport.get_write_buffer_size()
-        self._handle = self._loop.call_later(self._timeout, self._expired, transport)
-
-    def _expired(self, transport: asyncio.Transport) -> None:
+    def _check(self, transport: asyncio.Transport) -> None:
         self._handle = None
         if transport.is_closing():
             return
-        if transport.get_write_buffer_size() < self._left:  # the client took some
-            self._arm(transport)
+        now, left = self._loop.time(), transport.get_write_buffer_size()
+        if left < self._left:  # the client took some
+            self._left, self._last_progress = left, now
+        elif now - self._last_progress >= self._timeout:
+            log.debug("client read nothing for %g s, resetting its connection", self._timeout)
+            reset(transport)
             return
-        log.debug("client read nothing for %g s, resetting its connection", self._timeout)
-        reset(transport)
+        self._handle = self._loop.call_later(self._timeout / CHECKS, self._check, transport)
