@@ -23,7 +23,7 @@ from luna_sender.plugins.host import PluginManager
 from luna_sender.runtime import fdlimit
 from luna_sender.runtime.gcpolicy import GcPolicy
 from luna_sender.runtime.metrics import Metrics
-from luna_sender.web import access, httpd, publish, service, streams, viewer
+from luna_sender.web import access, httpd, publish, service, stalls, streams, viewer
 from luna_sender.web.context import CTX, Context
 from luna_sender.web.middlewares import luna_middleware
 
@@ -150,6 +150,7 @@ async def _on_shutdown(app: web.Application) -> None:
         "shutdown started: closing %d websocket(s) with 1001", sockets, extra={"sockets": sockets}
     )
     context.hub.shutting_down = True
+    stalls.reset_stalled()
     # Events published before the signal reach their sockets before the close frames, which
     # are written after them on the same transports.
     await context.bus.flush(1.0)

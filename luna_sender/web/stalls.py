@@ -25,6 +25,8 @@ log = logging.getLogger("luna_sender.web")
 
 # SO_LINGER on, zero seconds: close() resets the connection and the kernel frees its buffers.
 RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+# Transports whose send deadline is armed now (see reset_stalled).
+STALLED: set[asyncio.Transport] = set()
 
 
 def set_send_buffer(transport: asyncio.BaseTransport, size: int) -> None:
@@ -50,6 +52,17 @@ def reset(transport: asyncio.Transport) -> None:
 CHECKS = 4
 
 
+def reset_stalled() -> int:
+    """At shutdown: a client that is not taking its answer will not take it within the grace
+    either, and aiohttp waited for each such answer twice over (6 s per stop with any stalled
+    client, measured). Reset them at once; returns how many."""
+    stalled = list(STALLED)
+    STALLED.clear()
+    for transport in stalled:
+        reset(transport)
+    return len(stalled)
+
+
 class SendDeadline:
     """Armed when a transport stops taking writes (``pause_writing``), disarmed when it takes
     them again. Meanwhile the bytes still to send are sampled ``CHECKS`` times a period, and the
@@ -59,7 +72,7 @@ class SendDeadline:
     check at the period's end measured from the pause, when the kernel was still filling, and
     reset an idle client only at twice the period.)"""
 
-    __slots__ = ("_handle", "_last_progress", "_left", "_loop", "_timeout")
+    __slots__ = ("_handle", "_last_progress", "_left", "_loop", "_timeout", "_transport")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self._loop = loop
@@ -67,27 +80,35 @@ class SendDeadline:
         self._handle: asyncio.TimerHandle | None = None
         self._left = 0
         self._last_progress = 0.0
+        self._transport: asyncio.Transport | None = None
 
     def paused(self, transport: asyncio.Transport) -> None:
         if self._timeout > 0 and self._handle is None:
             self._left = transport.get_write_buffer_size()
             self._last_progress = self._loop.time()
+            self._transport = transport
+            STALLED.add(transport)
             self._handle = self._loop.call_later(self._timeout / CHECKS, self._check, transport)
 
     def resumed(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        if self._transport is not None:
+            STALLED.discard(self._transport)
+            self._transport = None
 
     def _check(self, transport: asyncio.Transport) -> None:
         self._handle = None
         if transport.is_closing():
+            self.resumed()
             return
         now, left = self._loop.time(), transport.get_write_buffer_size()
         if left < self._left:  # the client took some
             self._left, self._last_progress = left, now
         elif now - self._last_progress >= self._timeout:
             log.debug("client read nothing for %g s, resetting its connection", self._timeout)
+            self.resumed()
             reset(transport)
             return
         self._handle = self._loop.call_later(self._timeout / CHECKS, self._check, transport)
