@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from luna_sender.bus.base import BusError
 from luna_sender.bus.history import History, MemoryHistory, Offset, Window, parse
@@ -261,23 +262,49 @@ async def test_a_new_channel_needs_no_marker(make: Callable[..., History]) -> No
 
 
 async def test_start_marks_only_when_no_other_recorder_is_live(redis_server: RedisServer) -> None:
+    """Each history stands for an instance; an instance records a channel it is subscribed to,
+    so each one's subscription is a pub/sub connection of its own."""
     prefix = f"t-{uuid.uuid4().hex[:8]}"
     one, two, three = (RedisHistory(redis_server.url, prefix=prefix) for _ in range(3))
+    client = aioredis.from_url(redis_server.url)
+    ch = f"c-{uuid.uuid4().hex[:6]}"
+    listening: dict[RedisHistory, Any] = {}
+
+    async def listen(history: RedisHistory) -> None:
+        listening[history] = client.pubsub()
+        await listening[history].subscribe(ch)
+
+    async def leave(history: RedisHistory) -> None:
+        await listening.pop(history).aclose()
+        await history.release(ch)
+
     try:
-        ch = "c"
         await one.append(ch, b"0")
+        await listen(one)
         assert await one.mark_nowait(ch, True)
         offset = await one.append(ch, b"1")
+        await listen(two)
         assert not await two.mark_nowait(ch, True)  # one records: nothing was missed
-        await one.release(ch)
+        await leave(one)
+        await listen(three)
         assert not await three.mark_nowait(ch, True)  # two still records
         await two.append(ch, b"2")
         replay = await three.since(ch, offset)
         assert replay.recovered and [e.data for e in replay.entries] == [b"2"]
-        await two.release(ch)
-        await three.release(ch)
+        await leave(two)
+        await leave(three)
+        await listen(one)
         assert await one.mark_nowait(ch, True)  # nobody was recording
         assert not (await one.since(ch, offset)).recovered
+        # killed without a stop: registered for up to 3 s more, but no longer listening
+        offset = await one.append(ch, b"3")
+        await listening.pop(one).aclose()  # its connection gone, no release
+        await listen(two)
+        assert await two.mark_nowait(ch, True)  # the registration alone is not believed
+        assert not (await two.since(ch, offset)).recovered
     finally:
         for history in (one, two, three):
             await history.close()
+        for pubsub in listening.values():
+            await pubsub.aclose()
+        await client.aclose()

@@ -69,3 +69,40 @@ async def test_resume_on_a_restarted_instance_replays_what_the_other_one_recorde
         for svc in (first, other, again):
             if svc is not None:
                 svc.close()
+
+
+async def test_a_resume_after_the_only_recorder_was_killed_is_not_promised(
+    private_redis: RedisServer,
+) -> None:
+    """The only instance recording a channel is killed (SIGKILL: no stop, its registration
+    stays up to 3 s) and events are published while nobody listens. Another instance starting
+    to record within those 3 s saw the dead one registered and wrote no gap marker: a resume
+    answered ``recovered: true, replayed: 0`` over two lost events (an outside pass, twice).
+    The dead one's pub/sub connection is gone at once, so the marker is written now."""
+    acc = account()
+    first = Service("--redis-url", private_redis.url)
+    other = Service("--redis-url", private_redis.url)
+    headers = {"Luna-Account-Id": acc}
+    try:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(
+                first.ws_url + "/ws", headers=headers, params={"recover": "true"}
+            )
+            await publish_face(session, other.url, acc, [face_event(user_data="1")])
+            offset = (await recv_json(ws))["offset"]
+            first.proc.kill()  # no stop: still registered as the channel's recorder
+            first.proc.wait()
+            await ws.close()
+            # published while nobody listens: never recorded
+            await publish_face(session, other.url, acc, [face_event(user_data="2")])
+            await publish_face(session, other.url, acc, [face_event(user_data="3")])
+            ws = await session.ws_connect(
+                other.ws_url + "/ws", headers=headers, params={"since": offset}
+            )
+            assert await recv_json(ws) == {"recovery": {"recovered": False, "replayed": 0}}
+            await publish_face(session, other.url, acc, [face_event(user_data="4")])
+            assert (await recv_json(ws))["event"]["user_data"] == "4"
+            await ws.close()
+    finally:
+        for svc in (first, other):
+            svc.close()

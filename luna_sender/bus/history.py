@@ -22,7 +22,9 @@ skipped) would otherwise look covered. A marker is an entry that takes a ``seq``
 but is never replayed: ``since`` answers :data:`NOT_RECOVERED` when one lies after the offset.
 ``mark_nowait(channel, start=True)`` is called when an instance starts recording a channel: it
 registers the instance as a recorder of the channel and writes a marker only when no other live
-recorder is registered (nobody saw what was published before). ``start=False`` writes one
+recorder is registered (nobody saw what was published before); in Redis a registration is
+believed only while another client listens to the channel (a recorder killed without a stop
+stays registered a few seconds, its subscription does not). ``start=False`` writes one
 unconditionally: the instance knows it missed something. Markers are counted by ``size``.
 
 Only bus/ talks to Redis (the architecture rule): the Redis history is bus/redis_history.py.
@@ -329,4 +331,7 @@ def create_history(url: str, window: Window | None = None, prefix: str | None = 
         raise ValueError(f"no history for bus URL scheme {scheme!r}")
     from luna_sender.bus.redis_history import DEFAULT_PREFIX, RedisHistory
 
-    return RedisHistory(url, window, prefix=prefix or DEFAULT_PREFIX, client=client)
+    cluster = scheme in {"redis+cluster", "rediss+cluster"}
+    return RedisHistory(
+        url, window, prefix=prefix or DEFAULT_PREFIX, client=client, sees_subscribers=not cluster
+    )

@@ -91,9 +91,13 @@ class RedisHistory:
         prefix: str = DEFAULT_PREFIX,
         max_batch: int = 256,
         client: Any | None = None,
+        sees_subscribers: bool = True,
     ) -> None:
         self.window = window or Window()
         self.prefix = prefix
+        # Whether PUBSUB NUMSUB on the history's server counts every instance's subscription
+        # (not in a Cluster, where each node counts its own clients): MARK's crash check.
+        self._sees_subscribers = sees_subscribers
         self._max_batch = max_batch
         self._client: Any = client or aioredis.from_url(
             url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=NO_RETRY
@@ -161,6 +165,7 @@ class RedisHistory:
             self._beat_task = asyncio.create_task(self._beat(), name="history-recorders")
         mode = "start" if start else "gap"
         args = [mode, self._id, int(BEAT_TTL * 1000), self.window.size, self._limits[1]]
+        args.append(channel if self._sees_subscribers else "")
         op = self._enqueue("mark", [stream, meta, recorders], args)
         result: asyncio.Future[bool] = op.future.get_loop().create_future()
 
