@@ -2,9 +2,9 @@
 
 The head and body deadlines (web/httpd.py) only cover what a client sends. An outside pass
 pipelined 100 ``/docs/spec`` requests and never read: its descriptor and ~3.8 MB of answers
-were held for as long as it liked. Here an HTTP connection gets ``limits.http_send_timeout``
-seconds, from the moment its transport stops taking writes, for the client to read enough that
-it takes them again (nginx's ``send_timeout``); then it is reset.
+were held for as long as it liked. Here an HTTP connection whose transport stops taking
+writes is reset once a whole ``limits.http_send_timeout`` passes in which the client took none
+of what waits (nginx's ``send_timeout``), and at once when the service stops.
 
 The kernel reports a socket writable again only once a good share of its send buffer is free,
 and left to itself it grows that buffer to megabytes on a fast link: a client steadily reading
@@ -27,6 +27,9 @@ log = logging.getLogger("luna_sender.web")
 RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 # Transports whose send deadline is armed now (see reset_stalled).
 STALLED: set[asyncio.Transport] = set()
+# The deadline is checked this many times per period: a reset comes between 1 and 1 + 1/CHECKS
+# periods after the client last took bytes.
+CHECKS = 4
 
 
 def set_send_buffer(transport: asyncio.BaseTransport, size: int) -> None:
@@ -45,11 +48,6 @@ def reset(transport: asyncio.Transport) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
     transport.abort()
-
-
-# The deadline is checked this many times per period: a reset comes between 1 and 1 + 1/CHECKS
-# periods after the client last took bytes.
-CHECKS = 4
 
 
 def reset_stalled() -> int:
