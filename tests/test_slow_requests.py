@@ -135,6 +135,7 @@ async def test_a_trickled_body_is_answered_408_and_closed(live_app_factory) -> N
 
 SEND = 1.0
 SPEC = b"GET /docs/spec HTTP/1.1\r\nHost: x\r\nAccept: application/x-yaml\r\n\r\n"
+LAST_SPEC = SPEC.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
 
 
 async def _unread_connection(app: LiveApp, rcvbuf: int | None = 4096) -> socket.socket:
@@ -148,12 +149,14 @@ async def _unread_connection(app: LiveApp, rcvbuf: int | None = 4096) -> socket.
     return sock
 
 
-async def _read_all(sock: socket.socket, pause: float = 0.0) -> tuple[bytes, bool]:
-    """Everything until the server ends the connection (and whether it reset it), reading 64
-    KiB at a time with ``pause`` seconds between reads."""
+async def _read_all(
+    sock: socket.socket, pause: float = 0.0, size: int = 65536
+) -> tuple[bytes, bool]:
+    """Everything until the server ends the connection (and whether it reset it), reading
+    ``size`` bytes at a time with ``pause`` seconds between reads."""
     loop, data = asyncio.get_running_loop(), b""
     try:
-        while chunk := await asyncio.wait_for(loop.sock_recv(sock, 65536), 10):
+        while chunk := await asyncio.wait_for(loop.sock_recv(sock, size), 10):
             data += chunk
             await asyncio.sleep(pause)
     except ConnectionResetError:
@@ -199,8 +202,7 @@ async def test_a_client_that_reads_in_stalls_each_under_the_deadline_gets_every_
     loop = asyncio.get_running_loop()
     sock = await _unread_connection(app)
     with sock:
-        last = SPEC.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
-        await loop.sock_sendall(sock, SPEC * 29 + last)
+        await loop.sock_sendall(sock, SPEC * 29 + LAST_SPEC)
         await asyncio.sleep(0.7 * SEND)
         first = b""
         while len(first) < 1_000_000:
@@ -216,21 +218,11 @@ async def test_a_client_that_reads_slowly_and_steadily_is_never_cut(live_app_fac
     connection is never stalled for a whole deadline (an outside pass: readers of 40 KB/s
     were cut when only a resumed transport counted as progress)."""
     app = await live_app_factory(limits={"http_head_timeout": 30.0, "http_send_timeout": SEND})
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", app.server.port))
+    sock = await _unread_connection(app, rcvbuf=None)
     with sock:
-        last = SPEC.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
-        await loop.sock_sendall(sock, SPEC * 4 + last)
-        started, data = time.monotonic(), b""
-        try:
-            while chunk := await asyncio.wait_for(loop.sock_recv(sock, 16384), 10):
-                data += chunk
-                await asyncio.sleep(0.1)
-            reset = False
-        except ConnectionResetError:
-            reset = True
+        await asyncio.get_running_loop().sock_sendall(sock, SPEC * 4 + LAST_SPEC)
+        started = time.monotonic()
+        data, reset = await _read_all(sock, pause=0.1, size=16384)
         elapsed = time.monotonic() - started
     assert not reset and data.count(b"HTTP/1.1 200") == 5, (reset, len(data), elapsed)
     assert elapsed > 3 * SEND, elapsed
