@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from luna_sender.bus.base import BusError
 from luna_sender.bus.history import History, MemoryHistory, Offset, Window, parse
+from luna_sender.bus import redis_history
 from luna_sender.bus.redis_history import RedisHistory
 
 from .helpers import RedisServer
@@ -261,50 +262,77 @@ async def test_a_new_channel_needs_no_marker(make: Callable[..., History]) -> No
     assert await history.since(ch, offset) == (True, [])
 
 
-async def test_start_marks_only_when_no_other_recorder_is_live(redis_server: RedisServer) -> None:
-    """Each history stands for an instance; an instance records a channel it is subscribed to,
-    so each one's subscription is a pub/sub connection of its own."""
+async def test_start_marks_only_when_no_other_recorder_is_live(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each history stands for an instance. A plain listener of the channel (an instance with
+    only ordinary sockets of the account) is no recorder, and a recorder killed without a stop
+    is seen dead at once (its presence subscription is gone) though registered for 3 s more."""
+    monkeypatch.setattr(redis_history, "BEAT", 60.0)  # no beat restores a "killed" presence
     prefix = f"t-{uuid.uuid4().hex[:8]}"
     one, two, three = (RedisHistory(redis_server.url, prefix=prefix) for _ in range(3))
     client = aioredis.from_url(redis_server.url)
     ch = f"c-{uuid.uuid4().hex[:6]}"
-    listening: dict[RedisHistory, Any] = {}
-
-    async def listen(history: RedisHistory) -> None:
-        listening[history] = client.pubsub()
-        await listening[history].subscribe(ch)
-
-    async def leave(history: RedisHistory) -> None:
-        await listening.pop(history).aclose()
-        await history.release(ch)
-
+    plain = client.pubsub()
     try:
+        await plain.subscribe(ch)
         await one.append(ch, b"0")
-        await listen(one)
         assert await one.mark_nowait(ch, True)
         offset = await one.append(ch, b"1")
-        await listen(two)
         assert not await two.mark_nowait(ch, True)  # one records: nothing was missed
-        await leave(one)
-        await listen(three)
+        await one.release(ch)
         assert not await three.mark_nowait(ch, True)  # two still records
         await two.append(ch, b"2")
         replay = await three.since(ch, offset)
         assert replay.recovered and [e.data for e in replay.entries] == [b"2"]
-        await leave(two)
-        await leave(three)
-        await listen(one)
-        assert await one.mark_nowait(ch, True)  # nobody was recording
+        await two.release(ch)
+        await three.release(ch)
+        assert await one.mark_nowait(ch, True)  # nobody was recording; the listener is none
         assert not (await one.since(ch, offset)).recovered
-        # killed without a stop: registered for up to 3 s more, but no longer listening
+        # killed without a stop: registered for up to 3 s more, its connections gone at once
         offset = await one.append(ch, b"3")
-        await listening.pop(one).aclose()  # its connection gone, no release
-        await listen(two)
+        assert one.presence is not None
+        await one.presence.close()
         assert await two.mark_nowait(ch, True)  # the registration alone is not believed
         assert not (await two.since(ch, offset)).recovered
+        offset = await two.append(ch, b"4")
+        assert not await three.mark_nowait(ch, True)  # two lives: believed
+        assert (await three.since(ch, offset)).recovered
     finally:
         for history in (one, two, three):
             await history.close()
-        for pubsub in listening.values():
-            await pubsub.aclose()
+        await plain.aclose()
+        await client.aclose()
+
+
+async def test_a_recorder_whose_presence_was_cut_is_believed_again_within_a_beat(
+    redis_server: RedisServer,
+) -> None:
+    """Redis dropping the presence connection (a restart, ``CLIENT KILL``) while the recorder
+    lives: its beat subscribes again, so another instance starting later writes no marker."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    one, two = (RedisHistory(redis_server.url, prefix=prefix) for _ in range(2))
+    client = aioredis.from_url(redis_server.url)
+    ch = f"c-{uuid.uuid4().hex[:6]}"
+    try:
+        await one.append(ch, b"0")
+        assert await one.mark_nowait(ch, True)
+        assert one.presence is not None
+        alive = one.presence.channel
+        assert (await client.pubsub_numsub(alive))[0][1] == 1
+        await client.client_kill_filter(_type="pubsub")
+        assert (await client.pubsub_numsub(alive))[0][1] == 0
+        for _ in range(60):
+            await asyncio.sleep(0.05)
+            if (await client.pubsub_numsub(alive))[0][1] == 1:
+                break
+        assert (await client.pubsub_numsub(alive))[0][1] == 1
+        offset = await one.append(ch, b"1")
+        assert not await two.mark_nowait(ch, True)
+        await one.append(ch, b"2")
+        replay = await two.since(ch, offset)
+        assert replay.recovered and [e.data for e in replay.entries] == [b"2"]
+    finally:
+        for history in (one, two):
+            await history.close()
         await client.aclose()

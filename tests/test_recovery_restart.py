@@ -71,20 +71,28 @@ async def test_resume_on_a_restarted_instance_replays_what_the_other_one_recorde
                 svc.close()
 
 
+@pytest.mark.parametrize("plain_elsewhere", [False, True], ids=["alone", "plain-socket-elsewhere"])
 async def test_a_resume_after_the_only_recorder_was_killed_is_not_promised(
-    private_redis: RedisServer,
+    private_redis: RedisServer, plain_elsewhere: bool
 ) -> None:
     """The only instance recording a channel is killed (SIGKILL: no stop, its registration
-    stays up to 3 s) and events are published while nobody listens. Another instance starting
-    to record within those 3 s saw the dead one registered and wrote no gap marker: a resume
-    answered ``recovered: true, replayed: 0`` over two lost events (an outside pass, twice).
-    The dead one's pub/sub connection is gone at once, so the marker is written now."""
+    stays up to 3 s) and events are published while no recorder listens. Another instance
+    starting to record within those 3 s saw the dead one registered and wrote no gap marker: a
+    resume answered ``recovered: true, replayed: 0`` over two lost events (an outside pass,
+    twice). A third instance serving an ordinary socket of the account listens to the channel
+    all along, yet records nothing: taking it for a live recorder lost 3-89 events behind
+    ``recovered: true`` in 6 of 12 resumes (another outside pass). The dead recorder's presence
+    subscription is gone at once, so the marker is written in both shapes."""
     acc = account()
     first = Service("--redis-url", private_redis.url)
     other = Service("--redis-url", private_redis.url)
+    third = Service("--redis-url", private_redis.url) if plain_elsewhere else None
     headers = {"Luna-Account-Id": acc}
     try:
         async with aiohttp.ClientSession() as session:
+            plain = None
+            if third is not None:
+                plain = await session.ws_connect(third.ws_url + "/ws", headers=headers)
             ws = await session.ws_connect(
                 first.ws_url + "/ws", headers=headers, params={"recover": "true"}
             )
@@ -93,9 +101,12 @@ async def test_a_resume_after_the_only_recorder_was_killed_is_not_promised(
             first.proc.kill()  # no stop: still registered as the channel's recorder
             first.proc.wait()
             await ws.close()
-            # published while nobody listens: never recorded
+            # published while no recorder listens: never recorded
             await publish_face(session, other.url, acc, [face_event(user_data="2")])
             await publish_face(session, other.url, acc, [face_event(user_data="3")])
+            if plain is not None:  # delivered live to the ordinary socket, so it was listening
+                got = [(await recv_json(plain))["event"]["user_data"] for _ in range(3)]
+                assert got == ["1", "2", "3"]
             ws = await session.ws_connect(
                 other.ws_url + "/ws", headers=headers, params={"since": offset}
             )
@@ -103,6 +114,9 @@ async def test_a_resume_after_the_only_recorder_was_killed_is_not_promised(
             await publish_face(session, other.url, acc, [face_event(user_data="4")])
             assert (await recv_json(ws))["event"]["user_data"] == "4"
             await ws.close()
+            if plain is not None:
+                await plain.close()
     finally:
-        for svc in (first, other):
-            svc.close()
+        for svc in (first, other, third):
+            if svc is not None:
+                svc.close()

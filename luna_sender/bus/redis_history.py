@@ -72,6 +72,7 @@ from luna_sender.bus.history import (
     new_epoch,
     parse,
 )
+from luna_sender.bus.presence import Presence
 from luna_sender.bus.redis import NO_RETRY
 from luna_sender.bus.redis_ops import Op, Read
 from luna_sender.bus.redis_scripts import APPEND, BEAT_SCRIPT, MARK, SINCE
@@ -95,9 +96,6 @@ class RedisHistory:
     ) -> None:
         self.window = window or Window()
         self.prefix = prefix
-        # Whether PUBSUB NUMSUB on the history's server counts every instance's subscription
-        # (not in a Cluster, where each node counts its own clients): MARK's crash check.
-        self._sees_subscribers = sees_subscribers
         self._max_batch = max_batch
         self._client: Any = client or aioredis.from_url(
             url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=NO_RETRY
@@ -117,6 +115,9 @@ class RedisHistory:
         self._limits = [w.size, int(w.ttl * 1000), w.max_bytes, int(w.dedupe * 1000)]
         self._meta_ttl = int(max(w.meta_ttl, w.ttl) * 1000)
         self._id = new_epoch()  # this instance, as a recorder
+        # MARK's crash check, where PUBSUB NUMSUB on the history's server counts every
+        # instance's subscription (not in a Cluster, where each node counts its own clients).
+        self.presence = Presence(self._client, prefix, self._id) if sees_subscribers else None
         self._recording: set[str] = set()
         self._beat_task: asyncio.Task[None] | None = None
 
@@ -165,7 +166,7 @@ class RedisHistory:
             self._beat_task = asyncio.create_task(self._beat(), name="history-recorders")
         mode = "start" if start else "gap"
         args = [mode, self._id, int(BEAT_TTL * 1000), self.window.size, self._limits[1]]
-        args.append(channel if self._sees_subscribers else "")
+        args.append(self.presence.prefix if self.presence is not None else "")
         op = self._enqueue("mark", [stream, meta, recorders], args)
         result: asyncio.Future[bool] = op.future.get_loop().create_future()
 
@@ -188,13 +189,21 @@ class RedisHistory:
             await self._submit("beat", [f"{self.prefix}:{{{channel}}}:r"], [self._id, ""])
 
     async def _beat(self) -> None:
-        """Keeps this instance's registrations alive while it records (errors: the next beat)."""
+        """Keeps this instance's registrations and presence alive while it records (errors:
+        the next beat)."""
         while self._recording:
             await asyncio.sleep(BEAT)
+            await self._keep_presence()
             ttl = int(BEAT_TTL * 1000)
             for channel in self._recording:
                 op = self._enqueue("beat", [f"{self.prefix}:{{{channel}}}:r"], [self._id, ttl])
                 op.future.add_done_callback(_retrieve)
+
+    async def _keep_presence(self) -> None:
+        if self.presence is not None:
+            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                async with asyncio.timeout(2.5):
+                    await self.presence.ensure()
 
     async def size(self) -> int:
         """Messages (gap markers included) held in the channels this instance appended to
@@ -228,6 +237,8 @@ class RedisHistory:
                 op.future.set_exception(BusError("history closed", "history unavailable"))
         self._queue.clear()
         self._reads.clear()
+        if self.presence is not None:
+            await self.presence.close()
         with contextlib.suppress(Exception):
             await self._client.aclose()
 
@@ -294,6 +305,9 @@ class RedisHistory:
         self._loaded = True
 
     async def _run(self, batch: list[Op]) -> None:
+        if self.presence is not None and not self.presence.confirmed:
+            if any(op.script == "mark" for op in batch):  # counted before anyone may look
+                await self._keep_presence()
         if not self._loaded:
             await self._load()
         results = await self._pipeline(batch)

@@ -82,12 +82,13 @@ return {meta[1], last, first, redis.call('XRANGE', KEYS[1], start, '+')}
 
 
 # KEYS: stream, meta, recorders. ARGV: 'start' | 'gap', instance id, registration ttl ms, size,
-# ttl ms, the pub/sub channel ('' where this server cannot see every subscriber: Cluster).
-# Returns 1 when a marker was written ('start': only when no live recorder, this one included,
-# was registered: one still registered has recorded all along). A registration outlives a
-# recorder killed without a stop by up to its ttl; its pub/sub connection does not, so when
-# nobody but the starting instance (subscribed already) listens to the channel, the registered
-# ones are dead and the marker is written (docs/recovery.md "A crashed recorder").
+# ttl ms, the presence channels' prefix ('' where this server cannot see every subscriber:
+# Cluster). Returns 1 when a marker was written ('start': only when no live recorder, this one
+# included, was registered: one still registered has recorded all along). A registration
+# outlives a recorder killed without a stop by up to its ttl; its presence subscription
+# (bus/presence.py) does not, so a registered recorder nobody holds the presence channel of is
+# dead, and the marker is written (docs/recovery.md "A crashed recorder"). Other listeners of the
+# event channel (an instance with only ordinary sockets) count for nothing here.
 # A marker is an entry with fields d='' c=<total> g=1: APPEND's trimming reads d and c at the
 # same places, and since() refuses to cross it.
 MARK = """
@@ -101,8 +102,9 @@ redis.call('ZADD', KEYS[3], now + reg, ARGV[2])
 redis.call('PEXPIRE', KEYS[3], reg)
 if ARGV[1] == 'start' and live > 0 then
   if mine or ARGV[6] == '' then return 0 end
-  local listening = redis.call('PUBSUB', 'NUMSUB', ARGV[6])[2]
-  if tonumber(listening) > 1 then return 0 end
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+    if id ~= ARGV[2] and redis.call('PUBSUB', 'NUMSUB', ARGV[6] .. id)[2] > 0 then return 0 end
+  end
 end
 local meta = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'ms', 'total')
 if not meta[1] then return 0 end
