@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from luna_sender.bus import redis_history
 from luna_sender.bus.base import BusError
 from luna_sender.bus.history import History, MemoryHistory, Offset, Window, parse
-from luna_sender.bus import redis_history
 from luna_sender.bus.redis_history import RedisHistory
 
 from .helpers import RedisServer

@@ -5,9 +5,10 @@ without a stop (SIGKILL, the OOM killer) by up to its ttl, and events published 
 would be lost behind ``recovered: true`` if a starting recorder believed it. What a killed
 process cannot keep is a connection: Redis drops it, and every subscription on it, at once. So
 each recorder holds one pub/sub subscription to a channel named after itself
-(``<prefix>:alive:<instance id>``), and the MARK script believes a registration only while ``PUBSUB NUMSUB`` of
-that channel counts a subscriber. Listening to the event channel itself would not do: an
-instance serving only ordinary sockets of the account listens to it too, and records nothing.
+(``<prefix>:alive:<instance id>``), and the MARK script believes a registration only while
+``PUBSUB NUMSUB`` of that channel counts a subscriber. Listening to the event channel itself
+would not do: an instance serving only ordinary sockets of the account listens to it too, and
+records nothing.
 
 Cluster is left out (its nodes count only their own clients' subscriptions): there the
 registration's ttl alone decides, as docs/recovery.md says.
@@ -19,6 +20,7 @@ import contextlib
 from typing import Any
 
 from redis.exceptions import RedisError
+
 
 class Presence:
     def __init__(self, client: Any, prefix: str, instance: str) -> None:

@@ -305,9 +305,9 @@ class RedisHistory:
         self._loaded = True
 
     async def _run(self, batch: list[Op]) -> None:
-        if self.presence is not None and not self.presence.confirmed:
-            if any(op.script == "mark" for op in batch):  # counted before anyone may look
-                await self._keep_presence()
+        unseen = self.presence is not None and not self.presence.confirmed
+        if unseen and any(op.script == "mark" for op in batch):
+            await self._keep_presence()  # counted before anyone's MARK may look
         if not self._loaded:
             await self._load()
         results = await self._pipeline(batch)
