@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import select
 import statistics
 import time
 from collections.abc import Iterator
@@ -196,3 +197,76 @@ async def test_client_messages_are_ignored(service: Service) -> None:
     frame = await asyncio.wait_for(ws.recv(), 5)
     assert frame.opcode == 0xA and frame.payload == b"are you there"
     ws.close()
+
+
+def _fin_wait_sockets(port: int) -> int:
+    """Connections from ``port`` the kernel still holds in FIN-WAIT-1: closed by the process
+    with unsent data queued (an orphan, sent on after the descriptor is gone)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "04":
+                    count += 1
+    return count
+
+
+async def test_a_cut_websocket_leaves_nothing_queued_in_the_kernel() -> None:
+    """A socket that stops reading is closed 1008, and cut when it does not answer the Close.
+    The cut used to be a plain close: the kernel kept the unsent frames (up to the socket's
+    whole send buffer) as an orphan and sent them on after the descriptor was gone. It is a
+    reset now: the client sees ECONNRESET without reading, and no orphan is left."""
+    svc = Service(
+        env={"LUNA_SENDER_WS__STALL_TIMEOUT": "1", "LUNA_SENDER_WS__SHUTDOWN_TIMEOUT": "0.5"}
+    )
+    try:
+        acc = account()
+        stalled = await RawWS.connect(svc.port, headers={"Luna-Account-Id": acc}, rcvbuf=4096)
+        sock = stalled.writer.get_extra_info("socket")
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLERR | select.POLLHUP)
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            pad = "x" * 10_000
+            deadline = time.monotonic() + 15
+            while not poller.poll(0):  # never read: only the reset can wake it
+                assert time.monotonic() < deadline, (
+                    f"no reset; orphans {_fin_wait_sockets(svc.port)}"
+                )
+                await publish_face(session, svc.url, acc, [face_event(pad=pad)] * 10)
+                await asyncio.sleep(0.05)
+        assert metric(svc.url, 'ws_closed_total{reason="slow_consumer"}') == 1
+        with pytest.raises(ConnectionResetError):
+            while await asyncio.wait_for(stalled.reader.read(1 << 20), 5):
+                pass
+        assert _fin_wait_sockets(svc.port) == 0
+        stalled.close()
+    finally:
+        assert svc.terminate() == 0, svc.log()[-2000:]
+
+
+async def test_a_stop_leaves_no_stalled_websocket_queued_in_the_kernel() -> None:
+    """SIGTERM with a socket whose client reads nothing: it cannot take the 1001 Close within
+    ws.shutdown_timeout, and the cut after it is a reset, so the stopped service leaves no
+    orphan holding its unsent frames."""
+    svc = Service(env={"LUNA_SENDER_WS__SHUTDOWN_TIMEOUT": "0.5"})
+    acc = account()
+    stalled = await RawWS.connect(svc.port, headers={"Luna-Account-Id": acc}, rcvbuf=4096)
+    try:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            pad = "x" * 10_000
+            for _ in range(10):  # ~1 MB: more than the kernel's buffers on both sides hold
+                await publish_face(session, svc.url, acc, [face_event(pad=pad)] * 10)
+        assert svc.terminate() == 0, svc.log()[-2000:]
+        assert _fin_wait_sockets(svc.port) == 0
+        with pytest.raises(ConnectionResetError):
+            while await asyncio.wait_for(stalled.reader.read(1 << 20), 5):
+                pass
+    finally:
+        stalled.close()
+        svc.close()

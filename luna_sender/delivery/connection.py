@@ -22,6 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from luna_sender.filters.base import CompiledFilter
+from luna_sender.runtime.sockets import reset
 
 if TYPE_CHECKING:
     from luna_sender.delivery.recovery import Seam
@@ -237,4 +238,4 @@ class Connection:
                 await self.ws.close(code=self.close_code, message=message)
         except Exception:  # a timeout: a client that never answers is cut here
             log.debug("websocket %s: no closing handshake within %.1fs", self.id, timeout)
-            self.transport.abort()
+            reset(self.transport)

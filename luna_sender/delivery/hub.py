@@ -27,6 +27,7 @@ from luna_sender.delivery.connection import (
 from luna_sender.delivery.frames import text_frame
 from luna_sender.delivery.groups import Batch, Budgets, GroupSet, face_index, general_index
 from luna_sender.delivery.recorder import POISON, Recorder, Tally, write_recorded
+from luna_sender.runtime.sockets import reset
 
 if TYPE_CHECKING:
     from luna_sender.bus import Bus
@@ -385,4 +386,4 @@ class Hub:
             await asyncio.wait_for(self._emptied.wait(), self.settings.ws.shutdown_timeout + 0.5)
         for conn in conns:
             if conn in self.connections:
-                conn.transport.abort()
+                reset(conn.transport)

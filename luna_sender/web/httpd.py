@@ -39,8 +39,9 @@ from luna_sender import errors
 from luna_sender.config import Settings
 from luna_sender.errors import LunaError
 from luna_sender.filters.general import EVENT_TYPE_MAX
+from luna_sender.runtime.sockets import set_send_buffer
 from luna_sender.web.middlewares import REQUEST_ID_HEADER, UNSPOKEN_VERSION, new_request_id
-from luna_sender.web.stalls import SendDeadline, set_send_buffer
+from luna_sender.web.stalls import SendDeadline
 from luna_sender.web.turns import HANDSHAKES, SMALL_BYTES
 
 log = logging.getLogger("luna_sender.web")

@@ -16,38 +16,17 @@ upgrade to a websocket sets ``ws.socket_send_buffer``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
-import struct
+
+from luna_sender.runtime.sockets import reset
 
 log = logging.getLogger("luna_sender.web")
 
-# SO_LINGER on, zero seconds: close() resets the connection and the kernel frees its buffers.
-RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 # Transports whose send deadline is armed now (see reset_stalled).
 STALLED: set[asyncio.Transport] = set()
 # The deadline is checked this many times per period: a reset comes between 1 and 1 + 1/CHECKS
 # periods after the client last took bytes.
 CHECKS = 4
-
-
-def set_send_buffer(transport: asyncio.BaseTransport, size: int) -> None:
-    sock = transport.get_extra_info("socket")
-    if size and sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
-
-
-def reset(transport: asyncio.Transport) -> None:
-    """Reset, not closed: a close (asyncio's abort too) leaves the unread bytes in the kernel,
-    which keeps sending them after the descriptor is gone; an outside pass counted 3.8 MB per
-    dropped client held that way, still readable, for minutes."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
-    transport.abort()
 
 
 def reset_stalled() -> int:

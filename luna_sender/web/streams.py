@@ -29,12 +29,12 @@ from luna_sender.filters.events import compile_face
 from luna_sender.filters.general import compile_general
 from luna_sender.runtime.fdlimit import CAPACITY
 from luna_sender.runtime.logs import request_id_var
+from luna_sender.runtime.sockets import set_send_buffer
 from luna_sender.web import access
 from luna_sender.web.access import account_header
 from luna_sender.web.context import METRICS_RECORDED, Context, ctx, request_id
 from luna_sender.web.httpd import LunaRequestHandler
 from luna_sender.web.middlewares import REQUEST_ID_HEADER, record_request, route_label
-from luna_sender.web.stalls import set_send_buffer
 from luna_sender.web.turns import HANDSHAKES
 from luna_sender.web.wsproto import SocketProtocol
 

@@ -32,6 +32,7 @@ from typing import Any
 from luna_sender.delivery.connection import Connection
 from luna_sender.delivery.frames import close_frame, pong_frame, unmask
 from luna_sender.runtime.logs import request_id_var
+from luna_sender.runtime.sockets import reset
 
 OK = 1000
 ABNORMAL = 1006
@@ -364,9 +365,10 @@ class SocketProtocol(asyncio.Protocol):
         """A TCP close that cannot hang: ``close()`` first flushes the write buffer, which a
         peer that reads nothing never lets happen (the socket then stayed open, its frames
         dropped, for as long as the peer liked). Aborted after ``close_timeout``, or at once
-        for a peer the heartbeat found dead."""
+        for a peer the heartbeat found dead. Aborts are resets (runtime/sockets.py): a peer that
+        reads nothing would otherwise be sent the queued frames after the descriptor is gone."""
         if at_once:
-            self.transport.abort()
+            reset(self.transport)
             return
         self.transport.close()
         if not self.done:
@@ -388,7 +390,7 @@ class SocketProtocol(asyncio.Protocol):
 
     def _abort(self) -> None:
         if not self.done:
-            self.transport.abort()
+            reset(self.transport)
 
     def _stop_timer(self) -> None:
         if self.timer is not None:

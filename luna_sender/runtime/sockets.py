@@ -1,0 +1,34 @@
+"""Two socket options every connection the service cuts or holds needs, in one place.
+
+A connection the service gives up on (a stalled HTTP answer, a websocket that never reads, a
+peer the heartbeat found dead, a client that never answers the Close) is **reset**, not closed:
+a close (asyncio's ``abort`` too) leaves the unread bytes in the kernel, which keeps sending them
+after the descriptor is gone. An outside pass counted 3.8 MB per dropped HTTP client held that
+way, still readable, for minutes; a websocket held up to its whole send buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+
+# SO_LINGER on, zero seconds: close() resets the connection and the kernel frees its buffers.
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+
+
+def set_send_buffer(transport: asyncio.BaseTransport, size: int) -> None:
+    sock = transport.get_extra_info("socket")
+    if size and sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Aborted with an RST: whatever the peer has not read is dropped by the kernel at once."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+    transport.abort()
