@@ -239,6 +239,7 @@ async def test_a_cut_websocket_leaves_nothing_queued_in_the_kernel() -> None:
                 await publish_face(session, svc.url, acc, [face_event(pad=pad)] * 10)
                 await asyncio.sleep(0.05)
         assert metric(svc.url, 'ws_closed_total{reason="slow_consumer"}') == 1
+        assert metric(svc.url, 'connections_reset_total{reason="ws_close_timeout"}') == 1
         with pytest.raises(ConnectionResetError):
             while await asyncio.wait_for(stalled.reader.read(1 << 20), 5):
                 pass

@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from luna_sender.runtime import sockets
+
 from .conftest import LiveApp
-from .helpers import account, face_event, publish_face, recv_json
+from .helpers import account, face_event, metric_sum, publish_face, recv_json
 
 HEAD, BODY = 1.0, 1.0
 MARGIN = 1.5
@@ -172,6 +174,7 @@ async def test_a_client_that_reads_none_of_its_answers_is_dropped(live_app_facto
     app = await live_app_factory(limits={"http_head_timeout": 30.0, "http_send_timeout": SEND})
     async with app.session.get(app.url("/docs/spec")) as resp:
         size = len(await resp.read())
+    sockets.RESETS.clear()  # a process-wide tally: earlier apps of this test process may add
     sock = await _unread_connection(app, rcvbuf=None)  # the kernel's own, which grows
     with sock:
         await asyncio.get_running_loop().sock_sendall(sock, SPEC * 30)
@@ -188,9 +191,12 @@ async def test_a_client_that_reads_none_of_its_answers_is_dropped(live_app_facto
     assert reset, len(data)
     assert SEND * 0.9 <= ended <= SEND * 1.25 + 0.5, ended
     assert data.count(b"HTTP/1.1 200") < 30 and len(data) < 30 * size, (len(data), size)
-    # the service is fine and answers the next client
+    # the service is fine and answers the next client, and the operator sees the reset
     async with app.session.get(app.url("/docs/spec")) as resp:
         assert resp.status == 200 and len(await resp.read()) == size
+    async with app.session.get(app.url("/metrics")) as resp:
+        text = await resp.text()
+    assert metric_sum(text, 'connections_reset_total{reason="http_send_timeout"}') == 1
 
 
 async def test_a_client_that_reads_in_stalls_each_under_the_deadline_gets_every_answer(

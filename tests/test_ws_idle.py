@@ -24,7 +24,7 @@ from luna_sender.delivery.frames import CLOSE, PING, PONG, TEXT, client_frame, r
 from luna_sender.web.context import CTX
 
 from .conftest import LiveApp
-from .helpers import Service, account, face_event
+from .helpers import Service, account, face_event, metric
 from .rawws import RawWS
 
 PUBLISH = {
@@ -312,6 +312,8 @@ async def test_heartbeat_drops_a_silent_client_whose_buffers_are_full(service: S
             assert resp.status == 204, await resp.text()
     assert _closed_code(service, silent_id, timeout=4.0) == "1006"
     assert time.monotonic() - started < 4.5
+    # cut with a reset: its unread frames are not left queued in the kernel
+    assert metric(service.url, 'connections_reset_total{reason="ws_dead_peer"}') == 1
     silent.close()
 
 

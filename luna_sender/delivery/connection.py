@@ -238,4 +238,4 @@ class Connection:
                 await self.ws.close(code=self.close_code, message=message)
         except Exception:  # a timeout: a client that never answers is cut here
             log.debug("websocket %s: no closing handshake within %.1fs", self.id, timeout)
-            reset(self.transport)
+            reset(self.transport, "ws_close_timeout")

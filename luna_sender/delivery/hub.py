@@ -386,4 +386,4 @@ class Hub:
             await asyncio.wait_for(self._emptied.wait(), self.settings.ws.shutdown_timeout + 0.5)
         for conn in conns:
             if conn in self.connections:
-                reset(conn.transport)
+                reset(conn.transport, "ws_stopping")

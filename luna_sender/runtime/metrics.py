@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from luna_sender.runtime import sockets
 from luna_sender.runtime.held import HeldCount, HeldObserver
 
 BUCKETS = (
@@ -156,6 +157,12 @@ class Metrics:
             [*names, "reason"],
             registry=reg,
         )
+        self.connections_reset = Counter(
+            "connections_reset",
+            "Client connections the server gave up on and reset, by reason",
+            [*names, "reason"],
+            registry=reg,
+        )
         self.published = Counter(
             "events_published",
             "Messages published by the publish routes",
@@ -258,6 +265,10 @@ class Metrics:
         self._observe_held()
         for pending in self._pending:
             pending.fold()
+        if sockets.RESETS:  # counted where the cut happens, in the process-wide tally
+            for reason, count in sockets.RESETS.items():
+                self.connections_reset.labels(*self._values, reason).inc(count)
+            sockets.RESETS.clear()
 
     def delivered_message(self, kind: str, received: float, create_time: Any) -> None:
         """One observation per bus message that reached a socket (never per socket).

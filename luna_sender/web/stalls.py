@@ -36,7 +36,7 @@ def reset_stalled() -> int:
     stalled = list(STALLED)
     STALLED.clear()
     for transport in stalled:
-        reset(transport)
+        reset(transport, "http_stopping")
     return len(stalled)
 
 
@@ -86,6 +86,6 @@ class SendDeadline:
         elif now - self._last_progress >= self._timeout:
             log.debug("client read nothing for %g s, resetting its connection", self._timeout)
             self.resumed()
-            reset(transport)
+            reset(transport, "http_send_timeout")
             return
         self._handle = self._loop.call_later(self._timeout / CHECKS, self._check, transport)

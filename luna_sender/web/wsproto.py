@@ -368,7 +368,7 @@ class SocketProtocol(asyncio.Protocol):
         for a peer the heartbeat found dead. Aborts are resets (runtime/sockets.py): a peer that
         reads nothing would otherwise be sent the queued frames after the descriptor is gone."""
         if at_once:
-            reset(self.transport)
+            reset(self.transport, "ws_dead_peer")
             return
         self.transport.close()
         if not self.done:
@@ -390,7 +390,7 @@ class SocketProtocol(asyncio.Protocol):
 
     def _abort(self) -> None:
         if not self.done:
-            reset(self.transport)
+            reset(self.transport, "ws_close_timeout")
 
     def _stop_timer(self) -> None:
         if self.timer is not None:
