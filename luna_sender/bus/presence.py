@@ -16,6 +16,7 @@ registration's ttl alone decides, as docs/recovery.md says.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
@@ -29,6 +30,7 @@ class Presence:
         self.channel = self.prefix + instance
         self._pubsub: Any | None = None
         self.confirmed = False  # Redis counted the subscription at the last look
+        self._lock = asyncio.Lock()  # the beat and a MARK's batch may both ask at once
 
     async def ensure(self) -> None:
         """Subscribed and counted by Redis on return, or raises (RedisError, OSError).
@@ -37,6 +39,10 @@ class Presence:
         restart or ``CLIENT KILL`` shows nothing until read, and Redis's own count is what MARK
         will read. Costs one round trip per call (one per second from the history's beat).
         """
+        async with self._lock:  # two at once would open two connections and leak one
+            await self._ensure()
+
+    async def _ensure(self) -> None:
         if self._pubsub is not None:
             counted = await self._client.pubsub_numsub(self.channel)
             if counted and int(counted[0][1]) > 0:

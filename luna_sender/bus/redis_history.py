@@ -194,6 +194,8 @@ class RedisHistory:
         while self._recording:
             await asyncio.sleep(BEAT)
             await self._keep_presence()
+        if self.presence is not None:  # unwatched from now: looked at again before a MARK
+            self.presence.confirmed = False
             ttl = int(BEAT_TTL * 1000)
             for channel in self._recording:
                 op = self._enqueue("beat", [f"{self.prefix}:{{{channel}}}:r"], [self._id, ttl])
