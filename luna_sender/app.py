@@ -14,7 +14,7 @@ import time
 
 from aiohttp import web
 
-from luna_sender.bus import BusOptions, SelfHealing, create_bus, log_address
+from luna_sender.bus import Bus, BusOptions, SelfHealing, create_bus, log_address
 from luna_sender.bus.history import History, Window, create_history
 from luna_sender.cli.workers import MULTIPROC_ENV
 from luna_sender.config import Settings, plugin_setup
@@ -47,7 +47,7 @@ def build_app(settings: Settings) -> web.Application:
     metrics = Metrics(settings.metrics.extra_labels, multiprocess_dir=shared)
     bus = create_bus(settings.redis_url, BusOptions(publish_timeout=settings.bus_publish_timeout))
     plugins = PluginManager(*plugin_setup(settings))
-    hub = Hub(bus, settings, metrics, hooks=plugins, history=_history(settings))
+    hub = Hub(bus, settings, metrics, hooks=plugins, history=_history(settings, bus))
     if isinstance(bus, SelfHealing):
         _observe(bus, hub, metrics)
     app = web.Application(
@@ -86,14 +86,17 @@ def build_app(settings: Settings) -> web.Application:
     return app
 
 
-def _history(settings: Settings) -> History | None:
+def _history(settings: Settings, bus: Bus) -> History | None:
     """The recovery history (#18) on the bus's Redis (plain, Sentinel or Cluster), or in memory
     for memory://. A bus it cannot live on would serve recovering sockets without offsets;
-    every bus create_bus builds has one today."""
+    every bus create_bus builds has one today. It records under the bus connection's presence
+    name (bus/presence.py), where the bus has one."""
     h = settings.history
     window = Window(h.size, h.ttl, h.max_bytes, h.dedupe, h.meta_ttl)
+    announcer = getattr(bus, "announcer", None)
+    presence = (lambda: announcer.name) if announcer is not None else None
     try:
-        return create_history(settings.redis_url, window)
+        return create_history(settings.redis_url, window, presence=presence)
     except ValueError as exc:
         log.warning("missed-event recovery unavailable: %s", exc)
         return None

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from luna_sender.bus import redis_history
+from luna_sender.bus import presence
 from luna_sender.bus.base import BusError
 from luna_sender.bus.history import History, MemoryHistory, Offset, Window, parse
 from luna_sender.bus.redis_history import RedisHistory
@@ -262,19 +262,23 @@ async def test_a_new_channel_needs_no_marker(make: Callable[..., History]) -> No
     assert await history.since(ch, offset) == (True, [])
 
 
-async def test_start_marks_only_when_no_other_recorder_is_live(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each history stands for an instance. A plain listener of the channel (an instance with
-    only ordinary sockets of the account) is no recorder, and a recorder killed without a stop
-    is seen dead at once (its presence subscription is gone) though registered for 3 s more."""
-    monkeypatch.setattr(redis_history, "BEAT", 60.0)  # no beat restores a "killed" presence
+async def test_start_marks_only_when_no_other_recorder_is_live(redis_server: RedisServer) -> None:
+    """Each history stands for an instance, recording under its bus connection's presence name
+    (bus/presence.py), here a pub/sub connection of its own. A plain listener of the channel (an
+    instance with only ordinary sockets of the account) is no recorder, and a recorder killed
+    without a stop is seen dead at once (its presence is gone) though registered for 3 s more."""
     prefix = f"t-{uuid.uuid4().hex[:8]}"
-    one, two, three = (RedisHistory(redis_server.url, prefix=prefix) for _ in range(3))
     client = aioredis.from_url(redis_server.url)
     ch = f"c-{uuid.uuid4().hex[:6]}"
+    names = [f"{presence.PREFIX}{uuid.uuid4().hex}" for _ in range(3)]
+    one, two, three = (
+        RedisHistory(redis_server.url, prefix=prefix, presence=lambda n=n: n) for n in names
+    )
+    held = [client.pubsub() for _ in names]
     plain = client.pubsub()
     try:
+        for pubsub, name in zip(held, names, strict=True):
+            await pubsub.subscribe(name)
         await plain.subscribe(ch)
         await one.append(ch, b"0")
         assert await one.mark_nowait(ch, True)
@@ -291,8 +295,7 @@ async def test_start_marks_only_when_no_other_recorder_is_live(
         assert not (await one.since(ch, offset)).recovered
         # killed without a stop: registered for up to 3 s more, its connections gone at once
         offset = await one.append(ch, b"3")
-        assert one.presence is not None
-        await one.presence.close()
+        await held[0].aclose()
         assert await two.mark_nowait(ch, True)  # the registration alone is not believed
         assert not (await two.since(ch, offset)).recovered
         offset = await two.append(ch, b"4")
@@ -301,38 +304,39 @@ async def test_start_marks_only_when_no_other_recorder_is_live(
     finally:
         for history in (one, two, three):
             await history.close()
-        await plain.aclose()
+        for pubsub in [*held, plain]:
+            await pubsub.aclose()
         await client.aclose()
 
 
-async def test_a_recorder_whose_presence_was_cut_is_believed_again_within_a_beat(
-    redis_server: RedisServer,
-) -> None:
-    """Redis dropping the presence connection (a restart, ``CLIENT KILL``) while the recorder
-    lives: its beat subscribes again, so another instance starting later writes no marker."""
+async def test_a_recorder_registers_under_its_current_name(redis_server: RedisServer) -> None:
+    """After a reconnect the bus's presence name changes; the recorder's next mark (a gap
+    marker) registers the new one and drops the old, so only the new one vouches for it."""
     prefix = f"t-{uuid.uuid4().hex[:8]}"
-    one, two = (RedisHistory(redis_server.url, prefix=prefix) for _ in range(2))
     client = aioredis.from_url(redis_server.url)
     ch = f"c-{uuid.uuid4().hex[:6]}"
+    current = [f"{presence.PREFIX}{uuid.uuid4().hex}"]
+    one = RedisHistory(redis_server.url, prefix=prefix, presence=lambda: current[0])
+    two = RedisHistory(redis_server.url, prefix=prefix, presence=lambda: None)  # bus down
+    held = client.pubsub()
     try:
+        await held.subscribe(current[0])
         await one.append(ch, b"0")
         assert await one.mark_nowait(ch, True)
-        assert one.presence is not None
-        alive = one.presence.channel
-        assert (await client.pubsub_numsub(alive))[0][1] == 1
-        await client.client_kill_filter(_type="pubsub")
-        assert (await client.pubsub_numsub(alive))[0][1] == 0
-        for _ in range(60):
-            await asyncio.sleep(0.05)
-            if (await client.pubsub_numsub(alive))[0][1] == 1:
-                break
-        assert (await client.pubsub_numsub(alive))[0][1] == 1
+        recorders = f"{prefix}:{{{ch}}}:r"
+        assert await client.zrange(recorders, 0, -1) == [current[0].encode()]
+        await held.unsubscribe(current[0])  # the connection was cut...
+        current[0] = f"{presence.PREFIX}{uuid.uuid4().hex}"
+        await held.subscribe(current[0])  # ...and is back under a new name
+        assert await one.mark_nowait(ch, False)  # its gap marker
+        assert await client.zrange(recorders, 0, -1) == [current[0].encode()]
         offset = await one.append(ch, b"1")
-        assert not await two.mark_nowait(ch, True)
-        await one.append(ch, b"2")
-        replay = await two.since(ch, offset)
-        assert replay.recovered and [e.data for e in replay.entries] == [b"2"]
+        assert not await two.mark_nowait(ch, True)  # believed under the new name
+        assert (await two.since(ch, offset)).recovered
+        (down,) = [m for m in await client.zrange(recorders, 0, -1) if m != current[0].encode()]
+        assert down.startswith(f"{presence.PREFIX}none:".encode())  # never anybody's channel
     finally:
         for history in (one, two):
             await history.close()
+        await held.aclose()
         await client.aclose()

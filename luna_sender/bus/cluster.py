@@ -54,6 +54,8 @@ def cluster_client(url: str) -> RedisCluster:
 
 
 class ClusterBus(RedisBus):
+    announces = False  # a node counts only its own clients' subscriptions (bus/presence.py)
+
     def __init__(self, url: str, options: BusOptions | None = None) -> None:
         parsed = split_url(url)
         self._tls = parsed.tls

@@ -309,11 +309,17 @@ class MemoryHistory:
         self._recording.clear()
 
 
-def create_history(url: str, window: Window | None = None, prefix: str | None = None) -> History:
+def create_history(
+    url: str,
+    window: Window | None = None,
+    prefix: str | None = None,
+    presence: Callable[[], str | None] | None = None,
+) -> History:
     """The history matching a bus URL: in Redis for every Redis bus, in memory for memory://.
 
     Sentinel and Cluster buses get a client of the same kind as the bus's own (the current
-    master; the node owning each channel's slot), built from the same URL.
+    master; the node owning each channel's slot), built from the same URL. ``presence`` gives
+    the bus connection's presence name (bus/presence.py), under which this instance records.
     """
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
@@ -333,5 +339,10 @@ def create_history(url: str, window: Window | None = None, prefix: str | None = 
 
     cluster = scheme in {"redis+cluster", "rediss+cluster"}
     return RedisHistory(
-        url, window, prefix=prefix or DEFAULT_PREFIX, client=client, sees_subscribers=not cluster
+        url,
+        window,
+        prefix=prefix or DEFAULT_PREFIX,
+        client=client,
+        sees_subscribers=not cluster,
+        presence=presence,
     )

@@ -1,78 +1,62 @@
-"""A recorder's sign of life that Redis withdraws by itself the moment the process is gone.
+"""A pub/sub connection's sign that it has heard everything since it was named.
 
-A registration in a channel's recorders set (bus/redis_history.py) outlives a recorder killed
-without a stop (SIGKILL, the OOM killer) by up to its ttl, and events published in that time
-would be lost behind ``recovered: true`` if a starting recorder believed it. What a killed
-process cannot keep is a connection: Redis drops it, and every subscription on it, at once. So
-each recorder holds one pub/sub subscription to a channel named after itself
-(``<prefix>:alive:<instance id>``), and the MARK script believes a registration only while
-``PUBSUB NUMSUB`` of that channel counts a subscriber. Listening to the event channel itself
-would not do: an instance serving only ordinary sockets of the account listens to it too, and
-records nothing.
+The recovery history's recorders register under a name, and a starting recorder believes a
+registration only while Redis counts a subscriber of the channel of that name (the MARK script,
+bus/redis_scripts.py; docs/recovery.md "A crashed recorder"). The name is subscribed on the bus's
+own pub/sub connection, so it dies with everything that makes a recorder miss events:
 
-Cluster is left out (its nodes count only their own clients' subscriptions): there the
-registration's ttl alone decides, as docs/recovery.md says.
+- the process is killed (Redis drops its connections at once, while a registration outlives it
+  by up to 3 s);
+- only the pub/sub connection is cut (``CLIENT KILL``, an output-buffer overflow): a separate
+  connection would have vouched for a recorder that heard nothing;
+- the connection comes back, or the bus's self-check finds a channel unsubscribed: a new name is
+  taken, so registrations made before the gap do not come back to life. The recorder registers
+  the new name with its gap marker (delivery/recorder.py), not before.
+
+Cluster has no presence: there each node counts its own clients' subscriptions only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import uuid
 from typing import Any
 
-from redis.exceptions import RedisError
+PREFIX = "__luna_sender_alive__:"
 
 
-class Presence:
-    def __init__(self, client: Any, prefix: str, instance: str) -> None:
-        self._client = client
-        self.prefix = f"{prefix}:alive:"
-        self.channel = self.prefix + instance
-        self._pubsub: Any | None = None
-        self.confirmed = False  # Redis counted the subscription at the last look
-        self._lock = asyncio.Lock()  # the beat and a MARK's batch may both ask at once
+class Announcer:
+    """The presence name recorders register under now, and the one held on the connection."""
 
-    async def ensure(self) -> None:
-        """Subscribed and counted by Redis on return, or raises (RedisError, OSError).
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.name: str | None = None  # None while there is no connection
+        self._held: str | None = None  # subscribed on the current connection
+        self.due = False  # ``name`` is still to be subscribed
 
-        Looks with ``PUBSUB NUMSUB`` rather than at the connection: a connection cut by a Redis
-        restart or ``CLIENT KILL`` shows nothing until read, and Redis's own count is what MARK
-        will read. Costs one round trip per call (one per second from the history's beat).
-        """
-        async with self._lock:  # two at once would open two connections and leak one
-            await self._ensure()
+    def lost(self) -> None:
+        self.name = self._held = None
+        self.due = False
 
-    async def _ensure(self) -> None:
-        if self._pubsub is not None:
-            counted = await self._client.pubsub_numsub(self.channel)
-            if counted and int(counted[0][1]) > 0:
-                self.confirmed = True
-                await self._drain()
-                return
-            await self.close()
-        self.confirmed = False
-        pubsub = self._client.pubsub()
-        self._pubsub = pubsub
-        await pubsub.subscribe(self.channel)
-        # SUBSCRIBE is only written: MARK from another connection could run before Redis reads
-        # it, so the confirmation is awaited.
-        while (reply := await pubsub.get_message(timeout=2.0)) is not None:
-            if reply.get("type") == "subscribe":
-                self.confirmed = True
-                return
-        raise RedisError("presence subscription not confirmed")
+    def renew(self, same_connection: bool) -> None:
+        """A new name at once (a gap marker written from now on registers it), subscribed by
+        the next :meth:`send`; until Redis has read that, a start elsewhere writes a marker."""
+        if not same_connection:
+            self._held = None
+        self.name = PREFIX + uuid.uuid4().hex if self.enabled else None
+        self.due = self.enabled
 
-    async def _drain(self) -> None:
-        """Whatever someone published to the presence channel, read and dropped, so Redis never
-        holds an output buffer for it (nobody should publish there)."""
-        assert self._pubsub is not None
-        for _ in range(100):
-            if await self._pubsub.get_message(timeout=0) is None:
-                return
-
-    async def close(self) -> None:
-        self.confirmed = False
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+    async def send(self, pubsub: Any, lock: asyncio.Lock) -> None:
+        """Raw commands: redis-py re-subscribes what its ``subscribe()`` recorded after a
+        reconnect of its own, and an old name must never come back. An ACL refusing the channel
+        is logged by the bus reader (``bus subscription command refused``) and costs presence
+        only: every start elsewhere then writes a marker."""
+        self.due = False
+        name, old = self.name, self._held
+        if name is None:
+            return
+        async with lock:
+            if old is not None and old != name:
+                await pubsub.execute_command("UNSUBSCRIBE", old)
+            await pubsub.execute_command("SUBSCRIBE", name)
+        self._held = name

@@ -40,6 +40,7 @@ from luna_sender.bus.base import (
 from luna_sender.bus.dialect import CLASSIC, Dialect
 from luna_sender.bus.feed import Feed
 from luna_sender.bus.link import Link
+from luna_sender.bus.presence import Announcer
 from luna_sender.bus.publishing import StallGuard, health_ping, publish_once, reason
 from luna_sender.bus.subscriptions import KEEPALIVE, Subscriptions
 
@@ -56,15 +57,14 @@ class RedisBus:
     """``redis://``, ``rediss://``, ``unix://``; the base of the Sentinel and Cluster backends."""
 
     dialect: ClassVar[Dialect] = CLASSIC
+    announces: ClassVar[bool] = True  # a presence channel (presence.py); not in a Cluster
 
     def __init__(self, url: str, options: BusOptions | None = None, *, client: Any = None) -> None:
         options = options or BusOptions()
-        self.url = url
-        self._max_backoff = options.max_backoff
+        self.url, self._max_backoff = url, options.max_backoff
         self._subscribe_timeout = options.subscribe_timeout
         self._publish_timeout = options.publish_timeout
-        self._audit_interval = options.audit_interval
-        self._health_grace = options.health_grace
+        self._audit_interval, self._health_grace = options.audit_interval, options.health_grace
         self._on_repair: Callable[[int], None] | None = None
         # Sentinel and Cluster backends pass their own client (see sentinel.py, cluster.py);
         # Any because it is a Redis, a Sentinel-managed Redis or a RedisCluster.
@@ -95,6 +95,7 @@ class RedisBus:
         self._publish_slots = asyncio.Semaphore(PUBLISH_SLOTS)
         self._health: asyncio.Future[None] | None = None
         self._channel_names = replies.ChannelNames()
+        self.announcer = Announcer(self.announces)
 
     def observe(self, *, reconnected: Callable[[], None], repaired: Callable[[int], None]) -> None:
         self._link.on_reconnect = reconnected
@@ -198,6 +199,7 @@ class RedisBus:
 
     async def _drop_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
+        self.announcer.lost()
         self._forget_connection()
         if pubsub is not None:
             connection = getattr(pubsub, "connection", None)
@@ -243,12 +245,15 @@ class RedisBus:
             # redis-py may reconnect a pub/sub connection by itself while writing; it then
             # resubscribes from its own records, which the bookkeeping must not trust.
             connection.register_connect_callback(self._on_silent_reconnect)
+        self.announcer.renew(same_connection=False)  # named before the first message is read
+        await self.announcer.send(pubsub, self._write_lock)
         return pubsub
 
     def _on_silent_reconnect(self, connection: Any) -> None:
         if self._pubsub is None or getattr(self._pubsub, "connection", None) is not connection:
             return  # the first connect of _connect, or no longer the pub/sub connection
         self._forget_connection()
+        self.announcer.renew(same_connection=False)
         self._dirty.set()
         self._link.reopened_by_client()
 
@@ -276,8 +281,7 @@ class RedisBus:
                     backoff = min(backoff * 2, self._max_backoff)
 
     async def _next_message(self, pubsub: PubSub) -> dict[str, Any] | None:
-        message: dict[str, Any] | None = await pubsub.get_message(timeout=None)
-        return message
+        return await pubsub.get_message(timeout=None)  # type: ignore[no-any-return]
 
     async def _read_loop(self, pubsub: PubSub) -> None:
         """Messages straight from the transport through hiredis (feed.py): redis-py's path cost
@@ -345,6 +349,9 @@ class RedisBus:
             return
         fresh = (missing | extra) - self._repairing
         self._repairing |= missing
+        if missing:  # something went unheard: the current presence name must not vouch
+            self.announcer.renew(same_connection=True)
+            self._dirty.set()
         if self._on_repair:
             self._on_repair(len(missing) + len(extra))
         (log.warning if fresh else log.debug)(
@@ -383,6 +390,8 @@ class RedisBus:
                 continue
             add, remove = self.subs.diff()
             try:
+                if self.announcer.due:  # after a new connection's first subscriptions
+                    await self.announcer.send(pubsub, self._write_lock)
                 if add:
                     await self._send(pubsub, True, add)
                 if remove:

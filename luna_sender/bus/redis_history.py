@@ -54,6 +54,7 @@ import contextlib
 import hashlib
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -62,6 +63,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from luna_sender.bus import presence
 from luna_sender.bus.base import BusError
 from luna_sender.bus.history import (
     NOT_RECOVERED,
@@ -72,15 +74,18 @@ from luna_sender.bus.history import (
     new_epoch,
     parse,
 )
-from luna_sender.bus.presence import Presence
 from luna_sender.bus.redis import NO_RETRY
 from luna_sender.bus.redis_ops import Op, Read
 from luna_sender.bus.redis_scripts import APPEND, BEAT_SCRIPT, MARK, SINCE
 
 DEFAULT_PREFIX = "luna-sender:history"
 
-BEAT = 1.0
-BEAT_TTL = 3.0  # a crashed recorder still counts as recording this long (docs/recovery.md)
+BEAT = 0.5
+BEAT_TTL = 3.0  # a registration lasts this long unless refreshed
+# A registration is believed only when refreshed this recently: a recorder stalled (SIGSTOP, a
+# VM pause, a blocked loop) keeps its connections and presence, but stops beating, and what is
+# published meanwhile waits unrecorded in its socket (docs/recovery.md "A crashed recorder").
+FRESH = 1.5
 
 
 class RedisHistory:
@@ -93,6 +98,7 @@ class RedisHistory:
         max_batch: int = 256,
         client: Any | None = None,
         sees_subscribers: bool = True,
+        presence: Callable[[], str | None] | None = None,
     ) -> None:
         self.window = window or Window()
         self.prefix = prefix
@@ -115,10 +121,12 @@ class RedisHistory:
         self._limits = [w.size, int(w.ttl * 1000), w.max_bytes, int(w.dedupe * 1000)]
         self._meta_ttl = int(max(w.meta_ttl, w.ttl) * 1000)
         self._id = new_epoch()  # this instance, as a recorder
-        # MARK's crash check, where PUBSUB NUMSUB on the history's server counts every
-        # instance's subscription (not in a Cluster, where each node counts its own clients).
-        self.presence = Presence(self._client, prefix, self._id) if sees_subscribers else None
-        self._recording: set[str] = set()
+        # The bus connection's presence name (bus/presence.py), registered as the recorder: MARK
+        # believes a registration only while Redis counts its subscriber, where PUBSUB NUMSUB on
+        # the history's server counts every instance's (not in a Cluster).
+        self._presence = presence
+        self._checks = sees_subscribers
+        self._recording: dict[str, str] = {}  # channel -> the name it was registered under
         self._beat_task: asyncio.Task[None] | None = None
 
     def _keys(self, channel: str) -> tuple[str, str]:
@@ -161,12 +169,17 @@ class RedisHistory:
         registered but has not yet marked."""
         stream, meta = self._keys(channel)
         recorders = f"{self.prefix}:{{{channel}}}:r"
-        self._recording.add(channel)
+        # While the bus is down there is no name: one nobody holds, so nobody believes it.
+        name = (self._presence and self._presence()) or f"{presence.PREFIX}none:{self._id}"
+        old = self._recording.get(channel)
+        self._recording[channel] = name
+        if old is not None and old != name:  # registered under a name that no longer vouches
+            self._enqueue("beat", [recorders], [old, ""]).future.add_done_callback(_retrieve)
         if self._beat_task is None or self._beat_task.done():
             self._beat_task = asyncio.create_task(self._beat(), name="history-recorders")
         mode = "start" if start else "gap"
-        args = [mode, self._id, int(BEAT_TTL * 1000), self.window.size, self._limits[1]]
-        args.append(self.presence.prefix if self.presence is not None else "")
+        args = [mode, name, int(BEAT_TTL * 1000), self.window.size, self._limits[1]]
+        args += ["1" if self._checks else "", int(FRESH * 1000)]
         op = self._enqueue("mark", [stream, meta, recorders], args)
         result: asyncio.Future[bool] = op.future.get_loop().create_future()
 
@@ -184,28 +197,18 @@ class RedisHistory:
         return result
 
     async def release(self, channel: str) -> None:
-        if channel in self._recording:
-            self._recording.discard(channel)
-            await self._submit("beat", [f"{self.prefix}:{{{channel}}}:r"], [self._id, ""])
+        name = self._recording.pop(channel, None)
+        if name is not None:
+            await self._submit("beat", [f"{self.prefix}:{{{channel}}}:r"], [name, ""])
 
     async def _beat(self) -> None:
-        """Keeps this instance's registrations and presence alive while it records (errors:
-        the next beat)."""
+        """Keeps this instance's registrations alive while it records (errors: the next beat)."""
         while self._recording:
             await asyncio.sleep(BEAT)
-            await self._keep_presence()
-        if self.presence is not None:  # unwatched from now: looked at again before a MARK
-            self.presence.confirmed = False
             ttl = int(BEAT_TTL * 1000)
-            for channel in self._recording:
-                op = self._enqueue("beat", [f"{self.prefix}:{{{channel}}}:r"], [self._id, ttl])
+            for channel, name in self._recording.items():
+                op = self._enqueue("beat", [f"{self.prefix}:{{{channel}}}:r"], [name, ttl])
                 op.future.add_done_callback(_retrieve)
-
-    async def _keep_presence(self) -> None:
-        if self.presence is not None:
-            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
-                async with asyncio.timeout(2.5):
-                    await self.presence.ensure()
 
     async def size(self) -> int:
         """Messages (gap markers included) held in the channels this instance appended to
@@ -239,8 +242,6 @@ class RedisHistory:
                 op.future.set_exception(BusError("history closed", "history unavailable"))
         self._queue.clear()
         self._reads.clear()
-        if self.presence is not None:
-            await self.presence.close()
         with contextlib.suppress(Exception):
             await self._client.aclose()
 
@@ -307,9 +308,6 @@ class RedisHistory:
         self._loaded = True
 
     async def _run(self, batch: list[Op]) -> None:
-        unseen = self.presence is not None and not self.presence.confirmed
-        if unseen and any(op.script == "mark" for op in batch):
-            await self._keep_presence()  # counted before anyone's MARK may look
         if not self._loaded:
             await self._load()
         results = await self._pipeline(batch)

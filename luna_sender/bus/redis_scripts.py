@@ -81,16 +81,17 @@ return {meta[1], last, first, redis.call('XRANGE', KEYS[1], start, '+')}
 """
 
 
-# KEYS: stream, meta, recorders. ARGV: 'start' | 'gap', instance id, registration ttl ms, size,
-# ttl ms, the presence channels' prefix ('' where this server cannot see every subscriber:
-# Cluster). Returns 1 when a marker was written ('start': only when no live recorder, this one
-# included, was registered: one still registered has recorded all along). A registration
-# outlives a recorder killed without a stop by up to its ttl; its presence subscription
-# (bus/presence.py) does not, so a registered recorder nobody holds the presence channel of is
-# dead, and the marker is written (docs/recovery.md "A crashed recorder"). Other listeners of the
-# event channel (an instance with only ordinary sockets) count for nothing here.
-# A marker is an entry with fields d='' c=<total> g=1: APPEND's trimming reads d and c at the
-# same places, and since() refuses to cross it.
+# KEYS: stream, meta, recorders. ARGV: 'start' | 'gap', the recorder's name (its bus connection's
+# presence channel, bus/presence.py), registration ttl ms, size, ttl ms, '1' where this server
+# counts every subscriber ('' in a Cluster), how recent (ms) a registration's last refresh must
+# be to be believed (a stalled recorder keeps its connections, not its beat). Returns 1 when a
+# marker was written ('start': only when no live recorder, this one included, was registered:
+# one still registered has recorded all along). A registration outlives a recorder killed
+# without a stop by up to its ttl, and one whose subscription was cut until its gap marker; its
+# presence channel does not, so a registration nobody holds the channel of is not believed, and
+# the marker is written (docs/recovery.md "A crashed recorder"). Listeners of the event channel
+# count for nothing. A marker is an entry with fields d='' c=<total> g=1: APPEND's trimming
+# reads d and c at the same places, and since() refuses to cross it.
 MARK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -101,9 +102,12 @@ local live = redis.call('ZCARD', KEYS[3])
 redis.call('ZADD', KEYS[3], now + reg, ARGV[2])
 redis.call('PEXPIRE', KEYS[3], reg)
 if ARGV[1] == 'start' and live > 0 then
-  if mine or ARGV[6] == '' then return 0 end
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-    if id ~= ARGV[2] and redis.call('PUBSUB', 'NUMSUB', ARGV[6] .. id)[2] > 0 then return 0 end
+  if mine then return 0 end
+  local fresh = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. (now + reg - ARGV[7]), '+inf')
+  for _, id in ipairs(fresh) do
+    if id ~= ARGV[2] and (ARGV[6] == '' or redis.call('PUBSUB', 'NUMSUB', id)[2] > 0) then
+      return 0
+    end
   end
 end
 local meta = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'ms', 'total')
