@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import re
 import select
+import socket
 import statistics
 import time
 from collections.abc import Iterator
@@ -271,3 +272,35 @@ async def test_a_stop_leaves_no_stalled_websocket_queued_in_the_kernel() -> None
     finally:
         stalled.close()
         svc.close()
+
+
+async def test_a_stalled_websocket_that_half_closes_is_cut_too() -> None:
+    """A client that stops reading, then shuts its sending side (``shutdown(SHUT_WR)``): the
+    transport closed on its FIN and waited to flush what the client would never read, out of
+    the stall sweep's reach, until the heartbeat (an outside pass: 29 s with the defaults, 50
+    such sockets holding 25 MB of kernel memory). It is reset after ``ws.shutdown_timeout``."""
+    svc = Service(env={"LUNA_SENDER_WS__SHUTDOWN_TIMEOUT": "0.5"})
+    try:
+        acc = account()
+        stalled = await RawWS.connect(svc.port, headers={"Luna-Account-Id": acc}, rcvbuf=4096)
+        sock = stalled.writer.get_extra_info("socket")
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            pad = "x" * 10_000
+            for _ in range(10):  # ~1 MB: more than the kernel's buffers on both sides hold
+                await publish_face(session, svc.url, acc, [face_event(pad=pad)] * 10)
+        sock.shutdown(socket.SHUT_WR)
+        shut = time.monotonic()
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLERR | select.POLLHUP)
+        while not poller.poll(0):  # never read: only the reset can wake it
+            assert time.monotonic() - shut < 5, "the half-closed stalled socket was kept"
+            await asyncio.sleep(0.02)
+        assert time.monotonic() - shut >= 0.4  # the close's own grace first
+        assert metric(svc.url, 'connections_reset_total{reason="ws_close_timeout"}') == 1
+        assert metric(svc.url, "ws_connections") == 0
+        assert _fin_wait_sockets(svc.port) == 0
+        stalled.close()
+    finally:
+        assert svc.terminate() == 0, svc.log()[-2000:]

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from luna_sender.runtime import sockets
 
 from .conftest import LiveApp
@@ -197,6 +199,28 @@ async def test_a_client_that_reads_none_of_its_answers_is_dropped(live_app_facto
     async with app.session.get(app.url("/metrics")) as resp:
         text = await resp.text()
     assert metric_sum(text, 'connections_reset_total{reason="http_send_timeout"}') == 1
+
+
+@pytest.mark.parametrize("request_bytes", [SPEC, LAST_SPEC], ids=["keep-alive", "close"])
+async def test_a_single_answer_never_read_is_dropped_too(
+    live_app_factory: Callable[..., Any], request_bytes: bytes
+) -> None:
+    """One ``/docs/spec`` never read: its tail stayed under the transport's 64 KiB pause mark,
+    the deadline was never armed, and the client held its descriptor and ~150 KB for as long as
+    it liked; with ``Connection: close`` the closing transport waited for the flush forever (an
+    outside pass: 150 s and 30 s, to the end of its run). Both are reset now."""
+    app = await live_app_factory(limits={"http_head_timeout": 30.0, "http_send_timeout": SEND})
+    sock = await _unread_connection(app)
+    with sock:
+        await asyncio.get_running_loop().sock_sendall(sock, request_bytes)
+        sent = time.monotonic()
+        poller = select.poll()
+        poller.register(sock, select.POLLERR | select.POLLHUP)
+        while not poller.poll(0) and time.monotonic() - sent < 4 * SEND:
+            await asyncio.sleep(0.02)
+        ended = time.monotonic() - sent
+        _data, reset = await _read_all(sock)
+    assert reset and ended <= SEND * 1.25 + 0.5, ended
 
 
 async def test_a_client_that_reads_in_stalls_each_under_the_deadline_gets_every_answer(

@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from itertools import islice
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import ClientConnectionResetError, HttpVersion10, HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
@@ -223,6 +223,10 @@ class LunaRequestHandler(RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         set_send_buffer(transport, self._send_buffer)  # web/stalls.py
+        # Paused (the send deadline armed) by any byte the kernel did not take: at the default
+        # 64 KiB mark, a single answer's unsent tail never paused, and a client that read none
+        # of it held its descriptor for as long as it liked (an outside pass, 150 s).
+        cast(asyncio.WriteTransport, transport).set_write_buffer_limits(high=0)
         # aiohttp before aio-libs/aiohttp#13681 (3.14.5 has it) arms its keep-alive timer only
         # after a first response: arm the head deadline from the connection's opening here too.
         if self._keepalive_handle is None and self._keepalive_timeout > 0:
@@ -323,6 +327,7 @@ class LunaRequestHandler(RequestHandler):
         assert transport is not None
         held = self._held is not None
         tail = self.take_tail() + self._drop_held()  # bytes still waiting for a turn come after
+        transport.set_write_buffer_limits()  # the loop's own marks, as websockets always had
         transport.set_protocol(protocol)
         if self._buffer_paused or self._reading_paused or held:
             self._buffer_paused = self._reading_paused = False

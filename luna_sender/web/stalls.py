@@ -77,10 +77,10 @@ class SendDeadline:
 
     def _check(self, transport: asyncio.Transport) -> None:
         self._handle = None
-        if transport.is_closing():
+        now, left = self._loop.time(), transport.get_write_buffer_size()
+        if not left:  # all taken; a closing transport then ends (connection_lost disarms too)
             self.resumed()
             return
-        now, left = self._loop.time(), transport.get_write_buffer_size()
         if left < self._left:  # the client took some
             self._left, self._last_progress = left, now
         elif now - self._last_progress >= self._timeout:
