@@ -79,7 +79,7 @@ class GcPolicy:
             await asyncio.sleep(1.0)
             self.flush()
             try:
-                self.heap.check()
+                self.heap.check(self._closed())
             except Exception:  # never let housekeeping kill the service
                 log.exception("heap trim failed")
 
