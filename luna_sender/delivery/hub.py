@@ -362,8 +362,15 @@ class Hub:
             # Nothing unsent and no stall watched (most sockets, every second): no call at all
             if conn.stall_since is None and not conn.transport.get_write_buffer_size():
                 continue
-            if not conn.closing and conn.stalled(now, timeout):
+            if not conn.stalled(now, timeout):
+                continue
+            if not conn.closing:
                 self.evict(conn, CLOSE_POLICY, STALLED_REASON)
+            elif conn.transport.is_closing():
+                # Closing, and still taking nothing: a client that half-closed while it had
+                # stopped reading was held until the heartbeat (an outside pass: 50 such
+                # sockets, 25 MB of kernel memory), out of this sweep's reach.
+                reset(conn.transport, "ws_stalled")
 
     async def _history_gauge(self) -> None:
         if (size := await self.recorder.size()) is not None:

@@ -166,13 +166,10 @@ class SocketProtocol(asyncio.Protocol):
         self.tail = bytearray(data[pos:]) if pos < len(data) else None
 
     def eof_received(self) -> bool | None:
-        """No half-open sockets: the client's FIN ends the socket. Closed here rather than by
-        the transport, so that a close that cannot flush (the client stopped reading too) is
-        cut after ``close_timeout`` like any other: left to the transport, it waited for the
-        flush, out of the stall sweep's reach, until the heartbeat (an outside pass: 50 such
-        sockets held 25 MB of kernel memory for 1.5 heartbeats)."""
-        self._shut()
-        return True
+        """No half-open sockets: the client's FIN ends the socket. The transport closes once
+        what is queued is sent, for as long as the client takes it: the hub's stall sweep resets
+        one that takes nothing for ``ws.stall_timeout`` (delivery/hub.py ``_evict_stalled``)."""
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = self.peer_closed = True
