@@ -9,6 +9,7 @@ self-check finds a channel unsubscribed.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
@@ -90,4 +91,22 @@ async def test_a_repair_renews_the_name(private_redis: RedisServer) -> None:
         assert bus.subs.live("presence:r")
     finally:
         await admin.aclose()
+        await bus.stop()
+
+
+async def test_a_flush_whose_connection_dies_returns(private_redis: RedisServer) -> None:
+    """The shutdown's flush waits for a PING; when Redis vanished under it the wait was
+    cancelled, and the CancelledError escaped the SIGTERM stop: a traceback and exit 1 (an
+    outside pass, 2 of 35 stops). It returns now, as for any other failed flush."""
+    bus = RedisBus(private_redis.url)
+    await bus.start(lambda _c, _d: None)
+    try:
+        await bus.subscribe("presence:f")
+        assert private_redis.proc is not None
+        private_redis.proc.send_signal(signal.SIGSTOP)  # the PING goes unanswered
+        flushing = asyncio.create_task(bus.flush(5.0))
+        await asyncio.sleep(0.3)
+        private_redis.proc.send_signal(signal.SIGKILL)  # and then the connection dies
+        await asyncio.wait_for(flushing, 10)  # returns; raised CancelledError before
+    finally:
         await bus.stop()

@@ -4,6 +4,8 @@ closed, which free memory that the resident size hardly shows (an outside pass k
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from luna_sender.runtime import heap
@@ -12,7 +14,7 @@ from luna_sender.runtime import heap
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     now = [1000.0]
-    monkeypatch.setattr(heap.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(heap, "time", SimpleNamespace(monotonic=lambda: now[0]))
     return now
 
 

@@ -313,28 +313,29 @@ async def test_a_recorder_registers_under_its_current_name(redis_server: RedisSe
     """After a reconnect the bus's presence name changes; the recorder's next mark (a gap
     marker) registers the new one and drops the old, so only the new one vouches for it."""
     prefix = f"t-{uuid.uuid4().hex[:8]}"
-    client = aioredis.from_url(redis_server.url)
+    client = aioredis.from_url(redis_server.url, socket_timeout=5)
     ch = f"c-{uuid.uuid4().hex[:6]}"
     current = [f"{presence.PREFIX}{uuid.uuid4().hex}"]
     one = RedisHistory(redis_server.url, prefix=prefix, presence=lambda: current[0])
     two = RedisHistory(redis_server.url, prefix=prefix, presence=lambda: None)  # bus down
     held = client.pubsub()
     try:
-        await held.subscribe(current[0])
-        await one.append(ch, b"0")
-        assert await one.mark_nowait(ch, True)
-        recorders = f"{prefix}:{{{ch}}}:r"
-        assert await client.zrange(recorders, 0, -1) == [current[0].encode()]
-        await held.unsubscribe(current[0])  # the connection was cut...
-        current[0] = f"{presence.PREFIX}{uuid.uuid4().hex}"
-        await held.subscribe(current[0])  # ...and is back under a new name
-        assert await one.mark_nowait(ch, False)  # its gap marker
-        assert await client.zrange(recorders, 0, -1) == [current[0].encode()]
-        offset = await one.append(ch, b"1")
-        assert not await two.mark_nowait(ch, True)  # believed under the new name
-        assert (await two.since(ch, offset)).recovered
-        (down,) = [m for m in await client.zrange(recorders, 0, -1) if m != current[0].encode()]
-        assert down.startswith(f"{presence.PREFIX}none:".encode())  # never anybody's channel
+        async with asyncio.timeout(30):  # a full run once hung here for 300 s, not seen since
+            await held.subscribe(current[0])
+            await one.append(ch, b"0")
+            assert await one.mark_nowait(ch, True)
+            recorders = f"{prefix}:{{{ch}}}:r"
+            assert await client.zrange(recorders, 0, -1) == [current[0].encode()]
+            await held.unsubscribe(current[0])  # the connection was cut...
+            current[0] = f"{presence.PREFIX}{uuid.uuid4().hex}"
+            await held.subscribe(current[0])  # ...and is back under a new name
+            assert await one.mark_nowait(ch, False)  # its gap marker
+            assert await client.zrange(recorders, 0, -1) == [current[0].encode()]
+            offset = await one.append(ch, b"1")
+            assert not await two.mark_nowait(ch, True)  # believed under the new name
+            assert (await two.since(ch, offset)).recovered
+            (down,) = [m for m in await client.zrange(recorders, 0, -1) if m != current[0].encode()]
+            assert down.startswith(f"{presence.PREFIX}none:".encode())  # never anybody's channel
     finally:
         for history in (one, two):
             await history.close()

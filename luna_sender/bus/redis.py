@@ -212,8 +212,8 @@ class RedisBus:
         """A new connection answers nothing that was sent on the old one."""
         self.subs.reset()
         for _seq, fut in self._pings:
-            if fut is not None and not fut.done():
-                fut.cancel()
+            if fut is not None and not fut.done():  # flush's wait: an error, not a cancel that
+                fut.set_exception(BusError("the connection was lost"))  # escaped a SIGTERM stop
         self._pings.clear()
 
     def _subscriber(self) -> Any:

@@ -353,7 +353,10 @@ class Hub:
                 account = channel[len(self._face_prefix) :]
                 if channel != self._general_channel and not self._held(account):
                     await self.bus.unsubscribe(channel)
-            self._evict_stalled(now, timeout)
+            try:
+                self._evict_stalled(now, timeout)
+            except Exception:  # the sweep must outlive any one socket's trouble
+                log.exception("stall sweep failed")
 
     def _evict_stalled(self, now: float, timeout: float) -> None:
         """Apart from _sweep, whose frame sleeps: a loop variable there kept the last socket it
@@ -366,7 +369,7 @@ class Hub:
                 continue
             if not conn.closing:
                 self.evict(conn, CLOSE_POLICY, STALLED_REASON)
-            elif conn.transport.is_closing():
+            elif conn.close_code is None and conn.transport.is_closing():
                 # Closing, and still taking nothing: a client that half-closed while it had
                 # stopped reading was held until the heartbeat (an outside pass: 50 such
                 # sockets, 25 MB of kernel memory), out of this sweep's reach.
