@@ -283,6 +283,10 @@ async def test_a_stalled_websocket_that_half_closes_is_cut_too() -> None:
     try:
         acc = account()
         stalled = await RawWS.connect(svc.port, headers={"Luna-Account-Id": acc}, rcvbuf=4096)
+    except BaseException:
+        svc.close()
+        raise
+    try:
         sock = stalled.writer.get_extra_info("socket")
         import aiohttp
 
@@ -300,8 +304,8 @@ async def test_a_stalled_websocket_that_half_closes_is_cut_too() -> None:
         assert metric(svc.url, 'connections_reset_total{reason="ws_stalled"}') == 1
         assert metric(svc.url, "ws_connections") == 0
         assert _fin_wait_sockets(svc.port) == 0
-        stalled.close()
     finally:
+        stalled.close()
         assert svc.terminate() == 0, svc.log()[-2000:]
 
 
@@ -313,6 +317,10 @@ async def test_a_reader_that_half_closes_gets_everything_queued() -> None:
     try:
         acc = account()
         ws = await RawWS.connect(svc.port, headers={"Luna-Account-Id": acc}, rcvbuf=4096)
+    except BaseException:
+        svc.close()
+        raise
+    try:
         import aiohttp
 
         async with aiohttp.ClientSession() as session:
@@ -333,6 +341,6 @@ async def test_a_reader_that_half_closes_gets_everything_queued() -> None:
             reset = True
         assert (got, reset) == (200, False)
         assert metric(svc.url, "connections_reset_total") == 0
-        ws.close()
     finally:
+        ws.close()
         assert svc.terminate() == 0, svc.log()[-2000:]
