@@ -139,7 +139,9 @@ async def test_held_heads_meet_no_deadline_and_small_requests_are_not_held(redis
         assert svc.terminate() == 0
     probes = [float(x) for x in out.split()]
     statuses = [status for status, _ in burst]
-    assert took > 1.5  # the burst outlasted the deadline, so the deadline was tested
+    # The burst outlasted the 1 s deadline, so the deadline was tested (1.44-1.50 s on a quiet
+    # machine in two full runs, which a bound of 1.5 failed).
+    assert took > 1.2, took
     assert statuses.count(b"HTTP/1.1 101 Switching Protocols") == 900, set(statuses)
     # Not held behind the burst: an outside pass saw 1.7-3.1 s when small requests were
     assert len(probes) >= 5 and max(probes) < 1.5, sorted(probes)[-5:]
