@@ -262,17 +262,17 @@ async def test_a_new_channel_needs_no_marker(make: Callable[..., History]) -> No
     assert await history.since(ch, offset) == (True, [])
 
 
-async def test_start_marks_only_when_no_other_recorder_is_live(redis_server: RedisServer) -> None:
+async def test_start_marks_only_when_no_other_recorder_is_live(private_redis: RedisServer) -> None:
     """Each history stands for an instance, recording under its bus connection's presence name
     (bus/presence.py), here a pub/sub connection of its own. A plain listener of the channel (an
     instance with only ordinary sockets of the account) is no recorder, and a recorder killed
     without a stop is seen dead at once (its presence is gone) though registered for 3 s more."""
     prefix = f"t-{uuid.uuid4().hex[:8]}"
-    client = aioredis.from_url(redis_server.url)
+    client = aioredis.from_url(private_redis.url)
     ch = f"c-{uuid.uuid4().hex[:6]}"
     names = [f"{presence.PREFIX}{uuid.uuid4().hex}" for _ in range(3)]
     one, two, three = (
-        RedisHistory(redis_server.url, prefix=prefix, presence=lambda n=n: n) for n in names
+        RedisHistory(private_redis.url, prefix=prefix, presence=lambda n=n: n) for n in names
     )
     held = [client.pubsub() for _ in names]
     plain = client.pubsub()
@@ -309,15 +309,15 @@ async def test_start_marks_only_when_no_other_recorder_is_live(redis_server: Red
         await client.aclose()
 
 
-async def test_a_recorder_registers_under_its_current_name(redis_server: RedisServer) -> None:
+async def test_a_recorder_registers_under_its_current_name(private_redis: RedisServer) -> None:
     """After a reconnect the bus's presence name changes; the recorder's next mark (a gap
     marker) registers the new one and drops the old, so only the new one vouches for it."""
     prefix = f"t-{uuid.uuid4().hex[:8]}"
-    client = aioredis.from_url(redis_server.url, socket_timeout=5)
+    client = aioredis.from_url(private_redis.url, socket_timeout=5)
     ch = f"c-{uuid.uuid4().hex[:6]}"
     current = [f"{presence.PREFIX}{uuid.uuid4().hex}"]
-    one = RedisHistory(redis_server.url, prefix=prefix, presence=lambda: current[0])
-    two = RedisHistory(redis_server.url, prefix=prefix, presence=lambda: None)  # bus down
+    one = RedisHistory(private_redis.url, prefix=prefix, presence=lambda: current[0])
+    two = RedisHistory(private_redis.url, prefix=prefix, presence=lambda: None)  # bus down
     held = client.pubsub()
     try:
         async with asyncio.timeout(30):  # a full run once hung here for 300 s, not seen since
