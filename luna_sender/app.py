@@ -109,14 +109,14 @@ def _observe(bus: SelfHealing, hub: Hub, metrics: Metrics) -> None:
 
     def reconnected() -> None:
         metrics.reconnected.inc()
-        hub.recorder.interrupted()
+        hub.interrupted()
 
     def repaired(count: int) -> None:
         # A channel the self-check found unsubscribed heard nothing meanwhile; which one is not
         # said, so every recorded channel is marked (repairs are rare; the cost is that older
         # offsets answer recovered: false).
         metrics.repaired.inc(count)
-        hub.recorder.interrupted()
+        hub.interrupted()
 
     bus.observe(reconnected=reconnected, repaired=repaired)
 

@@ -32,6 +32,7 @@ log = logging.getLogger("luna_sender.hub")
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
+CLOSE_RESUME = 1012  # Service Restart: reconnect now (with since, for a recovering socket)
 SLOW_CONSUMER_REASON = "slow consumer: outgoing queue overflow"
 STALLED_REASON = "slow consumer: no progress"
 _ids = itertools.count(1)

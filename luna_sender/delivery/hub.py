@@ -20,13 +20,13 @@ from luna_sender import wire
 from luna_sender.delivery import matching
 from luna_sender.delivery.connection import (
     CLOSE_GOING_AWAY,
-    CLOSE_POLICY,
-    STALLED_REASON,
+    CLOSE_RESUME,
     Connection,
 )
 from luna_sender.delivery.frames import text_frame
 from luna_sender.delivery.groups import Batch, Budgets, GroupSet, face_index, general_index
 from luna_sender.delivery.recorder import POISON, Recorder, Tally, write_recorded
+from luna_sender.delivery.sweep import Sweep
 from luna_sender.runtime.sockets import reset
 
 if TYPE_CHECKING:
@@ -36,10 +36,10 @@ if TYPE_CHECKING:
     from luna_sender.runtime.metrics import Metrics
 
 log = logging.getLogger("luna_sender.hub")
-HISTORY_GAUGE_INTERVAL = 5.0
 # Bus bytes joined into one write per socket at most: about what a socket's send buffer
 # (ws.socket_send_buffer) takes in one call; a longer join saves no syscall, only delays.
 BATCH_BYTES = 256 * 1024
+INTERRUPTED_REASON = "event stream interrupted: resume with since"
 
 
 class HubHooks(Protocol):
@@ -82,7 +82,6 @@ class Hub:
         self._general_rec = GroupSet(general_index())
         self.recorder = Recorder(history, settings.history.ttl, self._deliver_recovering, metrics)
         self._recorded = self.recorder.channels
-        self._gauge: asyncio.Task[None] | None = None
         # Bus messages of the current loop turn, fanned out together by _drain.
         self._inbox: list[tuple[str, bytes, str, float, Tally | None]] = []
 
@@ -93,14 +92,13 @@ class Hub:
         self._call_soon = asyncio.get_running_loop().call_soon
         await self.bus.start(self.on_message)
         await self.bus.subscribe(self._general_channel)
-        self._sweeper = asyncio.create_task(self._sweep(), name="hub-stall-sweeper")
+        self._sweeper = asyncio.create_task(Sweep(self).run(), name="hub-stall-sweeper")
 
     async def stop(self) -> None:
-        for task in (self._sweeper, self._gauge):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         await self.bus.stop()
         await self.recorder.close()
 
@@ -135,7 +133,7 @@ class Hub:
             self.face_channel(conn.account or "") if conn.kind == "face" else self._general_channel
         )
 
-    def _held(self, account: str) -> bool:
+    def held(self, account: str) -> bool:
         """Whether an account's channel must stay subscribed (sockets, plugins, recording)."""
         channel = self.face_channel(account)
         return (
@@ -186,7 +184,7 @@ class Hub:
             self.budgets.release(conn.filter, groups is not None and groups.remove(conn))
             if not groups:
                 faces.pop(conn.account, None)
-                if not self._held(conn.account):
+                if not self.held(conn.account):
                     await self.bus.unsubscribe(self.face_channel(conn.account))
         else:
             self.budgets.release(conn.filter, general.remove(conn))
@@ -338,46 +336,18 @@ class Hub:
         self.metrics.dropped("slow_consumer")
         log.warning("closing websocket %s (%s): %s", conn.id, conn.filter.summary(), reason)
 
-    async def _sweep(self) -> None:
-        interval = min(1.0, self.settings.ws.stall_timeout / 4)
-        timeout = self.settings.ws.stall_timeout
-        next_size = 0.0
-        while True:
-            await asyncio.sleep(interval)
-            now = time.monotonic()
-            if now >= next_size:  # the history gauge: a Redis round trip only while recording
-                next_size = now + HISTORY_GAUGE_INTERVAL
-                if self._gauge is None or self._gauge.done():  # off the sweep: Redis may hang
-                    self._gauge = asyncio.create_task(self._history_gauge(), name="history-gauge")
-            for channel in self.recorder.expired():
-                account = channel[len(self._face_prefix) :]
-                if channel != self._general_channel and not self._held(account):
-                    await self.bus.unsubscribe(channel)
-            try:
-                self._evict_stalled(now, timeout)
-            except Exception:  # the sweep must outlive any one socket's trouble
-                log.exception("stall sweep failed")
-
-    def _evict_stalled(self, now: float, timeout: float) -> None:
-        """Apart from _sweep, whose frame sleeps: a loop variable there kept the last socket it
-        swept, closed since, and its filter alive until another socket was swept."""
-        for conn in list(self.connections):
-            # Nothing unsent and no stall watched (most sockets, every second): no call at all
-            if conn.stall_since is None and not conn.transport.get_write_buffer_size():
-                continue
-            if not conn.stalled(now, timeout):
-                continue
-            if not conn.closing:
-                self.evict(conn, CLOSE_POLICY, STALLED_REASON)
-            elif conn.close_code is None and conn.transport.is_closing():
-                # Closing, and still taking nothing: a client that half-closed while it had
-                # stopped reading was held until the heartbeat (an outside pass: 50 such
-                # sockets, 25 MB of kernel memory), out of this sweep's reach.
-                reset(conn.transport, "ws_stalled")
-
-    async def _history_gauge(self) -> None:
-        if (size := await self.recorder.size()) is not None:
-            self.metrics.history_size.set(size)
+    def interrupted(self) -> None:
+        """The bus subscription was cut and is back: what was published meanwhile reached no one
+        here, so the recorder owes a gap marker, and every open recovering socket is closed before
+        a live event from after that marker reaches it. Left open, its newest offset would lie
+        past the gap and a later resume from it would answer ``recovered: true`` over the loss
+        (an outside pass: ~3 events per account per Redis restart); closed, its client resumes
+        from an offset before the marker and is told ``false``. Plain sockets stay open."""
+        self.recorder.interrupted()
+        for conn in [c for c in self.connections if c.recover]:
+            if conn.request_close(CLOSE_RESUME, INTERRUPTED_REASON):
+                conn.closing = True  # nothing more is written to it, the Close aside
+                self.metrics.closed("bus_interrupted")
 
     async def close_all(
         self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutdown"

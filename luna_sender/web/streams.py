@@ -203,7 +203,7 @@ async def serve_socket(
     conn.handler = proto
     conn.reading = True
     transport.write(_upgrade_head(request, rid))
-    conn.closing = False
+    conn.closing = conn.close_code is not None  # a close asked for meanwhile: no events
     record_request(request, 101, time.perf_counter() - started)
     route = _ROUTES.setdefault(route_label(request), route_label(request))
     ended = _Ender(context, route)

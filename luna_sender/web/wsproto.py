@@ -7,16 +7,11 @@ idle socket. Clients send nothing that matters (spec §2.1), so once the upgrade
 route hands the transport to this protocol (``LunaRequestHandler.detach``) and the request
 finishes; what stays per socket is the transport, this object and the :class:`Connection`.
 
-It reads client frames the way aiohttp's reader did, so clients see the same behaviour:
-masked or not, text/binary/fragmented messages are parsed and dropped; a ping is answered with a
-pong (within ``ws.queue_max_bytes``, see :meth:`_control`); a message of ``max_message_size``
-bytes or more closes 1009, invalid UTF-8 text 1007, any other protocol error 1002 (Close frame,
-then the TCP close). A client's Close is answered with 1000 and the TCP close. The heartbeat
-pings a socket silent for ``heartbeat`` seconds and drops it (1006) if nothing comes back within
-half that; both on a shared grid (``BEAT_GRID``), so up to one grid step later. A server close
-(eviction, shutdown) goes through :meth:`Connection.request_close` -> :meth:`cancel` ->
-:meth:`Connection.finish_close` -> :meth:`close` as before: one Close frame, then a bounded
-wait for the client's.
+It reads client frames as aiohttp's reader did, so clients see the same behaviour (spec §2.1
+and docs/reliability.md "Close codes": pings answered within ``ws.queue_max_bytes``, 1009/1007/1002
+on bad input, a client's Close answered 1000). The heartbeat runs on a shared grid (``BEAT_GRID``).
+A server close goes request_close -> :meth:`cancel` -> finish_close -> :meth:`close`: one Close
+frame, then a bounded wait for the client's.
 """
 
 from __future__ import annotations
