@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
+import psutil
 
 from .helpers import RedisServer
 
@@ -57,6 +58,20 @@ def client_pause(server: RedisServer, millis: int, mode: str = "ALL") -> None:
 def kill_pubsub(server: RedisServer) -> int:
     """Close every pub/sub connection from the server side; returns how many."""
     return int(server.client().execute_command("CLIENT KILL TYPE pubsub"))
+
+
+def kill_pubsub_of(server: RedisServer, pid: int) -> None:
+    """Close, from the server side, the one pub/sub connection of process ``pid`` (a service
+    whose other connections, and whose process, live on)."""
+    ports = {c.laddr.port for c in psutil.Process(pid).net_connections("tcp")}
+    admin = server.client()
+    ids = [
+        c["id"]
+        for c in admin.client_list(_type="pubsub")
+        if int(c["addr"].rsplit(":", 1)[1]) in ports
+    ]
+    assert len(ids) == 1, ids
+    admin.client_kill_filter(_id=ids[0])
 
 
 def restart(server: RedisServer) -> None:

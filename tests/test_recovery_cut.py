@@ -17,34 +17,22 @@ import signal
 from typing import Any
 
 import aiohttp
-import psutil
 import pytest
-import redis.asyncio as aioredis
 
+from .faults import kill_pubsub_of
 from .helpers import RedisServer, Service, account, face_event, publish_face, recv_json
 
 pytestmark = pytest.mark.slow
 
 
-async def _cut_pubsub_while_stopped(first: Service, redis_url: str, during: Any) -> None:
+async def _cut_pubsub_while_stopped(first: Service, redis: RedisServer, during: Any) -> None:
     """Stop ``first``, kill its pub/sub connection, run ``during()``, let it go on."""
-    admin = aioredis.from_url(redis_url)
+    os.kill(first.proc.pid, signal.SIGSTOP)
     try:
-        ports = {c.laddr.port for c in psutil.Process(first.proc.pid).net_connections("tcp")}
-        victims = [
-            c["id"]
-            for c in await admin.client_list(_type="pubsub")
-            if int(c["addr"].rsplit(":", 1)[1]) in ports
-        ]
-        assert len(victims) == 1, victims
-        os.kill(first.proc.pid, signal.SIGSTOP)
-        try:
-            await admin.client_kill_filter(_id=victims[0])
-            await during()
-        finally:
-            os.kill(first.proc.pid, signal.SIGCONT)
+        kill_pubsub_of(redis, first.proc.pid)
+        await during()
     finally:
-        await admin.aclose()
+        os.kill(first.proc.pid, signal.SIGCONT)
 
 
 async def test_a_recovering_socket_open_across_a_cut_is_closed_and_told_on_resume(
@@ -68,13 +56,13 @@ async def test_a_recovering_socket_open_across_a_cut_is_closed_and_told_on_resum
                 for tag in ("2", "3"):
                     await publish_face(session, other.url, acc, [face_event(user_data=tag)])
 
-            await _cut_pubsub_while_stopped(first, private_redis.url, lost)
+            await _cut_pubsub_while_stopped(first, private_redis, lost)
             # The plain socket stays open and goes on live once the subscription is back
             for _ in range(100):
                 await publish_face(session, other.url, acc, [face_event(user_data="4")])
                 try:
                     got = await recv_json(plain, 0.1)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
                 assert got["event"]["user_data"] == "4"
                 break
@@ -121,7 +109,7 @@ async def test_a_recovering_socket_opened_after_the_cut_is_left_alone(
             async def nothing() -> None:
                 await asyncio.sleep(0.2)
 
-            await _cut_pubsub_while_stopped(first, private_redis.url, nothing)
+            await _cut_pubsub_while_stopped(first, private_redis, nothing)
             await asyncio.sleep(0.5)  # the reconnect
             rec = await session.ws_connect(
                 first.ws_url + "/ws", headers=headers, params={"recover": "true"}

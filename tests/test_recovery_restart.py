@@ -14,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
-import psutil
 import pytest
 import redis.asyncio as aioredis
 
 from luna_sender.bus.redis_scripts import APPEND
 
+from .faults import kill_pubsub_of
 from .helpers import RedisServer, Service, account, face_event, publish_face, recv_json
 
 pytestmark = pytest.mark.slow
@@ -127,6 +129,44 @@ async def test_a_resume_after_the_only_recorder_was_killed_is_not_promised(
                 svc.close()
 
 
+async def _resume_elsewhere_while_stopped(redis: RedisServer, during: Callable[..., Any]) -> None:
+    """A recording socket on one instance, that instance stopped (SIGSTOP), ``during(first,
+    publish)`` run, then a resume from the socket's offset on another instance: it must learn of
+    the gap (``recovered: false``) and go on live."""
+    acc = account()
+    first = Service("--redis-url", redis.url)
+    other = Service("--redis-url", redis.url)
+    headers = {"Luna-Account-Id": acc}
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def publish(tag: str) -> None:
+                await publish_face(session, other.url, acc, [face_event(user_data=tag)])
+
+            ws = await session.ws_connect(
+                first.ws_url + "/ws", headers=headers, params={"recover": "true"}
+            )
+            await publish("1")
+            offset = (await recv_json(ws))["offset"]
+            os.kill(first.proc.pid, signal.SIGSTOP)
+            try:
+                await during(first, publish)
+                resumed = await session.ws_connect(
+                    other.ws_url + "/ws", headers=headers, params={"since": offset}
+                )
+                answer = await recv_json(resumed)
+            finally:
+                os.kill(first.proc.pid, signal.SIGCONT)
+            assert answer == {"recovery": {"recovered": False, "replayed": 0}}
+            await publish("4")
+            assert (await recv_json(resumed))["event"]["user_data"] == "4"
+            await resumed.close()
+            await ws.close()
+    finally:
+        for svc in (first, other):
+            svc.close()
+
+
 async def test_a_recorder_whose_subscription_was_cut_is_not_believed(
     private_redis: RedisServer,
 ) -> None:
@@ -135,44 +175,13 @@ async def test_a_recorder_whose_subscription_was_cut_is_not_believed(
     meanwhile reach no recorder. A presence held on a separate connection vouched for it, and a
     resume elsewhere answered ``recovered: true, replayed: 0`` over the lost events (an outside
     pass: 10 of 10 rounds). The presence lives on the cut connection now."""
-    acc = account()
-    first = Service("--redis-url", private_redis.url)
-    other = Service("--redis-url", private_redis.url)
-    headers = {"Luna-Account-Id": acc}
-    admin = aioredis.from_url(private_redis.url)
-    try:
-        async with aiohttp.ClientSession() as session:
-            ws = await session.ws_connect(
-                first.ws_url + "/ws", headers=headers, params={"recover": "true"}
-            )
-            await publish_face(session, other.url, acc, [face_event(user_data="1")])
-            offset = (await recv_json(ws))["offset"]
-            ports = {c.laddr.port for c in psutil.Process(first.proc.pid).net_connections("tcp")}
-            (victim,) = [
-                c["id"]
-                for c in await admin.client_list(_type="pubsub")
-                if int(c["addr"].rsplit(":", 1)[1]) in ports
-            ]
-            os.kill(first.proc.pid, signal.SIGSTOP)
-            try:
-                await admin.client_kill_filter(_id=victim)
-                await publish_face(session, other.url, acc, [face_event(user_data="2")])
-                await publish_face(session, other.url, acc, [face_event(user_data="3")])
-                resumed = await session.ws_connect(
-                    other.ws_url + "/ws", headers=headers, params={"since": offset}
-                )
-                answer = await recv_json(resumed)
-            finally:
-                os.kill(first.proc.pid, signal.SIGCONT)
-            assert answer == {"recovery": {"recovered": False, "replayed": 0}}
-            await publish_face(session, other.url, acc, [face_event(user_data="4")])
-            assert (await recv_json(resumed))["event"]["user_data"] == "4"
-            await resumed.close()
-            await ws.close()
-    finally:
-        await admin.aclose()
-        for svc in (first, other):
-            svc.close()
+
+    async def cut(first: Service, publish: Callable[[str], Any]) -> None:
+        kill_pubsub_of(private_redis, first.proc.pid)
+        await publish("2")
+        await publish("3")
+
+    await _resume_elsewhere_while_stopped(private_redis, cut)
 
 
 async def test_a_stalled_recorder_is_not_believed_for_long(private_redis: RedisServer) -> None:
@@ -181,32 +190,9 @@ async def test_a_stalled_recorder_is_not_believed_for_long(private_redis: RedisS
     over the events published since the freeze, which wait unread in its socket (an outside
     pass: 33 of 37 rounds). A registration not refreshed for 1.5 s is no longer believed; a
     client that moves to another instance after that learns of the gap."""
-    acc = account()
-    first = Service("--redis-url", private_redis.url)
-    other = Service("--redis-url", private_redis.url)
-    headers = {"Luna-Account-Id": acc}
-    try:
-        async with aiohttp.ClientSession() as session:
-            ws = await session.ws_connect(
-                first.ws_url + "/ws", headers=headers, params={"recover": "true"}
-            )
-            await publish_face(session, other.url, acc, [face_event(user_data="1")])
-            offset = (await recv_json(ws))["offset"]
-            os.kill(first.proc.pid, signal.SIGSTOP)
-            try:
-                await publish_face(session, other.url, acc, [face_event(user_data="2")])
-                await asyncio.sleep(2.0)
-                resumed = await session.ws_connect(
-                    other.ws_url + "/ws", headers=headers, params={"since": offset}
-                )
-                answer = await recv_json(resumed)
-            finally:
-                os.kill(first.proc.pid, signal.SIGCONT)
-            assert answer == {"recovery": {"recovered": False, "replayed": 0}}
-            await publish_face(session, other.url, acc, [face_event(user_data="3")])
-            assert (await recv_json(resumed))["event"]["user_data"] == "3"
-            await resumed.close()
-            await ws.close()
-    finally:
-        for svc in (first, other):
-            svc.close()
+
+    async def stall(first: Service, publish: Callable[[str], Any]) -> None:
+        await publish("2")
+        await asyncio.sleep(2.0)
+
+    await _resume_elsewhere_while_stopped(private_redis, stall)
