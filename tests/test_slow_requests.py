@@ -168,6 +168,19 @@ async def _read_all(
     return data, False
 
 
+async def _sent_until_reset(sock: socket.socket, requests: bytes) -> float:
+    """Send ``requests``, read nothing, and return the seconds until the connection ends (at
+    most four deadlines). The end is seen without reading (a read would be progress): poll
+    reports it."""
+    await asyncio.get_running_loop().sock_sendall(sock, requests)
+    sent = time.monotonic()
+    poller = select.poll()
+    poller.register(sock, select.POLLERR | select.POLLHUP)
+    while not poller.poll(0) and time.monotonic() - sent < 4 * SEND:
+        await asyncio.sleep(0.02)
+    return time.monotonic() - sent
+
+
 async def test_a_client_that_reads_none_of_its_answers_is_dropped(live_app_factory) -> None:
     """An outside pass pipelined 100 ``/docs/spec`` requests and never read: its descriptor
     and the unsent answers were held for as long as it liked. Now the connection is dropped
@@ -179,14 +192,7 @@ async def test_a_client_that_reads_none_of_its_answers_is_dropped(live_app_facto
     sockets.RESETS.clear()  # a process-wide tally: earlier apps of this test process may add
     sock = await _unread_connection(app, rcvbuf=None)  # the kernel's own, which grows
     with sock:
-        await asyncio.get_running_loop().sock_sendall(sock, SPEC * 30)
-        sent = time.monotonic()
-        # the reset is seen without reading (a read would be progress): poll reports it
-        poller = select.poll()
-        poller.register(sock, select.POLLERR | select.POLLHUP)
-        while not poller.poll(0) and time.monotonic() - sent < 4 * SEND:
-            await asyncio.sleep(0.02)
-        ended = time.monotonic() - sent
+        ended = await _sent_until_reset(sock, SPEC * 30)
         data, reset = await _read_all(sock)
     # reset, not closed: a close left the unread answers in the kernel, sent on for minutes;
     # and one deadline after the client stopped taking bytes (a first version took two)
@@ -212,13 +218,7 @@ async def test_a_single_answer_never_read_is_dropped_too(
     app = await live_app_factory(limits={"http_head_timeout": 30.0, "http_send_timeout": SEND})
     sock = await _unread_connection(app)
     with sock:
-        await asyncio.get_running_loop().sock_sendall(sock, request_bytes)
-        sent = time.monotonic()
-        poller = select.poll()
-        poller.register(sock, select.POLLERR | select.POLLHUP)
-        while not poller.poll(0) and time.monotonic() - sent < 4 * SEND:
-            await asyncio.sleep(0.02)
-        ended = time.monotonic() - sent
+        ended = await _sent_until_reset(sock, request_bytes)
         _data, reset = await _read_all(sock)
     assert reset and ended <= SEND * 1.25 + 0.5, ended
 
