@@ -111,12 +111,13 @@ def _observe(bus: SelfHealing, hub: Hub, metrics: Metrics) -> None:
         metrics.reconnected.inc()
         hub.interrupted()
 
-    def repaired(count: int) -> None:
+    def repaired(missing: int, extra: int) -> None:
         # A channel the self-check found unsubscribed heard nothing meanwhile; which one is not
         # said, so every recorded channel is marked (repairs are rare; the cost is that older
-        # offsets answer recovered: false).
-        metrics.repaired.inc(count)
-        hub.interrupted()
+        # offsets answer recovered: false). One only released late lost nothing.
+        metrics.repaired.inc(missing + extra)
+        if missing:
+            hub.interrupted()
 
     bus.observe(reconnected=reconnected, repaired=repaired)
 

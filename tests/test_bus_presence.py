@@ -43,7 +43,7 @@ async def test_the_name_lives_with_its_connection_and_never_comes_back(
 ) -> None:
     bus = RedisBus(private_redis.url)
     reconnected = asyncio.Event()
-    bus.observe(reconnected=reconnected.set, repaired=lambda _n: None)
+    bus.observe(reconnected=reconnected.set, repaired=lambda *_: None)
     await bus.start(lambda _c, _d: None)
     admin = aioredis.from_url(private_redis.url)
     try:
@@ -69,7 +69,7 @@ async def test_a_repair_renews_the_name(private_redis: RedisServer) -> None:
     nothing meanwhile: the name that vouched for the connection is released for a new one."""
     bus = RedisBus(private_redis.url)
     repaired = asyncio.Event()
-    bus.observe(reconnected=lambda: None, repaired=lambda _n: repaired.set())
+    bus.observe(reconnected=lambda: None, repaired=lambda *_: repaired.set())
     await bus.start(lambda _c, _d: None)
     admin = aioredis.from_url(private_redis.url)
     try:

@@ -105,7 +105,7 @@ async def test_reader_survives_client_kill_mid_stream(
     got: list[bytes] = []
     bus = RedisBus(private_redis.url)
     reconnected = asyncio.Event()
-    bus.observe(reconnected=reconnected.set, repaired=lambda _n: None)
+    bus.observe(reconnected=reconnected.set, repaired=lambda *_: None)
     await bus.start(lambda _channel, data: got.append(data))
     admin = aioredis.from_url(private_redis.url)
     try:

@@ -19,8 +19,18 @@ from typing import Any
 import aiohttp
 import pytest
 
+from luna_sender.web.context import CTX
+
 from .faults import kill_pubsub_of
-from .helpers import RedisServer, Service, account, face_event, publish_face, recv_json
+from .helpers import (
+    RedisServer,
+    Service,
+    account,
+    face_event,
+    metric_sum,
+    publish_face,
+    recv_json,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -127,3 +137,44 @@ async def test_a_recovering_socket_opened_after_the_cut_is_left_alone(
             await resumed.close()
     finally:
         first.close()
+
+
+async def _repairs(app: Any) -> float:
+    async with app.session.get(app.url("/metrics")) as resp:
+        return metric_sum(await resp.text(), "bus_subscription_repairs_total")
+
+
+async def _drift(app: Any, command: str, channel: str) -> None:
+    """Change the bus's subscriptions behind its back, as Redis then sees them, and wait for
+    its self-check (once a second) to repair the drift."""
+    before = await _repairs(app)
+    await app.app[CTX].bus._pubsub.execute_command(command, channel)
+    for _ in range(100):
+        if await _repairs(app) > before:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no repair")
+
+
+async def test_a_repaired_subscription_closes_recovering_sockets_too(
+    live_app_factory: Any, private_redis: RedisServer
+) -> None:
+    """A wanted channel found unsubscribed heard nothing for a while: like a cut. (A channel
+    only found still subscribed lost nothing and closes nothing; no test makes that drift.)"""
+    app = await live_app_factory(redis_url=private_redis.url)
+    acc = account()
+    base = app.url("/publish")[: -len("/publish")]
+    async with (
+        app.ws(account=acc, params={"recover": "true"}) as rec,
+        app.ws(account=acc) as plain,
+    ):
+        await publish_face(app.session, base, acc, [face_event(user_data="1")])
+        last = (await recv_json(rec))["offset"]
+        assert (await recv_json(plain))["event"]["user_data"] == "1"
+        await _drift(app, "UNSUBSCRIBE", f"luna-sender:{acc}")  # missing: deaf meanwhile
+        msg = await rec.receive(timeout=5)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1012, msg
+        await publish_face(app.session, base, acc, [face_event(user_data="2")])
+        assert (await recv_json(plain))["event"]["user_data"] == "2"
+    async with app.ws(account=acc, params={"since": last}) as resumed:
+        assert await recv_json(resumed) == {"recovery": {"recovered": False, "replayed": 0}}

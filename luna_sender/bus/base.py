@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 MessageHandler = Callable[[str, bytes], None]
+Repaired = Callable[[int, int], None]  # channels re-subscribed, released (SelfHealing)
 
 
 # What clients see after "Event bus is unavailable: " (error 29006): never an address.
@@ -158,13 +159,12 @@ class SelfHealing(Protocol):
     """Optional: a bus whose connection can drop reports what it did about it (for metrics).
 
     ``reconnected`` is called each time the subscription connection is back after a loss;
-    ``repaired`` with the number of channels its self-check re-subscribed or released. Both run
-    on the bus's loop and must not block. Every Redis backend has it; ``memory://`` does not.
+    ``repaired`` with the numbers of channels its self-check re-subscribed (they heard nothing
+    for a while) and released (nothing was lost). Both run on the bus's loop and must not block.
+    Every Redis backend has it; ``memory://`` does not.
     """
 
-    def observe(
-        self, *, reconnected: Callable[[], None], repaired: Callable[[int], None]
-    ) -> None: ...
+    def observe(self, *, reconnected: Callable[[], None], repaired: Repaired) -> None: ...
 
 
 def create_bus(url: str, options: BusOptions | None = None) -> Bus:

@@ -35,6 +35,7 @@ from luna_sender.bus.base import (
     BusError,
     BusOptions,
     MessageHandler,
+    Repaired,
     log_address,
 )
 from luna_sender.bus.dialect import CLASSIC, Dialect
@@ -65,9 +66,8 @@ class RedisBus:
         self._subscribe_timeout = options.subscribe_timeout
         self._publish_timeout = options.publish_timeout
         self._audit_interval, self._health_grace = options.audit_interval, options.health_grace
-        self._on_repair: Callable[[int], None] | None = None
-        # Sentinel and Cluster backends pass their own client (see sentinel.py, cluster.py);
-        # Any because it is a Redis, a Sentinel-managed Redis or a RedisCluster.
+        self._on_repair: Repaired | None = None
+        # Any: a Redis, or the Sentinel/Cluster backends' own client (sentinel.py, cluster.py)
         self._client: Any = (
             client
             if client is not None
@@ -97,7 +97,7 @@ class RedisBus:
         self._channel_names = replies.ChannelNames()
         self.announcer = Announcer(self.announces)
 
-    def observe(self, *, reconnected: Callable[[], None], repaired: Callable[[int], None]) -> None:
+    def observe(self, *, reconnected: Callable[[], None], repaired: Repaired) -> None:
         self._link.on_reconnect = reconnected
         self._on_repair = repaired
 
@@ -353,7 +353,7 @@ class RedisBus:
             self.announcer.renew(same_connection=True)
             self._dirty.set()
         if self._on_repair:
-            self._on_repair(len(missing) + len(extra))
+            self._on_repair(len(missing), len(extra))
         (log.warning if fresh else log.debug)(
             "bus subscription drift repaired: %d channel(s) not confirmed, %d not released",
             len(missing),
