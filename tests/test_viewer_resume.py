@@ -17,6 +17,7 @@ import pytest
 from luna_sender.web.context import CTX
 
 from .conftest import LiveApp
+from .faults import kill_pubsub
 from .helpers import RedisServer, Service, account, face_event, face_message
 from .test_viewer_browser import CHROMIUM_ARGS, chromium_path
 
@@ -146,6 +147,25 @@ async def test_viewer_says_events_may_be_missed_when_the_offset_is_unknown_or_ex
     assert cut(app, acc) == 1
     await page.wait_for_selector("#recovery.warn", timeout=15000)
     assert "nothing to resume from" in await page.inner_text("#recovery")
+
+
+async def test_viewer_is_told_when_the_services_event_stream_was_interrupted(
+    live_app_factory: Callable[..., Any], private_redis: RedisServer, page: Any
+) -> None:
+    """The service's own Redis subscription is cut while the page is open: the page's socket
+    is closed (1012), the page resumes by itself, and says that events may have been missed."""
+    app = await live_app_factory(redis_url=private_redis.url)
+    acc = account()
+    await open_viewer(page, app, acc)
+    await publish(app, acc, "1")
+    assert await rows(page, 1) == ["1"]
+    assert kill_pubsub(private_redis) == 1
+    await page.wait_for_selector("#recovery.warn", timeout=15000)
+    text = await page.inner_text("#recovery")
+    assert "event stream was interrupted" in text and "events may have been missed" in text
+    await page.wait_for_selector("#status.open")
+    await publish(app, acc, "2")
+    assert await rows(page, 2) == ["1", "2"]
 
 
 async def publish_http(svc: Service, acc: str, *tags: str) -> None:

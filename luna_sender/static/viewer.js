@@ -230,8 +230,8 @@ function openSocket(resuming) {
         notice(`Resumed after reconnect: ${n} missed event${n === 1 ? "" : "s"} replayed.`, "ok");
       } else {
         notice("Reconnected, but recovery failed (the last event seen is outside the " +
-               "service's history window): events may have been missed while disconnected.",
-               "warn");
+               "service's history window, or the service's own event stream was interrupted): " +
+               "events may have been missed while disconnected.", "warn");
       }
       return;
     }
