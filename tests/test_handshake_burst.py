@@ -114,6 +114,9 @@ async def test_a_burst_of_large_upgrades_does_not_stall_delivery(redis_server) -
     assert max(lags) < 0.4, sorted(lags)[-5:]
 
 
+BURST = 1300
+
+
 async def test_held_heads_meet_no_deadline_and_small_requests_are_not_held(redis_server) -> None:
     """Found by the outside pass on the turns: bytes waiting for their turn ran into the head
     deadline (heads sent in full were closed unanswered), and /healthcheck waited 1.7-3.1 s
@@ -129,7 +132,7 @@ async def test_held_heads_meet_no_deadline_and_small_requests_are_not_held(redis
             [sys.executable, "-c", PROBER, str(svc.port)], stdout=subprocess.PIPE, text=True
         )
         started = time.monotonic()
-        burst = await asyncio.gather(*(raw_upgrade(svc.port, head) for _ in range(900)))
+        burst = await asyncio.gather(*(raw_upgrade(svc.port, head) for _ in range(BURST)))
         took = time.monotonic() - started
         prober.send_signal(signal.SIGINT)
         out, _ = await asyncio.to_thread(prober.communicate, None, 20)
@@ -139,9 +142,9 @@ async def test_held_heads_meet_no_deadline_and_small_requests_are_not_held(redis
         assert svc.terminate() == 0
     probes = [float(x) for x in out.split()]
     statuses = [status for status, _ in burst]
-    # The burst outlasted the 1 s deadline, so the deadline was tested (1.44-1.50 s on a quiet
-    # machine in two full runs, which a bound of 1.5 failed).
-    assert took > 1.2, took
-    assert statuses.count(b"HTTP/1.1 101 Switching Protocols") == 900, set(statuses)
+    # The burst outlasted the 1 s deadline, so the deadline was tested. 900 upgrades took
+    # 0.95-1.50 s in full runs, on either side of it; 1,300 keep clear of it.
+    assert took > 1.1, took
+    assert statuses.count(b"HTTP/1.1 101 Switching Protocols") == BURST, set(statuses)
     # Not held behind the burst: an outside pass saw 1.7-3.1 s when small requests were
     assert len(probes) >= 5 and max(probes) < 1.5, sorted(probes)[-5:]
