@@ -178,3 +178,50 @@ async def test_a_repaired_subscription_closes_recovering_sockets_too(
         assert (await recv_json(plain))["event"]["user_data"] == "2"
     async with app.ws(account=acc, params={"since": last}) as resumed:
         assert await recv_json(resumed) == {"recovery": {"recovered": False, "replayed": 0}}
+
+
+async def test_a_client_closed_by_a_cut_is_told_on_another_instance_at_once(
+    private_redis: RedisServer,
+) -> None:
+    """The Close waits for the gap marker. Sent at once, as first built, its client resumed on
+    another instance before the cut one had written the marker; a third recorder, stalled for
+    less than 1.5 s (so still believed), had not recorded the events published during the cut
+    either, and the answer was ``recovered: true, replayed: 0`` over them (an outside pass:
+    16 of 16)."""
+    acc = account()
+    cut, other, stalled = (Service("--redis-url", private_redis.url) for _ in range(3))
+    headers = {"Luna-Account-Id": acc}
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def recovering(svc: Service) -> Any:
+                return await session.ws_connect(
+                    svc.ws_url + "/ws", headers=headers, params={"recover": "true"}
+                )
+
+            rec, witness = await recovering(cut), await recovering(stalled)
+            await publish_face(session, other.url, acc, [face_event(user_data="1")])
+            last = (await recv_json(rec))["offset"]
+            assert (await recv_json(witness))["event"]["user_data"] == "1"
+            os.kill(stalled.proc.pid, signal.SIGSTOP)
+            try:
+
+                async def lost() -> None:
+                    for tag in ("2", "3"):
+                        await publish_face(session, other.url, acc, [face_event(user_data=tag)])
+
+                await _cut_pubsub_while_stopped(cut, private_redis, lost)
+                msg = await rec.receive(timeout=5)
+                assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1012, msg
+                resumed = await session.ws_connect(
+                    other.ws_url + "/ws", headers=headers, params={"since": last}
+                )
+                answer = await recv_json(resumed)
+            finally:
+                os.kill(stalled.proc.pid, signal.SIGCONT)
+            assert answer == {"recovery": {"recovered": False, "replayed": 0}}
+            await resumed.close()
+            await witness.close()
+    finally:
+        for svc in (cut, other, stalled):
+            svc.close()

@@ -135,3 +135,31 @@ def test_recording_lingers_for_the_window_after_the_last_recovering_socket() -> 
     rec.joined("b")  # came back within the window: no longer lingering
     assert rec.expired(10_000) == ["a"] and rec.expired(10_000) == []
     assert rec.records("b", 10_000)
+
+
+def test_not_recovered_still_drops_what_the_client_had() -> None:
+    """``false``, and this instance delivers late the very event the client resumed from (it
+    was stalled while another served it): an outside pass saw it come first, 10 of 10. Events
+    at or before ``since`` are dropped, held or live; the rest of its message and later ones
+    are not."""
+    seam = Seam(str(off(5, 1)))  # events 0 and 1 of message 5 were delivered
+    seam.hold(off(4), b'{"event":"4"}')
+    seam.hold(off(5, 1), b'{"event":"5.1"}')
+    seam.hold(off(5, 2), b'{"event":"5.2"}')
+    out = seam.finish(Replay(False, []), render_all)
+    assert names(out) == [{"recovered": False, "replayed": 0}, "5.2"]
+    assert seam.hold(off(5, 0), b"late") is None  # still before, live
+    assert seam.hold(off(6), b"next") == b"next"
+    assert seam.transparent  # past it: the seam lets everything through untouched
+    other = Seam(str(off(5)))  # another epoch (history lost): nothing is the client's
+    other.finish(None, render_all)
+    assert other.hold(Offset("0" * 12, 1, 1), b"new") == b"new"
+
+
+def test_an_offset_from_before_a_snapshot_restore_hides_nothing_new() -> None:
+    """Redis restored from an older snapshot: the sequence runs again from an older value, at a
+    later time. The client's offset (sequence 9) is not the history's; new events with lower
+    sequences are new to the client and go out."""
+    seam = Seam(str(Offset(EPOCH, 5000, 9)))
+    seam.finish(Replay(False, []), render_all)
+    assert seam.hold(Offset(EPOCH, 7000, 4), b"after the restore") == b"after the restore"

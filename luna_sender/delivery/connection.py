@@ -205,19 +205,30 @@ class Connection:
             return True
         return False
 
-    def request_close(self, code: int, reason: str) -> bool:
-        """Ask the socket's own handler to close it; False if a close was already requested."""
+    def request_close(self, code: int, reason: str, hold: bool = False) -> bool:
+        """Ask the socket's own handler to close it; False if a close was already requested.
+        With ``hold`` nothing more is written to it and the Close waits for :meth:`send_close`
+        (the hub's interruption: the gap marker must be in the history first)."""
         if self.close_code is not None:
             return False
         self.close_code = code
         self.close_reason = reason
+        if hold:
+            self.closing = True
+            self.cancel_sent = True  # the handshake's end (web/streams.py) must not send it
+            return True
+        self.send_close()
+        return True
+
+    def send_close(self) -> None:
         handler = self.handler
         # A handler not in its read loop (mid-handshake, or already closing on the client's
         # Close or a protocol error) checks close_code itself or is past needing it.
         if self.reading and handler is not None and not self.ws.closed:
             self.cancel_sent = True
             handler.cancel()
-        return True
+        else:
+            self.cancel_sent = False
 
     def release(self) -> None:
         """The socket has ended: drop the references back to its protocol, which names this

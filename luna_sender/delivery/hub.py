@@ -40,6 +40,7 @@ log = logging.getLogger("luna_sender.hub")
 # (ws.socket_send_buffer) takes in one call; a longer join saves no syscall, only delays.
 BATCH_BYTES = 256 * 1024
 INTERRUPTED_REASON = "event stream interrupted: resume with since"
+MARK_WAIT = 2.0  # at most this long between an interruption and its sockets' Close
 
 
 class HubHooks(Protocol):
@@ -84,6 +85,8 @@ class Hub:
         self._recorded = self.recorder.channels
         # Bus messages of the current loop turn, fanned out together by _drain.
         self._inbox: list[tuple[str, bytes, str, float, Tally | None]] = []
+        self._holding: set[Connection] = set()  # recovering sockets whose Close waits (interrupted)
+        self._closers: set[asyncio.Task[None]] = set()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -95,10 +98,11 @@ class Hub:
         self._sweeper = asyncio.create_task(Sweep(self).run(), name="hub-stall-sweeper")
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in [self._sweeper, *self._closers]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.bus.stop()
         await self.recorder.close()
 
@@ -173,6 +177,7 @@ class Hub:
         if conn not in self.connections:
             return
         self.connections.discard(conn)
+        self._holding.discard(conn)
         self.closed_total += 1
         self.metrics.connections[conn.kind].dec()
         faces, general = self._sets(conn)
@@ -338,15 +343,29 @@ class Hub:
 
     def interrupted(self) -> None:
         """The bus subscription was cut and is back: what was published meanwhile reached no one
-        here, so the recorder owes a gap marker, and every open recovering socket is closed before
-        a live event from after that marker reaches it. Left open, its newest offset would lie
-        past the gap and a later resume from it would answer ``recovered: true`` over the loss
-        (an outside pass: ~3 events per account per Redis restart); closed, its client resumes
-        from an offset before the marker and is told ``false``. Plain sockets stay open."""
-        self.recorder.interrupted()
-        for conn in [c for c in self.connections if c.recover]:
-            if conn.request_close(CLOSE_RESUME, INTERRUPTED_REASON):
-                conn.closing = True  # nothing more is written to it, the Close aside
+        here, so the recorder owes gap markers, and every open recovering socket is closed before
+        a live event from after them reaches it. Left open, its newest offset would lie past the
+        gap and a later resume from it would answer ``recovered: true`` over the loss (an outside
+        pass: ~3 events per account per Redis restart); closed, its client resumes from an offset
+        before the markers and is told ``false``. The Close waits (bounded) until the markers
+        are written: the client may resume on another instance. Plain sockets stay open."""
+        marked = self.recorder.interrupted()
+        held = [c for c in self.connections if c.recover]
+        held = [c for c in held if c.request_close(CLOSE_RESUME, INTERRUPTED_REASON, hold=True)]
+        self._holding.update(held)
+        task = asyncio.get_running_loop().create_task(self._close_interrupted(held, marked))
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+    async def _close_interrupted(self, held: list[Connection], marked: list[Any]) -> None:
+        if marked:
+            with contextlib.suppress(TimeoutError):  # Redis gone again: its reads fail too
+                async with asyncio.timeout(MARK_WAIT):
+                    await asyncio.wait(marked)
+        for conn in held:
+            if conn in self._holding:
+                self._holding.discard(conn)
+                conn.send_close()
                 self.metrics.closed("bus_interrupted")
 
     async def close_all(
@@ -359,7 +378,11 @@ class Hub:
             return
         self._emptied = asyncio.Event()
         for conn in conns:
-            conn.request_close(code, reason)
+            if conn in self._holding:  # its Close was waiting for gap markers: now
+                self._holding.discard(conn)
+                conn.send_close()
+            else:
+                conn.request_close(code, reason)
         # Each handler bounds its own handshake by ws.shutdown_timeout; the margin covers the
         # bookkeeping after it (unsubscribing), then whatever is left is cut.
         with contextlib.suppress(asyncio.TimeoutError):

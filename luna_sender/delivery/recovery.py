@@ -133,6 +133,11 @@ class Seam:
                         continue
                     named = entry.offset if part is None else entry.offset.at(part)
                     payloads.append(with_offset(envelope, str(named)))
+        elif since is not None:
+            # Not recovered, yet an event at or before ``since`` is one the client has: this
+            # instance may still deliver it late (it was stalled, or its offset came after the
+            # read). An outside pass saw it as the first live frame after ``false``, 10 of 10.
+            watermark = since
         self.replayed = len(payloads)
         for held, payload, key in self._held:
             if held is None:
@@ -148,7 +153,16 @@ class Seam:
 
 
 def _covered(offset: Offset, watermark: Offset) -> bool:
-    return offset.epoch == watermark.epoch and offset.seq <= watermark.seq
+    """At or before ``watermark``; an event of the watermark's own message only up to its part.
+    By time and sequence: a history restored from an older snapshot counts its sequence again
+    from an older value, but at a later time, so a client's offset from before the restore
+    never hides an event appended after it."""
+    if offset.epoch != watermark.epoch:
+        return False
+    at, mark = (offset.ms, offset.seq), (watermark.ms, watermark.seq)
+    if at != mark:
+        return at < mark
+    return watermark.part is None or offset.part is None or offset.part <= watermark.part
 
 
 def _safe(render: Render, entry: Entry) -> list[tuple[int | None, bytes]]:
