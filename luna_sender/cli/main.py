@@ -137,11 +137,16 @@ def serve(settings: Settings) -> None:
         logging.getLogger("luna_sender.config").warning(
             warning, extra={"ignored_env": settings.ignored_env}
         )
-    if settings.workers > 1:
-        from luna_sender.cli.workers import run_workers
+    try:
+        if settings.workers > 1:
+            from luna_sender.cli.workers import run_workers
 
-        raise SystemExit(run_workers(settings, serve_one))
-    raise SystemExit(serve_one(settings))
+            code = run_workers(settings, serve_one)
+        else:
+            code = serve_one(settings)
+    finally:
+        signals.ignore_stops()
+    raise SystemExit(code)
 
 
 def main(argv: list[str] | None = None) -> None:

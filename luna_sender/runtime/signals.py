@@ -33,6 +33,15 @@ def restore_defaults() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
+def ignore_stops() -> None:
+    """The service has stopped: until the process ends, a repeated stop signal changes nothing.
+    CPython puts the default handlers back while it finalizes, so a second SIGTERM 50 ms after
+    the first killed a quickly stopped ``--workers`` parent with exit -15 (an outside pass: 5 of
+    5); an ignored signal is left ignored."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def early() -> int | None:
     """The first stop signal received so far, if any."""
     return _received[0] if _received else None
