@@ -29,7 +29,7 @@ from luna_sender.web.middlewares import luna_middleware
 
 log = logging.getLogger("luna_sender.app")
 GC_POLICY: web.AppKey[GcPolicy] = web.AppKey("luna_sender_gc_policy", GcPolicy)
-FD_WATCH: web.AppKey[fdlimit.FdWatch] = web.AppKey("luna_sender_fd_watch", fdlimit.FdWatch)
+FD_WATCH = fdlimit.FD_WATCH
 # Monotonic time and open websockets when shutdown began, for the "shutdown finished" line
 # (a dict set at build time: a started application's keys must not change).
 SHUTDOWN: web.AppKey[dict[str, float]] = web.AppKey("luna_sender_shutdown", dict)
