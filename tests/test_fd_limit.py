@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 import pytest
 
-from .helpers import Service
+from .helpers import Service, metric_sum
 
 LOOPS = ["uvloop", "asyncio"]
 
@@ -211,6 +211,10 @@ async def test_a_burst_past_the_descriptors_is_logged() -> None:
         while "out of file descriptors" not in svc.log() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         assert "out of file descriptors" in svc.log(), svc.log()[-3000:]
+        async with aiohttp.ClientSession() as session:
+            async with session.get(svc.url + "/metrics") as resp:
+                text = await resp.text()
+        assert metric_sum(text, "fd_exhausted_total") >= 1, text
         assert_quiet(svc)
     finally:
         for writer in writers:

@@ -22,6 +22,7 @@ import errno
 import logging
 import os
 import time
+from collections import Counter
 from typing import Any
 
 from aiohttp import web
@@ -32,6 +33,9 @@ log = logging.getLogger("luna_sender.fdlimit")
 CAPACITY: web.AppKey[int] = web.AppKey("luna_sender_ws_capacity", int)
 EXHAUSTED = (errno.EMFILE, errno.ENFILE)
 LOG_EVERY = 10.0
+# Times no descriptor was free, by where it was seen, not yet in ``fd_exhausted_total``:
+# Metrics.fold takes them (the log is rate-limited, the count is not).
+EXHAUSTIONS: Counter[str] = Counter()
 
 try:
     import resource
@@ -120,6 +124,7 @@ class ExhaustionLog:
         self._suppressed = 0
 
     def report(self, where: str) -> None:
+        EXHAUSTIONS[where] += 1
         now = time.monotonic()
         if now < self._next:
             self._suppressed += 1

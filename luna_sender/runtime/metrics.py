@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from luna_sender.runtime import sockets
+from luna_sender.runtime import fdlimit, sockets
 from luna_sender.runtime.held import HeldCount, HeldObserver
 
 BUCKETS = (
@@ -163,6 +163,13 @@ class Metrics:
             [*names, "reason"],
             registry=reg,
         )
+        self.fd_exhausted = Counter(
+            "fd_exhausted",
+            "Times no file descriptor was free (a failed accept, a probe): connections arriving "
+            "meanwhile are dropped unanswered",
+            names,
+            registry=reg,
+        )
         self.published = Counter(
             "events_published",
             "Messages published by the publish routes",
@@ -269,6 +276,9 @@ class Metrics:
             for reason, count in sockets.RESETS.items():
                 self.connections_reset.labels(*self._values, reason).inc(count)
             sockets.RESETS.clear()
+        if fdlimit.EXHAUSTIONS:
+            self._unlabelled(self.fd_exhausted).inc(sum(fdlimit.EXHAUSTIONS.values()))
+            fdlimit.EXHAUSTIONS.clear()
 
     def delivered_message(self, kind: str, received: float, create_time: Any) -> None:
         """One observation per bus message that reached a socket (never per socket).
