@@ -200,3 +200,19 @@ def test_a_repeated_stop_signal_after_a_quick_stop_still_exits_0(redis_server: R
             assert svc.proc.wait(30) == 0, svc.log()
         finally:
             svc.close()
+
+
+def test_sigint_while_the_workers_still_import_is_a_quiet_exit_0(redis_server: RedisServer) -> None:
+    """The supervisor forwarded SIGINT as it came, and a worker still importing (no handler
+    yet) died of a KeyboardInterrupt traceback with status 1: the stop exited 1 (an outside
+    pass: 4 of 8). It is forwarded as SIGTERM, which such a worker ends on quietly."""
+    for _ in range(3):
+        svc = Service("--redis-url", redis_server.url, "--workers", "2", wait=False)
+        try:
+            wait_log(svc, "started worker 1")
+            svc.proc.send_signal(signal.SIGINT)
+            assert svc.proc.wait(30) == 0, svc.log()
+        finally:
+            svc.close()
+        log = svc.log()
+        assert "Traceback" not in log and "KeyboardInterrupt" not in log, log

@@ -273,3 +273,17 @@ def test_a_lock_file_swapped_for_a_fifo_is_not_opened(tmp_path: Path) -> None:
     fd = metricsdir._open_regular(str(ok), (st.st_dev, st.st_ino))
     assert fd is not None
     os.close(fd)
+
+
+def test_releasing_a_folder_already_removed_is_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tmp cleaner, or another supervisor's sweep given the same TMPDIR, removed the folder
+    first: the stop's release raised FileNotFoundError and the parent exited 1 (an outside
+    pass)."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    path, lock = metricsdir.claim()
+    shutil.rmtree(path)
+    metricsdir.release(path, lock)
+    assert not os.path.exists(path)

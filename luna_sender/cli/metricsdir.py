@@ -60,9 +60,15 @@ def claim() -> tuple[str, int]:
 
 
 def release(path: str, fd: int) -> None:
-    _remove_files(path)
-    with contextlib.suppress(OSError):
-        os.close(fd)
+    """Remove the folder at a stop. Already gone (a tmp cleaner, another supervisor's sweep
+    given the same TMPDIR) is fine: a stop that went well exited 1 on FileNotFoundError."""
+    try:
+        _remove_files(path)
+    except FileNotFoundError:
+        log.warning("the metrics folder %s was already removed", path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def sweep_soon(parent: str, keep: str) -> threading.Thread:

@@ -42,6 +42,9 @@ log = logging.getLogger("luna_sender.workers")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CLEAN_EXITS = (0, -signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# A worker still importing has no handler yet: SIGTERM and SIGHUP end it quietly, SIGINT was a
+# KeyboardInterrupt traceback and exit 1 (an outside pass: 4 of 8), so SIGINT goes on as SIGTERM.
+FORWARDED: dict[int, int] = {signal.SIGINT: signal.SIGTERM}
 PARENT_POLL = 1.0  # seconds between a worker's checks that its supervisor is alive
 
 
@@ -202,7 +205,7 @@ class Supervisor:
                 )
             for proc in self._live():
                 if proc.pid is not None:
-                    os.kill(proc.pid, signum)
+                    os.kill(proc.pid, FORWARDED.get(signum, signum))
 
     # --- main loop --------------------------------------------------------------------------
 
