@@ -39,6 +39,7 @@ from luna_sender import errors
 from luna_sender.config import Settings
 from luna_sender.errors import LunaError
 from luna_sender.filters.general import EVENT_TYPE_MAX
+from luna_sender.runtime import fdlimit
 from luna_sender.runtime.sockets import set_send_buffer
 from luna_sender.web.middlewares import REQUEST_ID_HEADER, UNSPOKEN_VERSION, new_request_id
 from luna_sender.web.stalls import SendDeadline
@@ -222,6 +223,7 @@ class LunaRequestHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        fdlimit.check()  # a burst of connections may be past the descriptors (rate-limited)
         set_send_buffer(transport, self._send_buffer)  # web/stalls.py
         # Paused (the send deadline armed) by any byte the kernel did not take: at the default
         # 64 KiB mark, a single answer's unsent tail never paused, and a client that read none

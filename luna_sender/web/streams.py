@@ -27,7 +27,7 @@ from luna_sender.errors import LunaError
 from luna_sender.filters.base import CompiledFilter, FilterError, Limits
 from luna_sender.filters.events import compile_face
 from luna_sender.filters.general import compile_general
-from luna_sender.runtime.fdlimit import CAPACITY, FD_WATCH
+from luna_sender.runtime.fdlimit import CAPACITY
 from luna_sender.runtime.logs import request_id_var
 from luna_sender.runtime.sockets import set_send_buffer
 from luna_sender.web import access
@@ -162,7 +162,6 @@ async def serve_socket(
         raise LunaError(errors.TOO_MANY_CONNECTIONS, "server is shutting down")
     capacity = request.app[CAPACITY]  # max_connections, or fewer if file descriptors say so
     if len(hub.connections) >= capacity:
-        request.app[FD_WATCH].check()  # a burst this large may be past the descriptors too
         raise LunaError(errors.TOO_MANY_CONNECTIONS, capacity)
     if not web.WebSocketResponse(compress=False).can_prepare(request).ok:
         raise LunaError(errors.INVALID_REQUEST, "websocket upgrade expected")
