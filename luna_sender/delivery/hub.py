@@ -350,8 +350,11 @@ class Hub:
         before the markers and is told ``false``. The Close waits (bounded) until the markers
         are written: the client may resume on another instance. Plain sockets stay open."""
         marked = self.recorder.interrupted()
-        held = [c for c in self.connections if c.recover]
-        held = [c for c in held if c.request_close(CLOSE_RESUME, INTERRUPTED_REASON, hold=True)]
+        held = [
+            c
+            for c in self.connections
+            if c.recover and c.request_close(CLOSE_RESUME, INTERRUPTED_REASON, hold=True)
+        ]
         self._holding.update(held)
         task = asyncio.get_running_loop().create_task(self._close_interrupted(held, marked))
         self._closers.add(task)

@@ -145,8 +145,13 @@ class ExhaustionLog:
 LOG = ExhaustionLog()  # one per process: the descriptors are the process's
 
 
-def free() -> None:
-    """Report (rate-limited) when not even one descriptor is free."""
+def check() -> None:
+    """Report (rate-limited) when not even one descriptor is free. Run once a second, and for
+    every new HTTP connection (two syscalls, against the tens an accepted connection costs
+    anyway): the connection that takes the last descriptor sees it. A burst past the capacity
+    and the reserve is over before the next once-a-second probe, and uvloop drops what it
+    cannot accept without a word (an outside pass: 494 of 1,500 upgrades, then 724-1,524 of
+    plain requests, dropped with nothing logged)."""
     try:
         os.close(os.open(os.devnull, os.O_RDONLY))
     except OSError as exc:
@@ -154,20 +159,10 @@ def free() -> None:
             LOG.report("no descriptor free")
 
 
-def check() -> None:
-    """Probe now: called for every new HTTP connection (two syscalls, against the tens an
-    accepted connection costs anyway). The connection that takes the last descriptor sees it;
-    a burst past the capacity and the reserve is over before the next once-a-second probe, and
-    uvloop drops what it cannot accept without a word (an outside pass: 494 of 1,500 upgrades,
-    then 724-1,524 of plain requests, dropped with nothing logged)."""
-    free()
-
-
 class FdWatch:
     """Reports descriptor exhaustion on either event loop; serving resumes on its own."""
 
     def __init__(self) -> None:
-        self.log = LOG
         self._task: asyncio.Task[None] | None = None
         self._previous: Any = None
 
@@ -188,7 +183,7 @@ class FdWatch:
         exc = context.get("exception")
         if isinstance(exc, OSError) and exc.errno in EXHAUSTED:
             # asyncio's accept(): it pauses accepting for a second and retries by itself.
-            self.log.report("accept() failed")
+            LOG.report("accept() failed")
             return
         if self._previous is not None:
             self._previous(loop, context)
@@ -198,7 +193,7 @@ class FdWatch:
     async def _probe(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            free()
+            check()
 
 
 FD_WATCH: web.AppKey[FdWatch] = web.AppKey("luna_sender_fd_watch", FdWatch)

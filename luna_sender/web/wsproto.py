@@ -163,7 +163,7 @@ class SocketProtocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         """No half-open sockets: the client's FIN ends the socket. The transport closes once
         what is queued is sent, for as long as the client takes it: the hub's stall sweep resets
-        one that takes nothing for ``ws.stall_timeout`` (delivery/hub.py ``_evict_stalled``).
+        one that takes nothing for ``ws.stall_timeout`` (delivery/sweep.py ``_evict_stalled``).
         Marked closing at once: else the sweep took it for a live stalled socket, evicted it
         1008 and cut it at the close timeout, or reset it as closing, whichever came first."""
         self.conn.closing = True
