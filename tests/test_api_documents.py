@@ -32,7 +32,7 @@ from luna_sender.web.docs.asyncapi import CLOSE_CODES, build_asyncapi
 from luna_sender.web.docs.openapi import build_document
 
 from .conftest import LiveApp
-from .helpers import account, recv_json
+from .helpers import REPO, account, recv_json
 from .jwtkit import jwt_settings, raw_handshake, token
 
 REDOCLY = "@redocly/cli@2.77.0"
@@ -282,6 +282,10 @@ async def test_asyncapi_served_lists_the_streams_and_describes_real_frames(
     assert set(general["bindings"]["ws"]["query"]["properties"]) == {*GENERAL_SPECS, *extra}
     assert face["bindings"]["ws"]["headers"]["required"] == ["Luna-Account-Id"]
     assert [c["code"] for c in face["x-close-codes"]] == [c for c, _ in CLOSE_CODES]
+    # ... and they are every code docs/reliability.md's table names (1012 was missing once)
+    table = (REPO / "docs" / "reliability.md").read_text().split("## Close codes", 1)[1]
+    table = table.split("\n\n", 2)[1]
+    assert {int(m) for m in re.findall(r"^\| (\d{4}) ", table, re.M)} == {c for c, _ in CLOSE_CODES}
     # Frames the service really pushes validate against the documented payloads.
     acc = account()
     async with memory_app.ws("/ws", account=acc) as fws, memory_app.ws("/ws/general") as gws:

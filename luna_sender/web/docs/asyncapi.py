@@ -27,6 +27,11 @@ CLOSE_CODES: tuple[tuple[int, str], ...] = (
         "Policy Violation: slow consumer, the outgoing buffer overflowed or made no progress "
         "for ws.stall_timeout seconds.",
     ),
+    (
+        1012,
+        "Service Restart: only sockets with recover/since; the service's bus subscription was "
+        "cut and is back, so events may have been missed: reconnect with since.",
+    ),
     (1009, "Message Too Big: the client sent a frame larger than ws.max_message_size."),
     (1002, "Protocol Error: a malformed frame from the client."),
     (1007, "Invalid Payload: a client text frame that is not UTF-8."),
