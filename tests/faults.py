@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -49,6 +51,19 @@ def thaw_later(server: RedisServer, seconds: float) -> threading.Timer:
     timer.daemon = True
     timer.start()
     return timer
+
+
+@contextlib.contextmanager
+def process_stopped(pid: int) -> Iterator[None]:
+    """A process stood still (SIGSTOP) for the block, as a paused VM, swap or a starved host
+    stops it; the block starts once the kernel reports it stopped, and it always goes on."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        while psutil.Process(pid).status() != psutil.STATUS_STOPPED:
+            time.sleep(0.001)
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def client_pause(server: RedisServer, millis: int, mode: str = "ALL") -> None:

@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from luna_sender.delivery.connection import CLOSE_POLICY, STALLED_REASON
-from luna_sender.runtime.sockets import reset
+from luna_sender.runtime.sockets import reset, sendable
 
 if TYPE_CHECKING:
     from luna_sender.delivery.hub import Hub
@@ -63,6 +63,9 @@ class Sweep:
             if conn.stall_since is None and not conn.transport.get_write_buffer_size():
                 continue
             if not conn.stalled(now, timeout):
+                continue
+            if sendable(conn.transport):  # it read while this process stood still
+                conn.stall_since = now
                 continue
             if not conn.closing:
                 hub.evict(conn, CLOSE_POLICY, STALLED_REASON)

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import select
 import socket
 import struct
+import termios
 from collections import Counter
 
 # SO_LINGER on, zero seconds: close() resets the connection and the kernel frees its buffers.
@@ -45,3 +48,44 @@ def reset(transport: asyncio.Transport, reason: str) -> None:
         return
     RESETS[reason] += 1
     transport.abort()
+
+
+# A deadline checked right after the process itself stood still (SIGSTOP, a paused VM, swap,
+# a CPU-starved host) ran before the loop had read its sockets (uvloop runs due timers before it
+# polls), so what the peer sent or read meanwhile was not seen yet: requests whose heads had
+# arrived were reset, pongs that had arrived did not count (docs/reliability.md). A deadline
+# about to cut a connection asks the kernel first (a syscall, on that path only).
+
+
+def _fd(transport: asyncio.BaseTransport) -> int:
+    sock = transport.get_extra_info("socket")
+    try:
+        return -1 if sock is None else int(sock.fileno())
+    except (OSError, ValueError):
+        return -1
+
+
+def unread(transport: asyncio.BaseTransport) -> bool:
+    """Bytes from the peer wait in the kernel, not read yet: the peer did its part."""
+    fd = _fd(transport)
+    if fd < 0:
+        return False
+    buf = bytearray(4)
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, buf)
+    except OSError:
+        return False
+    return int(struct.unpack("i", buf)[0]) > 0
+
+
+def sendable(transport: asyncio.BaseTransport) -> bool:
+    """The kernel would take more bytes now: the peer read what it had been sent."""
+    fd = _fd(transport)
+    if fd < 0:
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    try:
+        return any(mask & select.POLLOUT for _, mask in poller.poll(0))
+    except OSError:
+        return False

@@ -40,7 +40,7 @@ from luna_sender.config import Settings
 from luna_sender.errors import LunaError
 from luna_sender.filters.general import EVENT_TYPE_MAX
 from luna_sender.runtime import fdlimit
-from luna_sender.runtime.sockets import set_send_buffer
+from luna_sender.runtime.sockets import set_send_buffer, unread
 from luna_sender.web.middlewares import REQUEST_ID_HEADER, UNSPOKEN_VERSION, new_request_id
 from luna_sender.web.stalls import SendDeadline
 from luna_sender.web.turns import HANDSHAKES, SMALL_BYTES
@@ -88,6 +88,7 @@ class LunaRequestHandler(RequestHandler):
     __slots__ = (
         "_answers_left",
         "_body_timeout",
+        "_body_timer",
         "_held",
         "_in_hand",
         "_release_handle",
@@ -106,6 +107,7 @@ class LunaRequestHandler(RequestHandler):
     ) -> None:
         super().__init__(manager, **kwargs)
         self._body_timeout = luna_body_timeout
+        self._body_timer: asyncio.TimerHandle | None = None  # one request at a time
         self._send_deadline = SendDeadline(self._loop, luna_send_timeout)
         self._send_buffer = luna_send_buffer
         self._held: list[bytes] | None = None
@@ -161,8 +163,13 @@ class LunaRequestHandler(RequestHandler):
         """The head deadline does not run out on bytes that arrived and wait for their turn:
         an outside pass saw heads sent in full closed unanswered at the deadline of a burst.
         Checked again one slice later; bytes that are then parsed and still no complete head
-        (a slow client) meet the deadline as before."""
-        if self._held is not None:
+        (a slow client) meet the deadline as before. So are bytes that arrived while this
+        process stood still and are not read yet (runtime/sockets.py ``unread``)."""
+        if self._held is not None or (
+            self.transport is not None
+            and self._loop.time() >= self._next_keepalive_close_time
+            and unread(self.transport)
+        ):
             self._keepalive_handle = self._loop.call_later(
                 HANDSHAKES.window, self._process_keepalive
             )
@@ -250,14 +257,16 @@ class LunaRequestHandler(RequestHandler):
             request._version = HttpVersion11
             request._cache.pop("version", None)  # a reified property: read again
         payload = request.content
-        timer = None
         if self._body_timeout > 0 and not payload.is_eof():
-            timer = self._loop.call_later(self._body_timeout, self._body_expired, payload)
+            self._body_timer = self._loop.call_later(
+                self._body_timeout, self._body_expired, payload
+            )
         try:
             return await super()._handle_request(request, start_time, request_handler)
         finally:
-            if timer is not None:
-                timer.cancel()
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
             if self._in_hand:
                 self._in_hand.popleft()
             if self._answers_left is not None:
@@ -268,7 +277,11 @@ class LunaRequestHandler(RequestHandler):
     def _body_expired(self, payload: StreamReader) -> None:
         """The body is late: its reader raises 408 (a LUNA error through the middleware), the
         rest of it is not read and the connection closes once the answer is sent."""
+        self._body_timer = None
         if payload.is_eof():
+            return
+        if self.transport is not None and unread(self.transport):  # arrived while we stood still
+            self._body_timer = self._loop.call_later(HANDSHAKES.window, self._body_expired, payload)
             return
         late = f"request body not received within {self._body_timeout:g} s"
         log.debug("%s, closing the connection", late)  # the middleware logs the 408

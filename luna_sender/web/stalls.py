@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from luna_sender.runtime.sockets import reset
+from luna_sender.runtime.sockets import reset, sendable
 
 log = logging.getLogger("luna_sender.web")
 
@@ -83,6 +83,8 @@ class SendDeadline:
             return
         if left < self._left:  # the client took some
             self._left, self._last_progress = left, now
+        elif sendable(transport):  # it read while this process stood still (runtime/sockets.py)
+            self._last_progress = now
         elif now - self._last_progress >= self._timeout:
             log.debug("client read nothing for %g s, resetting its connection", self._timeout)
             self.resumed()

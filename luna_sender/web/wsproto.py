@@ -27,7 +27,7 @@ from typing import Any
 from luna_sender.delivery.connection import Connection
 from luna_sender.delivery.frames import close_frame, pong_frame, unmask
 from luna_sender.runtime.logs import request_id_var
-from luna_sender.runtime.sockets import reset
+from luna_sender.runtime.sockets import reset, unread
 
 OK = 1000
 ABNORMAL = 1006
@@ -345,8 +345,9 @@ class SocketProtocol(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         now = loop.time()
         if self.pinged:
-            if self.heard < self.pinged:
-                # Nothing came back: drop it without a Close, as aiohttp did.
+            # Nothing came back, nor waits unread after a stall of ours (runtime/sockets.py):
+            # drop it without a Close, as aiohttp did.
+            if self.heard < self.pinged and not unread(self.transport):
                 self.close_code = ABNORMAL
                 self.closed = True
                 self._shut(at_once=True)
