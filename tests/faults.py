@@ -54,16 +54,19 @@ def thaw_later(server: RedisServer, seconds: float) -> threading.Timer:
 
 
 @contextlib.contextmanager
-def process_stopped(pid: int) -> Iterator[None]:
-    """A process stood still (SIGSTOP) for the block, as a paused VM, swap or a starved host
-    stops it; the block starts once the kernel reports it stopped, and it always goes on."""
-    os.kill(pid, signal.SIGSTOP)
+def process_stopped(*pids: int) -> Iterator[None]:
+    """Processes stood still (SIGSTOP) for the block, as a paused VM, swap or a starved host
+    stops them; the block starts once the kernel reports them stopped, and they always go on."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
     try:
-        while psutil.Process(pid).status() != psutil.STATUS_STOPPED:
-            time.sleep(0.001)
+        for pid in pids:
+            while psutil.Process(pid).status() != psutil.STATUS_STOPPED:
+                time.sleep(0.001)
         yield
     finally:
-        os.kill(pid, signal.SIGCONT)
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
 def client_pause(server: RedisServer, millis: int, mode: str = "ALL") -> None:

@@ -37,6 +37,7 @@ from typing import Any, cast
 
 from luna_sender.cli import metricsdir
 from luna_sender.runtime import signals
+from luna_sender.runtime.clock import STEP, RunningDeadline
 
 log = logging.getLogger("luna_sender.workers")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -255,14 +256,16 @@ class Supervisor:
             for proc in self._live():
                 if proc.pid is not None:
                     os.kill(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.shutdown_timeout + self.policy.stop_grace
+        # In running time: a supervisor stopped with its workers (a paused VM) killed workers
+        # that had stopped cleanly meanwhile (runtime/clock.py).
+        deadline = RunningDeadline(self.shutdown_timeout + self.policy.stop_grace)
         clean = True
         for slot in self.slots:
             if slot.process is None:
                 continue
             while slot.process.exitcode is None:
                 self._forward()
-                remaining = deadline - time.monotonic()
+                remaining = deadline.left()
                 if remaining <= 0:
                     log.error(
                         "worker %d (pid %s) did not stop in time: killing it",
@@ -273,7 +276,7 @@ class Supervisor:
                     slot.process.join()
                     clean = False
                     break
-                self._wait(min(remaining, 0.5))
+                self._wait(min(remaining, STEP))
             code = slot.process.exitcode
             if code not in CLEAN_EXITS:
                 log.error(

@@ -27,6 +27,7 @@ from luna_sender.delivery.frames import text_frame
 from luna_sender.delivery.groups import Batch, Budgets, GroupSet, face_index, general_index
 from luna_sender.delivery.recorder import POISON, Recorder, Tally, write_recorded
 from luna_sender.delivery.sweep import Sweep
+from luna_sender.runtime.clock import wait_running
 from luna_sender.runtime.sockets import reset
 
 if TYPE_CHECKING:
@@ -387,9 +388,9 @@ class Hub:
             else:
                 conn.request_close(code, reason)
         # Each handler bounds its own handshake by ws.shutdown_timeout; the margin covers the
-        # bookkeeping after it (unsubscribing), then whatever is left is cut.
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._emptied.wait(), self.settings.ws.shutdown_timeout + 0.5)
+        # bookkeeping after it (unsubscribing), then whatever is left is cut. In running time:
+        # a stall of this process is not the clients' (runtime/clock.py).
+        await wait_running(self._emptied, self.settings.ws.shutdown_timeout + 0.5)
         for conn in conns:
             if conn in self.connections:
                 reset(conn.transport, "ws_stopping")

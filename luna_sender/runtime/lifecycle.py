@@ -21,6 +21,7 @@ from typing import Any
 
 from luna_sender.plugins.host import STOP_BUDGET, STOP_DRAIN
 from luna_sender.runtime import signals
+from luna_sender.runtime.clock import STEP, RunningDeadline
 
 log = logging.getLogger("luna_sender.app")
 EXIT_OK = 0
@@ -76,17 +77,27 @@ class Watchdog:
     """
 
     def __init__(self) -> None:
-        self._timer: threading.Timer | None = None
+        self._thread: threading.Thread | None = None
+        self._disarmed = threading.Event()
 
     def arm(self, seconds: float) -> None:
-        if self._timer is None:
-            self._timer = threading.Timer(seconds, self._overdue, (seconds,))
-            self._timer.daemon = True
-            self._timer.start()
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._watch, args=(seconds,), name="stop-watchdog", daemon=True
+            )
+            self._thread.start()
 
     def disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._disarmed.set()
+
+    def _watch(self, seconds: float) -> None:
+        """Counts running time (runtime/clock.py): a process stood still during its stop (a
+        paused VM) exited 1 on waking, its sockets cut without their 1001."""
+        deadline = RunningDeadline(seconds)
+        while (left := deadline.left()) > 0:
+            if self._disarmed.wait(min(STEP, left)):
+                return
+        self._overdue(seconds)
 
     @staticmethod
     def _overdue(seconds: float) -> None:

@@ -17,6 +17,7 @@ import socket
 import struct
 import termios
 from collections import Counter
+from typing import cast
 
 # SO_LINGER on, zero seconds: close() resets the connection and the kernel frees its buffers.
 RESET_ON_CLOSE = struct.pack("ii", 1, 0)
@@ -66,9 +67,11 @@ def _fd(transport: asyncio.BaseTransport) -> int:
 
 
 def unread(transport: asyncio.BaseTransport) -> bool:
-    """Bytes from the peer wait in the kernel, not read yet: the peer did its part."""
+    """Bytes from the peer wait in the kernel, and would have been read had this process run:
+    the peer did its part. Not while reading is paused on purpose (an evicted ping flooder
+    that never reads kept sending, and its Close wait was restarted for good)."""
     fd = _fd(transport)
-    if fd < 0:
+    if fd < 0 or not cast(asyncio.ReadTransport, transport).is_reading():
         return False
     buf = bytearray(4)
     try:
@@ -89,3 +92,8 @@ def sendable(transport: asyncio.BaseTransport) -> bool:
         return any(mask & select.POLLOUT for _, mask in poller.poll(0))
     except OSError:
         return False
+
+
+def stirred(transport: asyncio.WriteTransport) -> bool:
+    """The peer sent bytes not read yet, or took some of a backlog: it did its part."""
+    return unread(transport) or bool(transport.get_write_buffer_size() and sendable(transport))

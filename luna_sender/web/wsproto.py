@@ -1,11 +1,10 @@
 """A subscriber socket after its 101: a small ``asyncio.Protocol`` instead of aiohttp's reader.
 
-Why (issue #19, W7): an idle socket parked in aiohttp's read loop keeps the whole request alive —
-the connection handler and its HTTP parser, the Request and its headers, two tasks and a stack
-of coroutine frames, the WebSocketResponse with its reader, queue and writer — about 19 KiB per
-idle socket. Clients send nothing that matters (spec §2.1), so once the upgrade is answered the
-route hands the transport to this protocol (``LunaRequestHandler.detach``) and the request
-finishes; what stays per socket is the transport, this object and the :class:`Connection`.
+Why (issue #19, W7): an idle socket parked in aiohttp's read loop kept the whole request (its
+handler, parser, tasks, WebSocketResponse) alive, ~19 KiB each. Clients send nothing that matters
+(spec §2.1), so after the 101 the route hands the transport to this protocol
+(``LunaRequestHandler.detach``): what stays per socket is the transport, this object and the
+:class:`Connection`.
 
 It reads client frames as aiohttp's reader did, so clients see the same behaviour (spec §2.1
 and docs/reliability.md "Close codes": pings answered within ``ws.queue_max_bytes``, 1009/1007/1002
@@ -27,7 +26,7 @@ from typing import Any
 from luna_sender.delivery.connection import Connection
 from luna_sender.delivery.frames import close_frame, pong_frame, unmask
 from luna_sender.runtime.logs import request_id_var
-from luna_sender.runtime.sockets import reset, unread
+from luna_sender.runtime.sockets import reset, stirred, unread
 
 OK = 1000
 ABNORMAL = 1006
@@ -43,10 +42,9 @@ _utf8 = codecs.getincrementaldecoder("utf-8")
 # request's (a copy per idle socket).
 _QUIET = contextvars.Context()
 # Heartbeat timers fall on a shared grid of this many seconds (at most a quarter of the
-# heartbeat): every socket due within one step is pinged in the same loop iteration, and the
-# pongs come back as one burst. A timer of its own per socket woke the process once per ping and
-# once per pong, ~40 times a second for 1,000 idle sockets at the default 20 s: 3.7 ms/s of CPU
-# against 2.0 on the grid (docs/performance.md "Round 4", benchmarks/idle_cost.py).
+# heartbeat): sockets due within one step are pinged in one loop iteration, their pongs come back
+# as one burst. A timer per socket cost 3.7 ms/s of CPU for 1,000 idle sockets, 2.0 on the grid
+# (docs/performance.md "Round 4", benchmarks/idle_cost.py).
 BEAT_GRID = 1.0
 
 
@@ -391,7 +389,9 @@ class SocketProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _abort(self) -> None:
-        if not self.done:
+        if not self.done and stirred(self.transport):  # while this process stood still: again
+            self.timer = asyncio.get_running_loop().call_later(self.close_timeout, self._abort)
+        elif not self.done:
             reset(self.transport, "ws_close_timeout")
 
     def _stop_timer(self) -> None:
