@@ -11,6 +11,7 @@ sockets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 
@@ -196,5 +197,24 @@ async def test_a_websocket_that_read_while_the_service_stood_still_is_not_evicte
         last = await asyncio.wait_for(ws.recv_data(), 5)
         assert last.opcode == TEXT, last.close_code
         ws.close()
+    finally:
+        assert svc.terminate() == 0, svc.log()[-3000:]
+
+
+async def test_a_body_its_route_does_not_read_is_drained_no_longer_than_the_body_deadline() -> None:
+    """Not a stall: found by the same outside pass. aiohttp drains what is left of a body its
+    route did not read for 10 s, past a shorter ``http_body_timeout``."""
+    svc = Service(env={"LUNA_SENDER_LIMITS__HTTP_BODY_TIMEOUT": "1"})
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
+        writer.write(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nContent-Length: 16000000\r\n\r\n")
+        writer.write(b"x" * 1_000_000)
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        with contextlib.suppress(ConnectionResetError):
+            while await asyncio.wait_for(reader.read(65536), 15):
+                pass
+        assert time.monotonic() - started < 3  # was 10 s
+        writer.close()
     finally:
         assert svc.terminate() == 0, svc.log()[-3000:]
