@@ -216,3 +216,23 @@ def test_sigint_while_the_workers_still_import_is_a_quiet_exit_0(redis_server: R
             svc.close()
         log = svc.log()
         assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+
+
+def test_ctrl_c_to_the_whole_group_while_the_workers_still_import_is_quiet(
+    redis_server: RedisServer,
+) -> None:
+    """Ctrl-C in a terminal signals the whole process group, so a worker still importing got
+    SIGINT directly, before any handler of ours, and printed a KeyboardInterrupt traceback. A
+    worker now starts with SIGINT blocked and takes it once its stop handlers are in place."""
+    for _ in range(4):
+        svc = Service(
+            "--redis-url", redis_server.url, "--workers", "2", wait=False, preexec_fn=os.setpgrp
+        )
+        try:
+            wait_log(svc, "started worker 1")
+            os.killpg(svc.proc.pid, signal.SIGINT)
+            assert svc.proc.wait(30) == 0, svc.log()
+        finally:
+            svc.close()
+        log = svc.log()
+        assert "Traceback" not in log and "KeyboardInterrupt" not in log, log

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -72,6 +73,8 @@ class _Slot:
 
 def worker_main(target: Callable[..., int | None], args: tuple[Any, ...], parent: int) -> None:
     """A worker's entry point: serve, and stop by itself if the supervisor disappears."""
+    signals.record_early()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held since the spawn
     threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
     code = target(*args)
     if code:  # e.g. the port could not be bound: the supervisor sees a failed worker
@@ -137,7 +140,17 @@ class Supervisor:
             args=(self.target, self.args, os.getpid()),
             name=f"luna-sender-worker-{slot.index}",
         )
-        proc.start()
+        # Ctrl-C signals the whole process group, and a worker spends its first few hundred ms
+        # importing, before any handler of ours: a KeyboardInterrupt traceback. A blocked
+        # signal stays blocked across fork and exec, so the worker starts with SIGINT held and
+        # takes it in worker_main, once it is only recorded. Ours is delivered on unblocking.
+        # The spawn's resource tracker is started first: starting it unblocks SIGINT.
+        resource_tracker.ensure_running()
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         slot.process, slot.started_at, slot.restart_at = proc, time.monotonic(), None
         log.info("started worker %d (pid %d)", slot.index, proc.pid)
 
