@@ -21,6 +21,7 @@ import contextlib
 import errno
 import logging
 import os
+import socket
 import time
 from collections import Counter
 from typing import Any
@@ -32,6 +33,10 @@ from luna_sender.config import WsSettings
 log = logging.getLogger("luna_sender.fdlimit")
 CAPACITY: web.AppKey[int] = web.AppKey("luna_sender_ws_capacity", int)
 EXHAUSTED = (errno.EMFILE, errno.ENFILE)
+# What asyncio's accept loop pauses on (the descriptors, and kernel memory), and for how long a
+# Listener answers "nothing waiting" after one: under the loop's own 1 s pause.
+RESOURCES = (*EXHAUSTED, errno.ENOBUFS, errno.ENOMEM)
+DRY_SPELL = 0.5
 LOG_EVERY = 10.0
 # Times no descriptor was free, by where it was seen, not yet in ``fd_exhausted_total``:
 # Metrics.fold takes them (the log is rate-limited, the count is not).
@@ -114,6 +119,35 @@ def connection_capacity(ws: WsSettings) -> int:
         ws.fd_reserve,
     )
     return capacity
+
+
+class Listener(socket.socket):
+    """A listening socket that tells the standard loop's accept loop to stop once it failed.
+
+    asyncio's accept callback, on running out of descriptors, pauses accepting for a second
+    but goes on calling accept() up to the listen backlog (4,096 here) in the same pass, and
+    each failure schedules a retry of its own, so the retries multiply: ~20,000 failed
+    accept() calls a second, a third of a core, for as long as descriptors are gone
+    (CPython gh-151615, fixed after 3.11). Here the calls after a failure answer "nothing
+    waiting" until the loop's own retry, one a second. uvloop accepts in libuv and never
+    calls this."""
+
+    __slots__ = ("_dry_until",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._dry_until = 0.0
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        now = time.monotonic()
+        if now < self._dry_until:
+            raise BlockingIOError(errno.EAGAIN, "accepting paused: out of descriptors")
+        try:
+            return super().accept()
+        except OSError as exc:
+            if exc.errno in RESOURCES:
+                self._dry_until = now + DRY_SPELL
+            raise
 
 
 class ExhaustionLog:

@@ -22,6 +22,7 @@ from typing import Any
 from luna_sender.plugins.host import STOP_BUDGET, STOP_DRAIN
 from luna_sender.runtime import signals
 from luna_sender.runtime.clock import STEP, RunningDeadline
+from luna_sender.runtime.fdlimit import Listener
 
 log = logging.getLogger("luna_sender.app")
 EXIT_OK = 0
@@ -44,7 +45,7 @@ def bind(host: str, port: int, reuse_port: bool) -> list[socket.socket]:
             if address in seen:
                 continue
             seen.add(address)
-            sock = socket.socket(family, kind, proto)
+            sock = Listener(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if reuse_port:
@@ -54,8 +55,8 @@ def bind(host: str, port: int, reuse_port: bool) -> list[socket.socket]:
             sock.bind(address)
             sock.setblocking(False)
     except OSError:
-        for sock in sockets:
-            sock.close()
+        for bound in sockets:
+            bound.close()
         raise
     return sockets
 
