@@ -10,11 +10,13 @@ environment the compose file sets.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -226,3 +228,58 @@ def test_healthcheck_reports_a_bad_setting_as_unhealthy(tmp_path: Path) -> None:
     result = run_health([str(BIN / "python"), "-m", "luna_sender.healthcheck"], env, tmp_path)
     assert result.returncode == 1 and "'port'" in result.stderr
     assert not os.listdir(tmp_path)
+
+
+def _probe_spec() -> dict[str, Any]:
+    text = (REPO / "docs" / "deployment.md").read_text()
+    blocks = re.findall(r"^```yaml\n(.*?)^```", text, re.S | re.M)
+    found = [yaml.safe_load(b) for b in blocks if "livenessProbe" in b]
+    assert len(found) == 1, "deployment.md shows one probe example"
+    spec: dict[str, Any] = found[0]["spec"]
+    return spec
+
+
+def _get(port: int, probe: dict[str, Any]) -> int:
+    """What the kubelet's httpGet probe sees: the status, or 0 for no answer in time."""
+    get = probe["httpGet"]
+    assert get["port"] == port
+    try:
+        url = f"http://127.0.0.1:{get['port']}{get['path']}"
+        with urllib.request.urlopen(url, timeout=probe["timeoutSeconds"]) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def test_the_documented_probes_keep_a_pod_alive_through_a_redis_outage(private_redis: Any) -> None:
+    """A liveness probe on /healthcheck would restart every pod during a Redis outage; the
+    documented pair keeps the pod alive and only takes it out of the endpoints."""
+    spec = _probe_spec()
+    settings = Settings()
+    assert spec["terminationGracePeriodSeconds"] >= settings.ws.shutdown_timeout + 11
+    container = spec["containers"][0]
+    live, ready = container["livenessProbe"], container["readinessProbe"]
+    port = live["httpGet"]["port"]
+    private_redis.stop()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUNA_SENDER_")}
+    env.update(LUNA_SENDER_REDIS_URL=private_redis.url, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "luna_sender.cli", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, 15)
+        assert (_get(port, live), _get(port, ready)) == (200, 502)
+        private_redis.start()
+        deadline = time.monotonic() + 10
+        while _get(port, ready) != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert _get(port, live) == 200
+    finally:
+        proc.terminate()
+        assert proc.wait(spec["terminationGracePeriodSeconds"]) == 0
