@@ -42,6 +42,12 @@ REFUSED = [
     ("/ws", "meta.x=1&meta.x__eq=2", "meta.x__eq"),
     ("/ws", "shoes_colors=black&shoes_apparent_colors=white", "shoes_apparent_colors"),
     ("/ws", "headwear_apparent_colors=black&headwear_colors=white", "headwear_colors"),
+    # A line feed ending a path key slipped past a ``$`` that matches before a final newline
+    # (an outside pass: 101, and the filter then matched the key "a\n").
+    ("/ws/general", "event.a%0A=1", "event.a\n"),
+    ("/ws/general", "event.a%0A.b=1", "event.a\n.b"),
+    ("/ws/general", "event.a%0A__gt:integer=1", "event.a\n__gt:integer"),
+    ("/ws", "meta.a.b%0A=1", "meta.a.b\n"),
 ]
 
 ACCEPTED = [

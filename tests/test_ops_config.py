@@ -211,6 +211,7 @@ def test_string_setting_from_env_reaches_the_real_process() -> None:
         ("{shard: null}", "valid string"),
         ("{bad-name: x}", "not a valid Prometheus label name"),
         ("{__reserved: x}", "not a valid Prometheus label name"),
+        ('{"zone\\n": x}', "not a valid Prometheus label name"),  # a `$` let a final LF by
     ],
 )
 def test_colliding_or_invalid_extra_labels_exit_2(labels: str, fragment: str) -> None:

@@ -52,7 +52,7 @@ def _is_service_link(path: list[str], raw: str, model: type[BaseModel]) -> bool:
     Nested names (``__``) never come from Kubernetes, so a typo such as ``WS__HEARTBEET`` is still
     rejected. ``LUNA_SENDER_PORT`` is both a setting and a link name: the ``tcp://`` value decides.
     """
-    if len(path) != 1 or not _SERVICE_LINK_RE.match(path[0]):
+    if len(path) != 1 or not _SERVICE_LINK_RE.fullmatch(path[0]):
         return False
     if path[0] in model.model_fields:
         return bool(_SERVICE_LINK_VALUE_RE.match(raw))

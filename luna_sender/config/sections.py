@@ -230,7 +230,7 @@ class MetricsSettings(Section):
         from luna_sender.runtime.metrics import OWN_LABELS
 
         for name in value:
-            if not LABEL_NAME_RE.match(name) or name.startswith("__"):
+            if not LABEL_NAME_RE.fullmatch(name) or name.startswith("__"):
                 raise ValueError(f"{name!r} is not a valid Prometheus label name")
             if name in OWN_LABELS:
                 raise ValueError(

@@ -96,7 +96,7 @@ def parse_float(raw: str, lo: float | None = None, hi: float | None = None) -> f
 
 
 def parse_uuid(raw: str) -> str:
-    if not UUID_RE.match(raw):
+    if not UUID_RE.fullmatch(raw):
         raise ValueError(f"'{raw}' is not a uuid")
     return str(uuid.UUID(raw))
 

@@ -93,7 +93,7 @@ def parse_name(prefix: str, name: str) -> tuple[tuple[str, ...], str, str]:
     if len(path) > MAX_DEPTH:
         raise ValueError(f"field path deeper than {MAX_DEPTH}")
     for segment in path:
-        if not SEGMENT_RE.match(segment):
+        if not SEGMENT_RE.fullmatch(segment):
             raise ValueError(f"bad path segment '{segment}'")
     if op in _ORDERING and type_ == "boolean":
         raise ValueError(f"operator '{op}' does not apply to booleans")

@@ -74,7 +74,7 @@ def _client_gone(request: web.Request) -> bool:
 async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     given = request.headers.get(REQUEST_ID_HEADER)
-    bad_request_id = given is not None and not REQUEST_ID_RE.match(given)
+    bad_request_id = given is not None and not REQUEST_ID_RE.fullmatch(given)
     request_id = given if given is not None and not bad_request_id else new_request_id()
     request[REQUEST_ID] = request_id
     token = request_id_var.set(request_id)

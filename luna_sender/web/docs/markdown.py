@@ -114,7 +114,7 @@ def _page(title: str, body: str, nav: str = "") -> str:
 
 def render_dev_page(page: str, folder: Path | None = None) -> str | None:
     """``index.html`` -> docs/index.md, ``x.html`` -> docs/x.md; None for anything else."""
-    if not PAGE_RE.match(page):
+    if not PAGE_RE.fullmatch(page):
         return None
     folder = folder or docs_dir()
     source = folder / (page[: -len(".html")] + ".md")
