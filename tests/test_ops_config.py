@@ -272,3 +272,42 @@ def test_service_link_warning_lists_the_names_as_a_json_key() -> None:
     records = [json.loads(line) for line in svc.log().splitlines() if line.startswith("{")]
     warnings = [r for r in records if r["level"] == "WARNING"]
     assert len(warnings) == 1 and sorted(warnings[0]["ignored_env"]) == sorted(SERVICE_LINKS)
+
+
+BAD_BUS_URLS = [
+    ("redis://127.0.0.1:99999/0", "Port out of range"),
+    ("redis://127.0.0.1:abc/0", "Port could not be cast"),
+    ("redis://127.0.0.1:0/0", "port 0"),  # redis-py would have used 6379
+    ("redis://127.0.0.1:6379/0?socket_timeout=abc", "socket_timeout"),
+    ("redis://127.0.0.1:6379/0?db=abc", "'db'"),
+    ("redis://127.0.0.1:6379/abc", "database 'abc'"),  # redis-py would have used database 0
+    ("redis+sentinel://127.0.0.1:26379", "master name"),
+    ("redis+sentinel://127.0.0.1:26379/main/x", "database 'x'"),
+    ("redis+cluster://", "no hosts"),
+    ("redis+cluster://127.0.0.1:7000,127.0.0.1:x", "port 'x'"),
+]
+
+
+@pytest.mark.parametrize(("url", "fragment"), BAD_BUS_URLS)
+def test_a_bus_url_its_backend_cannot_read_is_a_config_error(url: str, fragment: str) -> None:
+    """The backends read their URL only when the service started: check-config passed these
+    and the start died of a traceback, six of them with --workers 2 (an outside pass)."""
+    env = {"LUNA_SENDER_REDIS_URL": url}
+    for args in (("check-config",), ("--port", "0"), ("--port", "0", "--workers", "2")):
+        result = run_cli(*args, env=env)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (args, result.stderr[-2000:])
+        assert len(lines) == 1 and "redis_url" in lines[0] and fragment in lines[0], lines
+
+
+def test_the_bus_urls_of_the_docs_are_still_read() -> None:
+    for url in (
+        "redis://user:secret@127.0.0.1:6379/2",
+        "rediss://127.0.0.1:6380/3?ssl_cert_reqs=none",
+        "unix:///run/redis.sock?db=1",
+        "redis://[::1]:6379",
+        "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/main/1?sentinel_password=x",
+        "rediss+cluster://127.0.0.1:7000,127.0.0.1:7001?sharded=1",
+    ):
+        result = run_cli("check-config", env={"LUNA_SENDER_REDIS_URL": url})
+        assert result.returncode == 0, (url, result.stderr)

@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from luna_sender.bus.urls import check_url
 from luna_sender.config.env import env_overrides
 from luna_sender.config.masking import mask_secrets
 from luna_sender.config.sections import (
@@ -163,6 +164,7 @@ class Settings(Section):
         scheme = urlsplit(value).scheme
         if scheme not in BUS_SCHEMES:
             raise ValueError(f"unsupported bus scheme {scheme!r} ({', '.join(BUS_SCHEMES)})")
+        check_url(value)
         return value
 
     @field_validator("api_versions")
