@@ -119,6 +119,30 @@ async def test_config_masks_secrets(live_app_factory) -> None:
         assert (await resp.json())["error_code"] == 12024
 
 
+async def test_config_masks_a_webhooks_credentials(live_app_factory) -> None:
+    """plugins.md gives ``headers`` for "an authorization token", and /config showed it, an API
+    key header and a URL's ``api_key`` in clear (an outside pass)."""
+    hook = {
+        "url": "https://hooks.example.com/luna?api_key=k-123&sig=s-456&team=ops",
+        "headers": {
+            "Authorization": "Bearer t-789",
+            "X-Api-Key": "k-abc",
+            "Cookie": "session=c-def",
+            "Content-Type": "application/json",
+        },
+        "jwt_public_key": "-----BEGIN PUBLIC KEY-----",
+    }
+    app = await live_app_factory(plugin_settings={"event-forwarder": hook})
+    async with app.session.get(app.url("/config")) as resp:
+        text = await resp.text()
+        shown = (await resp.json())["plugin_settings"]["event-forwarder"]
+    for secret in ("k-123", "s-456", "t-789", "k-abc", "c-def"):
+        assert secret not in text
+    assert shown["url"] == "https://hooks.example.com/luna?api_key=********&sig=********&team=ops"
+    assert shown["headers"]["Content-Type"] == "application/json"  # not a credential
+    assert shown["jwt_public_key"] == hook["jwt_public_key"]  # nor is a public key
+
+
 async def test_plugins_empty(memory_app: LiveApp) -> None:
     async with memory_app.session.get(memory_app.url("/plugins")) as resp:
         assert await resp.json() == {"plugins": []}

@@ -10,9 +10,14 @@ import re
 from typing import Any
 
 MASK = "********"
-SECRET_KEY_RE = re.compile(r"password|token|secret", re.IGNORECASE)
+# Names that hold a credential. Plugins take free-form names: a webhook's ``headers`` carry
+# ``Authorization`` or ``X-Api-Key``, its URL ``?api_key=`` or ``?sig=``, and /config showed
+# them in clear (an outside pass); a public key is no secret.
+_SECRET_WORDS = r"password|passwd|token|secret|key|auth|cookie|credential|sig"
+SECRET_KEY_RE = re.compile(_SECRET_WORDS, re.IGNORECASE)
+_PUBLIC_RE = re.compile(r"public", re.IGNORECASE)
 _USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^:/@]*):([^@/]*)@")
-_SECRET_QUERY_RE = re.compile(r"([?&][^=&]*(?:password|token|secret)[^=&]*)=([^&]*)", re.I)
+_SECRET_QUERY_RE = re.compile(rf"([?&][^=&]*(?:{_SECRET_WORDS})[^=&]*)=([^&]*)", re.I)
 
 
 def mask_secrets(value: Any, key: str = "") -> Any:
@@ -22,7 +27,7 @@ def mask_secrets(value: Any, key: str = "") -> Any:
     if isinstance(value, list):
         return [mask_secrets(v, key) for v in value]
     if isinstance(value, str):
-        if SECRET_KEY_RE.search(key) and value:
+        if value and SECRET_KEY_RE.search(key) and not _PUBLIC_RE.search(key):
             return MASK
         return mask_url(value) if "://" in value else value
     return value
