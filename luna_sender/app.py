@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -133,12 +134,15 @@ async def _on_startup(app: web.Application) -> None:
         app[BUS_GAUGE] = asyncio.create_task(_bus_gauge(context), name="bus-gauge")
 
 
-def log_ready(app: web.Application) -> None:
-    """Called once the listening sockets accept connections (luna_sender/runtime/lifecycle.py)."""
+def log_ready(app: web.Application, addresses: list[Any]) -> None:
+    """Called once the listening sockets accept connections (luna_sender/runtime/lifecycle.py);
+    names the addresses bound, so a service told ``--port 0`` can be found from its log."""
     context = app[CTX]
     loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    listen = ",".join(f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}" for a in addresses)
     log.info(
-        "luna-sender ready: bus=%s api_versions=%s loop=%s pid=%d",
+        "luna-sender ready: listen=%s bus=%s api_versions=%s loop=%s pid=%d",
+        listen,
         log_address(context.bus.url),
         context.settings.api_versions,
         loop,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import time
 import urllib.request
 from typing import Any
@@ -12,7 +15,7 @@ import pytest
 from luna_sender.config import ConfigError, load_settings
 from luna_sender.runtime.metrics import OWN_LABELS, Metrics
 
-from .helpers import Service, run_cli
+from .helpers import REPO, Service, run_cli
 
 # What Kubernetes injects into every pod of a namespace holding a Service named luna-sender
 # (port named "http") and one named luna-sender-redis.
@@ -311,3 +314,32 @@ def test_the_bus_urls_of_the_docs_are_still_read() -> None:
     ):
         result = run_cli("check-config", env={"LUNA_SENDER_REDIS_URL": url})
         assert result.returncode == 0, (url, result.stderr)
+
+
+def test_port_0_names_the_port_chosen_and_needs_one_worker(tmp_path: Any) -> None:
+    """Each --workers process binds for itself: port 0 gave two workers two ports (an outside
+    pass), and the log never said which, so a port-0 service could not be found."""
+    result = run_cli(
+        "--port", "0", "--workers", "2", env={"LUNA_SENDER_REDIS_URL": "redis://127.0.0.1:1/0"}
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "fixed port" in lines[0], lines
+    log = tmp_path / "svc.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "luna_sender.cli", "--host", "127.0.0.1", "--port", "0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    try:
+        deadline = time.monotonic() + 15
+        while not (found := re.search(r"ready: listen=127\.0\.0\.1:(\d+) ", log.read_text())):
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{found.group(1)}/healthcheck"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0

@@ -179,6 +179,9 @@ class Settings(Section):
     def _workers_need_a_shared_bus(cls, value: int, info: ValidationInfo) -> int:
         if value > 1 and str(info.data.get("redis_url", "")).startswith("memory"):
             raise ValueError("more than 1 worker needs a Redis bus (memory:// is per process)")
+        if value > 1 and info.data.get("port") == 0:
+            # Each worker binds for itself: port 0 would give every worker a port of its own.
+            raise ValueError("more than 1 worker needs a fixed port (port 0 picks one per worker)")
         return value
 
     @model_validator(mode="after")

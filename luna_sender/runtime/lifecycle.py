@@ -184,7 +184,7 @@ async def _serve(settings: Any, sockets: list[socket.socket], watchdog: Watchdog
         for sock in sockets:
             await web.SockSite(runner, sock, backlog=BACKLOG).start()
         if not stopping:
-            log_ready(app)
+            log_ready(app, [sock.getsockname() for sock in sockets])
         await stop.wait()
     finally:
         await runner.cleanup()
