@@ -24,6 +24,10 @@ from markdown_it.utils import EnvType, OptionsDict
 PAGE_RE = re.compile(r"^[A-Za-z0-9_-]+\.html$")
 # A link to a sibling doc (``x.md`` or ``x.md#part``) points at its served page instead.
 DOC_LINK_RE = re.compile(r"^([A-Za-z0-9_-]+)\.md(#.*)?$")
+# GitHub's heading ids: the heading's text, lower case, without what is not a word character, a
+# hyphen or a space, spaces turned into hyphens; a repeated one gets -1, -2, ...
+SLUG_DROP_RE = re.compile(r"[^\w\- ]")
+SLUG_PARTS = frozenset({"text", "code_inline"})
 TABLE_TOKENS = frozenset(
     f"{tag}_{side}" for tag in ("thead", "tbody", "tr", "th", "td") for side in ("open", "close")
 )
@@ -69,6 +73,21 @@ def _rewrite_doc_links(state: StateCore) -> None:
                 token.attrSet("href", DOC_LINK_RE.sub(r"\1.html\2", href))
 
 
+def _heading_ids(state: StateCore) -> None:
+    """Every heading gets the id GitHub gives it, which is what the docs' ``#part`` links name:
+    the served pages had none, and a dozen links went nowhere (an outside pass)."""
+    seen: dict[str, int] = {}
+    tokens = state.tokens
+    for i, token in enumerate(tokens):
+        if token.type != "heading_open":
+            continue
+        words = (c.content for c in tokens[i + 1].children or () if c.type in SLUG_PARTS)
+        slug = SLUG_DROP_RE.sub("", "".join(words).lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        token.attrSet("id", f"{slug}-{count}" if count else slug)
+
+
 def _compact_tables(state: StateCore) -> None:
     """Tables as ``<table><tr><th>..`` on one line, without thead/tbody: the markup the manual
     has always been served with (and its tests read)."""
@@ -93,6 +112,7 @@ def _parser() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
     md.core.ruler.push("doc_links", _rewrite_doc_links)
     md.core.ruler.push("compact_tables", _compact_tables)
+    md.core.ruler.push("heading_ids", _heading_ids)
     md.add_render_rule("fence", _fence)
     return md
 
