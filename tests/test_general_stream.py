@@ -181,6 +181,40 @@ async def test_general_publish_validation(
     assert err["detail"].startswith(f"Failed to validate input json. Path: '{path}',  message: ")
 
 
+@pytest.mark.parametrize(
+    ("body", "path", "message"),
+    [
+        (
+            {"event": {}, "event_type": ""},
+            "event_type",
+            "ensure this value has at least 1 characters",
+        ),
+        (
+            {"event": {}, "event_type": "t" * 129},
+            "event_type",
+            "ensure this value has at most 128 characters",
+        ),
+        (
+            {"event": {}, "event_type": "t", "account_id": "a" * 257},
+            "account_id",
+            "ensure this value has at most 256 characters",
+        ),
+        ({"event": {}, "event_type": 5}, "event_type", "str type expected"),
+        ({"event_type": "t"}, "event", "field required"),
+    ],
+)
+async def test_general_publish_errors_use_the_originals_words(
+    memory_app: LiveApp, body: dict[str, Any], path: str, message: str
+) -> None:
+    """docs/compatibility.md promises pydantic v1's wording; a field with both bounds said
+    "1 to 128 characters", which no v1 message says (an outside pass)."""
+    async with memory_app.session.post(memory_app.url("/publish/general"), json=body) as resp:
+        assert resp.status == 400
+        err = await resp.json()
+    assert err["error_code"] == 12022
+    assert err["detail"] == f"Failed to validate input json. Path: '{path}',  message: '{message}'"
+
+
 async def test_general_publish_media_and_json_errors(memory_app: LiveApp) -> None:
     url = memory_app.url("/publish/general")
     async with memory_app.session.post(url, data="x", headers={"Content-Type": "text/plain"}) as r:

@@ -100,11 +100,9 @@ def _message(model: type[BaseModel], error: ErrorDetails) -> str:
     if kind in MESSAGES:
         return MESSAGES[kind]
     if kind in LENGTH_UNITS:
+        # pydantic v1 named the one bound that failed, also where the field has both
         low, high = _bounds(model, str(error["loc"][0]))
-        if low is not None and high is not None:
-            size = f"{low} to {high}"
-        else:
-            size = f"at least {low}" if high is None else f"at most {high}"
+        size = f"at least {low}" if kind.endswith("short") else f"at most {high}"
         return f"ensure this value has {size} {LENGTH_UNITS[kind]}"
     return error["msg"]
 
