@@ -49,3 +49,28 @@ async def test_viewer_ws_carries_offsets_and_resumes_with_since(memory_app: Live
         memory_app.url("/viewer/ws"), params={"account_id": acc, "recover": "yes"}
     ) as resp:
         assert resp.status == 400
+
+
+async def test_a_repeated_since_opens_and_is_told_false(memory_app: LiveApp) -> None:
+    """``since`` is never an error (docs/compatibility.md): the same offset twice resumes from
+    it, two different ones answer ``recovered: false``; a repeated ``kind`` on the viewer's
+    pre-check is refused like a repeated filter (it was taken silently; an outside pass)."""
+    acc = account()
+    headers = {"Luna-Account-Id": acc}
+    async with memory_app.session.ws_connect(
+        memory_app.url("/ws"), params={"recover": "true"}, headers=headers
+    ) as ws:
+        await publish(memory_app, acc, "1")
+        last = (await recv_json(ws))["offset"]
+    await publish(memory_app, acc, "2")
+    for sinces, answer in (([last, last], True), ([last, "garbage"], False)):
+        query = "&".join(f"since={s}" for s in sinces)
+        async with memory_app.session.ws_connect(
+            memory_app.url("/ws") + "?" + query, headers=headers
+        ) as ws:
+            assert (await recv_json(ws))["recovery"]["recovered"] is answer
+    async with memory_app.session.get(
+        memory_app.url("/viewer/validate") + "?kind=face&kind=general&account_id=" + acc
+    ) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["detail"] == "Bad query parameters 'kind'"

@@ -69,7 +69,10 @@ def _account(request: web.Request) -> str:
 
 
 async def validate(request: web.Request) -> web.Response:
-    kind = request.query.get("kind", "face")
+    kinds = request.query.getall("kind", ["face"])
+    if len(kinds) > 1:  # which stream was meant is unknowable, as for a repeated filter
+        raise LunaError(errors.BAD_QUERY, "kind")
+    kind = kinds[0]
     principal = access.authenticate(request)  # same answers as the handshake, readable here
     if kind == "face":
         _viewer_account(request, principal)
