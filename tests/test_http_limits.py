@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from luna_sender.config.settings import Settings
+from luna_sender.runtime import metrics
 from luna_sender.web.httpd import request_line_max
 
 from .conftest import LiveApp
@@ -160,3 +161,32 @@ async def test_a_request_line_in_another_http_version_is_answered_505_in_http_1_
         raw = await asyncio.wait_for(reader.read(), 10)
         writer.close()
         assert raw.startswith(f"HTTP/{spoken} 200 ".encode()), raw[:200]
+
+
+async def test_refused_heads_and_redirects_are_counted(live_app_factory) -> None:
+    """request_count_total missed the parser's refusals (414, 431) and /docs/dev's 302: an
+    operator counting requests saw none of an attack on the parser (an outside pass)."""
+    metrics.REFUSED.clear()  # the tally is the process's: earlier tests' refusals are theirs
+    app: LiveApp = await live_app_factory(limits={"list_filter_max_items": 10})
+    query = "event_type=" + ",".join(["x" * 128] * 100)
+    async with app.session.get(app.url("/ws/general?" + query)) as resp:
+        assert resp.status == 414
+    for _ in range(2):
+        many = {f"X-Extra-{i}": "v" for i in range(200)}
+        async with app.session.get(app.url("/healthcheck"), headers=many) as resp:
+            assert resp.status == 431
+    async with app.session.get(app.url("/docs/dev"), allow_redirects=False) as resp:
+        assert resp.status == 302
+    async with app.session.delete(app.url("/publish/general")) as resp:
+        assert resp.status == 405
+    async with app.session.get(app.url("/metrics")) as resp:
+        text = await resp.text()
+    for line in (
+        'request_count_total{path="unknown",status_code="414"} 1.0',
+        'errors_count_total{error_code="12012",path="unknown"} 1.0',
+        'request_count_total{path="unknown",status_code="431"} 2.0',
+        'errors_count_total{error_code="12046",path="unknown"} 2.0',
+        'request_count_total{path="GET:/docs/dev",status_code="302"} 1.0',
+        'request_count_total{path="DELETE:unknown",status_code="405"} 1.0',
+    ):
+        assert line in text, (line, [m for m in text.splitlines() if "unknown" in m or "302" in m])

@@ -18,6 +18,7 @@ in memory and nothing of this applies.
 from __future__ import annotations
 
 import time
+from collections import Counter as Tally
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +53,10 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 KINDS = ("face", "general")
 # Delivered bus messages whose latencies are observed together (Metrics.delivered_message).
 HELD_MAX = 256
+# Requests the HTTP parser refused (414, 431, a malformed head) by (status, error code): counted
+# in web/httpd.py, where no route or app is known yet, and folded under the path ``unknown``.
+REFUSED: Tally[tuple[int, int]] = Tally()
+UNPARSED = "unknown"
 # Every label a metric below declares (plus Prometheus' reserved ``le``/``quantile``, and the
 # ``pid`` prometheus-client's multiprocess mode gives gauges with --workers): config rejects a
 # ``metrics.extra_labels`` name among them; a test keeps the set complete.
@@ -276,6 +281,11 @@ class Metrics:
             for reason, count in sockets.RESETS.items():
                 self.connections_reset.labels(*self._values, reason).inc(count)
             sockets.RESETS.clear()
+        if REFUSED:
+            for (status, code), count in REFUSED.items():
+                self.request_count.labels(*self._values, UNPARSED, str(status)).inc(count)
+                self.errors_count.labels(*self._values, UNPARSED, str(code)).inc(count)
+            REFUSED.clear()
         if fdlimit.EXHAUSTIONS:
             self._unlabelled(self.fd_exhausted).inc(sum(fdlimit.EXHAUSTIONS.values()))
             fdlimit.EXHAUSTIONS.clear()

@@ -15,9 +15,8 @@ Slow clients (slowloris): a connection that has not sent a complete request head
 ``limits.http_head_timeout`` seconds after it opened, or after its previous response, is closed
 without an answer; a body still incomplete ``limits.http_body_timeout`` seconds after its
 request's head is answered 408 and its connection closed. Without them an idle or trickling
-connection held its descriptor for an hour (aiohttp's own keep-alive default). A client that
-reads none of its answers for ``limits.http_send_timeout`` seconds while they fill the socket's
-buffers has its connection reset (web/stalls.py).
+connection held its descriptor for an hour (aiohttp's own keep-alive default). A client reading
+none of its answers for ``limits.http_send_timeout`` s has its connection reset (stalls.py).
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ from luna_sender import errors
 from luna_sender.config import Settings
 from luna_sender.errors import LunaError
 from luna_sender.filters.general import EVENT_TYPE_MAX
-from luna_sender.runtime import fdlimit
+from luna_sender.runtime import fdlimit, metrics
 from luna_sender.runtime.sockets import set_send_buffer, unread
 from luna_sender.web.middlewares import REQUEST_ID_HEADER, UNSPOKEN_VERSION, new_request_id
 from luna_sender.web.stalls import SendDeadline
@@ -320,6 +319,7 @@ class LunaRequestHandler(RequestHandler):
         ):
             return super().handle_error(request, status, exc, message)
         err = self._luna_error(exc)
+        metrics.REFUSED[err.status, err.kind.code] += 1  # no route, no app: Metrics.fold
         log.info("refused HTTP request from %s: %s", request.remote, err.detail)
         response = errors.error_response(err)
         response.headers[REQUEST_ID_HEADER] = new_request_id()

@@ -102,8 +102,9 @@ async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 # protocol would not understand a kept-alive HTTP/1.1 connection
                 response.force_close()
         except web.HTTPException as exc:
-            if exc.status < 400:
+            if exc.status < 400:  # a redirect: answered by aiohttp, counted here
                 exc.headers[REQUEST_ID_HEADER] = request_id
+                record_request(request, exc.status, time.perf_counter() - started)
                 raise
             err = _from_http_exception(exc)
             response = errors.error_response(err)
