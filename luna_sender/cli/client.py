@@ -173,9 +173,11 @@ class Resume:
             if report.get("recovered") is True:
                 print(f"luna-sender: resumed, {replayed} missed event(s) replayed", file=err)
             else:
+                # The socket is not told why (docs/recovery.md lists the causes: the window,
+                # a gap marker after a bus cut or a restart of the only recorder, ...).
                 print(
-                    "luna-sender: recovery failed (offset outside the history window): "
-                    "events may have been missed while disconnected",
+                    "luna-sender: not recovered (the offset is outside the history, or behind "
+                    "a gap): events may have been missed while disconnected",
                     file=err,
                 )
             return False
