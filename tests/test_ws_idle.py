@@ -215,6 +215,9 @@ async def test_client_close_is_answered_with_1000_and_logged_with_its_code(
         ([(0x2, b"\xff" * 999, True)], None),  # binary is not UTF-8 checked; under the limit
         ([(CLOSE, b"\x03", True)], 1002),  # a one-byte close payload
         ([(CLOSE, (1004).to_bytes(2, "big"), True)], 1002),  # a reserved close code
+        # RFC 6455 7.4.2 gives codes up to 4999; 5000 was answered 1000 (an outside pass)
+        ([(CLOSE, (5000).to_bytes(2, "big"), True)], 1002),
+        ([(CLOSE, (65535).to_bytes(2, "big"), True)], 1002),
     ],
 )
 async def test_client_frames(

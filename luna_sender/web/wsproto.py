@@ -226,7 +226,7 @@ class SocketProtocol(asyncio.Protocol):
     def _on_close_frame(self, payload: bytes) -> None:
         if len(payload) >= 2:
             code = struct.unpack("!H", payload[:2])[0]
-            if code < 3000 and code not in ALLOWED_CLOSE_CODES:
+            if code not in ALLOWED_CLOSE_CODES and not 3000 <= code < 5000:
                 raise FrameError(PROTOCOL_ERROR)
             try:
                 payload[2:].decode()
