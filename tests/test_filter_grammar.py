@@ -48,6 +48,9 @@ REFUSED = [
     ("/ws/general", "event.a%0A.b=1", "event.a\n.b"),
     ("/ws/general", "event.a%0A__gt:integer=1", "event.a\n__gt:integer"),
     ("/ws", "meta.a.b%0A=1", "meta.a.b\n"),
+    # Bytes that are not UTF-8 in a value were compiled as U+FFFD; in a name they were refused.
+    ("/ws", "sources=%FF", "sources"),
+    ("/ws/general", "event.x=a%C3", "event.x"),
 ]
 
 ACCEPTED = [

@@ -27,6 +27,11 @@ UUID_RE = re.compile(
 )
 
 
+# What percent-decoding a query puts for bytes that are not UTF-8 (``sources=%FF``): such a
+# value was compiled as the replacement character, where such a name was refused (outside pass).
+UNDECODABLE = "\ufffd"
+
+
 class FilterError(ValueError):
     """A query parameter is malformed; ``param`` names it in the 12012 error."""
 
@@ -227,6 +232,8 @@ def compile_filters(
             continue
         if name in seen:
             raise FilterError(name, "parameter is given more than once")
+        if UNDECODABLE in raw:  # the query's percent-decoding put it for bytes not UTF-8
+            raise FilterError(name, "value is not UTF-8")
         seen[name] = raw
         spec = specs.get(name)
         if spec is not None:
