@@ -79,6 +79,9 @@ def test_bad_input_and_unreachable_service() -> None:
         assert result.returncode == 2 and "event.a__zz" in result.stderr
         result = cli("listen", "--url", svc.ws_url)  # face events need an account
         assert result.returncode == 2 and "--account-id" in result.stderr
+        # A query in the base URL swallows the route: an HTTP 200, retried for ever before.
+        result = cli("listen", "--url", svc.ws_url + "?x=1", "--general")
+        assert result.returncode == 2 and "is not a websocket (HTTP 200)" in result.stderr
         result = cli("publish", "--url", svc.url, "--account-id", account(), stdin="{oops")
         assert result.returncode == 2 and "bad input" in result.stderr
         result = cli(

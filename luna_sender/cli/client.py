@@ -132,6 +132,9 @@ async def listen(
                             return 0
                     reason = f"closed with code {ws.close_code}"
             except aiohttp.WSServerHandshakeError as exc:
+                if exc.status < 400:  # answered, but not as a websocket: a wrong --url
+                    print(f"luna-sender: {url} is not a websocket (HTTP {exc.status})", file=err)
+                    return EXIT_BAD_INPUT
                 if 400 <= exc.status < 500:
                     http_url = url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
                     async with session.get(http_url, params=query, headers=headers) as resp:
