@@ -423,6 +423,45 @@ async def test_general_stream_of_a_non_admin_token_is_its_account_only(
         assert owners == [other, "None", acc]
 
 
+async def test_general_recovery_needs_an_admin_token(live_app_factory: Any) -> None:
+    """The general channel's offsets number every account's events in one sequence: a
+    non-admin's recovering socket learnt how many events other accounts published, and when,
+    and a ``since`` probe confirmed their ids (an outside pass). Refused; admins recover."""
+    app = await live_app_factory(**jwt_settings())
+    acc = account()
+    for query in ("recover=true", "since=anything", "recover=1&since=x"):
+        for route in ("/ws/general", "/2/ws/general"):
+            status, _h, body = await raw_handshake(
+                port_of(app), f"{route}?{query}&token={token(acc)}"
+            )
+            assert (status, orjson.loads(body)) == (403, FORBIDDEN), (route, query)
+        async with app.session.get(
+            app.url(f"/viewer/validate?kind=general&{query}"), params={"token": token(acc)}
+        ) as resp:
+            assert (resp.status, await resp.json()) == (403, FORBIDDEN)
+    async with (
+        app.session.ws_connect(
+            app.url("/ws/general"), params={"token": token(acc), "recover": "false"}
+        ) as plain,
+        app.session.ws_connect(
+            app.url("/ws/general"), params={"token": token(acc, "admin"), "recover": "true"}
+        ) as admin,
+    ):
+        admin_pub = {"Authorization": "Bearer " + token(acc, "admin publish")}
+        body = {"event": {"n": 1}, "event_type": "t", "account_id": acc}
+        async with app.session.post(
+            app.url("/publish/general"), headers=admin_pub, json=body
+        ) as resp:
+            assert resp.status == 204
+        assert "offset" not in await recv_json(plain)
+        assert "offset" in await recv_json(admin)
+    # The face stream's offsets count one account's own events: recovery stays open there.
+    async with app.session.ws_connect(
+        app.url("/ws"), params={"token": token(acc), "recover": "true"}
+    ) as face:
+        assert not face.closed
+
+
 async def test_publish_needs_scope_and_publishes_into_the_tokens_account(
     live_app_factory: Any, redis_server: Any
 ) -> None:

@@ -198,6 +198,33 @@ async def test_viewer_in_jwt_mode_takes_a_token(jwt_service: Service, page) -> N
     assert "cam-7" in await page.inner_text("#events tbody")
 
 
+async def test_a_tenant_token_watches_general_events_without_recovery(
+    jwt_service: Service, page
+) -> None:
+    """Recovery on /ws/general needs an admin token: the page connects without it (its resume
+    box is on by default) and says so, instead of failing the handshake."""
+    from .jwtkit import token
+
+    acc = account()
+    await page.goto(jwt_service.url + "/viewer")
+    await page.check("input[name=kind][value=general]")
+    await page.fill("#token", token(acc))
+    await page.click("#connect")
+    await page.wait_for_selector("#status.open")
+    assert "needs an admin token" in await page.inner_text("body")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            jwt_service.url + "/publish/general",
+            json={"event": {"n": 1, "source": "dock"}, "event_type": "t", "account_id": acc},
+            headers={"Authorization": "Bearer " + token(acc, "publish")},
+        ) as resp,
+    ):
+        assert resp.status == 204
+    await page.wait_for_function("document.querySelectorAll('#events tbody tr').length >= 1")
+    assert "dock" in await page.inner_text("#events tbody")
+
+
 async def test_a_page_of_another_origin_cannot_open_a_stream(
     service: Service, jwt_service: Service, page
 ) -> None:

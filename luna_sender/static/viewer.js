@@ -148,7 +148,7 @@ function firstSeen(offset) {
 
 // Validation answers a refused handshake's LUNA error, which the websocket itself hides.
 // Returns "ok", "rejected" (shown; retrying would not help) or "unreachable".
-async function validate(k, params) {
+async function validate(k, params, quiet = false) {
   const check = new URLSearchParams(params);
   check.set("kind", k);
   let resp;
@@ -164,7 +164,7 @@ async function validate(k, params) {
     const body = await resp.json();
     text = `Error ${body.error_code}: ${body.desc}. ${body.detail}`;
   } catch (_) { /* not JSON */ }
-  showError(text);
+  if (!quiet) showError(text);
   return resp.status >= 500 ? "unreachable" : "rejected";
 }
 
@@ -184,7 +184,18 @@ async function connect(ev) {
     setStatus(outcome === "rejected" ? "rejected" : "error", "error");
     return;
   }
-  if ($("recover").checked) params.set("recover", "true");
+  let recover = $("recover").checked;
+  if (recover && k === "general") {
+    // In jwt mode a tenant's token may not recover on the general stream (docs/recovery.md).
+    const probe = new URLSearchParams(params);
+    probe.set("recover", "true");
+    if (await validate(k, probe, true) === "rejected") {
+      recover = false;
+      notice("Resuming after a reconnect needs an admin token on the general stream: " +
+             "connected without it, so events may be missed while disconnected.", "warn");
+    }
+  }
+  if (recover) params.set("recover", "true");
   lastOffset = null;
   seen.clear();
   seenOrder.length = 0;

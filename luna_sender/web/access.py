@@ -329,6 +329,15 @@ def general_query(
     return query
 
 
+def general_recovery(principal: Principal | None, recover: bool) -> None:
+    """Recovery on /ws/general needs an admin token. The general channel's offsets number every
+    account's general events in one sequence, so a non-admin socket's offsets told it how many
+    events other accounts published and when, and a ``since`` probe confirmed their ids (an
+    outside pass). Offsets of their own per account are not built (docs/security.md)."""
+    if recover and principal is not None and not principal.admin:
+        raise denied("recovery on the general stream needs an admin token")
+
+
 def own_general_account(principal: Principal | None, account_id: str | None) -> None:
     """/publish/general: a non-admin token publishes into its own account only."""
     if principal is not None and not principal.admin and account_id != principal.account_id:

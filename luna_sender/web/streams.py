@@ -125,6 +125,7 @@ async def general_ws(request: web.Request) -> web.StreamResponse:
         query = access.general_query(request, principal, RECOVERY_PARAMS)
         compiled = compile_filter(compile_general, request, query)
         recovery = recovery_of(request)
+        access.general_recovery(principal, recovery.recover)
     return await serve_socket(request, "general", compiled, None, recovery)
 
 

@@ -82,7 +82,9 @@ async def validate(request: web.Request) -> web.Response:
         compile_filter(compile_general, request, query)
     else:
         raise LunaError(errors.BAD_QUERY, "kind")
-    recovery_of(request)  # a bad recover value is refused here too, readable by the page
+    recovery = recovery_of(request)  # a bad recover value is refused here too, as the 403 below
+    if kind == "general":
+        access.general_recovery(principal, recovery.recover)
     return web.Response(status=204)
 
 
