@@ -45,6 +45,11 @@ async def _requests_with_tokens(svc: Service, good: str, forged: str) -> None:
             ("/viewer/validate", f"kind=face&token={good}"),
             ("/viewer/validate", f"kind=face&token={forged}"),
             ("/ws/general", f"token={good}&token={good}"),
+            # Spellings the service refuses, still never logged in clear (an outside pass):
+            ("/ws", f"jwt={good}"),
+            ("/ws/general", f"token;={good}"),
+            ("/ws/general", f"sources=a;token={good}"),
+            ("/ws", f"api_key={forged}"),
         ):
             async with http.get(f"{svc.url}{path}?{query}") as resp:
                 assert resp.status in (204, 400, 401, 403), (path, resp.status)

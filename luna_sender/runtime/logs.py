@@ -89,17 +89,24 @@ def escape_controls(text: str) -> str:
 
 
 # A query parameter whose (decoded) name holds a credential: ``token`` (a JWT given as
-# ``?token=``), ``password``, ``secret``. Its value never reaches a log line.
-_QUERY_PARAM_RE = re.compile(r"([?&;])([^=&;#]*)=([^&;#]*)")
-_SECRET_NAME_RE = re.compile(r"token|password|secret", re.I)
+# ``?token=``), ``password``, ``secret``, and the other names a client may put one under
+# (``jwt``, ``api_key``, ``auth``...; the names /config masks, config/masking.py). Its value never
+# reaches a log line, whatever the service makes of the parameter.
+_SECRET_NAME_RE = re.compile(
+    r"token|password|passwd|secret|key|auth|cookie|credential|sig|jwt", re.I
+)
 MASK = "********"
 
 
-def _mask_param(match: re.Match[str]) -> str:
-    sep, name, _value = match.groups()
-    if _SECRET_NAME_RE.search(unquote_plus(name)):
-        return f"{sep}{name}={MASK}"
-    return match.group()
+def _mask_param(segment: str) -> str:
+    """One ``&``-separated piece of a query, its value masked when its name names a credential.
+    The service reads only ``&`` as a separator, but a name is looked for in every ``;`` piece
+    too: ``token;=<jwt>`` and ``a=1;token=<jwt>`` reached the log in clear (an outside pass)."""
+    name, eq, _value = segment.partition("=")
+    pieces = (piece.partition("=")[0] for piece in segment.split(";"))
+    if eq and any(_SECRET_NAME_RE.search(unquote_plus(piece)) for piece in pieces):
+        return f"{name}={MASK}"
+    return segment
 
 
 def mask_query(path: str) -> str:
@@ -111,7 +118,7 @@ def mask_query(path: str) -> str:
     if "?" not in path:
         return path
     head, _, query = path.partition("?")
-    return head + _QUERY_PARAM_RE.sub(_mask_param, "?" + query)
+    return head + "?" + "&".join(_mask_param(segment) for segment in query.split("&"))
 
 
 class TextFormatter(logging.Formatter):
