@@ -81,7 +81,8 @@ def parse(token: object) -> Offset | None:
     if seq > _MAX_SEQ or seq == 0:
         return None
     part = None if found[4] is None else int(found[4])
-    return Offset(found[1], int(found[2]), seq, part)
+    offset = Offset(found[1], int(found[2]), seq, part)
+    return offset if str(offset) == token else None  # only the spelling the service writes
 
 
 def new_epoch() -> str:
