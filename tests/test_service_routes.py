@@ -132,11 +132,21 @@ async def test_config_masks_a_webhooks_credentials(live_app_factory) -> None:
         },
         "jwt_public_key": "-----BEGIN PUBLIC KEY-----",
     }
-    app = await live_app_factory(plugin_settings={"event-forwarder": hook})
+    # A re-attack: a number or a mapping under a secret name, encoded or ';'-hidden names in a
+    # query, and a password holding an '@' of its own were still shown.
+    other = {
+        "password": 918273,
+        "token": {"inner": "n-147"},
+        "url": "https://h/x?%74oken=e-258&a=1;token=f-369",
+        "dsn": "redis://:p@ss-w0rd@127.0.0.1:1/0",
+    }
+    app = await live_app_factory(plugin_settings={"event-forwarder": hook, "other": other})
     async with app.session.get(app.url("/config")) as resp:
         text = await resp.text()
         shown = (await resp.json())["plugin_settings"]["event-forwarder"]
     for secret in ("k-123", "s-456", "t-789", "k-abc", "c-def"):
+        assert secret not in text
+    for secret in ("918273", "n-147", "e-258", "f-369", "ss-w0rd"):
         assert secret not in text
     assert shown["url"] == "https://hooks.example.com/luna?api_key=********&sig=********&team=ops"
     assert shown["headers"]["Content-Type"] == "application/json"  # not a credential

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import unquote_plus
 
 MASK = "********"
 # Names that hold a credential. Plugins take free-form names: a webhook's ``headers`` carry
@@ -16,28 +17,57 @@ MASK = "********"
 _SECRET_WORDS = r"password|passwd|token|secret|key|auth|cookie|credential|sig"
 SECRET_KEY_RE = re.compile(_SECRET_WORDS, re.IGNORECASE)
 _PUBLIC_RE = re.compile(r"public", re.IGNORECASE)
-_USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^:/@]*):([^@/]*)@")
-_SECRET_QUERY_RE = re.compile(rf"([?&][^=&]*(?:{_SECRET_WORDS})[^=&]*)=([^&]*)", re.I)
+_ALWAYS_SECRET_RE = re.compile(r"password|passwd|token|secret|credential|cookie", re.IGNORECASE)
 
 
-def mask_secrets(value: Any, key: str = "") -> Any:
-    """Plain settings data with the values of secret-named keys and URL passwords masked."""
+def _secret(name: str) -> bool:
+    return bool(SECRET_KEY_RE.search(name)) and not _PUBLIC_RE.search(name)
+
+
+def mask_secrets(value: Any, key: str = "", hidden: bool = False) -> Any:
+    """Plain settings data with the values of secret-named keys and URL passwords masked. A
+    number under a secret name is masked too, and so is all a mapping holds under one of the
+    names that always mean a credential (``password: 12345`` and ``token: {inner: ...}`` were
+    shown); ``auth`` or ``key`` may name a section, whose entries are judged by their own."""
     if isinstance(value, dict):
-        return {k: mask_secrets(v, k) for k, v in value.items()}
+        inner = hidden or bool(_ALWAYS_SECRET_RE.search(key))
+        return {k: mask_secrets(v, k, inner) for k, v in value.items()}
     if isinstance(value, list):
-        return [mask_secrets(v, key) for v in value]
-    if isinstance(value, str):
-        if value and SECRET_KEY_RE.search(key) and not _PUBLIC_RE.search(key):
-            return MASK
-        return mask_url(value) if "://" in value else value
-    return value
+        return [mask_secrets(v, key, hidden) for v in value]
+    if value in (None, "") or isinstance(value, bool):
+        return value
+    if hidden or _secret(key):
+        return MASK
+    return mask_url(value) if isinstance(value, str) and "://" in value else value
+
+
+def _mask_param(param: str) -> str:
+    """One ``&`` piece of a query, masked when a name in it (decoded, and in every ``;`` piece:
+    ``%74oken=``, ``a=1;token=``) names a credential."""
+    name, eq, _value = param.partition("=")
+    names = (unquote_plus(piece.partition("=")[0]) for piece in param.split(";"))
+    return f"{name}={MASK}" if eq and any(_secret(n) for n in names) else param
 
 
 def mask_url(url: str) -> str:
-    """Hide the password of a URL's userinfo (``redis://user:pw@host`` -> ``user:********``).
+    """Hide the password of a URL's userinfo (``redis://user:pw@host`` -> ``user:********``) and
+    the values of credential-named query parameters.
 
-    A regex rather than urlsplit: Sentinel/Cluster URLs list several ``host:port`` pairs, which
-    urlsplit cannot parse.
+    Not urlsplit: Sentinel/Cluster URLs list several ``host:port`` pairs, which it cannot parse.
+    The userinfo ends at the last ``@`` before the path, as redis-py reads it: a password with
+    an ``@`` of its own was shown from there on.
     """
-    url = _USERINFO_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}:{MASK}@", url, count=1)
-    return _SECRET_QUERY_RE.sub(lambda m: f"{m.group(1)}={MASK}", url)
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    cut = min(
+        (i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest)
+    )
+    netloc, tail = rest[:cut], rest[cut:]
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.partition(":")[0] + ":" + MASK
+    path, q, query = tail.partition("?")
+    if q:
+        query = "&".join(_mask_param(param) for param in query.split("&"))
+    return f"{scheme}://{userinfo}{at}{hosts}{path}{q}{query}"
