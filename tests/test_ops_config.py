@@ -282,12 +282,24 @@ BAD_BUS_URLS = [
     ("redis://127.0.0.1:abc/0", "Port could not be cast"),
     ("redis://127.0.0.1:0/0", "port 0"),  # redis-py would have used 6379
     ("redis://127.0.0.1:6379/0?socket_timeout=abc", "socket_timeout"),
-    ("redis://127.0.0.1:6379/0?db=abc", "'db'"),
+    ("redis://127.0.0.1:6379/0?db=abc", "database 'abc'"),
     ("redis://127.0.0.1:6379/abc", "database 'abc'"),  # redis-py would have used database 0
     ("redis+sentinel://127.0.0.1:26379", "master name"),
     ("redis+sentinel://127.0.0.1:26379/main/x", "database 'x'"),
     ("redis+cluster://", "no hosts"),
     ("redis+cluster://127.0.0.1:7000,127.0.0.1:x", "port 'x'"),
+    # A re-attack: passed check-config, then a traceback at start or a service that never
+    # connected, or an option the backend ignores without a word.
+    ("redis://127.0.0.1:6379/0?max_connections=-5", "max_connections"),
+    ("redis://127.0.0.1:6379/0?socket_timeout=nan", "socket_timeout 'nan'"),
+    ("redis://127.0.0.1:6379/0?socket_timeout=-1", "socket_timeout '-1'"),
+    ("unix://", "socket's path"),
+    ("unix:///run/redis.sock?db=-1", "database '-1'"),
+    ("redis://127.0.0.1:6379/99999999999999999999", "database '9999"),
+    ("redis+sentinel://127.0.0.1:26379/main?socket_timeout=abc", "no option 'socket_timeout'"),
+    ("redis+sentinel://127.0.0.1:26379/main/0/extra", "path is /<master>[/db]"),
+    ("redis+cluster://127.0.0.1:7000?sharded=maybe", "sharded is one of"),
+    ("redis+cluster://127.0.0.1:7000/abc", "no path"),
 ]
 
 
@@ -311,6 +323,10 @@ def test_the_bus_urls_of_the_docs_are_still_read() -> None:
         "redis://[::1]:6379",
         "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/main/1?sentinel_password=x",
         "rediss+cluster://127.0.0.1:7000,127.0.0.1:7001?sharded=1",
+        " redis://127.0.0.1:6379/0 ",  # surrounding blanks are the variable's, not the URL's
+        "redis://127.0.0.1:6379/0?socket_timeout=2.5&max_connections=50",
+        "redis+sentinel://[::1]:26379,[::1]/main",
+        "redis+cluster://[::1]:7000",
     ):
         result = run_cli("check-config", env={"LUNA_SENDER_REDIS_URL": url})
         assert result.returncode == 0, (url, result.stderr)

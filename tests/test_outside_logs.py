@@ -93,7 +93,7 @@ def _bus_urls(dead: int) -> list[str]:
     return [
         f"redis://bususer:UsErInFoPw@127.0.0.1:{dead}/0?password=Q2uerypw",
         f"redis+sentinel://sentuser:SeNtUsErPw@127.0.0.1:{dead}/mymaster/0"
-        "?sentinel_password=SeNtQuErYpw&password=MaStErQpw",
+        "?sentinel_password=SeNtQuErYpw",  # ?password= is refused there: the backend ignores it
     ]
 
 
@@ -108,7 +108,7 @@ async def test_bus_passwords_are_masked_in_every_log_line(index: int) -> None:
         finally:
             svc.terminate()
         log = svc.log()
-        for secret in ("UsErInFoPw", "Q2uerypw", "SeNtUsErPw", "SeNtQuErYpw", "MaStErQpw"):
+        for secret in ("UsErInFoPw", "Q2uerypw", "SeNtUsErPw", "SeNtQuErYpw"):
             assert secret not in log, log
         assert "password=********" in log, log
 

@@ -30,46 +30,17 @@ def parse_hosts(netloc_hosts: str, default_port: int) -> list[tuple[str, int]]:
         item = item.strip()
         if not item:
             continue
-        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+        if item.startswith("["):  # an IPv6 address: the brackets are the URL's, not the host's
+            host, _, rest = item[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else rest
+        else:
+            host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
         if port and not (_number(port) and 0 < int(port) < 65536):
             raise ValueError(f"port {port!r} is not a number from 1 to 65535")
         hosts.append((host or item, int(port) if port else default_port))
     if not hosts:
         raise ValueError("no hosts in bus URL")
     return hosts
-
-
-def _number(text: str) -> bool:
-    return text.isascii() and text.isdigit()
-
-
-def check_url(url: str) -> None:
-    """Raise ValueError saying what is wrong with a bus URL, reading it as its backend will but
-    without connecting. The backends read their URL only when the service starts, so a bad port
-    or option passed ``check-config`` and then ended the start with a traceback (an outside
-    pass: ``redis://h:99999/0``, ``?socket_timeout=abc``, a Sentinel URL without a master)."""
-    scheme = url.split("://", 1)[0].lower()
-    if scheme == "memory":
-        return
-    if scheme in ("redis", "rediss", "unix"):
-        from redis.asyncio.connection import parse_url
-
-        parse_url(url)  # the port, and every option in the query
-        if scheme != "unix" and urlsplit(url).port == 0:  # redis-py would use 6379 for it
-            raise ValueError("port 0 is not a number from 1 to 65535")
-        database = url.partition("?")[0].split("://", 1)[1].partition("/")[2].strip("/")
-        if scheme != "unix" and database and not _number(database):
-            # redis-py would quietly use database 0 for it
-            raise ValueError(f"the database {database!r} in the bus URL is not a number")
-        return
-    parsed = split_url(url)
-    parse_hosts(parsed.hosts, 26379)
-    parts = [p for p in parsed.path.split("/") if p]
-    if "sentinel" in scheme:
-        if not parts:
-            raise ValueError(f"{scheme}:// URL needs a master name: .../<master>[/db]")
-        if len(parts) > 1 and not _number(parts[1]):
-            raise ValueError(f"the database {parts[1]!r} in the bus URL is not a number")
 
 
 def split_url(url: str) -> BusUrl:
@@ -82,3 +53,85 @@ def split_url(url: str) -> BusUrl:
         user, password = unquote(user) or None, unquote(password) or None
     hosts, _, path = hostpart.partition("/")
     return BusUrl(scheme, user, password, hosts, path, parse_qs(query))
+
+
+def _number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+# The query options each multi-host backend reads (sentinel.py, cluster.py); any other would
+# be ignored without a word.
+MULTI_HOST_OPTIONS = {
+    "sentinel": {"sentinel_username", "sentinel_password"},
+    "cluster": {"sharded"},
+}
+SHARDED = ("1", "true", "yes", "0", "false", "no")
+# Options of a single-host URL that redis-py takes as numbers but never checks: a NaN or
+# negative timeout, or a database outside Redis' range, left a service that never connected.
+_POSITIVE = ("socket_timeout", "socket_connect_timeout")
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError saying what is wrong with a bus URL, reading it as its backend will but
+    without connecting. The backends read their URL only when the service starts, so a bad port
+    or option passed ``check-config`` and then ended the start with a traceback, or left a
+    service that could never connect (outside passes: ``redis://h:99999/0``,
+    ``?socket_timeout=abc`` or ``nan``, ``?max_connections=-5``, a Sentinel URL without a master,
+    options a Sentinel or Cluster URL ignores)."""
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "memory":
+        return
+    if scheme in ("redis", "rediss", "unix"):
+        _check_single(scheme, url)
+        return
+    parsed = split_url(url)
+    parse_hosts(parsed.hosts, 26379)
+    parts = [p for p in parsed.path.split("/") if p]
+    kind = "sentinel" if "sentinel" in scheme else "cluster"
+    unknown = sorted(set(parsed.query) - MULTI_HOST_OPTIONS[kind])
+    if unknown:
+        known = ", ".join(sorted(MULTI_HOST_OPTIONS[kind]))
+        raise ValueError(f"{scheme}:// URL takes no option {unknown[0]!r} (only {known})")
+    if kind == "cluster":
+        if parts:
+            raise ValueError(f"{scheme}:// URL takes no path (a Cluster has database 0 only)")
+        if any(v.lower() not in SHARDED for v in parsed.query.get("sharded", [])):
+            raise ValueError(f"sharded is one of {', '.join(SHARDED)}")
+        return
+    if not parts:
+        raise ValueError(f"{scheme}:// URL needs a master name: .../<master>[/db]")
+    if len(parts) > 2:
+        raise ValueError(f"{scheme}:// URL path is /<master>[/db], not {parsed.path!r}")
+    if len(parts) > 1:
+        _database(parts[1])
+
+
+def _database(text: str) -> None:
+    if not (_number(text) and int(text) < 2**31):
+        raise ValueError(f"the database {text!r} in the bus URL is not a number from 0")
+
+
+def _check_single(scheme: str, url: str) -> None:
+    from redis.asyncio import ConnectionPool
+
+    options = parse_qs(url.partition("?")[2])
+    for name in _POSITIVE:
+        for value in options.get(name, []):
+            try:
+                number = float(value)
+            except ValueError:
+                number = -1.0
+            if not 0 < number < float("inf"):
+                raise ValueError(f"{name} {value!r} in the bus URL is not a positive number")
+    for value in options.get("db", []):
+        _database(value)
+    ConnectionPool.from_url(url)  # the port, and every other option, as redis-py will read them
+    if scheme == "unix":
+        if not urlsplit(url).path:
+            raise ValueError("unix:// URL needs the socket's path: unix:///path/redis.sock")
+        return
+    if urlsplit(url).port == 0:  # redis-py would use 6379 for it
+        raise ValueError("port 0 is not a number from 1 to 65535")
+    database = url.partition("?")[0].split("://", 1)[1].partition("/")[2].strip("/")
+    if database:  # redis-py would quietly use database 0 for one that is not a number
+        _database(database)

@@ -161,6 +161,7 @@ class Settings(Section):
     @field_validator("redis_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
+        value = value.strip()  # " redis://..." passed here (urlsplit strips) and not the bus
         scheme = urlsplit(value).scheme
         if scheme not in BUS_SCHEMES:
             raise ValueError(f"unsupported bus scheme {scheme!r} ({', '.join(BUS_SCHEMES)})")
