@@ -218,6 +218,7 @@ async def test_client_close_is_answered_with_1000_and_logged_with_its_code(
         # RFC 6455 7.4.2 gives codes up to 4999; 5000 was answered 1000 (an outside pass)
         ([(CLOSE, (5000).to_bytes(2, "big"), True)], 1002),
         ([(CLOSE, (65535).to_bytes(2, "big"), True)], 1002),
+        ([(CLOSE, (1015).to_bytes(2, "big"), True)], 1002),  # reserved: never on the wire
     ],
 )
 async def test_client_frames(

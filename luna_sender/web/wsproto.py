@@ -33,8 +33,8 @@ ABNORMAL = 1006
 PROTOCOL_ERROR = 1002
 INVALID_TEXT = 1007
 TOO_BIG = 1009
-# Close codes a client may send (aiohttp's list); others below 3000 are a protocol error.
-ALLOWED_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013})
+# Close codes a client may send (aiohttp's list); others outside 3000-4999 are a protocol error.
+ALLOWED_CLOSE_CODES = frozenset({*range(1000, 1004), *range(1007, 1015)})  # 1014: IANA's too
 MAX_PAYLOAD_LEN = 2**63 - 1
 PING_FRAME = b"\x89\x00"
 _utf8 = codecs.getincrementaldecoder("utf-8")
