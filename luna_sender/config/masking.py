@@ -41,12 +41,22 @@ def mask_secrets(value: Any, key: str = "", hidden: bool = False) -> Any:
     return mask_url(value) if isinstance(value, str) and "://" in value else value
 
 
+def _query_secret(name: str) -> bool:
+    # In a query a ``jwt`` is a bearer token too (in settings it names the jwt section's keys).
+    return _secret(name) or "jwt" in name.lower()
+
+
+def mask_params(query: str) -> str:
+    """A query string (no ``?``) with the values of credential-named parameters masked: the
+    names are looked for decoded and in every ``;`` piece (``%74oken=``, ``token;=``,
+    ``a=1;token=``). Shared by /config's URLs and every log line showing a request's query."""
+    return "&".join(_mask_param(param) for param in query.split("&"))
+
+
 def _mask_param(param: str) -> str:
-    """One ``&`` piece of a query, masked when a name in it (decoded, and in every ``;`` piece:
-    ``%74oken=``, ``a=1;token=``) names a credential."""
     name, eq, _value = param.partition("=")
     names = (unquote_plus(piece.partition("=")[0]) for piece in param.split(";"))
-    return f"{name}={MASK}" if eq and any(_secret(n) for n in names) else param
+    return f"{name}={MASK}" if eq and any(_query_secret(n) for n in names) else param
 
 
 def mask_url(url: str) -> str:
@@ -69,5 +79,5 @@ def mask_url(url: str) -> str:
         userinfo = userinfo.partition(":")[0] + ":" + MASK
     path, q, query = tail.partition("?")
     if q:
-        query = "&".join(_mask_param(param) for param in query.split("&"))
+        query = mask_params(query)
     return f"{scheme}://{userinfo}{at}{hosts}{path}{q}{query}"

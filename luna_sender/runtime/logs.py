@@ -18,7 +18,8 @@ import re
 import sys
 import time
 from typing import Any
-from urllib.parse import unquote_plus
+
+from luna_sender.config.masking import mask_params
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -88,29 +89,9 @@ def escape_controls(text: str) -> str:
     return _CONTROL_RE.sub(_escape_char, text)
 
 
-# A query parameter whose (decoded) name holds a credential: ``token`` (a JWT given as
-# ``?token=``), ``password``, ``secret``, and the other names a client may put one under
-# (``jwt``, ``api_key``, ``auth``...; the names /config masks, config/masking.py). Its value never
-# reaches a log line, whatever the service makes of the parameter.
-_SECRET_NAME_RE = re.compile(
-    r"token|password|passwd|secret|key|auth|cookie|credential|sig|jwt", re.I
-)
-MASK = "********"
-
-
-def _mask_param(segment: str) -> str:
-    """One ``&``-separated piece of a query, its value masked when its name names a credential.
-    The service reads only ``&`` as a separator, but a name is looked for in every ``;`` piece
-    too: ``token;=<jwt>`` and ``a=1;token=<jwt>`` reached the log in clear (an outside pass)."""
-    name, eq, _value = segment.partition("=")
-    pieces = (piece.partition("=")[0] for piece in segment.split(";"))
-    if eq and any(_SECRET_NAME_RE.search(unquote_plus(piece)) for piece in pieces):
-        return f"{name}={MASK}"
-    return segment
-
-
 def mask_query(path: str) -> str:
-    """A request path as logs may show it: ``/ws?token=eyJ...`` -> ``/ws?token=********``.
+    """A request path as logs may show it: ``/ws?token=eyJ...`` -> ``/ws?token=********``; the
+    names masked are those /config masks in a URL's query (config/masking.py), ``jwt`` included.
 
     The one helper every log line showing a client's path + query goes through (access log,
     "request failed", ...): a JWT in the query is a bearer credential, docs/security.md.
@@ -118,7 +99,7 @@ def mask_query(path: str) -> str:
     if "?" not in path:
         return path
     head, _, query = path.partition("?")
-    return head + "?" + "&".join(_mask_param(segment) for segment in query.split("&"))
+    return head + "?" + mask_params(query)
 
 
 class TextFormatter(logging.Formatter):
