@@ -46,7 +46,9 @@ def handshake_errors(jwt: bool, account: bool) -> str:
     """The refusals of one stream's handshake in one auth mode (docs/security.md)."""
     mode = (
         "401/29010 missing or invalid token, 403/12033 a Luna-Account-Id or account_id "
-        "other than the token's, "
+        "other than the token's"
+        + ("" if account else ", or recover/since with a token that is not admin")
+        + ", "
         if jwt
         else "403/29001 no Luna-Account-Id, "
         if account

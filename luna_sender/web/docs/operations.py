@@ -223,7 +223,9 @@ def ws_item(
     if jwt:
         responses["401"] = UNAUTHORIZED
         responses["403"] = error(
-            "Foreign browser Origin (29011), token not allowed: another account (12033)."
+            "Foreign browser Origin (29011), token not allowed: another account"
+            + ("" if account else ", or recovery without admin")
+            + " (12033)."
         )
     else:
         responses["403"] = error(
