@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+import yaml
 from aiohttp import web
 
+from luna_sender.config import ConfigError, load_settings
+
 from .conftest import LiveApp
-from .helpers import FakeInflux, account, face_event, http_receiver, recv_json
+from .helpers import FakeInflux, account, face_event, free_port, http_receiver, recv_json, run_cli
 from .plugin_samples import Slow
 
 PUBLISH = {
@@ -132,6 +139,15 @@ async def test_a_hook_failing_on_every_event_logs_one_traceback(live_app_factory
     assert failed[0].exc_info is not None and "broken hook" in str(failed[0].exc_info[1])
 
 
+async def _forwarder_app(live_app_factory: Any, url: str, acc: str, **settings: Any) -> LiveApp:
+    """A live service whose event-forwarder posts account ``acc``'s events to ``url``."""
+    block = {"url": url, "account_id": acc, **settings}
+    app: LiveApp = await live_app_factory(
+        plugins=["event-forwarder"], plugin_settings={"event-forwarder": block}
+    )
+    return app
+
+
 async def test_event_forwarder_with_retries(live_app_factory) -> None:
     received: list[dict[str, Any]] = []
     calls = {"n": 0}
@@ -145,16 +161,12 @@ async def test_event_forwarder_with_retries(live_app_factory) -> None:
 
     hook = await http_receiver(webhook)
     acc = account()
-    app: LiveApp = await live_app_factory(
-        plugins=["event-forwarder"],
-        plugin_settings={
-            "event-forwarder": {
-                "url": str(hook.make_url("/hook")),
-                "account_id": acc,
-                "filters": {"sources": "door", "age__gte": "18"},
-                "retry_backoff": 0.05,
-            }
-        },
+    app = await _forwarder_app(
+        live_app_factory,
+        str(hook.make_url("/hook")),
+        acc,
+        filters={"sources": "door", "age__gte": "18"},
+        retry_backoff=0.05,
     )
     try:
         # No websocket is open: the forwarder keeps the account subscribed by itself.
@@ -185,6 +197,105 @@ async def test_event_forwarder_with_retries(live_app_factory) -> None:
         }
     finally:
         await hook.close()
+
+
+def test_forwarder_url_credentials_with_an_authorization_header_are_refused(
+    tmp_path: Path,
+) -> None:
+    """aiohttp refuses every such POST: the service must not start with it (exit 2, one line)."""
+    config = {
+        "plugins": ["event-forwarder"],
+        "plugin_settings": {
+            "event-forwarder": {
+                "url": "http://user:pw@127.0.0.1:9/hook",
+                "account_id": account(),
+                "headers": {"authorization": "Bearer t"},  # any case: headers are case-blind
+            }
+        },
+    }
+    with pytest.raises(ConfigError, match=re.escape("'plugin_settings.event-forwarder.url'")):
+        load_settings(None, config, {})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    for argv in (("check-config",), ("--port", "0")):
+        result = run_cli(*argv, "--config", str(path))
+        assert result.returncode == 2, result
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "plugin_settings.event-forwarder.url" in lines[0], lines
+        assert "Authorization" in lines[0], lines
+    # Either one alone is fine.
+    for block in ({"headers": {}}, {"url": "http://127.0.0.1:9/hook"}):
+        forwarder = {**config["plugin_settings"]["event-forwarder"], **block}  # type: ignore[index]
+        load_settings(None, {**config, "plugin_settings": {"event-forwarder": forwarder}}, {})
+
+
+async def _forward(app: LiveApp, acc: str, n: int) -> None:
+    async with app.session.post(
+        app.url("/publish"),
+        headers={"Luna-Account-Id": acc},
+        json={"events": [face_event(i=i) for i in range(n)], **PUBLISH},
+    ) as resp:
+        assert resp.status == 204
+
+
+async def _wait_for_record(caplog: Any, text: str) -> None:
+    for _ in range(100):
+        if any(text in r.getMessage() for r in caplog.records):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no log line with {text!r}")
+
+
+async def test_forwarder_send_error_is_logged_once_and_does_not_hold_the_stop(
+    live_app_factory, caplog
+) -> None:
+    """A request aiohttp refuses to build (ValueError, not a ClientError) killed the sender
+    silently: nothing logged, nothing sent after it, and the stop waited out 5 s."""
+
+    async def webhook(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    hook = await http_receiver(webhook)
+    acc = account()
+    # a header aiohttp refuses on every request
+    app = await _forwarder_app(
+        live_app_factory, str(hook.make_url("/hook")), acc, headers={"X-Tag": "a\r\nb"}
+    )
+    caplog.set_level("WARNING", logger="luna_sender.plugins")
+    try:
+        await _forward(app, acc, 5)
+        await _wait_for_record(caplog, "forwarder gave up on an event")
+        await asyncio.sleep(0.3)
+        failed = [r for r in caplog.records if "forwarder gave up" in r.getMessage()]
+        assert len(failed) == 1 and failed[0].levelno == logging.ERROR, failed
+        assert "header injection" in failed[0].getMessage()
+        started = time.monotonic()
+        await app.server.close()
+        assert time.monotonic() - started < 1.5
+    finally:
+        await hook.close()
+
+
+async def test_forwarder_dead_target_logs_rate_limited_and_does_not_hold_the_stop(
+    live_app_factory, caplog
+) -> None:
+    acc = account()
+    refused = f"http://127.0.0.1:{free_port()}/hook"  # connection refused
+    app = await _forwarder_app(live_app_factory, refused, acc, retries=2, retry_backoff=0.01)
+    caplog.set_level("WARNING", logger="luna_sender.plugins")
+    await _forward(app, acc, 5)
+    await _wait_for_record(caplog, "forwarder gave up on an event")
+    await asyncio.sleep(0.3)
+    failed = [r for r in caplog.records if "forwarder gave up" in r.getMessage()]
+    assert len(failed) == 1, [r.getMessage() for r in failed]  # not one per event
+    assert "ClientConnectorError" in failed[0].getMessage()
+    # A failing target is not waited for at shutdown: what is left is counted, not sent.
+    await _forward(app, acc, 200)
+    started = time.monotonic()
+    await app.server.close()
+    assert time.monotonic() - started < 1.5
+    left = [r.getMessage() for r in caplog.records if "not sent" in r.getMessage()]
+    assert len(left) == 1, left
 
 
 async def test_request_monitoring_writes_line_protocol(live_app_factory) -> None:

@@ -53,6 +53,21 @@ BUS_SCHEMES = (
 )
 
 
+# The shipped forwarder's names, its settings block checked at load (_forwarder_can_send).
+FORWARDER_NAMES = (
+    "event-forwarder",
+    "luna_sender.plugins.forwarder:EventForwarder",
+    "luna_sender.plugins.forwarder.EventForwarder",
+)
+
+
+def _invalid(loc: tuple[str, ...], value: Any, kind: str, message: str) -> ValidationError:
+    """A rule across keys reported like a field's own error: at the key it names."""
+    error = PydanticCustomError(kind, message)  # no context: the text is taken as it is
+    details = InitErrorDetails(type=error, loc=loc, input=value)
+    return ValidationError.from_exception_data("Settings", [details])
+
+
 class Settings(Section):
     host: str = Field(default="0.0.0.0", description="Address to listen on.")
     port: int = Field(default=5080, ge=0, le=65535, description="TCP port to listen on.")
@@ -191,21 +206,31 @@ class Settings(Section):
         # bus message, so a cap below it would close even a fast reader (docs/reliability.md).
         largest = max(self.limits.bus_message_max_bytes, self.limits.publish_body_max_bytes)
         if self.ws.queue_max_bytes < largest:
-            raise ValidationError.from_exception_data(
-                "Settings",
-                [
-                    InitErrorDetails(
-                        type=PydanticCustomError(
-                            "queue_below_message",
-                            "must be at least the largest accepted message ({largest} bytes: "
-                            "limits.bus_message_max_bytes / limits.publish_body_max_bytes)",
-                            {"largest": largest},
-                        ),
-                        loc=("ws", "queue_max_bytes"),
-                        input=self.ws.queue_max_bytes,
-                    )
-                ],
+            raise _invalid(
+                ("ws", "queue_max_bytes"),
+                self.ws.queue_max_bytes,
+                "queue_below_message",
+                f"must be at least the largest accepted message ({largest} bytes: "
+                "limits.bus_message_max_bytes / limits.publish_body_max_bytes)",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _forwarder_can_send(self) -> Settings:
+        """The one plugin rule checked at load: other bad plugin settings only leave their
+        plugin ``running: 0`` (docs/plugins.md), but this forwarder started as running, sent
+        nothing (aiohttp refuses every such POST), logged nothing and held the stop 5 s."""
+        for name in self.plugins:
+            block = self.plugin_settings.get(name)
+            if name not in FORWARDER_NAMES or not isinstance(block, dict):
+                continue
+            from luna_sender.plugins.forwarder import credentials_conflict
+
+            conflict = credentials_conflict(block.get("url"), block.get("headers", {}))
+            if conflict:
+                raise _invalid(
+                    ("plugin_settings", name, "url"), block["url"], "url_and_auth", conflict
+                )
         return self
 
     @property

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from yarl import URL
 
 from luna_sender import wire
 from luna_sender.delivery import matching
@@ -28,6 +31,35 @@ if TYPE_CHECKING:
     from luna_sender.web.context import Context
 
 log = logging.getLogger("luna_sender.plugins.forwarder")
+
+# Seconds stop() waits for the buffer to drain while sends succeed: under the 5 s all plugins'
+# stop()s share (plugins/host.py), so the session is still closed by us, not cancelled.
+STOP_FLUSH = 3.0
+# A dead webhook fails every event: the first failure is logged, then one line this often.
+FAILURE_LOG_INTERVAL = 60.0
+
+
+def credentials_conflict(url: Any, headers: Any) -> str | None:
+    """Why ``url`` and ``headers`` cannot go together, or None.
+
+    aiohttp refuses every request that has both ``user:password@`` in its URL and an
+    ``Authorization`` header: such a forwarder would send nothing, so it is refused with the
+    rest of the settings. Parsed with yarl, as aiohttp does, so the two agree on "userinfo".
+    """
+    if not isinstance(url, str) or not isinstance(headers, Mapping):
+        return None  # the plugin's own validation reports the wrong types
+    if not any(str(name).lower() == "authorization" for name in headers):
+        return None
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError):
+        return None
+    if parsed.raw_user is None and parsed.raw_password is None:
+        return None
+    return (
+        "has user:password@ credentials and headers an Authorization header: "
+        "no request can carry both, the service would send nothing (keep one of them)"
+    )
 
 
 class ForwarderSettings(BaseModel):
@@ -51,7 +83,28 @@ class ForwarderSettings(BaseModel):
             if not self.account_id:
                 raise ValueError("account_id is required for face events")
             self.account_id = parse_uuid(self.account_id)
+        conflict = credentials_conflict(self.url, self.headers)
+        if conflict:
+            raise ValueError(f"url {conflict}")
         return self
+
+
+class _Throttled:
+    """One log line repeated per event would flood the log while the webhook is down: the
+    first is written, then at most one per interval, counting the ones held back."""
+
+    def __init__(self, level: int, interval: float = FAILURE_LOG_INTERVAL) -> None:
+        self.level, self.interval = level, interval
+        self._due, self._held = 0.0, 0
+
+    def __call__(self, message: str, *args: object, exc_info: BaseException | None = None) -> None:
+        now = time.monotonic()
+        if now < self._due:
+            self._held += 1
+            return
+        more = f" ({self._held} more since the last report)" if self._held else ""
+        self._due, self._held = now + self.interval, 0
+        log.log(self.level, message + more, *args, exc_info=exc_info)
 
 
 class EventForwarder:
@@ -69,6 +122,9 @@ class EventForwarder:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._failing = False  # the last attempt failed: stop() does not wait on the buffer
+        self._log_dropped = _Throttled(logging.WARNING)
+        self._log_failed = _Throttled(logging.ERROR)
 
     async def start(self, context: Context) -> None:
         if self.settings.kind == "face":
@@ -80,17 +136,24 @@ class EventForwarder:
         self._task = asyncio.create_task(self._sender(), name="forwarder")
 
     async def stop(self) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._flushed(), self.settings.timeout)
         if self._task is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._flushed(), STOP_FLUSH)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.buffer:
+            log.warning(
+                "forwarder stopped with %d event(s) not sent",
+                len(self.buffer),
+                extra={"events": len(self.buffer)},
+            )
         if self._session is not None:
             await self._session.close()
 
     async def _flushed(self) -> None:
-        while self.buffer:
+        """Returns at once while the webhook fails: retrying at shutdown only delays it."""
+        while self.buffer and not self._failing:
             await asyncio.sleep(0.02)
 
     def event_received(self, event: BusEvent) -> None:
@@ -106,7 +169,7 @@ class EventForwarder:
         for body in bodies:
             if len(self.buffer) == self.buffer.maxlen:
                 self.dropped += 1
-                log.warning("forwarder buffer full: dropped the oldest event")
+                self._log_dropped("forwarder buffer full: dropped the oldest event")
             self.buffer.append(body)
         if bodies:
             self._wake.set()
@@ -114,20 +177,34 @@ class EventForwarder:
     async def _post(self, body: bytes) -> bool:
         assert self._session is not None
         headers = {"Content-Type": "application/json", **self.settings.headers}
-        for attempt in range(self.settings.retries + 1):
+        unexpected: Exception | None = None
+        attempts = 0
+        while attempts <= self.settings.retries:
+            if attempts:
+                await asyncio.sleep(self.settings.retry_backoff * (2 ** (attempts - 1)))
+            attempts += 1
             try:
                 async with self._session.post(
                     self.settings.url, data=body, headers=headers
                 ) as resp:
                     if resp.status < 300:
+                        self._failing = False
                         return True
                     reason = f"HTTP {resp.status}"
             except (TimeoutError, aiohttp.ClientError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-            if attempt < self.settings.retries:
-                await asyncio.sleep(self.settings.retry_backoff * (2**attempt))
-        log.error(
-            "forwarder gave up on an event after %d attempts: %s", self.settings.retries + 1, reason
+            except Exception as exc:
+                # aiohttp refusing to build the request (a ValueError): no retry would differ.
+                # Uncaught, it ended the sender task without a word and left the buffer full.
+                reason, unexpected = f"{type(exc).__name__}: {exc}", exc
+            self._failing = True  # until a success: stop() no longer waits for the buffer
+            if unexpected is not None:
+                break
+        self._log_failed(
+            "forwarder gave up on an event after %d attempt(s): %s",
+            attempts,
+            reason,
+            exc_info=unexpected,
         )
         return False
 
