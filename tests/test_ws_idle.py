@@ -208,6 +208,7 @@ async def test_client_close_is_answered_with_1000_and_logged_with_its_code(
     [
         # A valid character split over fragments, a ping between them: a pong, no close.
         ([(TEXT, b"\xe2\x82", False), (PING, b"mid", True), (0x0, b"\xac", True)], None),
+        ([(TEXT, b"\xff\xfe", True)], 1007),  # invalid UTF-8 in a text frame
         ([(TEXT, b"ok\xff", False), (0x0, b"x", True)], 1007),  # invalid UTF-8 across fragments
         ([(0x0, b"orphan", True)], 1002),  # continuation of no message
         ([(TEXT, b"a", False), (TEXT, b"b", True)], 1002),  # new message inside a fragmented one
@@ -237,9 +238,12 @@ async def test_client_frames(
         frame = await asyncio.wait_for(ws.recv_data(), 5)
         assert frame.opcode == TEXT and b'"ok":2' in frame.payload
     else:
+        (conn_id,) = _opened(service, 1)
         frame = await asyncio.wait_for(ws.recv_data(), 5)
         assert frame.opcode == CLOSE and frame.close_code == expected
         await _eof(ws)
+        # The close line names the code the server sent (it said 1006).
+        assert _closed_code(service, conn_id) == str(expected)
     ws.close()
 
 

@@ -290,12 +290,12 @@ class _Ender:
 _ENDING: set[asyncio.Task[None]] = set()
 
 
-def _log_closed(context: Context, conn: Connection, peer_code: int | None, route: str) -> None:
+def _log_closed(context: Context, conn: Connection, proto_code: int | None, route: str) -> None:
     duration = time.monotonic() - conn.opened_at
     # The code the socket was closed with: the server's own Close (1001 at shutdown, 1008 on
-    # eviction ...) when the server closed it; otherwise the client's code, and 1006 only for
-    # a connection that really dropped (or broke the protocol, as aiohttp reported it).
-    code = conn.close_code if conn.close_code is not None else peer_code
+    # eviction, 1002/1007/1009 for a frame the protocol forbids: wsproto's) when the server
+    # closed it; otherwise the client's code, and 1006 only for a connection that dropped.
+    code = conn.close_code if conn.close_code is not None else proto_code
     reason = conn.close_reason or ""
     fields = _log_fields(conn, route)
     log.info(

@@ -114,7 +114,7 @@ class SocketProtocol(asyncio.Protocol):
         self.text_bad = False
         self.closed = False  # a Close was sent or the transport is gone: no pongs, no pings
         self.peer_closed = False  # the client's Close (or garbage) came: read no further
-        self.close_code: int | None = None  # the code logged when the server did not close
+        self.close_code: int | None = None  # logged unless the hub closed it (conn.close_code)
         self.waiter: asyncio.Future[None] | None = None  # close(): the client's Close
         self.done = False
         self.heard = 0.0  # loop time data last arrived
@@ -213,14 +213,13 @@ class SocketProtocol(asyncio.Protocol):
         self._shut()  # a no-op when already closing
 
     def _fail(self, code: int) -> None:
-        """A protocol error: Close with its code, then TCP close (aiohttp then reported 1006)."""
+        """A protocol error: Close with its code, then TCP close; the log names that code."""
         self.peer_closed = True
         self.tail = None
-        if not self.closed:
-            self.closed = True
+        if not self.closed:  # else a Close went already: the log names that one (or 1006)
+            self.closed, self.close_code = True, code
             self.transport.write(close_frame(code))
         self._stop_timer()
-        self.close_code = ABNORMAL
         self._shut()
 
     def _on_close_frame(self, payload: bytes) -> None:
