@@ -23,6 +23,9 @@ publisher's batch interval), which moves the floor as much as luna.
     ... --py-spy /tmp/prof   # py-spy on each server while publishing: top self/inclusive
     ... --attach "strace -c -f -p {pid} -o /tmp/st-{i}.txt"   # any tool, per server
     ... --src . --floor read --floor forward --tick 0.001   # luna beside the machine's floor
+    ... --wrap "valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/tmp/cg-%p" \
+        --attach "callgrind_control -i on {pid}" --detach "callgrind_control -d {pid}" \
+        --rate 20 --tick 0.04   # instructions per event, the same on every run
 
 Run from the repository root (``PYTHONPATH=$PWD``); the servers use this interpreter.
 """
@@ -79,16 +82,20 @@ class Floor:
         return int(words[1]), int(words[3])
 
 
-def spawn_floor(*args: str) -> subprocess.Popen[bytes]:
+def spawn_floor(*args: str, wrap: list[str] | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": ROOT}
-    return subprocess.Popen([*FLOOR, *args], stdout=subprocess.PIPE, cwd=ROOT, env=env)
+    return subprocess.Popen(
+        [*(wrap or []), *FLOOR, *args], stdout=subprocess.PIPE, cwd=ROOT, env=env
+    )
 
 
-def start_floor(mode: str, redis_port: int, sink_port: int | None) -> Floor:
+def start_floor(
+    mode: str, redis_port: int, sink_port: int | None, wrap: list[str] | None = None
+) -> Floor:
     args = ["--mode", mode, "--redis-port", str(redis_port)]
     if sink_port is not None:
         args += ["--sink-port", str(sink_port)]
-    proc = spawn_floor(*args)
+    proc = spawn_floor(*args, wrap=wrap)
     assert proc.stdout is not None
     if b"ready" not in proc.stdout.readline():
         raise RuntimeError(f"floor {mode} did not start")
@@ -148,16 +155,18 @@ async def connect(port: int, account: str, query: str, label: str) -> Client:
     return client
 
 
-def start_server(src: str, redis_url: str, env: dict[str, str] | None = None) -> Server:
+def start_server(
+    src: str, redis_url: str, env: dict[str, str] | None = None, wrap: list[str] | None = None
+) -> Server:
     port = free_port()
     root = str(Path(src).resolve())
     proc = subprocess.Popen(
-        [*SERVER, "--port", str(port), "--redis-url", redis_url],
+        [*(wrap or []), *SERVER, "--port", str(port), "--redis-url", redis_url],
         stdout=subprocess.DEVNULL,
         cwd=root,
         env={**os.environ, **(env or {}), "PYTHONPATH": root},
     )
-    wait_port(port)
+    wait_port(port, 600 if wrap else 20)  # under valgrind the imports alone take a minute
     return Server(root, port, proc)
 
 
@@ -214,12 +223,13 @@ async def publish(
 
 async def run(args: argparse.Namespace) -> None:
     redis, redis_url = start_redis()
+    wrap = args.wrap.split() if args.wrap else None
     servers: list[Server] = []
     floors: list[Floor] = []
     sink: subprocess.Popen[bytes] | None = None
     try:
         for src in args.src:
-            servers.append(start_server(src, redis_url))
+            servers.append(start_server(src, redis_url, wrap=wrap))
         redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
         sink_port = None
         if "forward" in args.floor:  # one discarding listener for every forward floor
@@ -227,7 +237,9 @@ async def run(args: argparse.Namespace) -> None:
             assert sink.stdout is not None
             sink_port = int(sink.stdout.readline().split()[2])
         for mode in args.floor:
-            floors.append(start_floor(mode, redis_port, sink_port if mode == "forward" else None))
+            floors.append(
+                start_floor(mode, redis_port, sink_port if mode == "forward" else None, wrap)
+            )
         accs = accounts(args.accounts)
         shape = [("all", "")]
         shape += [(f"src{k}", f"?sources=camera-{k}") for k in range(args.per_source)]
@@ -257,10 +269,12 @@ async def run(args: argparse.Namespace) -> None:
         ]
         before = [c.frames for s in servers for c in s.clients]
         floor_before = [f.counts() for f in floors]
-        for i, server in enumerate(servers):
-            if args.attach:  # e.g. "strace -c -f -p {pid} -o /tmp/st-{i}.txt"
-                cmd = args.attach.format(pid=server.proc.pid, i=i).split()
-                server.tools.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
+        if args.attach:  # e.g. "strace -c -f -p {pid} -o /tmp/st-{i}.txt"; floors when wrapped
+            for i, pid in enumerate(pids if args.wrap else pids[: len(servers)]):
+                cmd = args.attach.format(pid=pid, i=i).split()
+                tool = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+                if i < len(servers):
+                    servers[i].tools.append(tool)
         if args.py_spy:
             for i, server in enumerate(servers):
                 server.spy = subprocess.Popen(
@@ -283,6 +297,8 @@ async def run(args: argparse.Namespace) -> None:
         await asyncio.sleep(0.5)
         cpu1 = [cpu_seconds(p) for p in pids]
         wall = time.perf_counter() - wall0
+        for i, pid in enumerate(pids if args.detach else []):  # e.g. a profiler's dump
+            subprocess.run(args.detach.format(pid=pid, i=i).split(), stdout=subprocess.DEVNULL)
         floor_after = [f.counts() for f in floors]
         for server in servers:
             for tool in server.tools:
@@ -381,6 +397,10 @@ def main() -> None:
         help="also run a benchmarks.floor subscriber (repeat for both)",
     )
     parser.add_argument("--attach", help="a command run on each server while publishing")
+    parser.add_argument(
+        "--wrap", help="a command prefix for every server and floor (e.g. valgrind ...)"
+    )
+    parser.add_argument("--detach", help="a command run on each process after publishing")
     parser.add_argument("--py-spy", metavar="PREFIX", help="py-spy raw profiles PREFIX-<i>.txt")
     args = parser.parse_args()
     args.src = args.src or ["."]
