@@ -84,9 +84,9 @@ class Subscriber(asyncio.Protocol):
             msg.get("event_create_time"),
             msg.get("event_end_time"),
         )
-        for event in face.events:
+        for i in range(len(face.events)):  # decoded dicts: re-serialised, as luna did to 0.1
             self.events += 1
-            sink.write(text_frame(face.envelope(event)))
+            sink.write(text_frame(face.envelope(i)))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():

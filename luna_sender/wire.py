@@ -1,9 +1,12 @@
 """Message formats: what producers put on the bus, and the envelopes pushed to clients.
 
-Every incoming bus message is decoded exactly once per process and every outgoing envelope is
-serialised exactly once, then framed once as a websocket text frame (delivery/frames.py); the
-same bytes are written to every matching socket (see hub.py). Producers publish UTF-8 JSON
-(``ujson.dumps(..., ensure_ascii=False)`` in luna-handlers); msgpack bodies are accepted too.
+Every incoming bus message is decoded once per process and every outgoing envelope is built
+once, then framed once as a websocket text frame (delivery/frames.py); the same bytes are written
+to every matching socket (see hub.py). Producers publish UTF-8 JSON (``ujson.dumps(...,
+ensure_ascii=False)`` in luna-handlers); msgpack bodies are accepted too. A JSON face message is
+validated whole in one strict pass, and its events are forwarded as the producer's bytes and
+decoded only as far as a filter reads them (:class:`FaceMessage`): on the platform's load that
+halves what an event costs to decode and frame (docs/performance.md, Round 12).
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import msgpack
+import msgspec
 import orjson
 
 
@@ -41,6 +45,9 @@ OUT_OF_RANGE = "number out of the range of a double"
 _TOO_LARGE: Any = object()  # the lenient parse's stand-in for a number beyond a double
 
 
+_JSON_STARTS = (b"{", b"[", b" ", b"\n", b"\r", b"\t")  # else msgpack
+
+
 def loads(data: bytes | str) -> Any:
     """Parse a bus message: strict JSON (orjson), or msgpack for binary bodies.
 
@@ -55,8 +62,7 @@ def loads(data: bytes | str) -> Any:
     """
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")
-    head = data[:1]
-    if head in (b"{", b"[", b" ", b"\n", b"\r", b"\t"):
+    if data[:1] in _JSON_STARTS:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -158,26 +164,87 @@ def _envelope(value: dict[str, Any]) -> bytes:
         raise PoisonMessage(f"not serialisable as JSON: {exc}") from None
 
 
+# Top-level event keys read without decoding the rest of the event: the small values the
+# sources/stream_ids/tags/user_data/location filters and the hub's index read. The rest
+# (detections, attributes, matches, ``meta`` of any size) only for a filter that reads it.
+HEAD_KEYS = frozenset({"source", "stream_id", "tags", "user_data", "location"})
+
+
+class _Head(TypedDict, total=False):
+    source: Any
+    stream_id: Any
+    tags: Any
+    user_data: Any
+    location: Any
+
+
+class _FaceJson(msgspec.Struct):
+    """The producer's face message with each event left as its bytes (validated JSON)."""
+
+    events: list[msgspec.Raw]
+    handler_id: Any = None
+    request_id: Any = msgspec.field(default=None, name="Luna-Request-Id")
+    create_time: Any = msgspec.field(default=None, name="event_create_time")
+    end_time: Any = msgspec.field(default=None, name="event_end_time")
+
+
+_FACE_DECODER = msgspec.json.Decoder(_FaceJson)
+_HEAD_DECODER = msgspec.json.Decoder(_Head)
+_EVENT_OPEN = b'{"event":'
+_TAIL_KEYS = ("handler_id", "event-create-time", "event-end-time", "Luna-Request-id")
+# What a subject's event is when no filter reads any field of it (no decoding at all).
+_NOTHING: dict[str, Any] = {}
+
+
 @dataclass(slots=True)
 class FaceMessage:
-    """One producer message on ``{prefix}:{account_id}``: a batch of events of one request."""
+    """One producer message on ``{prefix}:{account_id}``: a batch of events of one request.
+
+    A JSON message keeps each event as the producer's bytes (``raw``), which the envelope
+    carries unchanged (spec Part 2: the Sender forwards the event, it does not re-serialise
+    it); a filter gets the event decoded only as far as it reads (:meth:`subject_event`).
+    msgpack messages hold decoded dicts and are serialised as before.
+    """
 
     handler_id: Any
     request_id: Any
-    events: list[dict[str, Any]]
+    events: list[Any]
     create_time: Any
     end_time: Any
+    raw: bool = False
+    _tail: bytes | None = None
 
-    def envelope(self, event: dict[str, Any]) -> bytes:
-        return _envelope(
-            {
-                "event": event,
-                "handler_id": self.handler_id,
-                "event-create-time": self.create_time,
-                "event-end-time": self.end_time,
-                "Luna-Request-id": self.request_id,
-            }
-        )
+    def subject_event(self, i: int, reads: int) -> dict[str, Any]:
+        """Event ``i`` as a filter sees it: ``reads`` is :data:`READS_NOTHING`,
+        :data:`READS_HEAD` (only :data:`HEAD_KEYS`) or :data:`READS_ALL`."""
+        event = self.events[i]
+        if not self.raw:
+            return event  # type: ignore[no-any-return]
+        # The message passed a strict parse: only a number beyond a double (1e999) fails here,
+        # poison as in 0.1 (unread, it goes out as written: docs/compatibility.md).
+        if reads == READS_ALL:
+            try:
+                return orjson.loads(bytes(event))  # type: ignore[no-any-return]
+            except orjson.JSONDecodeError as exc:
+                raise PoisonMessage(f"invalid JSON: {exc}") from None
+        if reads == READS_HEAD:
+            try:
+                return _HEAD_DECODER.decode(event)  # type: ignore[return-value]
+            except msgspec.MsgspecError as exc:
+                raise PoisonMessage(f"invalid JSON: {exc}") from None
+        return _NOTHING
+
+    def envelope(self, i: int) -> bytes:
+        tail = self._tail  # the keys after the event: the same for every event of the message
+        if tail is None:
+            values = (self.handler_id, self.create_time, self.end_time, self.request_id)
+            tail = self._tail = b"," + _envelope(dict(zip(_TAIL_KEYS, values, strict=True)))[1:]
+        if self.raw:
+            return b"".join((_EVENT_OPEN, self.events[i], tail))
+        return _EVENT_OPEN + _envelope(self.events[i]) + tail
+
+
+READS_NOTHING, READS_HEAD, READS_ALL = 0, 1, 2
 
 
 @dataclass(slots=True)
@@ -215,29 +282,69 @@ def _text(msg: dict[str, Any], key: str, kind: str) -> str | None:
 
 
 def decode_face(data: bytes) -> FaceMessage:
+    if data[:1] in _JSON_STARTS:
+        return _decode_face_json(data)
     msg = loads(data)
     if not isinstance(msg, dict):
         raise PoisonMessage("face message is not an object")
-    get = msg.get
-    events = get("events")
+    events = msg.get("events")
     if not isinstance(events, list):
         raise PoisonMessage("face message 'events' is not a list of objects")
     for event in events:  # a loop, not all(genexpr): this runs once per bus message
         if not isinstance(event, dict):
             raise PoisonMessage("face message 'events' is not a list of objects")
-    handler_id = get("handler_id")
-    request_id = get("Luna-Request-Id")
-    create_time = get("event_create_time")
-    end_time = get("event_end_time")
+    return _checked(
+        FaceMessage(
+            msg.get("handler_id"),
+            msg.get("Luna-Request-Id"),
+            events,
+            msg.get("event_create_time"),
+            msg.get("event_end_time"),
+        )
+    )
+
+
+def _decode_face_json(data: bytes) -> FaceMessage:
+    """One pass that validates the whole message as strict JSON and finds each event's bytes;
+    the events themselves are decoded later, and only as far as a filter reads them."""
+    try:
+        if not data.isascii():  # msgspec does not check the UTF-8 of what it skips: a text
+            data.decode()  # frame must be UTF-8, or a client closes on it (1007)
+        msg = _FACE_DECODER.decode(data)
+    except UnicodeDecodeError:
+        raise PoisonMessage("invalid JSON: not UTF-8") from None
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        if "`$.events" in text or "field `events`" in text:
+            raise PoisonMessage("face message 'events' is not a list of objects") from None
+        if text.startswith("Expected `object`") and " - at `" not in text:
+            raise PoisonMessage("face message is not an object") from None
+        raise PoisonMessage(f"face message: {exc}") from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise PoisonMessage(f"invalid JSON: {exc}") from None
+    events = msg.events  # msgspec.Raw: views of ``data``, not copies (a copy cost as much as
+    for event in events:  # the decode): the envelope joins them, orjson gets bytes
+        if memoryview(event)[0] != 0x7B:  # "{"
+            raise PoisonMessage("face message 'events' is not a list of objects")
+    return _checked(
+        FaceMessage(msg.handler_id, msg.request_id, events, msg.create_time, msg.end_time, True)
+    )
+
+
+def _checked(msg: FaceMessage) -> FaceMessage:
+    """The envelope fields are strings or null (absent); _text names the first bad one, in
+    the order it always did."""
     if not (
-        (handler_id is None or type(handler_id) is str)
-        and (request_id is None or type(request_id) is str)
-        and (create_time is None or type(create_time) is str)
-        and (end_time is None or type(end_time) is str)
-    ):  # _text names the first bad field, in the order it always did
-        for key in ("handler_id", "Luna-Request-Id", "event_create_time", "event_end_time"):
-            _text(msg, key, "face")
-    return FaceMessage(handler_id, request_id, events, create_time, end_time)
+        (msg.handler_id is None or type(msg.handler_id) is str)
+        and (msg.request_id is None or type(msg.request_id) is str)
+        and (msg.create_time is None or type(msg.create_time) is str)
+        and (msg.end_time is None or type(msg.end_time) is str)
+    ):
+        keys = ("handler_id", "Luna-Request-Id", "event_create_time", "event_end_time")
+        values = (msg.handler_id, msg.request_id, msg.create_time, msg.end_time)
+        for key in keys:
+            _text(dict(zip(keys, values, strict=True)), key, "face")
+    return msg
 
 
 def decode_general(data: bytes) -> GeneralMessage:

@@ -333,17 +333,25 @@ def metric(base_url: str, name: str) -> float:
 
 
 async def assert_poison_skipped(
-    app: Any, redis_server: RedisServer, kind: str, poison: list[bytes], good: Any, caplog: Any
+    app: Any,
+    redis_server: RedisServer,
+    kind: str,
+    poison: list[bytes],
+    good: Any,
+    caplog: Any,
+    params: dict[str, str] | None = None,
 ) -> None:
     """Each poison message, published straight to Redis, is skipped: the good message behind it
-    (``good(i)``, an event carrying ``"ok": i``) arrives, the poison counter grows by one and
-    one WARNING without a traceback is logged — never the poison itself."""
+    (``good(i)``, an event carrying ``"ok": i``) arrives at a socket with filter ``params``, the
+    poison counter grows by one and one WARNING without a traceback is logged — never the poison
+    itself."""
     acc = account()
     channel = f"luna-sender:{acc}" if kind == "face" else "luna-sender-general-events"
     async with app.session.get(app.url("/metrics")) as resp:
         before = metric_sum(await resp.text(), "bus_poison_messages_total")
     admin = redis_server.client()
-    async with app.ws("/ws" if kind == "face" else "/ws/general", account=acc) as ws:
+    path = "/ws" if kind == "face" else "/ws/general"
+    async with app.ws(path, account=acc, params=params) as ws:
         for i, body in enumerate(poison):
             admin.publish(channel, body)
             admin.publish(channel, good(i))

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from luna_sender import errors
+from luna_sender.delivery.matching import reads_of
 from luna_sender.filters.base import CompiledFilter
+from luna_sender.wire import READS_ALL, READS_HEAD, READS_NOTHING
 
 if TYPE_CHECKING:
     from luna_sender.config.sections import LimitSettings
@@ -171,13 +173,20 @@ class Batch:
 
 
 class GroupSet:
-    """The groups of one account (or of all general subscribers) with their equality index."""
+    """The groups of one account (or of all general subscribers) with their equality index.
 
-    __slots__ = ("groups", "index")
+    ``reads`` is how far a face event must be decoded for these groups (the most any of their
+    filters reads, :func:`matching.reads_of`): on the platform's load most sockets filter on
+    the source or nothing, and the rest of an event is then never decoded, only forwarded.
+    """
+
+    __slots__ = ("_levels", "groups", "index", "reads")
 
     def __init__(self, index: GroupIndex[Group]) -> None:
         self.groups: dict[Hashable, Group] = {}
         self.index = index
+        self.reads = READS_NOTHING
+        self._levels = [0, 0, 0]  # groups per reads level
 
     def __bool__(self) -> bool:
         return bool(self.groups)
@@ -187,6 +196,7 @@ class GroupSet:
         if group is None:
             group = self.groups[conn.filter.key] = Group(conn.filter)
             self.index.add(id(group), group, conn.filter.index)
+            self._count(conn.filter, 1)
         group.conns[conn] = None
 
     def remove(self, conn: Connection) -> bool:
@@ -197,8 +207,14 @@ class GroupSet:
             if not group.conns:
                 del self.groups[conn.filter.key]
                 self.index.remove(id(group))
+                self._count(conn.filter, -1)
                 return True
         return False
+
+    def _count(self, compiled: CompiledFilter, step: int) -> None:
+        levels = self._levels
+        levels[reads_of(compiled)] += step
+        self.reads = READS_ALL if levels[READS_ALL] else READS_HEAD if levels[READS_HEAD] else 0
 
 
 class Budgets:

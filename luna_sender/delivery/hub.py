@@ -2,7 +2,7 @@
 
 Data flows one way: bus -> :meth:`Hub.on_message` -> filters -> socket. Each bus message is decoded
 once; connections with identical filters share a :class:`Group`, so a predicate runs once per
-distinct filter, not per socket; an event's envelope is serialised and framed once, only when
+distinct filter, not per socket; an event's envelope is built and framed once, only when
 something matches, and one loop turn's frames go to a socket as one write. Decoding and matching
 are :mod:`luna_sender.delivery.matching`'s (shared with the forwarder plugin); writes,
 backpressure and close are :mod:`luna_sender.delivery.connection`'s. See docs/reliability.md.
@@ -319,7 +319,7 @@ class Hub:
             return POISON
         try:
             msg = matching.decode(kind, data)
-            for envelope, matched in matching.select(msg, groups.index.candidates):
+            for envelope, matched in matching.select(msg, groups.index.candidates, groups.reads):
                 frame = text_frame(envelope)
                 for group in matched:
                     spans.append(batch.add(group, frame))

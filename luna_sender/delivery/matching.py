@@ -38,18 +38,19 @@ def decode(kind: str, data: bytes) -> Message:
 
 
 def select(
-    msg: Message, candidates: Callable[[Any], Iterable[F]]
+    msg: Message, candidates: Callable[[Any], Iterable[F]], reads: int = wire.READS_ALL
 ) -> Iterator[tuple[bytes, list[F]]]:
     """Each event of ``msg`` some candidate accepts: its envelope, and the candidates that did.
 
     A face message is a batch whose events are matched one by one, each as the subject
-    ``(event, message)``; a general message is one event and its own subject. An envelope is
-    serialised only for an event something matched. Serialising may raise
-    :class:`wire.PoisonMessage` mid-iteration, as decoding does.
+    ``(event, message)``, the event decoded only as far as ``reads`` says the candidates' filters
+    read (:func:`reads_of`); a general message is one event and its own subject. An envelope is
+    built only for an event something matched. Decoding may raise :class:`wire.PoisonMessage`
+    mid-iteration.
     """
     if isinstance(msg, wire.FaceMessage):
-        for event in msg.events:
-            subject = (event, msg)
+        for i in range(len(msg.events)):
+            subject = (msg.subject_event(i, reads), msg)
             matched = []
             for c in candidates(subject):  # a loop: a comprehension is a call per event on 3.11
                 try:  # safe_match inline: a call less per candidate and event
@@ -58,7 +59,7 @@ def select(
                 except Exception:  # a filter bug on an odd event must not stop the fan-out
                     log.debug("filter raised on an event; treated as no match", exc_info=True)
             if matched:
-                yield msg.envelope(event), matched
+                yield msg.envelope(i), matched
     else:
         matched = [c for c in candidates(msg) if safe_match(c.filter, msg)]  # one per message
         if matched:
@@ -66,19 +67,29 @@ def select(
 
 
 def indexed(
-    msg: Message, candidates: Callable[[Any], Iterable[F]]
+    msg: Message, candidates: Callable[[Any], Iterable[F]], reads: int = wire.READS_ALL
 ) -> Iterator[tuple[int | None, bytes, list[F]]]:
     """:func:`select` with each event's index in its message (a recovery offset's ``part``)."""
     if isinstance(msg, wire.FaceMessage):
-        for part, event in enumerate(msg.events):
-            subject = (event, msg)
+        for part in range(len(msg.events)):
+            subject = (msg.subject_event(part, reads), msg)
             matched = [c for c in candidates(subject) if safe_match(c.filter, subject)]
             if matched:
-                yield part, msg.envelope(event), matched
+                yield part, msg.envelope(part), matched
     else:
         matched = [c for c in candidates(msg) if safe_match(c.filter, msg)]
         if matched:
             yield None, msg.envelope(), matched
+
+
+def reads_of(compiled: CompiledFilter) -> int:
+    """How much of a face event ``compiled`` reads: nothing, only :data:`wire.HEAD_KEYS`, or
+    all of it (a filter that does not say what it reads is given everything)."""
+    keys = compiled.event_keys
+    if keys is None or not keys <= wire.HEAD_KEYS:
+        return wire.READS_ALL
+    # handler_id's index reads the message; the others read the event's head
+    return wire.READS_HEAD if keys or compiled.index.keys() - {"handler_id"} else wire.READS_NOTHING
 
 
 def only(compiled: CompiledFilter) -> Callable[[Any], Iterable[Filtered]]:
@@ -90,7 +101,7 @@ def only(compiled: CompiledFilter) -> Callable[[Any], Iterable[Filtered]]:
 def envelopes(msg: Message, compiled: CompiledFilter) -> list[bytes]:
     """The envelopes of the events of ``msg`` that one filter accepts."""
     only = (_Only(compiled),)
-    return [envelope for envelope, _ in select(msg, lambda _subject: only)]
+    return [envelope for envelope, _ in select(msg, lambda _subject: only, reads_of(compiled))]
 
 
 @dataclass(frozen=True, slots=True)

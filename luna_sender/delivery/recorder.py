@@ -96,14 +96,15 @@ def render_for(
 ) -> Callable[[Entry], Iterator[tuple[int | None, bytes]]]:
     """The seam's renderer for one socket: a recorded message -> its matching events."""
     candidates = matching.only(conn.filter)
+    reads = matching.reads_of(conn.filter)
 
     def render(entry: Entry) -> Iterator[tuple[int | None, bytes]]:
         try:
             msg = matching.decode(kind, entry.data)
-        except wire.PoisonMessage:
+            for part, envelope, _ in matching.indexed(msg, candidates, reads):
+                yield part, envelope
+        except wire.PoisonMessage:  # as live: the events before the bad one went out
             return
-        for part, envelope, _ in matching.indexed(msg, candidates):
-            yield part, envelope
 
     return render
 
@@ -117,7 +118,7 @@ def write_recorded(
     sent = 0
     key = hash(data)
     msg = matching.decode(kind, data)
-    for part, envelope, matched in matching.indexed(msg, groups.index.candidates):
+    for part, envelope, matched in matching.indexed(msg, groups.index.candidates, groups.reads):
         named = None if offset is None else (offset if part is None else offset.at(part))
         payload = envelope if named is None else with_offset(envelope, str(named))
         frame = text_frame(payload)

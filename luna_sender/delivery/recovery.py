@@ -52,8 +52,9 @@ Render = Callable[[Entry], Iterable[tuple[int | None, bytes]]]
 def with_offset(envelope: bytes, offset: str) -> bytes:
     """The envelope with ``"offset"`` added as its last key.
 
-    Envelopes are JSON objects serialised by wire.dumps (no trailing whitespace), and offsets
-    contain only ``[0-9a-f.-]``, so a splice is exact and costs one copy instead of a re-encode.
+    Envelopes are JSON objects whose last byte is their own closing brace (wire.py writes every
+    key after the event), and offsets contain only ``[0-9a-f.-]``, so a splice is exact and
+    costs one copy instead of a re-encode.
     """
     return b"".join((envelope[:-1], b',"offset":"', offset.encode("ascii"), b'"}'))
 

@@ -118,6 +118,9 @@ class FilterSpec:
     # Name of an equality index the hub may use ("handler_id", "source", ...), with the set of
     # accepted values as the filter's parsed value. None: no index, evaluate the predicate.
     index: str | None = None
+    # The top-level event keys the rule reads (a face event is decoded only that far); None:
+    # it may read anything.
+    event_keys: frozenset[str] | None = None
 
 
 # Characters of a socket's filters a log line shows (CompiledFilter.summary).
@@ -170,6 +173,9 @@ class CompiledFilter:
     # caps the sum over live sockets (limits.filter_memory_max_bytes), since one socket's query
     # may compile to megabytes and every socket keeps its own.
     cost: int = 0
+    # The top-level event keys the predicates read, None when one of them may read anything:
+    # the hub decodes a face event only as far as its candidates read (matching.reads_of).
+    event_keys: frozenset[str] | None = frozenset()
 
     def match(self, subject: Any) -> bool:
         # A plain loop: this runs per distinct filter per event, and all(genexpr) is slower.
@@ -198,6 +204,7 @@ class DynamicFilter:
     predicate: Callable[[Any], bool]
     like: bool = False  # a like/nlike filter (limits.like_filters_max per connection)
     scanning: bool = False  # one whose matcher scans in Python (a service-wide cap)
+    event_keys: frozenset[str] | None = None  # as FilterSpec.event_keys
 
 
 # Returns the compiled filter for parameters it owns, None for others.
@@ -227,6 +234,7 @@ def compile_filters(
     index: dict[str, frozenset[Any]] = {}
     dynamic_count = like_count = scanning = 0
     cost = FILTER_BYTES
+    keys: set[str] | None = set()
     for name, raw in query:
         if name in ignore:
             continue
@@ -248,6 +256,7 @@ def compile_filters(
             terms.add((spec.name, value))
             if spec.index is not None:
                 index[spec.index] = frozenset(value)
+            keys = _union(keys, spec.event_keys)
             continue
         compiled = dynamic(name, raw, limits) if dynamic is not None else None
         if compiled is None:
@@ -266,6 +275,7 @@ def compile_filters(
         cost += _cost(name, raw, compiled.like)
         terms.add(compiled.term)
         predicates.append(compiled.predicate)
+        keys = _union(keys, compiled.event_keys)
     return CompiledFilter(
         key=frozenset(terms),
         predicates=tuple(predicates),
@@ -273,7 +283,12 @@ def compile_filters(
         index=index,
         scanning_likes=scanning,
         cost=cost + INDEX_ITEM_BYTES * max(map(len, index.values()), default=0),
+        event_keys=None if keys is None else frozenset(keys),
     )
+
+
+def _union(keys: set[str] | None, more: frozenset[str] | None) -> set[str] | None:
+    return None if keys is None or more is None else keys | more
 
 
 def _once(filters: dict[Hashable, str], identity: Hashable, name: str) -> None:

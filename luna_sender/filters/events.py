@@ -142,6 +142,7 @@ FACE_FILTERS: tuple[FilterSpec, ...] = (
         ("handler_id",),
         "message handler is one of",
         index="handler_id",
+        event_keys=frozenset(),  # the message's, not the event's
     ),
     FilterSpec(
         "matching_candidates_labels",
@@ -149,6 +150,7 @@ FACE_FILTERS: tuple[FilterSpec, ...] = (
         _labels,
         ("matches[].label",),
         "any match label is one of",
+        event_keys=frozenset({"matches"}),
     ),
     FilterSpec(
         "object_similarity__gte",
@@ -156,6 +158,7 @@ FACE_FILTERS: tuple[FilterSpec, ...] = (
         _similarity(operator.ge),
         ("matches[].candidates[].similarity",),
         "top similarity >= value",
+        event_keys=frozenset({"matches"}),
     ),
     FilterSpec(
         "object_similarity__lt",
@@ -163,6 +166,7 @@ FACE_FILTERS: tuple[FilterSpec, ...] = (
         _similarity(operator.lt),
         ("matches[].candidates[].similarity",),
         "top similarity < value",
+        event_keys=frozenset({"matches"}),
     ),
     EVENT.spec("age__gte", FACE + "age", _AGE, at_least, "age >= value"),
     EVENT.spec("age__lt", FACE + "age", _AGE, below, "age < value"),
@@ -263,7 +267,9 @@ FACE_SPECS: dict[str, FilterSpec] = {spec.name: spec for spec in FACE_FILTERS}
 FACE_SPECS["headwear_apparent_colors"] = _HEADWEAR_COLORS
 FACE_SPECS["shoes_apparent_colors"] = _SHOES_COLORS
 
-_META_FILTERS = user_filters("meta", lambda subject: subject[0].get("meta"))
+_META_FILTERS = user_filters(
+    "meta", lambda subject: subject[0].get("meta"), event_keys=frozenset({"meta"})
+)
 
 
 def compile_face(query: Iterable[tuple[str, str]], limits: Limits) -> CompiledFilter:

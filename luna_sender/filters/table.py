@@ -56,6 +56,7 @@ class Fields:
             fields=(self.prefix + path,),
             description=description,
             index=index,
+            event_keys=frozenset({path.split(".", 1)[0]}),
         )
 
     def location(self, description: str) -> tuple[FilterSpec, ...]:
@@ -72,8 +73,11 @@ class Fields:
         )
 
 
-def user_filters(prefix: str, root: Root) -> DynamicCompiler:
-    """The ``<prefix>.<path>`` grammar (userdef.py) over ``root(subject)``.
+def user_filters(
+    prefix: str, root: Root, event_keys: frozenset[str] | None = None
+) -> DynamicCompiler:
+    """The ``<prefix>.<path>`` grammar (userdef.py) over ``root(subject)``, which reads the
+    top-level event keys ``event_keys`` (None: any).
 
     A root that is not an object (a missing or non-dict ``meta``) needs no guard here: every
     user-defined predicate walks its path first, and a failed walk never matches.
@@ -88,6 +92,6 @@ def user_filters(prefix: str, root: Root) -> DynamicCompiler:
         def match(subject: Any) -> bool:
             return predicate(root(subject))
 
-        return dataclasses.replace(compiled, predicate=match)
+        return dataclasses.replace(compiled, predicate=match, event_keys=event_keys)
 
     return compile_

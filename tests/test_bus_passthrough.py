@@ -1,0 +1,182 @@
+"""A face event goes out as the producer wrote it, decoded only as far as the filters read.
+
+The envelope splices the event's own bytes (spec Part 2: the Sender forwards the event, it does
+not re-serialise it), so what luna-handlers wrote with ``ujson.dumps`` (escaped slashes, raw
+UTF-8, six-digit floats) reaches the subscriber byte for byte. What no frame may carry still
+never goes out: bytes that are not UTF-8, an event that is not an object, nesting past the
+parser's bound. Messages go through a real redis-server and real websockets.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgpack
+import orjson
+import pytest
+
+from luna_sender.delivery import matching
+from luna_sender.delivery.groups import GroupSet, face_index
+from luna_sender.filters.base import Limits
+from luna_sender.filters.events import compile_face
+from luna_sender.wire import READS_ALL, READS_HEAD, READS_NOTHING
+
+from .conftest import LiveApp
+from .helpers import RedisServer, account, assert_poison_skipped, face_event, face_message
+
+HANDLER = "8b8b5937-2e9c-4e8b-a7a7-5caf86621b5a"
+TAIL = (
+    ',"handler_id":"' + HANDLER + '","event-create-time":"2026-11-23T10:00:00+00:00",'
+    '"event-end-time":null,"Luna-Request-id":"r"}'
+).encode()
+
+# Events as a producer may write them, each unlike what orjson would write back.
+EVENTS = [
+    # ujson.dumps(..., ensure_ascii=False): escaped slashes, raw UTF-8
+    '{"event_id":"e1","url":"\\/6\\/events\\/e1","source":"cam-1","user_data":"Москва"}',
+    # a six-digit float, an exponent, a 100-bit integer, an escaped non-ASCII character
+    '{"event_id":"e2","source":"cam-1","meta":{"ts":1700000000.000000,"n":1E5,'
+    '"big":1267650600228229401496703205376,"s":"\\u00e9"}}',
+    # stdlib json.dumps's spacing, and the face attributes a full-event filter reads
+    '{"event_id": "e3", "source": "cam-1", "face_attributes": {"basic_attributes": {"age": 40}}}',
+]
+
+
+def _message(events: list[str]) -> bytes:
+    return (
+        '{"handler_id":"' + HANDLER + '","Luna-Request-Id":"r","events":[' + ",".join(events) + "],"
+        '"event_create_time":"2026-11-23T10:00:00+00:00","event_end_time":null}'
+    ).encode()
+
+
+async def _frames(ws: Any, n: int) -> list[bytes]:
+    return [(await ws.receive(timeout=10)).data.encode() for _ in range(n)]
+
+
+async def test_face_events_are_forwarded_byte_for_byte(
+    live_app_factory: Any, redis_server: RedisServer
+) -> None:
+    """Every reading depth (no filter, the source, the whole event) sends the same bytes."""
+    app: LiveApp = await live_app_factory(redis_url=redis_server.url)
+    acc = account()
+    queries = {"all": None, "source": {"sources": "cam-1"}, "age": {"age__gte": "30"}}
+    sockets = {name: app.ws(account=acc, params=q) for name, q in queries.items()}
+    opened = {name: await cm.__aenter__() for name, cm in sockets.items()}
+    try:
+        redis_server.client().publish(f"luna-sender:{acc}", _message(EVENTS))
+        got = {name: await _frames(ws, 1 if name == "age" else 3) for name, ws in opened.items()}
+    finally:
+        for cm in sockets.values():
+            await cm.__aexit__(None, None, None)
+    expected = [b'{"event":' + event.encode() + TAIL for event in EVENTS]
+    assert got["all"] == expected
+    assert got["source"] == expected
+    assert got["age"] == expected[2:]  # the full event was decoded for it: age 40 >= 30
+    assert orjson.loads(got["all"][1])["event"]["meta"]["s"] == "é"
+
+
+async def test_msgpack_face_events_are_still_written_as_json(
+    live_app_factory: Any, redis_server: RedisServer
+) -> None:
+    """A msgpack message has no JSON bytes to forward: its events are serialised."""
+    app: LiveApp = await live_app_factory(redis_url=redis_server.url)
+    acc = account()
+    body = {"handler_id": "h", "events": [{"source": "cam-1", "n": 1.5}]}
+    async with app.ws(account=acc, params={"sources": "cam-1"}) as ws:
+        redis_server.client().publish(f"luna-sender:{acc}", msgpack.packb(body))
+        frame = (await ws.receive(timeout=10)).data.encode()
+    assert frame.startswith(b'{"event":{"source":"cam-1","n":1.5},"handler_id":"h"')
+
+
+def _unsendable() -> list[bytes]:
+    good = orjson.dumps(face_event(id="poison")).decode()
+
+    def odd(inner: bytes) -> bytes:  # bytes a str cannot hold, put in place of a string's
+        return _message([good[:-1] + ',"s":"@@"}']).replace(b"@@", inner)
+
+    return [
+        odd(b"\xff"),  # not UTF-8
+        odd(b"\xed\xa0\x80"),  # a surrogate, UTF-8-encoded
+        odd(b"\\ud800"),  # a lone surrogate escape
+        _message(["1"]),  # an event that is not an object
+        _message(['"text"']),
+        _message([good, "[]"]),
+        _message([good[:-1] + ',"deep":' + "[" * 1100 + "]" * 1100 + "}"]),
+        _message([good + ","]),  # a trailing comma
+        _message([good[:-1] + ',"n":NaN}']),
+    ]
+
+
+@pytest.mark.parametrize("query", [None, {"sources": "cam-1"}, {"age__gte": "0"}])
+async def test_what_no_frame_may_carry_is_still_poison(
+    live_app_factory: Any,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+    query: dict[str, str] | None,
+) -> None:
+    """Whatever the socket's filter reads (nothing, the head, the whole event), such a message
+    is skipped and counted, never sent."""
+    caplog.set_level(logging.DEBUG)
+    app: LiveApp = await live_app_factory(redis_url=redis_server.url)
+
+    def good(i: int) -> bytes:
+        attributes = {"basic_attributes": {"age": 9}}
+        return face_message([face_event(ok=i, source="cam-1", face_attributes=attributes)])
+
+    await assert_poison_skipped(
+        app, redis_server, "face", _unsendable(), good, caplog, params=query
+    )
+
+
+def _reads(query: list[tuple[str, str]]) -> int:
+    return matching.reads_of(compile_face(query, Limits()))
+
+
+def test_each_filter_says_how_much_of_the_event_it_reads() -> None:
+    assert _reads([]) == READS_NOTHING
+    assert _reads([("handler_ids", HANDLER)]) == READS_NOTHING  # the message's field
+    for name, value in [
+        ("sources", "cam-1"),
+        ("stream_ids", HANDLER),
+        ("tags", "a"),
+        ("user_data", "x"),
+        ("cities", "Moscow"),
+        (
+            "geo_position",
+            "origin_longitude,37.6,origin_latitude,55.75,longitude_delta,0.2,latitude_delta,0.1",
+        ),
+    ]:
+        assert _reads([(name, value)]) == READS_HEAD, name
+    for name, value in [
+        ("age__gte", "30"),
+        ("matching_candidates_labels", "x"),
+        ("object_similarity__gte", "0.5"),
+        ("liveness", "1"),
+        ("meta.a", "1"),
+    ]:
+        assert _reads([(name, value)]) == READS_ALL, name
+    assert _reads([("sources", "cam-1"), ("age__gte", "30")]) == READS_ALL
+
+
+class _Conn:
+    def __init__(self, query: list[tuple[str, str]]) -> None:
+        self.filter = compile_face(query, Limits())
+
+
+def test_an_account_reads_as_far_as_its_most_reading_group() -> None:
+    groups = GroupSet(face_index())
+    everything, source, age = _Conn([]), _Conn([("sources", "c")]), _Conn([("age__gte", "3")])
+    groups.add(everything)  # type: ignore[arg-type]
+    assert groups.reads == READS_NOTHING
+    groups.add(source)  # type: ignore[arg-type]
+    assert groups.reads == READS_HEAD
+    groups.add(age)  # type: ignore[arg-type]
+    twin = _Conn([("age__gte", "3")])
+    groups.add(twin)  # type: ignore[arg-type]
+    groups.remove(age)  # type: ignore[arg-type]
+    assert groups.reads == READS_ALL  # its twin still reads the whole event
+    groups.remove(twin)  # type: ignore[arg-type]
+    assert groups.reads == READS_HEAD
+    groups.remove(source)  # type: ignore[arg-type]
+    assert groups.reads == READS_NOTHING
