@@ -191,7 +191,6 @@ class _FaceJson(msgspec.Struct):
 _FACE_DECODER = msgspec.json.Decoder(_FaceJson)
 _HEAD_DECODER = msgspec.json.Decoder(_Head)
 _EVENT_OPEN = b'{"event":'
-_TAIL_KEYS = ("handler_id", "event-create-time", "event-end-time", "Luna-Request-id")
 # What a subject's event is when no filter reads any field of it (no decoding at all).
 _NOTHING: dict[str, Any] = {}
 
@@ -202,7 +201,7 @@ class FaceMessage:
 
     A JSON message keeps each event as the producer's bytes (``raw``), which the envelope
     carries unchanged (spec Part 2: the Sender forwards the event, it does not re-serialise
-    it); a filter gets the event decoded only as far as it reads (:meth:`subject_event`).
+    it); a filter gets the event decoded only as far as it reads (:meth:`subjects`).
     msgpack messages hold decoded dicts and are serialised as before.
     """
 
@@ -214,34 +213,36 @@ class FaceMessage:
     raw: bool = False
     _tail: bytes | None = None
 
-    def subject_event(self, i: int, reads: int) -> dict[str, Any]:
-        """Event ``i`` as a filter sees it: ``reads`` is :data:`READS_NOTHING`,
-        :data:`READS_HEAD` (only :data:`HEAD_KEYS`) or :data:`READS_ALL`."""
-        event = self.events[i]
+    def subjects(self, reads: int) -> list[dict[str, Any]]:
+        """The events as filters see them: decoded as far as ``reads`` says (:data:`READS_NOTHING`,
+        :data:`READS_HEAD`: only :data:`HEAD_KEYS`, :data:`READS_ALL`)."""
+        events = self.events
         if not self.raw:
-            return event  # type: ignore[no-any-return]
-        # The message passed a strict parse: only a number beyond a double (1e999) fails here,
-        # poison as in 0.1 (unread, it goes out as written: docs/compatibility.md).
-        if reads == READS_ALL:
-            try:
-                return orjson.loads(bytes(event))  # type: ignore[no-any-return]
-            except orjson.JSONDecodeError as exc:
-                raise PoisonMessage(f"invalid JSON: {exc}") from None
-        if reads == READS_HEAD:
-            try:
-                return _HEAD_DECODER.decode(event)  # type: ignore[return-value]
-            except msgspec.MsgspecError as exc:
-                raise PoisonMessage(f"invalid JSON: {exc}") from None
-        return _NOTHING
+            return events
+        if reads == READS_NOTHING:
+            return [_NOTHING] * len(events)
+        try:  # only a number beyond a double (1e999) fails after the strict parse: poison as in
+            if reads == READS_HEAD:  # 0.1; unread, it goes out as written (compatibility.md)
+                return [_HEAD_DECODER.decode(event) for event in events]  # type: ignore[misc]
+            return [orjson.loads(bytes(event)) for event in events]
+        except (msgspec.MsgspecError, orjson.JSONDecodeError) as exc:
+            raise PoisonMessage(f"invalid JSON: {exc}") from None
 
     def envelope(self, i: int) -> bytes:
+        envelope = {
+            "event": self.events[i],
+            "handler_id": self.handler_id,
+            "event-create-time": self.create_time,
+            "event-end-time": self.end_time,
+            "Luna-Request-id": self.request_id,
+        }
+        if not self.raw:  # decoded events: one serialisation of the whole envelope, as in 0.1
+            return _envelope(envelope)
         tail = self._tail  # the keys after the event: the same for every event of the message
         if tail is None:
-            values = (self.handler_id, self.create_time, self.end_time, self.request_id)
-            tail = self._tail = b"," + _envelope(dict(zip(_TAIL_KEYS, values, strict=True)))[1:]
-        if self.raw:
-            return b"".join((_EVENT_OPEN, self.events[i], tail))
-        return _EVENT_OPEN + _envelope(self.events[i]) + tail
+            del envelope["event"]
+            tail = self._tail = b"," + _envelope(envelope)[1:]
+        return b"".join((_EVENT_OPEN, self.events[i], tail))
 
 
 READS_NOTHING, READS_HEAD, READS_ALL = 0, 1, 2
@@ -281,8 +282,11 @@ def _text(msg: dict[str, Any], key: str, kind: str) -> str | None:
     raise PoisonMessage(f"{kind} message '{key}' is {type(value).__name__}, not a string")
 
 
-def decode_face(data: bytes) -> FaceMessage:
-    if data[:1] in _JSON_STARTS:
+def decode_face(data: bytes, reads: int = READS_ALL) -> FaceMessage:
+    """A face message for filters that read ``reads`` of each event: where one reads all of it,
+    orjson's one pass over the whole message is cheaper than finding the events' bytes first,
+    and the events are serialised again (as in 0.1); otherwise they are forwarded as written."""
+    if reads != READS_ALL and data[:1] in _JSON_STARTS:
         return _decode_face_json(data)
     msg = loads(data)
     if not isinstance(msg, dict):

@@ -318,8 +318,9 @@ class Hub:
             self._poison(kind, channel, f"{len(data)} bytes exceeds the bus message limit")
             return POISON
         try:
-            msg = matching.decode(kind, data)
-            for envelope, matched in matching.select(msg, groups.index.candidates, groups.reads):
+            reads = groups.reads
+            msg = matching.decode(kind, data, reads)
+            for envelope, matched in matching.select(msg, groups.index.candidates, reads):
                 frame = text_frame(envelope)
                 for group in matched:
                     spans.append(batch.add(group, frame))

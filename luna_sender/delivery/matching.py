@@ -32,9 +32,10 @@ class Filtered(Protocol):
 F = TypeVar("F", bound=Filtered)
 
 
-def decode(kind: str, data: bytes) -> Message:
-    """A bus message of ``kind`` ("face" | "general"); :class:`wire.PoisonMessage` if it is not."""
-    return wire.decode_face(data) if kind == "face" else wire.decode_general(data)
+def decode(kind: str, data: bytes, reads: int = wire.READS_ALL) -> Message:
+    """A bus message of ``kind`` ("face" | "general") for filters that read ``reads`` of a face
+    event (:func:`reads_of`); :class:`wire.PoisonMessage` if it is not one."""
+    return wire.decode_face(data, reads) if kind == "face" else wire.decode_general(data)
 
 
 def select(
@@ -49,8 +50,8 @@ def select(
     mid-iteration.
     """
     if isinstance(msg, wire.FaceMessage):
-        for i in range(len(msg.events)):
-            subject = (msg.subject_event(i, reads), msg)
+        for i, event in enumerate(msg.subjects(reads)):
+            subject = (event, msg)
             matched = []
             for c in candidates(subject):  # a loop: a comprehension is a call per event on 3.11
                 try:  # safe_match inline: a call less per candidate and event
@@ -71,8 +72,8 @@ def indexed(
 ) -> Iterator[tuple[int | None, bytes, list[F]]]:
     """:func:`select` with each event's index in its message (a recovery offset's ``part``)."""
     if isinstance(msg, wire.FaceMessage):
-        for part in range(len(msg.events)):
-            subject = (msg.subject_event(part, reads), msg)
+        for part, event in enumerate(msg.subjects(reads)):
+            subject = (event, msg)
             matched = [c for c in candidates(subject) if safe_match(c.filter, subject)]
             if matched:
                 yield part, msg.envelope(part), matched

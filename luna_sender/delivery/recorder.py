@@ -100,7 +100,7 @@ def render_for(
 
     def render(entry: Entry) -> Iterator[tuple[int | None, bytes]]:
         try:
-            msg = matching.decode(kind, entry.data)
+            msg = matching.decode(kind, entry.data, reads)
             for part, envelope, _ in matching.indexed(msg, candidates, reads):
                 yield part, envelope
         except wire.PoisonMessage:  # as live: the events before the bad one went out
@@ -117,8 +117,9 @@ def write_recorded(
     written and the producer's create time; raises wire.PoisonMessage."""
     sent = 0
     key = hash(data)
-    msg = matching.decode(kind, data)
-    for part, envelope, matched in matching.indexed(msg, groups.index.candidates, groups.reads):
+    reads = groups.reads
+    msg = matching.decode(kind, data, reads)
+    for part, envelope, matched in matching.indexed(msg, groups.index.candidates, reads):
         named = None if offset is None else (offset if part is None else offset.at(part))
         payload = envelope if named is None else with_offset(envelope, str(named))
         frame = text_frame(payload)
