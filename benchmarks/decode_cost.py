@@ -3,8 +3,8 @@
 profile_ingest measures a whole server from /proc, where a change of a few microseconds per event
 is inside the host's noise at the low rates. This times only the per-message path the hub runs
 (decode, the account's index and filters, envelope, frame) over the W4 pool, with the W4 socket
-shape of one account (no filter, two per-source filters, one that never matches), best of
-``--repeat``: the figure repeats within a few percent on a busy host, so an A/B of two checkouts
+shape of one account (no filter, two per-source filters, one that never matches; ``--full``
+adds an age filter, which reads the whole event), best of ``--repeat``: the figure repeats within a few percent on a busy host, so an A/B of two checkouts
 shows what a change to that path saves.
 
     PYTHONPATH=$PWD .venv/bin/python -m benchmarks.decode_cost --src /tmp/luna-base --src .
