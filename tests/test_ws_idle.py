@@ -190,17 +190,24 @@ async def test_heartbeats_of_sockets_opened_apart_are_pinged_together() -> None:
         assert svc.terminate() == 0, svc.log()[-2000:]
 
 
+@pytest.mark.parametrize(
+    ("payload", "logged"),
+    [
+        ((4000).to_bytes(2, "big") + b"bye", "4000"),
+        (b"", "1005"),  # RFC 6455 7.1.5: no status code received (was logged as 0)
+    ],
+)
 async def test_client_close_is_answered_with_1000_and_logged_with_its_code(
-    service: Service,
+    service: Service, payload: bytes, logged: str
 ) -> None:
     ws = await RawWS.connect(service.port, headers={"Luna-Account-Id": account()})
     (conn_id,) = _opened(service, 1)
-    ws.send(CLOSE, (4000).to_bytes(2, "big") + b"bye")
+    ws.send(CLOSE, payload)
     frame = await asyncio.wait_for(ws.recv_data(), 5)
     assert frame.opcode == CLOSE and frame.close_code == 1000
     await _eof(ws)
     ws.close()
-    assert _closed_code(service, conn_id) == "4000"
+    assert _closed_code(service, conn_id) == logged
 
 
 @pytest.mark.parametrize(

@@ -234,7 +234,7 @@ class SocketProtocol(asyncio.Protocol):
         elif payload:
             raise FrameError(PROTOCOL_ERROR)
         else:
-            code = 0
+            code = 1005  # RFC 6455 7.1.5: no status code was received
         self.peer_closed = True
         waiter = self.waiter
         if waiter is not None:  # our Close was sent first: this is the reply
