@@ -189,3 +189,50 @@ def test_an_account_reads_as_far_as_its_most_reading_group() -> None:
     assert groups.reads == READS_HEAD
     groups.remove(source)  # type: ignore[arg-type]
     assert groups.reads == READS_NOTHING
+
+
+def _nested(event_id: str, depth: int) -> bytes:
+    return _message(['{"event_id":"' + event_id + '","d":' + "[" * depth + "]" * depth + "}"])
+
+
+async def _ids_until_last(ws: Any) -> list[str]:
+    got = []
+    while not got or got[-1] != "last":
+        frame = orjson.loads((await ws.receive(timeout=10)).data)
+        if "event" in frame:
+            got.append(frame["event"]["event_id"])
+    return got
+
+
+async def test_a_deep_event_reaches_live_recovering_and_replaying_sockets_alike(
+    live_app_factory: Any, redis_server: RedisServer
+) -> None:
+    """An outside pass: events nested ~980 levels reached the plain sockets and were silently
+    missing from a recovering socket and from its replay (``recovered: true``): msgspec's bound
+    follows the stack depth where it runs, and the recorder and a replay read the message again
+    elsewhere. A recorded channel's reads all take orjson's fixed bounds (0.1's: 254 levels for
+    the envelope), so the three agree; an unrecorded channel's plain sockets get the event as
+    written."""
+    app: LiveApp = await live_app_factory(redis_url=redis_server.url)
+    acc, unrecorded = account(), account()
+    admin = redis_server.client()
+    depths = [100, 250, 251, 252, 253, 254, 500, *range(960, 1000, 2)]
+    async with (
+        app.ws(account=acc) as plain,
+        app.ws(account=acc, params={"recover": "1"}) as rec,
+        app.ws(account=unrecorded) as alone,
+    ):
+        admin.publish(f"luna-sender:{acc}", _message(['{"event_id":"first"}']))
+        first = orjson.loads((await rec.receive(timeout=10)).data)["offset"]
+        await plain.receive(timeout=10)
+        for name in (acc, unrecorded):
+            for depth in depths:
+                admin.publish(f"luna-sender:{name}", _nested(f"d{depth}", depth))
+            admin.publish(f"luna-sender:{name}", _nested("last", 1))
+        live = await _ids_until_last(plain)
+        assert await _ids_until_last(rec) == live
+        alone_ids = await _ids_until_last(alone)  # as written, up to msgspec's bound (~990)
+        assert alone_ids[:7] == [f"d{d}" for d in depths[:7]] and alone_ids[-1] == "last"
+    assert live == ["d100", "d250", "d251", "d252", "last"]  # 0.1's bound
+    async with app.ws(account=acc, params={"since": first}) as again:
+        assert await _ids_until_last(again) == live

@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from luna_sender import wire
+from luna_sender.web import strictjson
 
 from .conftest import LiveApp
 from .helpers import (
@@ -252,8 +252,8 @@ async def test_bus_values_are_made_strict(
 
 @pytest.mark.parametrize("route", sorted(ROUTES))
 async def test_large_non_strict_body_is_12002(memory_app: LiveApp, route: str) -> None:
-    """Above wire.EXPLAIN_MAX_BYTES the refused body is not parsed a second time: 12002."""
-    text = '{"pad":"' + "x" * (wire.EXPLAIN_MAX_BYTES + 1) + '","x":NaN}'
+    """Above strictjson.EXPLAIN_MAX_BYTES the refused body is not parsed a second time: 12002."""
+    text = '{"pad":"' + "x" * (strictjson.EXPLAIN_MAX_BYTES + 1) + '","x":NaN}'
     async with memory_app.session.post(
         memory_app.url(route),
         data=ROUTES[route](text),

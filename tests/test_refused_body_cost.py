@@ -2,7 +2,7 @@
 
 The error path re-parses a body orjson refused with the stdlib, to name the offending value. It
 did so up to 1 MiB: ``[1,1,...,NaN]`` of 1 MiB held the loop 0.4 s per request and 30 at once
-stalled /healthcheck 10 s. Now only bodies up to ``wire.EXPLAIN_MAX_BYTES`` are re-parsed. The
+stalled /healthcheck 10 s. Now only bodies up to ``strictjson.EXPLAIN_MAX_BYTES`` are re-parsed. The
 attack runs against a real service process while /healthcheck is polled.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from luna_sender import wire
+from luna_sender.web import strictjson
 
 from .helpers import RedisServer, Service, account
 
@@ -45,8 +45,8 @@ async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[
 
 
 async def _attack(url: str) -> None:
-    at_cap = costliest(wire.EXPLAIN_MAX_BYTES)
-    assert len(at_cap) <= wire.EXPLAIN_MAX_BYTES
+    at_cap = costliest(strictjson.EXPLAIN_MAX_BYTES)
+    assert len(at_cap) <= strictjson.EXPLAIN_MAX_BYTES
     big = costliest(1024 * 1024)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         latencies: list[float] = []
@@ -87,7 +87,9 @@ def test_concurrent_refused_bodies_leave_the_loop_free(service: Service) -> None
 
 def test_overflowing_integer_beyond_the_cap_is_12022_without_path(service: Service) -> None:
     """orjson itself says why (a number beyond a double), so the answer stays 12022."""
-    body = HEAD + b"1," * (wire.EXPLAIN_MAX_BYTES // 2) + b"1" * 400 + TAIL.replace(b"NaN", b"")
+    body = (
+        HEAD + b"1," * (strictjson.EXPLAIN_MAX_BYTES // 2) + b"1" * 400 + TAIL.replace(b"NaN", b"")
+    )
 
     async def run() -> tuple[int, dict]:
         async with aiohttp.ClientSession() as session:
@@ -97,5 +99,5 @@ def test_overflowing_integer_beyond_the_cap_is_12022_without_path(service: Servi
     assert status == 400
     assert payload["error_code"] == 12022
     assert payload["detail"] == (
-        f"Failed to validate input json. Path: '',  message: '{wire.OUT_OF_RANGE}'"
+        f"Failed to validate input json. Path: '',  message: '{strictjson.OUT_OF_RANGE}'"
     )

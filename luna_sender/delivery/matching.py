@@ -34,8 +34,11 @@ F = TypeVar("F", bound=Filtered)
 
 def decode(kind: str, data: bytes, reads: int = wire.READS_ALL) -> Message:
     """A bus message of ``kind`` ("face" | "general") for filters that read ``reads`` of a face
-    event (:func:`reads_of`); :class:`wire.PoisonMessage` if it is not one."""
-    return wire.decode_face(data, reads) if kind == "face" else wire.decode_general(data)
+    event (:func:`reads_of`; only the hub's live read of an unrecorded channel may ask for less
+    than all, see :func:`wire.decode_face`); :class:`wire.PoisonMessage` if it is not one."""
+    if kind == "face":
+        return wire.decode_face(data, reads)
+    return wire.decode_general(data)
 
 
 def select(

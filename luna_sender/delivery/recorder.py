@@ -96,12 +96,11 @@ def render_for(
 ) -> Callable[[Entry], Iterator[tuple[int | None, bytes]]]:
     """The seam's renderer for one socket: a recorded message -> its matching events."""
     candidates = matching.only(conn.filter)
-    reads = matching.reads_of(conn.filter)
 
     def render(entry: Entry) -> Iterator[tuple[int | None, bytes]]:
         try:
-            msg = matching.decode(kind, entry.data, reads)
-            for part, envelope, _ in matching.indexed(msg, candidates, reads):
+            msg = matching.decode(kind, entry.data)  # orjson's fixed bounds (wire.decode_face)
+            for part, envelope, _ in matching.indexed(msg, candidates):
                 yield part, envelope
         except wire.PoisonMessage:  # as live: the events before the bad one went out
             return
@@ -117,9 +116,8 @@ def write_recorded(
     written and the producer's create time; raises wire.PoisonMessage."""
     sent = 0
     key = hash(data)
-    reads = groups.reads
-    msg = matching.decode(kind, data, reads)
-    for part, envelope, matched in matching.indexed(msg, groups.index.candidates, reads):
+    msg = matching.decode(kind, data)  # orjson's fixed bounds, as a replay's (wire.decode_face)
+    for part, envelope, matched in matching.indexed(msg, groups.index.candidates):
         named = None if offset is None else (offset if part is None else offset.at(part))
         payload = envelope if named is None else with_offset(envelope, str(named))
         frame = text_frame(payload)

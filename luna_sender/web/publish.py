@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from luna_sender import errors, wire
 from luna_sender.bus import BusError
 from luna_sender.errors import LunaError
-from luna_sender.web import access
+from luna_sender.web import access, strictjson
 from luna_sender.web.context import ctx, request_id
 from luna_sender.web.docs.bodies import PublishEvents, PublishGeneral, first_error
 
@@ -49,8 +49,8 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if not raw:
         raise LunaError(errors.NO_JSON)
     try:
-        body = wire.loads_json(raw)
-    except wire.BadJson as exc:
+        body = strictjson.loads_json(raw)
+    except strictjson.BadJson as exc:
         if exc.path is None:
             raise LunaError(errors.NO_JSON) from None
         raise _fail(exc.path, str(exc)) from None
