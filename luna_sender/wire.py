@@ -214,7 +214,10 @@ def decode_face(data: bytes, reads: int = READS_ALL) -> FaceMessage:
     recorded channel, take orjson's bounds, which do not move (an outside pass saw such events
     reach plain sockets and silently miss a recovering socket and its replay)."""
     if reads != READS_ALL and data[:1] in _JSON_STARTS:
-        return _decode_face_json(data)
+        try:
+            return _decode_face_json(data)
+        except RecursionError:  # past msgspec's bound (which moves with the stack), orjson's:
+            pass  # a key no frame carries may nest deeper than an event may (an outside pass)
     msg = loads(data)
     if not isinstance(msg, dict):
         raise PoisonMessage("face message is not an object")
@@ -251,7 +254,7 @@ def _decode_face_json(data: bytes) -> FaceMessage:
         if text.startswith("Expected `object`") and " - at `" not in text:
             raise PoisonMessage("face message is not an object") from None
         raise PoisonMessage(f"face message: {exc}") from None
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except msgspec.DecodeError as exc:
         raise PoisonMessage(f"invalid JSON: {exc}") from None
     events = msg.events  # msgspec.Raw: views of ``data``, not copies (a copy cost as much as
     for event in events:  # the decode): the envelope joins them, orjson gets bytes

@@ -236,3 +236,19 @@ async def test_a_deep_event_reaches_live_recovering_and_replaying_sockets_alike(
     assert live == ["d100", "d250", "d251", "d252", "last"]  # 0.1's bound
     async with app.ws(account=acc, params={"since": first}) as again:
         assert await _ids_until_last(again) == live
+
+
+async def test_a_deep_key_no_frame_carries_does_not_stop_the_events(
+    live_app_factory: Any, redis_server: RedisServer
+) -> None:
+    """An outside pass: an envelope key nested past msgspec's bound (~990, which moves with the
+    stack) made the message poison on the forwarded path, where 0.1 (orjson: 1,024) delivered
+    its events, the key never being sent. Past that bound the message takes 0.1's path."""
+    app: LiveApp = await live_app_factory(redis_url=redis_server.url)
+    acc = account()
+    deep = "[" * 1010 + "]" * 1010
+    body = '{"handler_id":"h","events":[{"event_id":"x"}],"zz":' + deep + "}"
+    async with app.ws(account=acc) as ws:
+        redis_server.client().publish(f"luna-sender:{acc}", body.encode())
+        frame = orjson.loads((await ws.receive(timeout=10)).data)
+    assert frame["event"] == {"event_id": "x"} and "zz" not in frame

@@ -199,3 +199,26 @@ async def test_workers_share_the_port_and_the_bus(redis_server) -> None:
         svc.close()
     workers = {line.split("[")[0] for line in svc.log().splitlines() if "ready" in line}
     assert len(workers) >= 1
+
+
+def test_listen_prints_frames_python_json_cannot_take_as_received(redis_server) -> None:
+    """A face event goes out as its producer wrote it, so a frame may hold a number Python's
+    json refuses (5,000 digits) or reads as inf (1e999). An outside pass: ``listen`` died on the
+    first (exit 1) and printed the second as the non-JSON ``Infinity``."""
+    acc = account()
+    svc = Service("--redis-url", redis_server.url)
+    try:
+        listener = start_listen("--url", svc.ws_url, "--account-id", acc, "--count", "3")
+        wait_listening(listener)
+        big = "9" * 5000
+        for event in (f'{{"event_id":"a","n":{big}}}', '{"event_id":"b","n":1e999}', "{}"):
+            body = '{"handler_id":"h","events":[' + event + "]}"
+            redis_server.client().publish(f"luna-sender:{acc}", body)
+        out, err = listener.communicate(timeout=20)
+        assert listener.returncode == 0, err
+        lines = out.strip().splitlines()
+        assert lines[0].startswith('{"event":{"event_id":"a","n":' + big + "}")
+        assert lines[1].startswith('{"event":{"event_id":"b","n":1e999}')
+        assert json.loads(lines[2])["event"] == {}
+    finally:
+        svc.close()

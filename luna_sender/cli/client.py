@@ -82,6 +82,23 @@ def _auth_headers(args: argparse.Namespace) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def _shown(text: str, pretty: bool) -> tuple[Any, str]:
+    """A frame as the listener prints it, and its value (None when Python's json cannot take it).
+
+    A face event is forwarded as its producer wrote it (docs/compatibility.md), so a frame may
+    hold a number Python's json refuses (4,301+ digits) or reads as inf (``1e999``), which it
+    would print as the non-JSON ``Infinity``: such a frame is printed as received, never
+    re-written, and the listener goes on (an outside pass: it died on the first one).
+    """
+    try:
+        data = json.loads(text)
+        return data, json.dumps(
+            data, indent=2 if pretty else None, ensure_ascii=False, allow_nan=False
+        )
+    except ValueError:
+        return None, text
+
+
 async def listen(
     args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr
 ) -> int:
@@ -119,14 +136,10 @@ async def listen(
                     async for msg in ws:
                         if msg.type != aiohttp.WSMsgType.TEXT:
                             continue
-                        data = json.loads(msg.data)
-                        if resume is not None and not resume.seen(data, err):
+                        data, shown = _shown(msg.data, args.pretty)
+                        if resume is not None and data is not None and not resume.seen(data, err):
                             continue
-                        print(
-                            json.dumps(data, indent=2 if args.pretty else None, ensure_ascii=False),
-                            file=out,
-                            flush=True,
-                        )
+                        print(shown, file=out, flush=True)
                         received += 1
                         if args.count and received >= args.count:
                             return 0
