@@ -149,6 +149,8 @@ class FaceMessage:
             raise PoisonMessage(f"invalid JSON: {exc}") from None
 
     def envelope(self, i: int) -> bytes:
+        if self._tail is not None:  # raw, and an earlier event of the message built the rest
+            return b"".join((_EVENT_OPEN, self.events[i], self._tail))
         envelope = {
             "event": self.events[i],
             "handler_id": self.handler_id,
@@ -158,11 +160,9 @@ class FaceMessage:
         }
         if not self.raw:  # decoded events: one serialisation of the whole envelope, as in 0.1
             return _envelope(envelope)
-        tail = self._tail  # the keys after the event: the same for every event of the message
-        if tail is None:
-            del envelope["event"]
-            tail = self._tail = b"," + _envelope(envelope)[1:]
-        return b"".join((_EVENT_OPEN, self.events[i], tail))
+        del envelope["event"]  # the keys after the event: the same for every event of the message
+        self._tail = b"," + _envelope(envelope)[1:]
+        return b"".join((_EVENT_OPEN, self.events[i], self._tail))
 
 
 READS_NOTHING, READS_HEAD, READS_ALL = 0, 1, 2

@@ -71,11 +71,12 @@ def select(
 
 
 def indexed(
-    msg: Message, candidates: Callable[[Any], Iterable[F]], reads: int = wire.READS_ALL
+    msg: Message, candidates: Callable[[Any], Iterable[F]]
 ) -> Iterator[tuple[int | None, bytes, list[F]]]:
-    """:func:`select` with each event's index in its message (a recovery offset's ``part``)."""
+    """:func:`select` with each event's index in its message (a recovery offset's ``part``),
+    for the recorder and replays, which read every event whole (:func:`wire.decode_face`)."""
     if isinstance(msg, wire.FaceMessage):
-        for part, event in enumerate(msg.subjects(reads)):
+        for part, event in enumerate(msg.subjects(wire.READS_ALL)):
             subject = (event, msg)
             matched = [c for c in candidates(subject) if safe_match(c.filter, subject)]
             if matched:
