@@ -141,11 +141,11 @@ class FaceMessage:
             return events
         if reads == READS_NOTHING:
             return [_NOTHING] * len(events)
-        try:  # only a number beyond a double (1e999) fails after the strict parse: poison as in
-            if reads == READS_HEAD:  # 0.1; unread, it goes out as written (compatibility.md)
+        try:  # after the strict parse only a number beyond a double (1e999) fails here, poison
+            if reads == READS_HEAD:  # as in 0.1 (unread, it goes out as written), or a head
                 return [_HEAD_DECODER.decode(event) for event in events]  # type: ignore[misc]
-            return [orjson.loads(bytes(event)) for event in events]
-        except (msgspec.MsgspecError, orjson.JSONDecodeError) as exc:
+            return [orjson.loads(bytes(event)) for event in events]  # nested to msgspec's bound
+        except (msgspec.MsgspecError, orjson.JSONDecodeError, RecursionError) as exc:
             raise PoisonMessage(f"invalid JSON: {exc}") from None
 
     def envelope(self, i: int) -> bytes:

@@ -252,3 +252,32 @@ async def test_a_deep_key_no_frame_carries_does_not_stop_the_events(
         redis_server.client().publish(f"luna-sender:{acc}", body.encode())
         frame = orjson.loads((await ws.receive(timeout=10)).data)
     assert frame["event"] == {"event_id": "x"} and "zz" not in frame
+
+
+def test_a_head_nested_to_the_bound_is_poison_not_a_crash() -> None:
+    """msgspec's nesting bound moves with the stack, and the head is decoded further up than
+    the strict pass ran: a head field nested near the bound must be poison (the hub skips the
+    message), never a RecursionError out of the fan-out's loop turn."""
+    from luna_sender import wire
+
+    def message(depth: int) -> bytes:
+        return _message(['{"event_id":"x","location":' + "[" * depth + "]" * depth + "}"])
+
+    def passes(depth: int) -> bool:
+        try:
+            return wire.decode_face(message(depth), READS_HEAD).raw
+        except wire.PoisonMessage:  # past msgspec's bound: orjson's path, which refuses it
+            return False
+
+    low, high = 1, 3000  # the deepest head the strict pass keeps as bytes, here
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if passes(mid) else (low, mid - 1)
+    msg = wire.decode_face(message(low), READS_HEAD)
+    assert msg.raw and low > 500
+
+    def further_up(frames: int) -> Any:
+        return further_up(frames - 1) if frames else msg.subjects(READS_HEAD)
+
+    with pytest.raises(wire.PoisonMessage):
+        further_up(300)
