@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,6 +25,7 @@ from luna_sender.filters.base import Limits, parse_uuid
 from luna_sender.filters.events import compile_face
 from luna_sender.filters.general import compile_general
 from luna_sender.plugins.host import BusEvent
+from luna_sender.runtime.logs import Throttle
 
 if TYPE_CHECKING:
     from luna_sender.web.context import Context
@@ -90,20 +90,16 @@ class ForwarderSettings(BaseModel):
 
 
 class _Throttled:
-    """One log line repeated per event would flood the log while the webhook is down: the
-    first is written, then at most one per interval, counting the ones held back."""
+    """A log line that a dead webhook would repeat per event, through a :class:`Throttle`."""
 
-    def __init__(self, level: int, interval: float = FAILURE_LOG_INTERVAL) -> None:
-        self.level, self.interval = level, interval
-        self._due, self._held = 0.0, 0
+    def __init__(self, level: int) -> None:
+        self.level, self._throttle = level, Throttle(FAILURE_LOG_INTERVAL)
 
     def __call__(self, message: str, *args: object, exc_info: BaseException | None = None) -> None:
-        now = time.monotonic()
-        if now < self._due:
-            self._held += 1
+        held = self._throttle.due()
+        if held is None:
             return
-        more = f" ({self._held} more since the last report)" if self._held else ""
-        self._due, self._held = now + self.interval, 0
+        more = f" ({held} more since the last report)" if held else ""
         log.log(self.level, message + more, *args, exc_info=exc_info)
 
 

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from luna_sender.runtime.logs import Throttle
+
 if TYPE_CHECKING:
     from luna_sender.web.context import Context
 
@@ -120,7 +122,7 @@ class PluginManager:
         self._face_prefix = ""
         self.enabled = False
         self.dropped = 0
-        self._failures: dict[tuple[str, int], tuple[float, int]] = {}
+        self._failures: dict[tuple[str, int], Throttle] = {}
 
     async def start(self, context: Context) -> None:
         self._face_prefix = context.settings.channel_prefix + ":"
@@ -243,12 +245,12 @@ class PluginManager:
         """A broken hook fails on every notification: one traceback, then a count of the
         failures since it at most once a minute, so the log stays readable."""
         key = (hook, id(fn))
-        now = time.monotonic()
-        due, quiet = self._failures.get(key, (0.0, 0))
-        if now < due:
-            self._failures[key] = (due, quiet + 1)
+        throttle = self._failures.get(key)
+        if throttle is None:
+            throttle = self._failures[key] = Throttle(HOOK_FAILURE_LOG_INTERVAL)
+        quiet = throttle.due()
+        if quiet is None:
             return
-        self._failures[key] = (now + HOOK_FAILURE_LOG_INTERVAL, 0)
         more = f" ({quiet} more failure(s) since its last traceback)" if quiet else ""
         log.exception("plugin hook %s failed%s", hook, more)
 

@@ -29,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from luna_sender.config import WsSettings
+from luna_sender.runtime.logs import Throttle
 
 log = logging.getLogger("luna_sender.fdlimit")
 CAPACITY: web.AppKey[int] = web.AppKey("luna_sender_ws_capacity", int)
@@ -154,16 +155,14 @@ class ExhaustionLog:
     """One WARNING when descriptors run out, then at most one per LOG_EVERY seconds."""
 
     def __init__(self) -> None:
-        self._next = 0.0
-        self._suppressed = 0
+        self._throttle = Throttle(LOG_EVERY)
 
     def report(self, where: str) -> None:
         EXHAUSTIONS[where] += 1
-        now = time.monotonic()
-        if now < self._next:
-            self._suppressed += 1
+        held = self._throttle.due()
+        if held is None:
             return
-        more = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
+        more = f" ({held} more since the last report)" if held else ""
         limits = nofile()
         log.warning(
             "out of file descriptors (open-file limit %s): %s; new connections wait "
@@ -172,8 +171,6 @@ class ExhaustionLog:
             where,
             more,
         )
-        self._next = now + LOG_EVERY
-        self._suppressed = 0
 
 
 LOG = ExhaustionLog()  # one per process: the descriptors are the process's

@@ -125,3 +125,26 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class Throttle:
+    """A condition that repeats (a dead webhook, a failing plugin hook, descriptors gone) is
+    worth one log line, then at most one per ``interval`` seconds naming how many were held
+    back: one line per occurrence would flood the log while the condition lasts."""
+
+    __slots__ = ("_held", "_next", "interval")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._next = 0.0
+        self._held = 0
+
+    def due(self) -> int | None:
+        """None while the last line is recent (this one is counted as held back); else how
+        many were held back since it, and the next line waits ``interval`` from now."""
+        now = time.monotonic()
+        if now < self._next:
+            self._held += 1
+            return None
+        held, self._held, self._next = self._held, 0, now + self.interval
+        return held
