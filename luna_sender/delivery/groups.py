@@ -214,7 +214,9 @@ class GroupSet:
     def _count(self, compiled: CompiledFilter, step: int) -> None:
         levels = self._levels
         levels[reads_of(compiled)] += step
-        self.reads = READS_ALL if levels[READS_ALL] else READS_HEAD if levels[READS_HEAD] else 0
+        self.reads = (
+            READS_ALL if levels[READS_ALL] else READS_HEAD if levels[READS_HEAD] else READS_NOTHING
+        )
 
 
 class Budgets:

@@ -104,9 +104,10 @@ def only(compiled: CompiledFilter) -> Callable[[Any], Iterable[Filtered]]:
 
 
 def envelopes(msg: Message, compiled: CompiledFilter) -> list[bytes]:
-    """The envelopes of the events of ``msg`` that one filter accepts."""
+    """The envelopes of the events of ``msg`` that one filter accepts (the forwarder's: its
+    messages are read whole, :func:`decode`'s default)."""
     only = (_Only(compiled),)
-    return [envelope for envelope, _ in select(msg, lambda _subject: only, reads_of(compiled))]
+    return [envelope for envelope, _ in select(msg, lambda _subject: only)]
 
 
 @dataclass(frozen=True, slots=True)
