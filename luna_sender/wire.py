@@ -6,7 +6,8 @@ to every matching socket (see hub.py). Producers publish UTF-8 JSON (``ujson.dum
 ensure_ascii=False)`` in luna-handlers); msgpack bodies are accepted too. A JSON face message is
 validated whole in one strict pass, and its events are forwarded as the producer's bytes and
 decoded only as far as a filter reads them (:class:`FaceMessage`): on the platform's load that
-halves what an event costs to decode and frame (docs/performance.md, Round 12).
+cuts what a message costs to decode, match and frame by about a quarter (docs/performance.md,
+Round 12).
 """
 
 from __future__ import annotations
