@@ -126,7 +126,13 @@ class History(Protocol):
       caller delivers live and reports ``recovered: false``.
     - ``size`` is the number of messages currently held (the metric's gauge), ``close``
       releases connections.
+    - ``shared``: other processes append to it too. Only then can an event this instance
+      received before it recorded the channel be missing from a read it makes when it starts
+      (another recorder has not appended it yet), so the hub appends those again first
+      (delivery/recovery.Tail).
     """
+
+    shared: bool
 
     async def append(self, channel: str, data: bytes) -> Offset: ...
 
@@ -224,6 +230,8 @@ class MemoryHistory:
     A restarted process starts new epochs, so offsets given out before answer ``recovered:
     false`` — exactly what happened (the events in between were never recorded anywhere).
     """
+
+    shared = False
 
     def __init__(
         self, window: Window | None = None, clock: Callable[[], float] = time.time

@@ -89,6 +89,8 @@ FRESH = 1.5
 
 
 class RedisHistory:
+    shared = True  # every instance appends the messages it receives
+
     def __init__(
         self,
         url: str,

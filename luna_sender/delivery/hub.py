@@ -18,11 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from luna_sender import wire
 from luna_sender.delivery import matching
-from luna_sender.delivery.connection import (
-    CLOSE_GOING_AWAY,
-    CLOSE_RESUME,
-    Connection,
-)
+from luna_sender.delivery.connection import CLOSE_GOING_AWAY, CLOSE_RESUME, Connection
 from luna_sender.delivery.frames import text_frame
 from luna_sender.delivery.groups import Batch, Budgets, GroupSet, face_index, general_index
 from luna_sender.delivery.recorder import POISON, Recorder, Tally, write_recorded
@@ -82,8 +78,10 @@ class Hub:
         # once their event's offset is known; the plain groups above never wait for it.
         self._face_rec: dict[str, GroupSet] = {}
         self._general_rec = GroupSet(general_index())
-        self.recorder = Recorder(history, settings.history.ttl, self._deliver_recovering, metrics)
+        h = settings.history
+        self.recorder = Recorder(history, h.ttl, self._deliver_recovering, metrics, h.dedupe)
         self._recorded = self.recorder.channels
+        self._tail = self.recorder.tail
         # Bus messages of the current loop turn, fanned out together by _drain.
         self._inbox: list[tuple[str, bytes, str, float, Tally | None]] = []
         self._holding: set[Connection] = set()  # recovering sockets whose Close waits (interrupted)
@@ -221,6 +219,8 @@ class Hub:
                 self.recorder.record(channel, kind, data, tally, started)
             elif not self._plain(channel, kind):  # else the plain path reports it
                 self._poison(kind, channel, f"{len(data)} bytes exceeds the bus message limit")
+        elif self._tail is not None:
+            self._tail.add(started, channel, data)  # in case a resume starts recording it
 
     def _counted(self, channel: str, kind: str, data: bytes, started: float, sent: int) -> None:
         """The plugins' one notice per bus message; a recorded one's comes from whichever of

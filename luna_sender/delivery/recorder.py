@@ -45,7 +45,7 @@ from luna_sender.bus.base import BusError
 from luna_sender.bus.history import Entry, History, Offset, Replay
 from luna_sender.delivery import matching
 from luna_sender.delivery.frames import text_frame
-from luna_sender.delivery.recovery import Recording, with_offset
+from luna_sender.delivery.recovery import Recording, Tail, with_offset
 
 if TYPE_CHECKING:
     from luna_sender.delivery.connection import Connection
@@ -188,10 +188,18 @@ class Recorder:
     """Which channels are recorded, their pipes, the breaker, and the replay on reconnect."""
 
     def __init__(
-        self, history: History | None, linger: float, deliver: Deliver, metrics: Metrics
+        self,
+        history: History | None,
+        linger: float,
+        deliver: Deliver,
+        metrics: Metrics,
+        dedupe: float = 30.0,
     ) -> None:
         self.history = history
         self.recording = Recording(linger)
+        # What the hub received on channels not recorded: appended again when one starts
+        self.tail = Tail(dedupe) if history is not None and history.shared else None
+        self._owed: dict[str, list[bytes]] = {}  # channel -> its tail, appended after the marker
         self.channels: set[str] = set()  # recorded now: the one look-up on the plain path
         self.deliver = deliver
         self.metrics = metrics
@@ -230,6 +238,9 @@ class Recorder:
         self._dirty.discard(channel)
         marked = history.mark_nowait(channel, start=not dirty)
         marked.add_done_callback(lambda done: self._lost(channel, done))
+        for data in self._owed.pop(channel, ()):  # after the marker, before what is recorded
+            again = history.append_nowait(channel, data)
+            again.add_done_callback(lambda done: self._lost(channel, done))
         return marked
 
     def _lost(self, channel: str, done: asyncio.Future[Any]) -> None:
@@ -279,6 +290,10 @@ class Recorder:
         self.recording.joined(channel)
         if channel not in self.channels:
             self._unmarked.add(channel)
+            if self.tail is not None:  # from here on, every message is recorded
+                owed = self.tail.take(channel, time.perf_counter())
+                if owed:
+                    self._owed[channel] = owed
         self.channels.add(channel)
 
     def left(self, channel: str) -> None:
@@ -290,6 +305,7 @@ class Recorder:
         for channel in done:
             self.channels.discard(channel)
             self._unmarked.discard(channel)
+            self._owed.pop(channel, None)
             self._dirty.discard(channel)  # the next start marks it (nobody else may record)
             if self.history is not None:
                 task = asyncio.ensure_future(self.history.release(channel))

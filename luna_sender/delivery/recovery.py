@@ -22,9 +22,9 @@ How it is wired (web/streams.py, delivery/hub.py, delivery/recorder.py):
 4. After the 101: ``replay = history.since(channel, seam.since)`` (bounded; an error or timeout
    -> ``None``: recovered false), then, with no await in between, every payload of
    ``seam.finish(replay, render)``. The read is queued after every append this instance made
-   (read-your-writes). Phase 1 proposed re-appending a short tail of recent raw messages first,
-   to close a race with a lingering *other* instance; that tail would cost every plain channel,
-   so it is not built and docs/recovery.md states the race.
+   (read-your-writes). A channel this instance starts recording first gets the messages it
+   received on it just before (:class:`Tail`) appended again, ahead of the read: another
+   instance that recorded them may not have appended them yet.
 5. Metrics: ``seam.outcome`` ("recovered", "not_recovered") and ``seam.replayed``.
 
 Live events held while the replay was read are kept only if they come after the last message
@@ -216,3 +216,51 @@ class Recording:
         for channel in done:
             del self._until[channel]
         return done
+
+
+# How much a Tail holds: the last TAIL_SLOTS messages of at most TAIL_MESSAGE bytes each, no
+# older than TAIL_AGE seconds (nor half of history.dedupe).
+TAIL_SLOTS = 32
+TAIL_MESSAGE = 64 * 1024
+TAIL_AGE = 1.0
+
+
+class Tail:
+    """The last messages this instance received on channels it did not record.
+
+    The race it closes (docs/recovery.md): a client resumes on instance A, which serves plain
+    sockets of the account (or ``/ws/general``, always subscribed) but does not record the
+    channel; event E reached A just before, so A does not send it live, and A's ``since`` read
+    misses it when the instance that recorded E (the one the client left) has not appended it
+    yet: a few ms normally, up to 1.5 s while that instance stalls. A appends what it holds of
+    the channel again before its read. The shared history records each message once (by its
+    bytes, within ``history.dedupe``) and returns the offset it already has, so this costs a
+    Redis call per held message, once per channel that starts recording, and records nothing
+    twice: the age bound stays under half of ``dedupe`` for that reason.
+
+    On the hot path, one store per message of a plain channel: a fixed ring, no trimming, and
+    small (a ring of 4 MiB cost W4 ~7 % CPU per event: held messages keep the allocator from
+    reusing warm memory; docs/performance.md).
+    """
+
+    __slots__ = ("_age", "_next", "_ring")
+
+    def __init__(self, dedupe: float, slots: int = TAIL_SLOTS) -> None:
+        self._age = min(TAIL_AGE, dedupe / 2)
+        self._ring: list[tuple[float, str, bytes] | None] = [None] * slots
+        self._next = 0
+
+    def add(self, at: float, channel: str, data: bytes) -> None:
+        if len(data) <= TAIL_MESSAGE:
+            i = self._next
+            self._ring[i] = (at, channel, data)
+            self._next = (i + 1) % len(self._ring)
+
+    def take(self, channel: str, now: float) -> list[bytes]:
+        """The channel's messages still held, oldest first (the hub's clock: perf_counter)."""
+        i, ring, oldest = self._next, self._ring, now - self._age
+        return [
+            entry[2]
+            for entry in ring[i:] + ring[:i]
+            if entry is not None and entry[1] == channel and entry[0] >= oldest
+        ]

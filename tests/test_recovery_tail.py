@@ -1,0 +1,136 @@
+"""A resume on an instance that received the missed events but did not record them (#18's race
+between instances, docs/recovery.md), two real service processes over one private redis-server.
+
+Instance ``first`` records the account (a ``recover=true`` socket) and is frozen (SIGSTOP) for
+less than the 1.5 s its registration is still believed; ``other`` serves the account's plain
+sockets (or ``/ws/general``, always subscribed), so the events published meanwhile reach it but
+not the history. A client that moves to ``other`` with ``since`` was answered ``recovered:
+true, replayed: 0`` over them (an outside pass: 10 of 105 resumes at 300 events/s without a
+freeze). ``other`` now appends what it received of the channel just before it starts recording
+it, ahead of its read; the history records each message once, so ``first``'s own appends once
+it wakes add nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from .helpers import (
+    RedisServer,
+    Service,
+    account,
+    assert_silent,
+    face_event,
+    publish_face,
+    recv_json,
+)
+
+pytestmark = pytest.mark.slow
+
+Publish = Callable[[str], Awaitable[None]]
+
+
+async def _frames(ws: Any, n: int) -> list[Any]:
+    return [await recv_json(ws) for _ in range(n)]
+
+
+def _tag(frame: Any) -> str:
+    event = frame["event"]
+    return str(event.get("user_data") or event.get("tag"))
+
+
+async def _resume_on_the_listener(
+    redis: RedisServer,
+    path: str,
+    headers: dict[str, str],
+    publish_via: Callable[[aiohttp.ClientSession, Service, str], Awaitable[None]],
+    watch_plain: bool,
+    env: dict[str, str] | None = None,
+) -> tuple[Any, list[Any]]:
+    """Returns the resume's recovery frame and what followed it: the replay, then event 4."""
+    first = Service("--redis-url", redis.url, env=env)
+    other = Service("--redis-url", redis.url, env=env)
+    try:
+        async with aiohttp.ClientSession(headers=headers) as session:
+
+            async def publish(tag: str) -> None:
+                await publish_via(session, other, tag)
+
+            ws = await session.ws_connect(first.ws_url + path, params={"recover": "true"})
+            plain = await session.ws_connect(other.ws_url + path)
+            await publish("1")
+            offset = (await recv_json(ws))["offset"]
+            assert _tag(await recv_json(plain)) == "1"
+            os.kill(first.proc.pid, signal.SIGSTOP)
+            try:
+                await publish("2")
+                await publish("3")
+                if watch_plain:  # ``other`` has them: they went out to its plain socket
+                    assert [_tag(f) for f in await _frames(plain, 2)] == ["2", "3"]
+                else:
+                    await asyncio.sleep(0.2)
+                resumed = await session.ws_connect(
+                    other.ws_url + path, params={"since": offset}
+                )
+                answer = await recv_json(resumed)
+                replay = await _frames(resumed, answer["recovery"]["replayed"])
+            finally:
+                os.kill(first.proc.pid, signal.SIGCONT)
+            # ``first`` wakes and appends 2 and 3 itself: recorded once, not sent again
+            await asyncio.sleep(0.5)
+            await publish("4")
+            replay.append(await recv_json(resumed))
+            await assert_silent(resumed)
+            # The history holds each event once, in bus order, under the offsets replayed
+            again = await session.ws_connect(first.ws_url + path, params={"since": offset})
+            assert await recv_json(again) == {"recovery": {"recovered": True, "replayed": 3}}
+            history = await _frames(again, 3)
+            assert [(_tag(f), f["offset"]) for f in history] == [
+                (_tag(f), f["offset"]) for f in replay
+            ]
+            for sock in (again, resumed, plain, ws):
+                await sock.close()
+            return answer, replay
+    finally:
+        for svc in (first, other):
+            svc.close()
+
+
+async def _face(session: aiohttp.ClientSession, svc: Service, tag: str) -> None:
+    acc = session.headers["Luna-Account-Id"]
+    await publish_face(session, svc.url, acc, [face_event(user_data=tag)])
+
+
+async def _general(session: aiohttp.ClientSession, svc: Service, tag: str) -> None:
+    body = {"event": {"tag": tag}, "event_type": "t"}
+    async with session.post(svc.url + "/publish/general", json=body) as r:
+        assert r.status == 204, await r.text()
+
+
+async def test_a_resume_where_the_account_had_plain_sockets_replays_what_they_got(
+    private_redis: RedisServer,
+) -> None:
+    answer, frames = await _resume_on_the_listener(
+        private_redis, "/ws", {"Luna-Account-Id": account()}, _face, watch_plain=True
+    )
+    assert answer == {"recovery": {"recovered": True, "replayed": 2}}
+    assert [_tag(f) for f in frames] == ["2", "3", "4"]
+
+
+async def test_a_general_resume_replays_what_the_instance_received_unrecorded(
+    private_redis: RedisServer,
+) -> None:
+    """Every instance listens to the general channel: any general resume on an instance
+    without a recovering general socket met the race."""
+    answer, frames = await _resume_on_the_listener(
+        private_redis, "/ws/general", {}, _general, watch_plain=False
+    )
+    assert answer == {"recovery": {"recovered": True, "replayed": 2}}
+    assert [_tag(f) for f in frames] == ["2", "3", "4"]
