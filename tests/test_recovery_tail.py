@@ -22,6 +22,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from luna_sender.delivery.recovery import TAIL_AGE, TAIL_MESSAGE, Tail
+
 from .helpers import (
     RedisServer,
     Service,
@@ -31,10 +33,6 @@ from .helpers import (
     publish_face,
     recv_json,
 )
-
-pytestmark = pytest.mark.slow
-
-Publish = Callable[[str], Awaitable[None]]
 
 
 async def _frames(ws: Any, n: int) -> list[Any]:
@@ -76,9 +74,7 @@ async def _resume_on_the_listener(
                     assert [_tag(f) for f in await _frames(plain, 2)] == ["2", "3"]
                 else:
                     await asyncio.sleep(0.2)
-                resumed = await session.ws_connect(
-                    other.ws_url + path, params={"since": offset}
-                )
+                resumed = await session.ws_connect(other.ws_url + path, params={"since": offset})
                 answer = await recv_json(resumed)
                 replay = await _frames(resumed, answer["recovery"]["replayed"])
             finally:
@@ -114,6 +110,7 @@ async def _general(session: aiohttp.ClientSession, svc: Service, tag: str) -> No
         assert r.status == 204, await r.text()
 
 
+@pytest.mark.slow
 async def test_a_resume_where_the_account_had_plain_sockets_replays_what_they_got(
     private_redis: RedisServer,
 ) -> None:
@@ -124,6 +121,7 @@ async def test_a_resume_where_the_account_had_plain_sockets_replays_what_they_go
     assert [_tag(f) for f in frames] == ["2", "3", "4"]
 
 
+@pytest.mark.slow
 async def test_a_general_resume_replays_what_the_instance_received_unrecorded(
     private_redis: RedisServer,
 ) -> None:
@@ -134,3 +132,19 @@ async def test_a_general_resume_replays_what_the_instance_received_unrecorded(
     )
     assert answer == {"recovery": {"recovered": True, "replayed": 2}}
     assert [_tag(f) for f in frames] == ["2", "3", "4"]
+
+
+def test_the_tail_keeps_recent_small_messages_in_order_and_never_past_half_the_dedupe() -> None:
+    """What a resume re-appends: an older message would be recorded a second time once the
+    history forgot its hash (``history.dedupe``), a larger one would pin memory."""
+    tail = Tail(dedupe=0.2)
+    for i in range(40):
+        tail.add(100.0 + i * 0.001, "a" if i % 2 else "b", b"%d" % i)
+    tail.add(100.05, "a", b"x" * (TAIL_MESSAGE + 1))
+    assert tail.take("a", 100.05) == [b"%d" % i for i in range(9, 40, 2)]  # the last 32 slots
+    assert tail.take("a", 100.0 + 0.039 + 0.1) == [b"39"]  # 0.1 s: half of dedupe
+    assert tail.take("c", 100.05) == []
+    tail = Tail(dedupe=30.0)
+    tail.add(100.0, "a", b"old")
+    assert tail.take("a", 100.0 + TAIL_AGE) == [b"old"]
+    assert tail.take("a", 100.0 + TAIL_AGE + 0.01) == []
