@@ -238,9 +238,9 @@ class Tail:
     Redis call per held message, once per channel that starts recording, and records nothing
     twice: the age bound stays under half of ``dedupe`` for that reason.
 
-    On the hot path, one store per message of a plain channel: a fixed ring, no trimming, and
-    small (a ring of 4 MiB cost W4 ~7 % CPU per event: held messages keep the allocator from
-    reusing warm memory; docs/performance.md).
+    On the hot path, one store per message of a plain channel (115 ns): a fixed ring, no
+    trimming. Rings holding the last second up to 4 MiB measured costlier, if within the
+    benchmark's spread (docs/performance.md, "The recovery tail").
     """
 
     __slots__ = ("_age", "_next", "_ring")
