@@ -155,11 +155,12 @@ class Hub:
         self.metrics.connections[conn.kind].inc()
         if conn.kind == "face":
             assert conn.account is not None
+            new = not self.held(conn.account)  # the subscription below is a new one
             if groups is None:
                 groups = faces[conn.account] = GroupSet(face_index())
             groups.add(conn)
             if conn.recover:
-                self.recorder.joined(self.face_channel(conn.account))
+                self.recorder.joined(self.face_channel(conn.account), new)
             # Every socket, not only an account's first: the 101 waits (bounded) until Redis has
             # confirmed the channel, which a second socket may otherwise beat. Cheap when live.
             await self.bus.subscribe(self.face_channel(conn.account))

@@ -286,8 +286,9 @@ class Recorder:
             pipe = self._pipes[channel] = _Pipe(self, channel, kind)
         pipe.push(data, pending, plain, at)
 
-    def joined(self, channel: str) -> None:
-        self.recording.joined(channel)
+    def joined(self, channel: str, subscribing: bool = False) -> None:
+        now = time.monotonic()
+        self.recording.joined(channel, now if subscribing else None)
         if channel not in self.channels:
             self._unmarked.add(channel)
             if self.tail is not None:  # from here on, every message is recorded
@@ -351,6 +352,9 @@ class Recorder:
         assert seam is not None
         replay: Replay | None = None
         if seam.since is not None and self.history is not None and not self.broken():
+            settle = self.recording.settling(channel, time.monotonic())
+            if settle:  # a new subscription: another recorder's last appends land first
+                await asyncio.sleep(settle)
             try:
                 self._mark(self.history, channel)  # the read must see the marker it owes
             except Exception as exc:  # a marker that cannot even be queued: no promise
