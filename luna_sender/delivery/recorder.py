@@ -287,8 +287,8 @@ class Recorder:
         pipe.push(data, pending, plain, at)
 
     def joined(self, channel: str, subscribing: bool = False) -> None:
-        now = time.monotonic()
-        self.recording.joined(channel, now if subscribing else None)
+        shared = self.tail is not None  # else no other recorder can be behind (memory://)
+        self.recording.joined(channel, time.monotonic() if subscribing and shared else None)
         if channel not in self.channels:
             self._unmarked.add(channel)
             if self.tail is not None:  # from here on, every message is recorded
