@@ -21,7 +21,8 @@ from luna_sender.delivery import matching
 from luna_sender.delivery.connection import CLOSE_GOING_AWAY, CLOSE_RESUME, Connection
 from luna_sender.delivery.frames import text_frame
 from luna_sender.delivery.groups import Batch, Budgets, GroupSet, face_index, general_index
-from luna_sender.delivery.recorder import POISON, Recorder, Tally, write_recorded
+from luna_sender.delivery.recorder import POISON, Recorder, Tally
+from luna_sender.delivery.rendering import write_recorded
 from luna_sender.delivery.sweep import Sweep
 from luna_sender.runtime.clock import wait_running
 from luna_sender.runtime.sockets import reset
@@ -112,9 +113,8 @@ class Hub:
 
     def subscribed_channel_count(self) -> int:
         """The general channel plus every account channel held for sockets or pinned."""
-        recorded = {
-            c[len(self._face_prefix) :] for c in self._recorded if c != self._general_channel
-        }
+        cut = len(self._face_prefix)
+        recorded = {c[cut:] for c in self._recorded if c != self._general_channel}
         return 1 + len(self._face.keys() | self._pinned | self._face_rec.keys() | recorded)
 
     def face_channel(self, account: str) -> str:
