@@ -193,3 +193,46 @@ async def test_a_resume_on_an_instance_new_to_the_account_waits_for_the_recorder
     finally:
         for svc in (first, other):
             svc.close()
+
+
+@pytest.mark.slow
+async def test_a_new_subscriptions_first_events_are_recorded_after_the_ones_before(
+    private_redis: RedisServer,
+) -> None:
+    """The instance new to the account records the first event it receives; the recorder
+    that got the previous one first, a moment behind, appended that one after it, so the
+    history and every replay held them swapped (an outside pass: 1-4 of 100 resumes at 300
+    events/s). The new subscription's appends now wait ``SETTLE`` too."""
+    acc, acc2 = account(), account()
+    first = Service("--redis-url", private_redis.url)
+    other = Service("--redis-url", private_redis.url)
+    headers = {"Luna-Account-Id": acc}
+    try:
+        async with aiohttp.ClientSession(headers=headers) as session:
+            ws = await session.ws_connect(first.ws_url + "/ws", params={"recover": "true"})
+            warm = await session.ws_connect(
+                other.ws_url + "/ws", params={"recover": "true"}, headers={"Luna-Account-Id": acc2}
+            )
+            await publish_face(session, other.url, acc2, [face_event()])
+            await recv_json(warm)
+            await publish_face(session, other.url, acc, [face_event(user_data="1")])
+            offset = (await recv_json(ws))["offset"]
+            os.kill(first.proc.pid, signal.SIGSTOP)
+            try:
+                await publish_face(session, other.url, acc, [face_event(user_data="2")])
+                resumed = await session.ws_connect(other.ws_url + "/ws", params={"since": offset})
+                await publish_face(session, other.url, acc, [face_event(user_data="3")])
+                await asyncio.sleep(0.03)  # an append made at once is done by now
+            finally:
+                os.kill(first.proc.pid, signal.SIGCONT)
+            assert await recv_json(resumed) == {"recovery": {"recovered": True, "replayed": 2}}
+            assert [_tag(f) for f in await _frames(resumed, 2)] == ["2", "3"]
+            await assert_silent(resumed)
+            again = await session.ws_connect(first.ws_url + "/ws", params={"since": offset})
+            assert await recv_json(again) == {"recovery": {"recovered": True, "replayed": 2}}
+            assert [_tag(f) for f in await _frames(again, 2)] == ["2", "3"]
+            for sock in (again, resumed, warm, ws):
+                await sock.close()
+    finally:
+        for svc in (first, other):
+            svc.close()

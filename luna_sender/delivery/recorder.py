@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from luna_sender.bus.base import BusError
 from luna_sender.bus.history import History, Offset, Replay
 from luna_sender.delivery.frames import text_frame
-from luna_sender.delivery.recovery import Recording, Tail
+from luna_sender.delivery.recovery import SETTLE, Recording, Tail
 from luna_sender.delivery.rendering import render_for
 
 if TYPE_CHECKING:
@@ -87,6 +88,18 @@ class Tally:
 # recovering sockets; ``tally``/``started`` are the hub's, passed through (Recorder.record).
 Deliver = Callable[[str, str, bytes, Offset | None, Tally, float], None]
 _Queued = tuple[bytes, "asyncio.Future[Offset] | None", Tally, float]
+
+
+def _chain(done: asyncio.Future[Offset], real: asyncio.Future[Offset]) -> None:
+    """A deferred append's outcome, to the future its message waits on in the pipe."""
+    if done.done():
+        return
+    if real.cancelled():
+        done.cancel()
+    elif (error := real.exception()) is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(real.result())
 
 
 def _retrieve(done: asyncio.Future[Any]) -> None:
@@ -156,6 +169,7 @@ class Recorder:
         # What the hub received on channels not recorded: appended again when one starts
         self.tail = Tail(dedupe) if history is not None and history.shared else None
         self._owed: dict[str, list[bytes]] = {}  # channel -> its tail, appended after the marker
+        self._deferred: dict[str, list[tuple[bytes, asyncio.Future[Offset]]]] = {}  # _flush
         self.channels: set[str] = set()  # recorded now: the one look-up on the plain path
         self.deliver = deliver
         self.metrics = metrics
@@ -229,22 +243,53 @@ class Recorder:
         if history is not None and self.broken():
             self._skipped(history, channel)
         elif history is not None:
-            try:
-                self._mark(history, channel)
-                pending = history.append_nowait(channel, data)
-            except Exception as exc:  # a history that fails synchronously is down too
-                self._dirty.add(channel)
-                self.trip(str(exc))
-            else:
-                pending.add_done_callback(lambda done: self._lost(channel, done))
+            held = self._deferred.get(channel)
+            if held is None:
+                pending = self._append(history, channel, data)
+            else:  # a new subscription settling: appended with the rest by _flush
+                pending = asyncio.get_running_loop().create_future()
+                pending.add_done_callback(_retrieve)  # the pipe may give up on it first
+                held.append((data, pending))
         pipe = self._pipes.get(channel)
         if pipe is None:
             pipe = self._pipes[channel] = _Pipe(self, channel, kind)
         pipe.push(data, pending, plain, at)
 
+    def _append(self, history: History, channel: str, data: bytes) -> asyncio.Future[Offset] | None:
+        try:
+            self._mark(history, channel)
+            pending = history.append_nowait(channel, data)
+        except Exception as exc:  # a history that fails synchronously is down too
+            self._dirty.add(channel)
+            self.trip(str(exc))
+            return None
+        pending.add_done_callback(lambda done: self._lost(channel, done))
+        return pending
+
+    def _flush(self, channel: str) -> None:
+        """A new subscription's settle is over: its messages so far are appended now. At once,
+        its first could land ahead of the one before, still on its way from the other recorder
+        (replays out of bus order in 1-4 of 100 resumes onto an instance new to the account)."""
+        held, history = self._deferred.pop(channel, None), self.history
+        if held is None or history is None:
+            return
+        for data, done in held:
+            real = None
+            if self.broken():
+                self._skipped(history, channel)
+            else:
+                real = self._append(history, channel, data)
+            if real is None:
+                done.cancel()
+            else:
+                real.add_done_callback(functools.partial(_chain, done))
+
     def joined(self, channel: str, subscribing: bool = False) -> None:
         shared = self.tail is not None  # else no other recorder can be behind (memory://)
         self.recording.joined(channel, time.monotonic() if subscribing and shared else None)
+        if subscribing and shared and channel not in self._deferred:
+            self._deferred[channel] = []
+            asyncio.get_running_loop().call_later(SETTLE, self._flush, channel)
         if channel not in self.channels:
             self._unmarked.add(channel)
             if self.tail is not None:  # from here on, every message is recorded
@@ -263,6 +308,7 @@ class Recorder:
             self.channels.discard(channel)
             self._unmarked.discard(channel)
             self._owed.pop(channel, None)
+            self._deferred.pop(channel, None)
             self._dirty.discard(channel)  # the next start marks it (nobody else may record)
             if self.history is not None:
                 task = asyncio.ensure_future(self.history.release(channel))
@@ -311,6 +357,7 @@ class Recorder:
             settle = self.recording.settling(channel, time.monotonic())
             if settle:  # a new subscription: another recorder's last appends land first
                 await asyncio.sleep(settle)
+            self._flush(channel)  # its appends so far go before the read
             try:
                 self._mark(self.history, channel)  # the read must see the marker it owes
             except Exception as exc:  # a marker that cannot even be queued: no promise
@@ -342,6 +389,7 @@ class Recorder:
             return None
 
     async def close(self) -> None:
+        self._deferred.clear()  # a settle ending after this appends nothing
         for pipe in list(self._pipes.values()):
             if pipe.task is not None:
                 pipe.task.cancel()
