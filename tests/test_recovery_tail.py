@@ -150,6 +150,57 @@ def test_the_tail_keeps_recent_small_messages_in_order_and_never_past_half_the_d
     assert tail.take("a", 100.0 + TAIL_AGE + 0.01) == []
 
 
+async def _move_to_an_instance_new_to_the_account(
+    redis: RedisServer, publish_after_101: bool
+) -> tuple[Any, list[str], Any, list[str]]:
+    """The recorder (``first``) frozen while event 2 is published, and 3 with
+    ``publish_after_101``, until 30 ms after the client that left it has the 101 of its resume
+    on ``other``, where a read or an append made at once is done by then; then event 4, then a
+    second resume from the same offset on ``first``. Returns both resumes' recovery frames and
+    the tags each got."""
+    acc, acc2 = account(), account()
+    first = Service("--redis-url", redis.url)
+    other = Service("--redis-url", redis.url)
+    try:
+        async with aiohttp.ClientSession(headers={"Luna-Account-Id": acc}) as session:
+
+            async def publish(tag: str) -> None:
+                await publish_face(session, other.url, acc, [face_event(user_data=tag)])
+
+            ws = await session.ws_connect(first.ws_url + "/ws", params={"recover": "true"})
+            # ``other``'s history in use already (its first call loads the scripts: slower)
+            warm = await session.ws_connect(
+                other.ws_url + "/ws", params={"recover": "true"}, headers={"Luna-Account-Id": acc2}
+            )
+            await publish_face(session, other.url, acc2, [face_event()])
+            await recv_json(warm)
+            await publish("1")
+            offset = (await recv_json(ws))["offset"]
+            os.kill(first.proc.pid, signal.SIGSTOP)
+            try:
+                await publish("2")
+                resumed = await session.ws_connect(other.ws_url + "/ws", params={"since": offset})
+                if publish_after_101:
+                    await publish("3")
+                await asyncio.sleep(0.03)
+            finally:
+                os.kill(first.proc.pid, signal.SIGCONT)
+            answer = await recv_json(resumed)
+            got = await _frames(resumed, answer["recovery"]["replayed"])
+            await publish("4")
+            got.append(await recv_json(resumed))
+            await assert_silent(resumed)
+            again = await session.ws_connect(first.ws_url + "/ws", params={"since": offset})
+            answer2 = await recv_json(again)
+            got2 = await _frames(again, answer2["recovery"]["replayed"])
+            for sock in (again, resumed, warm, ws):
+                await sock.close()
+            return answer, [_tag(f) for f in got], answer2, [_tag(f) for f in got2]
+    finally:
+        for svc in (first, other):
+            svc.close()
+
+
 @pytest.mark.slow
 async def test_a_resume_on_an_instance_new_to_the_account_waits_for_the_recorders_append(
     private_redis: RedisServer,
@@ -157,42 +208,13 @@ async def test_a_resume_on_an_instance_new_to_the_account_waits_for_the_recorder
     """The instance the client moves to had nothing of the account: the event published just
     before its subscription took effect reached only the recorder, which appends it a moment
     later. A read made at once missed it behind ``recovered: true`` (an outside pass: 1 of 65
-    resumes at 300 events/s). The recorder is frozen here until 30 ms after the client has its
-    101, after the moment the read used to be made; the read now waits ``SETTLE`` (100 ms)
-    after the subscription."""
-    acc = account()
-    first = Service("--redis-url", private_redis.url)
-    other = Service("--redis-url", private_redis.url)
-    headers = {"Luna-Account-Id": acc}
-    try:
-        async with aiohttp.ClientSession(headers=headers) as session:
-            ws = await session.ws_connect(first.ws_url + "/ws", params={"recover": "true"})
-            # ``other``'s history in use already (its first call loads the scripts: slower)
-            acc2 = account()
-            warm = await session.ws_connect(
-                other.ws_url + "/ws", params={"recover": "true"}, headers={"Luna-Account-Id": acc2}
-            )
-            await publish_face(session, other.url, acc2, [face_event()])
-            await recv_json(warm)
-            await publish_face(session, other.url, acc, [face_event(user_data="1")])
-            offset = (await recv_json(ws))["offset"]
-            os.kill(first.proc.pid, signal.SIGSTOP)
-            try:
-                await publish_face(session, other.url, acc, [face_event(user_data="2")])
-                resumed = await session.ws_connect(other.ws_url + "/ws", params={"since": offset})
-                await asyncio.sleep(0.03)  # a read made at once is done by now
-            finally:
-                os.kill(first.proc.pid, signal.SIGCONT)
-            assert await recv_json(resumed) == {"recovery": {"recovered": True, "replayed": 1}}
-            assert _tag(await recv_json(resumed)) == "2"
-            await publish_face(session, other.url, acc, [face_event(user_data="3")])
-            assert _tag(await recv_json(resumed)) == "3"
-            await assert_silent(resumed)
-            for sock in (resumed, warm, ws):
-                await sock.close()
-    finally:
-        for svc in (first, other):
-            svc.close()
+    resumes at 300 events/s). The read now waits ``SETTLE`` (100 ms) after the subscription."""
+    answer, got, answer2, got2 = await _move_to_an_instance_new_to_the_account(
+        private_redis, publish_after_101=False
+    )
+    assert answer == {"recovery": {"recovered": True, "replayed": 1}}
+    assert got == ["2", "4"]
+    assert (answer2, got2) == ({"recovery": {"recovered": True, "replayed": 2}}, ["2", "4"])
 
 
 @pytest.mark.slow
@@ -203,36 +225,9 @@ async def test_a_new_subscriptions_first_events_are_recorded_after_the_ones_befo
     that got the previous one first, a moment behind, appended that one after it, so the
     history and every replay held them swapped (an outside pass: 1-4 of 100 resumes at 300
     events/s). The new subscription's appends now wait ``SETTLE`` too."""
-    acc, acc2 = account(), account()
-    first = Service("--redis-url", private_redis.url)
-    other = Service("--redis-url", private_redis.url)
-    headers = {"Luna-Account-Id": acc}
-    try:
-        async with aiohttp.ClientSession(headers=headers) as session:
-            ws = await session.ws_connect(first.ws_url + "/ws", params={"recover": "true"})
-            warm = await session.ws_connect(
-                other.ws_url + "/ws", params={"recover": "true"}, headers={"Luna-Account-Id": acc2}
-            )
-            await publish_face(session, other.url, acc2, [face_event()])
-            await recv_json(warm)
-            await publish_face(session, other.url, acc, [face_event(user_data="1")])
-            offset = (await recv_json(ws))["offset"]
-            os.kill(first.proc.pid, signal.SIGSTOP)
-            try:
-                await publish_face(session, other.url, acc, [face_event(user_data="2")])
-                resumed = await session.ws_connect(other.ws_url + "/ws", params={"since": offset})
-                await publish_face(session, other.url, acc, [face_event(user_data="3")])
-                await asyncio.sleep(0.03)  # an append made at once is done by now
-            finally:
-                os.kill(first.proc.pid, signal.SIGCONT)
-            assert await recv_json(resumed) == {"recovery": {"recovered": True, "replayed": 2}}
-            assert [_tag(f) for f in await _frames(resumed, 2)] == ["2", "3"]
-            await assert_silent(resumed)
-            again = await session.ws_connect(first.ws_url + "/ws", params={"since": offset})
-            assert await recv_json(again) == {"recovery": {"recovered": True, "replayed": 2}}
-            assert [_tag(f) for f in await _frames(again, 2)] == ["2", "3"]
-            for sock in (again, resumed, warm, ws):
-                await sock.close()
-    finally:
-        for svc in (first, other):
-            svc.close()
+    answer, got, answer2, got2 = await _move_to_an_instance_new_to_the_account(
+        private_redis, publish_after_101=True
+    )
+    assert answer == {"recovery": {"recovered": True, "replayed": 2}}
+    assert got == ["2", "3", "4"]
+    assert (answer2, got2) == ({"recovery": {"recovered": True, "replayed": 3}}, ["2", "3", "4"])
