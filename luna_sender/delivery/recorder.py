@@ -2,8 +2,9 @@
 
 The bus callback is synchronous and must never wait: a message of a recorded channel is handed
 to the history at once (``append_nowait`` queues it in receive order, before any ``since``
-issued later) and to that channel's :class:`_Pipe`, which waits for the offsets one message at a
-time, in order, and only then gives the message to the recovering sockets. Sockets without
+issued later) and to that channel's :class:`Pipe` (delivery/pipe.py), which waits for the
+offsets one message at a time, in order, and only then gives the message to the recovering
+sockets. Sockets without
 recovery never pass through here: the hub writes their frames before it even records.
 
 When the history is slow or down, live delivery must not stall: a message waits at most
@@ -37,13 +38,13 @@ import contextlib
 import functools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from luna_sender.bus.base import BusError
 from luna_sender.bus.history import History, Offset, Replay
 from luna_sender.delivery.frames import text_frame
+from luna_sender.delivery.pipe import Pipe
 from luna_sender.delivery.recovery import SETTLE, Recording, Tail
 from luna_sender.delivery.rendering import render_for
 
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("luna_sender.hub")
 
-APPEND_WAIT = 1.0
 COOLDOWN = 1.0
 SINCE_WAIT = 2.0
 
@@ -87,7 +87,7 @@ class Tally:
 # hub callback: (channel, kind, data, offset, tally, started) -> writes to the channel's
 # recovering sockets; ``tally``/``started`` are the hub's, passed through (Recorder.record).
 Deliver = Callable[[str, str, bytes, Offset | None, Tally, float], None]
-_Queued = tuple[bytes, "asyncio.Future[Offset] | None", Tally, float]
+_Deferred = tuple[bytes, "asyncio.Future[Offset]"]
 
 
 def _chain(done: asyncio.Future[Offset], real: asyncio.Future[Offset]) -> None:
@@ -108,51 +108,6 @@ def _retrieve(done: asyncio.Future[Any]) -> None:
         done.exception()
 
 
-class _Pipe:
-    """One channel's messages on their way to its recovering sockets, in receive order."""
-
-    __slots__ = ("channel", "kind", "owner", "queue", "task")
-
-    def __init__(self, owner: Recorder, channel: str, kind: str) -> None:
-        self.owner = owner
-        self.channel = channel
-        self.kind = kind
-        self.queue: deque[_Queued] = deque()
-        self.task: asyncio.Task[None] | None = None
-
-    def push(
-        self, data: bytes, pending: asyncio.Future[Offset] | None, plain: Tally, at: float
-    ) -> None:
-        if pending is not None and pending.done() and not self.queue:  # memory://: no wait
-            offset = self.owner.settled(pending)
-            self.owner.deliver(self.channel, self.kind, data, offset, plain, at)
-            return
-        if pending is None and not self.queue:
-            self.owner.deliver(self.channel, self.kind, data, None, plain, at)
-            return
-        self.queue.append((data, pending, plain, at))
-        if self.task is None:
-            self.task = asyncio.create_task(self._run(), name=f"history-pipe {self.channel}")
-
-    async def _run(self) -> None:
-        owner = self.owner
-        try:
-            while self.queue:
-                data, pending, plain, at = self.queue[0]
-                offset = None
-                if pending is not None:
-                    if not pending.done() and not owner.broken():
-                        await asyncio.wait((pending,), timeout=APPEND_WAIT)
-                    if pending.done():
-                        offset = owner.settled(pending)
-                    else:
-                        owner.trip(f"no answer within {APPEND_WAIT:.1f}s")
-                self.queue.popleft()
-                owner.deliver(self.channel, self.kind, data, offset, plain, at)
-        finally:
-            self.task = None
-
-
 class Recorder:
     """Which channels are recorded, their pipes, the breaker, and the replay on reconnect."""
 
@@ -169,11 +124,11 @@ class Recorder:
         # What the hub received on channels not recorded: appended again when one starts
         self.tail = Tail(dedupe) if history is not None and history.shared else None
         self._owed: dict[str, list[bytes]] = {}  # channel -> its tail, appended after the marker
-        self._deferred: dict[str, list[tuple[bytes, asyncio.Future[Offset]]]] = {}  # _flush
+        self._deferred: dict[str, tuple[float, list[_Deferred]]] = {}  # (deadline, held): joined
         self.channels: set[str] = set()  # recorded now: the one look-up on the plain path
         self.deliver = deliver
         self.metrics = metrics
-        self._pipes: dict[str, _Pipe] = {}
+        self._pipes: dict[str, Pipe] = {}
         self._open_until = 0.0
         self._unmarked: set[str] = set()  # recorded since joined, start marker not queued yet
         self._dirty: set[str] = set()  # an append was lost: a marker before the next one
@@ -243,16 +198,16 @@ class Recorder:
         if history is not None and self.broken():
             self._skipped(history, channel)
         elif history is not None:
-            held = self._deferred.get(channel)
-            if held is None:
+            settling = self._deferred.get(channel)
+            if settling is None:
                 pending = self._append(history, channel, data)
             else:  # a new subscription settling: appended with the rest by _flush
                 pending = asyncio.get_running_loop().create_future()
                 pending.add_done_callback(_retrieve)  # the pipe may give up on it first
-                held.append((data, pending))
+                settling[1].append((data, pending))
         pipe = self._pipes.get(channel)
         if pipe is None:
-            pipe = self._pipes[channel] = _Pipe(self, channel, kind)
+            pipe = self._pipes[channel] = Pipe(self, channel, kind)
         pipe.push(data, pending, plain, at)
 
     def _append(self, history: History, channel: str, data: bytes) -> asyncio.Future[Offset] | None:
@@ -267,13 +222,12 @@ class Recorder:
         return pending
 
     def _flush(self, channel: str) -> None:
-        """A new subscription's settle is over: its messages so far are appended now. At once,
-        its first could land ahead of the one before, still on its way from the other recorder
-        (replays out of bus order in 1-4 of 100 resumes onto an instance new to the account)."""
-        held, history = self._deferred.pop(channel, None), self.history
-        if held is None or history is None:
+        """A new subscription's settle is over: its messages so far are appended. At once, one
+        could land ahead of its predecessor (out of bus order in 1-4 of 100 such resumes)."""
+        settling, history = self._deferred.pop(channel, None), self.history
+        if settling is None or history is None:
             return
-        for data, done in held:
+        for data, done in settling[1]:
             real = None
             if self.broken():
                 self._skipped(history, channel)
@@ -285,10 +239,12 @@ class Recorder:
                 real.add_done_callback(functools.partial(_chain, done))
 
     def joined(self, channel: str, subscribing: bool = False) -> None:
-        shared = self.tail is not None  # else no other recorder can be behind (memory://)
-        self.recording.joined(channel, time.monotonic() if subscribing and shared else None)
-        if subscribing and shared and channel not in self._deferred:
-            self._deferred[channel] = []
+        """``subscribing`` (a new subscription): another recorder may not have appended the
+        events just before it; this one's appends and reads wait :data:`SETTLE` for them (a
+        read at once lost one behind ``true`` in 1 of 65 resumes). memory:// has no other."""
+        self.recording.joined(channel)
+        if subscribing and self.tail is not None and channel not in self._deferred:
+            self._deferred[channel] = (time.monotonic() + SETTLE, [])
             asyncio.get_running_loop().call_later(SETTLE, self._flush, channel)
         if channel not in self.channels:
             self._unmarked.add(channel)
@@ -354,10 +310,10 @@ class Recorder:
         assert seam is not None
         replay: Replay | None = None
         if seam.since is not None and self.history is not None and not self.broken():
-            settle = self.recording.settling(channel, time.monotonic())
-            if settle:  # a new subscription: another recorder's last appends land first
-                await asyncio.sleep(settle)
-            self._flush(channel)  # its appends so far go before the read
+            settling = self._deferred.get(channel)
+            if settling is not None:  # a new subscription: another recorder's appends first
+                await asyncio.sleep(settling[0] - time.monotonic())
+                self._flush(channel)  # and this one's so far, before the read
             try:
                 self._mark(self.history, channel)  # the read must see the marker it owes
             except Exception as exc:  # a marker that cannot even be queued: no promise

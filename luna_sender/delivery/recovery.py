@@ -181,35 +181,16 @@ class Recording:
     returns unless other sockets still hold the channel.
     """
 
-    __slots__ = ("_active", "_linger", "_settle", "_until")
+    __slots__ = ("_active", "_linger", "_until")
 
     def __init__(self, linger: float) -> None:
         self._linger = linger
         self._active: dict[str, int] = {}  # channel -> recovering sockets on it
         self._until: dict[str, float] = {}  # channel -> end of its linger
-        self._settle: dict[str, float] = {}  # channel -> no ``since`` read before this
 
-    def joined(self, channel: str, subscribing: float | None = None) -> None:
-        """``subscribing``: the clock now, when this socket's subscription of the channel is
-        new (the instance heard nothing of it before). Another instance may have received the
-        channel's last events just before the subscription took effect and not yet appended
-        them: a ``since`` read of the channel waits until :data:`SETTLE` after this, which
-        lets those appends land first. An outside pass lost one event behind ``recovered:
-        true`` in 1 of 65 such resumes at 300 events/s; docs/recovery.md."""
+    def joined(self, channel: str) -> None:
         self._active[channel] = self._active.get(channel, 0) + 1
         self._until.pop(channel, None)
-        if subscribing is not None:
-            self._settle[channel] = subscribing + SETTLE
-
-    def settling(self, channel: str, now: float) -> float:
-        """Seconds the channel's ``since`` reads must still wait (0: none)."""
-        until = self._settle.get(channel)
-        if until is None:
-            return 0.0
-        if until <= now:
-            del self._settle[channel]
-            return 0.0
-        return until - now
 
     def left(self, channel: str, now: float) -> None:
         count = self._active.get(channel, 0) - 1
@@ -234,7 +215,6 @@ class Recording:
         done = [channel for channel, until in self._until.items() if until <= now]
         for channel in done:
             del self._until[channel]
-            self._settle.pop(channel, None)
         return done
 
 
@@ -243,7 +223,7 @@ class Recording:
 TAIL_SLOTS = 32
 TAIL_MESSAGE = 64 * 1024
 TAIL_AGE = 1.0
-# How long after a new subscription a resume's read waits (Recording.joined).
+# How long after a new subscription its appends and a resume's read wait (Recorder.joined).
 SETTLE = 0.1
 
 

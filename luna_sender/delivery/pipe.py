@@ -1,0 +1,65 @@
+"""One recorded channel's messages on their way to its recovering sockets, in receive order.
+
+A message waits here for its offset (its history append) at most :data:`APPEND_WAIT`, then goes
+out without one; the owner's breaker (delivery/recorder.py) decides whether to wait at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+from luna_sender.bus.history import Offset
+
+if TYPE_CHECKING:
+    from luna_sender.delivery.recorder import Recorder, Tally
+
+APPEND_WAIT = 1.0
+
+_Queued = tuple[bytes, "asyncio.Future[Offset] | None", "Tally", float]
+
+
+class Pipe:
+    """One channel's messages on their way to its recovering sockets, in receive order."""
+
+    __slots__ = ("channel", "kind", "owner", "queue", "task")
+
+    def __init__(self, owner: Recorder, channel: str, kind: str) -> None:
+        self.owner = owner
+        self.channel = channel
+        self.kind = kind
+        self.queue: deque[_Queued] = deque()
+        self.task: asyncio.Task[None] | None = None
+
+    def push(
+        self, data: bytes, pending: asyncio.Future[Offset] | None, plain: Tally, at: float
+    ) -> None:
+        if pending is not None and pending.done() and not self.queue:  # memory://: no wait
+            offset = self.owner.settled(pending)
+            self.owner.deliver(self.channel, self.kind, data, offset, plain, at)
+            return
+        if pending is None and not self.queue:
+            self.owner.deliver(self.channel, self.kind, data, None, plain, at)
+            return
+        self.queue.append((data, pending, plain, at))
+        if self.task is None:
+            self.task = asyncio.create_task(self._run(), name=f"history-pipe {self.channel}")
+
+    async def _run(self) -> None:
+        owner = self.owner
+        try:
+            while self.queue:
+                data, pending, plain, at = self.queue[0]
+                offset = None
+                if pending is not None:
+                    if not pending.done() and not owner.broken():
+                        await asyncio.wait((pending,), timeout=APPEND_WAIT)
+                    if pending.done():
+                        offset = owner.settled(pending)
+                    else:
+                        owner.trip(f"no answer within {APPEND_WAIT:.1f}s")
+                self.queue.popleft()
+                owner.deliver(self.channel, self.kind, data, offset, plain, at)
+        finally:
+            self.task = None
