@@ -155,7 +155,7 @@ class Hub:
         self.metrics.connections[conn.kind].inc()
         if conn.kind == "face":
             assert conn.account is not None
-            new = not self.held(conn.account)  # the subscription below is a new one
+            new = conn.recover and not self.held(conn.account)  # a new subscription below
             if groups is None:
                 groups = faces[conn.account] = GroupSet(face_index())
             groups.add(conn)

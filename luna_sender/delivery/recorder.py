@@ -4,8 +4,8 @@ The bus callback is synchronous and must never wait: a message of a recorded cha
 to the history at once (``append_nowait`` queues it in receive order, before any ``since``
 issued later) and to that channel's :class:`Pipe` (delivery/pipe.py), which waits for the
 offsets one message at a time, in order, and only then gives the message to the recovering
-sockets. Sockets without
-recovery never pass through here: the hub writes their frames before it even records.
+sockets. Sockets without recovery never pass through here: the hub writes their frames before
+it even records.
 
 When the history is slow or down, live delivery must not stall: a message waits at most
 :data:`APPEND_WAIT` for its offset, then goes out without one; the first such wait opens a
