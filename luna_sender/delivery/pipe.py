@@ -37,10 +37,10 @@ class Pipe:
     ) -> None:
         if pending is not None and pending.done() and not self.queue:  # memory://: no wait
             offset = self.owner.settled(pending)
-            self.owner.deliver(self.channel, self.kind, data, offset, plain, at)
+            self.owner.forward(self.channel, self.kind, data, offset, plain, at)
             return
         if pending is None and not self.queue:
-            self.owner.deliver(self.channel, self.kind, data, None, plain, at)
+            self.owner.forward(self.channel, self.kind, data, None, plain, at)
             return
         self.queue.append((data, pending, plain, at))
         if self.task is None:
@@ -60,6 +60,6 @@ class Pipe:
                     else:
                         owner.trip(f"no answer within {APPEND_WAIT:.1f}s")
                 self.queue.popleft()
-                owner.deliver(self.channel, self.kind, data, offset, plain, at)
+                owner.forward(self.channel, self.kind, data, offset, plain, at)
         finally:
             self.task = None

@@ -102,6 +102,12 @@ def _chain(done: asyncio.Future[Offset], real: asyncio.Future[Offset]) -> None:
         done.set_result(real.result())
 
 
+def _after(offset: Offset, last: Offset) -> bool:
+    """Later in the same epoch, by time then sequence (a restored snapshot counts its sequence
+    again from an older value, at a later time; delivery/recovery.py's ``_covered``)."""
+    return (offset.ms, offset.seq) > (last.ms, last.seq)
+
+
 def _retrieve(done: asyncio.Future[Any]) -> None:
     """An abandoned operation's error is expected (the breaker reported it): retrieve it."""
     if not done.cancelled():
@@ -129,6 +135,7 @@ class Recorder:
         self.deliver = deliver
         self.metrics = metrics
         self._pipes: dict[str, Pipe] = {}
+        self._last: dict[str, Offset] = {}  # channel -> the highest offset its pipe delivered
         self._open_until = 0.0
         self._unmarked: set[str] = set()  # recorded since joined, start marker not queued yet
         self._dirty: set[str] = set()  # an append was lost: a marker before the next one
@@ -151,6 +158,24 @@ class Recorder:
             return done.result()
         self.trip(str(error))
         return None
+
+    def forward(
+        self, channel: str, kind: str, data: bytes, offset: Offset | None, plain: Tally, at: float
+    ) -> None:
+        """A pipe's message to the hub, under its offset only if that is past every offset
+        the channel's sockets got: a byte-identical republish within ``history.dedupe`` is
+        recorded once and answers the first one's offset, and so does a message another
+        recorder appended late, after ones this instance recorded. Under that older offset a
+        socket's offsets went backwards, and a resume from its last one replayed an event a
+        second time (an outside pass: 5 of 5). It goes out without offset instead, as an
+        unrecorded event does; plain sockets get it all the same."""
+        if offset is not None:
+            last = self._last.get(channel)
+            if last is None or last.epoch != offset.epoch or _after(offset, last):
+                self._last[channel] = offset
+            else:
+                offset = None
+        self.deliver(channel, kind, data, offset, plain, at)
 
     # --- recording -------------------------------------------------------------------------
 
@@ -266,6 +291,7 @@ class Recorder:
             self._owed.pop(channel, None)
             self._deferred.pop(channel, None)
             self._dirty.discard(channel)  # the next start marks it (nobody else may record)
+            self._last.pop(channel, None)
             if self.history is not None:
                 task = asyncio.ensure_future(self.history.release(channel))
                 task.add_done_callback(_retrieve)
