@@ -220,7 +220,7 @@ class Recording:
 
 # How much a Tail holds: the last TAIL_SLOTS messages of at most TAIL_MESSAGE bytes each, no
 # older than TAIL_AGE seconds (nor half of history.dedupe).
-TAIL_SLOTS = 32
+TAIL_SLOTS = 256
 TAIL_MESSAGE = 64 * 1024
 TAIL_AGE = 1.0
 # How long after a new subscription its appends and a resume's read wait (Recorder.joined).
