@@ -218,10 +218,12 @@ class Recording:
         return done
 
 
-# How much a Tail holds: the last TAIL_SLOTS messages of at most TAIL_MESSAGE bytes each, no
-# older than TAIL_AGE seconds (nor half of history.dedupe).
+# How much a Tail holds: the last TAIL_SLOTS messages, at most TAIL_BYTES of them together
+# (the oldest go first) and none over TAIL_MESSAGE, no older than TAIL_AGE seconds (nor half of
+# history.dedupe).
 TAIL_SLOTS = 256
-TAIL_MESSAGE = 64 * 1024
+TAIL_BYTES = 16 * 1024 * 1024
+TAIL_MESSAGE = 1024 * 1024
 TAIL_AGE = 1.0
 # How long after a new subscription its appends and a resume's read wait (Recorder.joined).
 SETTLE = 0.1
@@ -245,18 +247,30 @@ class Tail:
     benchmark's spread (docs/performance.md, "The recovery tail").
     """
 
-    __slots__ = ("_age", "_next", "_ring")
+    __slots__ = ("_age", "_bytes", "_next", "_ring")
 
     def __init__(self, dedupe: float, slots: int = TAIL_SLOTS) -> None:
         self._age = min(TAIL_AGE, dedupe / 2)
         self._ring: list[tuple[float, str, bytes] | None] = [None] * slots
         self._next = 0
+        self._bytes = 0  # held in the ring
 
     def add(self, at: float, channel: str, data: bytes) -> None:
-        if len(data) <= TAIL_MESSAGE:
-            i = self._next
-            self._ring[i] = (at, channel, data)
-            self._next = (i + 1) % len(self._ring)
+        size = len(data)
+        if size > TAIL_MESSAGE:
+            return
+        ring, i = self._ring, self._next
+        old = ring[i]
+        held = self._bytes + size - (0 if old is None else len(old[2]))
+        ring[i] = (at, channel, data)
+        self._next = i = (i + 1) % len(ring)
+        while held > TAIL_BYTES:  # large messages: the oldest make room
+            old = ring[i]
+            if old is not None:
+                held -= len(old[2])
+                ring[i] = None
+            i = (i + 1) % len(ring)
+        self._bytes = held
 
     def take(self, channel: str, now: float) -> list[bytes]:
         """The channel's messages still held, oldest first (the hub's clock: perf_counter)."""
