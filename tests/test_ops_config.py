@@ -300,6 +300,12 @@ BAD_BUS_URLS = [
     ("redis+sentinel://127.0.0.1:26379/main/0/extra", "path is /<master>[/db]"),
     ("redis+cluster://127.0.0.1:7000?sharded=maybe", "sharded is one of"),
     ("redis+cluster://127.0.0.1:7000/abc", "no path"),
+    # Read only at connect: the service started, then answered every healthcheck "not
+    # reachable" and never connected (an outside pass).
+    ("redis://127.0.0.1:6379/0?protocol=9", "protocol must be either 2 or 3"),
+    ("redis://127.0.0.1:6379/0?ssl_cert_reqs=none", "'ssl_cert_reqs' (TLS options need rediss"),
+    ("redis://127.0.0.1:6379/0?socket_timout=2", "no option 'socket_timout'"),
+    ("rediss://127.0.0.1:6379/0?ssl_cert_reqs=bogus", "Invalid SSL Certificate Requirements"),
 ]
 
 
@@ -325,6 +331,7 @@ def test_the_bus_urls_of_the_docs_are_still_read() -> None:
         "rediss+cluster://127.0.0.1:7000,127.0.0.1:7001?sharded=1",
         " redis://127.0.0.1:6379/0 ",  # surrounding blanks are the variable's, not the URL's
         "redis://127.0.0.1:6379/0?socket_timeout=2.5&max_connections=50",
+        "redis://127.0.0.1:6379/0?protocol=3&client_name=luna",
         "redis+sentinel://[::1]:26379,[::1]/main",
         "redis+cluster://[::1]:7000",
     ):

@@ -125,7 +125,15 @@ def _check_single(scheme: str, url: str) -> None:
                 raise ValueError(f"{name} {value!r} in the bus URL is not a positive number")
     for value in options.get("db", []):
         _database(value)
-    ConnectionPool.from_url(url)  # the port, and every other option, as redis-py will read them
+    pool = ConnectionPool.from_url(url)  # the port, and every option, as redis-py reads them
+    try:  # builds, does not connect: ``?protocol=9``, an unknown option, a TLS option on redis://
+        pool.make_connection()
+    except TypeError as exc:  # redis-py passes every unknown option on as a keyword
+        name = str(exc).rpartition(" ")[2]
+        hint = " (TLS options need rediss://)" if name.startswith("'ssl") else ""
+        raise ValueError(f"the bus URL takes no option {name}{hint}") from None
+    except Exception as exc:
+        raise ValueError(f"the bus URL's options: {exc}") from None
     if scheme == "unix":
         if not urlsplit(url).path:
             raise ValueError("unix:// URL needs the socket's path: unix:///path/redis.sock")
