@@ -127,7 +127,7 @@ def _check_single(scheme: str, url: str) -> None:
         _database(value)
     pool = ConnectionPool.from_url(url)  # the port, and every option, as redis-py reads them
     try:  # builds, does not connect: ``?protocol=9``, an unknown option, a TLS option on redis://
-        pool.make_connection()
+        pool.make_connection()  # type: ignore[no-untyped-call]
     except TypeError as exc:  # redis-py passes every unknown option on as a keyword
         name = str(exc).rpartition(" ")[2]
         hint = " (TLS options need rediss://)" if name.startswith("'ssl") else ""
