@@ -163,6 +163,35 @@ async def test_a_request_line_in_another_http_version_is_answered_505_in_http_1_
         assert raw.startswith(f"HTTP/{spoken} 200 ".encode()), raw[:200]
 
 
+async def test_an_expectation_other_than_100_continue_is_a_luna_417_that_changes_nothing(
+    memory_app: LiveApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp answered ``Expect: weird`` with a plain-text 417 before any middleware ran: no
+    LUNA error, no ``Luna-Request-Id``. 100-continue works as before; 404 still comes first."""
+    event = {"event": {"n": 1}, "event_type": "t"}
+    async with memory_app.ws("/ws/general") as ws:
+        for expect in ("weird", "100-continue, foo"):
+            headers = {"Expect": expect}
+            async with memory_app.session.post(
+                memory_app.url("/publish/general"), json=event, headers=headers
+            ) as resp:
+                body = await _luna_error(resp, 417, 12046)
+                assert expect in body["detail"] and resp.headers.get("Connection") == "close"
+        async with memory_app.session.get(
+            memory_app.url("/no-such"), headers={"Expect": "weird"}
+        ) as resp:
+            await _luna_error(resp, 404, 12013)
+        async with memory_app.session.post(
+            memory_app.url("/publish/general"), json=event, headers={"Expect": "100-Continue"}
+        ) as resp:
+            assert resp.status == 204
+        got = await ws.receive_json(timeout=5)  # only the one accepted
+        assert got["event"] == {"n": 1}
+        with pytest.raises(asyncio.TimeoutError):
+            await ws.receive(timeout=0.3)
+    _no_errors(caplog)
+
+
 async def test_refused_heads_and_redirects_are_counted(live_app_factory) -> None:
     """request_count_total missed the parser's refusals (414, 431) and /docs/dev's 302: an
     operator counting requests saw none of an attack on the parser (an outside pass)."""

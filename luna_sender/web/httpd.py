@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from itertools import islice
 from typing import Any, cast
 
-from aiohttp import ClientConnectionResetError, HttpVersion10, HttpVersion11, web
+from aiohttp import ClientConnectionResetError, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
@@ -40,7 +40,7 @@ from luna_sender.errors import LunaError
 from luna_sender.filters.general import EVENT_TYPE_MAX
 from luna_sender.runtime import fdlimit, metrics
 from luna_sender.runtime.sockets import set_send_buffer, unread
-from luna_sender.web.middlewares import REQUEST_ID_HEADER, UNSPOKEN_VERSION, new_request_id
+from luna_sender.web.middlewares import REQUEST_ID_HEADER, new_request_id, screened
 from luna_sender.web.stalls import SendDeadline
 from luna_sender.web.turns import HANDSHAKES, SMALL_BYTES
 
@@ -57,7 +57,6 @@ BASE_LINE_BYTES = 8190
 BODY_TIMEOUT_ARG = "luna_body_timeout"
 SEND_TIMEOUT_ARG = "luna_send_timeout"
 SEND_BUFFER_ARG = "luna_send_buffer"
-SPOKEN = frozenset({HttpVersion10, HttpVersion11})
 
 
 def request_line_max(settings: Settings) -> int:
@@ -250,13 +249,7 @@ class LunaRequestHandler(RequestHandler):
         start_time: float | None,
         request_handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
     ) -> tuple[web.StreamResponse, bool]:
-        version = request._version
-        if version not in SPOKEN:
-            # aiohttp's parser takes "HTTP/2.0" and "HTTP/0.9" and its answer echoed them
-            # ("HTTP/2.0 200 OK" in HTTP/1.1 framing): answered 505 by the middleware, in 1.1.
-            request[UNSPOKEN_VERSION] = f"{version.major}.{version.minor}"
-            request._version = HttpVersion11
-            request._cache.pop("version", None)  # a reified property: read again
+        request = screened(request)  # an unmet Expect, another HTTP version: LUNA errors
         payload = request.content
         if self._body_timeout > 0 and not payload.is_eof():
             self._body_timer = self._loop.call_later(

@@ -12,7 +12,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
+from multidict import CIMultiDict
 
 from luna_sender import errors
 from luna_sender.errors import LunaError
@@ -63,6 +64,32 @@ CLIENT_CLOSED = 499
 # Set by web/httpd.py on a request whose line named an HTTP version other than 1.0 or 1.1 (the
 # parser takes 0.9 and 2.0): the version it named, as text.
 UNSPOKEN_VERSION: web.RequestKey[str] = web.RequestKey("luna_unspoken_http_version", str)
+# Set by :func:`screened` on a request whose ``Expect`` is not 100-continue: its value.
+UNMET_EXPECTATION: web.RequestKey[str] = web.RequestKey("luna_unmet_expectation", str)
+SPOKEN = frozenset({HttpVersion10, HttpVersion11})
+
+
+def screened(request: web.BaseRequest) -> web.BaseRequest:
+    """The request as the application may see it; what it may not see is refused by the
+    middleware, which alone writes LUNA errors with a ``Luna-Request-Id``.
+
+    - ``Expect`` other than 100-continue: aiohttp answered 417 in plain text before any
+      middleware ran (an outside pass). The header is taken off and the value kept.
+    - An HTTP version other than 1.0 or 1.1: aiohttp's parser takes "HTTP/2.0" and "HTTP/0.9"
+      and its answer echoed them ("HTTP/2.0 200 OK" in HTTP/1.1 framing); answered 505, in 1.1.
+    """
+    expect = request.headers.get(hdrs.EXPECT)
+    if expect is not None and expect.strip().lower() != "100-continue":
+        headers = CIMultiDict(request.headers)
+        del headers[hdrs.EXPECT]
+        request = request.clone(headers=headers)
+        request[UNMET_EXPECTATION] = expect
+    version = request._version
+    if version not in SPOKEN:
+        request[UNSPOKEN_VERSION] = f"{version.major}.{version.minor}"
+        request._version = HttpVersion11
+        request._cache.pop("version", None)  # a reified property: read again
+    return request
 
 
 def _client_gone(request: web.Request) -> bool:
@@ -90,16 +117,21 @@ async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamR
             if UNSPOKEN_VERSION in request:  # RFC 9110 §15.6.6
                 unspoken = f"HTTP/{request[UNSPOKEN_VERSION]} is not supported, only HTTP/1.x"
                 raise LunaError(errors.INVALID_REQUEST, unspoken, status=505)
+            unrouted = request.match_info.http_exception is not None  # 404/405 come first
+            if UNMET_EXPECTATION in request and not unrouted:  # RFC 9110 §10.1.1
+                unmet = f"Expect: {request[UNMET_EXPECTATION]!r} (only 100-continue)"
+                raise LunaError(errors.INVALID_REQUEST, unmet, status=417)
             # Routing errors (404/405) come first: the route does not exist for any header.
-            if bad_request_id and request.match_info.http_exception is None:
+            if bad_request_id and not unrouted:
                 raise LunaError(errors.BAD_HEADER, REQUEST_ID_HEADER)
             response = await handler(request)
         except LunaError as exc:
             response = errors.error_response(exc)
             error_code, detail = exc.kind.code, exc.detail
-            if exc.kind is errors.TOO_MANY_CONNECTIONS or exc.status == 505:
+            if exc.kind is errors.TOO_MANY_CONNECTIONS or exc.status in (417, 505):
                 # a refused upgrade must not keep its descriptor; a client speaking another
-                # protocol would not understand a kept-alive HTTP/1.1 connection
+                # protocol would not understand a kept-alive HTTP/1.1 connection, and one
+                # refused its expectation may still send the body it held back
                 response.force_close()
         except web.HTTPException as exc:
             if exc.status < 400:  # a redirect: answered by aiohttp, counted here
