@@ -192,6 +192,27 @@ async def test_an_expectation_other_than_100_continue_is_a_luna_417_that_changes
     _no_errors(caplog)
 
 
+@pytest.mark.parametrize(("version", "status"), [("12", 426), ("14", 426), ("8", 101), ("13", 101)])
+async def test_an_unspoken_websocket_version_is_426_naming_13(
+    memory_app: LiveApp, version: str, status: int
+) -> None:
+    """RFC 6455 §4.2.2: a version the server does not speak gets 426 and the versions it does;
+    it was a 400 "websocket upgrade expected". Drafts 7-8 frame as 13 does: accepted."""
+    head = (
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Version: {version}\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Luna-Account-Id: {uuid.uuid4()}\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", memory_app.server.port)
+    writer.write(head.encode())
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    writer.close()
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer
+    if status == 426:
+        assert b"\r\nSec-WebSocket-Version: 13\r\n" in answer
+        assert b"Luna-Request-Id: " in answer
+
+
 async def test_refused_heads_and_redirects_are_counted(live_app_factory) -> None:
     """request_count_total missed the parser's refusals (414, 431) and /docs/dev's 302: an
     operator counting requests saw none of an attack on the parser (an outside pass)."""

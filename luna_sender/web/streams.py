@@ -142,6 +142,23 @@ def _upgrade_head(request: web.Request, rid: str) -> bytes:
     ).encode()
 
 
+# The Sec-WebSocket-Version values aiohttp's handshake takes: RFC 6455's, and drafts 7 and 8,
+# whose framing is the same (docs/compatibility.md).
+WS_VERSIONS = ("13", "8", "7")
+
+
+def _not_an_upgrade(request: web.Request) -> LunaError:
+    """A websocket upgrade in a version not spoken is RFC 6455's 426 naming the version that is
+    (it was a 400 "websocket upgrade expected", which told a client nothing it could fix)."""
+    version = request.headers.get(hdrs.SEC_WEBSOCKET_VERSION, "")
+    upgrade = request.headers.get(hdrs.UPGRADE, "").strip().lower() == "websocket"
+    if upgrade and version and version.strip() not in WS_VERSIONS:
+        detail = f"Sec-WebSocket-Version {version[:32]!r} is not supported, only 13"
+        headers = {hdrs.SEC_WEBSOCKET_VERSION: "13"}
+        return LunaError(errors.INVALID_REQUEST, detail, status=426, headers=headers)
+    return LunaError(errors.INVALID_REQUEST, "websocket upgrade expected")
+
+
 async def serve_socket(
     request: web.Request,
     kind: str,
@@ -165,7 +182,7 @@ async def serve_socket(
     if len(hub.connections) >= capacity:
         raise LunaError(errors.TOO_MANY_CONNECTIONS, capacity)
     if not web.WebSocketResponse(compress=False).can_prepare(request).ok:
-        raise LunaError(errors.INVALID_REQUEST, "websocket upgrade expected")
+        raise _not_an_upgrade(request)
     handler = request.protocol
     transport = request.transport
     if transport is None or not isinstance(handler, LunaRequestHandler):
