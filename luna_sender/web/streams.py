@@ -154,7 +154,7 @@ def _not_an_upgrade(request: web.Request) -> LunaError:
     upgrade = request.headers.get(hdrs.UPGRADE, "").strip().lower() == "websocket"
     if upgrade and version and version.strip() not in WS_VERSIONS:
         detail = f"Sec-WebSocket-Version {version[:32]!r} is not supported, only 13"
-        headers = {hdrs.SEC_WEBSOCKET_VERSION: "13"}
+        headers = {"Sec-WebSocket-Version": "13"}
         return LunaError(errors.INVALID_REQUEST, detail, status=426, headers=headers)
     return LunaError(errors.INVALID_REQUEST, "websocket upgrade expected")
 
