@@ -242,9 +242,9 @@ class Hub:
         offset: Offset | None,
         tally: Tally,
         started: float,
+        stale: bool,
     ) -> None:
-        """One recorded message to the channel's recovering sockets, in receive order; counted
-        with its plain deliveries as one message (docs/metrics.md)."""
+        """A recorded message to its recovering sockets, counted with its plain deliveries."""
         if kind == "face":
             groups = self._face_rec.get(channel[len(self._face_prefix) :])
         else:
@@ -254,7 +254,7 @@ class Hub:
                 self._counted(channel, kind, data, started, tally.total())
             return
         try:
-            sent, create_time = write_recorded(groups, kind, data, offset)
+            sent, create_time = write_recorded(groups, kind, data, offset, stale)
         except wire.PoisonMessage as exc:
             if not self._plain(channel, kind):  # else the plain path reported it
                 self._poison(kind, channel, str(exc))

@@ -86,7 +86,7 @@ class Tally:
 
 # hub callback: (channel, kind, data, offset, tally, started) -> writes to the channel's
 # recovering sockets; ``tally``/``started`` are the hub's, passed through (Recorder.record).
-Deliver = Callable[[str, str, bytes, Offset | None, Tally, float], None]
+Deliver = Callable[[str, str, bytes, Offset | None, Tally, float, bool], None]
 _Deferred = tuple[bytes, "asyncio.Future[Offset]"]
 
 
@@ -168,14 +168,17 @@ class Recorder:
         recorder appended late, after ones this instance recorded. Under that older offset a
         socket's offsets went backwards, and a resume from its last one replayed an event a
         second time (an outside pass: 5 of 5). It goes out without offset instead, as an
-        unrecorded event does; plain sockets get it all the same."""
+        unrecorded event does; plain sockets get it all the same. Its offset still goes to
+        resuming sockets' seams, which drop it when their replay or ``since`` covered it: an
+        outside pass got a late copy three times when it went unnamed there too."""
+        stale = False
         if offset is not None:
             last = self._last.get(channel)
             if last is None or last.epoch != offset.epoch or _after(offset, last):
                 self._last[channel] = offset
             else:
-                offset = None
-        self.deliver(channel, kind, data, offset, plain, at)
+                stale = True
+        self.deliver(channel, kind, data, offset, plain, at, stale)
 
     # --- recording -------------------------------------------------------------------------
 

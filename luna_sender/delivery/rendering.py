@@ -38,17 +38,20 @@ def render_for(
 
 
 def write_recorded(
-    groups: GroupSet, kind: str, data: bytes, offset: Offset | None
+    groups: GroupSet, kind: str, data: bytes, offset: Offset | None, stale: bool = False
 ) -> tuple[int, object]:
     """One recorded message to its recovering sockets: each envelope carries its offset, and a
-    resuming socket's seam holds (or drops) what its replay will cover. Returns the frames
-    written and the producer's create time; raises wire.PoisonMessage."""
+    resuming socket's seam holds (or drops) what its replay will cover. A ``stale`` offset (at
+    or before one the channel's sockets already got: Recorder.forward) goes out unnamed, yet
+    still tells the seam what is covered: a late copy of an event a socket had before its
+    resume must not come again. Returns the frames written and the producer's create time;
+    raises wire.PoisonMessage."""
     sent = 0
     key = hash(data)
     msg = matching.decode(kind, data)  # orjson's fixed bounds, as a replay's (wire.decode_face)
     for part, envelope, matched in matching.indexed(msg, groups.index.candidates):
         named = None if offset is None else (offset if part is None else offset.at(part))
-        payload = envelope if named is None else with_offset(envelope, str(named))
+        payload = envelope if named is None or stale else with_offset(envelope, str(named))
         frame = text_frame(payload)
         for group in matched:
             for conn in group.conns:
