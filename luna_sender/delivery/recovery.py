@@ -221,7 +221,7 @@ class Recording:
 # How much a Tail holds: the last TAIL_SLOTS messages, at most TAIL_BYTES of them together
 # (the oldest go first) and none over TAIL_MESSAGE, no older than TAIL_AGE seconds (nor half of
 # history.dedupe).
-TAIL_SLOTS = 256
+TAIL_SLOTS = 2048
 TAIL_BYTES = 16 * 1024 * 1024
 TAIL_MESSAGE = 1024 * 1024
 TAIL_AGE = 1.0
@@ -245,7 +245,8 @@ class Tail:
     On the hot path, one store and a byte count per message of a plain channel: a fixed ring,
     trimmed only when large messages pass the byte budget. Deques trimmed to the last second
     measured costlier, if within the benchmark's spread (docs/performance.md, "The recovery
-    tail"). 32 slots covered 4 ms at 8,000 events/s: too little for a stalled recorder.
+    tail"). 32 slots covered 4 ms at 8,000 events/s, 256 some 85 ms at 3,000/s: too little for a
+    stalled recorder. A resume scans the ring once per channel it starts recording (84 µs).
     """
 
     __slots__ = ("_age", "_bytes", "_next", "_ring")
