@@ -84,8 +84,9 @@ class Tally:
         return (self.plain or 0) + (self.rec or 0)
 
 
-# hub callback: (channel, kind, data, offset, tally, started) -> writes to the channel's
-# recovering sockets; ``tally``/``started`` are the hub's, passed through (Recorder.record).
+# hub callback: (channel, kind, data, offset, tally, started, stale) -> writes to the channel's
+# recovering sockets; ``tally``/``started`` are the hub's, passed through (Recorder.record);
+# ``stale``: the offset is not past what the sockets got (Recorder.forward).
 Deliver = Callable[[str, str, bytes, Offset | None, Tally, float, bool], None]
 _Deferred = tuple[bytes, "asyncio.Future[Offset]"]
 

@@ -61,7 +61,7 @@ def _from_http_exception(exc: web.HTTPException) -> LunaError:
 
 # What the request log and ``request_count`` record for a request whose client left first.
 CLIENT_CLOSED = 499
-# Set by web/httpd.py on a request whose line named an HTTP version other than 1.0 or 1.1 (the
+# Set by :func:`screened` on a request whose line named an HTTP version other than 1.0 or 1.1 (the
 # parser takes 0.9 and 2.0): the version it named, as text.
 UNSPOKEN_VERSION: web.RequestKey[str] = web.RequestKey("luna_unspoken_http_version", str)
 # Set by :func:`screened` on a request whose ``Expect`` is not 100-continue: its value.
@@ -119,7 +119,7 @@ async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 raise LunaError(errors.INVALID_REQUEST, unspoken, status=505)
             unrouted = request.match_info.http_exception is not None  # 404/405 come first
             if UNMET_EXPECTATION in request and not unrouted:  # RFC 9110 §10.1.1
-                unmet = f"Expect: {request[UNMET_EXPECTATION]!r} (only 100-continue)"
+                unmet = f"Expect: {request[UNMET_EXPECTATION][:64]!r} (only 100-continue)"
                 raise LunaError(errors.INVALID_REQUEST, unmet, status=417)
             # Routing errors (404/405) come first: the route does not exist for any header.
             if bad_request_id and not unrouted:
