@@ -169,7 +169,15 @@ async def test_an_expectation_other_than_100_continue_is_a_luna_417_that_changes
     """aiohttp answered ``Expect: weird`` with a plain-text 417 before any middleware ran: no
     LUNA error, no ``Luna-Request-Id``. 100-continue works as before; 404 still comes first."""
     event = {"event": {"n": 1}, "event_type": "t"}
+    two = "POST /publish/general HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    two += "Expect: 100-continue\r\nExpect: weird\r\nContent-Length: 2\r\n\r\n{}"
     async with memory_app.ws("/ws/general") as ws:
+        # two headers are one list (RFC 9110 §5.3): aiohttp looked at the first only
+        reader, writer = await asyncio.open_connection("127.0.0.1", memory_app.server.port)
+        writer.write(two.encode())
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 417 ") and b"100-continue, weird" in answer, answer
         for expect in ("weird", "100-continue, foo"):
             headers = {"Expect": expect}
             async with memory_app.session.post(

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from luna_sender import errors
 from luna_sender.errors import LunaError
@@ -78,12 +78,13 @@ def screened(request: web.BaseRequest) -> web.BaseRequest:
     - An HTTP version other than 1.0 or 1.1: aiohttp's parser takes "HTTP/2.0" and "HTTP/0.9"
       and its answer echoed them ("HTTP/2.0 200 OK" in HTTP/1.1 framing); answered 505, in 1.1.
     """
-    expect = request.headers.get(hdrs.EXPECT)
-    if expect is not None and expect.strip().lower() != "100-continue":
-        headers = CIMultiDict(request.headers)
+    given: object = request.headers  # a plain dict on aiohttp's stand-in for a malformed head
+    expects = given.getall(hdrs.EXPECT, ()) if isinstance(given, CIMultiDictProxy) else ()
+    if expects and any(value.strip().lower() != "100-continue" for value in expects):
+        headers = CIMultiDict(request.headers)  # aiohttp's handler reads only the first one
         del headers[hdrs.EXPECT]
         request = request.clone(headers=headers)
-        request[UNMET_EXPECTATION] = expect
+        request[UNMET_EXPECTATION] = ", ".join(expects)
     version = request._version
     if version not in SPOKEN:
         request[UNSPOKEN_VERSION] = f"{version.major}.{version.minor}"
