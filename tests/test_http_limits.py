@@ -221,6 +221,28 @@ async def test_an_unspoken_websocket_version_is_426_naming_13(
         assert b"Luna-Request-Id: " in answer
 
 
+@pytest.mark.parametrize("header", ["Sec-WebSocket-Version: 13\xb3", "Sec-WebSocket-Key: \xff"])
+async def test_a_non_ascii_handshake_header_is_a_400_not_a_500(
+    memory_app: LiveApp, caplog: pytest.LogCaptureFixture, header: str
+) -> None:
+    """aiohttp's refusal of such a header failed to encode its own message: a 500 and a logged
+    traceback (an outside pass)."""
+    base = {
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    name, _, value = header.partition(": ")
+    base[name] = value
+    head = "GET /ws/general HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in base.items()) + "\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", memory_app.server.port)
+    writer.write(head.encode("latin-1"))
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    _no_errors(caplog)
+
+
 async def test_refused_heads_and_redirects_are_counted(live_app_factory) -> None:
     """request_count_total missed the parser's refusals (414, 431) and /docs/dev's 302: an
     operator counting requests saw none of an attack on the parser (an outside pass)."""

@@ -306,6 +306,9 @@ BAD_BUS_URLS = [
     ("redis://127.0.0.1:6379/0?ssl_cert_reqs=none", "'ssl_cert_reqs' (TLS options need rediss"),
     ("redis://127.0.0.1:6379/0?socket_timout=2", "no option 'socket_timout'"),
     ("rediss://127.0.0.1:6379/0?ssl_cert_reqs=bogus", "Invalid SSL Certificate Requirements"),
+    # Accepted, then msgpack and non-UTF-8 messages cut the bus connection (an outside pass)
+    ("redis://127.0.0.1:6379/0?decode_responses=true", "decode_responses"),
+    ("redis://127.0.0.1:6379/0?encoding=nope", "encoding 'nope'"),
 ]
 
 

@@ -7,6 +7,7 @@ rejects the port of every host but the last in ``host:port,host:port``.
 
 from __future__ import annotations
 
+import codecs
 from typing import NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -125,6 +126,14 @@ def _check_single(scheme: str, url: str) -> None:
                 raise ValueError(f"{name} {value!r} in the bus URL is not a positive number")
     for value in options.get("db", []):
         _database(value)
+    for value in options.get("decode_responses", []):  # the bus reads bytes (msgpack, not UTF-8)
+        if value.lower() not in ("0", "false", "no", "n", "off", ""):
+            raise ValueError("decode_responses in the bus URL: the bus reads raw bytes")
+    for value in options.get("encoding", []):
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"encoding {value!r} in the bus URL is not a codec") from None
     pool = ConnectionPool.from_url(url)  # the port, and every option, as redis-py reads them
     try:  # builds, does not connect: ``?protocol=9``, an unknown option, a TLS option on redis://
         pool.make_connection()  # type: ignore[no-untyped-call]

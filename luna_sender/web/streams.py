@@ -145,6 +145,13 @@ def _upgrade_head(request: web.Request, rid: str) -> bytes:
 # The Sec-WebSocket-Version values aiohttp's handshake takes: RFC 6455's, and drafts 7 and 8,
 # whose framing is the same (docs/compatibility.md).
 WS_VERSIONS = ("13", "8", "7")
+_HANDSHAKE_HEADERS = (
+    "Upgrade",
+    "Connection",
+    "Sec-WebSocket-Version",
+    "Sec-WebSocket-Key",
+    "Sec-WebSocket-Protocol",
+)
 
 
 def _not_an_upgrade(request: web.Request) -> LunaError:
@@ -181,6 +188,9 @@ async def serve_socket(
     capacity = request.app[CAPACITY]  # max_connections, or fewer if file descriptors say so
     if len(hub.connections) >= capacity:
         raise LunaError(errors.TOO_MANY_CONNECTIONS, capacity)
+    for name in _HANDSHAKE_HEADERS:  # aiohttp's refusal of a non-ASCII one was a 500 (traceback)
+        if not request.headers.get(name, "").isascii():
+            raise LunaError(errors.INVALID_REQUEST, f"{name} is not ASCII")
     if not web.WebSocketResponse(compress=False).can_prepare(request).ok:
         raise _not_an_upgrade(request)
     handler = request.protocol
