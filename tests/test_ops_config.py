@@ -309,6 +309,7 @@ BAD_BUS_URLS = [
     # Accepted, then msgpack and non-UTF-8 messages cut the bus connection (an outside pass)
     ("redis://127.0.0.1:6379/0?decode_responses=true", "decode_responses"),
     ("redis://127.0.0.1:6379/0?encoding=nope", "encoding 'nope'"),
+    ("redis://127.0.0.1:6379/0?encoding=cp037", "only utf-8"),  # started, delivered nothing
 ]
 
 

@@ -129,16 +129,20 @@ def _check_single(scheme: str, url: str) -> None:
     for value in options.get("decode_responses", []):  # the bus reads bytes (msgpack, not UTF-8)
         if value.lower() not in ("0", "false", "no", "n", "off", ""):
             raise ValueError("decode_responses in the bus URL: the bus reads raw bytes")
-    for value in options.get("encoding", []):
+    for value in options.get("encoding", []):  # channel names and commands are UTF-8
         try:
-            codecs.lookup(value)
+            utf8 = codecs.lookup(value).name == "utf-8"
         except LookupError:
-            raise ValueError(f"encoding {value!r} in the bus URL is not a codec") from None
+            utf8 = False
+        if not utf8:
+            raise ValueError(f"encoding {value!r} in the bus URL: only utf-8")
     pool = ConnectionPool.from_url(url)  # the port, and every option, as redis-py reads them
     try:  # builds, does not connect: ``?protocol=9``, an unknown option, a TLS option on redis://
         pool.make_connection()  # type: ignore[no-untyped-call]
     except TypeError as exc:  # redis-py passes every unknown option on as a keyword
         name = str(exc).rpartition(" ")[2]
+        if not name.startswith("'"):  # another TypeError than an unknown keyword
+            raise ValueError(f"the bus URL's options: {exc}") from None
         hint = " (TLS options need rediss://)" if name.startswith("'ssl") else ""
         raise ValueError(f"the bus URL takes no option {name}{hint}") from None
     except Exception as exc:
