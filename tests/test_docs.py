@@ -38,6 +38,14 @@ def test_document_validates_and_lists_every_route() -> None:
         doc = build_document(tuple(settings.api_versions))
         validate(doc)
         assert _documented(doc) == _served_routes(settings)
+        for path, item in doc["paths"].items():
+            for operation in item.values():
+                answers = operation["responses"]
+                assert "417" in answers, path  # an unmet Expect, on every route
+                upgrade = "101" in answers
+                assert ("426" in answers) == upgrade, path  # an unspoken websocket version
+                if upgrade:
+                    assert "Sec-WebSocket-Version" in answers["426"]["headers"], path
 
 
 def test_every_filter_is_documented() -> None:

@@ -128,6 +128,7 @@ COMMON_ERRORS = {
     ),
     "404": error("Unknown route (12013)."),
     "405": error("Method not allowed (12021)."),
+    "417": error("An Expect header other than 100-continue (12046); the connection is closed."),
     "500": error("Internal error (1)."),
 }
 
@@ -215,6 +216,16 @@ def ws_item(
             "content": {"application/json": {"schema": schema_ref(envelope)}},
         },
         **COMMON_ERRORS,
+        "426": {
+            **error("A Sec-WebSocket-Version other than 13, 8 or 7 (12046)."),
+            "headers": {
+                **REQUEST_ID_HEADER,
+                "Sec-WebSocket-Version": {
+                    "description": "The version spoken: 13.",
+                    "schema": {"type": "string"},
+                },
+            },
+        },
         "503": error(
             "Too many connections or shutting down (29005); too many costly "
             "like/nlike filters in the service (29012); filter memory full (29013)."
@@ -300,6 +311,7 @@ def get_item(
                 "404": COMMON_ERRORS["404"],
                 "400": COMMON_ERRORS["400"],
                 "405": COMMON_ERRORS["405"],
+                "417": COMMON_ERRORS["417"],
                 "500": COMMON_ERRORS["500"],
             },
         }
