@@ -29,6 +29,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from luna_sender.bus.base import NOT_PUBLISHED, NOT_REACHABLE, OUTCOME_UNKNOWN, BusError
+from luna_sender.bus.urls import MIN_CONNECTIONS
 
 
 def reason(exc: BaseException) -> str:
@@ -133,3 +134,19 @@ async def health_ping(client: Any) -> None:
                 raise BusError(reason(exc), NOT_REACHABLE) from exc
         except Exception as exc:
             raise BusError(reason(exc), NOT_REACHABLE) from exc
+
+
+# PUBLISHes in flight at once; more wait (within the publish timeout). redis-py's pools refuse
+# a 101st connection: 150 concurrent publishes got 503s and the health check's PING a 502.
+PUBLISH_SLOTS = 64
+
+
+def slots(client: Any) -> int:
+    """Publishes in flight at once: a URL's ``?max_connections=`` leaves room for them after the
+    pub/sub and health connections; past the pool's limit redis-py fails a publish at once
+    ("Too many connections", 39 of 40 concurrent publishes answered 503 at 2), where waiting for
+    a slot makes them queue."""
+    limit = getattr(getattr(client, "connection_pool", None), "max_connections", None)
+    if not isinstance(limit, int) or limit >= PUBLISH_SLOTS + MIN_CONNECTIONS - 1:
+        return PUBLISH_SLOTS
+    return max(1, limit - (MIN_CONNECTIONS - 1))

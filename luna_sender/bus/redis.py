@@ -28,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
 from luna_sender.bus import dialect as replies
+from luna_sender.bus import publishing
 from luna_sender.bus.base import (
     NOT_PUBLISHED,
     NOT_REACHABLE,
@@ -49,9 +50,6 @@ log = logging.getLogger("luna_sender.bus")
 # No retries inside redis-py: a retried PUBLISH after a timeout is a duplicate event, and the
 # reader below reconnects the pub/sub connection itself (one place, one log line per change).
 NO_RETRY = Retry(NoBackoff(), 0)
-# PUBLISHes in flight at once; more wait (within the publish timeout). redis-py's pools refuse
-# a 101st connection: 150 concurrent publishes got 503s and the health check's PING a 502.
-PUBLISH_SLOTS = 64
 
 
 class RedisBus:
@@ -92,7 +90,7 @@ class RedisBus:
         self._repairing: set[str] = set()
         self._repairs_running: set[asyncio.Task[None]] = set()
         self._publish_guard = StallGuard()
-        self._publish_slots = asyncio.Semaphore(PUBLISH_SLOTS)
+        self._publish_slots = asyncio.Semaphore(publishing.slots(self._client))
         self._health: asyncio.Future[None] | None = None
         self._channel_names = replies.ChannelNames()
         self.announcer = Announcer(self.announces)

@@ -8,6 +8,7 @@ rejects the port of every host but the last in ``host:port,host:port``.
 from __future__ import annotations
 
 import codecs
+import os
 from typing import NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -70,6 +71,13 @@ SHARDED = ("1", "true", "yes", "0", "false", "no")
 # Options of a single-host URL that redis-py takes as numbers but never checks: a NaN or
 # negative timeout, or a database outside Redis' range, left a service that never connected.
 _POSITIVE = ("socket_timeout", "socket_connect_timeout")
+# redis-py passes any option it does not know on as a string; these expect an object, and the
+# string failed only at connect (``?socket_keepalive_options=x``, ``?retry=x``).
+_NOT_IN_A_URL = ("socket_keepalive_options", "retry", "redis_connect_func", "credential_provider")
+# Files redis-py opens only at connect (``?ssl_ca_certs=/nonexistent`` passed the check).
+_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+# Pub/sub, the health PING and at least one publish each hold a pool connection (bus/redis.py).
+MIN_CONNECTIONS = 3
 
 
 def check_url(url: str) -> None:
@@ -82,6 +90,9 @@ def check_url(url: str) -> None:
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
         return
+    for name, values in parse_qs(url.partition("?")[2], keep_blank_values=True).items():
+        if "" in values:  # redis-py drops it: a misspelt or unfinished option did nothing
+            raise ValueError(f"option {name!r} in the bus URL has no value")
     if scheme in ("redis", "rediss", "unix"):
         _check_single(scheme, url)
         return
@@ -126,6 +137,32 @@ def _check_single(scheme: str, url: str) -> None:
                 raise ValueError(f"{name} {value!r} in the bus URL is not a positive number")
     for value in options.get("db", []):
         _database(value)
+    for value in options.get("health_check_interval", []):
+        if not _number(value):  # a negative one made redis-py check before every command
+            raise ValueError(
+                f"health_check_interval {value!r} in the bus URL is not a number from 0"
+            )
+    for value in options.get("max_connections", []):
+        if _number(value) and int(value) < MIN_CONNECTIONS:
+            raise ValueError(
+                f"max_connections {value} in the bus URL: the bus needs {MIN_CONNECTIONS} at least "
+                "(pub/sub, health, publishing)"
+            )
+    for value in options.get("client_name", []):  # Redis refuses a name with any other byte
+        if not all("!" <= char <= "~" for char in value):
+            raise ValueError(
+                f"client_name {value[:64]!r} in the bus URL: printable ASCII, no spaces"
+            )
+    for name in _NOT_IN_A_URL:
+        if name in options:
+            raise ValueError(f"the bus URL cannot set {name} (it is not a string)")
+    for name in _FILES:
+        for value in options.get(name, []):
+            if not os.path.isfile(value):
+                raise ValueError(f"{name} in the bus URL: no such file {value!r}")
+    for value in options.get("ssl_ca_path", []):
+        if not os.path.isdir(value):
+            raise ValueError(f"ssl_ca_path in the bus URL: no such directory {value!r}")
     for value in options.get("decode_responses", []):  # the bus reads bytes (msgpack, not UTF-8)
         if value.lower() not in ("0", "false", "no", "n", "off", ""):
             raise ValueError("decode_responses in the bus URL: the bus reads raw bytes")
