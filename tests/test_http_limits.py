@@ -119,15 +119,21 @@ async def test_malformed_request_is_a_luna_error(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     port = memory_app.server.port
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n")
-    await writer.drain()
-    raw = await asyncio.wait_for(reader.read(), 10)  # the connection is closed after it
-    writer.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    assert head.split(b" ", 2)[1] == b"400", raw[:200]
-    assert b"application/json" in head and b"Luna-Request-Id" in head
-    assert b'"error_code":12046' in body
+    for bad in (
+        b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(bad)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 10)  # the connection is closed after it
+        writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        # aiohttp's stand-in request is "GET / HTTP/1.0", and the answer was an HTTP/1.0 one
+        assert head.startswith(b"HTTP/1.1 400 "), raw[:200]
+        assert b"application/json" in head and b"Luna-Request-Id" in head
+        assert b"Connection: close" in head
+        assert b'"error_code":12046' in body
     _no_errors(caplog)
 
 
@@ -219,6 +225,31 @@ async def test_an_unspoken_websocket_version_is_426_naming_13(
     if status == 426:
         assert b"\r\nSec-WebSocket-Version: 13\r\n" in answer
         assert b"Luna-Request-Id: " in answer
+        # RFC 9110 §15.5.22 and §7.8: the protocol required, and the option naming it
+        assert b"\r\nUpgrade: websocket\r\n" in answer
+        assert b"\r\nConnection: Upgrade\r\n" in answer
+
+
+@pytest.mark.parametrize("name", ["Sec-WebSocket-Version", "Sec-WebSocket-Key"])
+async def test_a_handshake_header_given_twice_is_a_400_naming_it(
+    memory_app: LiveApp, name: str
+) -> None:
+    """RFC 6455 allows each once in a request; aiohttp judged the first copy alone, so
+    "13" then "99" opened a socket (an outside pass)."""
+    other = "99" if name == "Sec-WebSocket-Version" else "AQIDBAUGBwgJCgsMDQ4PEA=="
+    head = (
+        "GET /ws/general HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"{name}: {other}\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", memory_app.server.port)
+    writer.write(head.encode())
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = int(answer.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+    body = json.loads(await asyncio.wait_for(reader.readexactly(length), 10))
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert body["error_code"] == 12046 and f"{name} is given more than once" in body["detail"]
 
 
 @pytest.mark.parametrize("header", ["Sec-WebSocket-Version: 13\xb3", "Sec-WebSocket-Key: \xff"])

@@ -148,6 +148,65 @@ async def test_a_publisher_that_shuts_its_sending_side_after_the_body_gets_its_a
     _quiet(svc)
 
 
+def _answers(port: int, head: str, body: bytes) -> list[bytes]:
+    """Send a head, then the body only if ``100 Continue`` comes first (a client that waits for
+    it); return the heads of the answers in order, and the final one's body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head.encode() + b"\r\n")
+        buffer, answers = b"", []
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                chunk = sock.recv(65536)
+                assert chunk, (answers, buffer)
+                buffer += chunk
+            answer, _, buffer = buffer.partition(b"\r\n\r\n")
+            answers.append(answer)
+            if answer.startswith(b"HTTP/1.1 100 "):
+                sock.sendall(body)
+                continue
+            length = (
+                int(answer.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                if b"Content-Length: " in answer
+                else 0
+            )
+            while len(buffer) < length:
+                buffer += sock.recv(65536)
+            return [*answers, buffer[:length]]
+
+
+async def test_100_continue_goes_out_only_for_a_body_that_will_be_read(svc: Service) -> None:
+    """aiohttp answered ``100 Continue`` before any check, so a client held its body back only to
+    send it and be told 413 or 403; and "100-continue, 100-continue" or a trailing comma, one
+    expectation met (RFC 9110 §5.3), was a plain-text 417."""
+    acc = account()
+    body = json.dumps({**json.loads(BODY), "events": [face_event(seq=7)]}).encode()
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(svc.ws_url + "/ws", headers={"Luna-Account-Id": acc}) as ws:
+            for expect in ("100-continue", "100-continue, 100-continue", "100-Continue,"):
+                head = (
+                    f"POST /publish HTTP/1.1\r\nHost: x\r\nLuna-Account-Id: {acc}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                    f"Expect: {expect}\r\n"
+                )
+                answers = await asyncio.to_thread(_answers, svc.port, head, body)
+                assert answers[0] == CONTINUE[:-4], answers
+                assert answers[1].startswith(b"HTTP/1.1 204 "), answers
+                assert (await recv_json(ws))["event"]["seq"] == 7
+            for refused, status in (
+                (f"Luna-Account-Id: {acc}\r\nContent-Length: {2**24 + 1}\r\n", b"413"),
+                (f"Content-Length: {len(body)}\r\n", b"403"),
+            ):
+                head = "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                head += refused + "Expect: 100-continue\r\n"
+                answers = await asyncio.to_thread(_answers, svc.port, head, body)
+                assert len(answers) == 2 and answers[0].startswith(b"HTTP/1.1 " + status), answers
+                # the body may still come: the connection is not kept for a next request
+                assert b"\r\nConnection: close" in answers[0], answers
+            with pytest.raises(asyncio.TimeoutError):  # nothing was published by a refusal
+                await asyncio.wait_for(ws.receive(), 0.3)
+    _quiet(svc)
+
+
 async def test_hundreds_of_concurrent_publishes_wait_for_a_connection(svc: Service) -> None:
     acc, n = account(), 300
     connector = aiohttp.TCPConnector(limit=0)
@@ -193,6 +252,36 @@ async def test_health_checks_in_a_crowd_share_one_ping_and_leave_publishes_their
         statuses = await asyncio.gather(*checks, *(post(i) for i in range(100)))
         assert statuses == [200] * 400 + [204] * 100, sorted(set(statuses))
     _quiet(svc)
+
+
+async def test_a_bus_url_with_few_connections_queues_publishes(redis_server: RedisServer) -> None:
+    """``?max_connections=3`` leaves one connection to publish on: redis-py refused the rest at
+    once, and 39 of 40 concurrent publishes were answered 503 with Redis fine."""
+    service = Service("--redis-url", redis_server.url + "?max_connections=3")
+    try:
+        acc, n = account(), 40
+        async with aiohttp.ClientSession() as session:
+            headers = {"Luna-Account-Id": acc}
+            async with session.ws_connect(service.ws_url + "/ws", headers=headers) as ws:
+
+                async def publish(i: int) -> int:
+                    body = {**json.loads(BODY), "events": [face_event(seq=i)]}
+                    async with session.post(
+                        service.url + "/publish", json=body, headers=headers
+                    ) as r:
+                        return r.status
+
+                async def health() -> int:
+                    async with session.get(service.url + "/healthcheck") as r:
+                        return r.status
+
+                statuses = await asyncio.gather(*(publish(i) for i in range(n)), health())
+                assert statuses == [204] * n + [200], statuses
+                seqs = [(await recv_json(ws))["event"]["seq"] for _ in range(n)]
+                assert sorted(seqs) == list(range(n))
+        _quiet(service)
+    finally:
+        assert service.terminate() == 0, service.log()[-3000:]
 
 
 def test_the_api_document_lists_the_publish_answers_these_tests_get() -> None:

@@ -66,6 +66,8 @@ CLIENT_CLOSED = 499
 UNSPOKEN_VERSION: web.RequestKey[str] = web.RequestKey("luna_unspoken_http_version", str)
 # Set by :func:`screened` on a request whose ``Expect`` is not 100-continue: its value.
 UNMET_EXPECTATION: web.RequestKey[str] = web.RequestKey("luna_unmet_expectation", str)
+# Set by :func:`screened` while an HTTP/1.1 request's ``Expect: 100-continue`` is unanswered.
+AWAITS_CONTINUE: web.RequestKey[bool] = web.RequestKey("luna_awaits_continue", bool)
 SPOKEN = frozenset({HttpVersion10, HttpVersion11})
 
 
@@ -80,17 +82,35 @@ def screened(request: web.BaseRequest) -> web.BaseRequest:
     """
     given: object = request.headers  # a plain dict on aiohttp's stand-in for a malformed head
     expects = given.getall(hdrs.EXPECT, ()) if isinstance(given, CIMultiDictProxy) else ()
-    if expects and any(value.strip().lower() != "100-continue" for value in expects):
-        headers = CIMultiDict(request.headers)  # aiohttp's handler reads only the first one
+    if expects:  # taken off: aiohttp's handler would read the first header, and answer 100 itself
+        headers = CIMultiDict(request.headers)
         del headers[hdrs.EXPECT]
         request = request.clone(headers=headers)
-        request[UNMET_EXPECTATION] = ", ".join(expects)
+        # One list (RFC 9110 §5.3): "100-continue, 100-continue" is met, and empty members count
+        # for nothing; aiohttp refused both in plain text.
+        members = {m.strip().lower() for value in expects for m in value.split(",")} - {""}
+        if members - {"100-continue"}:
+            request[UNMET_EXPECTATION] = ", ".join(expects)
+        elif members and request.version == HttpVersion11:  # 1.0: ignored (§10.1.1)
+            request[AWAITS_CONTINUE] = True
     version = request._version
+    if not isinstance(given, CIMultiDictProxy):  # aiohttp's stand-in is "GET / HTTP/1.0"
+        version = HttpVersion11  # the 400 is ours, and this service speaks HTTP/1.1
+        request._version = version
+        request._cache.pop("version", None)
     if version not in SPOKEN:
         request[UNSPOKEN_VERSION] = f"{version.major}.{version.minor}"
         request._version = HttpVersion11
         request._cache.pop("version", None)  # a reified property: read again
     return request
+
+
+async def send_continue(request: web.Request) -> None:
+    """``100 Continue`` once the route has decided to read the body: aiohttp sent it before any
+    check ran, so a client held its body back only to be told 413 or 403 after sending it."""
+    if request.get(AWAITS_CONTINUE):
+        request[AWAITS_CONTINUE] = False
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
 def _client_gone(request: web.Request) -> bool:
@@ -157,6 +177,8 @@ async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 error_code, detail = err.kind.code, err.detail
         if not response.prepared:
             response.headers[REQUEST_ID_HEADER] = request_id
+            if request.get(AWAITS_CONTINUE) and not request.content.is_eof():
+                response.force_close()  # the body held back may come still: not a next request
         if not request.get(METRICS_RECORDED):
             record_request(request, response.status, time.perf_counter() - started, error_code)
         if error_code is not None:

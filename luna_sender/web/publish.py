@@ -21,6 +21,7 @@ from luna_sender.errors import LunaError
 from luna_sender.web import access, strictjson
 from luna_sender.web.context import ctx, request_id
 from luna_sender.web.docs.bodies import PublishEvents, PublishGeneral, first_error
+from luna_sender.web.middlewares import send_continue
 
 log = logging.getLogger("luna_sender.publish")
 SHUTTING_DOWN = "the service is shutting down, the event was not published"
@@ -40,6 +41,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     limit = ctx(request).settings.limits.publish_body_max_bytes
     if request.content_length is not None and request.content_length > limit:
         raise LunaError(errors.BODY_TOO_LARGE, f"Request body exceeds {limit} bytes")
+    await send_continue(request)
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:

@@ -153,6 +153,9 @@ _HANDSHAKE_HEADERS = (
     "Sec-WebSocket-Protocol",
 )
 
+# RFC 6455 §11.3.1 and §11.3.5: a request carries each of these once.
+_ONCE = ("Sec-WebSocket-Key", "Sec-WebSocket-Version")
+
 
 def _not_an_upgrade(request: web.Request) -> LunaError:
     """A websocket upgrade in a version not spoken is RFC 6455's 426 naming the version that is
@@ -161,7 +164,8 @@ def _not_an_upgrade(request: web.Request) -> LunaError:
     upgrade = request.headers.get(hdrs.UPGRADE, "").strip().lower() == "websocket"
     if upgrade and version and version.strip() not in WS_VERSIONS:
         detail = f"Sec-WebSocket-Version {version[:32]!r} is not supported, only 13"
-        headers = {"Sec-WebSocket-Version": "13"}
+        # RFC 9110 §15.5.22 and §7.8: the protocol to upgrade to, and the option naming it
+        headers = {"Sec-WebSocket-Version": "13", "Upgrade": "websocket", "Connection": "Upgrade"}
         return LunaError(errors.INVALID_REQUEST, detail, status=426, headers=headers)
     return LunaError(errors.INVALID_REQUEST, "websocket upgrade expected")
 
@@ -188,9 +192,12 @@ async def serve_socket(
     capacity = request.app[CAPACITY]  # max_connections, or fewer if file descriptors say so
     if len(hub.connections) >= capacity:
         raise LunaError(errors.TOO_MANY_CONNECTIONS, capacity)
-    for name in _HANDSHAKE_HEADERS:  # aiohttp's refusal of a non-ASCII one was a 500 (traceback)
-        if not request.headers.get(name, "").isascii():
+    for name in _HANDSHAKE_HEADERS:
+        given = request.headers.getall(name, ())
+        if not all(value.isascii() for value in given):  # aiohttp's refusal was a 500
             raise LunaError(errors.INVALID_REQUEST, f"{name} is not ASCII")
+        if len(given) > 1 and name in _ONCE:  # aiohttp read the first copy only
+            raise LunaError(errors.INVALID_REQUEST, f"{name} is given more than once")
     if not web.WebSocketResponse(compress=False).can_prepare(request).ok:
         raise _not_an_upgrade(request)
     handler = request.protocol

@@ -224,6 +224,10 @@ def ws_item(
                     "description": "The version spoken: 13.",
                     "schema": {"type": "string"},
                 },
+                "Upgrade": {
+                    "description": "The protocol required: websocket.",
+                    "schema": {"type": "string"},
+                },
             },
         },
         "503": error(
