@@ -8,6 +8,7 @@ rejects the port of every host but the last in ``host:port,host:port``.
 from __future__ import annotations
 
 import codecs
+import inspect
 import os
 from typing import NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -71,9 +72,17 @@ SHARDED = ("1", "true", "yes", "0", "false", "no")
 # Options of a single-host URL that redis-py takes as numbers but never checks: a NaN or
 # negative timeout, or a database outside Redis' range, left a service that never connected.
 _POSITIVE = ("socket_timeout", "socket_connect_timeout")
-# redis-py passes any option it does not know on as a string; these expect an object, and the
-# string failed only at connect (``?socket_keepalive_options=x``, ``?retry=x``).
-_NOT_IN_A_URL = ("socket_keepalive_options", "retry", "redis_connect_func", "credential_provider")
+# The options of a connection that a URL can give: redis-py converts those it parses
+# (``URL_QUERY_ARGUMENT_PARSERS``) and passes the rest on as strings, so an option expecting an
+# object failed only at connect (``?socket_keepalive_options=x``, ``?retry=x``).
+_STRINGS = frozenset(
+    {
+        *("host", "port", "db", "path", "username", "password", "client_name", "lib_name"),
+        *("lib_version", "encoding", "encoding_errors", "decode_responses", "ssl_keyfile"),
+        *("ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path", "ssl_ca_data"),
+        *("ssl_password", "ssl_ciphers"),
+    }
+)
 # Files redis-py opens only at connect (``?ssl_ca_certs=/nonexistent`` passed the check).
 _FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 # Pub/sub, the health PING and at least one publish each hold a pool connection (bus/redis.py).
@@ -90,9 +99,6 @@ def check_url(url: str) -> None:
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
         return
-    for name, values in parse_qs(url.partition("?")[2], keep_blank_values=True).items():
-        if "" in values:  # redis-py drops it: a misspelt or unfinished option did nothing
-            raise ValueError(f"option {name!r} in the bus URL has no value")
     if scheme in ("redis", "rediss", "unix"):
         _check_single(scheme, url)
         return
@@ -100,7 +106,7 @@ def check_url(url: str) -> None:
     parse_hosts(parsed.hosts, 26379)
     parts = [p for p in parsed.path.split("/") if p]
     kind = "sentinel" if "sentinel" in scheme else "cluster"
-    unknown = sorted(set(parsed.query) - MULTI_HOST_OPTIONS[kind])
+    unknown = sorted(set(_named(url)) - MULTI_HOST_OPTIONS[kind])
     if unknown:
         known = ", ".join(sorted(MULTI_HOST_OPTIONS[kind]))
         raise ValueError(f"{scheme}:// URL takes no option {unknown[0]!r} (only {known})")
@@ -123,10 +129,38 @@ def _database(text: str) -> None:
         raise ValueError(f"the database {text!r} in the bus URL is not a number from 0")
 
 
+def _named(url: str) -> list[str]:
+    """Every option the URL names, with a value or not: redis-py drops one written without a
+    value (``?sockettimeout``, a template's empty variable), so a misspelt one did nothing."""
+    return list(parse_qs(url.partition("?")[2], keep_blank_values=True))
+
+
+def _connection_options(scheme: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The options redis-py's connection for ``scheme`` takes, and those of them a URL cannot
+    give (they expect an object)."""
+    from redis.asyncio import connection
+    from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+
+    cls = {"unix": connection.UnixDomainSocketConnection, "rediss": connection.SSLConnection}
+    names: set[str] = {"max_connections"}  # the pool's
+    for klass in cls.get(scheme, connection.Connection).__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            names.update(inspect.signature(init).parameters)
+    parsed = frozenset(URL_QUERY_ARGUMENT_PARSERS)
+    return frozenset(names) | parsed, frozenset(names) - parsed - _STRINGS - {"self"}
+
+
 def _check_single(scheme: str, url: str) -> None:
     from redis.asyncio import ConnectionPool
 
     options = parse_qs(url.partition("?")[2])
+    known, objects = _connection_options(scheme)
+    for name in _named(url):
+        if name in objects:
+            raise ValueError(f"the bus URL cannot set {name}: redis-py would take it as text")
+        if name not in options and name not in known:  # with a value: redis-py names it below
+            raise ValueError(f"the bus URL takes no option {name!r} (it has no value either)")
     for name in _POSITIVE:
         for value in options.get(name, []):
             try:
@@ -153,9 +187,6 @@ def _check_single(scheme: str, url: str) -> None:
             raise ValueError(
                 f"client_name {value[:64]!r} in the bus URL: printable ASCII, no spaces"
             )
-    for name in _NOT_IN_A_URL:
-        if name in options:
-            raise ValueError(f"the bus URL cannot set {name} (it is not a string)")
     for name in _FILES:
         for value in options.get(name, []):
             if not os.path.isfile(value):
