@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -334,8 +335,10 @@ def test_a_bus_url_its_backend_cannot_read_is_a_config_error(url: str, fragment:
     """The backends read their URL only when the service started: check-config passed these
     and the start died of a traceback, six of them with --workers 2 (an outside pass)."""
     env = {"LUNA_SENDER_REDIS_URL": url}
-    for args in (("check-config",), ("--port", "0"), ("--port", "0", "--workers", "2")):
-        result = run_cli(*args, env=env)
+    entries = (("check-config",), ("--port", "0"), ("--port", "0", "--workers", "2"))
+    with ThreadPoolExecutor(len(entries)) as pool:  # three interpreters at once: CI's budget
+        results = list(pool.map(lambda args: run_cli(*args, env=env), entries))
+    for args, result in zip(entries, results, strict=True):
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2, (args, result.stderr[-2000:])
         assert len(lines) == 1 and "redis_url" in lines[0] and fragment in lines[0], lines
