@@ -72,6 +72,23 @@ def test_check_config_masks_and_merges() -> None:
     assert data["port"] == 6000
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://:Sup3r#S3cret@127.0.0.1:26813/m",
+        "rediss+sentinel://u:Sup3r#S3cret@127.0.0.1:26813/m/1",
+        "redis+cluster://u:Sup3r#S3cret@127.0.0.1:7000",
+    ],
+)
+def test_a_password_with_its_own_hash_or_slash_is_masked(url: str) -> None:
+    """The multi-host backends take such a password unencoded, and /config and check-config
+    showed it whole: the mask ended the userinfo at the first "#" (an outside pass)."""
+    result = run_cli("check-config", "--redis-url", url)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)["redis_url"]
+    assert "S3cret" not in shown and ":********@127.0.0.1:" in shown, shown
+
+
 def test_version_command() -> None:
     result = run_cli("version")
     assert result.returncode == 0 and result.stdout.strip()

@@ -70,8 +70,13 @@ def mask_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
+    # The userinfo ends at the last "@" before the query: a password's own "/" or "#" (which the
+    # multi-host backends take unencoded) showed the whole password on /config (an outside pass).
+    query_at = rest.find("?")
+    at_sign = rest.rfind("@", 0, query_at if query_at >= 0 else len(rest))
+    start = at_sign + 1
     cut = min(
-        (i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest)
+        (i for i in (rest.find("/", start), rest.find("?", start)) if i >= 0), default=len(rest)
     )
     netloc, tail = rest[:cut], rest[cut:]
     userinfo, at, hosts = netloc.rpartition("@")

@@ -224,7 +224,10 @@ class Recording:
 TAIL_SLOTS = 2048
 TAIL_BYTES = 16 * 1024 * 1024
 TAIL_MESSAGE = 1024 * 1024
-TAIL_AGE = 1.0
+# A frozen recorder is believed for 1.5 s after its last refresh (redis_history.FRESH), and a
+# resume's read waits SETTLE: what the freeze held back is up to 1.6 s old when the ring is read.
+# At 1 s an outside pass lost the freeze's first events behind ``true`` (moves 1.0-1.5 s in).
+TAIL_AGE = 2.0
 # How long after a new subscription its appends and a resume's read wait (Recorder.joined).
 SETTLE = 0.1
 
