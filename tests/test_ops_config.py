@@ -344,6 +344,31 @@ def test_a_bus_url_its_backend_cannot_read_is_a_config_error(url: str, fragment:
         assert len(lines) == 1 and "redis_url" in lines[0] and fragment in lines[0], lines
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://u:Zq7/Xv9k@127.0.0.1:6379/0",  # redis-py: "Port could not be cast ... 'Zq7'"
+        "redis://u:Zq7#Xv9k@127.0.0.1:6379/0",
+        "redis://u:Zq7?Xv9k@127.0.0.1:6379/0",  # "takes no option 'Xv9k@127.0.0.1:6379/0'"
+        "redis://u:Zq7?X@127.0.0.1:6379/0",
+        "rediss://u:Zq7?ssl_ca_certs=/Xv9k@127.0.0.1/0",  # "no such file '/Xv9k@127.0.0.1/0'"
+        "redis+sentinel://u:Zq7/Xv9k@127.0.0.1:26379/main",  # "port 'Zq7'"
+        "redis+sentinel://u:Zq7?Xv9k=1@127.0.0.1:26379/main",
+    ],
+)
+def test_a_bus_url_error_never_shows_part_of_the_password(url: str) -> None:
+    """A password's unencoded ``/``, ``?`` or ``#`` broke the URL, and the error quoted the
+    piece after it as a port, an option or a file: ``check-config`` and the start's one line
+    showed part of the password (an outside pass)."""
+    result = run_cli("check-config", env={"LUNA_SENDER_REDIS_URL": url})
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert "redis_url" in line and "percent-encode" in line, line
+    password = url.split("://", 1)[1].rpartition("@")[0].partition(":")[2]
+    pieces = re.split(r"[/?#=]|ssl_ca_certs", password)
+    assert [p for p in pieces if len(p) > 2 and p in line] == [], line
+
+
 def test_the_bus_urls_of_the_docs_are_still_read() -> None:
     for url in (
         "redis://user:secret@127.0.0.1:6379/2",

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
+import signal
 import socket
 from collections.abc import Iterator
 
@@ -256,11 +258,13 @@ async def test_health_checks_in_a_crowd_share_one_ping_and_leave_publishes_their
 
 async def test_a_bus_url_with_few_connections_queues_publishes(redis_server: RedisServer) -> None:
     """``?max_connections=3`` leaves one connection to publish on: redis-py refused the rest at
-    once, and 39 of 40 concurrent publishes were answered 503 with Redis fine."""
+    once, and 39 of 40 concurrent publishes were answered 503 with Redis fine. At 400 the wait
+    for that connection passed for a frozen Redis (an outside pass: most answered 503)."""
     service = Service("--redis-url", redis_server.url + "?max_connections=3")
     try:
-        acc, n = account(), 40
-        async with aiohttp.ClientSession() as session:
+        acc, n = account(), 400
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
             headers = {"Luna-Account-Id": acc}
             async with session.ws_connect(service.ws_url + "/ws", headers=headers) as ws:
 
@@ -279,6 +283,50 @@ async def test_a_bus_url_with_few_connections_queues_publishes(redis_server: Red
                 assert statuses == [204] * n + [200], statuses
                 seqs = [(await recv_json(ws))["event"]["seq"] for _ in range(n)]
                 assert sorted(seqs) == list(range(n))
+        _quiet(service)
+    finally:
+        assert service.terminate() == 0, service.log()[-3000:]
+
+
+async def test_publishes_queued_behind_a_stuttering_redis_are_not_taken_for_a_stall(
+    private_redis: RedisServer,
+) -> None:
+    """Redis pauses 0.7 s at a time, under the 1 s a PUBLISH may wait for its reply, while
+    publishes queue for the one connection ``max_connections=3`` leaves. The stall guard timed
+    the queue too: a publish arriving 1.2 s in was refused "no reply for over 1 s"."""
+    service = Service("--redis-url", private_redis.url + "?max_connections=3")
+    assert private_redis.proc is not None
+    pid = private_redis.proc.pid
+    try:
+        acc = account()
+        async with aiohttp.ClientSession() as session:
+            headers = {"Luna-Account-Id": acc}
+
+            async def publish(i: int, after: float) -> int:
+                await asyncio.sleep(after)
+                body = {**json.loads(BODY), "events": [face_event(seq=i)]}
+                async with session.post(
+                    service.url + "/publish", json=body, headers=headers
+                ) as r:
+                    return r.status
+
+            async def stutter() -> None:
+                for _ in range(3):  # 0.7 s stopped, 1 ms running: about one reply a pause
+                    os.kill(pid, signal.SIGSTOP)
+                    await asyncio.sleep(0.7)
+                    os.kill(pid, signal.SIGCONT)
+                    await asyncio.sleep(0.001)
+
+            async with session.ws_connect(service.ws_url + "/ws", headers=headers) as ws:
+                try:
+                    *statuses, _ = await asyncio.gather(
+                        *(publish(i, 0.1) for i in range(8)), publish(8, 1.2), stutter()
+                    )
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+                assert statuses == [204] * 9, statuses
+                seqs = [(await recv_json(ws))["event"]["seq"] for _ in range(9)]
+                assert sorted(seqs) == list(range(9))
         _quiet(service)
     finally:
         assert service.terminate() == 0, service.log()[-3000:]

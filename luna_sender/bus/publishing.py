@@ -37,16 +37,22 @@ def reason(exc: BaseException) -> str:
 
 
 class StallGuard:
-    """Wraps each publish (``async with guard():``); refuses while another one is stuck."""
+    """Wraps each publish (``async with guard(slots, wait):``); refuses while another is stuck.
+
+    Only the time a PUBLISH spends written and unanswered counts as a stall: with a small
+    ``max_connections`` a publish may queue for a connection for longer than ``stall_after``
+    while Redis answers each one at once, and counting that wait refused every publish with
+    Redis fine (an outside pass: 400 publishers behind one connection).
+    """
 
     def __init__(self, stall_after: float = 1.0) -> None:
         self.stall_after = stall_after
         self._started: dict[object, float] = {}
+        self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
-    @contextlib.asynccontextmanager
-    async def __call__(self) -> AsyncIterator[None]:
+    def _refuse_if_stalled(self) -> None:
         now = time.monotonic()
         if any(now - t > self.stall_after for t in self._started.values()):
             raise BusError(
@@ -54,14 +60,31 @@ class StallGuard:
                 NOT_PUBLISHED,
                 published=False,
             )
-        token = object()
-        self._started[token] = now
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, slots: asyncio.Semaphore, wait: float) -> AsyncIterator[None]:
+        self._refuse_if_stalled()
+        # Queued publishes count for drained(): a 204 answered during shutdown is delivered.
+        self._pending += 1
         self._idle.clear()
         try:
-            yield
+            try:
+                await asyncio.wait_for(slots.acquire(), wait)
+            except TimeoutError:
+                raise BusError("not sent: no free connection", NOT_PUBLISHED, False) from None
+            try:
+                self._refuse_if_stalled()  # a stall may have begun while this one queued
+                token = object()
+                self._started[token] = time.monotonic()
+                try:
+                    yield
+                finally:
+                    del self._started[token]
+            finally:
+                slots.release()
         finally:
-            del self._started[token]
-            if not self._started:
+            self._pending -= 1
+            if not self._pending:
                 self._idle.set()
 
     async def drained(self, timeout: float) -> None:

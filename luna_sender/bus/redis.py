@@ -128,15 +128,8 @@ class RedisBus:
 
     async def publish(self, channel: str, data: bytes) -> None:
         """PUBLISH once, never blindly retried (publishing.py says when it is undecidable)."""
-        async with self._publish_guard():
-            try:
-                await asyncio.wait_for(self._publish_slots.acquire(), self._publish_timeout)
-            except TimeoutError:
-                raise BusError("not sent: no free connection", NOT_PUBLISHED, False) from None
-            try:
-                await self._publish_once(channel, data)
-            finally:
-                self._publish_slots.release()
+        async with self._publish_guard(self._publish_slots, self._publish_timeout):
+            await self._publish_once(channel, data)
 
     async def _publish_once(self, channel: str, data: bytes) -> None:
         await publish_once(self._client.connection_pool, channel, data, self._publish_timeout)

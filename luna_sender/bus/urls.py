@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import inspect
 import os
+import re
 from typing import NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -90,6 +91,43 @@ MIN_CONNECTIONS = 3
 
 
 def check_url(url: str) -> None:
+    """:func:`_check_url`, its message never quoting part of the URL's user:password.
+
+    A password's own ``/``, ``?`` or ``#`` (unencoded) ends the host part early for redis-py,
+    whose error then quoted the rest as a port or an option name: ``check-config`` and the log
+    showed pieces of the password (an outside pass: ``Port could not be cast ... 'Sup3r'``).
+    """
+    try:
+        _check_url(url)
+    except ValueError as exc:
+        raise ValueError(_redacted(str(exc), url)) from None
+
+
+def _redacted(message: str, url: str) -> str:
+    rest = url.partition("://")[2]
+    secret = rest[: rest.rfind("@")] if "@" in rest else ""
+    if not secret:
+        return message
+
+    def hide(match: re.Match[str]) -> str:
+        text = match.group(0)[1:-1]
+        short = len(text) < _OVERLAP and text in secret
+        tail = "@" in text and secret.endswith(text.partition("@")[0])  # "ss@host" of "pa?ss"
+        if short or tail or any(text[i : i + _OVERLAP] in secret for i in range(len(text) - 2)):
+            return "'<hidden: part of the password>'"
+        return match.group(0)
+
+    hidden = re.sub(r"'[^']*'|\"[^\"]*\"", hide, message)
+    if hidden != message:
+        hidden += " (percent-encode a password's '/', '?', '#' and '@': %2F %3F %23 %40)"
+    return hidden
+
+
+# A quoted piece of an error sharing this many characters with the userinfo is hidden.
+_OVERLAP = 3
+
+
+def _check_url(url: str) -> None:
     """Raise ValueError saying what is wrong with a bus URL, reading it as its backend will but
     without connecting. The backends read their URL only when the service starts, so a bad port
     or option passed ``check-config`` and then ended the start with a traceback, or left a
