@@ -307,6 +307,14 @@ BAD_BUS_URLS = [
     ("redis://127.0.0.1:6379/0?ssl_cert_reqs=none", "'ssl_cert_reqs' (TLS options need rediss"),
     ("redis://127.0.0.1:6379/0?socket_timout=2", "no option 'socket_timout'"),
     ("rediss://127.0.0.1:6379/0?ssl_cert_reqs=bogus", "Invalid SSL Certificate Requirements"),
+    # Passed, then the service never connected (an outside pass): no reply ever read, a TLS
+    # context that cannot be built, a retry list redis-py split into letters.
+    ("redis://127.0.0.1:6379/0?socket_read_size=0", "socket_read_size '0'"),
+    ("redis://127.0.0.1:6379/0?retry_on_error=TimeoutError", "cannot set retry_on_error"),
+    (f"rediss://127.0.0.1:6379/0?ssl_ca_certs={REPO / 'README.md'}", "NO_CERTIFICATE"),
+    ("rediss://127.0.0.1:6379/0?ssl_ca_data=xyz", "TLS options: SSLError"),
+    ("rediss://127.0.0.1:6379/0?ssl_min_version=99", "Unsupported TLS/SSL version"),
+    ("rediss://127.0.0.1:6379/0?ssl_ciphers=NOPE", "No cipher can be selected"),
     # Accepted, then msgpack and non-UTF-8 messages cut the bus connection (an outside pass)
     ("redis://127.0.0.1:6379/0?decode_responses=true", "decode_responses"),
     ("redis://127.0.0.1:6379/0?encoding=nope", "encoding 'nope'"),
@@ -385,6 +393,7 @@ def test_the_bus_urls_of_the_docs_are_still_read() -> None:
         "redis://127.0.0.1:6379/0?password=&socket_timeout=",
         "redis+sentinel://127.0.0.1:26379/main?sentinel_password=",
         "rediss://127.0.0.1:6380/0?ssl_cert_reqs=required&ssl_check_hostname=false&lib_name=x",
+        "rediss://127.0.0.1:6380/0?ssl_min_version=771&ssl_ciphers=HIGH&socket_read_size=65536",
         "redis+sentinel://[::1]:26379,[::1]/main",
         "redis+cluster://[::1]:7000",
     ):

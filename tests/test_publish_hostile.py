@@ -305,9 +305,7 @@ async def test_publishes_queued_behind_a_stuttering_redis_are_not_taken_for_a_st
             async def publish(i: int, after: float) -> int:
                 await asyncio.sleep(after)
                 body = {**json.loads(BODY), "events": [face_event(seq=i)]}
-                async with session.post(
-                    service.url + "/publish", json=body, headers=headers
-                ) as r:
+                async with session.post(service.url + "/publish", json=body, headers=headers) as r:
                     return r.status
 
             async def stutter() -> None:

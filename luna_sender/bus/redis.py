@@ -30,7 +30,6 @@ from redis.exceptions import ResponseError
 from luna_sender.bus import dialect as replies
 from luna_sender.bus import publishing
 from luna_sender.bus.base import (
-    NOT_PUBLISHED,
     NOT_REACHABLE,
     NOT_SUBSCRIBED,
     BusError,

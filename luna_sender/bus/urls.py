@@ -11,7 +11,8 @@ import codecs
 import inspect
 import os
 import re
-from typing import NamedTuple
+import ssl
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 
@@ -209,6 +210,14 @@ def _check_single(scheme: str, url: str) -> None:
                 raise ValueError(f"{name} {value!r} in the bus URL is not a positive number")
     for value in options.get("db", []):
         _database(value)
+    for value in options.get("socket_read_size", []):  # 0 or below: no reply is ever read
+        if not (_number(value) and int(value) > 0):
+            raise ValueError(f"socket_read_size {value!r} in the bus URL is not a number from 1")
+    if options.get("retry_on_error"):  # redis-py split the text into letters: a TypeError later
+        raise ValueError(
+            "the bus URL cannot set retry_on_error: the bus never resends a command "
+            "(a PUBLISH resent after a timeout is delivered twice)"
+        )
     for value in options.get("health_check_interval", []):
         if not _number(value):  # a negative one made redis-py check before every command
             raise ValueError(
@@ -244,7 +253,7 @@ def _check_single(scheme: str, url: str) -> None:
             raise ValueError(f"encoding {value!r} in the bus URL: only utf-8")
     pool = ConnectionPool.from_url(url)  # the port, and every option, as redis-py reads them
     try:  # builds, does not connect: ``?protocol=9``, an unknown option, a TLS option on redis://
-        pool.make_connection()  # type: ignore[no-untyped-call]
+        connection = pool.make_connection()  # type: ignore[no-untyped-call]
     except TypeError as exc:  # redis-py passes every unknown option on as a keyword
         name = str(exc).rpartition(" ")[2]
         if not name.startswith("'"):  # another TypeError than an unknown keyword
@@ -253,6 +262,7 @@ def _check_single(scheme: str, url: str) -> None:
         raise ValueError(f"the bus URL takes no option {name}{hint}") from None
     except Exception as exc:
         raise ValueError(f"the bus URL's options: {exc}") from None
+    _check_tls(connection)
     if scheme == "unix":
         if not urlsplit(url).path:
             raise ValueError("unix:// URL needs the socket's path: unix:///path/redis.sock")
@@ -262,3 +272,16 @@ def _check_single(scheme: str, url: str) -> None:
     database = url.partition("?")[0].split("://", 1)[1].partition("/")[2].strip("/")
     if database:  # redis-py would quietly use database 0 for one that is not a number
         _database(database)
+
+
+def _check_tls(connection: Any) -> None:
+    """Build the TLS context a rediss:// connection would build at connect: a CA file that
+    holds no certificate, ``?ssl_ciphers=NOPE``, ``?ssl_min_version=99`` or ``?ssl_ca_data=x``
+    passed the check, then the service never connected (an outside pass)."""
+    context = getattr(connection, "ssl_context", None)
+    if context is None:
+        return
+    try:
+        context.get()
+    except (ssl.SSLError, OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"the bus URL's TLS options: {type(exc).__name__}: {exc}") from None
