@@ -315,6 +315,11 @@ BAD_BUS_URLS = [
     ("rediss://127.0.0.1:6379/0?ssl_ca_data=xyz", "TLS options: SSLError"),
     ("rediss://127.0.0.1:6379/0?ssl_min_version=99", "Unsupported TLS/SSL version"),
     ("rediss://127.0.0.1:6379/0?ssl_ciphers=NOPE", "No cipher can be selected"),
+    # Read otherwise than written: redis-py takes the first copy of an option and ?db= over
+    # the path (an outside pass).
+    ("redis://127.0.0.1:6379/0?socket_timeout=2&socket_timeout=abc", "'socket_timeout' more"),
+    ("redis+sentinel://127.0.0.1/main?sentinel_password=a&sentinel_password=b", "more than once"),
+    ("redis://127.0.0.1:6379/0?db=1", "two databases: /0 and ?db=1"),
     # Accepted, then msgpack and non-UTF-8 messages cut the bus connection (an outside pass)
     ("redis://127.0.0.1:6379/0?decode_responses=true", "decode_responses"),
     ("redis://127.0.0.1:6379/0?encoding=nope", "encoding 'nope'"),
@@ -394,6 +399,8 @@ def test_the_bus_urls_of_the_docs_are_still_read() -> None:
         "redis+sentinel://127.0.0.1:26379/main?sentinel_password=",
         "rediss://127.0.0.1:6380/0?ssl_cert_reqs=required&ssl_check_hostname=false&lib_name=x",
         "rediss://127.0.0.1:6380/0?ssl_min_version=771&ssl_ciphers=HIGH&socket_read_size=65536",
+        "redis+cluster://127.0.0.1:7000/0",  # the one database a Cluster has
+        "redis://127.0.0.1:6379/1?db=1",
         "redis+sentinel://[::1]:26379,[::1]/main",
         "redis+cluster://[::1]:7000",
     ):

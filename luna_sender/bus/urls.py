@@ -13,7 +13,7 @@ import os
 import re
 import ssl
 from typing import Any, NamedTuple
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
 
 
 class BusUrl(NamedTuple):
@@ -138,6 +138,10 @@ def _check_url(url: str) -> None:
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
         return
+    named = _named(url)
+    twice = sorted({name for name in named if named.count(name) > 1})
+    if twice:  # redis-py reads the first copy: ?socket_timeout=abc&socket_timeout=2 hid a typo
+        raise ValueError(f"the bus URL gives option {twice[0]!r} more than once")
     if scheme in ("redis", "rediss", "unix"):
         _check_single(scheme, url)
         return
@@ -150,7 +154,7 @@ def _check_url(url: str) -> None:
         known = ", ".join(sorted(MULTI_HOST_OPTIONS[kind]))
         raise ValueError(f"{scheme}:// URL takes no option {unknown[0]!r} (only {known})")
     if kind == "cluster":
-        if parts:
+        if parts not in ([], ["0"]):  # /0 says what a Cluster has anyway
             raise ValueError(f"{scheme}:// URL takes no path (a Cluster has database 0 only)")
         if any(v.lower() not in SHARDED for v in parsed.query.get("sharded", [])):
             raise ValueError(f"sharded is one of {', '.join(SHARDED)}")
@@ -171,7 +175,7 @@ def _database(text: str) -> None:
 def _named(url: str) -> list[str]:
     """Every option the URL names, with a value or not: redis-py drops one written without a
     value (``?sockettimeout``, a template's empty variable), so a misspelt one did nothing."""
-    return list(parse_qs(url.partition("?")[2], keep_blank_values=True))
+    return [name for name, _ in parse_qsl(url.partition("?")[2], keep_blank_values=True)]
 
 
 def _connection_options(scheme: str) -> tuple[frozenset[str], frozenset[str]]:
@@ -272,6 +276,10 @@ def _check_single(scheme: str, url: str) -> None:
     database = url.partition("?")[0].split("://", 1)[1].partition("/")[2].strip("/")
     if database:  # redis-py would quietly use database 0 for one that is not a number
         _database(database)
+        if options.get("db", [database]) != [database]:  # redis-py takes ?db= over the path
+            raise ValueError(
+                f"the bus URL names two databases: /{database} and ?db={options['db'][0]}"
+            )
 
 
 def _check_tls(connection: Any) -> None:
