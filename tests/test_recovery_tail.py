@@ -8,7 +8,9 @@ not the history. A client that moves to ``other`` with ``since`` was answered ``
 true, replayed: 0`` over them (an outside pass: 10 of 105 resumes at 300 events/s without a
 freeze). ``other`` now appends what it received of the channel just before it starts recording
 it, ahead of its read; the history records each message once, so ``first``'s own appends once
-it wakes add nothing twice.
+it wakes add nothing twice. And its read waits for ``first``'s answer to a fence
+(bus/fences.py): a recorder frozen past the fence's wait leaves a gap marker (``false``), as its
+socket may hold events older than any tail.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from luna_sender.bus.fences import WAIT as FENCE_WAIT
 from luna_sender.bus.redis_history import DEFAULT_PREFIX, FRESH
 from luna_sender.delivery.recovery import (
     SETTLE,
@@ -62,9 +65,11 @@ async def _resume_on_the_listener(
     env: dict[str, str] | None = None,
     missed: int = 2,
     move_after: float = 0.0,
+    wake_after: float = 0.3,
 ) -> tuple[Any, list[Any]]:
     """Returns the resume's recovery frame and what followed it: the replay of the ``missed``
-    events published during the freeze (tagged 2, 3, ...), then one more."""
+    events published during the freeze (tagged 2, 3, ...), then one more. The recorder wakes
+    ``wake_after`` the resume's 101, within the fence the resume waits on (bus/fences.py)."""
     tags = [str(n) for n in range(2, 2 + missed)]
     first = Service("--redis-url", redis.url, env=env)
     other = Service("--redis-url", redis.url, env=env)
@@ -92,6 +97,8 @@ async def _resume_on_the_listener(
                     await asyncio.sleep(0.2)
                 await asyncio.sleep(max(0.0, frozen + move_after - loop_time()))
                 resumed = await session.ws_connect(other.ws_url + path, params={"since": offset})
+                await asyncio.sleep(wake_after)
+                os.kill(first.proc.pid, signal.SIGCONT)
                 answer = await recv_json(resumed)
                 replay = await _frames(resumed, answer["recovery"]["replayed"])
             finally:
@@ -122,10 +129,10 @@ def loop_time() -> float:
     return asyncio.get_running_loop().time()
 
 
-def _next_beat(redis: RedisServer) -> None:
+def _next_beat(redis: RedisServer, acc: str = "*") -> None:
     """Wait for the recorder's next registration refresh (the score of its name moves)."""
     client = redis.client()
-    (key,) = [k for k in client.scan_iter(match=f"{DEFAULT_PREFIX}:*:r")]
+    (key,) = [k for k in client.scan_iter(match=f"{DEFAULT_PREFIX}:*{acc}*:r")]
     before = client.zrange(key, 0, -1, withscores=True)
     deadline = time.monotonic() + 5
     while client.zrange(key, 0, -1, withscores=True) == before:
@@ -235,13 +242,13 @@ def test_large_messages_are_held_up_to_the_tails_byte_budget_the_oldest_going_fi
 
 
 async def _move_to_an_instance_new_to_the_account(
-    redis: RedisServer, publish_after_101: bool
+    redis: RedisServer, publish_after_101: bool, frozen_for: float = 0.03
 ) -> tuple[Any, list[str], Any, list[str]]:
     """The recorder (``first``) frozen while event 2 is published, and 3 with
-    ``publish_after_101``, until 30 ms after the client that left it has the 101 of its resume
-    on ``other``, where a read or an append made at once is done by then; then event 4, then a
-    second resume from the same offset on ``first``. Returns both resumes' recovery frames and
-    the tags each got."""
+    ``publish_after_101``, until ``frozen_for`` after the client that left it has the 101 of its
+    resume on ``other`` (30 ms: a read or an append made at once is done by then); then event
+    4, then a second resume from the same offset on ``first``. Returns both resumes' recovery
+    frames and the tags each got."""
     acc, acc2 = account(), account()
     first = Service("--redis-url", redis.url)
     other = Service("--redis-url", redis.url)
@@ -260,13 +267,14 @@ async def _move_to_an_instance_new_to_the_account(
             await recv_json(warm)
             await publish("1")
             offset = (await recv_json(ws))["offset"]
+            await asyncio.to_thread(_next_beat, redis, acc)  # believed for 1.5 s from here
             os.kill(first.proc.pid, signal.SIGSTOP)
             try:
                 await publish("2")
                 resumed = await session.ws_connect(other.ws_url + "/ws", params={"since": offset})
                 if publish_after_101:
                     await publish("3")
-                await asyncio.sleep(0.03)
+                await asyncio.sleep(frozen_for)
             finally:
                 os.kill(first.proc.pid, signal.SIGCONT)
             answer = await recv_json(resumed)
@@ -315,3 +323,34 @@ async def test_a_new_subscriptions_first_events_are_recorded_after_the_ones_befo
     assert answer == {"recovery": {"recovered": True, "replayed": 2}}
     assert got == ["2", "3", "4"]
     assert (answer2, got2) == ({"recovery": {"recovered": True, "replayed": 3}}, ["2", "3", "4"])
+
+
+@pytest.mark.slow
+async def test_a_resume_on_a_new_instance_waits_for_a_recorder_frozen_under_a_second(
+    private_redis: RedisServer,
+) -> None:
+    """The recorder is frozen 0.5 s (believed: under the 1.5 s since its last refresh) with
+    event 2 unappended while the client moves to an instance new to the account. The read 100
+    ms after the subscription missed it behind ``recovered: true`` (outside passes: 16-102
+    events in 11 of 12 such moves). The new instance now fences the recorder (bus/fences.py):
+    its read waits until the recorder, awake, has appended what it received before."""
+    answer, got, answer2, got2 = await _move_to_an_instance_new_to_the_account(
+        private_redis, publish_after_101=True, frozen_for=0.5
+    )
+    assert (answer, got) == ({"recovery": {"recovered": True, "replayed": 2}}, ["2", "3", "4"])
+    assert (answer2, got2) == ({"recovery": {"recovered": True, "replayed": 3}}, ["2", "3", "4"])
+
+
+@pytest.mark.slow
+async def test_a_resume_on_a_new_instance_is_told_false_when_the_recorder_stays_frozen(
+    private_redis: RedisServer,
+) -> None:
+    """Frozen 1.3 s, still believed when the client moves (refreshed under 1.5 s before), but
+    silent past the fence's 1 s: the new instance marks a gap rather than promise event 2,
+    which only the frozen recorder has. Every resume from before it answers ``false``."""
+    assert FENCE_WAIT < 1.3 < FRESH
+    answer, got, answer2, got2 = await _move_to_an_instance_new_to_the_account(
+        private_redis, publish_after_101=False, frozen_for=1.3
+    )
+    assert (answer, got) == ({"recovery": {"recovered": False, "replayed": 0}}, ["4"])
+    assert answer2 == {"recovery": {"recovered": False, "replayed": 0}}

@@ -39,7 +39,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 # Generous bounds: anything larger is garbage, and int() on a 10,000-digit string is slow.
 _OFFSET = re.compile(r"([0-9a-f]{1,32})\.([0-9]{1,16})-([0-9]{1,19})(?:\.([0-9]{1,6}))?")
@@ -147,6 +147,19 @@ class History(Protocol):
     def mark_nowait(self, channel: str, start: bool) -> asyncio.Future[bool]:
         """Queue a gap marker (see the module doc), ordered with appends like
         :meth:`append_nowait`; the result says whether one was written."""
+        ...
+
+    async def counted_on(self, channel: str, timeout: float) -> set[str]:
+        """The other recorders whose registration this instance's last start marker on
+        ``channel`` believed instead of writing one; they are fenced (bus/fences.py)."""
+        ...
+
+    async def ask_fence(self, name: str, token: str, channel: str) -> bool:
+        """Ask recorder ``name`` for a fence on ``channel``; False when it cannot answer."""
+        ...
+
+    def answer_nowait(self, channel: str, token: str, reply_to: str) -> asyncio.Future[Any]:
+        """Answer a fence, ordered after the appends queued so far."""
         ...
 
     async def release(self, channel: str) -> None:
@@ -265,6 +278,18 @@ class MemoryHistory:
             assert ring is not None
             ring.gaps.add(self._append(channel, b"").seq)
         done.set_result(write)
+        return done
+
+    # One process: no other recorder to fence.
+    async def counted_on(self, channel: str, timeout: float) -> set[str]:
+        return set()
+
+    async def ask_fence(self, name: str, token: str, channel: str) -> bool:
+        return False
+
+    def answer_nowait(self, channel: str, token: str, reply_to: str) -> asyncio.Future[Any]:
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(0)
         return done
 
     async def release(self, channel: str) -> None:

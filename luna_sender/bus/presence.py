@@ -13,6 +13,9 @@ own pub/sub connection, so it dies with everything that makes a recorder miss ev
   taken, so registrations made before the gap do not come back to life. The recorder registers
   the new name with its gap marker (delivery/recorder.py), not before.
 
+The name is also where other instances reach this one's recorder: fence requests and answers
+(bus/fences.py) are published to it, and Redis delivers them in order with the events.
+
 Cluster has no presence: there each node counts its own clients' subscriptions only.
 """
 

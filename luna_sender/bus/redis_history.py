@@ -63,7 +63,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from luna_sender.bus import presence
+from luna_sender.bus import fences, presence
 from luna_sender.bus.base import BusError
 from luna_sender.bus.history import (
     NOT_RECOVERED,
@@ -109,6 +109,7 @@ class RedisHistory:
             url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=NO_RETRY
         )
         self._bodies = {"append": APPEND, "since": SINCE, "mark": MARK, "beat": BEAT_SCRIPT}
+        self._bodies["ack"] = fences.ACK
         self._sha = {
             name: hashlib.sha1(body.encode()).hexdigest()  # Redis names scripts by SHA1
             for name, body in self._bodies.items()
@@ -129,6 +130,7 @@ class RedisHistory:
         self._presence = presence
         self._checks = sees_subscribers
         self._recording: dict[str, str] = {}  # channel -> the name it was registered under
+        self._starts: dict[str, asyncio.Future[Any]] = {}  # channel -> its start marker's run
         self._beat_task: asyncio.Task[None] | None = None
 
     def _keys(self, channel: str) -> tuple[str, str]:
@@ -183,6 +185,8 @@ class RedisHistory:
         args = [mode, name, int(BEAT_TTL * 1000), self.window.size, self._limits[1]]
         args += ["1" if self._checks else "", int(FRESH * 1000)]
         op = self._enqueue("mark", [stream, meta, recorders], args)
+        if start:
+            self._starts[channel] = op.future
         result: asyncio.Future[bool] = op.future.get_loop().create_future()
 
         def settle(done: asyncio.Future[Any]) -> None:
@@ -193,12 +197,38 @@ class RedisHistory:
             elif (error := done.exception()) is not None:
                 result.set_exception(error)
             else:
-                result.set_result(bool(done.result()))
+                result.set_result(done.result() == 1)  # a list: the recorders believed
 
         op.future.add_done_callback(settle)
         return result
 
+    async def counted_on(self, channel: str, timeout: float) -> set[str]:
+        """The other recorders this instance's start marker on ``channel`` believed instead of
+        writing a marker: they are to be fenced (bus/fences.py). Cluster: none, it has no
+        presence names to reach them by."""
+        start = self._starts.pop(channel, None)
+        if start is None or not self._checks:
+            return set()
+        try:
+            return fences.believed(await asyncio.wait_for(asyncio.shield(start), timeout))
+        except Exception:  # failed: the channel owes a marker anyway (delivery/recorder.py)
+            return set()
+
+    async def ask_fence(self, name: str, token: str, channel: str) -> bool:
+        """False when nobody holds ``name`` (that recorder cannot answer) or there is no bus
+        connection to be answered on."""
+        reply_to = self._presence() if self._presence is not None else None
+        if reply_to is None:
+            return False
+        return bool(await self._client.publish(name, fences.ask(token, channel, reply_to)))
+
+    def answer_nowait(self, channel: str, token: str, reply_to: str) -> asyncio.Future[Any]:
+        """A fence's answer, run by Redis after this instance's appends queued so far."""
+        reply = fences.answer(token, self._recording.get(channel, ""))
+        return self._enqueue("ack", [], [reply_to, reply]).future
+
     async def release(self, channel: str) -> None:
+        self._starts.pop(channel, None)
         name = self._recording.pop(channel, None)
         if name is not None:
             await self._submit("beat", [f"{self.prefix}:{{{channel}}}:r"], [name, ""])

@@ -84,9 +84,11 @@ return {meta[1], last, first, redis.call('XRANGE', KEYS[1], start, '+')}
 # KEYS: stream, meta, recorders. ARGV: 'start' | 'gap', the recorder's name (its bus connection's
 # presence channel, bus/presence.py), registration ttl ms, size, ttl ms, '1' where this server
 # counts every subscriber ('' in a Cluster), how recent (ms) a registration's last refresh must
-# be to be believed (a stalled recorder keeps its connections, not its beat). Returns 1 when a
-# marker was written ('start': only when no live recorder, this one included, was registered:
-# one still registered has recorded all along). A registration outlives a recorder killed
+# be to be believed (a stalled recorder keeps its connections, not its beat). Returns the names
+# of the recorders a 'start' believed instead of writing a marker (to fence, bus/fences.py;
+# 0 in a Cluster, which has no presence names), 1 when a marker was written ('start': only when
+# no live recorder, this one included, was registered: one still registered has recorded all
+# along). A registration outlives a recorder killed
 # without a stop by up to its ttl, and one whose subscription was cut until its gap marker; its
 # presence channel does not, so a registration nobody holds the channel of is not believed, and
 # the marker is written (docs/recovery.md "A crashed recorder"). Listeners of the event channel
@@ -104,11 +106,14 @@ redis.call('PEXPIRE', KEYS[3], reg)
 if ARGV[1] == 'start' and live > 0 then
   if mine then return 0 end
   local fresh = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. (now + reg - ARGV[7]), '+inf')
+  local believed = {}
   for _, id in ipairs(fresh) do
     if id ~= ARGV[2] and (ARGV[6] == '' or redis.call('PUBSUB', 'NUMSUB', id)[2] > 0) then
-      return 0
+      if ARGV[6] == '' then return 0 end
+      believed[#believed + 1] = id
     end
   end
+  if #believed > 0 then return believed end
 end
 local meta = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'ms', 'total')
 if not meta[1] then return 0 end

@@ -1,12 +1,10 @@
 """Live connections, indexed for matching, and the fan-out.
 
-Data flows one way: bus -> :meth:`Hub.on_message` -> filters -> socket. Each bus message is decoded
-once; connections with identical filters share a :class:`Group`, so a predicate runs once per
-distinct filter, not per socket; an event's envelope is built and framed once, only when
-something matches, and one loop turn's frames go to a socket as one write. Decoding and matching
-are :mod:`luna_sender.delivery.matching`'s (shared with the forwarder plugin); writes,
-backpressure and close are :mod:`luna_sender.delivery.connection`'s. See docs/reliability.md.
-"""
+Data flows one way: bus -> :meth:`Hub.on_message` -> filters -> socket. Each message is decoded
+once; sockets with identical filters share a :class:`Group`, so a predicate runs once per distinct
+filter; an envelope is built and framed once, only when something matches, and one loop turn's
+frames go to a socket as one write. Decoding and matching: :mod:`.matching` (shared with the
+forwarder plugin); writes, backpressure, close: :mod:`.connection`. See docs/reliability.md."""
 
 from __future__ import annotations
 
@@ -17,11 +15,13 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from luna_sender import wire
+from luna_sender.bus import presence
 from luna_sender.delivery import matching
 from luna_sender.delivery.connection import CLOSE_GOING_AWAY, CLOSE_RESUME, Connection
 from luna_sender.delivery.frames import text_frame
 from luna_sender.delivery.groups import Batch, Budgets, GroupSet, face_index, general_index
-from luna_sender.delivery.recorder import POISON, Recorder, Tally
+from luna_sender.delivery.recorder import POISON, Recorder
+from luna_sender.delivery.recovery import Tally
 from luna_sender.delivery.rendering import write_recorded
 from luna_sender.delivery.sweep import Sweep
 from luna_sender.runtime.clock import wait_running
@@ -203,12 +203,11 @@ class Hub:
             kind = "general"
         elif channel.startswith(self._face_prefix):
             kind = "face"
-        else:
-            return
+        else:  # else only a presence channel's fences are read (bus/fences.py)
+            return self.recorder.on_presence(data) if channel.startswith(presence.PREFIX) else None
         # Fanned out at the end of the loop turn with every message of the same turn (the bus
-        # reader hands over all it has buffered at once): see _drain. Recorded at once, so
-        # appends keep receive order ahead of any later ``since``; recording costs the plain
-        # sockets this one look-up.
+        # reader hands all it has buffered at once): see _drain. Recorded at once, so appends
+        # keep receive order ahead of any later ``since``; plain sockets pay one look-up.
         started = time.perf_counter()
         tally = Tally() if channel in self._recorded else None
         inbox = self._inbox

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from luna_sender.bus.history import Offset
 
 if TYPE_CHECKING:
-    from luna_sender.delivery.recorder import Recorder, Tally
+    from luna_sender.delivery.recorder import Recorder
+    from luna_sender.delivery.recovery import Tally
 
 APPEND_WAIT = 1.0
 

@@ -41,11 +41,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from luna_sender.bus import fences
 from luna_sender.bus.base import BusError
 from luna_sender.bus.history import History, Offset, Replay
+from luna_sender.delivery.fencing import Fencing
 from luna_sender.delivery.frames import text_frame
 from luna_sender.delivery.pipe import Pipe
-from luna_sender.delivery.recovery import SETTLE, Recording, Tail
+from luna_sender.delivery.recovery import SETTLE, Recording, Tail, Tally, after, chain, retrieve
 from luna_sender.delivery.rendering import render_for
 
 if TYPE_CHECKING:
@@ -60,59 +62,13 @@ SINCE_WAIT = 2.0
 POISON = object()  # the hub's plain fan-out found the message undecodable (it reported it)
 
 
-class Tally:
-    """One recorded bus message's deliveries, counted by the hub's plain fan-out (at the end
-    of the loop turn) and by its recovering sockets (once the offset is known) in either
-    order: the plugins get one notice per message, from whichever side finishes second."""
-
-    __slots__ = ("create_time", "plain", "rec")
-
-    def __init__(self) -> None:
-        self.plain: int | None = None
-        self.rec: int | None = None
-        self.create_time: object = None
-
-    def plain_done(self, sent: int) -> bool:
-        self.plain = sent
-        return self.rec is not None
-
-    def recovering(self, sent: int, create_time: object) -> bool:
-        self.rec, self.create_time = sent, create_time
-        return self.plain is not None
-
-    def total(self) -> int:
-        return (self.plain or 0) + (self.rec or 0)
-
-
 # hub callback: (channel, kind, data, offset, tally, started, stale) -> writes to the channel's
 # recovering sockets; ``tally``/``started`` are the hub's, passed through (Recorder.record);
 # ``stale``: the offset is not past what the sockets got (Recorder.forward).
 Deliver = Callable[[str, str, bytes, Offset | None, Tally, float, bool], None]
 _Deferred = tuple[bytes, "asyncio.Future[Offset]"]
-
-
-def _chain(done: asyncio.Future[Offset], real: asyncio.Future[Offset]) -> None:
-    """A deferred append's outcome, to the future its message waits on in the pipe."""
-    if done.done():
-        return
-    if real.cancelled():
-        done.cancel()
-    elif (error := real.exception()) is not None:
-        done.set_exception(error)
-    else:
-        done.set_result(real.result())
-
-
-def _after(offset: Offset, last: Offset) -> bool:
-    """Later in the same epoch, by time then sequence (a restored snapshot counts its sequence
-    again from an older value, at a later time; delivery/recovery.py's ``_covered``)."""
-    return (offset.ms, offset.seq) > (last.ms, last.seq)
-
-
-def _retrieve(done: asyncio.Future[Any]) -> None:
-    """An abandoned operation's error is expected (the breaker reported it): retrieve it."""
-    if not done.cancelled():
-        done.exception()
+# A new subscription settling: (its end, the messages it holds, the fences asked meanwhile)
+_Settle = tuple[float, list[_Deferred], list[tuple[str, str]]]
 
 
 class Recorder:
@@ -131,7 +87,7 @@ class Recorder:
         # What the hub received on channels not recorded: appended again when one starts
         self.tail = Tail(dedupe) if history is not None and history.shared else None
         self._owed: dict[str, list[bytes]] = {}  # channel -> its tail, appended after the marker
-        self._deferred: dict[str, tuple[float, list[_Deferred]]] = {}  # (deadline, held): joined
+        self._deferred: dict[str, _Settle] = {}  # channel -> its settle (joined)
         self.channels: set[str] = set()  # recorded now: the one look-up on the plain path
         self.deliver = deliver
         self.metrics = metrics
@@ -140,6 +96,8 @@ class Recorder:
         self._open_until = 0.0
         self._unmarked: set[str] = set()  # recorded since joined, start marker not queued yet
         self._dirty: set[str] = set()  # an append was lost: a marker before the next one
+        self.fencing = Fencing(history) if history is not None and history.shared else None
+        self._fences: dict[str, asyncio.Future[bool]] = {}  # channel -> its start's fence
 
     # --- the breaker -----------------------------------------------------------------------
 
@@ -175,7 +133,7 @@ class Recorder:
         stale = False
         if offset is not None:
             last = self._last.get(channel)
-            if last is None or last.epoch != offset.epoch or _after(offset, last):
+            if last is None or last.epoch != offset.epoch or after(offset, last):
                 self._last[channel] = offset
             else:
                 stale = True
@@ -192,10 +150,19 @@ class Recorder:
         self._dirty.discard(channel)
         marked = history.mark_nowait(channel, start=not dirty)
         marked.add_done_callback(lambda done: self._lost(channel, done))
+        if not dirty and self.fencing is not None:
+            fence = asyncio.ensure_future(self._fenced(history, channel))
+            self._fences[channel] = fence
+            fence.add_done_callback(lambda done: self._fence_over(channel, done))
         for data in self._owed.pop(channel, ()):  # after the marker, before what is recorded
             again = history.append_nowait(channel, data)
             again.add_done_callback(lambda done: self._lost(channel, done))
         return marked
+
+    def _fence_over(self, channel: str, done: asyncio.Future[bool]) -> None:
+        if self._fences.get(channel) is done:
+            del self._fences[channel]
+        retrieve(done)
 
     def _lost(self, channel: str, done: asyncio.Future[Any]) -> None:
         """An operation's outcome: a failed one makes the channel owe a marker."""
@@ -232,7 +199,7 @@ class Recorder:
                 pending = self._append(history, channel, data)
             else:  # a new subscription settling: appended with the rest by _flush
                 pending = asyncio.get_running_loop().create_future()
-                pending.add_done_callback(_retrieve)  # the pipe may give up on it first
+                pending.add_done_callback(retrieve)  # the pipe may give up on it first
                 settling[1].append((data, pending))
         pipe = self._pipes.get(channel)
         if pipe is None:
@@ -251,8 +218,25 @@ class Recorder:
         return pending
 
     def _flush(self, channel: str) -> None:
-        """A new subscription's settle is over: its messages so far are appended. At once, one
-        could land ahead of its predecessor (out of bus order in 1-4 of 100 such resumes)."""
+        """A new subscription's settle is over: its start marker, and its messages so far once
+        the fence that marker starts is done, so that they land after what the recorders it
+        counted on appended (appended at once, one landed ahead of its predecessor: out of bus
+        order in 1-4 of 100 such resumes; after 100 ms, behind a recorder frozen longer)."""
+        history = self.history
+        if channel not in self._deferred or history is None:
+            return
+        try:
+            self._mark(history, channel)
+        except Exception as exc:  # not even queued: still owed, queued before the next append
+            self._dirty.add(channel)
+            self.trip(str(exc))
+        fence = self._fences.get(channel)
+        if fence is None:
+            self._release(channel)
+        else:
+            fence.add_done_callback(lambda _: self._release(channel))
+
+    def _release(self, channel: str) -> None:
         settling, history = self._deferred.pop(channel, None), self.history
         if settling is None or history is None:
             return
@@ -265,7 +249,45 @@ class Recorder:
             if real is None:
                 done.cancel()
             else:
-                real.add_done_callback(functools.partial(_chain, done))
+                real.add_done_callback(functools.partial(chain, done))
+        for token, reply_to in settling[2]:  # fences asked while settling: behind these
+            self._answer(history, channel, token, reply_to)
+
+    def on_presence(self, data: bytes) -> None:
+        """A message on this instance's presence channel: a fence asked of it, or the answer
+        to one it asked (bus/fences.py)."""
+        got, history = fences.parse(data), self.history
+        if got is None or history is None or self.fencing is None:
+            return
+        kind, token, who, channel = got
+        if kind == fences.ANSWER:
+            self.fencing.answered(token, who)
+        elif channel in self.channels:  # else no answer: the asker marks a gap
+            self._answer(history, channel, token, who)
+
+    def _answer(self, history: History, channel: str, token: str, reply_to: str) -> None:
+        """Behind the appends of all received before the request, a settling channel's with its
+        settle, after any marker the channel owes."""
+        settling = self._deferred.get(channel)
+        if settling is not None:
+            settling[2].append((token, reply_to))
+            return
+        try:
+            self._mark(history, channel)
+            history.answer_nowait(channel, token, reply_to).add_done_callback(retrieve)
+        except Exception:  # not answered: the asker marks a gap
+            pass
+
+    async def _fenced(self, history: History, channel: str) -> bool:
+        """The start marker counted on other recorders: a gap marker when one did not answer
+        its fence (bus/fences.py), queued at once, before any resume's read waiting on this."""
+        assert self.fencing is not None
+        fenced = await self.fencing.run(channel)
+        if not fenced and channel in self.channels:
+            self._dirty.add(channel)
+            with contextlib.suppress(Exception):  # not even queued: still owed
+                self._mark(history, channel)
+        return fenced
 
     def joined(self, channel: str, subscribing: bool = False) -> None:
         """``subscribing`` (a new subscription): another recorder may not have appended the
@@ -273,7 +295,7 @@ class Recorder:
         read at once lost one behind ``true`` in 1 of 65 resumes). memory:// has no other."""
         self.recording.joined(channel)
         if subscribing and self.tail is not None and channel not in self._deferred:
-            self._deferred[channel] = (time.monotonic() + SETTLE, [])
+            self._deferred[channel] = (time.monotonic() + SETTLE, [], [])
             asyncio.get_running_loop().call_later(SETTLE, self._flush, channel)
         if channel not in self.channels:
             self._unmarked.add(channel)
@@ -298,7 +320,7 @@ class Recorder:
             self._last.pop(channel, None)
             if self.history is not None:
                 task = asyncio.ensure_future(self.history.release(channel))
-                task.add_done_callback(_retrieve)
+                task.add_done_callback(retrieve)
             pipe = self._pipes.get(channel)
             if pipe is not None and pipe.task is None:
                 del self._pipes[channel]
@@ -343,9 +365,14 @@ class Recorder:
             settling = self._deferred.get(channel)
             if settling is not None:  # a new subscription: another recorder's appends first
                 await asyncio.sleep(settling[0] - time.monotonic())
-                self._flush(channel)  # and this one's so far, before the read
+                self._flush(channel)
             try:
                 self._mark(self.history, channel)  # the read must see the marker it owes
+                fence = self._fences.get(channel)
+                if fence is not None:  # the other recorders' appends, or a gap marker, first
+                    await asyncio.wait([fence], timeout=2 * fences.WAIT)
+                self._release(channel)  # and this one's held messages, before the read
+                self._mark(self.history, channel)
             except Exception as exc:  # a marker that cannot even be queued: no promise
                 self._dirty.add(channel)
                 self.trip(str(exc))
@@ -376,6 +403,8 @@ class Recorder:
 
     async def close(self) -> None:
         self._deferred.clear()  # a settle ending after this appends nothing
+        for fence in list(self._fences.values()):
+            fence.cancel()
         for pipe in list(self._pipes.values()):
             if pipe.task is not None:
                 pipe.task.cancel()

@@ -39,7 +39,9 @@ may deliver a replayed event's live copy after the read returned.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 
@@ -285,3 +287,51 @@ class Tail:
             for entry in ring[i:] + ring[:i]
             if entry is not None and entry[1] == channel and entry[0] >= oldest
         ]
+
+
+class Tally:
+    """One recorded bus message's deliveries, counted by the hub's plain fan-out (at the end
+    of the loop turn) and by its recovering sockets (once the offset is known) in either
+    order: the plugins get one notice per message, from whichever side finishes second."""
+
+    __slots__ = ("create_time", "plain", "rec")
+
+    def __init__(self) -> None:
+        self.plain: int | None = None
+        self.rec: int | None = None
+        self.create_time: object = None
+
+    def plain_done(self, sent: int) -> bool:
+        self.plain = sent
+        return self.rec is not None
+
+    def recovering(self, sent: int, create_time: object) -> bool:
+        self.rec, self.create_time = sent, create_time
+        return self.plain is not None
+
+    def total(self) -> int:
+        return (self.plain or 0) + (self.rec or 0)
+
+
+def chain(done: asyncio.Future[Offset], real: asyncio.Future[Offset]) -> None:
+    """A deferred append's outcome, to the future its message waits on in the pipe."""
+    if done.done():
+        return
+    if real.cancelled():
+        done.cancel()
+    elif (error := real.exception()) is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(real.result())
+
+
+def after(offset: Offset, last: Offset) -> bool:
+    """Later in the same epoch, by time then sequence (a restored snapshot counts its sequence
+    again from an older value, at a later time; delivery/recovery.py's ``_covered``)."""
+    return (offset.ms, offset.seq) > (last.ms, last.seq)
+
+
+def retrieve(done: asyncio.Future[Any]) -> None:
+    """An abandoned operation's error is expected (the breaker reported it): retrieve it."""
+    if not done.cancelled():
+        done.exception()

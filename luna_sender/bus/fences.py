@@ -1,0 +1,68 @@
+"""Fences: an instance starting to record a channel waits until the recorders it counts on have
+appended what they heard before it listened.
+
+An event published just before a new subscription took effect reached only the channel's other
+recorders, and a recorder appends a moment after it receives. A stalled recorder (a freeze under
+the 1.5 s its registration is believed, a Redis stall holding publishes) appended them only
+after a resume's read on the new instance: the resume answered ``recovered: true`` without them
+(outside passes: 11-13 events lost in 4 of 12 moves during a Redis freeze, 51-133 in 9 of 12
+with a stuttering recorder), and if the recorder died before waking, no marker ever said so.
+
+So a start marker's script names the recorders it believed (bus/redis_scripts.py MARK), and the
+starting instance publishes a fence request on each one's presence channel (bus/presence.py)
+once its own subscription took effect. Redis delivers a connection's messages in the order it
+ran the PUBLISHes, whatever their channel: a recorder reads the request after every event
+published before it and queues its answer behind the appends of those events in its ordered
+history queue (delivery/recorder.py). The answer is a script that PUBLISHes to the asker's
+presence channel, so Redis runs it after those appends, and the asker's read, made after the
+answer arrived, finds them. Without every answer within :data:`WAIT` the asker writes a gap
+marker (delivery/fencing.py): resumes from before it answer ``recovered: false``.
+
+Cluster has no presence names: there nothing is fenced (docs/recovery.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# For the answers; a recorder slower than that is taken for stalled. A new subscription's own
+# appends wait for its fence after their settle (0.1 s), and its recovering sockets' events
+# for those appends at most 1 s (delivery/pipe.py) before the breaker opens: under that.
+WAIT = 0.8
+ASK, ANSWER = b"fence?", b"fence!"
+
+# ARGV: the asker's presence channel, the answer. A script, so that it runs in the answering
+# instance's history queue, behind its appends.
+ACK = """
+return redis.call('PUBLISH', ARGV[1], ARGV[2])
+"""
+
+
+def ask(token: str, channel: str, reply_to: str) -> bytes:
+    return b" ".join((ASK, token.encode(), reply_to.encode(), channel.encode()))
+
+
+def answer(token: str, name: str) -> bytes:
+    return b" ".join((ANSWER, token.encode(), name.encode()))
+
+
+def parse(data: bytes) -> tuple[bytes, str, str, str] | None:
+    """``(ASK, token, reply_to, channel)`` or ``(ANSWER, token, name, "")``; None for anything
+    else published to a presence name."""
+    parts = data.split(b" ", 3)
+    try:
+        if parts[0] == ASK and len(parts) == 4:
+            return ASK, parts[1].decode("ascii"), parts[2].decode(), parts[3].decode()
+        if parts[0] == ANSWER and len(parts) == 3:
+            return ANSWER, parts[1].decode("ascii"), parts[2].decode(), ""
+    except UnicodeDecodeError:
+        pass
+    return None
+
+
+def believed(marked: Any) -> set[str]:
+    """The recorders a start marker's script counted on (a list); none when it wrote a marker
+    (1) or this instance was still registered (0)."""
+    if not isinstance(marked, list):
+        return set()
+    return {n.decode() if isinstance(n, bytes) else str(n) for n in marked}
