@@ -349,7 +349,7 @@ async def test_a_resume_on_a_new_instance_is_told_false_when_the_recorder_stays_
     silent past the fence's 1 s: the new instance marks a gap rather than promise event 2,
     which only the frozen recorder has. Every resume from before it answers ``false``."""
     assert FENCE_WAIT < 1.3 < FRESH
-    answer, got, answer2, got2 = await _move_to_an_instance_new_to_the_account(
+    answer, got, answer2, _ = await _move_to_an_instance_new_to_the_account(
         private_redis, publish_after_101=False, frozen_for=1.3
     )
     assert (answer, got) == ({"recovery": {"recovered": False, "replayed": 0}}, ["4"])
