@@ -21,9 +21,10 @@ run: install
 test-deps:
 	bash scripts/test-deps.sh
 
-# The full suite, after the lint: what CI runs (.ci/run).
+# The full suite, after the lint: what CI runs (.ci/run). The 30 slowest tests are listed at
+# the end: CI's budget is 30 minutes, install included.
 test: lint test-deps
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q --durations=30 $(PYTEST_ARGS)
 
 # The non-slow tier (no end-to-end, fault, fuzz or browser tests) after the lint: the loop to
 # run before pushing; `make test` is ~10 minutes.

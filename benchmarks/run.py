@@ -508,8 +508,11 @@ def main(argv: list[str] | None = None) -> None:
     cfg.w1_rates = [float(r) for r in cfg.w1_rates.split(",")]
     cfg.w4_rates = [float(r) for r in cfg.w4_rates.split(",")]
     cfg.w2_rate = 20
-    if cfg.quick:
-        cfg.rounds, cfg.step_seconds, cfg.w3_seconds = 1, 2.0, 2.0
+    if cfg.quick:  # step and W3 lengths given on the command line are kept (the suite's run)
+        cfg.rounds = 1
+        for name in ("step_seconds", "w3_seconds"):
+            if getattr(cfg, name) == parser.get_default(name):
+                setattr(cfg, name, 2.0)
         cfg.w2_subs, cfg.w7_subs = 1000, 1000
         cfg.w1_subs = min(cfg.w1_subs, 200)
         cfg.w1_rates = [10, 40]

@@ -38,7 +38,9 @@ def _bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str]
 
 @pytest.mark.slow
 def test_quick_run_counts_every_delivery(tmp_path: Path) -> None:
-    result, data = _bench(tmp_path, "--quick", "--workloads", "W1,W3,W4")
+    result, data = _bench(
+        tmp_path, "--quick", "--workloads", "W1,W3,W4", "--step-seconds=1", "--w3-seconds=1"
+    )
     (rnd,) = data["rounds"]
     subscribers = data["config"]["w1_subs"]
     w3 = rnd["W3"]["luna"]

@@ -28,8 +28,10 @@ from luna_sender.filters.general import GENERAL_SPECS
 from .helpers import account
 
 pytestmark = pytest.mark.slow
+# Derandomized, so every run tries the same queries: 4,000 of them (10,000 took 40 s of CI's
+# 30-minute budget; the suite has never failed on one).
 FUZZ = settings(
-    max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+    max_examples=4_000, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
 )
 BODY_FUZZ = settings(
     max_examples=1_500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
