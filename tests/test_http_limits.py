@@ -230,17 +230,31 @@ async def test_an_unspoken_websocket_version_is_426_naming_13(
         assert b"\r\nConnection: Upgrade\r\n" in answer
 
 
-@pytest.mark.parametrize("name", ["Sec-WebSocket-Version", "Sec-WebSocket-Key"])
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [
+        ("Sec-WebSocket-Version", "\r\nSec-WebSocket-Version: 99"),
+        ("Sec-WebSocket-Key", "\r\nSec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEA=="),
+        # one line, two values: aiohttp took "13, 13" for a version it lacks (426), and
+        # "K, K" for a key (101)
+        ("Sec-WebSocket-Version", ", 13"),
+        ("Sec-WebSocket-Key", f", {KEY}"),
+    ],
+)
 async def test_a_handshake_header_given_twice_is_a_400_naming_it(
-    memory_app: LiveApp, name: str
+    memory_app: LiveApp, name: str, extra: str
 ) -> None:
     """RFC 6455 allows each once in a request; aiohttp judged the first copy alone, so
     "13" then "99" opened a socket (an outside pass)."""
-    other = "99" if name == "Sec-WebSocket-Version" else "AQIDBAUGBwgJCgsMDQ4PEA=="
+    lines = {"Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": KEY}
+    lines[name] += extra
     head = (
         "GET /ws/general HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"{name}: {other}\r\n\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in lines.items())
+        + "\r\n"
     )
     reader, writer = await asyncio.open_connection("127.0.0.1", memory_app.server.port)
     writer.write(head.encode())
@@ -252,7 +266,32 @@ async def test_a_handshake_header_given_twice_is_a_400_naming_it(
     assert body["error_code"] == 12046 and f"{name} is given more than once" in body["detail"]
 
 
-@pytest.mark.parametrize("header", ["Sec-WebSocket-Version: 13\xb3", "Sec-WebSocket-Key: \xff"])
+@pytest.mark.parametrize("key", ["K", "dGhlIHNhbXBsZSBub25jZQ===", "dGhlIHNhbXBsZSBub25j", "a b"])
+async def test_a_key_that_is_not_16_bytes_in_base64_is_a_400(memory_app: LiveApp, key: str) -> None:
+    """RFC 6455 §4.1: the key is a base64-encoded 16-byte value. aiohttp's decoder skips what is
+    not base64, so "K" or a key with stray characters opened a socket (an outside pass)."""
+    head = (
+        "GET /ws/general HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", memory_app.server.port)
+    writer.write(head.encode())
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = int(answer.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+    body = json.loads(await asyncio.wait_for(reader.readexactly(length), 10))
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert body["error_code"] == 12046 and "Sec-WebSocket-Key" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Sec-WebSocket-Version: 13\xb3",
+        "Sec-WebSocket-Key: \xff",
+        "Sec-WebSocket-Extensions: permessage-deflate\xe9",
+    ],
+)
 async def test_a_non_ascii_handshake_header_is_a_400_not_a_500(
     memory_app: LiveApp, caplog: pytest.LogCaptureFixture, header: str
 ) -> None:

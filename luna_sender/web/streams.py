@@ -151,10 +151,19 @@ _HANDSHAKE_HEADERS = (
     "Sec-WebSocket-Version",
     "Sec-WebSocket-Key",
     "Sec-WebSocket-Protocol",
+    "Sec-WebSocket-Extensions",
 )
 
 # RFC 6455 §11.3.1 and §11.3.5: a request carries each of these once.
 _ONCE = ("Sec-WebSocket-Key", "Sec-WebSocket-Version")
+
+
+def _nonce(key: str) -> bool:
+    """RFC 6455 §4.1: a base64-encoded 16-byte value."""
+    try:
+        return len(base64.b64decode(key.strip(), validate=True)) == 16
+    except ValueError:
+        return False
 
 
 def _not_an_upgrade(request: web.Request) -> LunaError:
@@ -196,8 +205,12 @@ async def serve_socket(
         given = request.headers.getall(name, ())
         if not all(value.isascii() for value in given):  # aiohttp's refusal was a 500
             raise LunaError(errors.INVALID_REQUEST, f"{name} is not ASCII")
-        if len(given) > 1 and name in _ONCE:  # aiohttp read the first copy only
+        # aiohttp read the first copy only, and a comma list ("K, K") as one value
+        if name in _ONCE and (len(given) > 1 or any("," in value for value in given)):
             raise LunaError(errors.INVALID_REQUEST, f"{name} is given more than once")
+    key = request.headers.get(hdrs.SEC_WEBSOCKET_KEY)
+    if key is not None and not _nonce(key):  # aiohttp's check let through "K" or "K==="
+        raise LunaError(errors.INVALID_REQUEST, "Sec-WebSocket-Key is not 16 bytes in base64")
     if not web.WebSocketResponse(compress=False).can_prepare(request).ok:
         raise _not_an_upgrade(request)
     handler = request.protocol
