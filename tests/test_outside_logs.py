@@ -197,3 +197,20 @@ async def test_json_log_escapes_line_separators() -> None:
     records: list[dict[str, Any]] = [json.loads(line) for line in log.splitlines()]
     opened = [r for r in records if "opened:" in r["message"]]
     assert HOSTILE in opened[0]["message"]  # the value itself survives, escaped only on the wire
+
+
+async def test_a_100_kb_request_line_costs_a_line_of_a_few_kb() -> None:
+    """A request line may hold 1,000 list items: a refused one was logged whole, twice (the
+    refusal and the access line), so each request could write 200 KB of logs (an outside
+    pass). The path is cut at 2,048 characters, with its length said."""
+    svc = Service(env={"LUNA_SENDER_LOG_ACCESS": "true"})
+    try:
+        path = "/ws/" + "a" * 100_000
+        async with aiohttp.ClientSession() as http, http.get(svc.url + path + "?q=1") as resp:
+            assert resp.status == 404
+        log = wait_log(svc, r"\(100004 characters\).* 404 ")
+    finally:
+        assert svc.terminate() == 0
+    lines = [line for line in log.splitlines() if "aaaa" in line]
+    assert len(lines) == 2 and all(len(line) < 4096 for line in lines), [len(x) for x in lines]
+    assert all("(100004 characters)" in line or "(100008 characters)" in line for line in lines)

@@ -102,6 +102,17 @@ def mask_query(path: str) -> str:
     return head + "?" + mask_params(query)
 
 
+# A request line may hold 1,000 list items (~100 KB): every refused or logged request wrote it
+# whole (an outside pass), so a client could make each of its requests cost 100 KB of logs.
+PATH_SHOWN = 2048
+
+
+def clip(path: str) -> str:
+    if len(path) <= PATH_SHOWN:
+        return path
+    return f"{path[:PATH_SHOWN]}... ({len(path)} characters)"
+
+
 class TextFormatter(logging.Formatter):
     """One record, one line: control characters in a message (a decoded ``%0A`` or ``%1B`` in a
     client's path or query parameter) are escaped, so a client can neither forge a log line nor

@@ -17,7 +17,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from luna_sender import errors
 from luna_sender.errors import LunaError
-from luna_sender.runtime.logs import mask_query, request_id_var
+from luna_sender.runtime.logs import clip, mask_query, request_id_var
 from luna_sender.web.access import ACCOUNT_HEADER
 from luna_sender.web.context import CTX, METRICS_RECORDED, REQUEST_ID
 
@@ -168,10 +168,10 @@ async def luna_middleware(request: web.Request, handler: Handler) -> web.StreamR
             if isinstance(exc, ConnectionResetError) and _client_gone(request):
                 # The client left mid-request (a body cut short): no answer can reach it and
                 # it is no server fault, so no 5xx is counted (nginx's 499) nor ERROR logged.
-                log.debug("client left mid-request: %s %s", request.method, request.path)
+                log.debug("client left mid-request: %s %s", request.method, clip(request.path))
                 response = web.Response(status=CLIENT_CLOSED)
             else:
-                log.exception("unhandled error on %s %s", request.method, request.path)
+                log.exception("unhandled error on %s %s", request.method, clip(request.path))
                 err = LunaError(errors.INTERNAL)
                 response = errors.error_response(err)
                 error_code, detail = err.kind.code, err.detail
@@ -196,7 +196,7 @@ def _fields(request: web.Request, status: int) -> dict[str, object]:
     fields: dict[str, object] = {
         "route": route_label(request),
         "method": request.method,
-        "path": request.rel_url.raw_path,
+        "path": clip(request.rel_url.raw_path),
         "status": status,
     }
     account = request.headers.get(ACCOUNT_HEADER)
@@ -227,7 +227,7 @@ def _log_access(request: web.Request, status: int, duration: float) -> None:
         "%s %s %s %d %.1fms",
         remote,
         request.method,
-        mask_query(request.raw_path),
+        clip(mask_query(request.raw_path)),
         status,
         duration * 1000,
         extra={**fields, "remote": remote, "duration_ms": round(duration * 1000, 3)},
