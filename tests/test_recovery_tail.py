@@ -42,6 +42,7 @@ from .helpers import (
     account,
     assert_silent,
     face_event,
+    metric,
     publish_face,
     recv_json,
 )
@@ -354,3 +355,40 @@ async def test_a_resume_on_a_new_instance_is_told_false_when_the_recorder_stays_
     )
     assert (answer, got) == ({"recovery": {"recovered": False, "replayed": 0}}, ["4"])
     assert answer2 == {"recovery": {"recovered": False, "replayed": 0}}
+
+
+@pytest.mark.slow
+async def test_junk_and_forged_fences_on_a_presence_channel_change_nothing(
+    private_redis: RedisServer,
+) -> None:
+    """Anything published to an instance's presence channel reaches its hub: junk, an answer
+    nobody asked for, and a fence request whose answer would go to the account's own event
+    channel (every instance would have read it there as a poison message) are all ignored."""
+    acc = account()
+    svc = Service("--redis-url", private_redis.url)
+    admin = private_redis.client()
+    try:
+        async with aiohttp.ClientSession(headers={"Luna-Account-Id": acc}) as session:
+            ws = await session.ws_connect(svc.ws_url + "/ws", params={"recover": "true"})
+            await _face(session, svc, "1")
+            assert _tag(await recv_json(ws)) == "1"
+            (name,) = [c.decode() for c in admin.pubsub_channels("__luna_sender_alive__:*")]
+            channel = f"luna-sender:{acc}"
+            for junk in (
+                b"",
+                b"\xff\xfe" * 1000,
+                b"x" * 1_000_000,
+                f"fence! {'0' * 32} {name}".encode(),
+                f"fence? {'1' * 32} {channel} {channel}".encode(),  # answer onto the event channel
+                f"fence? {'2' * 32} {name} luna-sender:{account()}".encode(),  # not recorded here
+            ):
+                assert admin.publish(name, junk) == 1
+            await _face(session, svc, "2")
+            assert _tag(await recv_json(ws)) == "2"
+            await assert_silent(ws)
+            await ws.close()
+        assert metric(svc.url, "bus_poison_messages_total") == 0
+        log = svc.log()
+        assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+    finally:
+        assert svc.terminate() == 0

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from luna_sender.bus.presence import PREFIX
+
 # For the answers; a recorder slower than that is taken for stalled. A new subscription's own
 # appends wait for its fence after their settle (0.1 s), and its recovering sockets' events
 # for those appends at most 1 s (delivery/pipe.py) before the breaker opens: under that.
@@ -51,7 +53,8 @@ def parse(data: bytes) -> tuple[bytes, str, str, str] | None:
     else published to a presence name."""
     parts = data.split(b" ", 3)
     try:
-        if parts[0] == ASK and len(parts) == 4:
+        # The answer goes only to a presence channel: never, say, onto an event channel
+        if parts[0] == ASK and len(parts) == 4 and parts[2].startswith(PREFIX.encode()):
             return ASK, parts[1].decode("ascii"), parts[2].decode(), parts[3].decode()
         if parts[0] == ANSWER and len(parts) == 3:
             return ANSWER, parts[1].decode("ascii"), parts[2].decode(), ""
