@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio
 
 from luna_sender.bus.history import MemoryHistory, Offset
-from luna_sender.delivery import recorder
+from luna_sender.delivery import pipe
 from luna_sender.web.context import CTX
 
 from .conftest import LiveApp
@@ -87,7 +87,7 @@ async def test_a_hole_left_by_the_breaker_is_marked(
 ) -> None:
     """F1b: appends fail for a moment: offsets before the hole are recovered false, offsets
     after the marker the next append wrote are recovered true."""
-    monkeypatch.setattr(recorder, "COOLDOWN", 0.1)
+    monkeypatch.setattr(pipe, "COOLDOWN", 0.1)
 
     class Flaky(MemoryHistory):
         down = False

@@ -7,11 +7,9 @@ offsets one message at a time, in order, and only then gives the message to the 
 sockets. Sockets without recovery never pass through here: the hub writes their frames before
 it even records.
 
-When the history is slow or down, live delivery must not stall: a message waits at most
-:data:`APPEND_WAIT` for its offset, then goes out without one; the first such wait opens a
-breaker for :data:`COOLDOWN` seconds during which messages are neither recorded nor waited for
-(they reach recovering sockets at once, without offset). A reconnect's read is bounded by
-:data:`SINCE_WAIT` and answers ``recovered: false`` when it runs out.
+When the history is slow or down, live delivery must not stall: a message waits a bounded
+time for its offset, then goes out without one, and opens the breaker (delivery/pipe.py). A
+reconnect's read is bounded by :data:`SINCE_WAIT` and answers ``recovered: false`` then.
 
 Every hole in recording leaves a gap marker in the history (bus/history.py), so a later
 ``since`` from before it answers ``recovered: false`` instead of promising what was not seen:
@@ -46,7 +44,7 @@ from luna_sender.bus.base import BusError
 from luna_sender.bus.history import History, Offset, Replay
 from luna_sender.delivery.fencing import Fencing
 from luna_sender.delivery.frames import text_frame
-from luna_sender.delivery.pipe import Pipe
+from luna_sender.delivery.pipe import Breaker, Pipe
 from luna_sender.delivery.recovery import SETTLE, Recording, Tail, Tally, after, chain, retrieve
 from luna_sender.delivery.rendering import render_for
 
@@ -56,7 +54,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("luna_sender.hub")
 
-COOLDOWN = 1.0
 SINCE_WAIT = 2.0
 
 POISON = object()  # the hub's plain fan-out found the message undecodable (it reported it)
@@ -93,30 +90,11 @@ class Recorder:
         self.metrics = metrics
         self._pipes: dict[str, Pipe] = {}
         self._last: dict[str, Offset] = {}  # channel -> the highest offset its pipe delivered
-        self._open_until = 0.0
+        self.breaker = Breaker()  # the pipes' and this one's
         self._unmarked: set[str] = set()  # recorded since joined, start marker not queued yet
         self._dirty: set[str] = set()  # an append was lost: a marker before the next one
         self.fencing = Fencing(history) if history is not None and history.shared else None
         self._fences: dict[str, asyncio.Future[bool]] = {}  # channel -> its start's fence
-
-    # --- the breaker -----------------------------------------------------------------------
-
-    def broken(self) -> bool:
-        return self._open_until > time.monotonic()
-
-    def trip(self, why: str) -> None:
-        if not self.broken():
-            log.warning("history unavailable (%s): live events go out without offset", why)
-        self._open_until = time.monotonic() + COOLDOWN
-
-    def settled(self, done: asyncio.Future[Offset]) -> Offset | None:
-        if done.cancelled():
-            return None
-        error = done.exception()
-        if error is None:
-            return done.result()
-        self.trip(str(error))
-        return None
 
     def forward(
         self, channel: str, kind: str, data: bytes, offset: Offset | None, plain: Tally, at: float
@@ -191,7 +169,7 @@ class Recorder:
         message to the hub's delivery, which reports it (hooks, metrics) once, with both."""
         pending = None
         history = self.history
-        if history is not None and self.broken():
+        if history is not None and self.breaker.broken():
             self._skipped(history, channel)
         elif history is not None:
             settling = self._deferred.get(channel)
@@ -212,7 +190,7 @@ class Recorder:
             pending = history.append_nowait(channel, data)
         except Exception as exc:  # a history that fails synchronously is down too
             self._dirty.add(channel)
-            self.trip(str(exc))
+            self.breaker.trip(str(exc))
             return None
         pending.add_done_callback(lambda done: self._lost(channel, done))
         return pending
@@ -229,7 +207,7 @@ class Recorder:
             self._mark(history, channel)
         except Exception as exc:  # not even queued: still owed, queued before the next append
             self._dirty.add(channel)
-            self.trip(str(exc))
+            self.breaker.trip(str(exc))
         fence = self._fences.get(channel)
         if fence is None:
             self._release(channel)
@@ -242,7 +220,7 @@ class Recorder:
             return
         for data, done in settling[1]:
             real = None
-            if self.broken():
+            if self.breaker.broken():
                 self._skipped(history, channel)
             else:
                 real = self._append(history, channel, data)
@@ -346,6 +324,11 @@ class Recorder:
                         marked.append(done)
         return marked
 
+    def held(self, channel: str) -> float:
+        """How much longer than an append a message of ``channel`` may wait for its offset: a
+        new subscription holds its appends for its settle and its fence (bus/fences.py)."""
+        return SETTLE + fences.WAIT if channel in self._deferred else 0.0
+
     def lingering(self, channel: str) -> bool:
         return self.recording.wanted(channel, time.monotonic())
 
@@ -361,7 +344,7 @@ class Recorder:
         seam = conn.seam
         assert seam is not None
         replay: Replay | None = None
-        if seam.since is not None and self.history is not None and not self.broken():
+        if seam.since is not None and self.history is not None and not self.breaker.broken():
             settling = self._deferred.get(channel)
             if settling is not None:  # a new subscription: another recorder's appends first
                 await asyncio.sleep(settling[0] - time.monotonic())
@@ -375,13 +358,13 @@ class Recorder:
                 self._mark(self.history, channel)
             except Exception as exc:  # a marker that cannot even be queued: no promise
                 self._dirty.add(channel)
-                self.trip(str(exc))
-            if not self.broken():
+                self.breaker.trip(str(exc))
+            if not self.breaker.broken():
                 try:
                     async with asyncio.timeout(SINCE_WAIT):
                         replay = await self.history.since(channel, seam.since)
                 except (BusError, TimeoutError) as exc:
-                    self.trip(str(exc) or type(exc).__name__)
+                    self.breaker.trip(str(exc) or type(exc).__name__)
         payloads = seam.finish(replay, render_for(conn, kind))
         live = 0
         for n, payload in enumerate(payloads):  # no await in between: nothing live slips in
