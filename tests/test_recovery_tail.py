@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from luna_sender.bus.fences import WAIT as FENCE_WAIT
@@ -52,6 +53,9 @@ async def _frames(ws: Any, n: int) -> list[Any]:
     return [await recv_json(ws) for _ in range(n)]
 
 
+GENERAL = "luna-sender-general-events"
+
+
 def _tag(frame: Any) -> str:
     event = frame["event"]
     return str(event.get("user_data") or event.get("tag"))
@@ -67,10 +71,14 @@ async def _resume_on_the_listener(
     missed: int = 2,
     move_after: float = 0.0,
     wake_after: float = 0.3,
+    noise: int = 0,
 ) -> tuple[Any, list[Any]]:
     """Returns the resume's recovery frame and what followed it: the replay of the ``missed``
-    events published during the freeze (tagged 2, 3, ...), then one more. The recorder wakes
-    ``wake_after`` the resume's 101, within the fence the resume waits on (bus/fences.py)."""
+    events published during the freeze (tagged 2, 3, ...), of one published after the resume's
+    101 while the recorder is still frozen, then one more live. The recorder wakes
+    ``wake_after`` the 101, within the fence the resume waits on (bus/fences.py); the event
+    after the 101 must be recorded after the recorder's late appends (the instance resumed on
+    appended it first: out of bus order in 6 of 6 general resumes of an outside pass)."""
     tags = [str(n) for n in range(2, 2 + missed)]
     first = Service("--redis-url", redis.url, env=env)
     other = Service("--redis-url", redis.url, env=env)
@@ -96,8 +104,14 @@ async def _resume_on_the_listener(
                     assert [_tag(f) for f in await _frames(plain, missed)] == tags
                 else:
                     await asyncio.sleep(0.2)
+                if noise:  # general events every instance receives, past any tail's slots
+                    pipe = redis.client().pipeline(transaction=False)
+                    for n in range(noise):
+                        pipe.publish(GENERAL, orjson.dumps({"event": {"n": n}, "event_type": "t"}))
+                    await asyncio.to_thread(pipe.execute)
                 await asyncio.sleep(max(0.0, frozen + move_after - loop_time()))
                 resumed = await session.ws_connect(other.ws_url + path, params={"since": offset})
+                await publish(str(2 + missed))
                 await asyncio.sleep(wake_after)
                 os.kill(first.proc.pid, signal.SIGCONT)
                 answer = await recv_json(resumed)
@@ -106,15 +120,16 @@ async def _resume_on_the_listener(
                 os.kill(first.proc.pid, signal.SIGCONT)
             # ``first`` wakes and appends them itself: recorded once, not sent again
             await asyncio.sleep(0.5)
-            await publish(str(2 + missed))
-            replay.append(await recv_json(resumed))
+            await publish(str(3 + missed))
+            while _tag(replay[-1]) != str(3 + missed):
+                replay.append(await recv_json(resumed))
             await assert_silent(resumed)
             # The history holds each event once, in bus order, under the offsets replayed
             again = await session.ws_connect(first.ws_url + path, params={"since": offset})
             assert await recv_json(again) == {
-                "recovery": {"recovered": True, "replayed": missed + 1}
+                "recovery": {"recovered": True, "replayed": missed + 2}
             }
-            history = await _frames(again, missed + 1)
+            history = await _frames(again, missed + 2)
             assert [(_tag(f), f["offset"]) for f in history] == [
                 (_tag(f), f["offset"]) for f in replay
             ]
@@ -159,8 +174,8 @@ async def test_a_resume_where_the_account_had_plain_sockets_replays_what_they_go
     answer, frames = await _resume_on_the_listener(
         private_redis, "/ws", {"Luna-Account-Id": account()}, _face, watch_plain=True
     )
-    assert answer == {"recovery": {"recovered": True, "replayed": 2}}
-    assert [_tag(f) for f in frames] == ["2", "3", "4"]
+    assert answer == {"recovery": {"recovered": True, "replayed": 3}}
+    assert [_tag(f) for f in frames] == ["2", "3", "4", "5"]
 
 
 @pytest.mark.slow
@@ -174,8 +189,8 @@ async def test_a_resume_covers_a_hundred_events_the_frozen_recorder_did_not_appe
     answer, frames = await _resume_on_the_listener(
         private_redis, "/ws", {"Luna-Account-Id": account()}, _face, True, missed=100
     )
-    assert answer == {"recovery": {"recovered": True, "replayed": 100}}
-    assert [_tag(f) for f in frames] == [str(n) for n in range(2, 103)]
+    assert answer == {"recovery": {"recovered": True, "replayed": 101}}
+    assert [_tag(f) for f in frames] == [str(n) for n in range(2, 104)]
 
 
 @pytest.mark.slow
@@ -188,8 +203,22 @@ async def test_a_resume_late_in_a_believed_freeze_replays_its_first_events(
     answer, frames = await _resume_on_the_listener(
         private_redis, "/ws", {"Luna-Account-Id": account()}, _face, True, move_after=1.25
     )
-    assert answer == {"recovery": {"recovered": True, "replayed": 2}}
-    assert [_tag(f) for f in frames] == ["2", "3", "4"]
+    assert answer == {"recovery": {"recovered": True, "replayed": 3}}
+    assert [_tag(f) for f in frames] == ["2", "3", "4", "5"]
+
+
+@pytest.mark.slow
+async def test_a_resume_past_a_tails_reach_keeps_bus_order(private_redis: RedisServer) -> None:
+    """2,100 other messages after the missed ones overran the instance's tail: its own append
+    of the event after the resume's 101 went ahead of the frozen recorder's late ones, and the
+    replay held them out of bus order (an outside pass: 6 of 6 general resumes). The instance
+    now holds its appends until the recorder answered its fence."""
+    assert TAIL_SLOTS < 2_100
+    answer, frames = await _resume_on_the_listener(
+        private_redis, "/ws", {"Luna-Account-Id": account()}, _face, True, noise=2_100
+    )
+    assert answer == {"recovery": {"recovered": True, "replayed": 3}}
+    assert [_tag(f) for f in frames] == ["2", "3", "4", "5"]
 
 
 def test_the_tail_outlasts_the_time_a_frozen_recorder_is_believed() -> None:
@@ -205,8 +234,8 @@ async def test_a_general_resume_replays_what_the_instance_received_unrecorded(
     answer, frames = await _resume_on_the_listener(
         private_redis, "/ws/general", {}, _general, watch_plain=False
     )
-    assert answer == {"recovery": {"recovered": True, "replayed": 2}}
-    assert [_tag(f) for f in frames] == ["2", "3", "4"]
+    assert answer == {"recovery": {"recovered": True, "replayed": 3}}
+    assert [_tag(f) for f in frames] == ["2", "3", "4", "5"]
 
 
 def test_the_tail_keeps_recent_small_messages_in_order_and_never_past_half_the_dedupe() -> None:

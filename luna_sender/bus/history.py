@@ -133,6 +133,7 @@ class History(Protocol):
     """
 
     shared: bool
+    fences: bool  # other recorders can be fenced (bus/fences.py): not on a Cluster
 
     async def append(self, channel: str, data: bytes) -> Offset: ...
 
@@ -245,6 +246,7 @@ class MemoryHistory:
     """
 
     shared = False
+    fences = False
 
     def __init__(
         self, window: Window | None = None, clock: Callable[[], float] = time.time

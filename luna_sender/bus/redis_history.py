@@ -128,7 +128,7 @@ class RedisHistory:
         # believes a registration only while Redis counts its subscriber, where PUBSUB NUMSUB on
         # the history's server counts every instance's (not in a Cluster).
         self._presence = presence
-        self._checks = sees_subscribers
+        self._checks = self.fences = sees_subscribers  # fences reach recorders by presence
         self._recording: dict[str, str] = {}  # channel -> the name it was registered under
         self._starts: dict[str, asyncio.Future[Any]] = {}  # channel -> its start marker's run
         self._beat_task: asyncio.Task[None] | None = None
