@@ -34,8 +34,8 @@ from luna_sender.bus.presence import PREFIX
 WAIT = 2.0
 ASK, ANSWER = b"fence?", b"fence!"
 
-# ARGV: the asker's presence channel, the answer. A script, so that it runs in the answering
-# instance's history queue, behind its appends.
+# ARGV: a presence channel, the request or answer. A script, so that it runs in the history
+# queue: an answer behind the appends before it, a request on the queue's one connection.
 ACK = """
 return redis.call('PUBLISH', ARGV[1], ARGV[2])
 """

@@ -33,8 +33,10 @@ class Fencing:
                     return True
                 done = asyncio.get_running_loop().create_future()
                 self._waits[token] = (set(names), done)
-                for name in sorted(names):
-                    if not await self.history.ask_fence(name, token, channel):
+                ordered = sorted(names)
+                asked = [self.history.ask_fence(name, token, channel) for name in ordered]
+                for name, heard in zip(ordered, await asyncio.gather(*asked), strict=True):
+                    if not heard:
                         log.info("fence on %s: recorder %s is gone; a gap is marked", channel, name)
                         return False
                 await done
