@@ -79,7 +79,6 @@ from luna_sender.bus.redis_ops import Op, Read
 from luna_sender.bus.redis_scripts import APPEND, BEAT_SCRIPT, MARK, SINCE
 
 DEFAULT_PREFIX = "luna-sender:history"
-
 BEAT = 0.5
 BEAT_TTL = 3.0  # a registration lasts this long unless refreshed
 # A registration is believed only when refreshed this recently: a recorder stalled (SIGSTOP, a
