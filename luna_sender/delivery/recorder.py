@@ -131,18 +131,11 @@ class Recorder:
         marked = history.mark_nowait(channel, start=not dirty)
         marked.add_done_callback(lambda done: self._lost(channel, done))
         if not dirty and self.fencing is not None:
-            fence = asyncio.ensure_future(self._fenced(history, channel))
-            self._fences[channel] = fence
-            fence.add_done_callback(lambda done: self._fence_over(channel, done))
+            self._fences[channel] = asyncio.ensure_future(self._fenced(history, channel))
         for data in self._owed.pop(channel, ()):  # after the marker, before what is recorded
             again = history.append_nowait(channel, data)
             again.add_done_callback(lambda done: self._lost(channel, done))
         return marked
-
-    def _fence_over(self, channel: str, done: asyncio.Future[bool]) -> None:
-        if self._fences.get(channel) is done:
-            del self._fences[channel]
-        retrieve(done)
 
     def _lost(self, channel: str, done: asyncio.Future[Any]) -> None:
         """An operation's outcome: a failed one makes the channel owe a marker."""
@@ -262,7 +255,11 @@ class Recorder:
         """The start marker counted on other recorders: a gap marker when one did not answer
         its fence (bus/fences.py), queued at once, before any resume's read waiting on this."""
         assert self.fencing is not None
-        fenced = await self.fencing.run(channel)
+        try:
+            fenced = await self.fencing.run(channel)
+        finally:
+            if self._fences.get(channel) is asyncio.current_task():
+                del self._fences[channel]
         if not fenced and channel in self.channels:
             self._dirty.add(channel)
             with contextlib.suppress(Exception):  # not even queued: still owed
@@ -331,8 +328,7 @@ class Recorder:
         return marked
 
     def held(self, channel: str) -> float:
-        """How much longer than an append a message of ``channel`` may wait for its offset: a
-        new subscription holds its appends for its settle and its fence (bus/fences.py)."""
+        """Extra wait for an offset: a start holds its appends for its settle and fence."""
         return SETTLE + fences.WAIT if channel in self._deferred else 0.0
 
     def lingering(self, channel: str) -> bool:
