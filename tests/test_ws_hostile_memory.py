@@ -198,7 +198,10 @@ async def test_a_burst_of_huge_upgrades_gives_its_memory_back() -> None:
         while (grown := rss_bytes(svc.proc.pid) - before) >= 16 << 20:
             assert time.monotonic() < deadline, f"still {grown / 1e6:.0f} MB above the start"
             await asyncio.sleep(0.2)
-        assert "MB of freed heap to the system" in svc.log(), svc.log()[-2000:]
+        # The trim's line may come a moment after the fall it caused is seen (a loaded host)
+        while "MB of freed heap to the system" not in svc.log():
+            assert time.monotonic() < deadline + 4, svc.log()[-2000:]
+            await asyncio.sleep(0.2)
     finally:
         assert svc.terminate() == 0
 
