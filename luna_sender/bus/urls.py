@@ -98,6 +98,8 @@ def check_url(url: str) -> None:
     whose error then quoted the rest as a port or an option name: ``check-config`` and the log
     showed pieces of the password (an outside pass: ``Port could not be cast ... 'Sup3r'``).
     """
+    if "://" not in url:  # ``unix:/path``, ``memory:``: "not enough values to unpack"
+        raise ValueError("the bus URL is scheme://..., such as redis://127.0.0.1:6379/0")
     try:
         _check_url(url)
     except ValueError as exc:
@@ -105,13 +107,24 @@ def check_url(url: str) -> None:
 
 
 def _redacted(message: str, url: str) -> str:
+    """Also hides what follows a credential option (``?password=a&b``: its ``&`` made ``b`` an
+    option name the error quoted) and an option name holding one (``?password:secret``)."""
+    from luna_sender.config.masking import SECRET_KEY_RE
+
     rest = url.partition("://")[2]
     secret = rest[: rest.rfind("@")] if "@" in rest else ""
-    if not secret:
+    query = url.partition("?")[2]
+    for name in _named(url):
+        if SECRET_KEY_RE.search(name):
+            secret += " " + query[query.find(name) :]
+            break
+    if not secret.strip():
         return message
 
     def hide(match: re.Match[str]) -> str:
         text = match.group(0)[1:-1]
+        if _NAMED_SECRET.search(text):
+            return "'<hidden: part of the password>'"
         short = len(text) < _OVERLAP and text in secret
         tail = "@" in text and secret.endswith(text.partition("@")[0])  # "ss@host" of "pa?ss"
         if short or tail or any(text[i : i + _OVERLAP] in secret for i in range(len(text) - 2)):
@@ -126,6 +139,7 @@ def _redacted(message: str, url: str) -> str:
 
 # A quoted piece of an error sharing this many characters with the userinfo is hidden.
 _OVERLAP = 3
+_NAMED_SECRET = re.compile(r"(?i)(passw(or)?d|secret|token|credential)[^a-z0-9_]")
 
 
 def _check_url(url: str) -> None:
@@ -197,6 +211,13 @@ def _connection_options(scheme: str) -> tuple[frozenset[str], frozenset[str]]:
 def _check_single(scheme: str, url: str) -> None:
     from redis.asyncio import ConnectionPool
 
+    if "#" in url:  # redis-py drops it and all after: the password's rest, or the real host
+        raise ValueError("the bus URL holds a # (redis-py drops it and all after): write %23")
+    parsed = urlsplit(url)
+    if "@" in parsed.path:  # a password's "/": redis-py took the rest for the path
+        raise ValueError("the bus URL's path holds an @: write a password's / as %2F")
+    if scheme != "unix" and not parsed.hostname:  # redis-py would use localhost:6379
+        raise ValueError("the bus URL names no host")
     options = parse_qs(url.partition("?")[2])
     known, objects = _connection_options(scheme)
     for name in _named(url):
@@ -242,6 +263,9 @@ def _check_single(scheme: str, url: str) -> None:
         for value in options.get(name, []):
             if not os.path.isfile(value):
                 raise ValueError(f"{name} in the bus URL: no such file {value!r}")
+    for value in options.get("ssl_keyfile", []):  # OpenSSL would ask on the terminal, or hang
+        if not options.get("ssl_password") and _encrypted(value):
+            raise ValueError("ssl_keyfile in the bus URL is encrypted: give ssl_password")
     for value in options.get("ssl_ca_path", []):
         if not os.path.isdir(value):
             raise ValueError(f"ssl_ca_path in the bus URL: no such directory {value!r}")
@@ -262,7 +286,11 @@ def _check_single(scheme: str, url: str) -> None:
         name = str(exc).rpartition(" ")[2]
         if not name.startswith("'"):  # another TypeError than an unknown keyword
             raise ValueError(f"the bus URL's options: {exc}") from None
-        hint = " (TLS options need rediss://)" if name.startswith("'ssl") else ""
+        hint = (
+            " (TLS options need rediss://)"
+            if name.startswith("'ssl") and scheme != "rediss"
+            else ""
+        )
         raise ValueError(f"the bus URL takes no option {name}{hint}") from None
     except Exception as exc:
         raise ValueError(f"the bus URL's options: {exc}") from None
@@ -293,3 +321,11 @@ def _check_tls(connection: Any) -> None:
         context.get()
     except (ssl.SSLError, OSError, ValueError, TypeError) as exc:
         raise ValueError(f"the bus URL's TLS options: {type(exc).__name__}: {exc}") from None
+
+
+def _encrypted(path: str) -> bool:
+    try:
+        with open(path, "rb") as key:
+            return b"ENCRYPTED" in key.read(1 << 16)
+    except OSError:
+        return False
