@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import uuid
+from typing import Any
 
 import aiohttp
 import pytest
@@ -233,6 +234,17 @@ async def test_an_unspoken_websocket_version_is_426_naming_13(
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
+async def _refused(port: int, head: str) -> tuple[bytes, Any]:
+    """The status head and the JSON body of the answer to a raw request ``head``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head.encode())
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = int(answer.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+    body = json.loads(await asyncio.wait_for(reader.readexactly(length), 10))
+    writer.close()
+    return answer, body
+
+
 @pytest.mark.parametrize(
     ("name", "extra"),
     [
@@ -256,12 +268,7 @@ async def test_a_handshake_header_given_twice_is_a_400_naming_it(
         + "".join(f"{k}: {v}\r\n" for k, v in lines.items())
         + "\r\n"
     )
-    reader, writer = await asyncio.open_connection("127.0.0.1", memory_app.server.port)
-    writer.write(head.encode())
-    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    length = int(answer.split(b"Content-Length: ")[1].split(b"\r\n")[0])
-    body = json.loads(await asyncio.wait_for(reader.readexactly(length), 10))
-    writer.close()
+    answer, body = await _refused(memory_app.server.port, head)
     assert answer.startswith(b"HTTP/1.1 400 "), answer
     assert body["error_code"] == 12046 and f"{name} is given more than once" in body["detail"]
 
@@ -274,12 +281,7 @@ async def test_a_key_that_is_not_16_bytes_in_base64_is_a_400(memory_app: LiveApp
         "GET /ws/general HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
     )
-    reader, writer = await asyncio.open_connection("127.0.0.1", memory_app.server.port)
-    writer.write(head.encode())
-    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    length = int(answer.split(b"Content-Length: ")[1].split(b"\r\n")[0])
-    body = json.loads(await asyncio.wait_for(reader.readexactly(length), 10))
-    writer.close()
+    answer, body = await _refused(memory_app.server.port, head)
     assert answer.startswith(b"HTTP/1.1 400 "), answer
     assert body["error_code"] == 12046 and "Sec-WebSocket-Key" in body["detail"]
 
