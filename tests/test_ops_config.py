@@ -327,6 +327,7 @@ BAD_BUS_URLS = [
     ("redis://", "names no host"),  # redis-py: localhost:6379, whatever the template meant
     ("redis:///0", "names no host"),
     ("unix:/tmp/redis.sock", "scheme://"),
+    ("redis://u:p@127.0.0.1:6379/0?password=q", "gives the password twice"),  # q was ignored
     # Accepted, then msgpack and non-UTF-8 messages cut the bus connection (an outside pass)
     ("redis://127.0.0.1:6379/0?decode_responses=true", "decode_responses"),
     ("redis://127.0.0.1:6379/0?encoding=nope", "encoding 'nope'"),
@@ -415,6 +416,15 @@ def test_an_encrypted_tls_key_without_its_password_is_refused(tmp_path: Any) -> 
     result = run_cli("check-config", env={"LUNA_SENDER_REDIS_URL": url})
     assert result.returncode == 2, result.stderr[-2000:]
     assert "ssl_keyfile in the bus URL is encrypted: give ssl_password" in result.stderr
+
+
+def test_a_percent_encoded_sentinel_master_name_is_decoded() -> None:
+    """``my%6Daster`` was asked of the sentinels as written: MasterNotFoundError and a 502 for
+    good (an outside pass); redis-py decodes every other part of a URL."""
+    from luna_sender.bus.sentinel import master_client
+
+    client = master_client("redis+sentinel://127.0.0.1:26379/my%6Daster/0")
+    assert client.connection_pool.service_name == "mymaster"
 
 
 def test_the_bus_urls_of_the_docs_are_still_read() -> None:

@@ -12,6 +12,7 @@ so it follows the master through a failover the same way (docs/recovery.md says 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
@@ -32,7 +33,7 @@ def master_client(url: str) -> aioredis.Redis:
     parts = [p for p in parsed.path.split("/") if p]
     if not parts:
         raise ValueError("redis+sentinel:// URL needs a master name: .../<master>[/db]")
-    master = parts[0]
+    master = unquote(parts[0])  # "my%6Daster": MasterNotFoundError and a 502 for good
     db = int(parts[1]) if len(parts) > 1 else 0
     sentinel_kwargs: dict[str, Any] = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
     if "sentinel_username" in parsed.query:

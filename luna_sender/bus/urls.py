@@ -219,6 +219,9 @@ def _check_single(scheme: str, url: str) -> None:
     if scheme != "unix" and not parsed.hostname:  # redis-py would use localhost:6379
         raise ValueError("the bus URL names no host")
     options = parse_qs(url.partition("?")[2])
+    for name, given in (("password", parsed.password), ("username", parsed.username)):
+        if given and name in options:  # redis-py takes the userinfo's, without a word
+            raise ValueError(f"the bus URL gives the {name} twice: in user:password@ and ?{name}=")
     known, objects = _connection_options(scheme)
     for name in _named(url):
         if name in objects:
