@@ -28,9 +28,9 @@ from typing import Any
 from luna_sender.bus.presence import PREFIX
 
 # For the answers; a recorder slower than that is taken for stalled. A recorder that wakes from
-# a freeze answers after appending its backlog: at 3,000 events/s an outside pass saw 0.8 s run
-# out in 24 of 25 moves. A new subscription's own appends wait for its fence too, and its
-# recovering sockets' events for them (delivery/pipe.py).
+# a freeze answers only after its backlog (an outside pass: 2.0-2.7 s with stutters). A new
+# subscription's own appends wait for its fence too, and its recovering sockets' events for
+# them (delivery/pipe.py).
 WAIT = 2.0
 ASK, ANSWER = b"fence?", b"fence!"
 
