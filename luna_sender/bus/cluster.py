@@ -28,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeout
 from luna_sender.bus.base import NOT_PUBLISHED, OUTCOME_UNKNOWN, BusError, BusOptions
 from luna_sender.bus.dialect import SHARDED
 from luna_sender.bus.redis import NO_RETRY, RedisBus
+from luna_sender.bus.shards import ShardReaders
 from luna_sender.bus.urls import parse_hosts, split_url
 
 
@@ -124,9 +125,14 @@ class ClusterBus(RedisBus):
 
 class ShardedClusterBus(ClusterBus):
     """Per-account channels hash to slots: SSUBSCRIBE each on the node owning it, and only for
-    accounts with local subscribers (the hub drives subscribe/unsubscribe)."""
+    accounts with local subscribers (the hub drives subscribe/unsubscribe). Each shard connection
+    is read by a task of its own (bus/shards.py)."""
 
     dialect = SHARDED
+
+    def __init__(self, url: str, options: BusOptions | None = None) -> None:
+        super().__init__(url, options)
+        self._shards: ShardReaders | None = None
 
     def _subscriber(self) -> Any:
         return self._cluster  # RedisCluster.pubsub(): one connection per shard owner
@@ -134,7 +140,43 @@ class ShardedClusterBus(ClusterBus):
     async def _publish_command(self, channel: str, data: bytes) -> object:
         return await self._cluster.spublish(channel, data)
 
-    async def _next_message(self, pubsub: PubSub) -> dict[str, Any] | None:
+    def _readers(self, pubsub: PubSub) -> ShardReaders:
         assert isinstance(pubsub, ClusterPubSub)  # _subscriber() is the cluster client
-        # Polls each shard's connection in turn; a short timeout keeps every shard served.
-        return await pubsub.get_sharded_message(timeout=0.02)
+        if self._shards is None or self._shards.pubsub is not pubsub:
+            self._shards = ShardReaders(pubsub, self._reply)
+        return self._shards
+
+    def _reply(self, msg: dict[str, Any]) -> None:
+        assert self._handler is not None  # readers exist only once the bus has started
+        self._on_reply(msg, self._handler)
+
+    async def _send(self, pubsub: PubSub, subscribe: bool, channels: set[str]) -> None:
+        await super()._send(pubsub, subscribe, channels)
+        self._readers(pubsub).watch()  # an SSUBSCRIBE may have opened a new shard's connection
+
+    async def _read_loop(self, pubsub: PubSub) -> None:
+        readers = self._readers(pubsub)
+        readers.watch()
+        await readers.failure()
+
+    async def _ping(self, fut: asyncio.Future[None] | None) -> None:
+        pubsub = self._pubsub
+        if pubsub is None:
+            raise BusError("no pub/sub connection")
+        readers = self._readers(pubsub)
+        async with self._write_lock:
+            shards = readers.subscribed()
+            if not shards:
+                raise BusError("no shard connection is subscribed")
+            self._pings.append((self.subs.barrier(), fut))
+            await readers.ping(shards)
+
+    def _pong(self) -> None:
+        if self._shards is None or self._shards.pong():
+            super()._pong()
+
+    async def _drop_pubsub(self) -> None:
+        shards, self._shards = self._shards, None
+        if shards is not None:
+            await shards.close()
+        await super()._drop_pubsub()

@@ -1,0 +1,104 @@
+"""Reading a sharded Cluster subscription: one reader per shard connection, none waiting on another.
+
+Why: redis-py's ``ClusterPubSub.get_sharded_message(timeout=t)`` polls the shard connections in
+turn and waits up to ``t`` on each idle one before it looks at the next. With the keepalive
+channel on one shard and an account on another, every message cost a 20 ms wait on the idle
+shard: about 50 messages a second in all, so a burst of 3,000 publishes took a minute to come
+out and every later event queued behind it (an outside pass saw delivery "stop for good").
+
+Here each shard connection has a task blocked on its own socket, and its replies go to the bus's
+reply handler the moment they are read. Replies of one shard keep their order (one task reads
+it); shards were never ordered against each other. A shard connection appears when the first
+channel of its slot range is subscribed, so the bus calls :meth:`ShardReaders.watch` after every
+subscription command. A PING goes to every shard, and counts as answered when each has answered:
+only then are all replies written before it in (the subscription audit's barrier).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import types
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterPubSub
+from redis.exceptions import ResponseError
+
+log = logging.getLogger("luna_sender.bus")
+
+
+class ShardReaders:
+    """The reader tasks of one ClusterPubSub (a new one per bus connection)."""
+
+    def __init__(self, pubsub: ClusterPubSub, on_reply: Callable[[dict[str, Any]], None]) -> None:
+        self.pubsub = pubsub
+        self._on_reply = on_reply
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pongs_due: deque[int] = deque()
+
+    def watch(self) -> None:
+        """Start a reader for each shard connection that has none (a new shard was subscribed)."""
+        if self._failed.done():
+            return
+        for name in list(self.pubsub.node_pubsub_mapping):
+            task = self._tasks.get(name)
+            if task is None or task.done():
+                self._tasks[name] = asyncio.ensure_future(self._read(name))
+
+    async def failure(self) -> None:
+        """Returns never; raises the first shard connection's error (the bus then reconnects)."""
+        await asyncio.shield(self._failed)
+
+    def subscribed(self) -> list[PubSub]:
+        """The shard connections a PING must reach (the keepalive channel keeps one)."""
+        return [ps for ps in self.pubsub.node_pubsub_mapping.values() if ps.subscribed]
+
+    async def ping(self, shards: list[PubSub]) -> None:
+        """PING these shards; :meth:`pong` says when the last one has answered."""
+        self._pongs_due.append(len(shards))
+        for shard in shards:
+            await shard.ping()
+
+    def pong(self) -> bool:
+        """One shard answered; True once every shard of the oldest PING has."""
+        if not self._pongs_due:
+            return True  # not ours to count (nothing is waiting)
+        self._pongs_due[0] -= 1
+        if self._pongs_due[0] > 0:
+            return False
+        self._pongs_due.popleft()
+        return True
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        if not self._failed.done():
+            self._failed.cancel()
+
+    async def _read(self, name: str) -> None:
+        pubsub = self.pubsub
+        # Only the name is read; a node gone from the slot map still names its connection.
+        node: Any = pubsub.cluster.get_node(node_name=name) or types.SimpleNamespace(name=name)
+        forever: Any = None  # blocks until a reply (redis-py annotates the timeout as float)
+        try:
+            # A shard left with no channel is closed and dropped by redis-py (sunsubscribe).
+            while name in pubsub.node_pubsub_mapping:
+                try:
+                    msg = await pubsub.get_sharded_message(target_node=node, timeout=forever)
+                except ResponseError as exc:  # answers one command; the connection is fine
+                    log.warning("bus subscription command refused: %s", exc)
+                    continue
+                if msg is not None:
+                    self._on_reply(msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not self._failed.done():
+                self._failed.set_exception(exc)
