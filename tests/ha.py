@@ -117,7 +117,8 @@ def _cluster_state(node: RedisServer) -> str:
 class ClusterSetup:
     """A three-master Redis Cluster created with ``redis-cli --cluster create``."""
 
-    def __init__(self, size: int = 3) -> None:
+    def __init__(self, size: int = 3, node_timeout_ms: int = 2000) -> None:
+        self.node_timeout_ms = node_timeout_ms
         # The cluster bus listens on port + 10000, so node ports must stay below 55536.
         self.nodes = [RedisServer(port=low_free_port(), extra=[]) for _ in range(size)]
 
@@ -133,7 +134,7 @@ class ClusterSetup:
                 "--cluster-config-file",
                 f"{node.dir}/nodes.conf",
                 "--cluster-node-timeout",
-                "2000",
+                str(self.node_timeout_ms),
             ]
             node.start()
         subprocess.run(

@@ -23,10 +23,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeout
 
-from luna_sender.bus.base import NOT_PUBLISHED, OUTCOME_UNKNOWN, BusError, BusOptions
+from luna_sender.bus.base import NOT_PUBLISHED, BusError, BusOptions
 from luna_sender.bus.dialect import SHARDED
+from luna_sender.bus.publishing import publish_once, reason
 from luna_sender.bus.redis import NO_RETRY, RedisBus
 from luna_sender.bus.shards import ShardReaders
 from luna_sender.bus.urls import parse_hosts, split_url
@@ -103,24 +103,59 @@ class ClusterBus(RedisBus):
         return await super()._connect()
 
     async def _publish_once(self, channel: str, data: bytes) -> None:
-        # The cluster client hides whether the command was written: a timeout is undecidable,
-        # an error reply is a refusal, and any other failure (no node reachable) is taken as
-        # not published — the client raises those before or instead of writing.
-        try:
-            await asyncio.wait_for(self._publish_command(channel, data), self._publish_timeout)
-        except (TimeoutError, RedisTimeout) as exc:
-            raise BusError(
-                f"outcome unknown, no reply: {type(exc).__name__}: {exc}",
-                OUTCOME_UNKNOWN,
-                published=None,
-            ) from exc
-        except ResponseError as exc:
-            raise BusError(f"refused: {type(exc).__name__}: {exc}", NOT_PUBLISHED) from exc
-        except Exception as exc:
-            raise BusError(f"not sent: {type(exc).__name__}: {exc}", NOT_PUBLISHED) from exc
+        """One PUBLISH on a connection of the node owning the channel's slot, classified as on
+        a single Redis (publishing.py): redis-py's cluster client gave up after its socket
+        timeout (a 3 s freeze answered "may still be delivered" at 2.3 s) and could not say
+        whether a failure came before or after the write ("not published" events were
+        delivered under connection kills)."""
+        for attempt in (1, 2):
+            try:
+                node = await self._owner(channel)
+                return await publish_once(
+                    _NodePool(node), channel, data, self._publish_timeout, self._publish_verb
+                )
+            except BusError as exc:
+                moved = isinstance(exc.__cause__, ResponseError) and str(exc.__cause__).startswith(
+                    ("MOVED", "ASK")
+                )
+                if not moved or attempt == 2:
+                    raise
+                # The slot moved: Redis refused it unpublished, so one retry on the new owner
+                # cannot duplicate it.
+                await self._cluster.nodes_manager.initialize()
+        raise AssertionError("unreachable")
 
-    async def _publish_command(self, channel: str, data: bytes) -> object:
-        return await self._cluster.publish(channel, data)
+    _publish_verb = "PUBLISH"
+
+    async def _owner(self, channel: str) -> ClusterNode:
+        try:
+            await self._cluster.initialize()  # once; a no-op after the first slot map
+            node = self._cluster.get_node_from_key(channel)
+        except Exception as exc:
+            raise BusError(f"not sent: {reason(exc)}", NOT_PUBLISHED, published=False) from exc
+        if node is None:
+            raise BusError("not sent: no node owns the channel's slot", NOT_PUBLISHED, False)
+        return node
+
+
+class _NodePool:
+    """A cluster node's connection pool, as :func:`publish_once` takes one (connect, release)."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self._node = node
+
+    async def get_connection(self) -> Any:
+        connection: Any = self._node.acquire_connection()
+        try:
+            await connection.connect()
+        except BaseException:
+            await connection.disconnect()
+            self._node.release(connection)
+            raise
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        self._node.release(connection)
 
 
 class ShardedClusterBus(ClusterBus):
@@ -137,8 +172,7 @@ class ShardedClusterBus(ClusterBus):
     def _subscriber(self) -> Any:
         return self._cluster  # RedisCluster.pubsub(): one connection per shard owner
 
-    async def _publish_command(self, channel: str, data: bytes) -> object:
-        return await self._cluster.spublish(channel, data)
+    _publish_verb = "SPUBLISH"
 
     def _readers(self, pubsub: PubSub) -> ShardReaders:
         assert isinstance(pubsub, ClusterPubSub)  # _subscriber() is the cluster client

@@ -112,7 +112,9 @@ async def fresh(conn: Any) -> None:
         await conn.connect()
 
 
-async def publish_once(pool: Any, channel: str, data: bytes, timeout: float) -> None:
+async def publish_once(
+    pool: Any, channel: str, data: bytes, timeout: float, command: str = "PUBLISH"
+) -> None:
     try:
         # Connect and handshake only: nothing of the PUBLISH has been written yet.
         conn = await asyncio.wait_for(pool.get_connection(), timeout)
@@ -124,7 +126,7 @@ async def publish_once(pool: Any, channel: str, data: bytes, timeout: float) -> 
         except Exception as exc:
             raise BusError(f"not sent: {reason(exc)}", NOT_PUBLISHED, published=False) from exc
         try:
-            await conn.send_command("PUBLISH", channel, data)
+            await conn.send_command(command, channel, data)
             # With an explicit timeout redis-py answers None instead of raising; PUBLISH's
             # reply is an integer, so None can only mean no reply in time.
             if await conn.read_response(timeout=timeout) is None:

@@ -1,0 +1,224 @@
+"""The Cluster buses against a real three-master cluster: reading shards, classifying publishes.
+
+An outside pass (2026-11-29) saw a burst of 3,000 publishes leave such a service "deaf for
+good": every shard connection was polled in turn with a 20 ms wait on each idle one, so messages
+came out at ~50 a second and every later event queued behind the burst. Its PINGs went to a
+connection nobody read, so the shutdown's flush and the subscription self-check never got their
+answer either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from luna_sender.bus.cluster import ShardedClusterBus
+from luna_sender.bus.subscriptions import KEEPALIVE
+
+from .ha import ClusterSetup
+from .helpers import Service, account
+from .test_faults_bus import (
+    check_answers,
+    publish_body,
+    publish_through_freeze,
+    ready,
+    receive_seqs,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterSetup]:
+    setup = ClusterSetup()
+    try:
+        setup.start()
+    except BaseException:
+        setup.close()
+        raise
+    yield setup
+    setup.close()
+
+
+def _producer(cluster: ClusterSetup) -> RedisCluster:
+    return RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in cluster.nodes])
+
+
+async def _channel_off(producer: RedisCluster, other: str) -> str:
+    """A channel whose slot another master owns than ``other``'s: two shard connections."""
+    await producer.initialize()
+    taken = producer.get_node_from_key(other).name
+    while True:
+        channel = f"luna-sender:{uuid.uuid4()}"
+        if producer.get_node_from_key(channel).name != taken:
+            return channel
+
+
+async def _started(cluster: ClusterSetup, got: list[bytes], channel: str) -> ShardedClusterBus:
+    bus = ShardedClusterBus(cluster.url + "?sharded=1")
+    await bus.start(lambda chan, data: got.append(data) if chan == channel else None)
+    deadline = time.monotonic() + 10
+    while not bus.connected:
+        assert time.monotonic() < deadline, "the sharded bus did not connect"
+        await asyncio.sleep(0.02)
+    await bus.subscribe(channel)
+    assert bus.subs.live(channel)
+    return bus
+
+
+async def test_a_burst_comes_out_at_once_and_a_flush_waits_for_every_shard(
+    cluster: ClusterSetup,
+) -> None:
+    producer = _producer(cluster)
+    channel = await _channel_off(producer, KEEPALIVE)
+    got: list[bytes] = []
+    bus = await _started(cluster, got, channel)
+    try:
+        n = 3000
+        pipe = producer.pipeline(transaction=False)
+        for i in range(n):
+            pipe.spublish(channel, b"%d" % i)
+        await pipe.execute()
+        # The flush's PING is answered by every shard after what it sent before: everything is in.
+        await bus.flush(20.0)
+        assert len(got) == n, f"{len(got)} of {n} read when the flush returned"
+        assert got == [b"%d" % i for i in range(n)]  # one shard's messages in its order
+    finally:
+        await bus.stop()
+        await producer.aclose()
+
+
+async def test_a_subscription_lost_on_a_shard_is_repaired(cluster: ClusterSetup) -> None:
+    """The self-check's PING reaches every shard, so drift found there is repaired."""
+    producer = _producer(cluster)
+    channel = await _channel_off(producer, KEEPALIVE)
+    got: list[bytes] = []
+    bus = await _started(cluster, got, channel)
+    repaired = asyncio.Event()
+    bus.observe(reconnected=lambda: None, repaired=lambda *_: repaired.set())
+    try:
+        pubsub = bus._pubsub
+        assert pubsub is not None
+        shard = pubsub.node_pubsub_mapping[producer.get_node_from_key(channel).name]
+        await shard.execute_command("SUNSUBSCRIBE", channel)  # drift, as Redis sees it
+        await asyncio.wait_for(repaired.wait(), 10)
+        deadline = time.monotonic() + 5
+        while await producer.spublish(channel, b"after") == 0 or not got:
+            assert time.monotonic() < deadline, "the channel was not subscribed again"
+            await asyncio.sleep(0.1)
+        assert got[-1] == b"after"
+    finally:
+        await bus.stop()
+        await producer.aclose()
+
+
+# --- publishing: outcomes classified as on a single Redis (docs/reliability.md) ---------------
+
+
+class _WholeCluster:
+    """Every node as one server for tests/faults.py's freeze and thaw (they signal ``proc``)."""
+
+    def __init__(self, setup: ClusterSetup) -> None:
+        self.proc = self
+        self._nodes = setup.nodes
+
+    def send_signal(self, sig: int) -> None:
+        for node in self._nodes:
+            assert node.proc is not None
+            node.proc.send_signal(sig)
+
+
+@pytest.fixture(scope="module")
+def patient_cluster() -> Iterator[ClusterSetup]:
+    """Nodes that take 20 s to suspect each other: a 3 s freeze is a stall, not a failover."""
+    setup = ClusterSetup(node_timeout_ms=20000)
+    try:
+        setup.start()
+    except BaseException:
+        setup.close()
+        raise
+    yield setup
+    setup.close()
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["classic", "sharded"])
+async def test_a_publish_during_a_3s_freeze_is_delivered_once(
+    patient_cluster: ClusterSetup, sharded: bool
+) -> None:
+    """Before: redis-py's cluster client gave up after its 2 s socket timeout, so publishes
+    written into the freeze were answered "may still be delivered" and were delivered."""
+    url = patient_cluster.url + ("?sharded=1" if sharded else "")
+    svc = Service("--redis-url", url)
+    try:
+        await ready(svc)
+        answers, seen = await publish_through_freeze(svc, _WholeCluster(patient_cluster), 3.0)
+        outcomes = check_answers(answers, seen, patient_cluster.nodes[0].port)
+        print(f"\n3 s cluster freeze: {dict(outcomes)}")
+        assert answers["before"][0] == answers["after"][0] == 204
+        assert outcomes["unknown"] == 0  # the default publish timeout (10 s) outlasts it
+        assert outcomes["published"] >= 3
+    finally:
+        assert svc.terminate() == 0
+
+
+async def test_publishes_under_connection_kills_are_answered_truthfully(
+    patient_cluster: ClusterSetup,
+) -> None:
+    """CLIENT KILL of every publishing connection, again and again, under concurrent publishes:
+    a 204 is delivered once, "not published" never, "may still be delivered" at most once."""
+    svc = Service("--redis-url", patient_cluster.url)
+    acc = account()
+    headers = {"Luna-Account-Id": acc}
+    admins = [node.client() for node in patient_cluster.nodes]
+    stop = threading.Event()
+
+    def chaos() -> None:
+        while not stop.is_set():
+            for admin in admins:
+                with contextlib.suppress(Exception):
+                    admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+            time.sleep(0.03)
+
+    answers: dict[Any, tuple[int, dict[str, Any]]] = {}
+    try:
+        await ready(svc)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(svc.ws_url + "/ws", headers=headers) as ws,
+        ):
+
+            async def post(seq: Any) -> None:
+                async with session.post(
+                    svc.url + "/publish", json=publish_body(seq), headers=headers
+                ) as resp:
+                    raw = await resp.read()
+                    answers[seq] = (resp.status, orjson.loads(raw) if raw else {})
+
+            killer = threading.Thread(target=chaos, daemon=True)
+            killer.start()
+            try:
+                for start in range(0, 1500, 50):
+                    await asyncio.gather(*(post(seq) for seq in range(start, start + 50)))
+            finally:
+                stop.set()
+                killer.join()
+            await post("after")
+            seen = await receive_seqs(ws, until="after", timeout=30)
+        outcomes = check_answers(answers, seen, patient_cluster.nodes[0].port)
+        print(f"\npublishes under CLIENT KILL: {dict(outcomes)}")
+        assert answers["after"][0] == 204
+        assert outcomes["refused"] + outcomes["unknown"] > 0, "no publish met a killed connection"
+    finally:
+        for admin in admins:
+            admin.close()
+        assert svc.terminate() == 0
