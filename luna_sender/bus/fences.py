@@ -34,11 +34,31 @@ from luna_sender.bus.presence import PREFIX
 WAIT = 2.0
 ASK, ANSWER = b"fence?", b"fence!"
 
-# ARGV: a presence channel, the request or answer. A script, so that it runs in the history
-# queue: an answer behind the appends before it, a request on the queue's one connection.
+# ARGV: a presence channel, the request. A script, so that it goes out on the history queue's
+# one connection (a reconnect herd must not open one per channel).
 ACK = """
 return redis.call('PUBLISH', ARGV[1], ARGV[2])
 """
+
+# The answer: KEYS[1] its proof; ARGV: the asker's presence channel, the answer, the proof's life
+# (ms). Anyone allowed to SUBSCRIBE and PUBLISH on presence channels could read a request and
+# answer it before the recorder had appended (an outside pass: ``recovered: true`` with 143-234
+# events lost, 6 of 6). So the asker believes an answer only once it finds the proof, which this
+# script writes in the same step as it publishes, behind the recorder's appends: forging one
+# takes write access to the history's keys, which could rewrite the history itself anyway.
+ANSWER_SCRIPT = """
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[3])
+return redis.call('PUBLISH', ARGV[1], ARGV[2])
+"""
+PROOF = """
+return redis.call('EXISTS', KEYS[1])
+"""
+PROOF_TTL_MS = 10_000  # an answer is checked within WAIT; after that the key is litter
+
+
+def proof_key(prefix: str, channel: str, token: str, name: str) -> str:
+    """In the channel's slot, as its other history keys (bus/redis_history.py)."""
+    return f"{prefix}:{{{channel}}}:f:{token}:{name}"
 
 
 def ask(token: str, channel: str, reply_to: str) -> bytes:

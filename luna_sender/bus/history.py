@@ -163,6 +163,10 @@ class History(Protocol):
         """Answer a fence, ordered after the appends queued so far."""
         ...
 
+    async def proven(self, channel: str, token: str, name: str) -> bool:
+        """Whether recorder ``name`` wrote the answer to fence ``token`` (not a forgery)."""
+        ...
+
     async def release(self, channel: str) -> None:
         """This instance no longer records ``channel``: drop its registration."""
         ...
@@ -293,6 +297,9 @@ class MemoryHistory:
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         done.set_result(0)
         return done
+
+    async def proven(self, channel: str, token: str, name: str) -> bool:
+        return False
 
     async def release(self, channel: str) -> None:
         self._recording.discard(channel)

@@ -8,6 +8,7 @@ Keys (``{channel}`` is a Cluster hash tag, so one channel's keys live in one slo
     <prefix>:{<channel>}:d:<hash> the offset given to a message with this content hash
     <prefix>:{<channel>}:r        zset: the instances recording the channel, scored by when
                                   their registration expires (Redis time, ms)
+    <prefix>:{<channel>}:f:<token>:<name>  a fence's answer from recorder <name> (bus/fences.py)
 
 Recorders register (:data:`MARK`) and refresh their registration every :data:`BEAT` seconds
 for :data:`BEAT_TTL`; a graceful stop removes it. An instance starting to record a channel that
@@ -65,15 +66,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from luna_sender.bus import fences, presence
 from luna_sender.bus.base import BusError
-from luna_sender.bus.history import (
-    NOT_RECOVERED,
-    Offset,
-    Replay,
-    Window,
-    judge,
-    new_epoch,
-    parse,
-)
+from luna_sender.bus.history import NOT_RECOVERED, Offset, Replay, Window, judge, new_epoch, parse
 from luna_sender.bus.redis import NO_RETRY
 from luna_sender.bus.redis_ops import Op, Read
 from luna_sender.bus.redis_scripts import APPEND, BEAT_SCRIPT, MARK, SINCE
@@ -108,7 +101,7 @@ class RedisHistory:
             url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=NO_RETRY
         )
         self._bodies = {"append": APPEND, "since": SINCE, "mark": MARK, "beat": BEAT_SCRIPT}
-        self._bodies["ack"] = fences.ACK
+        self._bodies |= {"ack": fences.ACK, "answer": fences.ANSWER_SCRIPT, "proof": fences.PROOF}
         self._sha = {
             name: hashlib.sha1(body.encode()).hexdigest()  # Redis names scripts by SHA1
             for name, body in self._bodies.items()
@@ -225,8 +218,15 @@ class RedisHistory:
 
     def answer_nowait(self, channel: str, token: str, reply_to: str) -> asyncio.Future[Any]:
         """A fence's answer, run by Redis after this instance's appends queued so far."""
-        reply = fences.answer(token, self._recording.get(channel, ""))
-        return self._enqueue("ack", [], [reply_to, reply]).future
+        name = self._recording.get(channel, "")
+        proof = fences.proof_key(self.prefix, channel, token, name)
+        args = [reply_to, fences.answer(token, name), fences.PROOF_TTL_MS]
+        return self._enqueue("answer", [proof], args).future
+
+    async def proven(self, channel: str, token: str, name: str) -> bool:
+        """Whether recorder ``name`` really answered (bus/fences.py: an answer can be forged)."""
+        proof = fences.proof_key(self.prefix, channel, token, name)
+        return bool(await self._submit("proof", [proof], []) == 1)
 
     async def release(self, channel: str) -> None:
         self._starts.pop(channel, None)

@@ -20,7 +20,11 @@ log = logging.getLogger("luna_sender.hub")
 class Fencing:
     def __init__(self, history: History) -> None:
         self.history = history
-        self._waits: dict[str, tuple[set[str], asyncio.Future[None]]] = {}
+        # token -> (the recorders not yet answered, done, the channel)
+        self._waits: dict[str, tuple[set[str], asyncio.Future[None], str]] = {}
+        # (token, name) -> its answer's proof being checked; the set: another came meanwhile
+        self._checking: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._again: set[tuple[str, str]] = set()
 
     async def run(self, channel: str) -> bool:
         """After this instance's start marker on ``channel``: True once every recorder the
@@ -32,7 +36,7 @@ class Fencing:
                 if not names:
                     return True
                 done = asyncio.get_running_loop().create_future()
-                self._waits[token] = (set(names), done)
+                self._waits[token] = (set(names), done, channel)
                 ordered = sorted(names)
                 asked = [self.history.ask_fence(name, token, channel) for name in ordered]
                 for name, heard in zip(ordered, await asyncio.gather(*asked), strict=True):
@@ -41,7 +45,7 @@ class Fencing:
                         return False
                 await done
         except Exception as exc:  # the timeout included: taken for a stalled recorder
-            waiting = self._waits.get(token, (set(), None))[0]
+            waiting = self._waits[token][0] if token in self._waits else set()
             log.info(
                 "fence on %s: no answer from %s (%s); a gap is marked",
                 channel,
@@ -54,10 +58,40 @@ class Fencing:
         return True
 
     def answered(self, token: str, name: str) -> None:
+        """An answer came; it counts once its proof is found (bus/fences.py), one check at a
+        time per recorder, so a flood of forged answers costs one query in flight."""
         wait = self._waits.get(token)
-        if wait is None:  # late, or not ours
+        if wait is None or name not in wait[0]:  # late, repeated, or not ours
             return
-        names, done = wait
-        names.discard(name)
-        if not names and not done.done():
-            done.set_result(None)
+        key = (token, name)
+        if key in self._checking:
+            self._again.add(key)  # the real answer may be this one: check again after
+            return
+        self._checking[key] = asyncio.ensure_future(self._check(key, *wait))
+
+    async def _check(
+        self, key: tuple[str, str], names: set[str], done: asyncio.Future[None], channel: str
+    ) -> None:
+        token, name = key
+        try:
+            while True:
+                self._again.discard(key)
+                try:
+                    proven = await self.history.proven(channel, token, name)
+                except Exception:  # unchecked: not believed; the fence times out, a gap
+                    proven = False
+                if proven:
+                    names.discard(name)
+                    if not names and not done.done():
+                        done.set_result(None)
+                    return
+                if key not in self._again:
+                    log.warning(
+                        "fence on %s: an answer in the name of %s that it did not write; ignored",
+                        channel,
+                        name,
+                    )
+                    return
+        finally:
+            self._checking.pop(key, None)
+            self._again.discard(key)
