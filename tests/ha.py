@@ -6,13 +6,16 @@ touches the machine's shared Redis on 6379.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import redis
 
@@ -160,3 +163,21 @@ class ClusterSetup:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
+
+
+class _Setup(Protocol):
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Setup)
+
+
+@contextlib.contextmanager
+def running(setup: S) -> Iterator[S]:
+    """Started for the block and always closed: no process outlives a failed setup either."""
+    try:
+        setup.start()
+        yield setup
+    finally:
+        setup.close()

@@ -18,18 +18,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from luna_sender.bus.cluster import ShardedClusterBus
 from luna_sender.bus.subscriptions import KEEPALIVE
 
-from .ha import ClusterSetup
+from .ha import ClusterSetup, running
 from .helpers import Service, account
 from .test_faults_bus import (
     check_answers,
-    publish_body,
+    poster,
     publish_through_freeze,
     ready,
     receive_seqs,
@@ -40,14 +39,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ClusterSetup]:
-    setup = ClusterSetup()
-    try:
-        setup.start()
-    except BaseException:
-        setup.close()
-        raise
-    yield setup
-    setup.close()
+    with running(ClusterSetup()) as setup:
+        yield setup
 
 
 def _producer(cluster: ClusterSetup) -> RedisCluster:
@@ -141,14 +134,8 @@ class _WholeCluster:
 @pytest.fixture(scope="module")
 def patient_cluster() -> Iterator[ClusterSetup]:
     """Nodes that take 20 s to suspect each other: a 3 s freeze is a stall, not a failover."""
-    setup = ClusterSetup(node_timeout_ms=20000)
-    try:
-        setup.start()
-    except BaseException:
-        setup.close()
-        raise
-    yield setup
-    setup.close()
+    with running(ClusterSetup(node_timeout_ms=20000)) as setup:
+        yield setup
 
 
 @pytest.mark.parametrize("sharded", [False, True], ids=["classic", "sharded"])
@@ -196,14 +183,7 @@ async def test_publishes_under_connection_kills_are_answered_truthfully(
             aiohttp.ClientSession() as session,
             session.ws_connect(svc.ws_url + "/ws", headers=headers) as ws,
         ):
-
-            async def post(seq: Any) -> None:
-                async with session.post(
-                    svc.url + "/publish", json=publish_body(seq), headers=headers
-                ) as resp:
-                    raw = await resp.read()
-                    answers[seq] = (resp.status, orjson.loads(raw) if raw else {})
-
+            post = poster(session, svc, headers, answers)
             killer = threading.Thread(target=chaos, daemon=True)
             killer.start()
             try:

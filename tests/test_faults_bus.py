@@ -12,7 +12,7 @@ import collections
 import contextlib
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -143,6 +143,24 @@ def publish_body(seq: Any) -> dict[str, Any]:
     }
 
 
+Answers = dict[Any, tuple[int, dict[str, Any]]]
+
+
+def poster(
+    session: aiohttp.ClientSession, svc: Service, headers: dict[str, str], answers: Answers
+) -> Callable[[Any], Awaitable[None]]:
+    """POST /publish of event ``seq``, its status and error body kept in ``answers[seq]``."""
+
+    async def post(seq: Any) -> None:
+        async with session.post(
+            svc.url + "/publish", json=publish_body(seq), headers=headers
+        ) as resp:
+            raw = await resp.read()
+            answers[seq] = (resp.status, orjson.loads(raw) if raw else {})
+
+    return post
+
+
 async def publish_through_freeze(
     svc: Service, server: RedisServer, seconds: float
 ) -> tuple[dict[Any, tuple[int, dict[str, Any]]], collections.Counter[Any]]:
@@ -156,14 +174,7 @@ async def publish_through_freeze(
         aiohttp.ClientSession(timeout=timeout) as session,
         session.ws_connect(svc.ws_url + "/ws", headers=headers) as ws,
     ):
-
-        async def post(seq: Any) -> None:
-            async with session.post(
-                svc.url + "/publish", json=publish_body(seq), headers=headers
-            ) as resp:
-                raw = await resp.read()
-                answers[seq] = (resp.status, orjson.loads(raw) if raw else {})
-
+        post = poster(session, svc, headers, answers)
         await post("before")
         freeze(server)
         timer = thaw_later(server, seconds)

@@ -22,7 +22,7 @@ from redis.cluster import ClusterNode, RedisCluster, key_slot
 from luna_sender.bus.history import create_history
 from luna_sender.web.context import CTX
 
-from .ha import ClusterSetup, SentinelSetup
+from .ha import ClusterSetup, SentinelSetup, running
 from .helpers import account, face_event, face_message, recv_json
 from .test_recovery_e2e import channel, frames, general, publish, resume_case
 
@@ -31,27 +31,21 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ClusterSetup]:
-    setup = ClusterSetup()
-    setup.start()
-    yield setup
-    setup.close()
+    with running(ClusterSetup()) as setup:
+        yield setup
 
 
 @pytest.fixture(scope="module")
 def sentinels() -> Iterator[SentinelSetup]:
-    setup = SentinelSetup()
-    setup.start()
-    yield setup
-    setup.close()
+    with running(SentinelSetup()) as setup:
+        yield setup
 
 
 @pytest.fixture
 def failing_sentinels() -> Iterator[SentinelSetup]:
     """A setup of the test's own: the test kills its master."""
-    setup = SentinelSetup()
-    setup.start()
-    yield setup
-    setup.close()
+    with running(SentinelSetup()) as setup:
+        yield setup
 
 
 def stream_key(chan: str) -> str:

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 import redis
 
-from .ha import ClusterSetup, SentinelSetup
+from .ha import ClusterSetup, SentinelSetup, running
 from .helpers import Service, account, face_event, face_message, recv_json
 
 pytestmark = pytest.mark.slow
@@ -18,26 +18,14 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def sentinel_setup() -> Iterator[SentinelSetup]:
-    setup = SentinelSetup()
-    try:
-        setup.start()
-    except BaseException:  # what did start is stopped: no process outlives a failed setup
-        setup.close()
-        raise
-    yield setup
-    setup.close()
+    with running(SentinelSetup()) as setup:
+        yield setup
 
 
 @pytest.fixture
 def cluster_setup() -> Iterator[ClusterSetup]:
-    setup = ClusterSetup()
-    try:
-        setup.start()
-    except BaseException:
-        setup.close()
-        raise
-    yield setup
-    setup.close()
+    with running(ClusterSetup()) as setup:
+        yield setup
 
 
 async def _publish_until_received(
