@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import redis
+from redis.cluster import key_slot
 
 from .helpers import RedisServer, free_port
 
@@ -117,11 +118,20 @@ def _cluster_state(node: RedisServer) -> str:
     return "ok" if "cluster_state:ok" in text else "fail"
 
 
-class ClusterSetup:
-    """A three-master Redis Cluster created with ``redis-cli --cluster create``."""
+def _synced(node: RedisServer) -> bool:
+    """A master, or a replica that has its master's data (else it may never fail over)."""
+    info = node.client().info("replication")
+    return info.get("role") == "master" or info.get("master_link_status") == "up"
 
-    def __init__(self, size: int = 3, node_timeout_ms: int = 2000) -> None:
+
+class ClusterSetup:
+    """A three-master Redis Cluster created with ``redis-cli --cluster create``; with
+    ``replicas=1``, six nodes: each master has a replica to fail over to."""
+
+    def __init__(self, size: int = 3, node_timeout_ms: int = 2000, replicas: int = 0) -> None:
         self.node_timeout_ms = node_timeout_ms
+        self.replicas = replicas
+        size *= 1 + replicas
         # The cluster bus listens on port + 10000, so node ports must stay below 55536.
         self.nodes = [RedisServer(port=low_free_port(), extra=[]) for _ in range(size)]
 
@@ -146,6 +156,8 @@ class ClusterSetup:
                 "--cluster",
                 "create",
                 *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                "--cluster-replicas",
+                str(self.replicas),
                 "--cluster-yes",
             ],
             check=True,
@@ -155,10 +167,22 @@ class ClusterSetup:
         )
         deadline = time.monotonic() + 20
         for node in self.nodes:
-            while _cluster_state(node) != "ok":
+            while _cluster_state(node) != "ok" or not _synced(node):
                 if time.monotonic() > deadline:
                     raise TimeoutError("cluster did not become ok")
                 time.sleep(0.1)
+
+    def owner(self, key: str) -> RedisServer:
+        """The master serving ``key``'s slot now."""
+        slot = key_slot(key.encode())
+        for node in self.nodes:
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            with contextlib.suppress(Exception):
+                for start, end, master, *_ in node.client().execute_command("CLUSTER SLOTS"):
+                    if start <= slot <= end:
+                        return next(n for n in self.nodes if n.port == int(master[1]))
+        raise LookupError(f"no live node knows slot {slot}")
 
     def close(self) -> None:
         for node in self.nodes:

@@ -202,3 +202,43 @@ async def test_publishes_under_connection_kills_are_answered_truthfully(
         for admin in admins:
             admin.close()
         assert svc.terminate() == 0
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["classic", "sharded"])
+async def test_a_master_failover_is_followed_by_publishes_and_subscriptions(
+    sharded: bool,
+) -> None:
+    """The master owning an account's slot is killed and its replica promoted. Before, the
+    publishes kept going to the dead master's address ("not published" for good: the slot map
+    was never reloaded) and a sharded subscription was never moved to the new master."""
+    with running(ClusterSetup(replicas=1)) as setup:
+        svc = Service("--redis-url", setup.url + ("?sharded=1" if sharded else ""))
+        acc = account()
+        headers = {"Luna-Account-Id": acc}
+        answers: dict[Any, tuple[int, dict[str, Any]]] = {}
+        try:
+            await ready(svc)
+            async with (
+                aiohttp.ClientSession() as session,
+                session.ws_connect(svc.ws_url + "/ws", headers=headers) as ws,
+            ):
+                post = poster(session, svc, headers, answers)
+                await post("before")
+                dead = setup.owner(f"luna-sender:{acc}")
+                dead.kill()
+                deadline = time.monotonic() + 30
+                seq = 0
+                while answers.get(seq - 1, (0,))[0] != 204:
+                    assert time.monotonic() < deadline, f"no 204 in {seq} publishes after the kill"
+                    await post(seq)
+                    seq += 1
+                    await asyncio.sleep(0.2)
+                assert setup.owner(f"luna-sender:{acc}") is not dead
+                await post("after")
+                seen = await receive_seqs(ws, until="after", timeout=30)
+                assert not ws.closed
+            outcomes = check_answers(answers, seen, setup.nodes[0].port)
+            print(f"\nfailover (sharded={sharded}): {dict(outcomes)} in {seq} publishes")
+            assert answers["before"][0] == answers["after"][0] == 204
+        finally:
+            assert svc.terminate() == 0

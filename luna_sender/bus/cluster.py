@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -65,6 +66,9 @@ class ClusterBus(RedisBus):
         self._rotation = itertools.count()
         self._cluster = cluster_client(url)
         self._node_client: aioredis.Redis | None = None
+        self._loaded = False  # the slot map, once: later connects reload it (a failover)
+        self._reload: asyncio.Task[None] | None = None
+        self._reloaded_at = 0.0
         super().__init__(url, options, client=self._cluster)
 
     def _known_nodes(self) -> list[tuple[str, int]]:
@@ -98,9 +102,29 @@ class ClusterBus(RedisBus):
         return self._node_client
 
     async def _connect(self) -> PubSub:
-        # ClusterPubSub routes SSUBSCRIBE by the slot map, which a fresh client has not loaded.
+        # ClusterPubSub routes SSUBSCRIBE by the slot map: loaded on the first connect, and
+        # reloaded on every later one, since a lost shard may have failed over meanwhile.
+        if self._loaded:
+            await self._cluster.nodes_manager.initialize()
         await self._cluster.initialize()
+        self._loaded = True
         return await super()._connect()
+
+    async def stop(self) -> None:
+        if self._reload is not None:
+            self._reload.cancel()
+        await super().stop()
+
+    def _reload_soon(self) -> None:
+        """After a publish failed on a node: the slot map may name a master that is gone (the
+        cluster client reloaded it on such errors; our publishes bypass it). At most one reload
+        a second, in the background: the publishes meanwhile fail fast and truthfully."""
+        now = time.monotonic()
+        if (self._reload is not None and not self._reload.done()) or now - self._reloaded_at < 1:
+            return
+        self._reloaded_at = now
+        self._reload = asyncio.ensure_future(self._cluster.nodes_manager.initialize())
+        self._reload.add_done_callback(lambda task: task.cancelled() or task.exception())
 
     async def _publish_once(self, channel: str, data: bytes) -> None:
         """One PUBLISH on a connection of the node owning the channel's slot, classified as on
@@ -119,6 +143,8 @@ class ClusterBus(RedisBus):
                     ("MOVED", "ASK")
                 )
                 if not moved or attempt == 2:
+                    if not isinstance(exc.__cause__, ResponseError):
+                        self._reload_soon()  # a node unreachable or silent: failed over?
                     raise
                 # The slot moved: Redis refused it unpublished, so one retry on the new owner
                 # cannot duplicate it.

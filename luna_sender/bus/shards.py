@@ -50,8 +50,14 @@ class ShardReaders:
                 self._tasks[name] = asyncio.ensure_future(self._read(name))
 
     async def failure(self) -> None:
-        """Returns never; raises the first shard connection's error (the bus then reconnects)."""
-        await asyncio.shield(self._failed)
+        """Returns never; raises the first shard connection's error (the bus then reconnects).
+        Meanwhile looks for new shard connections every second: when the slot map is reloaded
+        (bus/cluster.py, after a failover) redis-py moves a channel to its new owner itself."""
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._failed), 1.0)
+            except TimeoutError:
+                self.watch()
 
     def subscribed(self) -> list[PubSub]:
         """The shard connections a PING must reach (the keepalive channel keeps one)."""
