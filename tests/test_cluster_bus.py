@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import threading
 import time
 import uuid
@@ -242,3 +243,41 @@ async def test_a_master_failover_is_followed_by_publishes_and_subscriptions(
             assert answers["before"][0] == answers["after"][0] == 204
         finally:
             assert svc.terminate() == 0
+
+
+async def test_a_frozen_master_does_not_refuse_publishes_to_the_others(
+    patient_cluster: ClusterSetup,
+) -> None:
+    """One master frozen 2.5 s with a publish written to it: publishes to accounts on the other
+    masters go on (before: refused "no reply for over 1 s", ~600 a run in an outside pass),
+    and the frozen one's publish ends 204 once it wakes."""
+    frozen_acc = account()
+    frozen = patient_cluster.owner(f"luna-sender:{frozen_acc}")
+    other_acc = account()
+    while patient_cluster.owner(f"luna-sender:{other_acc}") is frozen:
+        other_acc = account()
+    svc = Service("--redis-url", patient_cluster.url)
+    answers: dict[Any, tuple[int, dict[str, Any]]] = {}
+    try:
+        await ready(svc)
+        async with aiohttp.ClientSession() as session:
+            post_frozen = poster(session, svc, {"Luna-Account-Id": frozen_acc}, answers)
+            post_other = poster(session, svc, {"Luna-Account-Id": other_acc}, answers)
+            await post_other("warm")
+            await post_frozen("warm-frozen")
+            with contextlib.ExitStack() as thaw:
+                assert frozen.proc is not None
+                frozen.proc.send_signal(signal.SIGSTOP)
+                thaw.callback(frozen.proc.send_signal, signal.SIGCONT)
+                written = asyncio.ensure_future(post_frozen("into the freeze"))
+                await asyncio.sleep(1.5)  # past the 1 s after which a node counts as stalled
+                await post_other("beside the freeze")
+                await post_frozen("refused")
+                await asyncio.sleep(1.0)
+            await written
+        assert answers["beside the freeze"][0] == 204, answers
+        assert answers["into the freeze"][0] == 204, answers
+        assert answers["refused"][0] == 503, answers
+        assert answers["refused"][1]["detail"].endswith("the event was not published")
+    finally:
+        assert svc.terminate() == 0
