@@ -450,12 +450,16 @@ async def test_junk_and_forged_fences_on_a_presence_channel_change_nothing(
                 f"fence! {'0' * 32} {name}".encode(),
                 f"fence? {'1' * 32} {channel} {channel}".encode(),  # answer onto the event channel
                 f"fence? {'2' * 32} {name} luna-sender:{account()}".encode(),  # not recorded here
+                # a token of 100 KB: its answer's proof key would have had it in its name
+                f"fence? {'3' * 100_000} {name} {channel}".encode(),
+                f"fence? {'4' * 32} {name}{'5' * 100_000} {channel}".encode(),
             ):
                 assert admin.publish(name, junk) == 1
             await _face(session, svc, "2")
             assert _tag(await recv_json(ws)) == "2"
             await assert_silent(ws)
             await ws.close()
+        assert admin.keys("*:f:*") == []  # no answer was written for any of them
         assert metric(svc.url, "bus_poison_messages_total") == 0
         log = svc.log()
         assert "Traceback" not in log and " ERROR " not in log, log[-3000:]

@@ -23,6 +23,7 @@ Cluster has no presence names: there nothing is fenced (docs/recovery.md).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from luna_sender.bus.presence import PREFIX
@@ -69,16 +70,27 @@ def answer(token: str, name: str) -> bytes:
     return b" ".join((ANSWER, token.encode(), name.encode()))
 
 
+# What this code sends: a token and a presence name are 32 hex digits each. Anything else is
+# refused before it reaches the history: the answer writes a proof key with the token in its
+# name, and a client allowed only to publish on presence channels made instances write keys of
+# 1 MB each, as many as it liked (an outside pass: +250 MB in Redis, recovery failing at
+# maxmemory).
+_TOKEN = re.compile(rb"[0-9a-f]{32}")
+_NAME = re.compile(re.escape(PREFIX.encode()) + rb"[0-9a-f]{32}")
+
+
 def parse(data: bytes) -> tuple[bytes, str, str, str] | None:
     """``(ASK, token, reply_to, channel)`` or ``(ANSWER, token, name, "")``; None for anything
     else published to a presence name."""
     parts = data.split(b" ", 3)
+    if len(parts) < 3 or not _TOKEN.fullmatch(parts[1]) or not _NAME.fullmatch(parts[2]):
+        return None
     try:
         # The answer goes only to a presence channel: never, say, onto an event channel
-        if parts[0] == ASK and len(parts) == 4 and parts[2].startswith(PREFIX.encode()):
-            return ASK, parts[1].decode("ascii"), parts[2].decode(), parts[3].decode()
+        if parts[0] == ASK and len(parts) == 4:
+            return ASK, parts[1].decode(), parts[2].decode(), parts[3].decode()
         if parts[0] == ANSWER and len(parts) == 3:
-            return ANSWER, parts[1].decode("ascii"), parts[2].decode(), ""
+            return ANSWER, parts[1].decode(), parts[2].decode(), ""
     except UnicodeDecodeError:
         pass
     return None

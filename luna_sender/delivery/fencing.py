@@ -25,6 +25,7 @@ class Fencing:
         # (token, name) -> its answer's proof being checked; the set: another came meanwhile
         self._checking: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._again: set[tuple[str, str]] = set()
+        self._warned: set[str] = set()  # tokens a forged answer was logged for: once each
 
     async def run(self, channel: str) -> bool:
         """After this instance's start marker on ``channel``: True once every recorder the
@@ -55,6 +56,7 @@ class Fencing:
             return False
         finally:
             self._waits.pop(token, None)
+            self._warned.discard(token)
         return True
 
     def answered(self, token: str, name: str) -> None:
@@ -86,6 +88,9 @@ class Fencing:
                         done.set_result(None)
                     return
                 if key not in self._again:
+                    if token in self._warned or token not in self._waits:  # one line a fence
+                        return
+                    self._warned.add(token)
                     log.warning(
                         "fence on %s: an answer in the name of %s that it did not write; ignored",
                         channel,
