@@ -309,11 +309,14 @@ async def test_publishes_queued_behind_a_stuttering_redis_are_not_taken_for_a_st
                     return r.status
 
             async def stutter() -> None:
-                for _ in range(3):  # 0.7 s stopped, 1 ms running: about one reply a pause
+                # 0.7 s stopped, 20 ms running: one reply a pause. (With 1 ms Redis was at
+                # times stopped again before it had run the PUBLISH: one waited through two
+                # pauses, 1.4 s with no reply at all, a stall by the rule; 3 of 8 runs.)
+                for _ in range(3):
                     os.kill(pid, signal.SIGSTOP)
                     await asyncio.sleep(0.7)
                     os.kill(pid, signal.SIGCONT)
-                    await asyncio.sleep(0.001)
+                    await asyncio.sleep(0.02)
 
             async with session.ws_connect(service.ws_url + "/ws", headers=headers) as ws:
                 try:
