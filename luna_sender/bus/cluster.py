@@ -127,38 +127,33 @@ class ClusterBus(RedisBus):
         self._reload.add_done_callback(lambda task: task.cancelled() or task.exception())
 
     async def publish(self, channel: str, data: bytes) -> None:
-        """Each node's stall is its own: one frozen master must not refuse the others' publishes
-        (an outside pass: ~600 refusals a run, all for the healthy nodes)."""
-        key = (await self._owner(channel)).name
-        async with self._publish_guard(self._publish_slots, self._publish_timeout, key):
-            await self._publish_once(channel, data)
-
-    async def _publish_once(self, channel: str, data: bytes) -> None:
         """One PUBLISH on a connection of the node owning the channel's slot, classified as on
         a single Redis (publishing.py): redis-py's cluster client gave up after its socket
         timeout (a 3 s freeze answered "may still be delivered" at 2.3 s) and could not say
         whether a failure came before or after the write ("not published" events were
-        delivered under connection kills)."""
-        for attempt in (1, 2):
-            try:
-                node = await self._owner(channel)
-                return await publish_once(
-                    _NodePool(node), channel, data, self._publish_timeout, self._publish_verb
-                )
-            except BusError as exc:
-                moved = isinstance(exc.__cause__, ResponseError) and str(exc.__cause__).startswith(
-                    ("MOVED", "ASK")
-                )
-                if not moved or attempt == 2:
-                    if not isinstance(exc.__cause__, ResponseError):
-                        self._reload_soon()  # a node unreachable or silent: failed over?
-                    raise
+        delivered under connection kills). Each node's stall is its own: one frozen master must
+        not refuse the others' publishes (an outside pass: ~600 refusals a run, all for the
+        healthy nodes)."""
+        node = await self._owner(channel)
+        async with self._publish_guard(self._publish_slots, self._publish_timeout, node.name):
+            for attempt in (1, 2):
+                try:
+                    pool = _NodePool(node)
+                    await publish_once(pool, channel, data, self._publish_timeout, self._verb)
+                    return
+                except BusError as exc:
+                    refusal = exc.__cause__ if isinstance(exc.__cause__, ResponseError) else None
+                    moved = refusal is not None and str(refusal).startswith(("MOVED", "ASK"))
+                    if not moved or attempt == 2:
+                        if refusal is None:
+                            self._reload_soon()  # a node unreachable or silent: failed over?
+                        raise
                 # The slot moved: Redis refused it unpublished, so one retry on the new owner
                 # cannot duplicate it.
                 await self._cluster.nodes_manager.initialize()
-        raise AssertionError("unreachable")
+                node = await self._owner(channel)
 
-    _publish_verb = "PUBLISH"
+    _verb = "PUBLISH"
 
     async def _owner(self, channel: str) -> ClusterNode:
         try:
@@ -205,7 +200,7 @@ class ShardedClusterBus(ClusterBus):
     def _subscriber(self) -> Any:
         return self._cluster  # RedisCluster.pubsub(): one connection per shard owner
 
-    _publish_verb = "SPUBLISH"
+    _verb = "SPUBLISH"
 
     def _readers(self, pubsub: PubSub) -> ShardReaders:
         assert isinstance(pubsub, ClusterPubSub)  # _subscriber() is the cluster client
