@@ -120,7 +120,12 @@ def _observe(bus: SelfHealing, hub: Hub, metrics: Metrics) -> None:
         if missing:
             hub.interrupted()
 
-    bus.observe(reconnected=reconnected, repaired=repaired)
+    def cut(channels: frozenset[str]) -> None:
+        # One shard of a sharded Cluster was lost and is back: the same, for its channels only.
+        metrics.reconnected.inc()
+        hub.interrupted(channels)
+
+    bus.observe(reconnected=reconnected, repaired=repaired, cut=cut)
 
 
 async def _on_startup(app: web.Application) -> None:

@@ -294,3 +294,73 @@ async def test_a_frozen_master_does_not_refuse_publishes_to_the_others(
         assert answers["refused"][1]["detail"].endswith("the event was not published")
     finally:
         assert svc.terminate() == 0
+
+
+# --- sharded: one shard's loss is its own ----------------------------------------------------
+
+
+async def test_one_lost_shard_leaves_the_others_reading() -> None:
+    """One master of three killed for 3 s and restarted, sharded subscriptions. Before, every
+    shard's subscriptions were dropped with it: an outside pass lost ~900 events published
+    meanwhile on the two healthy masters, and their recovering sockets were closed (1012).
+    Now only the lost shard's channels are cut: their recovering socket is closed once they
+    are subscribed again, their plain socket hears the events published after."""
+    with running(ClusterSetup(node_timeout_ms=20000)) as setup:
+        svc = Service("--redis-url", setup.url + "?sharded=1")
+        live, lost = account(), account()
+        dead = setup.owner(f"luna-sender:{lost}")
+        while setup.owner(f"luna-sender:{live}") is dead:
+            live = account()
+        live_answers: Answers = {}
+        lost_answers: Answers = {}
+        try:
+            await ready(svc)
+            async with aiohttp.ClientSession() as session:
+
+                async def socket(acc: str, **params: str) -> aiohttp.ClientWebSocketResponse:
+                    return await session.ws_connect(
+                        svc.ws_url + "/ws", headers={"Luna-Account-Id": acc}, params=params
+                    )
+
+                live_plain, live_rec = await socket(live), await socket(live, recover="true")
+                lost_plain, lost_rec = await socket(lost), await socket(lost, recover="true")
+                post_live = poster(session, svc, {"Luna-Account-Id": live}, live_answers)
+                post_lost = poster(session, svc, {"Luna-Account-Id": lost}, lost_answers)
+                await post_lost("before")
+                seq = 0
+                dead.kill()
+                ends = time.monotonic() + 3.0
+                while time.monotonic() < ends:
+                    await post_live(seq)
+                    seq += 1
+                    await asyncio.sleep(0.01)
+                dead.start()
+                # The lost shard's channel is taken again: a plain socket hears what follows.
+                deadline = time.monotonic() + 20
+                n = 0
+                while True:
+                    assert time.monotonic() < deadline, "the lost shard's channel stayed deaf"
+                    await post_lost(f"after-{n}")
+                    with contextlib.suppress(TimeoutError):
+                        msg = await asyncio.wait_for(lost_plain.receive(), 0.2)
+                        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+                        if orjson.loads(msg.data)["event"]["seq"] != "before":
+                            break
+                    n += 1
+                await post_live("end")
+                for ws in (live_plain, live_rec):
+                    seen = await receive_seqs(ws, until="end", timeout=10)
+                    for key, (status, _body) in live_answers.items():
+                        assert status == 204, (key, live_answers[key])
+                        assert seen[key] == 1, f"healthy shard's event {key}: {seen[key]} times"
+                    assert not ws.closed
+                # The lost shard's recovering socket: "before", then its Close (the cut).
+                got = []
+                while (msg := await lost_rec.receive(timeout=10)).type == aiohttp.WSMsgType.TEXT:
+                    got.append(orjson.loads(msg.data)["event"]["seq"])
+                assert got == ["before"], got
+                assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1012, msg
+            print(f"\none shard lost 3 s: {seq} events on a healthy one, all delivered")
+            assert "bus shard" in svc.log() and "lost" in svc.log()
+        finally:
+            assert svc.terminate() == 0

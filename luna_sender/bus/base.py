@@ -22,6 +22,7 @@ from typing import Protocol, runtime_checkable
 
 MessageHandler = Callable[[str, bytes], None]
 Repaired = Callable[[int, int], None]  # channels re-subscribed, released (SelfHealing)
+Cut = Callable[[frozenset[str]], None]  # these channels' subscription was cut and is back
 
 
 # What clients see after "Event bus is unavailable: " (error 29006): never an address.
@@ -160,11 +161,16 @@ class SelfHealing(Protocol):
 
     ``reconnected`` is called each time the subscription connection is back after a loss;
     ``repaired`` with the numbers of channels its self-check re-subscribed (they heard nothing
-    for a while) and released (nothing was lost). Both run on the bus's loop and must not block.
-    Every Redis backend has it; ``memory://`` does not.
+    for a while) and released (nothing was lost); ``cut`` with the channels of a part of the
+    connection that was lost while the rest read on (one shard of a sharded Cluster), just
+    before they are subscribed again: what was published on them meanwhile reached no one here.
+    All run on the bus's loop and must not block. Every Redis backend has it; ``memory://``
+    does not.
     """
 
-    def observe(self, *, reconnected: Callable[[], None], repaired: Repaired) -> None: ...
+    def observe(
+        self, *, reconnected: Callable[[], None], repaired: Repaired, cut: Cut | None = None
+    ) -> None: ...
 
 
 def create_bus(url: str, options: BusOptions | None = None) -> Bus:

@@ -16,7 +16,9 @@ pipeline sends every EVALSHA to the node owning it (docs/recovery.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import logging
 import time
 from typing import Any
 
@@ -30,7 +32,10 @@ from luna_sender.bus.dialect import SHARDED
 from luna_sender.bus.publishing import publish_once, reason
 from luna_sender.bus.redis import NO_RETRY, RedisBus
 from luna_sender.bus.shards import ShardReaders
+from luna_sender.bus.subscriptions import KEEPALIVE
 from luna_sender.bus.urls import parse_hosts, split_url
+
+log = logging.getLogger("luna_sender.bus")
 
 
 def cluster_bus(url: str, options: BusOptions | None = None) -> ClusterBus:
@@ -189,13 +194,18 @@ class _NodePool:
 class ShardedClusterBus(ClusterBus):
     """Per-account channels hash to slots: SSUBSCRIBE each on the node owning it, and only for
     accounts with local subscribers (the hub drives subscribe/unsubscribe). Each shard connection
-    is read by a task of its own (bus/shards.py)."""
+    is read by a task of its own (bus/shards.py); a lost one is taken again on its own (below)
+    while the others read on."""
 
     dialect = SHARDED
 
     def __init__(self, url: str, options: BusOptions | None = None) -> None:
         super().__init__(url, options)
         self._shards: ShardReaders | None = None
+        # Channels of a lost shard connection, until they are subscribed again: the reconciler
+        # leaves them to _take_again, which says "cut" before their first new SSUBSCRIBE.
+        self._lost: set[str] = set()
+        self._taking: asyncio.Task[None] | None = None
 
     def _subscriber(self) -> Any:
         return self._cluster  # RedisCluster.pubsub(): one connection per shard owner
@@ -205,16 +215,32 @@ class ShardedClusterBus(ClusterBus):
     def _readers(self, pubsub: PubSub) -> ShardReaders:
         assert isinstance(pubsub, ClusterPubSub)  # _subscriber() is the cluster client
         if self._shards is None or self._shards.pubsub is not pubsub:
-            self._shards = ShardReaders(pubsub, self._reply)
+            self._shards = ShardReaders(pubsub, self._reply, self._pongs, self._shard_lost)
         return self._shards
 
     def _reply(self, msg: dict[str, Any]) -> None:
         assert self._handler is not None  # readers exist only once the bus has started
         self._on_reply(msg, self._handler)
 
+    def _pongs(self, answered: int) -> None:
+        for _ in range(answered):
+            self._pong()
+
     async def _send(self, pubsub: PubSub, subscribe: bool, channels: set[str]) -> None:
-        await super()._send(pubsub, subscribe, channels)
-        self._readers(pubsub).watch()  # an SSUBSCRIBE may have opened a new shard's connection
+        try:
+            await super()._send(pubsub, subscribe, channels)
+        except Exception:
+            if subscribe and self._shards is not None and self._pubsub is pubsub:
+                # Its shard is unreachable (the others are fine, or the reader would have
+                # ended the connection): taken again with the lost ones.
+                self._shard_lost_channels(pubsub, channels)
+            raise
+        finally:
+            self._readers(pubsub).watch()  # an SSUBSCRIBE may have opened a new shard's connection
+
+    def _diff(self) -> tuple[set[str], set[str]]:
+        add, remove = super()._diff()
+        return add - self._lost, remove
 
     async def _read_loop(self, pubsub: PubSub) -> None:
         readers = self._readers(pubsub)
@@ -233,12 +259,90 @@ class ShardedClusterBus(ClusterBus):
             self._pings.append((self.subs.barrier(), fut))
             await readers.ping(shards)
 
-    def _pong(self) -> None:
-        if self._shards is None or self._shards.pong():
-            super()._pong()
-
     async def _drop_pubsub(self) -> None:
         shards, self._shards = self._shards, None
+        if self._taking is not None:
+            self._taking.cancel()
+        self._lost.clear()  # the new connection subscribes everything wanted
         if shards is not None:
             await shards.close()
         await super()._drop_pubsub()
+
+    # --- one shard lost, the others reading on ----------------------------------------------
+
+    def _shard_lost(self, name: str, shard: PubSub, exc: Exception) -> None:
+        pubsub = self._pubsub
+        if pubsub is None or self._shards is None or self._shards.pubsub is not pubsub:
+            return
+        log.warning(
+            "bus shard %s lost: %s; its channels are taken again, the other shards read on",
+            name,
+            reason(exc),
+            extra={"bus_state": "shard_lost", "shard": name},
+        )
+        self._shard_lost_channels(pubsub, {_text(key) for key in shard.shard_channels})
+        closing = asyncio.ensure_future(shard.aclose())  # type: ignore[no-untyped-call]
+        closing.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+    def _shard_lost_channels(self, pubsub: PubSub, channels: set[str]) -> None:
+        assert isinstance(pubsub, ClusterPubSub)
+        for channel in channels:  # redis-py must not move them itself, unseen by the bookkeeping
+            key = channel.encode()
+            pubsub.shard_channels.pop(key, None)
+            pubsub._shard_channel_to_node.pop(key, None)
+        self.subs.lost(channels)
+        self._lost |= channels
+        if self._taking is None or self._taking.done():
+            self._taking = asyncio.ensure_future(self._take_again(pubsub))
+
+    async def _take_again(self, pubsub: PubSub) -> None:
+        """Subscribe a lost shard's channels again on whoever owns their slots now, once that
+        node answers; the hub hears of the cut just before, so what was published meanwhile is
+        marked as lost (docs/recovery.md) and no live event from after it comes first."""
+        backoff = 0.05
+        while self._lost and self._pubsub is pubsub:
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self._max_backoff)
+            self._lost &= self.subs.wanted | {KEEPALIVE}  # unwanted meanwhile: nothing to take
+            try:
+                await self._cluster.nodes_manager.initialize()  # failed over meanwhile?
+            except Exception as exc:
+                log.debug("slot map reload failed: %s", exc)
+                continue
+            by_node: dict[str, tuple[ClusterNode, set[str]]] = {}
+            for channel in self._lost:
+                node = self._cluster.get_node_from_key(channel)
+                if node is not None:  # else no node owns the slot yet: the next round
+                    by_node.setdefault(node.name, (node, set()))[1].add(channel)
+            for node, channels in by_node.values():
+                if not await _answers(node):
+                    continue
+                self._lost -= channels
+                if self._on_cut is not None:
+                    self._on_cut(frozenset(channels - {KEEPALIVE}))
+                with contextlib.suppress(Exception):  # back in _lost: taken on the next round
+                    await self._send(pubsub, True, channels)
+        if self._pubsub is pubsub:
+            log.warning("bus shard channels subscribed again", extra={"bus_state": "shard_back"})
+
+
+def _text(key: Any) -> str:
+    return key.decode() if isinstance(key, bytes) else str(key)
+
+
+async def _answers(node: ClusterNode) -> bool:
+    """Whether the node answers a PING now (a connection of its pool, not the pub/sub one)."""
+    pool = _NodePool(node)
+    try:
+        connection = await asyncio.wait_for(pool.get_connection(), 1.0)
+    except Exception:
+        return False
+    try:
+        await asyncio.wait_for(connection.send_command("PING"), 1.0)
+        await asyncio.wait_for(connection.read_response(), 1.0)
+        return True
+    except Exception:
+        await connection.disconnect()
+        return False
+    finally:
+        await pool.release(connection)

@@ -34,6 +34,7 @@ from luna_sender.bus.base import (
     NOT_SUBSCRIBED,
     BusError,
     BusOptions,
+    Cut,
     MessageHandler,
     Repaired,
     log_address,
@@ -64,6 +65,7 @@ class RedisBus:
         self._publish_timeout = options.publish_timeout
         self._audit_interval, self._health_grace = options.audit_interval, options.health_grace
         self._on_repair: Repaired | None = None
+        self._on_cut: Cut | None = None
         # Any: a Redis, or the Sentinel/Cluster backends' own client (sentinel.py, cluster.py)
         self._client: Any = (
             client
@@ -94,9 +96,12 @@ class RedisBus:
         self._channel_names = replies.ChannelNames()
         self.announcer = Announcer(self.announces)
 
-    def observe(self, *, reconnected: Callable[[], None], repaired: Repaired) -> None:
+    def observe(
+        self, *, reconnected: Callable[[], None], repaired: Repaired, cut: Cut | None = None
+    ) -> None:
         self._link.on_reconnect = reconnected
         self._on_repair = repaired
+        self._on_cut = cut
 
     @property
     def connected(self) -> bool:
@@ -318,6 +323,10 @@ class RedisBus:
                     if not fut.done():
                         fut.set_result(None)
 
+    def _diff(self) -> tuple[set[str], set[str]]:
+        """What the reconciler sends; the sharded bus keeps a lost shard's channels to itself."""
+        return self.subs.diff()
+
     def _pong(self) -> None:
         if not self._pings:
             return
@@ -327,7 +336,7 @@ class RedisBus:
             task = asyncio.get_running_loop().create_task(self._repair(missing, extra))
             self._repairs_running.add(task)  # held: the loop keeps only weak references
             task.add_done_callback(self._repairs_running.discard)
-        elif self.subs.diff() != (set(), set()):
+        elif self._diff() != (set(), set()):
             self._dirty.set()
         if fut is not None and not fut.done():
             fut.set_result(None)
@@ -378,7 +387,7 @@ class RedisBus:
             pubsub = self._pubsub
             if pubsub is None or not self.connected:
                 continue
-            add, remove = self.subs.diff()
+            add, remove = self._diff()
             try:
                 if self.announcer.due:  # after a new connection's first subscriptions
                     await self.announcer.send(pubsub, self._write_lock)

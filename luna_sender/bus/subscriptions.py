@@ -73,6 +73,16 @@ class Subscriptions:
         for channel in self.wanted:
             self._track(channel)
 
+    def lost(self, channels: set[str]) -> None:
+        """These channels' connection is gone (one shard of a sharded Cluster): Redis holds
+        nothing of them any more, and no reply to what was sent for them will come."""
+        for channel in channels:
+            self.requested.discard(channel)
+            self.confirmed.discard(channel)
+            self.inflight.pop(channel, None)
+            self.last_seq.pop(channel, None)
+            self._track(channel)
+
     def sent(self, subscribe: bool, channels: set[str]) -> None:
         """Record a SUBSCRIBE/UNSUBSCRIBE about to be written; Redis answers once per channel."""
         self.seq += 1

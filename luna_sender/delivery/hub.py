@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Protocol
 
 from luna_sender import wire
@@ -345,20 +346,20 @@ class Hub:
         self.metrics.dropped("slow_consumer")
         log.warning("closing websocket %s (%s): %s", conn.id, conn.filter.summary(), reason)
 
-    def interrupted(self) -> None:
-        """The bus subscription was cut and is back: what was published meanwhile reached no one
-        here, so the recorder owes gap markers, and every open recovering socket is closed before
-        a live event from after them reaches it. Left open, its newest offset would lie past the
-        gap and a later resume from it would answer ``recovered: true`` over the loss (an outside
-        pass: ~3 events per account per Redis restart); closed, its client resumes from an offset
-        before the markers and is told ``false``. The Close waits (bounded) until the markers
-        are written: the client may resume on another instance. Plain sockets stay open."""
-        marked = self.recorder.interrupted()
-        held = [
-            c
-            for c in self.connections
-            if c.recover and c.request_close(CLOSE_RESUME, INTERRUPTED_REASON, hold=True)
-        ]
+    def interrupted(self, channels: Collection[str] | None = None) -> None:
+        """The bus subscription was cut (for ``channels`` only, when given: one Cluster shard)
+        and is back: what was published meanwhile reached no one here, so the recorder owes gap
+        markers, and every open recovering socket is closed before a live event from after them
+        reaches it. Left open, its newest offset would lie past the gap and a later resume from
+        it would answer ``recovered: true`` over the loss (an outside pass: ~3 events per account
+        per Redis restart); closed, its client resumes from an offset before the markers and is
+        told ``false``. The Close waits (bounded) until the markers are written: the client may
+        resume on another instance. Plain sockets stay open."""
+        marked = self.recorder.interrupted(channels)
+        cut = [c for c in self.connections if c.recover]
+        if channels is not None:
+            cut = [c for c in cut if self.channel_of(c) in channels]
+        held = [c for c in cut if c.request_close(CLOSE_RESUME, INTERRUPTED_REASON, hold=True)]
         self._holding.update(held)
         task = asyncio.get_running_loop().create_task(self._close_interrupted(held, marked))
         self._closers.add(task)

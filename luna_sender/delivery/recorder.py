@@ -36,7 +36,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from luna_sender.bus import fences
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("luna_sender.hub")
 
 SINCE_WAIT = 2.0
-
 POISON = object()  # the hub's plain fan-out found the message undecodable (it reported it)
 
 
@@ -84,7 +83,7 @@ class Recorder:
         # What the hub received on channels not recorded: appended again when one starts
         # (fences make it needless: they wait for the recorders that did receive those)
         shared = history is not None and history.shared
-        self.tail = Tail(dedupe) if shared and history is not None and not history.fences else None
+        self.tail = Tail(dedupe) if shared and history and not history.fences else None
         self._owed: dict[str, list[bytes]] = {}  # channel -> its tail, appended after the marker
         self._deferred: dict[str, _Settle] = {}  # channel -> its settle (joined)
         self.channels: set[str] = set()  # recorded now: the one look-up on the plain path
@@ -307,17 +306,18 @@ class Recorder:
                 del self._pipes[channel]
         return done
 
-    def interrupted(self) -> list[asyncio.Future[bool]]:
-        """The bus subscription was lost and is back: whatever was published
-        meanwhile reached no one here, and other instances may have lost it too (a failover
-        cuts them all), so every recorded channel owes an unconditional marker. They are
-        queued at once, ahead of anything recorded after the cut, and returned: a client told
-        of the cut may resume on another instance, whose read must find them (an outside pass:
-        16 of 16 such resumes answered true over lost events while they waited for an append)."""
-        self._dirty.update(self.channels)
+    def interrupted(self, cut: Collection[str] | None = None) -> list[asyncio.Future[bool]]:
+        """The bus subscription was lost (for the channels in ``cut`` only, when given) and is
+        back: what was published meanwhile reached no one here, and maybe not other instances
+        either (a failover cuts them all), so each recorded channel owes a marker, queued at once
+        ahead of anything recorded after the cut, and returned: a client told of the cut may
+        resume on another instance, whose read must find them (an outside pass: 16 of 16 such
+        resumes answered true over lost events meanwhile)."""
+        channels = set(self.channels if cut is None else self.channels.intersection(cut))
+        self._dirty.update(channels)
         marked = []
         if self.history is not None:
-            for channel in list(self.channels):
+            for channel in channels:
                 try:
                     done = self._mark(self.history, channel)
                 except Exception:  # not even queued: still owed, the next append queues it
