@@ -206,6 +206,7 @@ class ShardedClusterBus(ClusterBus):
         # leaves them to _take_again, which says "cut" before their first new SSUBSCRIBE.
         self._lost: set[str] = set()
         self._taking: asyncio.Task[None] | None = None
+        self._down: set[str] = set()  # shards logged as lost
 
     def _subscriber(self) -> Any:
         return self._cluster  # RedisCluster.pubsub(): one connection per shard owner
@@ -231,9 +232,11 @@ class ShardedClusterBus(ClusterBus):
             await super()._send(pubsub, subscribe, channels)
         except Exception:
             if subscribe and self._shards is not None and self._pubsub is pubsub:
-                # Its shard is unreachable (the others are fine, or the reader would have
-                # ended the connection): taken again with the lost ones.
-                self._shard_lost_channels(pubsub, channels)
+                # A shard is unreachable (the others are fine, or the reader would have ended
+                # the connection): what was not sent is taken again with the lost channels.
+                assert isinstance(pubsub, ClusterPubSub)
+                sent = pubsub._shard_channel_to_node
+                self._shard_lost_channels(pubsub, {c for c in channels if c.encode() not in sent})
             raise
         finally:
             self._readers(pubsub).watch()  # an SSUBSCRIBE may have opened a new shard's connection
@@ -264,6 +267,7 @@ class ShardedClusterBus(ClusterBus):
         if self._taking is not None:
             self._taking.cancel()
         self._lost.clear()  # the new connection subscribes everything wanted
+        self._down.clear()
         if shards is not None:
             await shards.close()
         await super()._drop_pubsub()
@@ -274,12 +278,13 @@ class ShardedClusterBus(ClusterBus):
         pubsub = self._pubsub
         if pubsub is None or self._shards is None or self._shards.pubsub is not pubsub:
             return
-        log.warning(
+        (log.debug if name in self._down else log.warning)(  # once until they are back
             "bus shard %s lost: %s; its channels are taken again, the other shards read on",
             name,
             reason(exc),
             extra={"bus_state": "shard_lost", "shard": name},
         )
+        self._down.add(name)
         self._shard_lost_channels(pubsub, {_text(key) for key in shard.shard_channels})
         closing = asyncio.ensure_future(shard.aclose())  # type: ignore[no-untyped-call]
         closing.add_done_callback(lambda task: task.cancelled() or task.exception())
@@ -323,7 +328,12 @@ class ShardedClusterBus(ClusterBus):
                 with contextlib.suppress(Exception):  # back in _lost: taken on the next round
                     await self._send(pubsub, True, channels)
         if self._pubsub is pubsub:
-            log.warning("bus shard channels subscribed again", extra={"bus_state": "shard_back"})
+            log.warning(
+                "bus shard channels subscribed again (lost: %s)",
+                ", ".join(sorted(self._down)),
+                extra={"bus_state": "shard_back"},
+            )
+            self._down.clear()
 
 
 def _text(key: Any) -> str:
