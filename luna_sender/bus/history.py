@@ -171,6 +171,10 @@ class History(Protocol):
         """This instance no longer records ``channel``: drop its registration."""
         ...
 
+    def domain(self, channel: str) -> str:
+        """What fails with ``channel``'s history: "", or its slot's node in a Cluster."""
+        ...
+
     async def size(self) -> int: ...
 
     async def close(self) -> None: ...
@@ -300,6 +304,9 @@ class MemoryHistory:
 
     async def proven(self, channel: str, token: str, name: str) -> bool:
         return False
+
+    def domain(self, channel: str) -> str:
+        return ""
 
     async def release(self, channel: str) -> None:
         self._recording.discard(channel)

@@ -22,7 +22,7 @@ whichever instance sent them, and an offset from one instance works on all.
 
 Stream order is bus order. Redis delivers pub/sub messages to every subscriber in publish order,
 each instance appends in the order it received them, and one instance's commands run in the
-order it issued them (one worker, one connection at a time: :meth:`_worker`). A message's place
+order it issued them (one worker per node, bus/lanes.py). A message's place
 is decided by the first append of it to run. Take two messages A before B and the instance X
 whose append of B ran first: X received A before B, so X's append of A ran before its append of
 B, so the first append of A ran before the first append of B. (The argument needs X to have
@@ -38,15 +38,15 @@ keeps ``size``; then whatever at the front is older than ``ttl`` or beyond ``max
 and its meta hash expire when idle (the stream after 2 x ttl, the meta after ``meta_ttl`` more),
 their expiry refreshed at most once per ttl rather than on every append.
 
-Commands are batched: appends and reads queue in call order and one worker sends whatever has
-queued as a single pipeline (EVALSHA each), so a busy channel costs one round trip per batch,
-not per event; a ``since`` queued after an ``append`` runs after it (read-your-writes). Reads
-of one channel coalesce: a ``since`` joins the channel's queued read and moves it to the tail;
-that one script returns the span from the smallest offset asked (per epoch), each offset judged
-from it in Python (history.judge). A reconnect herd costs one script and one copy of the span,
-so appends behind it are not held past the recorder's wait (delivery/recorder.py: a late append
-trips the breaker, and the gap marker that follows refuses every older offset).
-"""
+Commands are batched: appends and reads queue in call order and one worker per node
+(bus/lanes.py) sends whatever has queued as one pipeline (EVALSHA each), so a busy channel costs
+one round trip per batch, not per event; a ``since`` queued after an ``append`` runs after it
+(read-your-writes). Reads of one channel coalesce: a ``since`` joins the channel's queued read
+and moves it to the tail; that one script returns the span from the smallest offset asked (per
+epoch), each offset judged from it in Python (history.judge). A reconnect herd costs one script
+and one copy of the span, so appends behind it are not held past the recorder's wait
+(delivery/recorder.py: a late append trips the breaker, and the gap marker that follows refuses
+every older offset)."""
 
 from __future__ import annotations
 
@@ -54,19 +54,17 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from luna_sender.bus import fences, presence
 from luna_sender.bus.base import BusError
 from luna_sender.bus.history import NOT_RECOVERED, Offset, Replay, Window, judge, new_epoch, parse
+from luna_sender.bus.lanes import Lanes
 from luna_sender.bus.redis import NO_RETRY
 from luna_sender.bus.redis_ops import Op, Read
 from luna_sender.bus.redis_scripts import APPEND, BEAT_SCRIPT, MARK, SINCE
@@ -106,11 +104,11 @@ class RedisHistory:
             name: hashlib.sha1(body.encode()).hexdigest()  # Redis names scripts by SHA1
             for name, body in self._bodies.items()
         }
-        self._loaded = False  # all scripts loaded since the last connection error
-        self._queue: deque[Op] = deque()
+        self._loaded: set[str] = set()  # lanes whose node has every script (bus/lanes.py)
         self._reads: dict[str, Read] = {}  # channel -> its read still in the queue
-        self._wake: asyncio.Event | None = None
-        self._worker_task: asyncio.Task[None] | None = None
+        cluster = isinstance(self._client, RedisCluster)
+        owner = self._owner if cluster else None
+        self.lanes = Lanes(self._run, max_batch, owner, self._reset, self._sent)
         self._channels: dict[str, float] = {}  # channel -> last append (for size())
         w = self.window
         self._limits = [w.size, int(w.ttl * 1000), w.max_bytes, int(w.dedupe * 1000)]
@@ -153,9 +151,8 @@ class RedisHistory:
         if read is None:
             read = self._reads[channel] = Read(channel, list(self._keys(channel)), self._limits[1])
             self._push(read)
-        elif self._queue[-1] is not read:
-            self._queue.remove(read)
-            self._queue.append(read)
+        else:
+            self.lanes.to_tail(read)
         span = await read.join(offset)  # cancelling one waiter leaves the read to the others
         return NOT_RECOVERED if span is None else judge(offset, span)
 
@@ -266,14 +263,7 @@ class RedisHistory:
             async with asyncio.timeout(1.0):
                 for channel in list(self._recording):
                     await self.release(channel)
-        if self._worker_task is not None:
-            self._worker_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker_task
-        for op in self._queue:
-            if not op.future.done():
-                op.future.set_exception(BusError("history closed", "history unavailable"))
-        self._queue.clear()
+        await self.lanes.close()
         self._reads.clear()
         with contextlib.suppress(Exception):
             await self._client.aclose()
@@ -288,65 +278,55 @@ class RedisHistory:
         return self._push(Op(script, keys, args))
 
     def _push(self, op: Op) -> Op:
-        self._queue.append(op)
-        if self._worker_task is None or self._worker_task.done():
-            self._wake = asyncio.Event()
-            self._worker_task = asyncio.create_task(self._worker(), name="history-writer")
-        assert self._wake is not None
-        self._wake.set()
-        return op
+        return self.lanes.push(op)
 
-    async def _worker(self) -> None:
-        """The only sender: batches go out one after the other, so call order is run order."""
-        assert self._wake is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                count = min(len(self._queue), self._max_batch)
-                batch = [self._queue.popleft() for _ in range(count)]
-                for op in batch:
-                    if isinstance(op, Read):  # sent: a later since queues a new read
-                        self._reads.pop(op.channel, None)
-                try:
-                    try:
-                        await self._run(batch)
-                    except (RedisConnectionError, RedisTimeoutError, OSError):
-                        # A pooled connection left over from before a Redis restart: once more
-                        # on a fresh one. Safe: a repeated append is deduplicated, reads are reads.
-                        self._loaded = False  # a restarted Redis has no scripts
-                        await self._run([op for op in batch if not op.future.done()])
-                except Exception as exc:  # still failing: every op in the batch fails
-                    error = BusError(f"history: {type(exc).__name__}: {exc}", "history unavailable")
-                    for op in batch:
-                        if not op.future.done():
-                            op.future.set_exception(error)
+    def _sent(self, op: Op) -> None:
+        if isinstance(op, Read):  # sent: a later since queues a new read
+            self._reads.pop(op.channel, None)
 
-    async def _load(self) -> None:
+    def _reset(self, lane: str) -> None:
+        self._loaded.discard(lane)  # a restarted Redis has no scripts
+
+    def _owner(self, slot: int) -> str:
+        """The node owning ``slot`` by the cluster client's map ("" before it is loaded)."""
+        try:
+            return str(self._client.nodes_manager.slots_cache[slot][0].name)
+        except (KeyError, IndexError, AttributeError):
+            return ""
+
+    def domain(self, channel: str) -> str:
+        return self.lanes.lane_of(self._keys(channel)[0])
+
+    async def _load(self, lane: str) -> None:
         """Every script, in one MULTI, before the first batch and after a connection error.
 
         A batch must find all scripts or none: were MARK missing and APPEND present (another
         instance halfway through loading them one by one), a [MARK, APPEND] batch would run the
         append, then the retried MARK, and put a recorder's start marker after the message it
-        recorded (a resume from that message would then answer recovered false).
+        recorded (a resume from that message would then answer recovered false). On a Cluster
+        (no MULTI across nodes) one by one, on the lane's node (on every primary for keyless
+        calls): another master being down is not this lane's business.
         """
-        if isinstance(self._client, RedisCluster):  # no MULTI across nodes: one by one, on
-            for body in self._bodies.values():  # every primary (docs/recovery.md, fine print)
-                await self._client.script_load(body)
+        client = self._client
+        if isinstance(client, RedisCluster):
+            node = client.get_node(node_name=lane) if lane else None
+            for target in [node] if node is not None else client.get_primaries():
+                for body in self._bodies.values():
+                    await client.execute_command("SCRIPT LOAD", body, target_nodes=target)
         else:
-            async with self._client.pipeline(transaction=True) as pipe:
+            async with client.pipeline(transaction=True) as pipe:
                 for body in self._bodies.values():
                     pipe.script_load(body)
                 await pipe.execute()
-        self._loaded = True
+        self._loaded.add(lane)
 
-    async def _run(self, batch: list[Op]) -> None:
-        if not self._loaded:
-            await self._load()
+    async def _run(self, lane: str, batch: list[Op]) -> None:
+        if lane not in self._loaded:
+            await self._load(lane)
         results = await self._pipeline(batch)
         missing = [op for op, res in zip(batch, results, strict=True) if _noscript(res)]
         if missing:  # SCRIPT FLUSH (drops all at once): load, then run what did not run
-            await self._load()
+            await self._load(lane)
             retried = await self._pipeline(missing)
             results = [
                 retried.pop(0) if _noscript(res) else res

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from luna_sender.bus.history import Offset
@@ -27,28 +28,34 @@ log = logging.getLogger("luna_sender.hub")
 class Breaker:
     """Opened by a wait for the history that ran out, or a history that failed: for
     :data:`COOLDOWN` seconds messages are neither recorded nor waited for, so live delivery to
-    recovering sockets never stalls behind a slow or dead history."""
+    recovering sockets never stalls behind a slow or dead history. One per failure domain
+    (``History.domain``): a Cluster master's trouble leaves the other masters' channels alone
+    (before, one master's outage took every channel's offsets, and its resumes, with it)."""
 
-    __slots__ = ("_open_until",)
+    __slots__ = ("_domain", "_open_until")
 
-    def __init__(self) -> None:
-        self._open_until = 0.0
+    def __init__(self, domain: Callable[[str], str] | None = None) -> None:
+        self._domain = domain
+        self._open_until: dict[str, float] = {}
 
-    def broken(self) -> bool:
-        return self._open_until > time.monotonic()
+    def broken(self, channel: str) -> bool:
+        key = "" if self._domain is None else self._domain(channel)
+        return self._open_until.get(key, 0.0) > time.monotonic()
 
-    def trip(self, why: str) -> None:
-        if not self.broken():
-            log.warning("history unavailable (%s): live events go out without offset", why)
-        self._open_until = time.monotonic() + COOLDOWN
+    def trip(self, channel: str, why: str) -> None:
+        key = "" if self._domain is None else self._domain(channel)
+        if not self._open_until.get(key, 0.0) > time.monotonic():
+            where = f" {key}" if key else ""
+            log.warning("history%s unavailable (%s): live events go out without offset", where, why)
+        self._open_until[key] = time.monotonic() + COOLDOWN
 
-    def settled(self, done: asyncio.Future[Offset]) -> Offset | None:
+    def settled(self, channel: str, done: asyncio.Future[Offset]) -> Offset | None:
         if done.cancelled():
             return None
         error = done.exception()
         if error is None:
             return done.result()
-        self.trip(str(error))
+        self.trip(channel, str(error))
         return None
 
 
@@ -71,7 +78,7 @@ class Pipe:
         self, data: bytes, pending: asyncio.Future[Offset] | None, plain: Tally, at: float
     ) -> None:
         if pending is not None and pending.done() and not self.queue:  # memory://: no wait
-            offset = self.owner.breaker.settled(pending)
+            offset = self.owner.breaker.settled(self.channel, pending)
             self.owner.forward(self.channel, self.kind, data, offset, plain, at)
             return
         if pending is None and not self.queue:
@@ -88,13 +95,13 @@ class Pipe:
                 data, pending, plain, at = self.queue[0]
                 offset = None
                 if pending is not None:
-                    if not pending.done() and not owner.breaker.broken():
+                    if not pending.done() and not owner.breaker.broken(self.channel):
                         wait = APPEND_WAIT + owner.held(self.channel)
                         await asyncio.wait((pending,), timeout=wait)
                     if pending.done():
-                        offset = owner.breaker.settled(pending)
+                        offset = owner.breaker.settled(self.channel, pending)
                     else:
-                        owner.breaker.trip(f"no answer within {APPEND_WAIT:.1f}s")
+                        owner.breaker.trip(self.channel, f"no answer within {APPEND_WAIT:.1f}s")
                 self.queue.popleft()
                 owner.forward(self.channel, self.kind, data, offset, plain, at)
         finally:

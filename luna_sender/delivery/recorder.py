@@ -91,7 +91,7 @@ class Recorder:
         self.metrics = metrics
         self._pipes: dict[str, Pipe] = {}
         self._last: dict[str, Offset] = {}  # channel -> the highest offset its pipe delivered
-        self.breaker = Breaker()  # the pipes' and this one's
+        self.breaker = Breaker(history.domain if history is not None else None)
         self._unmarked: set[str] = set()  # recorded since joined, start marker not queued yet
         self._dirty: set[str] = set()  # an append was lost: a marker before the next one
         self.fencing = Fencing(history) if history is not None and history.shared else None
@@ -163,7 +163,7 @@ class Recorder:
         message to the hub's delivery, which reports it (hooks, metrics) once, with both."""
         pending = None
         history = self.history
-        if history is not None and self.breaker.broken():
+        if history is not None and self.breaker.broken(channel):
             self._skipped(history, channel)
         elif history is not None:
             settling = self._deferred.get(channel)
@@ -184,7 +184,7 @@ class Recorder:
             pending = history.append_nowait(channel, data)
         except Exception as exc:  # a history that fails synchronously is down too
             self._dirty.add(channel)
-            self.breaker.trip(str(exc))
+            self.breaker.trip(channel, str(exc))
             return None
         pending.add_done_callback(lambda done: self._lost(channel, done))
         return pending
@@ -201,7 +201,7 @@ class Recorder:
             self._mark(history, channel)
         except Exception as exc:  # not even queued: still owed, queued before the next append
             self._dirty.add(channel)
-            self.breaker.trip(str(exc))
+            self.breaker.trip(channel, str(exc))
         fence = self._fences.get(channel)
         if fence is None:
             self._release(channel)
@@ -214,7 +214,7 @@ class Recorder:
             return
         for data, done in settling[1]:
             real = None
-            if self.breaker.broken():
+            if self.breaker.broken(channel):
                 self._skipped(history, channel)
             else:
                 real = self._append(history, channel, data)
@@ -346,7 +346,7 @@ class Recorder:
         seam = conn.seam
         assert seam is not None
         replay: Replay | None = None
-        if seam.since is not None and self.history is not None and not self.breaker.broken():
+        if seam.since is not None and self.history is not None and not self.breaker.broken(channel):
             settling = self._deferred.get(channel)
             if settling is not None:  # a new subscription: another recorder's appends first
                 await asyncio.sleep(settling[0] - time.monotonic())
@@ -360,13 +360,13 @@ class Recorder:
                 self._mark(self.history, channel)
             except Exception as exc:  # a marker that cannot even be queued: no promise
                 self._dirty.add(channel)
-                self.breaker.trip(str(exc))
-            if not self.breaker.broken():
+                self.breaker.trip(channel, str(exc))
+            if not self.breaker.broken(channel):
                 try:
                     async with asyncio.timeout(SINCE_WAIT):
                         replay = await self.history.since(channel, seam.since)
                 except (BusError, TimeoutError) as exc:
-                    self.breaker.trip(str(exc) or type(exc).__name__)
+                    self.breaker.trip(channel, str(exc) or type(exc).__name__)
         payloads = seam.finish(replay, render_for(conn, kind))
         live = 0
         for n, payload in enumerate(payloads):  # no await in between: nothing live slips in
