@@ -106,8 +106,8 @@ class RedisHistory:
         }
         self._loaded: set[str] = set()  # lanes whose node has every script (bus/lanes.py)
         self._reads: dict[str, Read] = {}  # channel -> its read still in the queue
-        cluster = isinstance(self._client, RedisCluster)
-        owner = self._owner if cluster else None
+        self._cluster = isinstance(self._client, RedisCluster)
+        owner = self._owner if self._cluster else None
         self.lanes = Lanes(self._run, max_batch, owner, self._reset, self._sent)
         self._channels: dict[str, float] = {}  # channel -> last append (for size())
         w = self.window
@@ -295,6 +295,8 @@ class RedisHistory:
             return ""
 
     def domain(self, channel: str) -> str:
+        if not self._cluster:  # per recorded message: one server is one domain
+            return ""
         return self.lanes.lane_of(self._keys(channel)[0])
 
     async def _load(self, lane: str) -> None:
