@@ -15,7 +15,7 @@ import yaml
 
 from luna_sender.config import ConfigError, Settings, load_settings
 
-from .helpers import REPO, Service, free_port, run_cli
+from .helpers import REPO, Service, free_port, run_cli, running_service
 
 
 def test_precedence_file_env_cli(tmp_path: Path) -> None:
@@ -174,6 +174,7 @@ def test_event_loop_choice_is_used_and_logged(choice: str, expected: str) -> Non
         ("ws:\n  heartbeat: false\n", "ws.heartbeat"),
         ("port: true\n", "port"),
         ("limits:\n  filter_memory_max_bytes: yes\n", "limits.filter_memory_max_bytes"),
+        ("INFLUX_MONITORING:\n  USE_SSL: true\n", "INFLUX_MONITORING.USE_SSL"),  # a 0/1 switch
     ],
 )
 def test_a_yaml_boolean_is_not_a_number(tmp_path: Path, text: str, key: str) -> None:
@@ -191,9 +192,58 @@ def test_a_yaml_boolean_is_not_a_number(tmp_path: Path, text: str, key: str) -> 
         {"LUNA_SENDER_API_VERSIONS": "[true, 2]"},  # was taken as [1, 2]
         {"LUNA_SENDER_API_VERSIONS": "[yes]"},
         {"LUNA_SENDER_WS__SHUTDOWN_TIMEOUT": "1e10"},  # the stop watchdog's timer overflowed
+        {"LUNA_SENDER_API_VERSIONS": "[1, 99999999999999999999]"},  # /config rendered a 500
+        # An environment variable's invalid UTF-8 arrives as surrogates: a channel name no
+        # PUBLISH could carry (/healthcheck 502 for ever), a /config that answered 500.
+        {"LUNA_SENDER_GENERAL_CHANNEL": b"a\xffb".decode("utf-8", "surrogateescape")},
+        {"LUNA_SENDER_AUTH__JWT_SECRET": b"\xff".decode("utf-8", "surrogateescape") * 40},
     ],
 )
 def test_values_no_part_of_the_service_can_use_are_refused_at_start(env: dict[str, str]) -> None:
     key = next(iter(env)).removeprefix("LUNA_SENDER_").lower().replace("__", ".")
     with pytest.raises(ConfigError, match=f"'{key}'"):
         load_settings(None, {}, env)
+
+
+def test_a_documented_0_or_1_switch_is_taken_from_the_environment() -> None:
+    """``SEND_DATA_FOR_MONITORING=1`` in the environment was refused ("Input should be 0 or
+    1"), the defaults too: the monitoring plugin could not be turned on that way."""
+    env = {
+        "LUNA_SENDER_INFLUX_MONITORING__SEND_DATA_FOR_MONITORING": "1",
+        "LUNA_SENDER_INFLUX_MONITORING__USE_SSL": "0",
+        "LUNA_SENDER_INFLUX_MONITORING__VERSION": "2",
+    }
+    monitoring = load_settings(None, {}, env).INFLUX_MONITORING
+    assert (monitoring.SEND_DATA_FOR_MONITORING, monitoring.USE_SSL) == (1, 0)
+    with pytest.raises(ConfigError, match="SEND_DATA_FOR_MONITORING"):
+        load_settings(None, {}, {"LUNA_SENDER_INFLUX_MONITORING__SEND_DATA_FOR_MONITORING": "2"})
+
+
+@pytest.mark.parametrize("content", [None, b"\xff\xfe: 1\n"], ids=["a folder", "not UTF-8"])
+def test_an_unreadable_config_file_is_one_line_exit_2(
+    tmp_path: Path, content: bytes | None
+) -> None:
+    """Both were a traceback and exit 1."""
+    path = tmp_path / "cfg"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    done = run_cli("--config", str(path), "check-config")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and str(path) in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_settings_that_would_do_nothing_are_warned_of() -> None:
+    """A JWT secret with ``auth.mode`` left at none started an open service without a word."""
+    env = {
+        "LUNA_SENDER_AUTH__JWT_SECRET": "change-me-to-at-least-32-random-bytes",
+        "LUNA_SENDER_DOCS_DIR": "/nonexistent",
+    }
+    done = run_cli("check-config", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "auth.mode is none: requests are NOT authenticated" in done.stderr
+    assert "docs_dir /nonexistent is not a folder" in done.stderr
+    with running_service(env=env) as svc:
+        assert "requests are NOT authenticated" in svc.log()

@@ -128,15 +128,16 @@ def serve_one(settings: Settings, reuse_port: bool = False) -> int:
 def serve(settings: Settings) -> None:
     import logging
 
-    from luna_sender.config import ignored_env_warning
+    from luna_sender.config import config_warnings, ignored_env_warning
     from luna_sender.runtime.logs import setup_logging
 
     setup_logging(settings.log_level, settings.log_format)
+    logger = logging.getLogger("luna_sender.config")
     warning = ignored_env_warning(settings)
     if warning:  # once, in the parent, before any worker starts
-        logging.getLogger("luna_sender.config").warning(
-            warning, extra={"ignored_env": settings.ignored_env}
-        )
+        logger.warning(warning, extra={"ignored_env": settings.ignored_env})
+    for line in config_warnings(settings):
+        logger.warning(line)
     try:
         if settings.workers > 1:
             from luna_sender.cli.workers import run_workers
@@ -173,11 +174,11 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(130) from None
     settings = load(args)
     if command == "check-config":
-        from luna_sender.config import ignored_env_warning
+        from luna_sender.config import config_warnings, ignored_env_warning
 
-        warning = ignored_env_warning(settings)
-        if warning:
-            print(f"luna-sender: warning: {warning}", file=sys.stderr)
+        for warning in [ignored_env_warning(settings), *config_warnings(settings)]:
+            if warning:
+                print(f"luna-sender: warning: {warning}", file=sys.stderr)
         print(json.dumps(settings.masked(), indent=2, ensure_ascii=False))
         return
     serve(settings)

@@ -114,7 +114,10 @@ def _env_value(path: list[str], raw: str, model: type[BaseModel]) -> Any:
     ``port``). Lists and mappings are YAML (``[1, 2]``, ``{env: prod}``); an unknown key is parsed
     as YAML and then rejected by validation with its name.
     """
-    kind = _value_kind(_target_annotation(path, model))
+    annotation = _target_annotation(path, model)
+    kind = _value_kind(annotation)
+    if kind == "scalar" and get_origin(annotation) is Literal and raw.lstrip("-").isdigit():
+        return int(raw)  # Literal[0, 1]: pydantic reads "1" as the number only for int and float
     if kind != "yaml" or raw == "":
         return raw
     try:

@@ -30,7 +30,11 @@ variables that share the prefix are ignored with one warning (docs/deployment.md
 masked; a bad value stops the start with a one-line error naming the key (exit code 2). Numbers
 must be finite and inside the range shown: a value no request could work with (a 1 ns heartbeat,
 a header limit beyond 64 bits) is refused at start rather than failing every request after it.
-A boolean is not a number: `max_connections: true` (or `yes`) is refused, not taken as 1.
+A boolean is not a number: `max_connections: true` (or `yes`) is refused, not taken as 1 (nor
+for the 0/1 switches of `INFLUX_MONITORING`, which take `0`/`1`, from the environment too). Text
+must be valid UTF-8 (an environment variable's stray bytes are refused). Settings that start but
+would do nothing are warned of at start and by `check-config`: a JWT secret or key while
+`auth.mode` is `none` (the service is NOT authenticated), a `docs_dir` that is not a folder.
 
 | key | environment variable | default | range | description |
 |---|---|---|---|---|

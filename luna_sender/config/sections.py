@@ -8,11 +8,12 @@ machinery; each section checks only its own keys, rules across sections live on 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Section(BaseModel):
@@ -24,10 +25,11 @@ class Section(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_for_numbers(cls, value: Any, info: Any) -> Any:
-        """YAML's ``true`` is a bool, which pydantic takes as 1 for a number: ``max_connections:
-        true`` started a service that took one websocket. A number setting wants a number."""
+        """YAML's ``true`` is a bool, which pydantic takes as 1 for a number (and for ``Literal[0,
+        1]``): ``max_connections: true`` started a service that took one websocket."""
         field = cls.model_fields.get(info.field_name) if info.field_name else None
-        if field is None or field.annotation not in (int, float, list[int], list[float]):
+        kind = field.annotation if field is not None else None
+        if kind not in (int, float, list[int], list[float]) and get_origin(kind) is not Literal:
             return value
         items = value if isinstance(value, list) else [value]
         if any(isinstance(item, bool) for item in items):  # api_versions: [true, 2] was [1, 2]
@@ -37,10 +39,13 @@ class Section(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _within_64_bits(cls, value: Any) -> Any:
-        """Every setting is rendered by ``/config`` (orjson: 64-bit integers); 2**64 passed the
-        start and then made every ``GET /config`` a 500. No limit needs that much."""
+        """Every setting is rendered by ``/config`` (orjson: 64-bit integers, UTF-8): 2**64, or
+        an environment variable's invalid bytes (which arrive as surrogates), passed the start,
+        then made every ``GET /config`` a 500 (and such a channel name every PUBLISH a 503)."""
         if type(value) is int and not -(2**63) <= value < 2**63:
             raise ValueError("out of range (beyond 64 bits)")
+        if type(value) is str and not value.isascii() and SURROGATE.search(value):
+            raise ValueError("not valid UTF-8 text")
         return value
 
 
@@ -115,10 +120,7 @@ class LimitSettings(Section):
         default=16 * 1024 * 1024, ge=1024, description="Largest accepted publish request body."
     )
     list_filter_max_items: int = Field(
-        default=1000,
-        ge=1,
-        le=1_000_000,
-        description="Most items in one comma-separated filter value.",
+        1000, ge=1, le=1_000_000, description="Most items in one comma-separated filter value."
     )
     user_filters_max: int = Field(
         default=64, ge=0, description="Most user-defined (event.* / meta.*) filters per connection."
@@ -216,12 +218,8 @@ class MetricsSettings(Section):
         """Label values are text: YAML's ``{shard: 1}`` or ``{canary: true}`` mean "1", "true"."""
         if not isinstance(value, dict):
             return value
-        return {
-            k: (str(v).lower() if isinstance(v, bool) else str(v))
-            if isinstance(v, int | float)
-            else v
-            for k, v in value.items()
-        }
+        text = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+        return {k: text[k] if isinstance(v, int | float) else v for k, v in value.items()}
 
     @field_validator("extra_labels")
     @classmethod

@@ -186,8 +186,8 @@ class Settings(Section):
     @field_validator("api_versions")
     @classmethod
     def _positive_versions(cls, value: list[int]) -> list[int]:
-        if any(v < 1 for v in value):
-            raise ValueError("API versions are positive integers")
+        if any(not 1 <= v < 2**63 for v in value):  # /config renders 64-bit integers only
+            raise ValueError("API versions are positive integers (below 2**63)")
         return sorted(set(value))
 
     @field_validator("workers")
@@ -303,6 +303,10 @@ def load_settings(
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not UTF-8 text") from None
+        except OSError as exc:  # a directory, no permission
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
         except yaml.YAMLError as exc:
             message = f"config file {path} is not valid YAML: {exc}".replace("\n", " ")
             raise ConfigError(message) from None
@@ -332,3 +336,19 @@ def ignored_env_warning(settings: Settings) -> str | None:
         f"LUNA_SENDER_ prefix: {', '.join(names)} (set enableServiceLinks: false on the pod "
         "to stop them; see docs/deployment.md)"
     )
+
+
+def config_warnings(settings: Settings) -> list[str]:
+    """Settings that start but do not do what their presence suggests: one WARNING line each
+    at start-up (and from ``check-config``). An operator who set a JWT secret but forgot
+    ``auth.mode: jwt`` believed the service protected; it was open (an outside pass)."""
+    lines = []
+    auth = settings.auth
+    if auth.mode == "none" and (auth.jwt_secret or auth.jwt_public_key):
+        lines.append(
+            "auth.jwt_secret/jwt_public_key is set but auth.mode is none: requests are NOT "
+            "authenticated (set auth.mode: jwt; docs/security.md)"
+        )
+    if settings.docs_dir is not None and not Path(settings.docs_dir).is_dir():
+        lines.append(f"docs_dir {settings.docs_dir} is not a folder: /docs/dev answers 404")
+    return lines
