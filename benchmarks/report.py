@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 from typing import Any
 
 
@@ -232,5 +231,9 @@ def render(results: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    with open(sys.argv[1]) as handle:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Render a benchmark results file as tables.")
+    parser.add_argument("results", help="a JSON file under benchmarks/results/")
+    with open(parser.parse_args().results) as handle:
         print(render(json.load(handle)), end="")

@@ -19,8 +19,10 @@ if ! command -v nginx >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_nchan_modu
   fi
   if printf '%s' "$policy" | grep Candidate | grep -qv '(none)'; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-nchan
-    # The benchmark starts its own nginx; don't keep the distribution's default one running.
-    $SUDO systemctl stop nginx 2>/dev/null || $SUDO pkill -f "nginx: master" || true
+    # The benchmark starts its own nginx; don't keep the distribution's default one running
+    # (only that one: its pid file, never every nginx on the machine).
+    $SUDO systemctl stop nginx 2>/dev/null \
+      || { [ -s /run/nginx.pid ] && $SUDO kill "$(cat /run/nginx.pid)"; } || true
   else
     echo "libnginx-mod-nchan is not available here: the nchan peer will be skipped"
   fi
