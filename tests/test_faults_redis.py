@@ -62,11 +62,13 @@ class Feed:
         try:
             while True:
                 seq += 1
-                with contextlib.suppress(Exception):
+                try:
                     await client.publish(
                         f"luna-sender:{self.acc}",
                         face_message([face_event(seq=seq, ts=time.time())]),
                     )
+                except Exception:  # Redis down: no half-open socket may wait for the GC (a
+                    await client.connection_pool.disconnect()  # ResourceWarning under load)
                 await asyncio.sleep(0.02)
         finally:
             await client.aclose()  # cancelled at exit: its socket would otherwise reach the GC
