@@ -331,7 +331,13 @@ async def test_one_lost_shard_leaves_the_others_reading() -> None:
                 await post_lost("before")
                 seq = 0
                 dead.kill()
-                late_plain = asyncio.ensure_future(socket(late))
+
+                async def timed_open() -> tuple[aiohttp.ClientWebSocketResponse, float]:
+                    await asyncio.sleep(0.5)  # the loss is known by then
+                    began = time.monotonic()
+                    return await socket(late), time.monotonic() - began
+
+                late_open = asyncio.ensure_future(timed_open())
                 ends = time.monotonic() + 3.0
                 while time.monotonic() < ends:
                     await post_live(seq)
@@ -340,7 +346,9 @@ async def test_one_lost_shard_leaves_the_others_reading() -> None:
                 dead.start()
                 # The lost shard's channels are taken again: plain sockets hear what follows.
                 post_late = poster(session, svc, {"Luna-Account-Id": late}, {})
-                for ws, post in ((lost_plain, post_lost), (await late_plain, post_late)):
+                late_plain, took = await late_open
+                assert took < 1.0, f"a socket of the lost shard waited {took:.1f} s to open"
+                for ws, post in ((lost_plain, post_lost), (late_plain, post_late)):
                     deadline = time.monotonic() + 20
                     n = 0
                     while True:

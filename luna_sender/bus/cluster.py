@@ -245,6 +245,20 @@ class ShardedClusterBus(ClusterBus):
         add, remove = super()._diff()
         return add - self._lost, remove
 
+    async def subscribe(self, channel: str) -> None:
+        """On a shard known lost, no wait: a socket's handshake took the 2 s subscribe timeout
+        (the channel is still taken once the shard is back, as on a Redis known down)."""
+        if self._down and not self.subs.live(channel):
+            try:
+                node = self._cluster.get_node_from_key(channel)
+            except Exception:  # no node owns the slot right now: the usual bounded wait
+                node = None
+            if node is not None and node.name in self._down:
+                self.subs.want(channel)
+                self._dirty.set()
+                return
+        await super().subscribe(channel)
+
     async def _read_loop(self, pubsub: PubSub) -> None:
         readers = self._readers(pubsub)
         readers.watch()
