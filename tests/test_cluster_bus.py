@@ -348,6 +348,7 @@ async def test_one_lost_shard_leaves_the_others_reading() -> None:
                 post_late = poster(session, svc, {"Luna-Account-Id": late}, {})
                 late_plain, took = await late_open
                 assert took < 1.0, f"a socket of the lost shard waited {took:.1f} s to open"
+                unheard = []
                 for ws, post in ((lost_plain, post_lost), (late_plain, post_late)):
                     deadline = time.monotonic() + 20
                     n = 0
@@ -355,11 +356,15 @@ async def test_one_lost_shard_leaves_the_others_reading() -> None:
                         assert time.monotonic() < deadline, "a lost shard's channel stayed deaf"
                         await post(f"after-{n}")
                         with contextlib.suppress(TimeoutError):
-                            msg = await asyncio.wait_for(ws.receive(), 0.2)
+                            msg = await asyncio.wait_for(ws.receive(), 0.05)
                             assert msg.type == aiohttp.WSMsgType.TEXT, msg
                             if orjson.loads(msg.data)["event"]["seq"] != "before":
                                 break
                         n += 1
+                    unheard.append(n)
+                # Taken again within 0.2 s of the master's return, at once on a publish that
+                # reached it: events accepted meanwhile are lost here (before: up to 1 s).
+                assert unheard[0] <= 4, f"{unheard[0]} events accepted after the return unheard"
                 await post_live("end")
                 for ws in (live_plain, live_rec):
                     seen = await receive_seqs(ws, until="end", timeout=10)
@@ -373,7 +378,10 @@ async def test_one_lost_shard_leaves_the_others_reading() -> None:
                     got.append(orjson.loads(msg.data)["event"]["seq"])
                 assert got == ["before"], got
                 assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1012, msg
-            print(f"\none shard lost 3 s: {seq} events on a healthy one, all delivered")
+            print(f"\none shard lost 3 s: {seq} events on a healthy one, all delivered; the lost")
+            print(
+                f"one's plain sockets heard again after {unheard} event(s) published on its return"
+            )
             shard_lines = [line for line in svc.log().splitlines() if "bus shard" in line]
             print("\n".join(shard_lines))
             assert any("lost" in line for line in shard_lines), svc.log()[-3000:]

@@ -36,6 +36,7 @@ from luna_sender.bus.subscriptions import KEEPALIVE
 from luna_sender.bus.urls import parse_hosts, split_url
 
 log = logging.getLogger("luna_sender.bus")
+RETAKE = 0.2  # seconds at most between attempts to take a lost shard's channels again
 
 
 def cluster_bus(url: str, options: BusOptions | None = None) -> ClusterBus:
@@ -145,6 +146,7 @@ class ClusterBus(RedisBus):
                 try:
                     pool = _NodePool(node)
                     await publish_once(pool, channel, data, self._publish_timeout, self._verb)
+                    self._answered(node.name)
                     return
                 except BusError as exc:
                     refusal = exc.__cause__ if isinstance(exc.__cause__, ResponseError) else None
@@ -159,6 +161,9 @@ class ClusterBus(RedisBus):
                 node = await self._owner(channel)
 
     _verb = "PUBLISH"
+
+    def _answered(self, node: str) -> None:
+        """A publish on ``node`` succeeded (the sharded bus takes a lost shard again at once)."""
 
     async def _owner(self, channel: str) -> ClusterNode:
         try:
@@ -207,6 +212,7 @@ class ShardedClusterBus(ClusterBus):
         self._lost: set[str] = set()
         self._taking: asyncio.Task[None] | None = None
         self._down: set[str] = set()  # shards logged as lost
+        self._back = asyncio.Event()  # a publish reached one of them: try at once
 
     def _subscriber(self) -> Any:
         return self._cluster  # RedisCluster.pubsub(): one connection per shard owner
@@ -222,6 +228,10 @@ class ShardedClusterBus(ClusterBus):
     def _reply(self, msg: dict[str, Any]) -> None:
         assert self._handler is not None  # readers exist only once the bus has started
         self._on_reply(msg, self._handler)
+
+    def _answered(self, node: str) -> None:
+        if node in self._down:
+            self._back.set()
 
     def _pongs(self, answered: int) -> None:
         for _ in range(answered):
@@ -320,8 +330,12 @@ class ShardedClusterBus(ClusterBus):
         marked as lost (docs/recovery.md) and no live event from after it comes first."""
         backoff = 0.05
         while self._lost and self._pubsub is pubsub:
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self._max_backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._back.wait(), backoff)
+            self._back.clear()
+            # At most RETAKE apart: events published on the master once it is back are lost
+            # here until its channels are subscribed again (an outside pass: ~40 per account).
+            backoff = min(backoff * 2, RETAKE)
             self._lost &= self.subs.wanted | {KEEPALIVE}  # unwanted meanwhile: nothing to take
             try:
                 await self._cluster.nodes_manager.initialize()  # failed over meanwhile?
