@@ -311,6 +311,7 @@ class RedisHistory:
         """
         client = self._client
         if isinstance(client, RedisCluster):
+            await client.initialize()  # the first batch may come before the slot map
             node = client.get_node(node_name=lane) if lane else None
             for target in [node] if node is not None else client.get_primaries():
                 for body in self._bodies.values():
