@@ -27,7 +27,7 @@ test: lint test-deps
 	$(BIN)/pytest -q --durations=30 $(PYTEST_ARGS)
 
 # The non-slow tier (no end-to-end, fault, fuzz or browser tests) after the lint: the loop to
-# run before pushing; `make test` is ~10 minutes.
+# run before pushing; `make test` is ~20 minutes on 2 cores.
 test-fast: lint test-deps
 	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
 
