@@ -113,16 +113,15 @@ def _observe(bus: SelfHealing, hub: Hub, metrics: Metrics) -> None:
         hub.interrupted()
 
     def repaired(missing: int, extra: int) -> None:
-        # A channel the self-check found unsubscribed heard nothing meanwhile; which one is not
-        # said, so every recorded channel is marked (repairs are rare; the cost is that older
-        # offsets answer recovered: false). One only released late lost nothing.
         metrics.repaired.inc(missing + extra)
-        if missing:
-            hub.interrupted()
 
-    def cut(channels: frozenset[str]) -> None:
-        # One shard of a sharded Cluster was lost and is back: the same, for its channels only.
-        metrics.reconnected.inc()
+    def cut(channels: frozenset[str], reconnected: bool) -> None:
+        # Channels that heard nothing for a while and are subscribed again: one shard of a
+        # sharded Cluster lost, or the self-check found them unsubscribed (a failover moved
+        # their slot). The same as a reconnect, for them only (before, a repair marked every
+        # recorded channel: an outside pass saw every healthy account's resumes answer false).
+        if reconnected:
+            metrics.reconnected.inc()
         hub.interrupted(channels)
 
     bus.observe(reconnected=reconnected, repaired=repaired, cut=cut)

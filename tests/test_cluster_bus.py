@@ -102,7 +102,12 @@ async def test_a_subscription_lost_on_a_shard_is_repaired(cluster: ClusterSetup)
     got: list[bytes] = []
     bus = await _started(cluster, got, channel)
     repaired = asyncio.Event()
-    bus.observe(reconnected=lambda: None, repaired=lambda *_: repaired.set())
+    cuts: list[tuple[frozenset[str], bool]] = []
+    bus.observe(
+        reconnected=lambda: None,
+        repaired=lambda *_: repaired.set(),
+        cut=lambda channels, back: cuts.append((channels, back)),
+    )
     try:
         pubsub = bus._pubsub
         assert pubsub is not None
@@ -114,6 +119,10 @@ async def test_a_subscription_lost_on_a_shard_is_repaired(cluster: ClusterSetup)
             assert time.monotonic() < deadline, "the channel was not subscribed again"
             await asyncio.sleep(0.1)
         assert got[-1] == b"after"
+        # Only the channel that heard nothing is cut (its recovering sockets closed, a gap
+        # marked); before, a repair cut every channel: a failover moving one master's slots
+        # closed every healthy account's recovering sockets (an outside pass, 5 of 8).
+        assert cuts == [(frozenset({channel}), False)]
     finally:
         await bus.stop()
         await producer.aclose()
@@ -448,6 +457,68 @@ async def test_one_masters_outage_leaves_the_others_recovery_alone(fault: str) -
                 first = orjson.loads((await resumed.receive(timeout=5)).data)
                 assert first == {"recovery": {"recovered": True, "replayed": 35}}, first
                 for ws in (rec, other, resumed):
+                    await ws.close()
+        finally:
+            assert svc.terminate() == 0
+
+
+async def test_a_failover_after_a_freeze_cuts_only_the_frozen_masters_channels() -> None:
+    """A master frozen until its replica takes over, then woken: Redis unsubscribes its sharded
+    channels, the self-check finds them missing and takes them on the new master. Before, that
+    repair cut every channel: every healthy account's recovering socket was closed (1012) and
+    its resumes answered false (an outside pass, 5 of 8 such failovers)."""
+    with running(ClusterSetup(replicas=1)) as setup:
+        svc = Service("--redis-url", setup.url + "?sharded=1")
+        healthy, troubled = account(), account()
+        master = setup.owner(f"luna-sender:{troubled}")
+        while setup.owner(f"luna-sender:{healthy}") is master:
+            healthy = account()
+        answers: Answers = {}
+        try:
+            await ready(svc)
+            async with aiohttp.ClientSession() as session:
+
+                async def socket(acc: str, **params: str) -> aiohttp.ClientWebSocketResponse:
+                    return await session.ws_connect(
+                        svc.ws_url + "/ws", headers={"Luna-Account-Id": acc}, params=params
+                    )
+
+                rec = await socket(healthy, recover="true")
+                other = await socket(troubled, recover="true")
+                plain = await socket(troubled)
+                post = poster(session, svc, {"Luna-Account-Id": healthy}, answers)
+                await post("before")
+                before = orjson.loads((await rec.receive(timeout=5)).data)["offset"]
+                assert master.proc is not None
+                master.proc.send_signal(signal.SIGSTOP)
+                try:
+                    deadline = time.monotonic() + 30
+                    while setup.owner(f"luna-sender:{troubled}") is master:
+                        assert time.monotonic() < deadline, "the replica was not promoted"
+                        await asyncio.sleep(0.2)
+                finally:
+                    master.proc.send_signal(signal.SIGCONT)
+                # The frozen master's channel is taken on the new one: a plain socket hears it.
+                post_troubled = poster(session, svc, {"Luna-Account-Id": troubled}, {})
+                deadline = time.monotonic() + 30
+                n = 0
+                while True:
+                    assert time.monotonic() < deadline, "the failed-over channel stayed deaf"
+                    await post_troubled(n)
+                    n += 1
+                    with contextlib.suppress(TimeoutError):
+                        msg = await asyncio.wait_for(plain.receive(), 0.2)
+                        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+                        break
+                await asyncio.sleep(2.0)  # past the self-check that found the drift
+                await post("after")
+                seen = await receive_seqs(rec, until="after", timeout=10)
+                assert seen["after"] == 1, seen
+                assert not rec.closed, "a healthy account's recovering socket was cut"
+                resumed = await socket(healthy, since=before)
+                first = orjson.loads((await resumed.receive(timeout=5)).data)
+                assert first == {"recovery": {"recovered": True, "replayed": 1}}, first
+                for ws in (rec, other, plain, resumed):
                     await ws.close()
         finally:
             assert svc.terminate() == 0

@@ -22,7 +22,8 @@ from typing import Protocol, runtime_checkable
 
 MessageHandler = Callable[[str, bytes], None]
 Repaired = Callable[[int, int], None]  # channels re-subscribed, released (SelfHealing)
-Cut = Callable[[frozenset[str]], None]  # these channels' subscription was cut and is back
+# These channels' subscription was cut and is being taken again; True: a connection came back
+Cut = Callable[[frozenset[str], bool], None]
 
 
 # What clients see after "Event bus is unavailable: " (error 29006): never an address.
@@ -161,9 +162,10 @@ class SelfHealing(Protocol):
 
     ``reconnected`` is called each time the subscription connection is back after a loss;
     ``repaired`` with the numbers of channels its self-check re-subscribed (they heard nothing
-    for a while) and released (nothing was lost); ``cut`` with the channels of a part of the
-    connection that was lost while the rest read on (one shard of a sharded Cluster), just
-    before they are subscribed again: what was published on them meanwhile reached no one here.
+    for a while) and released (nothing was lost); ``cut`` with the channels that heard nothing
+    for a while, just before they are subscribed again (those a repair asks again, or a lost
+    shard's of a sharded Cluster while the others read on, then with True): what was published
+    on them meanwhile reached no one here.
     All run on the bus's loop and must not block. Every Redis backend has it; ``memory://``
     does not.
     """

@@ -269,6 +269,14 @@ class ShardedClusterBus(ClusterBus):
                 return
         await super().subscribe(channel)
 
+    async def _repair(self, missing: set[str], extra: set[str]) -> None:
+        if missing:  # unsubscribed by Redis: a failover moved their slots (ask the new owner)
+            try:
+                await self._cluster.nodes_manager.initialize()
+            except Exception as exc:
+                log.debug("slot map reload failed: %s", exc)
+        await super()._repair(missing, extra)
+
     async def _read_loop(self, pubsub: PubSub) -> None:
         readers = self._readers(pubsub)
         readers.watch()
@@ -352,7 +360,7 @@ class ShardedClusterBus(ClusterBus):
                     continue
                 self._lost -= channels
                 if self._on_cut is not None:
-                    self._on_cut(frozenset(channels - {KEEPALIVE}))
+                    self._on_cut(frozenset(channels - {KEEPALIVE}), True)
                 with contextlib.suppress(Exception):  # back in _lost: taken on the next round
                     await self._send(pubsub, True, channels)
         if self._pubsub is pubsub:

@@ -353,6 +353,9 @@ class RedisBus:
             self._dirty.set()
         if self._on_repair:
             self._on_repair(len(missing), len(extra))
+        cut = (missing & fresh) - {KEEPALIVE}  # each once: a repair that fails is retried
+        if cut and self._on_cut is not None:  # before they are asked again: heard nothing
+            self._on_cut(frozenset(cut), False)
         (log.warning if fresh else log.debug)(
             "bus subscription drift repaired: %d channel(s) not confirmed, %d not released",
             len(missing),
