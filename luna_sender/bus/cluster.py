@@ -29,6 +29,7 @@ from redis.exceptions import ResponseError
 
 from luna_sender.bus.base import NOT_PUBLISHED, BusError, BusOptions
 from luna_sender.bus.dialect import SHARDED
+from luna_sender.bus.nodes import NodePool, answers
 from luna_sender.bus.publishing import publish_once, reason
 from luna_sender.bus.redis import NO_RETRY, RedisBus
 from luna_sender.bus.shards import ShardReaders
@@ -144,7 +145,7 @@ class ClusterBus(RedisBus):
         async with self._publish_guard(self._publish_slots, self._publish_timeout, node.name):
             for attempt in (1, 2):
                 try:
-                    pool = _NodePool(node)
+                    pool = NodePool(node)
                     await publish_once(pool, channel, data, self._publish_timeout, self._verb)
                     self._answered(node.name)
                     return
@@ -174,26 +175,6 @@ class ClusterBus(RedisBus):
         if node is None:
             raise BusError("not sent: no node owns the channel's slot", NOT_PUBLISHED, False)
         return node
-
-
-class _NodePool:
-    """A cluster node's connection pool, as :func:`publish_once` takes one (connect, release)."""
-
-    def __init__(self, node: ClusterNode) -> None:
-        self._node = node
-
-    async def get_connection(self) -> Any:
-        connection: Any = self._node.acquire_connection()
-        try:
-            await connection.connect()
-        except BaseException:
-            await connection.disconnect()
-            self._node.release(connection)
-            raise
-        return connection
-
-    async def release(self, connection: Any) -> None:
-        self._node.release(connection)
 
 
 class ShardedClusterBus(ClusterBus):
@@ -356,7 +337,7 @@ class ShardedClusterBus(ClusterBus):
                 if node is not None:  # else no node owns the slot yet: the next round
                     by_node.setdefault(node.name, (node, set()))[1].add(channel)
             for node, channels in by_node.values():
-                if not await _answers(node):
+                if not await answers(node):
                     continue
                 self._lost -= channels
                 if self._on_cut is not None:
@@ -374,21 +355,3 @@ class ShardedClusterBus(ClusterBus):
 
 def _text(key: Any) -> str:
     return key.decode() if isinstance(key, bytes) else str(key)
-
-
-async def _answers(node: ClusterNode) -> bool:
-    """Whether the node answers a PING now (a connection of its pool, not the pub/sub one)."""
-    pool = _NodePool(node)
-    try:
-        connection = await asyncio.wait_for(pool.get_connection(), 1.0)
-    except Exception:
-        return False
-    try:
-        await asyncio.wait_for(connection.send_command("PING"), 1.0)
-        await asyncio.wait_for(connection.read_response(), 1.0)
-        return True
-    except Exception:
-        await connection.disconnect()
-        return False
-    finally:
-        await pool.release(connection)

@@ -59,14 +59,15 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from luna_sender.bus import fences, presence
 from luna_sender.bus.base import BusError
-from luna_sender.bus.history import NOT_RECOVERED, Offset, Replay, Window, judge, new_epoch, parse
+from luna_sender.bus.history import NOT_RECOVERED, Offset, Replay, Window, judge, new_epoch
 from luna_sender.bus.lanes import Lanes
+from luna_sender.bus.nodes import node_commands
 from luna_sender.bus.redis import NO_RETRY
-from luna_sender.bus.redis_ops import Op, Read
+from luna_sender.bus.redis_ops import Op, Read, moved, noscript, retrieve, settle
 from luna_sender.bus.redis_scripts import APPEND, BEAT_SCRIPT, MARK, SINCE
 
 DEFAULT_PREFIX = "luna-sender:history"
@@ -106,6 +107,7 @@ class RedisHistory:
         }
         self._loaded: set[str] = set()  # lanes whose node has every script (bus/lanes.py)
         self._reads: dict[str, Read] = {}  # channel -> its read still in the queue
+        self._reloaded_at = 0.0
         self._cluster = isinstance(self._client, RedisCluster)
         owner = self._owner if self._cluster else None
         self.lanes = Lanes(self._run, max_batch, owner, self._reset, self._sent)
@@ -140,7 +142,7 @@ class RedisHistory:
         self._channels[channel] = time.monotonic()
         op = self._enqueue("append", [stream, meta, dedupe], args)
         result: asyncio.Future[Offset] = op.future.get_loop().create_future()
-        op.future.add_done_callback(lambda done: _settle(result, done))
+        op.future.add_done_callback(lambda done: settle(result, done))
         return result
 
     async def since(self, channel: str, offset: Offset) -> Replay:
@@ -167,7 +169,7 @@ class RedisHistory:
         old = self._recording.get(channel)
         self._recording[channel] = name
         if old is not None and old != name:  # registered under a name that no longer vouches
-            self._enqueue("beat", [recorders], [old, ""]).future.add_done_callback(_retrieve)
+            self._enqueue("beat", [recorders], [old, ""]).future.add_done_callback(retrieve)
         if self._beat_task is None or self._beat_task.done():
             self._beat_task = asyncio.create_task(self._beat(), name="history-recorders")
         mode = "start" if start else "gap"
@@ -238,7 +240,7 @@ class RedisHistory:
             ttl = int(BEAT_TTL * 1000)
             for channel, name in self._recording.items():
                 op = self._enqueue("beat", [f"{self.prefix}:{{{channel}}}:r"], [name, ttl])
-                op.future.add_done_callback(_retrieve)
+                op.future.add_done_callback(retrieve)
 
     async def size(self) -> int:
         """Messages (gap markers included) held in the channels this instance appended to
@@ -284,6 +286,14 @@ class RedisHistory:
         if isinstance(op, Read):  # sent: a later since queues a new read
             self._reads.pop(op.channel, None)
 
+    def _reload_map(self) -> None:
+        """At most one slot-map reload a second, in the background."""
+        now = time.monotonic()
+        if now - self._reloaded_at >= 1.0:
+            self._reloaded_at = now
+            task = asyncio.ensure_future(self._client.nodes_manager.initialize())
+            task.add_done_callback(retrieve)
+
     def _reset(self, lane: str) -> None:
         self._loaded.discard(lane)  # a restarted Redis has no scripts
 
@@ -312,8 +322,13 @@ class RedisHistory:
         client = self._client
         if isinstance(client, RedisCluster):
             await client.initialize()  # the first batch may come before the slot map
-            node = client.get_node(node_name=lane) if lane else None
-            for target in [node] if node is not None else client.get_primaries():
+            node = self._node(lane)
+            if node is not None:  # one node: one MULTI there, as on a single Redis
+                loads = [("SCRIPT", "LOAD", body) for body in self._bodies.values()]
+                done = await node_commands(node, [("MULTI",), *loads, ("EXEC",)])
+                if isinstance(done[-1], Exception) or done[-1] is None:
+                    raise BusError(f"scripts not loaded on {lane}: {done[-1]}")
+            for target in [] if node is not None else client.get_primaries():
                 for body in self._bodies.values():
                     await client.execute_command("SCRIPT LOAD", body, target_nodes=target)
         else:
@@ -323,16 +338,23 @@ class RedisHistory:
                 await pipe.execute()
         self._loaded.add(lane)
 
+    def _node(self, lane: str) -> Any:
+        """A Cluster lane's node: its batches go on that node's own connections, not through
+        the cluster client, whose error handling is shared: a timeout on one frozen master
+        marked the client for a slot-map reload that every other master's batch then waited
+        for (an outside pass: healthy masters' appends ~1 s late once per long freeze)."""
+        return self._client.get_node(node_name=lane) if lane and self._cluster else None
+
     async def _run(self, lane: str, batch: list[Op]) -> None:
         if lane not in self._loaded:
             await self._load(lane)
-        results = await self._pipeline(batch)
-        missing = [op for op, res in zip(batch, results, strict=True) if _noscript(res)]
+        results = await self._pipeline(lane, batch)
+        missing = [op for op, res in zip(batch, results, strict=True) if noscript(res)]
         if missing:  # SCRIPT FLUSH (drops all at once): load, then run what did not run
             await self._load(lane)
-            retried = await self._pipeline(missing)
+            retried = await self._pipeline(lane, missing)
             results = [
-                retried.pop(0) if _noscript(res) else res
+                retried.pop(0) if noscript(res) else res
                 for res in results  # same order: the missing ones, in call order
             ]
         for op, res in zip(batch, results, strict=True):
@@ -345,39 +367,22 @@ class RedisHistory:
             else:
                 op.future.set_result(res)
 
-    async def _pipeline(self, batch: list[Op]) -> list[Any]:
+    async def _pipeline(self, lane: str, batch: list[Op]) -> list[Any]:
+        node = self._node(lane)
+        if node is not None:
+            results = await node_commands(
+                node,
+                [
+                    ("EVALSHA", self._sha[op.script], len(op.keys), *op.keys, *op.args)
+                    for op in batch
+                ],
+            )
+            if any(moved(res) for res in results):  # a failover moved slots: the map follows
+                self._reload_map()
+            return results
         async with self._client.pipeline(transaction=False) as pipe:
             for op in batch:
                 pipe.execute_command(
                     "EVALSHA", self._sha[op.script], len(op.keys), *op.keys, *op.args
                 )
             return list(await pipe.execute(raise_on_error=False))
-
-
-def _settle(result: asyncio.Future[Offset], done: asyncio.Future[Any]) -> None:
-    if result.done():
-        return
-    if done.cancelled():
-        result.set_exception(BusError("history closed", "history unavailable"))
-        return
-    error = done.exception()
-    if error is not None:
-        result.set_exception(error)
-        return
-    raw = done.result()
-    offset = parse(raw.decode() if isinstance(raw, bytes) else raw)
-    if offset is None:  # pragma: no cover - the script only returns what parse accepts
-        result.set_exception(BusError(f"history append returned {raw!r}", "history unavailable"))
-    else:
-        result.set_result(offset)
-
-
-def _retrieve(done: asyncio.Future[Any]) -> None:
-    if not done.cancelled():
-        done.exception()
-
-
-def _noscript(result: Any) -> bool:
-    return isinstance(result, NoScriptError) or (
-        isinstance(result, Exception) and str(result).startswith("NOSCRIPT")
-    )

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from luna_sender.bus.base import BusError
-from luna_sender.bus.history import Entry, Offset, Span
+from luna_sender.bus.history import Entry, Offset, Span, parse
 
 WAKE = 64  # waiters of one read woken per loop iteration
 
@@ -85,3 +87,39 @@ class Read(Op):
                 entries.append(Entry(Offset(epoch, int(ms), int(seq)), bytes(fields[1])))
             self.span = Span(epoch, int(reply[2]), int(reply[1]), entries, gaps)
         return self.span
+
+
+# --- replies ---------------------------------------------------------------------------------
+
+
+def settle(result: asyncio.Future[Offset], done: asyncio.Future[Any]) -> None:
+    if result.done():
+        return
+    if done.cancelled():
+        result.set_exception(BusError("history closed", "history unavailable"))
+        return
+    error = done.exception()
+    if error is not None:
+        result.set_exception(error)
+        return
+    raw = done.result()
+    offset = parse(raw.decode() if isinstance(raw, bytes) else raw)
+    if offset is None:  # pragma: no cover - the script only returns what parse accepts
+        result.set_exception(BusError(f"history append returned {raw!r}", "history unavailable"))
+    else:
+        result.set_result(offset)
+
+
+def retrieve(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()
+
+
+def moved(result: Any) -> bool:
+    return isinstance(result, Exception) and str(result).startswith(("MOVED", "ASK"))
+
+
+def noscript(result: Any) -> bool:
+    return isinstance(result, NoScriptError) or (
+        isinstance(result, Exception) and str(result).startswith("NOSCRIPT")
+    )

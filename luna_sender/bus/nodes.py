@@ -1,0 +1,76 @@
+"""Connections to one Cluster node of its own pool, apart from the cluster client.
+
+Why: the cluster client's error handling is shared by everything it sends. A timeout on one
+master marks the whole client for a slot-map reload, which every later caller waits for, and a
+retry there could send a command twice. The bus's publishes, its probes of a lost shard and the
+recovery history's per-master batches therefore go to the node that owns the slot on a
+connection of that node's pool, and each caller decides what an error means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.asyncio.cluster import ClusterNode
+from redis.exceptions import ResponseError
+
+
+async def node_commands(node: ClusterNode, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """``commands`` as one pipeline on a connection of ``node``'s own pool, each reply or error
+    reply in order (the recovery history's per-master batches, bus/lanes.py). A connection
+    error or timeout raises; the connection is then dropped, not reused half-read."""
+    pool = NodePool(node)
+    connection = await pool.get_connection()
+    try:
+        await connection.send_packed_command(connection.pack_commands(commands))
+        results: list[Any] = []
+        for _ in commands:
+            try:
+                results.append(await connection.read_response())
+            except ResponseError as exc:  # one command's answer: the rest follow
+                results.append(exc)
+        return results
+    except BaseException:
+        await connection.disconnect()
+        raise
+    finally:
+        await pool.release(connection)
+
+
+class NodePool:
+    """A cluster node's connection pool, as :func:`publish_once` takes one (connect, release)."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self._node = node
+
+    async def get_connection(self) -> Any:
+        connection: Any = self._node.acquire_connection()
+        try:
+            await connection.connect()
+        except BaseException:
+            await connection.disconnect()
+            self._node.release(connection)
+            raise
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        self._node.release(connection)
+
+
+async def answers(node: ClusterNode) -> bool:
+    """Whether the node answers a PING now (a connection of its pool, not the pub/sub one)."""
+    pool = NodePool(node)
+    try:
+        connection = await asyncio.wait_for(pool.get_connection(), 1.0)
+    except Exception:
+        return False
+    try:
+        await asyncio.wait_for(connection.send_command("PING"), 1.0)
+        await asyncio.wait_for(connection.read_response(), 1.0)
+        return True
+    except Exception:
+        await connection.disconnect()
+        return False
+    finally:
+        await pool.release(connection)
