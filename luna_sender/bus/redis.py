@@ -323,8 +323,7 @@ class RedisBus:
                     if not fut.done():
                         fut.set_result(None)
 
-    def _diff(self) -> tuple[set[str], set[str]]:
-        """What the reconciler sends; the sharded bus keeps a lost shard's channels to itself."""
+    def _diff(self) -> tuple[set[str], set[str]]:  # the sharded bus holds lost shards' back
         return self.subs.diff()
 
     def _pong(self) -> None:
@@ -353,9 +352,8 @@ class RedisBus:
             self._dirty.set()
         if self._on_repair:
             self._on_repair(len(missing), len(extra))
-        cut = (missing & fresh) - {KEEPALIVE}  # each once: a repair that fails is retried
-        if cut and self._on_cut is not None:  # before they are asked again: heard nothing
-            self._on_cut(frozenset(cut), False)
+        if (cut := (missing & fresh) - {KEEPALIVE}) and self._on_cut is not None:
+            self._on_cut(frozenset(cut), False)  # once each, before it is asked again
         (log.warning if fresh else log.debug)(
             "bus subscription drift repaired: %d channel(s) not confirmed, %d not released",
             len(missing),

@@ -90,7 +90,7 @@ def now_iso(storage_time: str) -> str:
 
 # One ERROR line a second at most: through a 22 s Cluster failover at ~1,000 publishes a second
 # an outside pass counted 24,000 lines (the request's own INFO line still names each one).
-_FAILURES = Throttle(1.0)
+_FAILURES = {"unknown": Throttle(1.0), "not published": Throttle(1.0)}  # one line each
 
 
 async def _publish(request: web.Request, channel: str, data: bytes, kind: str) -> web.Response:
@@ -103,7 +103,7 @@ async def _publish(request: web.Request, channel: str, data: bytes, kind: str) -
         await context.bus.publish(channel, data)
     except BusError as exc:
         outcome = "unknown" if exc.published is None else "not published"
-        held = _FAILURES.due()  # every one is still answered, counted and logged at INFO
+        held = _FAILURES[outcome].due()  # each is still answered, counted and logged at INFO
         if held is None:
             raise LunaError(errors.BUS_UNAVAILABLE, exc.public) from None
         log.error(
