@@ -398,6 +398,23 @@ async def test_one_lost_shard_leaves_the_others_reading() -> None:
             assert svc.terminate() == 0
 
 
+def _apart(setup: ClusterSetup) -> tuple[str, str, Any]:
+    """Two accounts whose channels different masters own: (healthy, troubled, its master)."""
+    healthy, troubled = account(), account()
+    master = setup.owner(f"luna-sender:{troubled}")
+    while setup.owner(f"luna-sender:{healthy}") is master:
+        healthy = account()
+    return healthy, troubled, master
+
+
+async def _ws(
+    session: aiohttp.ClientSession, svc: Service, acc: str, **params: str
+) -> aiohttp.ClientWebSocketResponse:
+    return await session.ws_connect(
+        svc.ws_url + "/ws", headers={"Luna-Account-Id": acc}, params=params
+    )
+
+
 @pytest.mark.parametrize("fault", ["kill", "freeze"])
 async def test_one_masters_outage_leaves_the_others_recovery_alone(fault: str) -> None:
     """The recovery history is kept per master too. Before, one master killed or frozen with a
@@ -406,21 +423,14 @@ async def test_one_masters_outage_leaves_the_others_recovery_alone(fault: str) -
     ``recovered: false`` over nothing lost (an outside pass: 4 of 4, ~2,900 events unreplayed)."""
     with running(ClusterSetup(node_timeout_ms=20000)) as setup:
         svc = Service("--redis-url", setup.url + "?sharded=1")
-        healthy, troubled = account(), account()
-        master = setup.owner(f"luna-sender:{troubled}")
-        while setup.owner(f"luna-sender:{healthy}") is master:
-            healthy = account()
+        healthy, troubled, master = _apart(setup)
         answers: Answers = {}
         try:
             await ready(svc)
             async with aiohttp.ClientSession() as session:
 
                 async def recovering(acc: str, **params: str) -> aiohttp.ClientWebSocketResponse:
-                    return await session.ws_connect(
-                        svc.ws_url + "/ws",
-                        headers={"Luna-Account-Id": acc},
-                        params={"recover": "true", **params},
-                    )
+                    return await _ws(session, svc, acc, recover="true", **params)
 
                 rec = await recovering(healthy)
                 other = await recovering(troubled)  # records a channel of the troubled master
@@ -475,19 +485,14 @@ async def test_a_failover_after_a_freeze_cuts_only_the_frozen_masters_channels()
     its resumes answered false (an outside pass, 5 of 8 such failovers)."""
     with running(ClusterSetup(replicas=1)) as setup:
         svc = Service("--redis-url", setup.url + "?sharded=1")
-        healthy, troubled = account(), account()
-        master = setup.owner(f"luna-sender:{troubled}")
-        while setup.owner(f"luna-sender:{healthy}") is master:
-            healthy = account()
+        healthy, troubled, master = _apart(setup)
         answers: Answers = {}
         try:
             await ready(svc)
             async with aiohttp.ClientSession() as session:
 
                 async def socket(acc: str, **params: str) -> aiohttp.ClientWebSocketResponse:
-                    return await session.ws_connect(
-                        svc.ws_url + "/ws", headers={"Luna-Account-Id": acc}, params=params
-                    )
+                    return await _ws(session, svc, acc, **params)
 
                 rec = await socket(healthy, recover="true")
                 other = await socket(troubled, recover="true")
