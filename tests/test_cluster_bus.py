@@ -28,7 +28,7 @@ from luna_sender.bus.cluster import ShardedClusterBus
 from luna_sender.bus.subscriptions import KEEPALIVE
 
 from .ha import ClusterSetup, running
-from .helpers import Service, account
+from .helpers import Service, account, face_event, face_message
 from .test_faults_bus import (
     Answers,
     check_answers,
@@ -479,10 +479,10 @@ async def test_one_masters_outage_leaves_the_others_recovery_alone(fault: str) -
 
 
 async def test_a_failover_after_a_freeze_cuts_only_the_frozen_masters_channels() -> None:
-    """A master frozen until its replica takes over, then woken: Redis unsubscribes its sharded
-    channels, the self-check finds them missing and takes them on the new master. Before, that
-    repair cut every channel: every healthy account's recovering socket was closed (1012) and
-    its resumes answered false (an outside pass, 5 of 8 such failovers)."""
+    """A master frozen until its replica takes over: its channels are taken on the new master
+    while it is frozen, and when it wakes (Redis then unsubscribes them there) nothing else is
+    cut. Before, the self-check's repair cut every channel: every healthy account's recovering
+    socket was closed (1012) and its resumes answered false (an outside pass, 5 of 8)."""
     with running(ClusterSetup(replicas=1)) as setup:
         svc = Service("--redis-url", setup.url + "?sharded=1")
         healthy, troubled, master = _apart(setup)
@@ -501,26 +501,34 @@ async def test_a_failover_after_a_freeze_cuts_only_the_frozen_masters_channels()
                 await post("before")
                 before = orjson.loads((await rec.receive(timeout=5)).data)["offset"]
                 assert master.proc is not None
+                # A producer of its own publishes (not this service's route, whose failures
+                # reload the service's slot map): it follows the failover by itself.
+                producer = RedisCluster(
+                    startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in setup.nodes],
+                    socket_timeout=0.5,
+                    socket_connect_timeout=0.5,
+                )
                 master.proc.send_signal(signal.SIGSTOP)
                 try:
+                    # Its channel is taken on the promoted replica while the old master is
+                    # still frozen (before, its accounts were deaf until it woke: 57 s in an
+                    # outside pass, /healthcheck green all along).
                     deadline = time.monotonic() + 30
-                    while setup.owner(f"luna-sender:{troubled}") is master:
-                        assert time.monotonic() < deadline, "the replica was not promoted"
-                        await asyncio.sleep(0.2)
+                    n = 0
+                    while True:
+                        assert time.monotonic() < deadline, "deaf while the old master is frozen"
+                        with contextlib.suppress(Exception):
+                            event = face_message([face_event(seq=n)])
+                            await producer.spublish(f"luna-sender:{troubled}", event)
+                        n += 1
+                        with contextlib.suppress(TimeoutError):
+                            msg = await asyncio.wait_for(plain.receive(), 0.2)
+                            assert msg.type == aiohttp.WSMsgType.TEXT, msg
+                            break
+                    assert setup.owner(f"luna-sender:{troubled}") is not master
                 finally:
                     master.proc.send_signal(signal.SIGCONT)
-                # The frozen master's channel is taken on the new one: a plain socket hears it.
-                post_troubled = poster(session, svc, {"Luna-Account-Id": troubled}, {})
-                deadline = time.monotonic() + 30
-                n = 0
-                while True:
-                    assert time.monotonic() < deadline, "the failed-over channel stayed deaf"
-                    await post_troubled(n)
-                    n += 1
-                    with contextlib.suppress(TimeoutError):
-                        msg = await asyncio.wait_for(plain.receive(), 0.2)
-                        assert msg.type == aiohttp.WSMsgType.TEXT, msg
-                        break
+                    await producer.aclose()
                 await asyncio.sleep(2.0)  # past the self-check that found the drift
                 await post("after")
                 seen = await receive_seqs(rec, until="after", timeout=10)
@@ -531,5 +539,54 @@ async def test_a_failover_after_a_freeze_cuts_only_the_frozen_masters_channels()
                 assert first == {"recovery": {"recovered": True, "replayed": 1}}, first
                 for ws in (rec, other, plain, resumed):
                     await ws.close()
+        finally:
+            assert svc.terminate() == 0
+
+
+async def test_a_frozen_subscription_node_is_left_classic_mode() -> None:
+    """Classic mode subscribes through one node, which the other masters forward PUBLISHes to;
+    frozen, it drops some of them, and nothing told the recovering sockets: resumes answered
+    ``recovered: true`` over lost events (an outside pass, on every master's accounts). After
+    2 s without an answer the subscription moves to another node: recovering sockets get 1012
+    and their resumes ``false``; plain sockets hear again before the node wakes."""
+    with running(ClusterSetup(node_timeout_ms=20000)) as setup:
+        svc = Service("--redis-url", setup.url)
+        first = setup.nodes[0]  # the first node of the URL carries the subscription
+        acc = account()
+        while setup.owner(f"luna-sender:{acc}") is first:
+            acc = account()
+        answers: Answers = {}
+        try:
+            await ready(svc)
+            async with aiohttp.ClientSession() as session:
+                rec = await _ws(session, svc, acc, recover="true")
+                plain = await _ws(session, svc, acc)
+                post = poster(session, svc, {"Luna-Account-Id": acc}, answers)
+                await post("before")
+                before = orjson.loads((await rec.receive(timeout=5)).data)["offset"]
+                assert orjson.loads((await plain.receive(timeout=5)).data)["event"]["seq"]
+                assert first.proc is not None
+                first.proc.send_signal(signal.SIGSTOP)
+                try:
+                    deadline = time.monotonic() + 20
+                    n = 0
+                    while True:
+                        assert time.monotonic() < deadline, "deaf while the node is frozen"
+                        await post(n)
+                        n += 1
+                        with contextlib.suppress(TimeoutError):
+                            msg = await asyncio.wait_for(plain.receive(), 0.1)
+                            assert msg.type == aiohttp.WSMsgType.TEXT, msg
+                            break
+                    closed = await rec.receive(timeout=5)
+                    assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 1012, closed
+                finally:
+                    first.proc.send_signal(signal.SIGCONT)
+                resumed = await _ws(session, svc, acc, since=before)
+                first_frame = orjson.loads((await resumed.receive(timeout=5)).data)
+                assert first_frame["recovery"]["recovered"] is False, first_frame
+                for ws in (rec, plain, resumed):
+                    await ws.close()
+            assert "moving to another node" in svc.log()
         finally:
             assert svc.terminate() == 0

@@ -38,6 +38,7 @@ from luna_sender.bus.urls import parse_hosts, split_url
 
 log = logging.getLogger("luna_sender.bus")
 RETAKE = 0.2  # seconds at most between attempts to take a lost shard's channels again
+STALL = 2.0  # seconds without an answer on the subscription after which a Cluster bus acts
 
 
 def cluster_bus(url: str, options: BusOptions | None = None) -> ClusterBus:
@@ -166,6 +167,25 @@ class ClusterBus(RedisBus):
     def _answered(self, node: str) -> None:
         """A publish on ``node`` succeeded (the sharded bus takes a lost shard again at once)."""
 
+    async def _stalled(self, seconds: float) -> None:
+        """The subscription's node stopped answering while others answer. Redis Cluster forwards
+        PUBLISHes to it and drops some while it stands still (an outside pass: events lost behind
+        ``recovered: true``): after :data:`STALL` s it moves, as after a lost connection."""
+        connection = getattr(self._pubsub, "connection", None)
+        transport = getattr(getattr(connection, "_writer", None), "transport", None)
+        if seconds < STALL or transport is None or transport.is_closing():
+            return
+        here = (getattr(connection, "host", None), int(getattr(connection, "port", 0) or 0))
+        others = [n for n in self._cluster.get_nodes() if (n.host, int(n.port)) != here]
+        if not any([await answers(node) for node in others[:2]]):
+            return  # the whole cluster stands still (it drops nothing then): stay
+        log.warning(
+            "bus subscription node not answering for %.1f s: moving to another node",
+            seconds,
+            extra={"bus_state": "stalled"},
+        )
+        transport.abort()  # the reader sees the connection lost and reconnects elsewhere
+
     async def _owner(self, channel: str) -> ClusterNode:
         try:
             await self._cluster.initialize()  # once; a no-op after the first slot map
@@ -250,6 +270,29 @@ class ShardedClusterBus(ClusterBus):
                 return
         await super().subscribe(channel)
 
+    async def _stalled(self, seconds: float) -> None:
+        """A shard stopped answering. While its master owns its slots SPUBLISHes to it wait
+        too (nothing lost): left alone. Once its replica has taken over, its channels are taken
+        there (before, deaf for the whole freeze, /healthcheck green: an outside pass, 57 s)."""
+        shards = self._shards
+        if seconds < STALL or shards is None:
+            return
+        try:
+            await self._cluster.nodes_manager.initialize()
+        except Exception as exc:
+            log.debug("slot map reload failed: %s", exc)
+            return
+        for name in shards.unanswered():
+            shard = shards.pubsub.node_pubsub_mapping.get(name)
+            keys = shard.shard_channels if shard is not None else {}
+            if any(self._owner_name(_text(key)) not in (name, None) for key in keys):
+                shards.lose(name, BusError(f"not answering for {seconds:.1f} s, failed over"))
+
+    def _owner_name(self, channel: str) -> str | None:
+        with contextlib.suppress(Exception):
+            return str(self._cluster.get_node_from_key(channel).name)  # type: ignore[union-attr]
+        return None
+
     async def _repair(self, missing: set[str], extra: set[str]) -> None:
         if missing:  # unsubscribed by Redis: a failover moved their slots (ask the new owner)
             try:
@@ -272,7 +315,7 @@ class ShardedClusterBus(ClusterBus):
             shards = readers.subscribed()
             if not shards:
                 raise BusError("no shard connection is subscribed")
-            self._pings.append((self.subs.barrier(), fut))
+            self._pings.append((self.subs.barrier(), fut, time.monotonic()))
             await readers.ping(shards)
 
     async def _drop_pubsub(self) -> None:

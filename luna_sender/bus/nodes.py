@@ -31,6 +31,9 @@ async def node_commands(node: ClusterNode, commands: list[tuple[Any, ...]]) -> l
             except ResponseError as exc:  # one command's answer: the rest follow
                 results.append(exc)
         return results
+    except AttributeError as exc:  # closed underneath (a slot-map reload closes old nodes)
+        await connection.disconnect()
+        raise ConnectionError(f"connection to {node.name} closed") from exc
     except BaseException:
         await connection.disconnect()
         raise

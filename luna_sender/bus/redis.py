@@ -6,9 +6,7 @@ off (50 ms doubling to ``max_backoff``), opens a fresh connection and resubscrib
 channel. Subscription changes go through one reconciler, and what Redis is subscribed to is
 learnt from its own replies (subscriptions.py), so a late or out-of-order confirmation never
 leaves a socket deaf. A self-check (PING barrier every ``audit_interval``) repairs any drift
-that remains.
-
-Publishing never retries a command that may have reached Redis (see publishing.py).
+that remains. Publishing never retries a command that may have reached Redis (publishing.py).
 """
 
 from __future__ import annotations
@@ -81,7 +79,7 @@ class RedisBus:
         self._handler: MessageHandler | None = None
         self.subs = Subscriptions()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._pings: deque[tuple[int, asyncio.Future[None] | None]] = deque()
+        self._pings: deque[tuple[int, asyncio.Future[None] | None, float]] = deque()
         self._write_lock = asyncio.Lock()
         self._pubsub: PubSub | None = None
         self._dirty = asyncio.Event()
@@ -106,8 +104,6 @@ class RedisBus:
     @property
     def connected(self) -> bool:
         return self._link.connected
-
-    # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self, on_message: MessageHandler) -> None:
         self._handler = on_message
@@ -155,12 +151,8 @@ class RedisBus:
         self._dirty.set()
 
     async def flush(self, timeout: float) -> None:
-        """PING on the pub/sub connection: Redis answers after every message queued before it.
-
-        Used on shutdown so an event accepted by a publish route just before SIGTERM is written
-        to its sockets before they get the 1001 close. Publishes still waiting for their reply
-        are awaited first (bounded): Redis runs each before the PING sent after its reply.
-        """
+        """A PING Redis answers after every message queued before it (shutdown: an event accepted
+        just before SIGTERM reaches its sockets before the 1001), after the publishes in flight."""
         started = time.monotonic()
         await self._publish_guard.drained(timeout)
         if self._pubsub is None or not self.connected:
@@ -183,8 +175,9 @@ class RedisBus:
                 f"{self._health_grace} s: {', '.join(stale[:5])}",
                 NOT_SUBSCRIBED,
             )
-        # One PING answers every check in flight: 110 concurrent /healthcheck requests took
-        # 110 pool connections, past redis-py's 100 (502s, and 503s for publishes beside them).
+        if self._pings and (late := time.monotonic() - self._pings[0][2]) > self._health_grace:
+            raise BusError(f"no answer on the pub/sub connection for {late:.0f} s", NOT_REACHABLE)
+        # One PING answers every check in flight: 110 concurrent checks took 110 connections.
         if self._health is None or self._health.done():
             self._health = asyncio.ensure_future(health_ping(self._client))
             self._health.add_done_callback(lambda task: task.cancelled() or task.exception())
@@ -206,7 +199,7 @@ class RedisBus:
     def _forget_connection(self) -> None:
         """A new connection answers nothing that was sent on the old one."""
         self.subs.reset()
-        for _seq, fut in self._pings:
+        for _seq, fut, _at in self._pings:
             if fut is not None and not fut.done():  # flush's wait: an error, not a cancel that
                 fut.set_exception(BusError("the connection was lost"))  # escaped a SIGTERM stop
         self._pings.clear()
@@ -227,7 +220,7 @@ class RedisBus:
         if pubsub is None:
             raise BusError("no pub/sub connection")
         async with self._write_lock:
-            self._pings.append((self.subs.barrier(), fut))
+            self._pings.append((self.subs.barrier(), fut, time.monotonic()))
             await pubsub.ping()
 
     async def _connect(self) -> PubSub:
@@ -323,13 +316,16 @@ class RedisBus:
                     if not fut.done():
                         fut.set_result(None)
 
+    async def _stalled(self, seconds: float) -> None:
+        """The oldest PING is unanswered after ``seconds``: the Cluster backends act on it."""
+
     def _diff(self) -> tuple[set[str], set[str]]:  # the sharded bus holds lost shards' back
         return self.subs.diff()
 
     def _pong(self) -> None:
         if not self._pings:
             return
-        barrier, fut = self._pings.popleft()
+        barrier, fut, _at = self._pings.popleft()
         missing, extra = self.subs.audit(barrier)
         if missing or extra:
             task = asyncio.get_running_loop().create_task(self._repair(missing, extra))
@@ -376,8 +372,10 @@ class RedisBus:
     async def _auditor(self) -> None:
         while True:
             await asyncio.sleep(self._audit_interval)
+            if self._pings:  # unanswered: a stall, no need to pile more PINGs on it
+                await self._stalled(time.monotonic() - self._pings[0][2])
             if self._pubsub is None or not self.connected or self._pings:
-                continue  # an unanswered PING already means a stall: no need to pile more
+                continue
             with contextlib.suppress(Exception):
                 await self._ping(None)
 

@@ -102,8 +102,15 @@ class ShardReaders:
         if done:
             self._on_pongs(done)
 
-    def _lost(self, name: str, exc: Exception) -> None:
+    def unanswered(self) -> set[str]:
+        """The shards that have not answered the oldest PING."""
+        return set(self._pongs_due[0]) if self._pongs_due else set()
+
+    def lose(self, name: str, exc: Exception, shard: PubSub | None = None) -> None:
+        """Shard ``name``'s connection is lost (``shard``: the one its reader read)."""
         mapping = self.pubsub.node_pubsub_mapping
+        if shard is not None and mapping.get(name) is not shard:
+            return  # already handled: the name may be a new connection's by now
         shard = mapping.get(name)
         others = [n for n, ps in mapping.items() if n != name and _alive(ps)]
         if shard is None or not others:
@@ -130,9 +137,10 @@ class ShardReaders:
         # Only the name is read; a node gone from the slot map still names its connection.
         node: Any = pubsub.cluster.get_node(node_name=name) or types.SimpleNamespace(name=name)
         forever: Any = None  # blocks until a reply (redis-py annotates the timeout as float)
+        shard: PubSub | None = None
         try:
             # A shard left with no channel is closed and dropped by redis-py (sunsubscribe).
-            while name in pubsub.node_pubsub_mapping:
+            while (shard := pubsub.node_pubsub_mapping.get(name)) is not None:
                 try:
                     msg = await pubsub.get_sharded_message(target_node=node, timeout=forever)
                 except ResponseError as exc:  # answers one command; the connection is fine
@@ -147,7 +155,7 @@ class ShardReaders:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._lost(name, exc)
+            self.lose(name, exc, shard)
 
 
 def _alive(shard: PubSub) -> bool:

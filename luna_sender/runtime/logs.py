@@ -159,3 +159,10 @@ class Throttle:
             return None
         held, self._held, self._next = self._held, 0, now + self.interval
         return held
+
+    def flush(self) -> int:
+        """How many were held back since the last line, told now (the condition has ended)."""
+        held, self._held = self._held, 0
+        if held:
+            self._next = time.monotonic() + self.interval
+        return held

@@ -8,6 +8,7 @@ in the original's pydantic-v1 wording ("field required", ...) under the 12022 co
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -93,6 +94,25 @@ def now_iso(storage_time: str) -> str:
 _FAILURES = {"unknown": Throttle(1.0), "not published": Throttle(1.0)}  # one line each
 
 
+_PENDING: set[str] = set()
+
+
+def _report_held(outcome: str) -> None:
+    """The count held back is told one interval later even if no failure follows (the last
+    second of an outage went unreported: an outside pass, 9 of 50)."""
+    if outcome in _PENDING:
+        return
+    _PENDING.add(outcome)
+
+    def report() -> None:
+        _PENDING.discard(outcome)
+        held = _FAILURES[outcome].flush()
+        if held:
+            log.error("%d more publishes failed (%s) since the last such line", held, outcome)
+
+    asyncio.get_running_loop().call_later(_FAILURES[outcome].interval, report)
+
+
 async def _publish(request: web.Request, channel: str, data: bytes, kind: str) -> web.Response:
     context = ctx(request)
     if context.hub.shutting_down:
@@ -105,6 +125,7 @@ async def _publish(request: web.Request, channel: str, data: bytes, kind: str) -
         outcome = "unknown" if exc.published is None else "not published"
         held = _FAILURES[outcome].due()  # each is still answered, counted and logged at INFO
         if held is None:
+            _report_held(outcome)
             raise LunaError(errors.BUS_UNAVAILABLE, exc.public) from None
         log.error(
             "publish to %s failed (%s): %s%s",
