@@ -24,7 +24,7 @@ import orjson
 import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from luna_sender.bus.cluster import ShardedClusterBus
+from luna_sender.bus.sharded import ShardedClusterBus
 from luna_sender.bus.subscriptions import KEEPALIVE
 
 from .ha import ClusterSetup, running
@@ -208,8 +208,11 @@ async def test_publishes_under_connection_kills_are_answered_truthfully(
             killer = threading.Thread(target=chaos, daemon=True)
             killer.start()
             try:
-                for start in range(0, 1500, 50):
+                for start in range(0, 6000, 50):  # until some publishes met a kill
                     await asyncio.gather(*(post(seq) for seq in range(start, start + 50)))
+                    met = sum(status != 204 for status, _ in answers.values())
+                    if start >= 1450 and met >= 5:
+                        break
             finally:
                 stop.set()
                 killer.join()
@@ -526,6 +529,22 @@ async def test_a_failover_after_a_freeze_cuts_only_the_frozen_masters_channels()
                             assert msg.type == aiohttp.WSMsgType.TEXT, msg
                             break
                     assert setup.owner(f"luna-sender:{troubled}") is not master
+                    # Its history follows too: a new recovering socket gets offsets again while
+                    # the old master is frozen (they stayed without for the whole freeze).
+                    fresh = await socket(troubled, recover="true")
+                    deadline = time.monotonic() + 20
+                    while True:
+                        assert time.monotonic() < deadline, "the history stayed on the old master"
+                        with contextlib.suppress(Exception):
+                            event = face_message([face_event(seq=n)])
+                            await producer.spublish(f"luna-sender:{troubled}", event)
+                        n += 1
+                        with contextlib.suppress(TimeoutError):
+                            msg = await asyncio.wait_for(fresh.receive(), 0.2)
+                            assert msg.type == aiohttp.WSMsgType.TEXT, msg
+                            if "offset" in orjson.loads(msg.data):
+                                break
+                    await fresh.close()
                 finally:
                     master.proc.send_signal(signal.SIGCONT)
                     await producer.aclose()
@@ -547,13 +566,14 @@ async def test_a_frozen_subscription_node_is_left_classic_mode() -> None:
     """Classic mode subscribes through one node, which the other masters forward PUBLISHes to;
     frozen, it drops some of them, and nothing told the recovering sockets: resumes answered
     ``recovered: true`` over lost events (an outside pass, on every master's accounts). After
-    2 s without an answer the subscription moves to another node: recovering sockets get 1012
-    and their resumes ``false``; plain sockets hear again before the node wakes."""
+    2 s without an answer the subscription moves to a node that answers (the second of the URL
+    is frozen too: it hung there, on a handshake, until the wake): recovering sockets get 1012
+    and their resumes ``false``; plain sockets hear again before the nodes wake."""
     with running(ClusterSetup(node_timeout_ms=20000)) as setup:
         svc = Service("--redis-url", setup.url)
-        first = setup.nodes[0]  # the first node of the URL carries the subscription
+        first, second, third = setup.nodes  # the first node of the URL carries the subscription
         acc = account()
-        while setup.owner(f"luna-sender:{acc}") is first:
+        while setup.owner(f"luna-sender:{acc}") is not third:
             acc = account()
         answers: Answers = {}
         try:
@@ -565,8 +585,9 @@ async def test_a_frozen_subscription_node_is_left_classic_mode() -> None:
                 await post("before")
                 before = orjson.loads((await rec.receive(timeout=5)).data)["offset"]
                 assert orjson.loads((await plain.receive(timeout=5)).data)["event"]["seq"]
-                assert first.proc is not None
+                assert first.proc is not None and second.proc is not None
                 first.proc.send_signal(signal.SIGSTOP)
+                second.proc.send_signal(signal.SIGSTOP)
                 try:
                     deadline = time.monotonic() + 20
                     n = 0
@@ -582,6 +603,7 @@ async def test_a_frozen_subscription_node_is_left_classic_mode() -> None:
                     assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 1012, closed
                 finally:
                     first.proc.send_signal(signal.SIGCONT)
+                    second.proc.send_signal(signal.SIGCONT)
                 resumed = await _ws(session, svc, acc, since=before)
                 first_frame = orjson.loads((await resumed.receive(timeout=5)).data)
                 assert first_frame["recovery"]["recovered"] is False, first_frame

@@ -296,6 +296,8 @@ class RedisHistory:
 
     def _reset(self, lane: str) -> None:
         self._loaded.discard(lane)  # a restarted Redis has no scripts
+        if self._cluster:  # a master silent or gone: failed over? (new calls go to the new one)
+            self._reload_map()
 
     def _owner(self, slot: int) -> str:
         """The node owning ``slot`` by the cluster client's map ("" before it is loaded)."""

@@ -14,7 +14,7 @@ subscription command. A PING goes to every shard, and counts as answered when ea
 only then are all replies written before it in (the subscription audit's barrier).
 
 One shard's connection failing is that shard's business: its reader reports it to ``on_lost``
-(the bus then takes that shard's channels again, bus/cluster.py) and the other shards read on.
+(the bus then takes that shard's channels again, bus/sharded.py) and the other shards read on.
 Before, any shard's failure dropped every shard's subscriptions: an outside pass killing one of
 three masters for 4.5 s lost ~900 events published meanwhile on the two healthy ones. Only when
 no other shard connection is left does the failure end the whole connection (the bus then
@@ -68,7 +68,7 @@ class ShardReaders:
     async def failure(self) -> None:
         """Returns never; raises the first shard connection's error (the bus then reconnects).
         Meanwhile looks for new shard connections every second: when the slot map is reloaded
-        (bus/cluster.py, after a failover) redis-py moves a channel to its new owner itself."""
+        (bus/sharded.py, after a failover) redis-py moves a channel to its new owner itself."""
         while True:
             try:
                 await asyncio.wait_for(asyncio.shield(self._failed), 1.0)
