@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -28,7 +27,7 @@ from redis.exceptions import ResponseError
 
 from luna_sender.bus.base import NOT_PUBLISHED, BusError, BusOptions
 from luna_sender.bus.dialect import SHARDED
-from luna_sender.bus.nodes import NodePool, answers
+from luna_sender.bus.nodes import NodePool, SlotMapReload, answers
 from luna_sender.bus.publishing import publish_once, reason
 from luna_sender.bus.redis import NO_RETRY, RedisBus
 from luna_sender.bus.urls import parse_hosts, split_url
@@ -77,9 +76,8 @@ class ClusterBus(RedisBus):
         self._cluster = cluster_client(url)
         self._node_client: aioredis.Redis | None = None
         self._loaded = False  # the slot map, once: later connects reload it (a failover)
-        self._reload: asyncio.Task[None] | None = None
+        self._slot_map = SlotMapReload(self._cluster)
         self._prefer: tuple[str, int] | None = None
-        self._reloaded_at = 0.0
         super().__init__(url, options, client=self._cluster)
 
     def _known_nodes(self) -> list[tuple[str, int]]:
@@ -130,20 +128,8 @@ class ClusterBus(RedisBus):
         return await asyncio.wait_for(super()._connect(), CONNECT_WAIT)
 
     async def stop(self) -> None:
-        if self._reload is not None:
-            self._reload.cancel()
+        self._slot_map.cancel()
         await super().stop()
-
-    def _reload_soon(self) -> None:
-        """After a publish failed on a node: the slot map may name a master that is gone (the
-        cluster client reloaded it on such errors; our publishes bypass it). At most one reload
-        a second, in the background: the publishes meanwhile fail fast and truthfully."""
-        now = time.monotonic()
-        if (self._reload is not None and not self._reload.done()) or now - self._reloaded_at < 1:
-            return
-        self._reloaded_at = now
-        self._reload = asyncio.ensure_future(self._cluster.nodes_manager.initialize())
-        self._reload.add_done_callback(lambda task: task.cancelled() or task.exception())
 
     async def publish(self, channel: str, data: bytes) -> None:
         """One PUBLISH on a connection of the node owning the channel's slot, classified as on
@@ -166,7 +152,8 @@ class ClusterBus(RedisBus):
                     moved = refusal is not None and str(refusal).startswith(("MOVED", "ASK"))
                     if not moved or attempt == 2:
                         if refusal is None:
-                            self._reload_soon()  # a node unreachable or silent: failed over?
+                            # unreachable or silent: failed over? (meanwhile fail fast, truthfully)
+                            self._slot_map.soon()
                         raise
                 # The slot moved: Redis refused it unpublished, so one retry on the new owner
                 # cannot duplicate it.

@@ -10,6 +10,7 @@ connection of that node's pool, and each caller decides what an error means.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode
@@ -77,3 +78,27 @@ async def answers(node: ClusterNode) -> bool:
         return False
     finally:
         await pool.release(connection)
+
+
+class SlotMapReload:
+    """A cluster client's slot map reloaded in the background, at most once a second and one at
+    a time: what calls on a node's own connections (above) do after a failure that may be a
+    failover, since they bypass the client that would have reloaded it. The bus's publishes and
+    the recovery history each hold one for their own client."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._task: asyncio.Task[Any] | None = None
+        self._at = 0.0
+
+    def soon(self) -> None:
+        now = time.monotonic()
+        if (self._task is not None and not self._task.done()) or now - self._at < 1:
+            return
+        self._at = now
+        self._task = asyncio.ensure_future(self._client.nodes_manager.initialize())
+        self._task.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()

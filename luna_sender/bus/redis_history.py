@@ -65,7 +65,7 @@ from luna_sender.bus import fences, presence
 from luna_sender.bus.base import BusError
 from luna_sender.bus.history import NOT_RECOVERED, Offset, Replay, Window, judge, new_epoch
 from luna_sender.bus.lanes import Lanes
-from luna_sender.bus.nodes import node_commands
+from luna_sender.bus.nodes import SlotMapReload, node_commands
 from luna_sender.bus.redis import NO_RETRY
 from luna_sender.bus.redis_ops import Op, Read, moved, noscript, retrieve, settle
 from luna_sender.bus.redis_scripts import APPEND, BEAT_SCRIPT, MARK, SINCE
@@ -107,7 +107,7 @@ class RedisHistory:
         }
         self._loaded: set[str] = set()  # lanes whose node has every script (bus/lanes.py)
         self._reads: dict[str, Read] = {}  # channel -> its read still in the queue
-        self._reloaded_at = 0.0
+        self._slot_map = SlotMapReload(self._client)
         self._cluster = isinstance(self._client, RedisCluster)
         owner = self._owner if self._cluster else None
         self.lanes = Lanes(self._run, max_batch, owner, self._reset, self._sent)
@@ -286,18 +286,10 @@ class RedisHistory:
         if isinstance(op, Read):  # sent: a later since queues a new read
             self._reads.pop(op.channel, None)
 
-    def _reload_map(self) -> None:
-        """At most one slot-map reload a second, in the background."""
-        now = time.monotonic()
-        if now - self._reloaded_at >= 1.0:
-            self._reloaded_at = now
-            task = asyncio.ensure_future(self._client.nodes_manager.initialize())
-            task.add_done_callback(retrieve)
-
     def _reset(self, lane: str) -> None:
         self._loaded.discard(lane)  # a restarted Redis has no scripts
         if self._cluster:  # a master silent or gone: failed over? (new calls go to the new one)
-            self._reload_map()
+            self._slot_map.soon()
 
     def _owner(self, slot: int) -> str:
         """The node owning ``slot`` by the cluster client's map ("" before it is loaded)."""
@@ -380,7 +372,7 @@ class RedisHistory:
                 ],
             )
             if any(moved(res) for res in results):  # a failover moved slots: the map follows
-                self._reload_map()
+                self._slot_map.soon()
             return results
         async with self._client.pipeline(transaction=False) as pipe:
             for op in batch:
