@@ -25,16 +25,16 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ResponseError
 
-from luna_sender.bus.base import NOT_PUBLISHED, BusError, BusOptions
+from luna_sender.bus.base import NOT_PUBLISHED, NOT_REACHABLE, BusError, BusOptions
 from luna_sender.bus.dialect import SHARDED
+from luna_sender.bus.link import STALL, stalled_link
 from luna_sender.bus.nodes import NodePool, SlotMapReload, answers
-from luna_sender.bus.publishing import publish_once, reason
+from luna_sender.bus.publishing import health_ping, publish_once, reason
 from luna_sender.bus.redis import NO_RETRY, RedisBus
 from luna_sender.bus.urls import parse_hosts, split_url
 
 log = logging.getLogger("luna_sender.bus")
 RETAKE = 0.2  # seconds at most between attempts to take a lost shard's channels again
-STALL = 2.0  # seconds without an answer on the subscription after which a Cluster bus acts
 CONNECT_WAIT = 3.0  # seconds a classic subscription connection may take to be set up
 
 
@@ -127,6 +127,17 @@ class ClusterBus(RedisBus):
         # node while a third answered).
         return await asyncio.wait_for(super()._connect(), CONNECT_WAIT)
 
+    async def _health_probe(self) -> None:
+        """PING the node this instance reads events from, on the pool its subscription came
+        from. Before, the PING went to the cluster client's default node: frozen, it made every
+        instance unready though they delivered from another node (the readiness probe takes
+        every pod out at once), and a frozen subscription node stayed green for the health
+        grace. A master nobody here reads from answers for its own accounts: their publishes
+        are refused (503) truthfully."""
+        if self._node_client is None:
+            raise BusError("no pub/sub connection", NOT_REACHABLE)
+        await health_ping(self._node_client)
+
     async def stop(self) -> None:
         self._slot_map.cancel()
         await super().stop()
@@ -169,11 +180,10 @@ class ClusterBus(RedisBus):
         """The subscription's node stopped answering while others answer. Redis Cluster forwards
         PUBLISHes to it and drops some while it stands still (an outside pass: events lost behind
         ``recovered: true``): after :data:`STALL` s it moves, as after a lost connection."""
-        connection = getattr(self._pubsub, "connection", None)
-        transport = getattr(getattr(connection, "_writer", None), "transport", None)
-        if seconds < STALL or transport is None or transport.is_closing():
+        link = stalled_link(self._pubsub)
+        if seconds < STALL or link is None:
             return
-        here = (getattr(connection, "host", None), int(getattr(connection, "port", 0) or 0))
+        transport, here = link
         others = [n for n in self._cluster.get_nodes() if (n.host, int(n.port)) != here]
         oldest = self._pings[0]
         live = [node for node in others[:3] if await answers(node)]

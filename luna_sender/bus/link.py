@@ -10,9 +10,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("luna_sender.bus")
 NOT_CONNECTED_YET = "not connected yet"
+STALL = 2.0  # seconds without an answer on the subscription after which Cluster/Sentinel act
+
+
+def stalled_link(pubsub: Any) -> tuple[Any, tuple[str, int]] | None:
+    """The open transport of a pub/sub connection and its (host, port): what a bus aborts
+    to make its reader reconnect elsewhere when the subscription stopped answering."""
+    connection = getattr(pubsub, "connection", None)
+    transport = getattr(getattr(connection, "_writer", None), "transport", None)
+    if transport is None or transport.is_closing():
+        return None
+    return transport, (
+        str(getattr(connection, "host", "")),
+        int(getattr(connection, "port", 0) or 0),
+    )
 
 
 class Link:

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import redis.asyncio as aioredis
@@ -179,9 +179,12 @@ class RedisBus:
             raise BusError(f"no answer on the pub/sub connection for {late:.0f} s", NOT_REACHABLE)
         # One PING answers every check in flight: 110 concurrent checks took 110 connections.
         if self._health is None or self._health.done():
-            self._health = asyncio.ensure_future(health_ping(self._client))
+            self._health = asyncio.ensure_future(self._health_probe())
             self._health.add_done_callback(lambda task: task.cancelled() or task.exception())
         await asyncio.shield(self._health)
+
+    def _health_probe(self) -> Awaitable[None]:  # the publishes' pool; Cluster: the nodes read
+        return health_ping(self._client)
 
     # --- internals -------------------------------------------------------------------------
 
@@ -246,8 +249,7 @@ class RedisBus:
         self._link.reopened_by_client()
 
     async def _reader(self) -> None:
-        backoff = 0.05
-        failures = 0
+        backoff, failures = 0.05, 0
         self._link.connecting()
         while not self._stopping:
             try:
@@ -255,8 +257,7 @@ class RedisBus:
                 self._pubsub = pubsub
                 self._link.up(failures)
                 self._dirty.set()
-                failures = 0
-                backoff = 0.05
+                backoff, failures = 0.05, 0
                 await self._read_loop(pubsub)
             except asyncio.CancelledError:
                 raise

@@ -14,9 +14,10 @@ from typing import Any
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, ClusterPubSub
 
-from luna_sender.bus.base import BusError, BusOptions
-from luna_sender.bus.cluster import RETAKE, STALL, ClusterBus
+from luna_sender.bus.base import NOT_REACHABLE, BusError, BusOptions
+from luna_sender.bus.cluster import RETAKE, ClusterBus
 from luna_sender.bus.dialect import SHARDED
+from luna_sender.bus.link import STALL
 from luna_sender.bus.nodes import answers
 from luna_sender.bus.publishing import reason
 from luna_sender.bus.shards import ShardReaders
@@ -115,6 +116,27 @@ class ShardedClusterBus(ClusterBus):
             keys = shard.shard_channels if shard is not None else {}
             if any(self._owner_name(_text(key)) not in (name, None) for key in keys):
                 shards.lose(name, BusError(f"not answering for {seconds:.1f} s, failed over"))
+
+    async def _health_probe(self) -> None:
+        """PING every subscribed shard's master (see ClusterBus): a master this instance does
+        not read from leaves it ready."""
+        shards = self._shards
+        names = (
+            [n for n, ps in shards.pubsub.node_pubsub_mapping.items() if ps.subscribed]
+            if shards
+            else []
+        )
+        nodes = [node for node in map(self._node_named, names) if node is not None]
+        if not nodes:
+            raise BusError("no shard connection is subscribed", NOT_REACHABLE)
+        answered = await asyncio.gather(*(answers(node) for node in nodes))
+        silent = sorted(node.name for node, ok in zip(nodes, answered, strict=True) if not ok)
+        if silent:
+            self._slot_map.soon()  # failed over? (its channels are then taken on the new master)
+            raise BusError(f"no answer to a PING from {', '.join(silent)}", NOT_REACHABLE)
+
+    def _node_named(self, name: str) -> ClusterNode | None:
+        return self._cluster.get_node(node_name=name)
 
     def _owner_name(self, channel: str) -> str | None:
         with contextlib.suppress(Exception):
