@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Iterator
 
@@ -94,6 +95,48 @@ async def test_sentinel_failover_keeps_sockets(sentinel_setup: SentinelSetup) ->
     finally:
         assert one.terminate() == 0
         assert two.terminate() == 0
+
+
+async def test_a_frozen_sentinel_master_is_left_once_failed_over(
+    sentinel_setup: SentinelSetup,
+) -> None:
+    """A master frozen (SIGSTOP, a hung VM) breaks no connection: the sentinels promote its
+    replica and producers publish there, while the subscription waited on the old master until
+    it woke (deaf for the whole freeze before). Now it asks the sentinels once it has heard
+    nothing for 2 s and reconnects to the new master; the frozen one is still frozen."""
+    acc = account()
+    svc = Service("--redis-url", sentinel_setup.url)
+    master = sentinel_setup.master
+    assert master.proc is not None
+    try:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(svc.ws_url + "/ws", headers={"Luna-Account-Id": acc})
+            old = redis.Redis(port=sentinel_setup.current_master_port())
+            old.publish(f"luna-sender:{acc}", face_message([face_event(n=0)]))
+            await recv_json(ws)
+            old_port = sentinel_setup.current_master_port()
+            master.proc.send_signal(signal.SIGSTOP)
+            try:
+                deadline = time.monotonic() + 30
+                while sentinel_setup.current_master_port() == old_port:
+                    assert time.monotonic() < deadline, "sentinels did not promote the replica"
+                    await asyncio.sleep(0.2)
+                promoted = time.monotonic()
+                new_master = redis.Redis(port=sentinel_setup.current_master_port())
+
+                async def publish(n: int) -> None:
+                    new_master.publish(f"luna-sender:{acc}", face_message([face_event(n=n)]))
+
+                got = await _publish_until_received(publish, ws, promoted + 15)
+                print(f"sentinel freeze: delivery resumed {got - promoted:.2f}s after promotion")
+                assert master.proc.poll() is None  # still frozen: not its waking that did it
+            finally:
+                master.proc.send_signal(signal.SIGCONT)
+            assert not ws.closed
+            await ws.close()
+        assert "no longer the master" in svc.log()
+    finally:
+        assert svc.terminate() == 0
 
 
 async def test_cluster_any_node_reaches_every_instance(cluster_setup: ClusterSetup) -> None:

@@ -5,12 +5,19 @@ where the master is. So when the master fails over, the pub/sub reader's ordinar
 (redis.py) lands on the new master and resubscribes — websockets never notice beyond the gap.
 Sentinel credentials: ``?sentinel_username=…&sentinel_password=…``; TLS: ``rediss+sentinel://``.
 
+A master that stands still (SIGSTOP, a hung VM) breaks no connection: the sentinels promote its
+replica and producers follow them, while the subscription would wait on the old master until it
+woke. So once the subscription has not answered for :data:`STALL` s, the sentinels are asked who
+the master is, and a subscription on another address reconnects.
+
 The recovery history (bus/redis_history.py) gets a client of its own from :func:`master_client`,
 so it follows the master through a failover the same way (docs/recovery.md says what survives).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 from urllib.parse import unquote
 
@@ -18,8 +25,11 @@ import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 
 from luna_sender.bus.base import BusOptions
+from luna_sender.bus.link import STALL, stalled_link
 from luna_sender.bus.redis import NO_RETRY, RedisBus
 from luna_sender.bus.urls import parse_hosts, split_url
+
+log = logging.getLogger("luna_sender.bus")
 
 
 def master_client(url: str) -> aioredis.Redis:
@@ -57,3 +67,30 @@ def master_client(url: str) -> aioredis.Redis:
 class SentinelBus(RedisBus):
     def __init__(self, url: str, options: BusOptions | None = None) -> None:
         super().__init__(url, options, client=master_client(url))
+
+    async def _stalled(self, seconds: float) -> None:
+        """Before, a frozen master's subscription stayed deaf for the whole freeze, though the
+        sentinels had promoted its replica and every producer published there."""
+        link = stalled_link(self._pubsub)
+        if seconds < STALL or link is None:
+            return
+        transport, here = link
+        pool = self._client.connection_pool
+        try:
+            host, port = await asyncio.wait_for(
+                pool.sentinel_manager.discover_master(pool.service_name), 2.0
+            )
+        except Exception as exc:  # no sentinel answers, or none knows a master: wait
+            log.debug("sentinels not asked who the master is: %s", exc)
+            return
+        if (str(host), int(port)) == here:
+            return  # still the master, only slow or frozen: nothing better to move to
+        log.warning(
+            "bus subscription not answering for %.1f s and its Redis is no longer the master "
+            "(now %s:%s): reconnecting",
+            seconds,
+            host,
+            port,
+            extra={"bus_state": "stalled"},
+        )
+        transport.abort()  # the reader reconnects through the sentinels, to the new master
