@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import aiohttp
 import pytest
@@ -48,6 +48,22 @@ async def _publish_until_received(
     raise AssertionError("no event received before the deadline")
 
 
+async def _promoted(
+    setup: SentinelSetup, old_port: int, acc: str
+) -> tuple[float, Callable[[int], Awaitable[None]]]:
+    """Once the sentinels name a new master: when, and a producer publishing event ``n`` there."""
+    deadline = time.monotonic() + 30
+    while setup.current_master_port() == old_port:
+        assert time.monotonic() < deadline, "sentinels did not promote the replica"
+        await asyncio.sleep(0.2)
+    new_master = redis.Redis(port=setup.current_master_port())
+
+    async def publish(n: int) -> None:
+        new_master.publish(f"luna-sender:{acc}", face_message([face_event(n=n)]))
+
+    return time.monotonic(), publish
+
+
 async def test_sentinel_failover_keeps_sockets(sentinel_setup: SentinelSetup) -> None:
     acc = account()
     one = Service("--redis-url", sentinel_setup.url)
@@ -70,16 +86,7 @@ async def test_sentinel_failover_keeps_sockets(sentinel_setup: SentinelSetup) ->
 
             old_port = sentinel_setup.current_master_port()
             sentinel_setup.master.kill()
-            deadline = time.monotonic() + 30
-            while sentinel_setup.current_master_port() == old_port:
-                assert time.monotonic() < deadline, "sentinels did not promote the replica"
-                await asyncio.sleep(0.2)
-            promoted = time.monotonic()
-            new_master = redis.Redis(port=sentinel_setup.current_master_port())
-
-            async def publish(n: int) -> None:
-                new_master.publish(f"luna-sender:{acc}", face_message([face_event(n=n)]))
-
+            promoted, publish = await _promoted(sentinel_setup, old_port, acc)
             got1 = await _publish_until_received(publish, w1, promoted + 20)
             got2 = await _publish_until_received(publish, w2, promoted + 20)
             print(
@@ -117,16 +124,7 @@ async def test_a_frozen_sentinel_master_is_left_once_failed_over(
             old_port = sentinel_setup.current_master_port()
             master.proc.send_signal(signal.SIGSTOP)
             try:
-                deadline = time.monotonic() + 30
-                while sentinel_setup.current_master_port() == old_port:
-                    assert time.monotonic() < deadline, "sentinels did not promote the replica"
-                    await asyncio.sleep(0.2)
-                promoted = time.monotonic()
-                new_master = redis.Redis(port=sentinel_setup.current_master_port())
-
-                async def publish(n: int) -> None:
-                    new_master.publish(f"luna-sender:{acc}", face_message([face_event(n=n)]))
-
+                promoted, publish = await _promoted(sentinel_setup, old_port, acc)
                 got = await _publish_until_received(publish, ws, promoted + 15)
                 print(f"sentinel freeze: delivery resumed {got - promoted:.2f}s after promotion")
                 assert master.proc.poll() is None  # still frozen: not its waking that did it
