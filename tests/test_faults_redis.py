@@ -195,3 +195,23 @@ async def test_poison_messages_are_skipped(service: Service, fault_redis: RedisS
     log = service.log()
     assert log.count(f"on channel {channel}") == len(poison)
     assert service.proc.poll() is None
+
+
+async def test_a_health_probe_storm_logs_one_line_a_second(
+    service: Service, fault_redis: RedisServer
+) -> None:
+    """Every failed /healthcheck wrote an INFO line: a burst of probes against a stopped Redis
+    filled the log with identical lines (an outside pass: 100 from one burst)."""
+    fault_redis.stop()
+
+    async def probe(session: aiohttp.ClientSession) -> int:
+        async with session.get(service.url + "/healthcheck") as resp:
+            return resp.status
+
+    async with aiohttp.ClientSession() as session:
+        assert set(await asyncio.gather(*(probe(session) for _ in range(60)))) == {502}
+        await asyncio.sleep(1.1)
+        assert await probe(session) == 502
+    lines = [line for line in service.log().splitlines() if "healthcheck failed" in line]
+    assert len(lines) == 2, lines
+    assert "more since the last report" in lines[-1], lines

@@ -11,6 +11,7 @@ from aiohttp import web
 from luna_sender import VERSION_PARTS, errors, wire
 from luna_sender.bus import BusError
 from luna_sender.errors import LunaError
+from luna_sender.runtime.logs import Throttle
 from luna_sender.runtime.metrics import CONTENT_TYPE
 from luna_sender.web import access
 from luna_sender.web.context import Context, ctx
@@ -19,6 +20,7 @@ from luna_sender.web.docs.markdown import render_dev_page, render_openapi_html
 from luna_sender.web.docs.openapi import build_document, document_yaml
 
 log = logging.getLogger("luna_sender.service")
+_HEALTH_FAILED = Throttle(1.0)
 
 
 def json_response(data: object, status: int = 200) -> web.Response:
@@ -65,7 +67,11 @@ async def healthcheck(request: web.Request) -> web.Response:
     except BusError as exc:
         component = "memory" if context.bus.url.startswith("memory") else "redis"
         # The real reason (it may name Redis's address) goes to the log, not to the caller.
-        log.info("healthcheck failed: %s", exc, extra={"component": component})
+        # One line a second: a probe storm against a down bus wrote one per request (an
+        # outside pass: 100 identical lines from one burst).
+        if (held := _HEALTH_FAILED.due()) is not None:
+            more = f" ({held} more since the last report)" if held else ""
+            log.info("healthcheck failed: %s%s", exc, more, extra={"component": component})
         err = LunaError(errors.BUS_UNAVAILABLE, exc.public)
         return json_response(
             {
