@@ -9,6 +9,7 @@ from another node, while a frozen node they did read from stayed green for the 5
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from luna_sender.bus.subscriptions import KEEPALIVE
 from .faults import health
 from .ha import ClusterSetup, running
 from .helpers import Service, account
-from .test_faults_bus import ready
+from .test_faults_bus import poster, ready
 
 pytestmark = pytest.mark.slow
 
@@ -58,21 +59,38 @@ def frozen() -> Iterator[list[ClusterSetup]]:
                 node.proc.send_signal(signal.SIGCONT)
 
 
+@pytest.mark.parametrize("replicas", [0, 1])
 async def test_classic_mode_health_follows_the_subscription_node(
-    frozen: list[ClusterSetup],
+    frozen: list[ClusterSetup], replicas: int
 ) -> None:
     """The subscription's node frozen: 502 at once (it delivers nothing), then 200 again, still
-    frozen, once the subscription has moved to a node that answers."""
-    with running(ClusterSetup(node_timeout_ms=20000)) as setup:
+    frozen, once the subscription has moved to a node that answers (with replicas, while the
+    frozen master fails over)."""
+    with running(
+        ClusterSetup(node_timeout_ms=20000 if not replicas else 2000, replicas=replicas)
+    ) as setup:
         frozen.append(setup)
         svc = Service("--redis-url", setup.url)
         first = setup.nodes[0]  # the first node of the URL carries the subscription
         assert first.proc is not None
         try:
             await ready(svc)
-            first.proc.send_signal(signal.SIGSTOP)
-            during = await _statuses(svc, 12)
-            first.proc.send_signal(signal.SIGCONT)
+            acc = account()
+            while setup.owner(f"luna-sender:{acc}") is not first:
+                acc = account()
+            async with aiohttp.ClientSession() as session:
+                post = poster(session, svc, {"Luna-Account-Id": acc}, {})
+
+                async def producing() -> None:  # its failures reload the slot map
+                    for n in itertools.count():
+                        await post(n)
+                        await asyncio.sleep(0.05)
+
+                producer = asyncio.ensure_future(producing())
+                first.proc.send_signal(signal.SIGSTOP)
+                during = await _statuses(svc, 12)
+                first.proc.send_signal(signal.SIGCONT)
+                producer.cancel()
             assert 502 in during[:10], during  # within 2.5 s
             assert "moving to another node" in svc.log()
             assert during[-8:] == [200] * 8, (during, svc.log()[-2000:])

@@ -27,7 +27,7 @@ from redis.exceptions import ResponseError
 
 from luna_sender.bus.base import NOT_PUBLISHED, NOT_REACHABLE, BusError, BusOptions
 from luna_sender.bus.dialect import SHARDED
-from luna_sender.bus.link import STALL, stalled_link
+from luna_sender.bus.link import STALL, pubsub_link
 from luna_sender.bus.nodes import NodePool, SlotMapReload, answers
 from luna_sender.bus.publishing import health_ping, publish_once, reason
 from luna_sender.bus.redis import NO_RETRY, RedisBus
@@ -114,14 +114,18 @@ class ClusterBus(RedisBus):
         return self._node_client
 
     async def _connect(self) -> PubSub:
-        # ClusterPubSub routes SSUBSCRIBE by the slot map: loaded on the first connect, and
-        # reloaded on every later one, since a lost shard may have failed over meanwhile.
-        if self._loaded:
-            await self._cluster.nodes_manager.initialize()
-        await self._cluster.initialize()
-        self._loaded = True
         if self.dialect is SHARDED:  # waits for every shard, as before
+            # ClusterPubSub routes SSUBSCRIBE by the slot map: loaded on the first connect, and
+            # reloaded on every later one, since a lost shard may have failed over meanwhile.
+            if self._loaded:
+                await self._cluster.nodes_manager.initialize()
+            await self._cluster.initialize()
+            self._loaded = True
             return await super()._connect()
+        # One node's SUBSCRIBE needs no slot map: reloaded in the background (the publishes'
+        # routes, the nodes to move to). Awaited, it asked the startup nodes in order, and a
+        # frozen first one held every move for its 2 s timeout (an outside pass: 4.7 s deaf).
+        self._slot_map.soon()
         # A frozen node accepts the TCP connection and never answers its handshake: bounded,
         # the reader moves on to the next node (an outside pass: 12 s stuck on a second frozen
         # node while a third answered).
@@ -180,7 +184,7 @@ class ClusterBus(RedisBus):
         """The subscription's node stopped answering while others answer. Redis Cluster forwards
         PUBLISHes to it and drops some while it stands still (an outside pass: events lost behind
         ``recovered: true``): after :data:`STALL` s it moves, as after a lost connection."""
-        link = stalled_link(self._pubsub)
+        link = pubsub_link(self._pubsub)
         if seconds < STALL or link is None:
             return
         transport, here = link

@@ -62,22 +62,26 @@ class NodePool:
         self._node.release(connection)
 
 
-async def answers(node: ClusterNode) -> bool:
-    """Whether the node answers a PING now (a connection of its pool, not the pub/sub one)."""
+async def answers(node: ClusterNode, within: float = 1.0) -> bool:
+    """Whether the node answers a PING within ``within`` s, connecting included (a connection
+    of its pool, not the pub/sub one; the health check waits on it: bounded per step, a frozen
+    node's answer took up to 3 s)."""
     pool = NodePool(node)
+    connection, answered = None, False
     try:
-        connection = await asyncio.wait_for(pool.get_connection(), 1.0)
+        async with asyncio.timeout(within):
+            connection = await pool.get_connection()
+            await connection.send_command("PING")
+            await connection.read_response()
+        answered = True
     except Exception:
-        return False
-    try:
-        await asyncio.wait_for(connection.send_command("PING"), 1.0)
-        await asyncio.wait_for(connection.read_response(), 1.0)
-        return True
-    except Exception:
-        await connection.disconnect()
-        return False
+        pass
     finally:
-        await pool.release(connection)
+        if connection is not None:
+            if not answered:  # never back to the pool half-read (a timeout, a cancel)
+                await connection.disconnect()
+            await pool.release(connection)
+    return answered
 
 
 class SlotMapReload:
