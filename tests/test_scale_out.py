@@ -13,6 +13,7 @@ import redis
 
 from .ha import ClusterSetup, SentinelSetup, running
 from .helpers import Service, account, face_event, face_message, recv_json
+from .test_faults_bus import publish_body
 
 pytestmark = pytest.mark.slow
 
@@ -133,6 +134,82 @@ async def test_a_frozen_sentinel_master_is_left_once_failed_over(
             assert not ws.closed
             await ws.close()
         assert "no longer the master" in svc.log()
+    finally:
+        assert svc.terminate() == 0
+
+
+async def test_a_master_woken_after_its_failover_is_left_at_once(
+    sentinel_setup: SentinelSetup,
+) -> None:
+    """A master frozen just until its replica is promoted answers again as a master until the
+    sentinels demote it (~10 s): the subscription stayed there, deaf to the producers on the
+    new master, and the publish route's pooled connections published there, 204 for events
+    nobody on the real master heard (an outside pass: ~195 events per instance a failover)."""
+    acc = account()
+    channel = f"luna-sender:{acc}"
+    svc = Service("--redis-url", sentinel_setup.url)
+    master = sentinel_setup.master
+    assert master.proc is not None
+    try:
+        async with aiohttp.ClientSession() as session:
+            headers = {"Luna-Account-Id": acc}
+            ws = await session.ws_connect(svc.ws_url + "/ws", headers=headers)
+            rec = await session.ws_connect(
+                svc.ws_url + "/ws", headers=headers, params={"recover": "true"}
+            )
+            body = publish_body(0)
+
+            async def post() -> int:
+                async with session.post(svc.url + "/publish", json=body, headers=headers) as r:
+                    return r.status
+
+            assert await asyncio.gather(*(post() for _ in range(8))) == [204] * 8  # a pool
+            for _ in range(8):
+                await recv_json(ws)
+                await recv_json(rec)
+            old_port = sentinel_setup.current_master_port()
+            master.proc.send_signal(signal.SIGSTOP)
+            try:
+                promoted, publish = await _promoted(sentinel_setup, old_port, acc)
+            finally:
+                master.proc.send_signal(signal.SIGCONT)  # awake, and still a master for a while
+            assert redis.Redis(port=old_port).role()[0] == b"master"
+            got = await _publish_until_received(publish, ws, promoted + 4)
+            print(f"woken old master: delivery resumed {got - promoted:.2f}s after promotion")
+            heard = redis.Redis(port=sentinel_setup.current_master_port()).pubsub()
+            heard.subscribe(channel)
+            assert heard.get_message(timeout=1)["type"] == "subscribe"
+            statuses = [await post() for _ in range(5)]
+            assert 204 in statuses, statuses
+            reached = [heard.get_message(timeout=1) for _ in range(statuses.count(204))]
+            assert all(m is not None and m["type"] == "message" for m in reached), reached
+            assert redis.Redis(port=old_port).role()[0] == b"master", "demoted already"
+            # The history follows too: what is recorded now survives the old master's demotion.
+            cut = await rec.receive(timeout=10)  # the subscription moved: a cut
+            assert cut.type == aiohttp.WSMsgType.CLOSE and cut.data == 1012, cut
+            rec = await session.ws_connect(
+                svc.ws_url + "/ws", headers=headers, params={"recover": "true"}
+            )
+            for n in range(100, 105):
+                await publish(n)
+            offsets = [(await recv_json(rec))["offset"] for _ in range(5)]
+            assert all(offsets), offsets
+            deadline = time.monotonic() + 30
+            while redis.Redis(port=old_port).role()[0] == b"master":
+                assert time.monotonic() < deadline, "the sentinels never demoted the old master"
+                await asyncio.sleep(0.2)
+            resumed = await session.ws_connect(
+                svc.ws_url + "/ws", headers=headers, params={"since": offsets[0]}
+            )
+            replay = [await recv_json(resumed)]
+            while len(replay) < 5:
+                try:
+                    replay.append(await recv_json(resumed, 2))
+                except TimeoutError:
+                    break
+            assert replay[0]["recovery"]["recovered"] is True, replay[0]
+            assert [f["offset"] for f in replay[1:]] == offsets[1:]
+            await ws.close()
     finally:
         assert svc.terminate() == 0
 

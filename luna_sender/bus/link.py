@@ -17,7 +17,7 @@ NOT_CONNECTED_YET = "not connected yet"
 STALL = 2.0  # seconds without an answer on the subscription after which Cluster/Sentinel act
 
 
-def stalled_link(pubsub: Any) -> tuple[Any, tuple[str, int]] | None:
+def pubsub_link(pubsub: Any) -> tuple[Any, tuple[str, int]] | None:
     """The open transport of a pub/sub connection and its (host, port): what a bus aborts
     to make its reader reconnect elsewhere when the subscription stopped answering."""
     connection = getattr(pubsub, "connection", None)

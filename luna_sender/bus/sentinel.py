@@ -5,10 +5,11 @@ where the master is. So when the master fails over, the pub/sub reader's ordinar
 (redis.py) lands on the new master and resubscribes — websockets never notice beyond the gap.
 Sentinel credentials: ``?sentinel_username=…&sentinel_password=…``; TLS: ``rediss+sentinel://``.
 
-A master that stands still (SIGSTOP, a hung VM) breaks no connection: the sentinels promote its
-replica and producers follow them, while the subscription would wait on the old master until it
-woke. So once the subscription has not answered for :data:`STALL` s, the sentinels are asked who
-the master is, and a subscription on another address reconnects.
+A master that stands still (SIGSTOP, a hung VM) breaks no connection, and one that wakes after
+its replica was promoted still answers as a master until the sentinels demote it (~10 s): Redis
+takes PUBLISH there and delivers it to nobody. So every ``audit_interval`` the bus asks the
+sentinels who the master is (:class:`SentinelBus`), points every pool of the URL at it (the
+bus's, the recovery history's: :func:`follow`) and moves a subscription that is elsewhere.
 
 The recovery history (bus/redis_history.py) gets a client of its own from :func:`master_client`,
 so it follows the master through a failover the same way (docs/recovery.md says what survives).
@@ -18,18 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import Any
 from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 
-from luna_sender.bus.base import BusOptions
-from luna_sender.bus.link import STALL, stalled_link
+from luna_sender.bus.base import NOT_REACHABLE, BusError, BusOptions, MessageHandler
+from luna_sender.bus.link import pubsub_link
 from luna_sender.bus.redis import NO_RETRY, RedisBus
 from luna_sender.bus.urls import parse_hosts, split_url
 
 log = logging.getLogger("luna_sender.bus")
+# Every pool made for a URL (the bus's, the recovery history's): :func:`follow` moves them all.
+_POOLS: dict[str, weakref.WeakSet[Any]] = {}
 
 
 def master_client(url: str) -> aioredis.Redis:
@@ -61,36 +65,62 @@ def master_client(url: str) -> aioredis.Redis:
     client: aioredis.Redis = sentinel.master_for(
         master, db=db, username=parsed.user, password=parsed.password, retry=NO_RETRY
     )
+    _POOLS.setdefault(url, weakref.WeakSet()).add(client.connection_pool)
     return client
 
 
+async def follow(url: str, address: tuple[str, int]) -> None:
+    """Point every pool made for ``url`` at the master ``address``: idle connections to a former
+    master are closed now, in-use ones when released. redis-py asks the sentinels only for a new
+    connection, so the recovery history appended on a woken old master with its pooled ones
+    until the sentinels demoted it, and the offsets it gave out then were lost with it."""
+    for pool in list(_POOLS.get(url, ())):
+        if pool.master_address is not None and tuple(pool.master_address) != address:
+            pool.master_address = address
+            await pool.disconnect(inuse_connections=False)
+
+
 class SentinelBus(RedisBus):
+    """The Redis bus on the master the sentinels name, checked every ``audit_interval``."""
+
     def __init__(self, url: str, options: BusOptions | None = None) -> None:
         super().__init__(url, options, client=master_client(url))
+        self._named: tuple[str, int] | None = None  # the master the sentinels named last
 
-    async def _stalled(self, seconds: float) -> None:
-        """Before, a frozen master's subscription stayed deaf for the whole freeze, though the
-        sentinels had promoted its replica and every producer published there."""
-        link = stalled_link(self._pubsub)
-        if seconds < STALL or link is None:
-            return
-        transport, here = link
+    async def start(self, on_message: MessageHandler) -> None:
+        await super().start(on_message)
+        self._tasks.append(asyncio.create_task(self._watch(), name="redis-bus-sentinel-watch"))
+
+    async def _watch(self) -> None:
         pool = self._client.connection_pool
-        try:
-            host, port = await asyncio.wait_for(
-                pool.sentinel_manager.discover_master(pool.service_name), 2.0
+        while True:
+            await asyncio.sleep(self._audit_interval)
+            try:
+                host, port = await asyncio.wait_for(
+                    pool.sentinel_manager.discover_master(pool.service_name), 2.0
+                )
+            except Exception as exc:  # no sentinel answers, or none knows a master: wait
+                log.debug("sentinels not asked who the master is: %s", exc)
+                continue
+            self._named = named = (str(host), int(port))
+            await follow(self.url, named)
+            link = pubsub_link(self._pubsub)
+            if link is None or link[1] == named or not self.connected:
+                continue
+            transport, here = link
+            log.warning(
+                "bus subscription on %s:%s, which is no longer the master (now %s:%s): "
+                "reconnecting",
+                *here,
+                *named,
+                extra={"bus_state": "not_master"},
             )
-        except Exception as exc:  # no sentinel answers, or none knows a master: wait
-            log.debug("sentinels not asked who the master is: %s", exc)
-            return
-        if (str(host), int(port)) == here:
-            return  # still the master, only slow or frozen: nothing better to move to
-        log.warning(
-            "bus subscription not answering for %.1f s and its Redis is no longer the master "
-            "(now %s:%s): reconnecting",
-            seconds,
-            host,
-            port,
-            extra={"bus_state": "stalled"},
-        )
-        transport.abort()  # the reader reconnects through the sentinels, to the new master
+            transport.abort()  # the reader reconnects through the sentinels, to the new master
+
+    async def _health_probe(self) -> None:
+        """502 while the subscription is on another node than the master (deaf: an outside
+        pass saw 200 while events published on the new master reached nobody)."""
+        link = pubsub_link(self._pubsub)
+        if link is not None and self._named is not None and link[1] != self._named:
+            raise BusError("the subscription is not on the current master", NOT_REACHABLE)
+        await super()._health_probe()
