@@ -147,6 +147,9 @@ async def publish_once(
             # reply is an integer, so None can only mean no reply in time.
             if await conn.read_response(timeout=timeout) is None:
                 raise RedisTimeout(f"no reply within {timeout} s")
+            elsewhere = getattr(pool, "elsewhere", None)  # Sentinel (bus/sentinel.py)
+            if elsewhere is not None and elsewhere(conn):  # published where few may listen
+                raise RedisConnectionError("answered by a former master (failed over)")
         except ResponseError as exc:  # Redis answered with an error: it did not publish
             raise BusError(f"refused: {reason(exc)}", NOT_PUBLISHED, published=False) from exc
         except BaseException as exc:

@@ -1,0 +1,87 @@
+"""Publishing through a Sentinel failover of a frozen master, woken while still a master.
+
+An outside pass (2026-11-29): publishes stuck on the frozen master refused every publish to the
+promoted one for the rest of the freeze (503 for 5 s, the new master answering); once the old
+master woke, still a master until the sentinels demoted it (~10 s), those stuck connections
+went back to the pool and 30-50 % of the later publishes were answered 204 there, for nobody,
+and a resume from before them answered ``recovered: true`` without them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from .ha import SentinelSetup, running
+from .helpers import Service, account
+from .test_faults_bus import Answers, check_answers, poster, ready, receive_seqs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def sentinel_setup() -> Iterator[SentinelSetup]:
+    with running(SentinelSetup()) as setup:
+        yield setup
+
+
+async def test_publishes_through_a_frozen_masters_failover_and_wake(
+    sentinel_setup: SentinelSetup,
+) -> None:
+    svc = Service("--redis-url", sentinel_setup.url)
+    master = sentinel_setup.master
+    assert master.proc is not None
+    headers = {"Luna-Account-Id": account()}
+    answers: Answers = {}
+    sent_at: dict[Any, float] = {}
+    try:
+        await ready(svc)
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            ws = await session.ws_connect(svc.ws_url + "/ws", headers=headers)
+            post = poster(session, svc, headers, answers)
+            await post("before")
+            old_port = sentinel_setup.current_master_port()
+            tasks: list[asyncio.Task[None]] = []
+
+            async def publishing(seconds: float) -> None:
+                until = time.monotonic() + seconds
+                while time.monotonic() < until:
+                    seq = len(sent_at)
+                    sent_at[seq] = time.monotonic()
+                    tasks.append(asyncio.create_task(post(seq)))
+                    await asyncio.sleep(0.05)
+
+            master.proc.send_signal(signal.SIGSTOP)
+            try:
+                deadline = time.monotonic() + 30
+                while sentinel_setup.current_master_port() == old_port:
+                    assert time.monotonic() < deadline, "sentinels did not promote the replica"
+                    await publishing(0.2)
+                promoted = time.monotonic()
+                await publishing(3)  # the old master still frozen
+            finally:
+                master.proc.send_signal(signal.SIGCONT)
+            woken = time.monotonic()
+            await publishing(3)  # the old master awake, a master until the sentinels demote it
+            await asyncio.gather(*tasks)
+            await post("after")
+            seen = await receive_seqs(ws, until="after", timeout=30)
+            outcomes = check_answers(answers, seen, old_port)  # every 204 delivered once
+            print(f"\nfrozen master's failover: {dict(outcomes)}")
+            refused_late = [
+                s
+                for s, at in sent_at.items()
+                if promoted + 1.5 < at < woken and answers[s][0] != 204
+            ]
+            assert not refused_late, f"{len(refused_late)} refused with the new master up"
+            assert answers["after"][0] == 204
+            await ws.close()
+    finally:
+        assert svc.terminate() == 0
