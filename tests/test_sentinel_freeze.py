@@ -1,4 +1,5 @@
-"""Publishing through a Sentinel failover of a frozen master, woken while still a master.
+"""Sentinel failovers as an outside pass made them: a frozen master woken while still a master,
+and manual failovers.
 
 An outside pass (2026-11-29): publishes stuck on the frozen master refused every publish to the
 promoted one for the rest of the freeze (503 for 5 s, the new master answering); once the old
@@ -17,6 +18,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis
+
+from luna_sender.bus.base import BusOptions
+from luna_sender.bus.sentinel import SentinelBus
 
 from .ha import SentinelSetup, running
 from .helpers import Service, account
@@ -85,3 +90,38 @@ async def test_publishes_through_a_frozen_masters_failover_and_wake(
             await ws.close()
     finally:
         assert svc.terminate() == 0
+
+
+async def test_a_manual_failover_moves_the_subscription_at_once(
+    sentinel_setup: SentinelSetup,
+) -> None:
+    """The sentinels announce a failover (``+switch-master``) as they make it: the subscription
+    moves then, not at the next poll of the sentinels (here every 30 s). Before, an instance
+    that did not publish lost up to a poll interval's events (an outside pass: ~20 per manual
+    failover with the 1 s poll, /healthcheck 200)."""
+    got: list[bytes] = []
+    bus = SentinelBus(sentinel_setup.url, BusOptions(audit_interval=30))
+    await bus.start(lambda channel, data: got.append(data))
+    try:
+        await bus.subscribe("luna-sender:x")
+        assert bus.subs.live("luna-sender:x")
+        old_port = sentinel_setup.current_master_port()
+        sentinel = redis.Redis(port=sentinel_setup.sentinel_ports[0])
+        await asyncio.sleep(1)  # the announcements' subscription is in place
+        sentinel.execute_command("SENTINEL", "FAILOVER", sentinel_setup.master_name)
+        deadline = time.monotonic() + 30
+        while sentinel_setup.current_master_port() == old_port:
+            assert time.monotonic() < deadline, "the sentinels did not fail over"
+            await asyncio.sleep(0.1)
+        new = redis.Redis(port=sentinel_setup.current_master_port())
+        deadline = time.monotonic() + 5
+        while new.pubsub_numsub("luna-sender:x") != [(b"luna-sender:x", 1)]:  # this node's own
+            assert time.monotonic() < deadline, "the subscription stayed on the old master"
+            await asyncio.sleep(0.1)
+        new.publish("luna-sender:x", b"after")
+        deadline = time.monotonic() + 5
+        while b"after" not in got:
+            assert time.monotonic() < deadline, "deaf on the new master"
+            await asyncio.sleep(0.05)
+    finally:
+        await bus.stop()
