@@ -125,3 +125,35 @@ async def test_a_manual_failover_moves_the_subscription_at_once(
             await asyncio.sleep(0.05)
     finally:
         await bus.stop()
+
+
+async def test_a_frozen_sentinel_does_not_hide_a_failover(sentinel_setup: SentinelSetup) -> None:
+    """The first sentinel of the URL frozen with the master: the others' failover announcement
+    moves the subscription (with the poll at 30 s, only an announcement can). Before, one
+    sentinel was listened to, the first, and it said nothing while frozen."""
+    bus = SentinelBus(sentinel_setup.url, BusOptions(audit_interval=30))
+    await bus.start(lambda channel, data: None)
+    master, stale = sentinel_setup.master, sentinel_setup.sentinels[0]
+    assert master.proc is not None
+    other = redis.Redis(port=sentinel_setup.sentinel_ports[1], socket_timeout=1)
+    try:
+        await bus.subscribe("luna-sender:x")
+        await asyncio.sleep(1)  # the announcements' subscriptions are in place
+        old_port = sentinel_setup.current_master_port()
+        stale.send_signal(signal.SIGSTOP)
+        master.proc.send_signal(signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 30
+            while (port := int(other.sentinel_get_master_addr_by_name("mymaster")[1])) == old_port:
+                assert time.monotonic() < deadline, "the sentinels did not fail over"
+                await asyncio.sleep(0.1)
+            new = redis.Redis(port=port)
+            deadline = time.monotonic() + 5
+            while new.pubsub_numsub("luna-sender:x") != [(b"luna-sender:x", 1)]:
+                assert time.monotonic() < deadline, "the subscription stayed on the old master"
+                await asyncio.sleep(0.1)
+        finally:
+            master.proc.send_signal(signal.SIGCONT)
+            stale.send_signal(signal.SIGCONT)
+    finally:
+        await bus.stop()

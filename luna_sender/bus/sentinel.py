@@ -51,7 +51,13 @@ def master_client(url: str) -> aioredis.Redis:
         raise ValueError("redis+sentinel:// URL needs a master name: .../<master>[/db]")
     master = unquote(parts[0])  # "my%6Daster": MasterNotFoundError and a 502 for good
     db = int(parts[1]) if len(parts) > 1 else 0
-    sentinel_kwargs: dict[str, Any] = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
+    # No retries: redis-py's default retried a frozen sentinel 3 times, 1 s each, so with the
+    # URL's first sentinel frozen every look-up of the master took 4 s, past the watch's 2 s.
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": 1.0,
+        "socket_connect_timeout": 1.0,
+        "retry": NO_RETRY,
+    }
     if "sentinel_username" in parsed.query:
         sentinel_kwargs["username"] = parsed.query["sentinel_username"][0]
     if "sentinel_password" in parsed.query:
@@ -126,33 +132,36 @@ class SentinelBus(RedisBus):
 
     async def start(self, on_message: MessageHandler) -> None:
         await super().start(on_message)
-        self._tasks += [
-            asyncio.create_task(self._watch(), name="redis-bus-sentinel-watch"),
-            asyncio.create_task(self._switches(), name="redis-bus-sentinel-switches"),
-        ]
+        self._tasks.append(asyncio.create_task(self._watch(), name="redis-bus-sentinel-watch"))
+        for sentinel in self._client.connection_pool.sentinel_manager.sentinels:
+            self._tasks.append(asyncio.create_task(self._switches(sentinel)))
 
-    async def _switches(self) -> None:
+    async def stop(self) -> None:
+        await super().stop()
+        for sentinel in self._client.connection_pool.sentinel_manager.sentinels:
+            with contextlib.suppress(Exception):
+                await sentinel.aclose()
+
+    async def _switches(self, sentinel: aioredis.Redis) -> None:
         """Sentinels announce a failover (``+switch-master``) as they make it; the watch acts
         then rather than up to an audit interval later (an outside pass: ~1 s of events lost
-        per manual failover by the instances that did not publish, /healthcheck 200). One
-        sentinel at a time, the next after an error; the polling covers one that is silent."""
-        pool = self._client.connection_pool
-        sentinels = pool.sentinel_manager.sentinels
-        for turn in itertools.count():
-            pubsub = sentinels[turn % len(sentinels)].pubsub()
+        per manual failover by the instances that did not publish, /healthcheck 200). Each
+        sentinel is heard on its own, so a frozen one does not hide the others' news."""
+        name = self._client.connection_pool.service_name.encode()
+        for failures in itertools.count():
+            pubsub = sentinel.pubsub()
             try:
                 await pubsub.subscribe("+switch-master")
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    data = msg["data"] if msg is not None else b""
-                    if data.split(b" ", 1)[0] == pool.service_name.encode():
+                    if msg is not None and msg["data"].split(b" ", 1)[0] == name:
                         self._switched.set()
             except Exception as exc:
                 log.debug("sentinel failover announcements not read: %s", exc)
-                await asyncio.sleep(min(0.1 * 2 ** min(turn, 5), 2.0))
+                await asyncio.sleep(min(0.1 * 2 ** min(failures, 5), 2.0))
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _watch(self) -> None:
         pool = self._client.connection_pool
