@@ -7,9 +7,10 @@ Sentinel credentials: ``?sentinel_username=…&sentinel_password=…``; TLS: ``r
 
 A master that stands still (SIGSTOP, a hung VM) breaks no connection, and one that wakes after
 its replica was promoted still answers as a master until the sentinels demote it (~10 s): Redis
-takes PUBLISH there and delivers it to nobody. So every ``audit_interval`` the bus asks the
-sentinels who the master is (:class:`SentinelBus`), points every pool of the URL at it (the
-bus's, the recovery history's: :func:`follow`) and moves a subscription that is elsewhere.
+takes PUBLISH there and delivers it to nobody. So the bus learns who the master is from every
+sentinel's failover announcements and by asking them every ``audit_interval``
+(:class:`SentinelBus`), points every pool of the URL at it (the bus's, the recovery history's:
+:func:`follow`) and moves a subscription that is elsewhere.
 
 The recovery history (bus/redis_history.py) gets a client of its own from :func:`master_client`,
 so it follows the master through a failover the same way (docs/recovery.md says what survives).
@@ -123,7 +124,8 @@ async def follow(url: str, address: tuple[str, int]) -> None:
 
 
 class SentinelBus(RedisBus):
-    """The Redis bus on the master the sentinels name, checked every ``audit_interval``."""
+    """The Redis bus on the master the sentinels name: announced, and asked every
+    ``audit_interval``."""
 
     def __init__(self, url: str, options: BusOptions | None = None) -> None:
         super().__init__(url, options, client=master_client(url))
@@ -143,8 +145,8 @@ class SentinelBus(RedisBus):
                 await sentinel.aclose()
 
     async def _switches(self, sentinel: aioredis.Redis) -> None:
-        """Sentinels announce a failover (``+switch-master``) as they make it; the watch acts
-        then rather than up to an audit interval later (an outside pass: ~1 s of events lost
+        """Sentinels announce a failover (``+switch-master``) as they make it; acting on it
+        rather than at the next poll of the sentinels (an outside pass: ~1 s of events lost
         per manual failover by the instances that did not publish, /healthcheck 200). Each
         sentinel is heard on its own, so a frozen one does not hide the others' news."""
         name = self._client.connection_pool.service_name.encode()
