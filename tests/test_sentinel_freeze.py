@@ -24,7 +24,7 @@ from luna_sender.bus.base import BusOptions
 from luna_sender.bus.sentinel import SentinelBus
 
 from .ha import SentinelSetup, running
-from .helpers import Service, account
+from .helpers import Service, account, face_event, face_message
 from .test_faults_bus import Answers, check_answers, poster, ready, receive_seqs
 
 pytestmark = pytest.mark.slow
@@ -157,3 +157,39 @@ async def test_a_frozen_sentinel_does_not_hide_a_failover(sentinel_setup: Sentin
             stale.send_signal(signal.SIGCONT)
     finally:
         await bus.stop()
+
+
+async def test_every_worker_follows_a_manual_failover(sentinel_setup: SentinelSetup) -> None:
+    """``--workers 2``: each worker has its own bus, and each follows the failover (the sockets
+    land on both workers); every event published on the new master reaches every socket."""
+    acc = account()
+    svc = Service("--redis-url", sentinel_setup.url, "--workers", "2")
+    try:
+        await ready(svc)
+        async with aiohttp.ClientSession() as session:
+            sockets = [
+                await session.ws_connect(svc.ws_url + "/ws", headers={"Luna-Account-Id": acc})
+                for _ in range(8)
+            ]
+            old_port = sentinel_setup.current_master_port()
+            redis.Redis(port=sentinel_setup.sentinel_ports[1]).execute_command(
+                "SENTINEL", "FAILOVER", sentinel_setup.master_name
+            )
+            deadline = time.monotonic() + 30
+            while sentinel_setup.current_master_port() == old_port:
+                assert time.monotonic() < deadline, "the sentinels did not fail over"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # the move itself: a reconnect
+            new = redis.Redis(port=sentinel_setup.current_master_port())
+            for seq in range(20):
+                new.publish(f"luna-sender:{acc}", face_message([face_event(seq=seq)]))
+            for ws in sockets:
+                seen = await receive_seqs(ws, until=19, timeout=10, quiet=0.2)
+                assert sorted(seen) == list(range(20)) and set(seen.values()) == {1}, (
+                    seen,
+                    svc.log()[-2500:],
+                )
+                await ws.close()
+        assert svc.log().count("no longer the master") == 2, svc.log()[-3000:]
+    finally:
+        assert svc.terminate() == 0

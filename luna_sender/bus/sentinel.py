@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import redis.asyncio as aioredis
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 from luna_sender.bus.base import NOT_REACHABLE, BusError, BusOptions, MessageHandler
 from luna_sender.bus.link import pubsub_link
@@ -35,6 +35,8 @@ from luna_sender.bus.redis import NO_RETRY, RedisBus
 from luna_sender.bus.urls import parse_hosts, split_url
 
 log = logging.getLogger("luna_sender.bus")
+ANSWERS_WAIT = 0.1  # seconds the other sentinels are waited for after the first valid answer
+FIRST = asyncio.FIRST_COMPLETED
 # Every pool made for a URL (the bus's, the recovery history's): :func:`follow` moves them all.
 _POOLS: dict[str, weakref.WeakSet[Any]] = {}
 
@@ -64,7 +66,7 @@ def master_client(url: str) -> aioredis.Redis:
     if "sentinel_password" in parsed.query:
         sentinel_kwargs["password"] = parsed.query["sentinel_password"][0]
     # redis-py leaves Sentinel's constructor unannotated.
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = NewestSentinel(  # type: ignore[no-untyped-call]
         parse_hosts(parsed.hosts, 26379),
         sentinel_kwargs=sentinel_kwargs,
         socket_timeout=2.0,
@@ -81,6 +83,50 @@ def master_client(url: str) -> aioredis.Redis:
     )
     _POOLS.setdefault(url, weakref.WeakSet()).add(client.connection_pool)
     return client
+
+
+class NewestSentinel(Sentinel):
+    """Asks every sentinel at once and believes the newest configuration (the highest
+    ``config-epoch``) among the answers that come within :data:`ANSWERS_WAIT` of the first
+    valid one. redis-py believes the first sentinel in its list that answers: just after a
+    failover one that has not heard of it yet still names the old master, so a subscription
+    moved by the announcement reconnected to the old master, and a poll moved it back there
+    (``--workers 2``: a worker deaf after a manual failover, 1 run in 4). A frozen sentinel
+    costs nothing once another has answered (one at a time, it cost 1 s per look-up)."""
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        asked = [asyncio.ensure_future(s.sentinel_masters()) for s in self.sentinels]
+        for task in asked:  # an answer that comes after the choice is not an unretrieved error
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        newest: dict[str, Any] | None = None
+        errors: list[str] = []
+        pending, until = set(asked), None
+        try:
+            while pending:
+                wait = None if until is None else max(0.0, until - loop.time())
+                done, pending = await asyncio.wait(pending, timeout=wait, return_when=FIRST)
+                if not done:
+                    break
+                for task in done:
+                    if (error := task.exception()) is not None:
+                        errors.append(repr(error))
+                        continue
+                    masters: Any = task.result()
+                    state = masters.get(service_name)
+                    if not state or not self.check_master_state(state, service_name):
+                        continue
+                    if newest is None or state.get("config-epoch", 0) > newest.get(
+                        "config-epoch", 0
+                    ):
+                        newest = state
+                    until = until or loop.time() + ANSWERS_WAIT
+        finally:
+            for task in asked:
+                task.cancel()
+        if newest is None:
+            raise MasterNotFoundError(f"No master found for {service_name!r}: {errors}")
+        return str(newest["ip"]), int(newest["port"])
 
 
 class MasterPool(SentinelConnectionPool):
