@@ -6,6 +6,7 @@ touches the machine's shared Redis on 6379.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import shutil
@@ -84,6 +85,14 @@ class SentinelSetup:
         client = redis.Redis(port=self.sentinel_ports[0], socket_timeout=1)
         _host, port = client.sentinel_get_master_addr_by_name(self.master_name)
         return int(port)
+
+    async def new_master(self, old_port: int, timeout: float = 30) -> int:
+        """The port of the master the sentinels name once it is another than ``old_port``."""
+        deadline = time.monotonic() + timeout
+        while (port := self.current_master_port()) == old_port:
+            assert time.monotonic() < deadline, "sentinels did not promote the replica"
+            await asyncio.sleep(0.05)
+        return port
 
     def close(self) -> None:
         for proc in self.sentinels:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import signal
 import threading
 import time
@@ -516,34 +517,31 @@ async def test_a_failover_after_a_freeze_cuts_only_the_frozen_masters_channels()
                     # Its channel is taken on the promoted replica while the old master is
                     # still frozen (before, its accounts were deaf until it woke: 57 s in an
                     # outside pass, /healthcheck green all along).
-                    deadline = time.monotonic() + 30
-                    n = 0
-                    while True:
-                        assert time.monotonic() < deadline, "deaf while the old master is frozen"
-                        with contextlib.suppress(Exception):
-                            event = face_message([face_event(seq=n)])
-                            await producer.spublish(f"luna-sender:{troubled}", event)
-                        n += 1
-                        with contextlib.suppress(TimeoutError):
-                            msg = await asyncio.wait_for(plain.receive(), 0.2)
-                            assert msg.type == aiohttp.WSMsgType.TEXT, msg
-                            break
+                    sent = itertools.count()
+
+                    async def until(
+                        ws: aiohttp.ClientWebSocketResponse, offset: bool, seconds: float, why: str
+                    ) -> None:
+                        """SPUBLISH to the troubled account until ``ws`` gets a frame (one with
+                        an offset if ``offset``)."""
+                        deadline = time.monotonic() + seconds
+                        while True:
+                            assert time.monotonic() < deadline, why
+                            with contextlib.suppress(Exception):
+                                event = face_message([face_event(seq=next(sent))])
+                                await producer.spublish(f"luna-sender:{troubled}", event)
+                            with contextlib.suppress(TimeoutError):
+                                msg = await asyncio.wait_for(ws.receive(), 0.2)
+                                assert msg.type == aiohttp.WSMsgType.TEXT, msg
+                                if not offset or "offset" in orjson.loads(msg.data):
+                                    return
+
+                    await until(plain, False, 30, "deaf while the old master is frozen")
                     assert setup.owner(f"luna-sender:{troubled}") is not master
                     # Its history follows too: a new recovering socket gets offsets again while
                     # the old master is frozen (they stayed without for the whole freeze).
                     fresh = await socket(troubled, recover="true")
-                    deadline = time.monotonic() + 20
-                    while True:
-                        assert time.monotonic() < deadline, "the history stayed on the old master"
-                        with contextlib.suppress(Exception):
-                            event = face_message([face_event(seq=n)])
-                            await producer.spublish(f"luna-sender:{troubled}", event)
-                        n += 1
-                        with contextlib.suppress(TimeoutError):
-                            msg = await asyncio.wait_for(fresh.receive(), 0.2)
-                            assert msg.type == aiohttp.WSMsgType.TEXT, msg
-                            if "offset" in orjson.loads(msg.data):
-                                break
+                    await until(fresh, True, 20, "the history stayed on the old master")
                     await fresh.close()
                 finally:
                     master.proc.send_signal(signal.SIGCONT)
