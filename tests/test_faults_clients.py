@@ -10,7 +10,6 @@ import contextlib
 import re
 import select
 import socket
-import statistics
 import time
 from collections.abc import Iterator
 
@@ -39,28 +38,31 @@ def service() -> Iterator[Service]:
             "LUNA_SENDER_WS__QUEUE_MAX_BYTES": str(1 << 20),
             "LUNA_SENDER_LIMITS__BUS_MESSAGE_MAX_BYTES": str(1 << 20),
             "LUNA_SENDER_LIMITS__PUBLISH_BODY_MAX_BYTES": str(1 << 20),
-            "LUNA_SENDER_WS__STALL_TIMEOUT": "5",
+            # Long enough that a phase ends before any stalled socket is closed.
+            "LUNA_SENDER_WS__STALL_TIMEOUT": "10",
         }
     )
     yield svc
     assert svc.terminate() == 0, svc.log()[-2000:]
 
 
-async def _publisher(svc: Service, acc: str, rate: float, duration: float) -> int:
+async def _publisher(svc: Service, acc: str, rate: float, duration: float) -> list[bytes]:
+    """Publishes for ``duration`` seconds; returns each event's ``ts`` as it appears in frames."""
     import aiohttp
 
-    sent = 0
+    sent: list[bytes] = []
     pad = "x" * 10_000
     async with aiohttp.ClientSession() as session:
         end = time.monotonic() + duration
         while time.monotonic() < end:
-            await publish_face(session, svc.url, acc, [face_event(ts=time.time(), pad=pad)])
-            sent += 1
+            ts = time.time()
+            await publish_face(session, svc.url, acc, [face_event(ts=ts, pad=pad)])
+            sent.append(repr(ts).encode())
             await asyncio.sleep(1 / rate)
     return sent
 
 
-async def _measure(ws: RawWS, latencies: list[float]) -> None:
+async def _record(ws: RawWS, heard: list[bytes]) -> None:
     with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
         while True:
             frame = await ws.recv_data()
@@ -68,7 +70,7 @@ async def _measure(ws: RawWS, latencies: list[float]) -> None:
                 return
             match = TS_RE.search(frame.payload)
             if match:
-                latencies.append(time.time() - float(match.group(1)))
+                heard.append(match.group(1))
 
 
 async def _drain(ws: RawWS) -> None:
@@ -79,17 +81,27 @@ async def _drain(ws: RawWS) -> None:
                 return
 
 
-async def _phase(svc: Service, acc: str, sampled: list[RawWS]) -> tuple[int, list[float]]:
-    latencies: list[float] = []
-    tasks = [asyncio.create_task(_measure(ws, latencies)) for ws in sampled]
+async def _phase(svc: Service, acc: str, sampled: list[RawWS]) -> None:
+    """Every sampled reader hears every event of the phase, once and in order."""
+    heard: list[list[bytes]] = [[] for _ in sampled]
+    tasks = [asyncio.create_task(_record(ws, h)) for ws, h in zip(sampled, heard, strict=True)]
     sent = await _publisher(svc, acc, rate=20, duration=4)
-    await asyncio.sleep(0.3)
+    deadline = time.monotonic() + 20
+    while any(len(h) < len(sent) for h in heard) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
     for task in tasks:
         task.cancel()
-    return sent, latencies
+    assert sent
+    for h in heard:
+        assert h == sent, f"a healthy reader heard {len(h)} frames of {len(sent)} published"
 
 
 async def test_stalled_consumers_do_not_hurt_the_others(service: Service) -> None:
+    """A healthy reader misses nothing while 50 others stop reading, and those 50 are closed.
+
+    How much the stalled ones cost the others' latency is a figure, not a pass/fail:
+    ``benchmarks/slow_consumers.py`` measures it.
+    """
     acc = account()
     headers = {"Luna-Account-Id": acc}
     readers = [await RawWS.connect(service.port, headers=headers) for _ in range(950)]
@@ -97,22 +109,13 @@ async def test_stalled_consumers_do_not_hurt_the_others(service: Service) -> Non
     drains = [asyncio.create_task(_drain(ws)) for ws in rest]
     baseline_rss = rss_bytes(service.proc.pid)
 
-    base_sent, base = await _phase(service, acc, sampled)
+    await _phase(service, acc, sampled)
     stalled = [await RawWS.connect(service.port, headers=headers, rcvbuf=4096) for _ in range(50)]
     stall_started = time.monotonic()
-    loaded_sent, loaded = await _phase(service, acc, sampled)
-    p99_base = statistics.quantiles(base, n=100)[98]
-    p99_loaded = statistics.quantiles(loaded, n=100)[98]
-    print(
-        f"\nslow consumers: p99 without stalled {p99_base * 1000:.1f} ms, "
-        f"with 50 stalled {p99_loaded * 1000:.1f} ms ({p99_loaded / p99_base:.2f}x)"
-    )
-    # Healthy readers keep receiving what is published (compared with what each phase
-    # published: the publisher shares the test process and its rate varies with load).
-    assert len(base) >= 0.9 * base_sent * len(sampled)
-    assert len(loaded) >= 0.9 * loaded_sent * len(sampled)
-    # The target is <= 1.2x; the hard limit is loose so a noisy machine cannot fail it.
-    assert p99_loaded <= 3 * p99_base + 0.05
+    await _phase(service, acc, sampled)
+    # ...and heard it while the stalled ones were still open: a writer that waited on them
+    # would hold the healthy readers until the stall timeout closed them.
+    assert metric(service.url, 'ws_closed_total{reason="slow_consumer"}') == 0
 
     cap = 1 << 20
     peak = rss_bytes(service.proc.pid)
@@ -123,7 +126,7 @@ async def test_stalled_consumers_do_not_hurt_the_others(service: Service) -> Non
     assert peak < baseline_rss + 50 * cap
 
     # Every stalled socket is closed by the server with 1008 and a reason.
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 25
     while True:
         if metric(service.url, 'ws_closed_total{reason="slow_consumer"}') >= 50:
             break
