@@ -97,7 +97,8 @@ async def test_a_burst_comes_out_at_once_and_a_flush_waits_for_every_shard(
 
 
 async def test_a_subscription_lost_on_a_shard_is_repaired(cluster: ClusterSetup) -> None:
-    """The self-check's PING reaches every shard, so drift found there is repaired."""
+    """A channel Redis unsubscribed by itself (as a master losing a slot does) is repaired: at
+    once since 2026-11-29 (tests/test_cluster_manual_failover.py), else by the self-check."""
     producer = _producer(cluster)
     channel = await _channel_off(producer, KEEPALIVE)
     got: list[bytes] = []

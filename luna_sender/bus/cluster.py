@@ -25,10 +25,16 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ResponseError
 
-from luna_sender.bus.base import NOT_PUBLISHED, NOT_REACHABLE, BusError, BusOptions
+from luna_sender.bus.base import (
+    NOT_PUBLISHED,
+    NOT_REACHABLE,
+    BusError,
+    BusOptions,
+    MessageHandler,
+)
 from luna_sender.bus.dialect import SHARDED
 from luna_sender.bus.link import STALL, pubsub_link
-from luna_sender.bus.nodes import NodePool, SlotMapReload, answers
+from luna_sender.bus.nodes import NodePool, SlotMapReload, answers, reload_slot_map
 from luna_sender.bus.publishing import health_ping, publish_once, reason
 from luna_sender.bus.redis import NO_RETRY, RedisBus
 from luna_sender.bus.urls import parse_hosts, split_url
@@ -36,6 +42,7 @@ from luna_sender.bus.urls import parse_hosts, split_url
 log = logging.getLogger("luna_sender.bus")
 RETAKE = 0.2  # seconds at most between attempts to take a lost shard's channels again
 CONNECT_WAIT = 3.0  # seconds a classic subscription connection may take to be set up
+ROUTES_CHECK = 5.0  # seconds between checks of the publishes' slot map against the cluster
 
 
 def cluster_bus(url: str, options: BusOptions | None = None) -> ClusterBus:
@@ -118,7 +125,7 @@ class ClusterBus(RedisBus):
             # ClusterPubSub routes SSUBSCRIBE by the slot map: loaded on the first connect, and
             # reloaded on every later one, since a lost shard may have failed over meanwhile.
             if self._loaded:
-                await self._cluster.nodes_manager.initialize()
+                await reload_slot_map(self._cluster)
             await self._cluster.initialize()
             self._loaded = True
             return await super()._connect()
@@ -141,6 +148,10 @@ class ClusterBus(RedisBus):
         if self._node_client is None:
             raise BusError("no pub/sub connection", NOT_REACHABLE)
         await health_ping(self._node_client)
+
+    async def start(self, on_message: MessageHandler) -> None:
+        await super().start(on_message)
+        self._tasks.append(asyncio.create_task(self._slot_map.follow(ROUTES_CHECK)))
 
     async def stop(self) -> None:
         self._slot_map.cancel()
@@ -172,7 +183,7 @@ class ClusterBus(RedisBus):
                         raise
                 # The slot moved: Redis refused it unpublished, so one retry on the new owner
                 # cannot duplicate it.
-                await self._cluster.nodes_manager.initialize()
+                await reload_slot_map(self._cluster)
                 node = await self._owner(channel)
 
     _verb = "PUBLISH"
