@@ -22,6 +22,7 @@ import pytest
 import redis
 
 from .helpers import RedisServer, Service, account, face_event, face_message, metric
+from .test_faults_bus import publish_body
 
 pytestmark = pytest.mark.slow
 
@@ -215,3 +216,40 @@ async def test_a_health_probe_storm_logs_one_line_a_second(
     lines = [line for line in service.log().splitlines() if "healthcheck failed" in line]
     assert len(lines) == 2, lines
     assert "more since the last report" in lines[-1], lines
+
+
+async def test_a_history_outage_logs_one_line_not_one_a_second(
+    service: Service, fault_redis: RedisServer
+) -> None:
+    """Redis refuses the history's writes (OOM) while events flow: live delivery goes on
+    without offsets, and the log says so once, not once per breaker cooldown (1 s) for as long
+    as the outage lasts."""
+    acc = account()
+    admin = fault_redis.client()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(
+            service.ws_url + "/ws", headers={"Luna-Account-Id": acc}, params={"recover": "true"}
+        ) as ws,
+    ):
+        admin.config_set("maxmemory", 1)  # noeviction: every write refused with OOM
+        try:
+            for seq in range(70):  # 3.5 s: three breaker cooldowns and more
+                async with session.post(
+                    service.url + "/publish",
+                    json=publish_body(seq),
+                    headers={"Luna-Account-Id": acc},
+                ) as resp:
+                    assert resp.status == 204
+                await asyncio.sleep(0.05)
+            seqs = []
+            while len(seqs) < 70:
+                msg = orjson.loads((await ws.receive(timeout=10)).data)
+                seqs.append(msg["event"]["seq"])
+                assert "offset" not in msg
+            assert seqs == list(range(70))
+        finally:
+            admin.config_set("maxmemory", 0)
+    lines = [line for line in service.log().splitlines() if "unavailable (" in line]
+    assert len(lines) == 1, lines
+    assert "maxmemory" in lines[0]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from luna_sender.bus.history import Offset
+from luna_sender.runtime.logs import Throttle
 
 if TYPE_CHECKING:
     from luna_sender.delivery.recorder import Recorder
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 APPEND_WAIT = 1.0
 COOLDOWN = 1.0
+REPORT_EVERY = 30.0  # seconds between log lines of one failure domain's breaker
 
 log = logging.getLogger("luna_sender.hub")
 
@@ -32,11 +34,12 @@ class Breaker:
     (``History.domain``): a Cluster master's trouble leaves the other masters' channels alone
     (before, one master's outage took every channel's offsets, and its resumes, with it)."""
 
-    __slots__ = ("_domain", "_open_until")
+    __slots__ = ("_domain", "_open_until", "_told")
 
     def __init__(self, domain: Callable[[str], str] | None = None) -> None:
         self._domain = domain
         self._open_until: dict[str, float] = {}
+        self._told: dict[str, Throttle] = {}  # per domain: one line per REPORT_EVERY s
 
     def broken(self, channel: str) -> bool:
         key = "" if self._domain is None else self._domain(channel)
@@ -44,9 +47,19 @@ class Breaker:
 
     def trip(self, channel: str, why: str) -> None:
         key = "" if self._domain is None else self._domain(channel)
+        # Each opening was a line: one a second per master for as long as a history outage
+        # lasted while events flowed. Now the first, then one per REPORT_EVERY with a count.
         if not self._open_until.get(key, 0.0) > time.monotonic():
-            where = f" {key}" if key else ""
-            log.warning("history%s unavailable (%s): live events go out without offset", where, why)
+            throttle = self._told.get(key) or self._told.setdefault(key, Throttle(REPORT_EVERY))
+            if (held := throttle.due()) is not None:
+                where = f" {key}" if key else ""
+                more = f" ({held} more times since the last report)" if held else ""
+                log.warning(
+                    "history%s unavailable (%s): live events go out without offset%s",
+                    where,
+                    why,
+                    more,
+                )
         self._open_until[key] = time.monotonic() + COOLDOWN
 
     def settled(self, channel: str, done: asyncio.Future[Offset]) -> Offset | None:
