@@ -23,7 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import MovedError, ResponseError
 
 from luna_sender.bus.base import (
     NOT_PUBLISHED,
@@ -175,16 +175,16 @@ class ClusterBus(RedisBus):
                     return
                 except BusError as exc:
                     refusal = exc.__cause__ if isinstance(exc.__cause__, ResponseError) else None
-                    moved = refusal is not None and str(refusal).startswith(("MOVED", "ASK"))
-                    if not moved or attempt == 2:
+                    if not isinstance(refusal, MovedError) or attempt == 2:
                         if refusal is None:
                             # unreachable or silent: failed over? (meanwhile fail fast, truthfully)
                             self._slot_map.soon()
-                        raise
-                # The slot moved: Redis refused it unpublished, so one retry on the new owner
-                # cannot duplicate it.
-                await reload_slot_map(self._cluster)
-                node = await self._owner(channel)
+                        raise  # ASK (a slot migrating) too: "not published", truthfully
+                # The slot moved: Redis refused it unpublished, so one retry on the owner the
+                # refusal names cannot duplicate it (the map may not know of it yet).
+                self._slot_map.soon()
+                named = self._cluster.get_node(host=refusal.host, port=refusal.port)
+                node = named or await self._owner(channel)
 
     _verb = "PUBLISH"
 

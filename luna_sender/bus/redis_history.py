@@ -65,7 +65,7 @@ from luna_sender.bus import fences, presence
 from luna_sender.bus.base import BusError
 from luna_sender.bus.history import NOT_RECOVERED, Offset, Replay, Window, judge, new_epoch
 from luna_sender.bus.lanes import Lanes
-from luna_sender.bus.nodes import SlotMapReload, node_commands
+from luna_sender.bus.nodes import SlotMapReload, node_commands, redirected
 from luna_sender.bus.redis import NO_RETRY
 from luna_sender.bus.redis_ops import Op, Read, moved, noscript, retrieve, settle
 from luna_sender.bus.redis_scripts import APPEND, BEAT_SCRIPT, MARK, SINCE
@@ -373,6 +373,11 @@ class RedisHistory:
             )
             if any(moved(res) for res in results):  # a failover moved slots: the map follows
                 self._slot_map.soon()
+                for i, op in enumerate(batch):  # refused unrun: run once where Redis points,
+                    if moved(res := results[i]):  # in order (the slot's later ops queue here)
+                        body = self._bodies[op.script]  # EVAL: not loaded there, maybe
+                        command = ("EVAL", body, len(op.keys), *op.keys, *op.args)
+                        results[i] = await redirected(self._client, command, res)
             return results
         async with self._client.pipeline(transaction=False) as pipe:
             for op in batch:

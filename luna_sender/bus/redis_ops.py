@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import AskError, NoScriptError
 
 from luna_sender.bus.base import BusError
 from luna_sender.bus.history import Entry, Offset, Span, parse
@@ -116,6 +116,11 @@ def retrieve(done: asyncio.Future[Any]) -> None:
 
 
 def moved(result: Any) -> bool:
+    """A MOVED or ASK refusal: the command did not run. redis-py's parser makes these
+    ``AskError``s (``MovedError`` is one) whose text drops the word, so a text check never
+    matched them: refused publishes were not retried, nor the history's appends."""
+    if isinstance(result, AskError):
+        return True
     return isinstance(result, Exception) and str(result).startswith(("MOVED", "ASK"))
 
 

@@ -18,12 +18,13 @@ from luna_sender.bus.base import NOT_REACHABLE, BusError, BusOptions
 from luna_sender.bus.cluster import RETAKE, ClusterBus
 from luna_sender.bus.dialect import SHARDED
 from luna_sender.bus.link import STALL
-from luna_sender.bus.nodes import answers, reload_slot_map
+from luna_sender.bus.nodes import answers, leads, reload_slot_map
 from luna_sender.bus.publishing import reason
 from luna_sender.bus.shards import ShardReaders
 from luna_sender.bus.subscriptions import KEEPALIVE
 
 log = logging.getLogger("luna_sender.bus")
+OWNERS_WAIT = 3.0  # seconds a repair waits for a slot map naming real masters
 
 
 class ShardedClusterBus(ClusterBus):
@@ -160,11 +161,25 @@ class ShardedClusterBus(ClusterBus):
 
     async def _repair(self, missing: set[str], extra: set[str]) -> None:
         if missing:  # unsubscribed by Redis: a failover moved their slots (ask the new owner)
+            await self._owners_lead(missing)
+        await super()._repair(missing, extra)
+
+    async def _owners_lead(self, channels: set[str]) -> None:
+        """The slot map reloaded until it names, for each channel, a node that says it is a
+        master (:func:`leads`), for at most :data:`OWNERS_WAIT` s: just after a failover the
+        node asked may not know of it yet."""
+        deadline = time.monotonic() + OWNERS_WAIT
+        while True:
             try:
                 await reload_slot_map(self._cluster)
+                owners = {self._cluster.get_node_from_key(c) for c in channels}
+                if all(await asyncio.gather(*(leads(n) for n in owners if n is not None))):
+                    return
             except Exception as exc:
                 log.debug("slot map reload failed: %s", exc)
-        await super()._repair(missing, extra)
+            if time.monotonic() > deadline:
+                return  # the self-check repairs what this leaves wrong
+            await asyncio.sleep(0.05)
 
     async def _read_loop(self, pubsub: PubSub) -> None:
         readers = self._readers(pubsub)
@@ -245,7 +260,7 @@ class ShardedClusterBus(ClusterBus):
                 if node is not None:  # else no node owns the slot yet: the next round
                     by_node.setdefault(node.name, (node, set()))[1].add(channel)
             for node, channels in by_node.values():
-                if not await answers(node):
+                if not await leads(node):  # silent, or a demoted master the map still names
                     continue
                 self._lost -= channels
                 if self._on_cut is not None:
