@@ -20,7 +20,8 @@ from luna_sender.bus.dialect import SHARDED
 from luna_sender.bus.link import STALL
 from luna_sender.bus.nodes import answers, leads, reload_slot_map
 from luna_sender.bus.publishing import reason
-from luna_sender.bus.shards import ShardReaders
+from luna_sender.bus.redis_ops import moved
+from luna_sender.bus.shards import REFUSED, ShardReaders
 from luna_sender.bus.subscriptions import KEEPALIVE
 
 log = logging.getLogger("luna_sender.bus")
@@ -58,20 +59,27 @@ class ShardedClusterBus(ClusterBus):
 
     def _reply(self, msg: dict[str, Any]) -> None:
         assert self._handler is not None  # readers exist only once the bus has started
-        moved = None
+        if msg["type"] == REFUSED:
+            # An SSUBSCRIBE sent by a map older than a slot move: checked now, not at the next
+            # self-check (an outside pass: each slot move deaf for 0.75-0.8 s).
+            if moved(msg["error"]) and not self._pings:
+                task = asyncio.get_running_loop().create_task(self._ping(None))
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            return
+        moved_channel = None
         if msg["type"] in SHARDED.unsubscribed:
             channel = _text(msg["channel"])
             subs = self.subs
             if channel in subs.requested and not subs.inflight.get(channel):
-                moved = channel  # no SUNSUBSCRIBE of ours is owed a reply: Redis's own
+                moved_channel = channel  # no SUNSUBSCRIBE of ours owes a reply: Redis's own
         self._on_reply(msg, self._handler)
-        if moved is not None:
+        if moved_channel is not None:
             # A master that loses a slot (a failover, a resharding) unsubscribes its channels
             # itself: repaired now, on the slot's new owner, rather than when the self-check
             # finds them up to ``audit_interval`` later (the events of that second were lost
             # behind 204s: 9 of 10 a second on a manual failover). No PING barrier is needed
             # to tell this from a late reply: no command of ours awaits one.
-            task = asyncio.get_running_loop().create_task(self._repair({moved}, set()))
+            task = asyncio.get_running_loop().create_task(self._repair({moved_channel}, set()))
             self._repairs_running.add(task)
             task.add_done_callback(self._repairs_running.discard)
 

@@ -35,6 +35,7 @@ from redis.asyncio.cluster import ClusterPubSub
 from redis.exceptions import ResponseError
 
 log = logging.getLogger("luna_sender.bus")
+REFUSED = "refused"  # the type of the reply-like record of an error reply
 
 
 class ShardReaders:
@@ -145,6 +146,7 @@ class ShardReaders:
                     msg = await pubsub.get_sharded_message(target_node=node, timeout=forever)
                 except ResponseError as exc:  # answers one command; the connection is fine
                     log.warning("bus subscription command refused: %s", exc)
+                    self._on_reply({"type": REFUSED, "error": exc})
                     continue
                 if msg is None:
                     continue
