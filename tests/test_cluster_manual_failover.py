@@ -28,6 +28,7 @@ from redis.crc import key_slot
 from luna_sender.bus.base import BusOptions
 from luna_sender.bus.cluster import ROUTES_CHECK
 from luna_sender.bus.sharded import ShardedClusterBus
+from luna_sender.bus.subscriptions import KEEPALIVE
 
 from .faults import RedisServer, wait_until
 from .ha import ClusterSetup, running
@@ -243,5 +244,33 @@ async def test_a_subscription_refused_as_moved_is_taken_at_once() -> None:
                 return b"y" in got
 
             assert await wait_until(heard, 3, interval=0.2), "not subscribed on the new owner"
+        finally:
+            await bus.stop()
+
+
+async def test_the_first_channel_on_a_failed_over_shard_goes_to_its_new_master() -> None:
+    """A shard this instance reads nothing from fails over; a second later its first channel
+    is subscribed on the new master, not the demoted one the map still names (Redis 7 lets a
+    replica SSUBSCRIBE). Before, 3 runs of 4 went to the demoted master (an outside pass), and
+    the self-check moved it there later, cutting its recovering sockets."""
+    with running(ClusterSetup(replicas=1)) as setup:
+        bus = ShardedClusterBus(setup.url + "?sharded=1", BusOptions(audit_interval=30))
+        await bus.start(lambda channel, data: None)
+        try:
+            await bus.subscribe("luna-sender:x")  # the map loaded
+            read = {setup.owner(c).port for c in ("luna-sender:x", KEEPALIVE)}
+            channel = next(
+                c
+                for c in (f"luna-sender:{account()}" for _ in range(1000))
+                if setup.owner(c).port not in read
+            )
+            old = setup.owner(channel)
+            new = _replica_of(setup, old)
+            new.client().execute_command("CLUSTER FAILOVER")
+            assert await wait_until(lambda: setup.owner(channel) is new, 20)
+            await asyncio.sleep(1.0)  # inside the routes check's 5 s
+            await bus.subscribe(channel)
+            where = {n.port: int(n.client().pubsub_shardnumsub(channel)[0][1]) for n in setup.nodes}
+            assert {p for p, count in where.items() if count} == {new.port}, where
         finally:
             await bus.stop()
