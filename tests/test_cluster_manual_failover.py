@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -37,6 +38,18 @@ from .test_cluster_bus import _publishing
 from .test_faults_bus import poster, ready, receive_seqs
 
 pytestmark = pytest.mark.slow
+
+
+@contextlib.asynccontextmanager
+async def _quiet_bus(setup: ClusterSetup, got: list[bytes]) -> AsyncIterator[ShardedClusterBus]:
+    """A sharded bus whose self-check runs every 30 s: within a test only the mechanism under
+    test can move its subscriptions."""
+    bus = ShardedClusterBus(setup.url + "?sharded=1", BusOptions(audit_interval=30))
+    await bus.start(lambda channel, data: got.append(data))
+    try:
+        yield bus
+    finally:
+        await bus.stop()
 
 
 def _replica_of(setup: ClusterSetup, master: RedisServer) -> RedisServer:
@@ -103,9 +116,7 @@ async def test_a_sharded_subscription_moves_with_its_slot_at_once() -> None:
     subscription within the test."""
     got: list[bytes] = []
     with running(ClusterSetup(replicas=1)) as setup:
-        bus = ShardedClusterBus(setup.url + "?sharded=1", BusOptions(audit_interval=30))
-        await bus.start(lambda channel, data: got.append(data))
-        try:
+        async with _quiet_bus(setup, got) as bus:
             await bus.subscribe("luna-sender:x")
             assert bus.subs.live("luna-sender:x")
             old = setup.owner("luna-sender:x")
@@ -119,8 +130,6 @@ async def test_a_sharded_subscription_moves_with_its_slot_at_once() -> None:
             )
             new.execute_command("SPUBLISH", "luna-sender:x", b"after")
             assert await wait_until(lambda: b"after" in got, 5), "deaf on the new master"
-        finally:
-            await bus.stop()
 
 
 async def test_the_history_follows_a_manual_failover_at_once() -> None:
@@ -169,9 +178,7 @@ async def test_a_sharded_subscription_is_never_taken_on_the_demoted_master() -> 
     instance per failover, then some heard twice when it moved on)."""
     got: list[bytes] = []
     with running(ClusterSetup(replicas=1)) as setup:
-        bus = ShardedClusterBus(setup.url + "?sharded=1", BusOptions(audit_interval=30))
-        await bus.start(lambda channel, data: got.append(data))
-        try:
+        async with _quiet_bus(setup, got) as bus:
             await bus.subscribe("luna-sender:x")
             for k in range(3):
                 # A master votes for one failover of a shard per 2 x cluster-node-timeout (2 s)
@@ -189,8 +196,6 @@ async def test_a_sharded_subscription_is_never_taken_on_the_demoted_master() -> 
                 heard = f"after-{k}".encode()
                 assert await wait_until(lambda h=heard: h in got, 5), k
             assert len(got) == len(set(got)) == 3, got
-        finally:
-            await bus.stop()
 
 
 async def test_a_publish_refused_as_moved_is_retried_on_the_slot_s_new_owner() -> None:
@@ -226,9 +231,7 @@ async def test_a_subscription_refused_as_moved_is_taken_at_once() -> None:
     next self-check (here 30 s; an outside pass: each slot move deaf for 0.75-0.8 s)."""
     got: list[bytes] = []
     with running(ClusterSetup(replicas=0)) as setup:
-        bus = ShardedClusterBus(setup.url + "?sharded=1", BusOptions(audit_interval=30))
-        await bus.start(lambda channel, data: got.append(data))
-        try:
+        async with _quiet_bus(setup, got) as bus:
             await bus.subscribe("luna-sender:x")  # the map loaded, before the move
             old = setup.owner("luna-sender:y")
             new = next(n for n in setup.nodes if n is not old)
@@ -244,8 +247,6 @@ async def test_a_subscription_refused_as_moved_is_taken_at_once() -> None:
                 return b"y" in got
 
             assert await wait_until(heard, 3, interval=0.2), "not subscribed on the new owner"
-        finally:
-            await bus.stop()
 
 
 async def test_the_first_channel_on_a_failed_over_shard_goes_to_its_new_master() -> None:
@@ -253,10 +254,9 @@ async def test_the_first_channel_on_a_failed_over_shard_goes_to_its_new_master()
     is subscribed on the new master, not the demoted one the map still names (Redis 7 lets a
     replica SSUBSCRIBE). Before, 3 runs of 4 went to the demoted master (an outside pass), and
     the self-check moved it there later, cutting its recovering sockets."""
+    got: list[bytes] = []
     with running(ClusterSetup(replicas=1)) as setup:
-        bus = ShardedClusterBus(setup.url + "?sharded=1", BusOptions(audit_interval=30))
-        await bus.start(lambda channel, data: None)
-        try:
+        async with _quiet_bus(setup, got) as bus:
             await bus.subscribe("luna-sender:x")  # the map loaded
             read = {setup.owner(c).port for c in ("luna-sender:x", KEEPALIVE)}
             channel = next(
@@ -272,5 +272,3 @@ async def test_the_first_channel_on_a_failed_over_shard_goes_to_its_new_master()
             await bus.subscribe(channel)
             where = {n.port: int(n.client().pubsub_shardnumsub(channel)[0][1]) for n in setup.nodes}
             assert {p for p, count in where.items() if count} == {new.port}, where
-        finally:
-            await bus.stop()
