@@ -87,19 +87,25 @@ async def redirected(client: Any, command: tuple[Any, ...], refusal: Exception) 
             await node.disconnect()
 
 
+async def role(node: ClusterNode, within: float = 1.0) -> str | None:
+    """What the node says it is (``ROLE``: "master", "slave"), None when it does not answer
+    within ``within`` s."""
+    try:
+        async with asyncio.timeout(within):
+            (reply,) = await node_commands(node, [("ROLE",)])
+    except Exception:
+        return None
+    head = reply[0] if isinstance(reply, list) and reply else None
+    return head.decode() if isinstance(head, bytes) else head
+
+
 async def leads(node: ClusterNode, within: float = 1.0) -> bool:
     """Whether the node answers ``ROLE`` as a master within ``within`` s. A slot map read just
     after a failover may still name the demoted master, and Redis 7 takes SSUBSCRIBE on a
     replica: a subscription placed there heard nothing until the replica had synced, then
     overlapped the one on the real master (an outside pass: ~1 s of events lost per instance
     on a manual failover, then some delivered twice)."""
-    try:
-        async with asyncio.timeout(within):
-            (role,) = await node_commands(node, [("ROLE",)])
-    except Exception:
-        return False
-    head = role[0] if isinstance(role, list) and role else b""
-    return head in (b"master", "master")
+    return await role(node, within) == "master"
 
 
 async def answers(node: ClusterNode, within: float = 1.0) -> bool:

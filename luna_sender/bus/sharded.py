@@ -18,7 +18,7 @@ from luna_sender.bus.base import NOT_REACHABLE, BusError, BusOptions
 from luna_sender.bus.cluster import RETAKE, ClusterBus
 from luna_sender.bus.dialect import SHARDED
 from luna_sender.bus.link import STALL
-from luna_sender.bus.nodes import answers, leads, reload_slot_map
+from luna_sender.bus.nodes import answers, leads, reload_slot_map, role
 from luna_sender.bus.publishing import reason
 from luna_sender.bus.redis_ops import moved
 from luna_sender.bus.shards import REFUSED, ShardReaders
@@ -138,7 +138,9 @@ class ShardedClusterBus(ClusterBus):
             return
         if not isinstance(pubsub, ClusterPubSub) or node is None:
             return
-        if node.name not in pubsub.node_pubsub_mapping and not await leads(node):
+        # Only a node that says it is a replica is worth the wait: a silent one (frozen) gets
+        # the usual bounded subscribe, as before, rather than this wait on top of it.
+        if node.name not in pubsub.node_pubsub_mapping and await role(node, 0.3) == "slave":
             await self._owners_lead({channel})
 
     async def _stalled(self, seconds: float) -> None:
