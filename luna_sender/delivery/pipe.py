@@ -50,7 +50,7 @@ class Breaker:
         # Each opening was a line: one a second per master for as long as a history outage
         # lasted while events flowed. Now the first, then one per REPORT_EVERY with a count.
         if not self._open_until.get(key, 0.0) > time.monotonic():
-            throttle = self._told.get(key) or self._told.setdefault(key, Throttle(REPORT_EVERY))
+            throttle = self._told.setdefault(key, Throttle(REPORT_EVERY))
             if (held := throttle.due()) is not None:
                 where = f" {key}" if key else ""
                 more = f" ({held} more times since the last report)" if held else ""
